@@ -1,0 +1,210 @@
+"""Typed, frozen configuration loaded from ``params.yaml``.
+
+Every stage takes one of these section models; unknown keys and wrong types are rejected with an
+error that names the file and the offending field. Profiles (``base.profile``) are deep-merged over
+the stage sections at load time, so ``dvc.yaml`` and the Prefect flow see the same resolved values.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """Raised when ``params.yaml`` (or an override) is missing, malformed or invalid."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class BaseConfig(_Frozen):
+    seed: int = 42
+    dataset: Literal["fashion-mnist", "folder"] = "fashion-mnist"
+    profile: str = "quick"
+
+
+class PathsConfig(_Frozen):
+    raw_dir: Path = Path("data/raw")
+    prepared_dir: Path = Path("data/prepared")
+    validation_dir: Path = Path("reports/validation")
+    model_dir: Path = Path("models")
+    evaluation_dir: Path = Path("reports/evaluation")
+    compare_dir: Path = Path("reports/compare")
+    metrics_dir: Path = Path("metrics")
+    plots_dir: Path = Path("plots")
+    backup_dir: Path = Path(".curvewatch/backup")
+
+
+class FetchConfig(_Frozen):
+    source_dir: Path | None = None
+    system_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+    url: str = "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+    image_folder: Path | None = None
+    image_size: tuple[int, int] = (28, 28)
+    color_mode: Literal["grayscale", "rgb"] = "grayscale"
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1:
+            raise ValueError("image_size must be two positive integers (height, width)")
+        return v
+
+
+class PrepareConfig(_Frozen):
+    val_size: int | float = Field(10000, gt=0)
+    test_size: int | float = Field(0.2, gt=0)
+
+
+class ValidateConfig(_Frozen):
+    max_leakage_fraction: float = Field(0.001, ge=0, le=1)
+    max_label_kl: float = Field(0.01, ge=0)
+    max_intensity_kl: float = Field(0.02, ge=0)
+    intensity_bins: int = Field(32, ge=2)
+    class_share_min: float = Field(0.05, ge=0, le=1)
+    class_share_max: float = Field(0.15, ge=0, le=1)
+
+
+class TrainConfig(_Frozen):
+    model: Literal["small_cnn", "large_cnn", "mlp"] = "small_cnn"
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(6, ge=1)
+    dropout: float = Field(0.25, ge=0, lt=1)
+    l2: float = Field(0.0, ge=0)
+    augment: bool = False
+    early_stopping_patience: int = Field(4, ge=1)
+    reduce_lr_patience: int = Field(2, ge=1)
+    reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
+    max_train_examples: int | None = Field(None, ge=1)
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+
+
+class EvaluateConfig(_Frozen):
+    batch_size: int = Field(512, ge=1)
+
+
+class CompareConfig(_Frozen):
+    recent_runs: int = Field(5, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    stall_min_epochs: int = Field(3, ge=2)
+    fail_on_regression: bool = False
+
+
+class TrackingConfig(_Frozen):
+    experiment: str = "curvewatch-fashion-mnist"
+    registered_model: str = "curvewatch-fashion-mnist-classifier"
+
+
+class Params(_Frozen):
+    """The whole resolved ``params.yaml``; ``profiles`` is already applied and kept for reference."""
+
+    base: BaseConfig = BaseConfig()
+    paths: PathsConfig = PathsConfig()
+    fetch: FetchConfig = FetchConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    compare: CompareConfig = CompareConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Return the resolved config as ``{"train.epochs": 6, ...}`` for logging (``profiles`` omitted)."""
+        flat: dict[str, Any] = {}
+        data = self.model_dump(mode="json", by_alias=True, exclude={"profiles"})
+        for section, values in data.items():
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value
+        return flat
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``section.key=value`` override (value parsed as YAML) in place."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    dotted, value_text = override.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {override!r} must name a section and a key, e.g. train.epochs=3")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(value_text)
+
+
+def load_params(
+    path: str | Path = DEFAULT_PARAMS,
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+) -> Params:
+    """Load, resolve and validate ``params.yaml``.
+
+    Args:
+        path: the YAML file; every section is optional and falls back to the defaults above.
+        profile: a key of ``profiles`` to apply; defaults to ``base.profile`` in the file.
+        overrides: ``section.key=value`` strings applied last (values parsed as YAML), e.g.
+            ``["train.epochs=1"]``; the same syntax as ``dvc exp run -S``.
+
+    Returns:
+        The frozen, validated :class:`Params`.
+
+    Raises:
+        ConfigError: the file is missing or not a YAML mapping, the profile is unknown, an override
+            is malformed, or a field is unknown or of the wrong type (the message names the file
+            and the field, e.g. ``params.yaml: train.epochs: Input should be a valid integer``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for override in overrides or []:
+        if override.startswith("base.profile="):
+            _apply_override(raw, override)
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: profiles must be a mapping of profile name to overrides")
+    chosen = profile or (raw.get("base") or {}).get("profile", "quick")
+    if chosen not in profiles and chosen != "quick":
+        raise ConfigError(f"{path}: base.profile: unknown profile {chosen!r}; known: {sorted(profiles)}")
+    resolved = _deep_merge(raw, profiles.get(chosen) or {})
+    resolved.setdefault("base", {})["profile"] = chosen
+    for override in overrides or []:
+        _apply_override(resolved, override)
+    try:
+        return Params.model_validate(resolved)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{path}: {field}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc
