@@ -1,0 +1,64 @@
+# curvewatch: `make run` sets everything up and runs the retrain flow; `make test` runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+DATASET_DIR := /usr/share/datasets/fashion-mnist
+PROFILE ?=
+PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: help setup uv venv dataset run run-full repro test test-slow lint ui services-up services-down bench clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+uv: ## install uv (the lock-file installer) when it is missing
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+venv: uv ## create .venv from the committed lock file (uv.lock), exactly
+	$(UV) sync --frozen --python 3.11
+
+dataset: ## install Debian's dataset-fashion-mnist when apt exists and the IDX files are missing
+	@if ls $(DATASET_DIR)/train-images-idx3-ubyte* >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST found in $(DATASET_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "no apt: the fetch stage will download Fashion-MNIST from params.yaml's fetch.url"; \
+	fi
+
+setup: venv dataset ## everything `run` needs: environment and dataset
+
+run: setup ## run the Prefect flow `retrain` (quick profile; PROFILE=full for the full one)
+	$(UV) run --frozen curvewatch flow retrain $(PROFILE_ARG)
+
+run-full: ## the full profile (larger CNN, augmentation, 30 epochs)
+	$(MAKE) run PROFILE=full
+
+repro: setup ## run the same stages with DVC (`dvc repro`)
+	$(UV) run --frozen dvc repro
+
+test: venv ## run the test suite (not the `slow` end-to-end tests)
+	$(UV) run --frozen pytest
+
+test-slow: venv ## run only the slow end-to-end tests (real Fashion-MNIST subset)
+	$(UV) run --frozen pytest -m slow
+
+lint: venv ## ruff
+	$(UV) run --frozen ruff check pipelines flows tests benchmarks
+
+ui: venv ## open the MLflow UI on this repository's runs (http://127.0.0.1:5000)
+	infra/mlflow-ui.sh
+
+services-up: venv ## start the local Prefect server (127.0.0.1:4200), reused by every run
+	infra/prefect-server.sh start
+
+services-down: ## stop the local Prefect server
+	infra/prefect-server.sh stop
+
+bench: setup ## benchmark: the retrain flow vs a bare Keras fit (prints both and the ratio)
+	$(UV) run --frozen python benchmarks/overhead.py
+
+clean: ## remove run outputs (keeps the MLflow store and the DVC cache)
+	rm -rf data/prepared reports metrics plots models .curvewatch

@@ -1,0 +1,171 @@
+"""The ``curvewatch`` command line (Typer): one subcommand per stage, the flows, and ``diagnose``.
+
+``dvc.yaml`` calls the stage subcommands; ``make run`` calls ``curvewatch flow retrain``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="curvewatch: retrain, diagnose validation curves, gate regressions.", no_args_is_help=True)
+flow_app = typer.Typer(help="Run Prefect flows.", no_args_is_help=True)
+app.add_typer(flow_app, name="flow")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="quick | full (default: base.profile)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-S", help="override a param: section.key=value (repeatable)")
+]
+
+
+def _params(params: Path, profile: str | None, overrides: list[str] | None):
+    from pipelines.config import ConfigError, load_params
+
+    try:
+        return load_params(params, profile=profile, overrides=overrides)
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: Exception, code: int = 1):
+    typer.secho(str(exc), fg="red", err=True)
+    raise typer.Exit(code) from exc
+
+
+@app.command()
+def fetch(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Fetch the dataset (Fashion-MNIST IDX files or a user's image folder) into paths.raw_dir."""
+    from pipelines.fetch import DataError
+    from pipelines.steps import run_fetch
+
+    _setup_logging()
+    try:
+        result = run_fetch(_params(params, profile, set_))
+    except DataError as exc:
+        _fail(exc)
+    typer.echo(f"fetched {result.num_examples} images from {result.source}")
+
+
+@app.command()
+def prepare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Split train/validation (stratified, seeded), keep the test set apart, write the manifest."""
+    from pipelines.fetch import DataError
+    from pipelines.steps import run_prepare
+
+    _setup_logging()
+    try:
+        result = run_prepare(_params(params, profile, set_))
+    except (DataError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"prepared: {result}")
+
+
+@app.command()
+def validate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Run the Great Expectations suites and cross-split checks; exit 1 when any fails."""
+    from pipelines.steps import ValidationFailed, run_validate
+
+    _setup_logging()
+    try:
+        result = run_validate(_params(params, profile, set_))
+    except ValidationFailed as exc:
+        _fail(exc)
+    typer.echo(f"data validation passed; Data Docs: {result.data_docs_index}")
+
+
+@app.command()
+def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Train the configured model and log the run to MLflow."""
+    from pipelines.steps import StageError, run_train
+
+    _setup_logging()
+    try:
+        outcome = run_train(_params(params, profile, set_))
+    except StageError as exc:
+        _fail(exc)
+    typer.echo(
+        f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id}, "
+        f"model version {outcome.model_version}"
+    )
+
+
+@app.command()
+def evaluate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Evaluate the trained model on the test split (metrics, confusion matrix, predictions)."""
+    from pipelines.steps import StageError, run_evaluate
+
+    _setup_logging()
+    try:
+        result = run_evaluate(_params(params, profile, set_))
+    except StageError as exc:
+        _fail(exc)
+    typer.echo(f"test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}")
+
+
+@app.command()
+def compare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Diagnose the curves, compare with the champion and recent runs, gate and report."""
+    from pipelines.steps import StageError, run_compare
+
+    _setup_logging()
+    try:
+        outcome = run_compare(_params(params, profile, set_))
+    except StageError as exc:
+        _fail(exc)
+    typer.echo(f"verdict: {outcome.verdict}: {outcome.diagnosis_message}")
+    typer.echo(f"gate: {outcome.gate_message}; promoted: {outcome.promoted}")
+    typer.echo(f"report: {outcome.report_markdown}")
+
+
+def ensure_prefect_server() -> str:
+    """Point Prefect at ``$PREFECT_API_URL``, or start/reuse the local server (``infra/prefect-server.sh``).
+
+    Must run before Prefect is imported, since Prefect reads its settings from the environment.
+
+    Raises:
+        typer.Exit: the local server could not be started (its log is printed by the script).
+    """
+    import os
+    import subprocess
+
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    root = Path(__file__).resolve().parent.parent
+    script = root / "infra" / "prefect-server.sh"
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    env = dict(os.environ, VENV=str(Path(sys.executable).parent.parent))
+    if subprocess.run(["bash", str(script), "start"], env=env).returncode != 0:
+        typer.secho(f"could not start the local Prefect server with {script}", fg="red", err=True)
+        raise typer.Exit(1)
+    url = subprocess.run(["bash", str(script), "url"], env=env, capture_output=True, text=True).stdout.strip()
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+@flow_app.command("retrain")
+def flow_retrain(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Run the Prefect flow ``retrain`` end to end and print its summary."""
+    _params(params, profile, set_)  # fail fast on a bad params file, before Prefect starts
+    ensure_prefect_server()
+    from flows.retrain import RetrainSummary, retrain
+    from pipelines.steps import GateFailed, ValidationFailed
+
+    try:
+        summary = retrain(params_path=str(params), profile=profile, overrides=list(set_ or []))
+    except ValidationFailed as exc:
+        failed = RetrainSummary(validation_passed=False, validation_message=str(exc))
+        typer.echo(failed.render())
+        raise typer.Exit(1) from exc
+    except GateFailed as exc:
+        _fail(exc, code=3)
+    typer.echo(summary.render())

@@ -1,0 +1,258 @@
+"""Read training curves from plain files: Keras ``CSVLogger`` CSVs and ``History`` JSON.
+
+Formats (Keras 3 documentation):
+- ``keras.callbacks.CSVLogger`` (https://keras.io/api/callbacks/csv_logger/): a header
+  ``epoch,accuracy,loss,val_accuracy,val_loss,...`` and one row per epoch, epochs 0-based.
+- ``keras.callbacks.History`` (https://keras.io/api/models/model_training_apis/#fit-method):
+  ``history.history`` is ``{"loss": [...], "val_loss": [...], ...}``, one value per epoch; saved as
+  JSON either bare or as ``{"history": {...}, "params": {"epochs": N, ...}}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.curves.types import Curve
+
+VALIDATION_METRICS = ("val_accuracy", "val_loss")
+
+
+def _to_float(text: str, path: Path | str, column: str, row: int) -> float:
+    text = text.strip()
+    if text == "" or text.lower() in {"nan", "none", "null"}:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path}: column {column!r}, row {row}: {text!r} is not a number") from None
+
+
+def _check_validation(metrics: dict[str, np.ndarray], source: Path | str) -> None:
+    if not any(name in metrics for name in VALIDATION_METRICS):
+        raise ValueError(
+            f"{source}: no validation metric: expected a column 'val_accuracy' or 'val_loss', "
+            f"found {sorted(metrics)}"
+        )
+
+
+def _complete_from_epochs(epochs: np.ndarray, epoch_budget: int | None) -> bool:
+    # Missing epochs (a gap in the numbering, or not starting at 1) mean the log is partial.
+    # A run shorter than its budget may have early-stopped; diagnose() decides that from the curve.
+    if epochs.size == 0:
+        return False
+    expected = np.arange(1, epochs.size + 1)
+    return bool(np.array_equal(epochs, expected))
+
+
+def load_csv_logger(
+    path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None, run: str | None = None
+) -> Curve:
+    """Read a Keras ``CSVLogger`` file into a :class:`Curve`.
+
+    Args:
+        path: the CSV file; header ``epoch,<metric>,...``; epochs 0-based as CSVLogger writes them.
+        epoch_budget: epochs the run was configured for, if known.
+        num_classes: classes of the task, if known.
+        run: display name (default: the file's stem).
+
+    Returns:
+        A Curve with 1-based ``epochs`` (E,) int64 and every other column as an (E,) float64 array
+        (empty cells and ``nan`` as NaN). ``complete`` is False when epochs are missing.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: (naming the file, and the column / row where it applies) no header or no
+            ``epoch`` column, a non-numeric cell, duplicate or decreasing epochs, no rows, or neither
+            ``val_accuracy`` nor ``val_loss``.
+    """
+    path = Path(path)
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [name.strip() for name in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{path}: empty file, expected a CSVLogger header 'epoch,...'") from None
+        rows = [row for row in reader if any(cell.strip() for cell in row)]
+    if "epoch" not in header:
+        raise ValueError(f"{path}: no 'epoch' column in header {header}")
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path}: duplicate column names in header {header}")
+    if not rows:
+        raise ValueError(f"{path}: no epochs (header only)")
+    columns: dict[str, list[float]] = {name: [] for name in header}
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}: row {number} has {len(row)} cells, header has {len(header)}")
+        for name, cell in zip(header, row, strict=True):
+            columns[name].append(_to_float(cell, path, name, number))
+    raw_epochs = np.asarray(columns.pop("epoch"))
+    if not np.all(np.isfinite(raw_epochs)) or not np.all(raw_epochs == np.round(raw_epochs)):
+        raise ValueError(f"{path}: column 'epoch' must hold whole numbers")
+    epochs = raw_epochs.astype(np.int64) + 1
+    _check_epochs(epochs, path)
+    metrics = {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
+    _check_validation(metrics, path)
+    return Curve(
+        run=run if run is not None else path.stem,
+        metrics=metrics,
+        epochs=epochs,
+        epoch_budget=epoch_budget,
+        complete=_complete_from_epochs(epochs, epoch_budget),
+        num_classes=num_classes,
+    )
+
+
+def _check_epochs(epochs: np.ndarray, source: Path | str) -> None:
+    unique, counts = np.unique(epochs, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"{source}: column 'epoch': duplicate epochs {unique[counts > 1].tolist()}")
+    if np.any(np.diff(epochs) <= 0):
+        raise ValueError(f"{source}: column 'epoch': epochs are not increasing")
+    if epochs[0] < 1:
+        raise ValueError(f"{source}: column 'epoch': negative epoch {int(epochs[0]) - 1}")
+
+
+def curve_from_history(
+    history: dict[str, list[float]],
+    run: str,
+    *,
+    epoch_budget: int | None = None,
+    num_classes: int | None = None,
+    complete: bool = True,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Curve:
+    """Build a :class:`Curve` from a Keras ``History.history`` dict.
+
+    Args:
+        history: metric name -> one value per epoch (epochs 1..E); all lists of equal length.
+            An ``epoch`` key, if present, is read as 0-based epoch numbers (as CSVLogger writes).
+        run: display name or MLflow run id.
+        epoch_budget: epochs the run was configured for (e.g. ``History.params["epochs"]``).
+        num_classes: classes of the task, if known.
+        complete: False for a run still training or killed.
+        params: the run's flat config, if known.
+        tags: free-form tags.
+
+    Returns:
+        A Curve with (E,) float64 metric arrays and 1-based (E,) int64 epochs.
+
+    Raises:
+        ValueError: (naming the run and the metric) lists of unequal length, non-numeric values,
+            no epochs, or neither ``val_accuracy`` nor ``val_loss``.
+    """
+    if not history:
+        raise ValueError(f"{run}: empty history")
+    metrics: dict[str, np.ndarray] = {}
+    for name, values in history.items():
+        try:
+            metrics[name] = np.asarray(
+                [math.nan if v is None else float(v) for v in values], dtype=np.float64
+            )
+        except (TypeError, ValueError):
+            raise ValueError(f"{run}: metric {name!r} holds a non-numeric value") from None
+    lengths = {name: array.size for name, array in metrics.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{run}: metrics have different lengths {lengths}")
+    size = next(iter(lengths.values()))
+    if size == 0:
+        raise ValueError(f"{run}: no epochs in history")
+    if "epoch" in metrics:
+        raw = metrics.pop("epoch")
+        if not np.all(np.isfinite(raw)):
+            raise ValueError(f"{run}: metric 'epoch' holds a non-finite value")
+        epochs = raw.astype(np.int64) + 1
+        _check_epochs(epochs, run)
+    else:
+        epochs = np.arange(1, size + 1, dtype=np.int64)
+    _check_validation(metrics, run)
+    return Curve(
+        run=run,
+        metrics=metrics,
+        epochs=epochs,
+        epoch_budget=epoch_budget,
+        complete=complete and _complete_from_epochs(epochs, epoch_budget),
+        num_classes=num_classes,
+        params=dict(params or {}),
+        tags=dict(tags or {}),
+    )
+
+
+def load_history_json(
+    path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None, run: str | None = None
+) -> Curve:
+    """Read a Keras ``History`` saved as JSON into a :class:`Curve`.
+
+    Accepts ``{"loss": [...], ...}`` or ``{"history": {...}, "params": {"epochs": N, ...}}``; in the
+    second form ``params["epochs"]`` is the epoch budget unless ``epoch_budget`` is given.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: (naming the file) invalid JSON, not an object of lists, or the errors of
+            :func:`curve_from_history`.
+    """
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a JSON object of metric lists")
+    history = payload.get("history", payload)
+    params = payload.get("params") if "history" in payload else None
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ValueError(f"{path}: expected metric name -> list of per-epoch values")
+    if epoch_budget is None and isinstance(params, dict) and isinstance(params.get("epochs"), int):
+        epoch_budget = int(params["epochs"])
+    _check_history(history, path)
+    return curve_from_history(
+        history, run if run is not None else path.stem, epoch_budget=epoch_budget, num_classes=num_classes
+    )
+
+
+def _check_history(history: dict[str, list[Any]], path: Path) -> None:
+    # Checked here, not only in curve_from_history, so the message names the file the user can open.
+    for name, values in history.items():
+        for index, value in enumerate(values):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{path}: metric {name!r}, epoch {index + 1}: {value!r} is not a number")
+    lengths = {name: len(values) for name, values in history.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{path}: metrics have different lengths {lengths}")
+    if not any(name in history for name in VALIDATION_METRICS):
+        raise ValueError(
+            f"{path}: no validation metric: expected 'val_accuracy' or 'val_loss', found {sorted(history)}"
+        )
+
+
+def load_curve(
+    path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None
+) -> Curve:
+    """Read one run's curves from a ``.csv`` (CSVLogger) or ``.json`` (History) file.
+
+    Args:
+        path: the file; the format is chosen by its suffix.
+        epoch_budget: epochs the run was configured for (a History JSON's ``params.epochs`` is
+            used when this is None).
+        num_classes: classes of the task, if known.
+
+    Returns:
+        The run's :class:`Curve`, named after the file's stem.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unknown suffix, or malformed content (the message names the file and column).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return load_csv_logger(path, epoch_budget=epoch_budget, num_classes=num_classes)
+    if suffix == ".json":
+        return load_history_json(path, epoch_budget=epoch_budget, num_classes=num_classes)
+    raise ValueError(f"{path}: unknown curve format {suffix!r}; expected .csv (CSVLogger) or .json (History)")

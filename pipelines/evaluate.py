@@ -1,0 +1,218 @@
+"""Evaluation stage: score a trained model on the test split and write its reports.
+
+:func:`evaluate` returns the test loss and accuracy, per-class precision/recall/F1/support, the
+confusion matrix and one row per test example (``id``, ``label``, ``predicted``, ``correct``,
+``confidence`` and per-class probabilities). The per-example ``correct`` column, keyed by the stable
+``id``, is what the regression gate pairs between champion and challenger (McNemar's test), so rows
+keep the order and ids of the inputs. :func:`save_evaluation` writes the files atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Keras clips probabilities to [epsilon, 1 - epsilon] in its cross-entropy (keras.config.epsilon()),
+# so the loss computed here matches Model.evaluate's loss up to float rounding (minus any L2 term).
+_EPSILON = 1e-7
+
+EVALUATION_FILES: tuple[str, ...] = ("metrics.json", "per_class.csv", "confusion_matrix.png", "predictions.parquet")
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        loss: mean sparse categorical cross-entropy on the test set, nats (no regularisation term).
+        accuracy: fraction of test examples predicted correctly, in ``[0, 1]``.
+        per_class: one row per class, in class-index order: ``class`` (str), ``precision``,
+            ``recall``, ``f1`` (float64 in ``[0, 1]``; 0 where undefined) and ``support`` (int64).
+        confusion: ``(K, K)`` int64; rows are true classes, columns predicted classes.
+        predictions: one row per test example in input order: ``id``, ``label`` (int64),
+            ``predicted`` (int64), ``correct`` (bool), ``confidence`` (float64 max probability) and
+            ``prob_<class name>`` (float32) per class.
+        class_names: the ``K`` class names, index = class id.
+        summary: the scalars written to ``metrics.json`` (``loss``, ``accuracy``, ``macro_*``,
+            ``weighted_*``, ``num_examples``, ``num_classes``).
+    """
+
+    loss: float
+    accuracy: float
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+    predictions: pd.DataFrame
+    class_names: list[str]
+    summary: dict[str, float | int]
+
+
+def evaluate(
+    model: Any,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    ids: Sequence[Any] | np.ndarray,
+    class_names: Sequence[str],
+    *,
+    batch_size: int,
+) -> EvaluationResult:
+    """Predict ``x_test`` with ``model`` and compute the test metrics.
+
+    Per-class scores come from ``sklearn.metrics.precision_recall_fscore_support`` (``zero_division=0``)
+    and the matrix from ``sklearn.metrics.confusion_matrix``, both over all ``K`` labels.
+
+    Args:
+        model: a ``keras.Model`` mapping ``(N, H, W, C)`` uint8 to ``(N, K)`` probabilities.
+        x_test: ``(N, H, W, C)`` uint8 images.
+        y_test: ``(N,)`` integer labels in ``[0, K)``.
+        ids: ``N`` unique, stable example ids aligned with ``x_test`` (e.g. the prepared test index).
+        class_names: ``K`` unique names, index = class id.
+        batch_size: prediction batch size (``evaluate.batch_size``).
+
+    Returns:
+        An :class:`EvaluationResult`.
+
+    Raises:
+        ValueError: lengths of ``x_test``, ``y_test`` and ``ids`` differ, ``N == 0``, ids or class
+            names repeat, labels fall outside ``[0, K)``, or the model's output width is not ``K``.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    y = np.asarray(y_test).astype(np.int64)
+    ids_arr = np.asarray(ids)
+    names = [str(c) for c in class_names]
+    k = len(names)
+    if not (len(x_test) == len(y) == len(ids_arr)):
+        raise ValueError(f"x_test, y_test and ids differ in length: {len(x_test)}, {len(y)}, {len(ids_arr)}")
+    if len(y) == 0:
+        raise ValueError("the test set is empty")
+    if len(pd.unique(ids_arr)) != len(ids_arr):
+        raise ValueError("ids must be unique: the regression gate pairs examples by id")
+    if len(set(names)) != k:
+        raise ValueError(f"class names must be unique, got {names}")
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"labels must lie in [0, {k}), got [{y.min()}, {y.max()}]")
+
+    probs = np.asarray(model.predict(x_test, batch_size=batch_size, verbose=0), dtype=np.float32)
+    if probs.shape != (len(y), k):
+        raise ValueError(f"model output shape {probs.shape} does not match (N, K) = ({len(y)}, {k})")
+    predicted = probs.argmax(axis=1).astype(np.int64)
+    correct = predicted == y
+    picked = np.clip(probs[np.arange(len(y)), y].astype(np.float64), _EPSILON, 1 - _EPSILON)
+    loss = float(-np.log(picked).mean())
+    accuracy = float(correct.mean())
+
+    labels = list(range(k))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0
+    )
+    per_class = pd.DataFrame(
+        {
+            "class": names,
+            "precision": precision.astype(np.float64),
+            "recall": recall.astype(np.float64),
+            "f1": f1.astype(np.float64),
+            "support": support.astype(np.int64),
+        }
+    )
+    confusion = confusion_matrix(y, predicted, labels=labels).astype(np.int64)
+
+    predictions = pd.DataFrame(
+        {
+            "id": ids_arr,
+            "label": y,
+            "predicted": predicted,
+            "correct": correct,
+            "confidence": probs.max(axis=1).astype(np.float64),
+        }
+    )
+    for i, name in enumerate(names):
+        predictions[f"prob_{name}"] = probs[:, i]
+
+    summary: dict[str, float | int] = {"loss": loss, "accuracy": accuracy}
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y, predicted, labels=labels, average=avg, zero_division=0)
+        summary.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
+    summary.update({"num_examples": int(len(y)), "num_classes": int(k)})
+    return EvaluationResult(
+        loss=loss,
+        accuracy=accuracy,
+        per_class=per_class,
+        confusion=confusion,
+        predictions=predictions,
+        class_names=names,
+        summary=summary,
+    )
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then move the temp file onto ``path`` (same folder, so atomic)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_confusion_matrix(result: EvaluationResult) -> Any:
+    """Return a matplotlib ``Figure`` of the confusion matrix (counts, class names on both axes).
+
+    Uses ``sklearn.metrics.ConfusionMatrixDisplay`` on an off-screen ``Figure`` (no pyplot state).
+    """
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    k = len(result.class_names)
+    size = max(5.0, 0.6 * k + 2.0)
+    fig = Figure(figsize=(size, size), layout="constrained")
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(result.confusion, display_labels=result.class_names).plot(
+        ax=ax, xticks_rotation=45, colorbar=False, values_format="d"
+    )
+    ax.set_title(f"Test confusion matrix (accuracy {result.accuracy:.4f})")
+    return fig
+
+
+def save_evaluation(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
+    """Write the evaluation files into ``out_dir`` (created if needed), each atomically.
+
+    Files: ``metrics.json`` (``result.summary``), ``per_class.csv`` (``result.per_class``),
+    ``confusion_matrix.png`` (:func:`plot_confusion_matrix`, 100 dpi) and ``predictions.parquet``
+    (``result.predictions``, via pyarrow).
+
+    Args:
+        result: from :func:`evaluate`.
+        out_dir: the evaluation folder (``paths.evaluation_dir``).
+
+    Returns:
+        File stem (``metrics``, ``per_class``, ``confusion_matrix``, ``predictions``) -> path written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_json(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
+
+    fig = plot_confusion_matrix(result)
+    paths = {
+        "metrics": _atomic(out_dir / "metrics.json", write_json),
+        "per_class": _atomic(out_dir / "per_class.csv", lambda tmp: result.per_class.to_csv(tmp, index=False)),
+        "confusion_matrix": _atomic(
+            out_dir / "confusion_matrix.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
+        ),
+        "predictions": _atomic(
+            out_dir / "predictions.parquet", lambda tmp: result.predictions.to_parquet(tmp, index=False)
+        ),
+    }
+    return paths

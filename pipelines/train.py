@@ -1,0 +1,431 @@
+"""Training stage: fit a model from :mod:`pipelines.models` on in-memory uint8 images.
+
+:func:`train` is the one training entry point; tuning calls it too. It always installs
+EarlyStopping (restoring the best weights), ReduceLROnPlateau, TerminateOnNaN and BackupAndRestore,
+so an interrupted run resumes from its last finished epoch with a complete history, and it
+guarantees that every epoch's ``logs`` (what callers' callbacks receive) carry Keras' own metric
+names ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` and ``learning_rate``.
+
+This module uses only ``keras``, ``keras.ops`` and numpy (plus the active backend's own device
+query, imported lazily), so it runs under any Keras 3 backend; it imports no Prefect, MLflow or
+Great Expectations.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import TrainConfig
+
+#: Keras metric names, in the order of the history CSV (after ``epoch``).
+HISTORY_KEYS: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+#: The quantity EarlyStopping and ReduceLROnPlateau watch, and that defines ``best_epoch``.
+MONITOR = "val_loss"
+# Written next to BackupAndRestore's checkpoint so a resumed run can rebuild the epochs it skips;
+# BackupAndRestore deletes the whole folder when training ends normally.
+_HISTORY_BACKUP_NAME = "curvewatch_history.json"
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """In-memory training and validation splits.
+
+    Attributes:
+        x_train: ``(N, H, W, C)`` uint8 pixels in ``[0, 255]`` (models rescale internally).
+        y_train: ``(N,)`` int64 class indices in ``[0, num_classes)``.
+        x_val: ``(M, H, W, C)`` uint8, same ``(H, W, C)`` as ``x_train``.
+        y_val: ``(M,)`` int64 class indices.
+        num_classes: number of classes, >= 2.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for name in ("x_train", "x_val"):
+            x = getattr(self, name)
+            if x.ndim != 4:
+                raise ValueError(f"{name} must be (N, H, W, C), got shape {x.shape}")
+        if self.x_train.shape[1:] != self.x_val.shape[1:]:
+            raise ValueError(
+                f"x_train and x_val image shapes differ: {self.x_train.shape[1:]} vs {self.x_val.shape[1:]}"
+            )
+        for xs, ys in (("x_train", "y_train"), ("x_val", "y_val")):
+            x, y = getattr(self, xs), getattr(self, ys)
+            if y.ndim != 1 or len(y) != len(x):
+                raise ValueError(f"{ys} must be (N,) with N = len({xs}) = {len(x)}, got shape {y.shape}")
+            if len(y) == 0:
+                raise ValueError(f"{ys} is empty")
+            if not np.issubdtype(y.dtype, np.integer):
+                raise ValueError(f"{ys} must hold integer class indices, got dtype {y.dtype}")
+            if y.min() < 0 or y.max() >= self.num_classes:
+                raise ValueError(f"{ys} has labels outside [0, {self.num_classes})")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of one image."""
+        h, w, c = self.x_train.shape[1:]
+        return int(h), int(w), int(c)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        model: the compiled ``keras.Model`` holding the best weights (by ``val_loss``) of this run.
+        history: Keras metric name -> one float per epoch run (``HISTORY_KEYS``), including epochs
+            run before an interruption when the run resumed from a backup.
+        epochs_run: number of epochs in ``history``.
+        stopped_early: EarlyStopping ended the run before ``cfg.epochs``.
+        best_epoch: 1-based epoch with the lowest finite ``val_loss``; 0 when none was finite.
+        train_seconds: wall-clock seconds spent in ``fit`` by this call (not earlier, interrupted calls).
+        device: ``"cpu"`` or ``"gpu:<device name>"`` as seen by the active Keras backend.
+        mixed_precision: the model computed in float16 (``mixed_float16`` policy).
+        completed: False when TerminateOnNaN stopped the run on a NaN or infinite loss.
+        resumed_from_epoch: 0 for a fresh run, else the number of epochs restored from the backup.
+        backend: the Keras backend name (``tensorflow``, ``jax`` or ``torch``).
+    """
+
+    model: Any
+    history: dict[str, list[float]]
+    epochs_run: int
+    stopped_early: bool
+    best_epoch: int
+    train_seconds: float
+    device: str
+    mixed_precision: bool
+    completed: bool = True
+    resumed_from_epoch: int = 0
+    backend: str = field(default="tensorflow")
+
+
+def detect_device() -> str:
+    """Return ``"gpu:<name>"`` if the active Keras backend sees a GPU, else ``"cpu"``.
+
+    The backend's own device query is imported here, never at module import (``tensorflow``:
+    ``tf.config.list_physical_devices``; ``jax``: ``jax.devices``; ``torch``: ``torch.cuda``).
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return f"gpu:{details.get('device_name', gpus[0].name)}"
+    elif backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpus:
+            return f"gpu:{gpus[0].device_kind}"
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"gpu:{torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
+def resolve_mixed_precision(setting: str, device: str) -> bool:
+    """``auto`` -> on exactly when ``device`` is a GPU; ``on``/``off`` are forced.
+
+    Raises:
+        ValueError: ``setting`` is not ``auto``, ``on`` or ``off``.
+    """
+    if setting == "auto":
+        return device.startswith("gpu")
+    if setting in ("on", "off"):
+        return setting == "on"
+    raise ValueError(f"mixed_precision must be auto, on or off, got {setting!r}")
+
+
+def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Pick ``n`` indices of ``y`` keeping the class proportions (largest-remainder rounding).
+
+    Args:
+        y: ``(N,)`` integer labels.
+        n: how many to keep; ``n >= N`` keeps everything.
+        seed: seeds ``numpy.random.default_rng``; the same ``(y, n, seed)`` gives the same indices.
+
+    Returns:
+        ``(min(n, N),)`` int64 indices into ``y``, sorted ascending.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    total = len(y)
+    if n >= total:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * n / total
+    quota = np.floor(exact).astype(np.int64)
+    # Hand the remaining slots to the classes with the largest fractional parts (ties broken at
+    # random) so the total is exactly n.
+    short = n - int(quota.sum())
+    order = np.lexsort((rng.random(len(classes)), -(exact - quota)))
+    quota[order[:short]] += 1
+    picked = [rng.choice(np.flatnonzero(y == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _make_callbacks(cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """Build the always-on callbacks; classes are defined here so importing keras stays lazy."""
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """Adds ``learning_rate`` to ``logs`` and keeps every epoch's logs, also on disk."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs: dict[int, dict[str, float]] = dict(prior)
+            self.first_epoch: int | None = None
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if logs is None:
+                return
+            # Keras 3's ReduceLROnPlateau adds this too, but only from its own position in the
+            # callback list; setting it first means every later callback sees it. It is the rate
+            # used during this epoch (reductions happen after).
+            logs.setdefault(
+                "learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            )
+            if self.first_epoch is None:
+                self.first_epoch = epoch
+                # Epochs at or after the resume point are being re-run; drop stale copies.
+                self.epochs = {e: v for e, v in self.epochs.items() if e < epoch}
+            self.epochs[epoch] = {k: float(logs[k]) for k in HISTORY_KEYS if k in logs}
+            _atomic_write_text(
+                backup_dir / _HISTORY_BACKUP_NAME,
+                json.dumps({str(e): v for e, v in sorted(self.epochs.items())}),
+            )
+
+    class RecordingTerminateOnNaN(keras.callbacks.TerminateOnNaN):
+        """TerminateOnNaN that remembers whether it fired."""
+
+        fired = False
+
+        def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.fired = True
+            super().on_batch_end(batch, logs)
+
+    return {
+        "recorder": EpochRecorder(),
+        "nan": RecordingTerminateOnNaN(),
+        "early": keras.callbacks.EarlyStopping(
+            monitor=MONITOR, patience=cfg.early_stopping_patience, restore_best_weights=True
+        ),
+        "reduce_lr": keras.callbacks.ReduceLROnPlateau(
+            monitor=MONITOR, factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience
+        ),
+        "backup": keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
+    }
+
+
+def _read_prior_history(backup_dir: Path) -> dict[int, dict[str, float]]:
+    path = backup_dir / _HISTORY_BACKUP_NAME
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {int(e): {k: float(v) for k, v in logs.items()} for e, logs in raw.items()}
+    except (ValueError, AttributeError):
+        # A torn or foreign file only costs the pre-interruption rows of the history.
+        return {}
+
+
+def _best_epoch(values: list[float]) -> int:
+    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    if not finite:
+        return 0
+    return min(finite)[1] + 1
+
+
+def train(
+    cfg: TrainConfig,
+    data: TrainData,
+    *,
+    seed: int,
+    backup_dir: Path,
+    callbacks: Sequence[Any] = (),
+    verbose: int | str = 2,
+) -> TrainResult:
+    """Build the model named by ``cfg.model`` and fit it on ``data``.
+
+    Seeds Python, numpy and the backend with ``keras.utils.set_random_seed(seed)``; caps the
+    training set at ``cfg.max_train_examples`` by a stratified, seeded subsample; sets the Keras
+    dtype policy to ``mixed_float16`` when mixed precision is on (``cfg.mixed_precision``: ``auto``
+    = on a GPU) and restores the previous policy afterwards. Callbacks, in order: an epoch recorder
+    (adds ``learning_rate`` to ``logs``), TerminateOnNaN, EarlyStopping (``val_loss``,
+    ``cfg.early_stopping_patience``, best weights restored), ReduceLROnPlateau (``val_loss``,
+    ``cfg.reduce_lr_factor``, ``cfg.reduce_lr_patience``), BackupAndRestore(``backup_dir``), then
+    ``callbacks``. If ``backup_dir`` holds the state of an interrupted run with the same model, the
+    weights, optimizer state and epoch counter are restored and the returned history also holds
+    the epochs run before the interruption (EarlyStopping/ReduceLROnPlateau counters restart).
+    ``backup_dir`` is deleted when fitting ends without an exception.
+
+    Args:
+        cfg: the train section of ``params.yaml``.
+        data: uint8 images and int labels (see :class:`TrainData`).
+        seed: the run seed (``base.seed``).
+        backup_dir: folder for BackupAndRestore's checkpoint; created when needed.
+        callbacks: extra ``keras.callbacks.Callback`` objects (e.g. MLflow logging); they receive
+            ``logs`` with ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``.
+        verbose: passed to ``Model.fit`` (0 silent, 1 progress bar, 2 one line per epoch).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: an unknown model/optimizer name (see :func:`pipelines.models.build_model`).
+        Any exception raised by a callback propagates, leaving ``backup_dir`` in place for a resume.
+    """
+    import keras
+
+    from pipelines.models import build_model
+
+    backup_dir = Path(backup_dir)
+    keras.utils.set_random_seed(seed)
+    x_train, y_train = data.x_train, data.y_train.astype(np.int64, copy=False)
+    if cfg.max_train_examples is not None and cfg.max_train_examples < len(y_train):
+        keep = stratified_subsample(y_train, cfg.max_train_examples, seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    y_val = data.y_val.astype(np.int64, copy=False)
+
+    device = detect_device()
+    mixed = resolve_mixed_precision(cfg.mixed_precision, device)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        model = build_model(cfg, data.input_shape, data.num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    prior = _read_prior_history(backup_dir)
+    own = _make_callbacks(cfg, backup_dir, prior)
+    start = time.perf_counter()
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        validation_data=(data.x_val, y_val),
+        callbacks=[*own.values(), *callbacks],
+        shuffle=True,
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - start
+
+    recorder = own["recorder"]
+    epochs = recorder.epochs
+    resumed_from = recorder.first_epoch if recorder.first_epoch is not None else len(epochs)
+    history = {key: [float(epochs[e].get(key, math.nan)) for e in sorted(epochs)] for key in HISTORY_KEYS}
+    return TrainResult(
+        model=model,
+        history=history,
+        epochs_run=len(epochs),
+        stopped_early=own["early"].stopped_epoch > 0,
+        best_epoch=_best_epoch(history[MONITOR]),
+        train_seconds=seconds,
+        device=device,
+        mixed_precision=mixed,
+        completed=not own["nan"].fired,
+        resumed_from_epoch=int(resumed_from),
+        backend=keras.backend.backend(),
+    )
+
+
+def save_history_csv(history: Mapping[str, Sequence[float]], path: Path) -> Path:
+    """Write ``epoch,loss,accuracy,val_loss,val_accuracy,learning_rate`` rows atomically.
+
+    The columns are Keras CSVLogger's plus ``learning_rate``; ``epoch`` is 1-based. A key missing
+    from ``history`` gives an empty column; extra keys are ignored.
+
+    Args:
+        history: metric name -> one value per epoch (e.g. ``TrainResult.history``).
+        path: the CSV file; parent folders are created.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: the metric lists have different lengths.
+    """
+    path = Path(path)
+    lengths = {len(history[k]) for k in HISTORY_KEYS if k in history}
+    if len(lengths) > 1:
+        raise ValueError(f"history lists have different lengths: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", *HISTORY_KEYS])
+    for i in range(n):
+        writer.writerow([i + 1, *(repr(float(history[k][i])) if k in history else "" for k in HISTORY_KEYS)])
+    _atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def save_model(model: Any, path: Path) -> Path:
+    """Save ``model`` in the Keras v3 ``.keras`` format atomically (temp file + ``os.replace``).
+
+    Args:
+        model: a ``keras.Model``.
+        path: target file; must end in ``.keras``; parent folders are created.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: ``path`` does not end in ``.keras``.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"model path must end in .keras, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
+    os.close(fd)
+    try:
+        model.save(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

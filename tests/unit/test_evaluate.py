@@ -1,0 +1,147 @@
+"""Tests for pipelines.evaluate against sklearn computed directly, with a stub model of known outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
+
+from pipelines.evaluate import EVALUATION_FILES, EvaluationResult, evaluate, save_evaluation
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress"]
+
+
+class StubModel:
+    """Returns fixed probabilities, so every metric has a known answer; records the batch size."""
+
+    def __init__(self, probs: np.ndarray) -> None:
+        self.probs = probs
+        self.batch_size: int | None = None
+
+    def predict(self, x: np.ndarray, batch_size: int, verbose: int = 0) -> np.ndarray:
+        self.batch_size = batch_size
+        assert len(x) == len(self.probs)
+        return self.probs
+
+
+@pytest.fixture()
+def case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n, k = 200, len(CLASSES)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[y]  # mostly right, some wrong
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    x = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+    ids = np.array([f"test-{i:05d}" for i in rng.permutation(n)])  # not sorted: order must be kept
+    return x, y, probs, ids
+
+
+@pytest.fixture()
+def result(case: tuple) -> EvaluationResult:
+    x, y, probs, ids = case
+    return evaluate(StubModel(probs), x, y, ids, CLASSES, batch_size=64)
+
+
+def test_scalars_match_sklearn(case: tuple, result: EvaluationResult) -> None:
+    _, y, probs, _ = case
+    pred = probs.argmax(1)
+    assert result.accuracy == pytest.approx(accuracy_score(y, pred))
+    assert result.loss == pytest.approx(log_loss(y, probs, labels=range(4)), rel=1e-5)
+    p, r, f, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    assert result.summary["macro_f1"] == pytest.approx(f)
+    assert result.summary["macro_precision"] == pytest.approx(p)
+    assert result.summary["accuracy"] == result.accuracy
+    assert result.summary["num_examples"] == 200 and result.summary["num_classes"] == 4
+
+
+def test_per_class_and_confusion_match_sklearn(case: tuple, result: EvaluationResult) -> None:
+    _, y, probs, _ = case
+    pred = probs.argmax(1)
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(4), zero_division=0)
+    assert list(result.per_class["class"]) == CLASSES
+    np.testing.assert_allclose(result.per_class["precision"], p)
+    np.testing.assert_allclose(result.per_class["recall"], r)
+    np.testing.assert_allclose(result.per_class["f1"], f)
+    np.testing.assert_array_equal(result.per_class["support"], s)
+    np.testing.assert_array_equal(result.confusion, confusion_matrix(y, pred, labels=range(4)))
+    assert result.confusion.sum() == 200
+
+
+def test_predictions_are_aligned_with_ids(case: tuple, result: EvaluationResult) -> None:
+    _, y, probs, ids = case
+    df = result.predictions
+    assert list(df.columns[:5]) == ["id", "label", "predicted", "correct", "confidence"]
+    np.testing.assert_array_equal(df["id"], ids)
+    np.testing.assert_array_equal(df["label"], y)
+    np.testing.assert_array_equal(df["predicted"], probs.argmax(1))
+    assert df["correct"].dtype == bool
+    np.testing.assert_array_equal(df["correct"], df["label"] == df["predicted"])
+    np.testing.assert_allclose(df["confidence"], probs.max(1))
+    np.testing.assert_allclose(df[f"prob_{CLASSES[2]}"], probs[:, 2])
+    assert df["correct"].mean() == pytest.approx(result.accuracy)
+
+
+def test_uses_batch_size(case: tuple) -> None:
+    x, y, probs, ids = case
+    model = StubModel(probs)
+    evaluate(model, x, y, ids, CLASSES, batch_size=17)
+    assert model.batch_size == 17
+
+
+def test_class_missing_from_predictions_scores_zero_not_error() -> None:
+    y = np.array([0, 1, 2, 3])
+    probs = np.eye(4, dtype=np.float32)[[0, 1, 1, 1]]
+    res = evaluate(StubModel(probs), np.zeros((4, 2, 2, 1), np.uint8), y, np.arange(4), CLASSES, batch_size=8)
+    assert res.per_class.loc[2, "precision"] == 0.0 and res.per_class.loc[3, "recall"] == 0.0
+    assert np.isfinite(res.loss)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda x, y, p, ids: (x[:-1], y, p, ids),
+        lambda x, y, p, ids: (x, y, p, np.r_[ids[:-1], ids[:1]]),
+        lambda x, y, p, ids: (x, np.where(y == 0, 7, y), p, ids),
+        lambda x, y, p, ids: (x, y, p[:, :3], ids),
+    ],
+    ids=["length", "duplicate-ids", "bad-label", "output-width"],
+)
+def test_rejects_inconsistent_inputs(case: tuple, mutate) -> None:
+    x, y, probs, ids = mutate(*case)
+    with pytest.raises(ValueError):
+        evaluate(StubModel(probs), x, y, ids, CLASSES, batch_size=64)
+
+
+def test_save_evaluation_writes_all_files(tmp_path: Path, result: EvaluationResult) -> None:
+    out = tmp_path / "reports" / "evaluation"
+    paths = save_evaluation(result, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(EVALUATION_FILES)  # no temp files left
+    assert set(paths) == {"metrics", "per_class", "confusion_matrix", "predictions"}
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["accuracy"] == pytest.approx(result.accuracy)
+    assert metrics["loss"] == pytest.approx(result.loss)
+    per_class = pd.read_csv(paths["per_class"])
+    assert list(per_class["class"]) == CLASSES
+    preds = pd.read_parquet(paths["predictions"])
+    pd.testing.assert_frame_equal(preds, result.predictions)
+    assert paths["confusion_matrix"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_real_keras_model_loss_matches_keras_evaluate() -> None:
+    keras = pytest.importorskip("keras")
+    from pipelines.config import TrainConfig
+    from pipelines.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(TrainConfig(model="mlp", dropout=0.0), (8, 8, 1), 4)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
+    y = rng.integers(0, 4, 64)
+    res = evaluate(model, x, y, np.arange(64), CLASSES, batch_size=16)
+    keras_logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    assert res.loss == pytest.approx(keras_logs["loss"], rel=1e-4)
+    assert res.accuracy == pytest.approx(keras_logs["accuracy"])

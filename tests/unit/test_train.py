@@ -1,0 +1,263 @@
+"""Tests for pipelines.train on sklearn's bundled 8x8 digits (no download, a few seconds per fit)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipelines.config import TrainConfig
+from pipelines.train import (
+    HISTORY_KEYS,
+    TrainData,
+    TrainResult,
+    resolve_mixed_precision,
+    save_history_csv,
+    save_model,
+    stratified_subsample,
+    train,
+)
+
+keras = pytest.importorskip("keras")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def digits() -> TrainData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.clip(bunch.images * 16, 0, 255).astype(np.uint8)[..., None]  # (1797, 8, 8, 1) uint8
+    y = bunch.target.astype(np.int64)
+    idx = np.random.default_rng(0).permutation(len(y))
+    tr, va = idx[:1400], idx[1400:]
+    return TrainData(x[tr], y[tr], x[va], y[va], num_classes=10)
+
+
+def _cfg(**kw: Any) -> TrainConfig:
+    base = dict(model="mlp", batch_size=64, epochs=2, learning_rate=3e-3, mixed_precision="off")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Recorder(keras.callbacks.Callback):
+    """Keeps what a caller's callback (MLflow logging, curve diagnosis) would see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logs: list[dict[str, float]] = []
+        self.epochs: list[int] = []
+        self.steps: int | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.steps = self.params.get("steps")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs.append(epoch)
+        self.logs.append(dict(logs or {}))
+
+
+@pytest.fixture(scope="module")
+def basic_run(digits: TrainData, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Recorder]:
+    rec = Recorder()
+    result = train(
+        _cfg(model="small_cnn", epochs=2),
+        digits,
+        seed=1,
+        backup_dir=tmp_path_factory.mktemp("basic") / "backup",
+        callbacks=[rec],
+        verbose=0,
+    )
+    return result, rec
+
+
+def test_history_has_keras_keys_one_value_per_epoch(basic_run: tuple[TrainResult, Recorder]) -> None:
+    result, _ = basic_run
+    assert set(result.history) == set(HISTORY_KEYS)
+    assert all(len(v) == 2 for v in result.history.values())
+    assert result.epochs_run == 2
+    assert all(math.isfinite(v) for values in result.history.values() for v in values)
+    assert result.completed and not result.stopped_early
+    assert 1 <= result.best_epoch <= 2
+    assert result.device == "cpu" and result.mixed_precision is False
+    assert result.train_seconds > 0
+    assert result.resumed_from_epoch == 0
+
+
+def test_caller_callbacks_see_every_metric_including_learning_rate(
+    basic_run: tuple[TrainResult, Recorder],
+) -> None:
+    result, rec = basic_run
+    assert rec.epochs == [0, 1]
+    for logs in rec.logs:
+        assert set(HISTORY_KEYS) <= set(logs)
+    assert [logs["learning_rate"] for logs in rec.logs] == pytest.approx(result.history["learning_rate"])
+    assert result.history["learning_rate"][0] == pytest.approx(3e-3)
+
+
+def test_backup_dir_removed_after_a_finished_run(tmp_path: Path, digits: TrainData) -> None:
+    backup = tmp_path / "backup"
+    train(_cfg(epochs=1), digits, seed=0, backup_dir=backup, verbose=0)
+    assert not backup.exists()
+
+
+@pytest.fixture(scope="module")
+def plateau_run(digits: TrainData, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    # Validation labels shuffled: as the model learns the training digits its validation loss can
+    # only rise, so both plateau callbacks must fire.
+    rng = np.random.default_rng(3)
+    noisy = TrainData(digits.x_train, digits.y_train, digits.x_val, rng.permutation(digits.y_val), 10)
+    cfg = _cfg(epochs=12, learning_rate=1e-2, early_stopping_patience=3, reduce_lr_patience=1)
+    return train(cfg, noisy, seed=0, backup_dir=tmp_path_factory.mktemp("plateau") / "b", verbose=0)
+
+
+def test_early_stopping_stops_and_restores_best_weights(plateau_run: TrainResult, digits: TrainData) -> None:
+    r = plateau_run
+    assert r.stopped_early
+    assert r.epochs_run < 12
+    assert r.best_epoch == int(np.argmin(r.history["val_loss"])) + 1
+    assert r.epochs_run >= r.best_epoch + 3  # patience 3
+    rng = np.random.default_rng(3)
+    y_val = rng.permutation(digits.y_val)
+    loss = r.model.evaluate(digits.x_val, y_val, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(r.history["val_loss"][r.best_epoch - 1], rel=1e-3)
+
+
+def test_reduce_lr_on_plateau_lowers_logged_learning_rate(plateau_run: TrainResult) -> None:
+    lrs = plateau_run.history["learning_rate"]
+    assert lrs[0] == pytest.approx(1e-2)
+    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))
+    assert min(lrs) == pytest.approx(1e-2 * 0.5 ** (len(set(lrs)) - 1))
+    assert min(lrs) < 1e-2
+
+
+class _InterruptAfter(keras.callbacks.Callback):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt(f"simulated interruption after epoch {self.epoch}")
+
+
+def test_interrupted_run_resumes_from_backup_with_complete_history(tmp_path: Path, digits: TrainData) -> None:
+    cfg = _cfg(epochs=4, early_stopping_patience=10)
+    backup = tmp_path / "backup"
+    first = Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, digits, seed=0, backup_dir=backup, callbacks=[first, _InterruptAfter(2)], verbose=0)
+    assert backup.is_dir() and any(backup.iterdir())
+    assert first.epochs == [0, 1]
+
+    second = Recorder()
+    result = train(cfg, digits, seed=0, backup_dir=backup, callbacks=[second], verbose=0)
+    assert second.epochs == [2, 3]  # only the missing epochs ran
+    assert result.resumed_from_epoch == 2
+    assert result.epochs_run == 4
+    assert all(len(v) == 4 for v in result.history.values())
+    assert result.history["loss"][:2] == pytest.approx([logs["loss"] for logs in first.logs])
+    assert result.history["val_accuracy"][2:] == pytest.approx([logs["val_accuracy"] for logs in second.logs])
+    # The restored weights carried on training: resumed epochs beat the first epoch.
+    assert result.history["loss"][2] < result.history["loss"][0]
+    assert not backup.exists()
+
+
+class _PoisonWeights(keras.callbacks.Callback):
+    """Sets a kernel to NaN before the 3rd batch, as a diverging run would."""
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if batch == 2:
+            var = self.model.get_layer("dense1").kernel
+            var.assign(np.full(var.shape, np.nan, dtype="float32"))
+
+
+def test_terminate_on_nan_marks_run_incomplete(tmp_path: Path, digits: TrainData) -> None:
+    result = train(_cfg(epochs=3), digits, seed=0, backup_dir=tmp_path / "b", callbacks=[_PoisonWeights()], verbose=0)
+    assert result.completed is False
+    assert result.epochs_run == 1
+    assert math.isnan(result.history["loss"][0])
+
+
+def test_max_train_examples_caps_training_set(tmp_path: Path, digits: TrainData) -> None:
+    rec = Recorder()
+    train(_cfg(epochs=1, batch_size=32, max_train_examples=200), digits, seed=0,
+          backup_dir=tmp_path / "b", callbacks=[rec], verbose=0)
+    assert rec.steps == math.ceil(200 / 32)
+
+
+def test_stratified_subsample_keeps_proportions_and_is_seeded() -> None:
+    y = np.repeat(np.arange(4), [100, 200, 300, 400])
+    idx = stratified_subsample(y, 100, seed=5)
+    assert len(idx) == 100 and len(np.unique(idx)) == 100
+    assert np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(np.bincount(y[idx]), [10, 20, 30, 40])
+    np.testing.assert_array_equal(idx, stratified_subsample(y, 100, seed=5))
+    assert not np.array_equal(idx, stratified_subsample(y, 100, seed=6))
+    odd = stratified_subsample(y, 7, seed=0)
+    assert len(odd) == 7
+    np.testing.assert_array_equal(stratified_subsample(y, 5000, seed=0), np.arange(1000))
+    with pytest.raises(ValueError):
+        stratified_subsample(y, 0, seed=0)
+
+
+def test_resolve_mixed_precision() -> None:
+    assert resolve_mixed_precision("auto", "cpu") is False
+    assert resolve_mixed_precision("auto", "gpu:NVIDIA H100") is True
+    assert resolve_mixed_precision("on", "cpu") is True
+    assert resolve_mixed_precision("off", "gpu:x") is False
+    with pytest.raises(ValueError):
+        resolve_mixed_precision("maybe", "cpu")
+
+
+def test_train_data_rejects_malformed_inputs() -> None:
+    x = np.zeros((4, 8, 8, 1), np.uint8)
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="x_train"):
+        TrainData(x[..., 0], y, x, y, 2)
+    with pytest.raises(ValueError, match="y_val"):
+        TrainData(x, y, x, y[:3], 2)
+    with pytest.raises(ValueError, match="outside"):
+        TrainData(x, y + 1, x, y, 2)
+    with pytest.raises(ValueError, match="differ"):
+        TrainData(x, y, np.zeros((4, 9, 9, 1), np.uint8), y, 2)
+
+
+def test_save_history_csv_writes_keras_columns(tmp_path: Path) -> None:
+    history = {k: [0.5, 0.25] for k in HISTORY_KEYS}
+    path = save_history_csv(history, tmp_path / "sub" / "history.csv")
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", *HISTORY_KEYS]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["val_accuracy"]) == 0.25
+    assert sorted(p.name for p in path.parent.iterdir()) == ["history.csv"]
+    with pytest.raises(ValueError):
+        save_history_csv({"loss": [1.0], "accuracy": [1.0, 2.0]}, tmp_path / "bad.csv")
+
+
+def test_save_model_round_trip(tmp_path: Path, basic_run: tuple[TrainResult, Recorder], digits: TrainData) -> None:
+    model = basic_run[0].model
+    path = save_model(model, tmp_path / "models" / "model.keras")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.keras"]
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(digits.x_val, verbose=0), model.predict(digits.x_val, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError):
+        save_model(model, tmp_path / "model.h5")
+
+
+def test_importing_train_pulls_in_no_tracking_orchestration_or_keras() -> None:
+    code = (
+        "import sys, pipelines.train, pipelines.models, pipelines.evaluate\n"
+        "bad = [m for m in ('mlflow', 'prefect', 'great_expectations', 'keras', 'tensorflow') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
