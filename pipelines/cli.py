@@ -127,6 +127,85 @@ def compare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None,
     typer.echo(f"report: {outcome.report_markdown}")
 
 
+@app.command()
+def diagnose(
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="CSVLogger CSV / History JSON files, or MLflow run ids")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="diagnose the runs of this MLflow experiment")
+    ] = None,
+    filter_string: Annotated[
+        str, typer.Option("--filter", help="MLflow search filter for --experiment, e.g. \"params.train.model = 'mlp'\"")
+    ] = "",
+    epoch_budget: Annotated[int | None, typer.Option(help="epoch budget of file runs")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="number of classes of file runs")] = None,
+    extrapolate: Annotated[bool, typer.Option(help="fit learning-curve families (slower)")] = True,
+    out: Annotated[Path, typer.Option(help="where diagnosis.md / diagnosis.json go")] = Path("reports/diagnose"),
+    write_tags: Annotated[bool, typer.Option(help="write verdict tags and metrics back to MLflow runs")] = True,
+) -> None:
+    """Diagnose training curves; exit 1 when any run is flagged, 0 when all are healthy, 2 on bad input."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.curves import batch
+    from pipelines.curves.io import load_curve
+
+    sources = list(sources or [])
+    if not sources and not experiment:
+        typer.secho("give curve files or MLflow run ids, or --experiment", fg="red", err=True)
+        raise typer.Exit(2)
+    curves = []
+    run_ids = []
+    for src in sources:
+        if Path(src).exists():
+            try:
+                curves.append((src, load_curve(src, epoch_budget=epoch_budget, num_classes=num_classes)))
+            except ValueError as exc:
+                _fail(exc, code=2)
+        else:
+            run_ids.append(src)
+    mc = None
+    if run_ids or experiment:
+        from mlflow.exceptions import MlflowException
+
+        from pipelines import tracking
+
+        mc = tracking.client()
+        try:
+            runs = [mc.get_run(rid) for rid in run_ids]
+            if experiment:
+                exp = mc.get_experiment_by_name(experiment)
+                if exp is None:
+                    _fail(ValueError(f"--experiment: no MLflow experiment named {experiment!r}"), code=2)
+                kind = f"tags.`{tracking.RUN_KIND_TAG}` = 'train'"
+                runs += tracking.search_training_runs(
+                    mc, [exp.experiment_id], filter_string=f"{kind} and {filter_string}" if filter_string else kind
+                )
+        except MlflowException as exc:
+            _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
+        curves += [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
+    results = batch.diagnose_all(curves, extrapolate=extrapolate)
+    table = Table(title="curvewatch diagnosis")
+    for column in ("run", "verdict", "onset epoch", "evidence"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        onset = r.diagnosis.findings[0].onset_epoch if r.diagnosis.findings else None
+        style = "red" if r.flagged else "green"
+        table.add_row(r.source, f"[{style}]{r.diagnosis.verdict}[/{style}]", str(onset or ""), r.evidence())
+    Console().print(table)
+    md, js = batch.write_report(results, out)
+    typer.echo(f"report: {md} ({js})")
+    if mc is not None and write_tags:
+        from pipelines import tracking
+
+        for r in results:
+            if not Path(r.source).exists():
+                tracking.set_tags(mc, r.curve.run, batch.mlflow_tags(r.diagnosis))
+                tracking.log_metrics(mc, r.curve.run, batch.mlflow_metrics(r.diagnosis))
+    raise typer.Exit(1 if any(r.flagged for r in results) else 0)
+
+
 def ensure_prefect_server() -> str:
     """Point Prefect at ``$PREFECT_API_URL``, or start/reuse the local server (``infra/prefect-server.sh``).
 

@@ -41,6 +41,7 @@ class PathsConfig(_Frozen):
     metrics_dir: Path = Path("metrics")
     plots_dir: Path = Path("plots")
     backup_dir: Path = Path(".curvewatch/backup")
+    expectations_dir: Path = Path("expectations")
 
 
 class FetchConfig(_Frozen):

@@ -175,9 +175,7 @@ def _read_maybe_gz(path: Path) -> bytes:
         raise DataError(f"{path}: truncated or corrupt gzip file: {exc}") from exc
 
 
-def _validate_idx_set(
-    arrays: Mapping[str, np.ndarray], origins: Mapping[str, str], num_classes: int
-) -> None:
+def _validate_idx_set(arrays: Mapping[str, np.ndarray], origins: Mapping[str, str], num_classes: int) -> None:
     """Check image/label counts agree and labels lie in ``[0, num_classes)``.
 
     Raises:
@@ -224,7 +222,10 @@ def _fetch_idx(
         if found is not None:
             source, location = kind, str(directory)
             break
-        log.info("fetch: %s %s does not hold all four IDX files", kind, directory)
+        # An explicit source_dir that is unusable is worth a warning; a missing system package is not.
+        (log.warning if kind == "source_dir" else log.info)(
+            "fetch: %s %s does not hold all four IDX files; trying the next source", kind, directory
+        )
     if found is None:
         download_dir = tmp / ".download"
         download_dir.mkdir()
@@ -254,8 +255,8 @@ def _fetch_idx(
                 f"expected {expected_sha256[name]}"
             )
         try:
-            arrays[name] = parse_images(data, origins[name]) if "images" in name else parse_labels(
-                data, origins[name]
+            arrays[name] = (
+                parse_images(data, origins[name]) if "images" in name else parse_labels(data, origins[name])
             )
         except IdxError as exc:
             raise DataError(str(exc)) from exc
@@ -476,8 +477,8 @@ def load_raw(raw_dir: Path) -> RawDataset:
         except OSError as exc:
             raise DataError(f"{path}: cannot read: {exc}") from exc
         try:
-            arrays[name] = parse_images(data, str(path)) if "images" in name else parse_labels(
-                data, str(path)
+            arrays[name] = (
+                parse_images(data, str(path)) if "images" in name else parse_labels(data, str(path))
             )
         except IdxError as exc:
             raise DataError(str(exc)) from exc
@@ -502,7 +503,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, overrides=args.overrides)
-    result = fetch(params.fetch, params.base, params.paths.raw_dir)
+    try:
+        result = fetch(params.fetch, params.base, params.paths.raw_dir)
+    except DataError as exc:
+        raise SystemExit(f"fetch: {exc}") from exc
     print(f"fetch: {result.source}: {result.num_examples} images, {len(result.class_names)} classes")
 
 

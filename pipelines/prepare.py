@@ -30,7 +30,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from pipelines.config import DEFAULT_PARAMS, BaseConfig, PrepareConfig, load_params
-from pipelines.fetch import RawDataset, load_raw
+from pipelines.fetch import DataError, RawDataset, load_raw
 from pipelines.io_utils import atomic_dir, atomic_write_json, write_npz
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,12 @@ MANIFEST_COLUMNS: dict[str, str] = {
 _STATS_CHUNK = 8192
 
 
-class PreparedDataError(ValueError):
-    """Raised when a prepared file is malformed, or the data cannot be split as configured."""
+class PreparedDataError(DataError):
+    """Raised when a prepared file is malformed, or the data cannot be split as configured.
+
+    A :class:`pipelines.fetch.DataError` (so a ``ValueError``), so callers can catch bad data of
+    either stage with one ``except``.
+    """
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,8 @@ def prepare(cfg: PrepareConfig, base: BaseConfig, raw_dir: Path, prepared_dir: P
     raw = load_raw(Path(raw_dir))
     splits = split_dataset(raw, cfg, base.seed)
     manifest = build_manifest(splits)
-    image_shape = tuple(int(d) for d in splits["train"].x.shape[1:])
+    height, width, channels = (int(d) for d in splits["train"].x.shape[1:])
+    image_shape = (height, width, channels)
     prepared_dir = Path(prepared_dir)
     with atomic_dir(prepared_dir) as tmp:
         for name, split in splits.items():
@@ -253,7 +258,7 @@ def prepare(cfg: PrepareConfig, base: BaseConfig, raw_dir: Path, prepared_dir: P
         prepared_dir=prepared_dir,
         counts=counts,
         class_names=list(raw.class_names),
-        image_shape=image_shape,  # type: ignore[arg-type]
+        image_shape=image_shape,
         files=[*(f"{name}.npz" for name in SPLITS), CLASSES_FILE, MANIFEST_FILE],
     )
 
@@ -364,7 +369,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params, overrides=args.overrides)
-    result = prepare(params.prepare, params.base, params.paths.raw_dir, params.paths.prepared_dir)
+    try:
+        result = prepare(params.prepare, params.base, params.paths.raw_dir, params.paths.prepared_dir)
+    except DataError as exc:
+        raise SystemExit(f"prepare: {exc}") from exc
     print(f"prepare: {result.counts} images, shape {result.image_shape}, {len(result.class_names)} classes")
 
 

@@ -81,7 +81,12 @@ def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
     """
     from pipelines.validate import format_failures, validate
 
-    result = validate(params.validate_, params.paths.prepared_dir, params.paths.validation_dir)
+    result = validate(
+        params.validate_,
+        params.paths.prepared_dir,
+        params.paths.validation_dir,
+        suites_dir=params.paths.expectations_dir,
+    )
     atomic_write_json(params.paths.metrics_dir / "validation.json", _nested(result.metrics))
     if not result.success:
         run_id = _log_failed_validation(params, result) if log_failure_to_mlflow else None
@@ -353,6 +358,7 @@ def run_compare(params: Params) -> CompareOutcome:
             still written first).
     """
     from pipelines import tracking
+    from pipelines.curves.batch import mlflow_metrics, mlflow_tags
     from pipelines.curves.compare import compare_curves
     from pipelines.curves.diagnose import diagnose
     from pipelines.curves.gate import gate
@@ -396,25 +402,17 @@ def run_compare(params: Params) -> CompareOutcome:
     promoted = bool(gate_result.passed) and run_info.get("model_version") is not None
     if promoted:
         tracking.promote(mc, params.tracking.registered_model, run_info["model_version"])
-    tags = {
-        "curvewatch.verdict": diagnosis.verdict,
-        "curvewatch.plateau_onset_epoch": diagnosis.plateau_onset_epoch,
-        "curvewatch.plateau_level": (
-            f"{diagnosis.plateau_level:.4f}" if diagnosis.plateau_level is not None else None
-        ),
+    tags = mlflow_tags(diagnosis) | {
         "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings})) or "none",
         "curvewatch.gate": gate_result.decision,
         "curvewatch.champion_run_id": champion.run_id if champion else None,
         "curvewatch.promoted": str(promoted).lower(),
     }
     tracking.set_tags(mc, run_id, tags)
-    numbers = {
+    numbers = mlflow_metrics(diagnosis) | {
         "gate.p_value": gate_result.p_value,
         "gate.delta": gate_result.delta,
         "gate.passed": gate_result.passed,
-        "diagnosis.plateau_onset_epoch": diagnosis.plateau_onset_epoch,
-        "diagnosis.plateau_level": diagnosis.plateau_level,
-        "diagnosis.findings": len(diagnosis.findings),
     }
     tracking.log_metrics(mc, run_id, numbers)
     for p in (report.markdown, report.html, report.png, report.json):

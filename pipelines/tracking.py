@@ -222,18 +222,12 @@ def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
 
 
 def run_curve(mlflow_client: MlflowClient, run_id: str, *, metrics: Iterable[str] = EPOCH_METRICS) -> Curve:
-    """Read one run's per-epoch curves (``get_metric_history`` per metric) into a :class:`Curve`.
+    """Read one run's per-epoch curves into a :class:`Curve` (see :func:`fetch_curves`).
 
     ``epoch_budget`` comes from the ``train.epochs`` param, ``num_classes`` from the
     ``data.num_classes`` param, completeness from the run status and the ``curvewatch.completed`` tag.
     """
-    run = mlflow_client.get_run(run_id)
-    series: dict[str, dict[int, float]] = {}
-    for key in metrics:
-        hist = mlflow_client.get_metric_history(run_id, key)
-        if hist:
-            series[key] = {m.step: m.value for m in hist}
-    return _curve_from_series(run, series)
+    return fetch_curves(mlflow_client, [mlflow_client.get_run(run_id)], metrics=metrics)[0]
 
 
 def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
@@ -285,3 +279,63 @@ def download_predictions(mlflow_client: MlflowClient, run_id: str, dst: Path):
     except (MlflowException, OSError):
         return None
     return pd.read_parquet(local)
+
+
+def search_training_runs(
+    mlflow_client: MlflowClient,
+    experiment_ids: Sequence[str],
+    *,
+    filter_string: str = "",
+    max_runs: int = 100_000,
+) -> list:
+    """All runs of ``experiment_ids`` matching ``filter_string`` (MLflow search syntax), newest
+    first, fetched in pages of 1,000 (``MlflowClient.search_runs``)."""
+    runs: list = []
+    token = None
+    while len(runs) < max_runs:
+        page = mlflow_client.search_runs(
+            list(experiment_ids),
+            filter_string=filter_string,
+            order_by=["attributes.start_time DESC"],
+            max_results=min(1000, max_runs - len(runs)),
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def fetch_curves(
+    mlflow_client: MlflowClient,
+    runs: Sequence,
+    *,
+    metrics: Iterable[str] = EPOCH_METRICS,
+    chunk: int = 500,
+) -> list[Curve]:
+    """Curves of many runs at once (``runs``: ``mlflow.entities.Run`` objects, e.g. from
+    :func:`search_training_runs`).
+
+    On a SQL store (SQLite, PostgreSQL...) this issues one query per metric per ``chunk`` runs via
+    the store's ``get_metric_history_bulk`` instead of one ``get_metric_history`` call per run and
+    metric; other stores (an HTTP tracking server) fall back to the per-run calls. Returns one
+    :class:`Curve` per run, in the order given.
+    """
+    metrics = tuple(metrics)
+    store = getattr(getattr(mlflow_client, "_tracking_client", None), "store", None)
+    series: dict[str, dict[str, dict[int, float]]] = {r.info.run_id: {} for r in runs}
+    if hasattr(store, "get_metric_history_bulk"):
+        ids = list(series)
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            for key in metrics:
+                for row in store.get_metric_history_bulk(part, key, max_results=2**62):
+                    series[row.run_id].setdefault(key, {})[row.step] = row.value
+    else:
+        for run_id in series:
+            for key in metrics:
+                hist = mlflow_client.get_metric_history(run_id, key)
+                if hist:
+                    series[run_id][key] = {m.step: m.value for m in hist}
+    return [_curve_from_series(r, series[r.info.run_id]) for r in runs]

@@ -26,8 +26,8 @@ Outputs (written to a temporary sibling of ``out_dir``, then renamed over it):
 ``results.json`` (every GX result and cross-split check), ``metrics.json`` (the flat metrics),
 ``summary.md`` (plain-language report) and ``data_docs/index.html`` (GX Data Docs).
 
-Run as a stage with ``python -m pipelines.validate [--params params.yaml]``; exit status 1 when a
-check failed.
+Run as a stage with ``curvewatch validate`` (via ``pipelines.steps.run_validate``) or
+``python -m pipelines.validate [--params params.yaml]`` (exit status 1 when a check failed).
 """
 
 from __future__ import annotations
@@ -102,7 +102,10 @@ class ValidationResult:
         metrics: flat, MLflow-friendly floats, e.g. ``validation.success`` (1.0/0.0),
             ``validation.leakage_count``, ``validation.leakage_fraction``, ``validation.label_kl``
             (nats), ``validation.intensity_kl`` (nats), ``validation.expectations_evaluated``,
-            ``validation.expectations_failed``, ``validation.checks_failed``, ``validation.rows.<split>``.
+            ``validation.expectations_failed``, ``validation.checks_evaluated``, ``validation.checks_failed``,
+            ``validation.rows``, ``validation.rows_<split>``,
+            ``validation.leakage_count_<a>_<b>``, ``validation.leakage_fraction_<a>_<b>``. No name is a
+            dotted prefix of another, so they nest cleanly into ``{"validation": {...}}``.
         leakage: split pair (``train-test``) -> ``{"count", "fraction", "smaller_split_rows",
             "ids": {split: [ids, at most ID_CAP]}}``.
         data_docs_index: ``out_dir/data_docs/index.html``, or None when Data Docs could not be built.
@@ -374,9 +377,7 @@ def label_kl(train_labels: pd.Series, val_labels: pd.Series, num_classes: int) -
     b = pd.to_numeric(val_labels, errors="coerce").dropna().astype("int64")
     labels = sorted(set(range(num_classes)) | set(a.tolist()) | set(b.tolist()))
     ca, cb = a.value_counts(), b.value_counts()
-    return kl_divergence(
-        np.array([ca.get(k, 0) for k in labels]), np.array([cb.get(k, 0) for k in labels])
-    )
+    return kl_divergence(np.array([ca.get(k, 0) for k in labels]), np.array([cb.get(k, 0) for k in labels]))
 
 
 def intensity_kl(train_means: pd.Series, val_means: pd.Series, bins: int) -> float:
@@ -414,7 +415,12 @@ def cross_split_checks(
     missing = [c for c in ("id", "split", "content_hash") if c not in manifest.columns]
     if missing:
         report["leakage"] = {"error": f"missing columns {missing}"}
-        fail("leakage", None, f"missing columns {missing}", f"leakage cannot be computed: missing columns {missing}")
+        fail(
+            "leakage",
+            None,
+            f"missing columns {missing}",
+            f"leakage cannot be computed: missing columns {missing}",
+        )
     else:
         leakage = find_leakage(manifest)
         frame = manifest.dropna(subset=["split", "content_hash"])
@@ -441,7 +447,12 @@ def cross_split_checks(
 
     for name, column, threshold, compute in (
         ("label_kl", "label", cfg.max_label_kl, lambda a, b: label_kl(a, b, num_classes)),
-        ("intensity_kl", "pixel_mean", cfg.max_intensity_kl, lambda a, b: intensity_kl(a, b, cfg.intensity_bins)),
+        (
+            "intensity_kl",
+            "pixel_mean",
+            cfg.max_intensity_kl,
+            lambda a, b: intensity_kl(a, b, cfg.intensity_bins),
+        ),
     ):
         if column not in manifest.columns or "split" not in manifest.columns:
             error = f"missing column {column if column not in manifest.columns else 'split'!r}"
@@ -488,7 +499,10 @@ def _ephemeral_context(docs_dir: Path) -> Any:
             "local_site": {
                 "class_name": "SiteBuilder",
                 "show_how_to_buttons": False,
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             }
         },
@@ -550,7 +564,14 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def gx_failures(suite_name: str, suite_result: Mapping[str, Any], columns: Iterable[str]) -> list[FailedCheck]:
+def _value(value: Any) -> str:
+    """A value for a one-line message: floats to 4 significant digits, others as ``repr``."""
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+def gx_failures(
+    suite_name: str, suite_result: Mapping[str, Any], columns: Iterable[str]
+) -> list[FailedCheck]:
     """One :class:`FailedCheck` per failed expectation in a JSON-able suite result.
 
     Args:
@@ -572,16 +593,27 @@ def gx_failures(suite_name: str, suite_result: Mapping[str, Any], columns: Itera
         exc = res.get("exception_info") or {}
         if exc.get("raised_exception"):
             absent = [n for n in names if n not in columns]
-            observed = f"column {absent} missing" if absent else f"error: {_short(exc.get('exception_message'))}"
+            observed = (
+                f"column {absent} missing" if absent else f"error: {_short(exc.get('exception_message'))}"
+            )
         elif "unexpected_count" in detail and detail.get("unexpected_count"):
             observed = (
                 f"{detail['unexpected_count']} of {detail.get('element_count')} rows unexpected "
-                f"({detail.get('unexpected_percent', 0):.2f}%), e.g. "
-                f"{_short(detail.get('partial_unexpected_list', [])[:5], 80)}"
+                f"({detail.get('unexpected_percent', 0):.2f}%)"
             )
             index = detail.get("partial_unexpected_index_list") or []
-            if index:
-                observed += f" at {_short(index[:5], 120)}"
+            if index and all(isinstance(row, dict) for row in index):
+                # index columns first, then the offending value(s)
+                rows = "; ".join(
+                    " ".join(
+                        f"{k}={_value(v)}" for k, v in sorted(row.items(), key=lambda kv: kv[0] in names)
+                    )
+                    for row in index[:5]
+                )
+                observed += f", e.g. {rows}"
+            else:
+                values = ", ".join(_value(v) for v in detail.get("partial_unexpected_list", [])[:5])
+                observed += f", e.g. [{values}]"
         elif "observed_value" in detail:
             observed = f"observed {_short(detail['observed_value'])}"
             if detail.get("details"):
@@ -589,7 +621,9 @@ def gx_failures(suite_name: str, suite_result: Mapping[str, Any], columns: Itera
         else:
             observed = _short(detail) if detail else "no result"
         where = f"({column})" if column else ""
-        out.append(FailedCheck(suite_name, kind, column, observed, f"{suite_name}: {kind}{where} failed: {observed}"))
+        out.append(
+            FailedCheck(suite_name, kind, column, observed, f"{suite_name}: {kind}{where} failed: {observed}")
+        )
     return out
 
 
@@ -634,14 +668,18 @@ def _summary_markdown(result: ValidationResult, report: Mapping[str, Any], cfg: 
         "",
         f"- Rows: {int(m.get('validation.rows', 0))} "
         + "("
-        + ", ".join(f"{k.rsplit('.', 1)[1]} {int(v)}" for k, v in m.items() if k.startswith("validation.rows."))
+        + ", ".join(
+            f"{k.removeprefix('validation.rows_')} {int(v)}"
+            for k, v in m.items()
+            if k.startswith("validation.rows_")
+        )
         + ")",
         f"- Expectations: {int(m['validation.expectations_evaluated'])} evaluated, "
         f"{int(m['validation.expectations_failed'])} failed (suites: {', '.join(SUITE_FILES)})",
         f"- Cross-split checks: {int(m['validation.checks_evaluated'])} evaluated, "
         f"{int(m['validation.checks_failed'])} failed",
         "- Data Docs: "
-        + (f"[data_docs/index.html](data_docs/index.html)" if result.data_docs_index else "not built"),
+        + ("[data_docs/index.html](data_docs/index.html)" if result.data_docs_index else "not built"),
         "",
     ]
     if result.failed:
@@ -658,11 +696,19 @@ def _summary_markdown(result: ValidationResult, report: Mapping[str, Any], cfg: 
     for pair, info in result.leakage.items():
         sample = "; ".join(f"{s}: {', '.join(ids[:3])}" for s, ids in info["ids"].items() if ids)
         lines.append(f"| {pair} | {info['count']} | {info['fraction']:.4%} | {sample or '-'} |")
-    lines += ["", "## Train vs validation skew", "", "| check | KL(train ‖ val), nats | max | ok |", "| --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Train vs validation skew",
+        "",
+        "| check | KL(train ‖ val), nats | max | ok |",
+        "| --- | --- | --- | --- |",
+    ]
     for name in ("label_kl", "intensity_kl"):
         item = report.get(name, {})
         value = f"{item['value']:.5f}" if "value" in item else item.get("error", "-")
-        lines.append(f"| {name} | {value} | {item.get('threshold', '-')} | {'yes' if item.get('success') else 'no'} |")
+        lines.append(
+            f"| {name} | {value} | {item.get('threshold', '-')} | {'yes' if item.get('success') else 'no'} |"
+        )
     lines += [
         "",
         f"Intensity histogram: {cfg.intensity_bins} equal bins of the per-image mean over 0-255. "
@@ -719,7 +765,9 @@ def validate(
     classes = load_classes(prepared_dir)
     num_classes = int(classes["num_classes"])
     parameters = suite_parameters(cfg, classes)
-    suite_dicts = {name: (suites_dir / file, load_suite_dict(suites_dir / file)) for name, file in SUITE_FILES.items()}
+    suite_dicts = {
+        name: (suites_dir / file, load_suite_dict(suites_dir / file)) for name, file in SUITE_FILES.items()
+    }
     suites = {name: build_suite(d, path, parameters) for name, (path, d) in suite_dicts.items()}
 
     shares = class_shares(manifest, num_classes)
@@ -743,20 +791,20 @@ def validate(
             "validation.success": float(not failed),
             "validation.expectations_evaluated": float(evaluated),
             "validation.expectations_failed": float(gx_failed),
-            "validation.checks_evaluated": float(len(leakage) + 2),
+            "validation.checks_evaluated": float(max(len(leakage), 1) + 2),  # leakage pairs + 2 KL checks
             "validation.checks_failed": float(len(cross_failed)),
             "validation.rows": float(len(manifest)),
         }
         if "split" in manifest.columns:
             for split, n in manifest["split"].value_counts().items():
-                metrics[f"validation.rows.{split}"] = float(n)
+                metrics[f"validation.rows_{split}"] = float(n)
         if "leakage_count" in cross:
             metrics["validation.leakage_count"] = float(cross["leakage_count"])
             metrics["validation.leakage_fraction"] = float(cross["leakage_fraction"])
             for pair, info in leakage.items():
                 key = pair.replace("-", "_")
-                metrics[f"validation.leakage_count.{key}"] = float(info["count"])
-                metrics[f"validation.leakage_fraction.{key}"] = float(info["fraction"])
+                metrics[f"validation.leakage_count_{key}"] = float(info["count"])
+                metrics[f"validation.leakage_fraction_{key}"] = float(info["fraction"])
         for name in ("label_kl", "intensity_kl"):
             if "value" in cross[name]:
                 metrics[f"validation.{name}"] = float(cross[name]["value"])
@@ -795,7 +843,9 @@ def validate(
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
-    logger.info("validation %s in %.1f s", "passed" if result.success else "failed", time.perf_counter() - started)
+    logger.info(
+        "validation %s in %.1f s", "passed" if result.success else "failed", time.perf_counter() - started
+    )
     return result
 
 
@@ -810,7 +860,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.validate", description=main.__doc__)
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     parser.add_argument("--profile", default=None)
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument(
+        "-S", "--set", dest="overrides", action="append", default=[], help="section.key=value"
+    )
     parser.add_argument("--suites-dir", type=Path, default=Path("expectations"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -76,6 +76,7 @@ class GateResult:
         discordant: (b, c): b = examples only the champion got right, c = only the challenger.
         test: name of the paired test used (``mcnemar_exact`` or ``mcnemar_chi2_cc``).
         seed_spread: the seed-spread comparison, when at least 2 champion seed accuracies exist.
+        confidence: level of ``delta_ci`` (0.95 for a 95% interval).
         finding: a ``regression`` finding when ``decision == "regression"``, else None.
     """
 
@@ -91,6 +92,7 @@ class GateResult:
     discordant: tuple[int, int] | None
     test: str | None
     seed_spread: SeedSpread | None = None
+    confidence: float = 0.95
     finding: Finding | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +110,7 @@ class GateResult:
             "discordant": None if self.discordant is None else [int(v) for v in self.discordant],
             "test": self.test,
             "seed_spread": None,
+            "confidence": float(self.confidence),
             "finding": None,
         }
         if self.seed_spread is not None:
@@ -229,6 +232,7 @@ def gate(
             n_examples=int(ch.size),
             discordant=None,
             test=None,
+            confidence=confidence,
         )
 
     cp = _correct_by_id(champion, "champion")
@@ -287,6 +291,7 @@ def gate(
         discordant=(b, c),
         test=test_name,
         seed_spread=spread,
+        confidence=confidence,
         finding=finding,
     )
 
@@ -312,9 +317,9 @@ def _correct_by_id(pred: pd.DataFrame | pd.Series, side: str) -> pd.Series:
         raise ValueError(f"{side} predictions have {dup.size} duplicated id(s), e.g. {list(dup[:5])}")
     if s.isna().any():
         raise ValueError(f"{side} predictions have {int(s.isna().sum())} missing 'correct' value(s)")
-    # Accept 0/1 ints as well as bools, but nothing else: 0.7 is not "correct".
+    # Accept 0/1 ints as well as bools (True == 1 in Python), but nothing else: 0.7 is not "correct".
     vals = pd.unique(s.to_numpy())
-    if not set(vals.tolist()) <= {True, False, 0, 1}:
+    if not set(vals.tolist()) <= {False, True}:
         raise ValueError(f"{side} 'correct' must be bool (or 0/1), got values like {vals[:5].tolist()}")
     return s.astype(bool)
 

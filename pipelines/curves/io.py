@@ -51,7 +51,11 @@ def _complete_from_epochs(epochs: np.ndarray, epoch_budget: int | None) -> bool:
 
 
 def load_csv_logger(
-    path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None, run: str | None = None
+    path: str | Path,
+    *,
+    epoch_budget: int | None = None,
+    num_classes: int | None = None,
+    run: str | None = None,
 ) -> Curve:
     """Read a Keras ``CSVLogger`` file into a :class:`Curve`.
 
@@ -185,7 +189,11 @@ def curve_from_history(
 
 
 def load_history_json(
-    path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None, run: str | None = None
+    path: str | Path,
+    *,
+    epoch_budget: int | None = None,
+    num_classes: int | None = None,
+    run: str | None = None,
 ) -> Curve:
     """Read a Keras ``History`` saved as JSON into a :class:`Curve`.
 
@@ -231,9 +239,7 @@ def _check_history(history: dict[str, list[Any]], path: Path) -> None:
         )
 
 
-def load_curve(
-    path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None
-) -> Curve:
+def load_curve(path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None) -> Curve:
     """Read one run's curves from a ``.csv`` (CSVLogger) or ``.json`` (History) file.
 
     Args:

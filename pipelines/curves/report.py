@@ -257,7 +257,7 @@ def render_html(content: Mapping[str, Any]) -> str:
             onset = "" if f["onset_epoch"] is None else str(f["onset_epoch"])
             out.append(
                 f"<tr><td><code>{e(f['code'])}</code></td>"
-                f"<td class=\"{e(f['severity'])}\">{e(f['severity'])}</td><td>{e(onset)}</td>"
+                f'<td class="{e(f["severity"])}">{e(f["severity"])}</td><td>{e(onset)}</td>'
                 f"<td>{e(f['message'])}</td><td>{e(_evidence_text(f['evidence']))}</td></tr>"
             )
         out.append("</table>")
@@ -344,7 +344,8 @@ def plot_val_curves(
     codes = {(f.get("code") if isinstance(f, Mapping) else getattr(f, "code", None)) for f in findings}
     best = _num(getattr(diagnosis, "best_epoch", None))
     if "overfitting" in codes and best is not None and last_epoch is not None and last_epoch >= best:
-        ax.axvspan(best, last_epoch, color="red", alpha=0.08, hatch="//", label=f"overfitting after epoch {best:g}")
+        label = f"overfitting after epoch {best:g}"
+        ax.axvspan(best, last_epoch, color="red", alpha=0.08, hatch="//", label=label)
         ax.axvline(best, color="red", lw=0.8, alpha=0.6)
     ex = _extrapolation_xy(getattr(diagnosis, "extrapolation", None))
     if ex is not None:
@@ -563,7 +564,8 @@ def _gate_rows(g: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("difference (points)", "n/a" if d is None else f"{d * 100:+.2f}"))
     ci = g.get("delta_ci")
     if ci:
-        rows.append(("95% CI of difference (points)", f"{ci[0] * 100:+.2f} to {ci[1] * 100:+.2f}"))
+        level = f"{float(g.get('confidence') or 0.95) * 100:.0f}%"
+        rows.append((f"{level} CI of difference (points)", f"{ci[0] * 100:+.2f} to {ci[1] * 100:+.2f}"))
     if g.get("test"):
         rows.append(("test", str(g["test"])))
     rows.append(("p-value (one-sided, challenger worse)", _fmt(g.get("p_value"), ".3g")))

@@ -49,8 +49,11 @@ def test_good_data_passes_and_writes_reports(cfg, suites_dir, prepared, good_man
     assert m["validation.leakage_count"] == 0 and m["validation.leakage_fraction"] == 0
     assert m["validation.label_kl"] == pytest.approx(0, abs=1e-9)
     assert m["validation.intensity_kl"] == pytest.approx(0, abs=1e-9)
-    assert m["validation.rows.train"] == 300
+    assert m["validation.rows_train"] == 300 and m["validation.rows"] == 500
+    assert m["validation.leakage_count_train_test"] == 0
     assert all(isinstance(v, float) for v in m.values())
+    # no name is a dotted prefix of another, so the metrics nest into {"validation": {...}} for DVC
+    assert not [(a, b) for a in m for b in m if b.startswith(a + ".")]
     assert set(result.leakage) == {"train-val", "train-test", "val-test"}
 
     out = tmp_path / "report"
@@ -89,35 +92,51 @@ def test_rerun_replaces_previous_report(cfg, suites_dir, prepared, good_manifest
 # -- broken rows -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("column", "value", "check"),
-    [
-        ("pixel_mean", np.nan, "expect_column_values_to_not_be_null"),
-        ("id", None, "expect_column_values_to_not_be_null"),
-        ("label", NUM_CLASSES, "expect_column_values_to_be_between"),
-        ("label", -1, "expect_column_values_to_be_between"),
-        ("pixel_max", 300, "expect_column_values_to_be_between"),
-        ("pixel_min", -2, "expect_column_values_to_be_between"),
-        ("height", 27, "expect_column_values_to_be_between"),
-        ("channels", 3, "expect_column_values_to_be_between"),
-        ("split", "holdout", "expect_column_values_to_be_in_set"),
-        ("content_hash", "not-a-hash", "expect_column_values_to_match_regex"),
-    ],
-)
-def test_broken_row_fails_the_named_expectation(cfg, suites_dir, prepared, good_manifest, column, value, check):
+# (row, column, bad value, expectation that must fail); one fault per row, all in one manifest so the
+# suite runs once. Row i of the good manifest has id "train-0000i".
+FAULTS = [
+    (3, "pixel_mean", np.nan, "expect_column_values_to_not_be_null"),
+    (5, "id", None, "expect_column_values_to_not_be_null"),
+    (7, "label", NUM_CLASSES, "expect_column_values_to_be_between"),
+    (11, "pixel_max", 300, "expect_column_values_to_be_between"),
+    (13, "pixel_min", -2, "expect_column_values_to_be_between"),
+    (17, "height", 27, "expect_column_values_to_be_between"),
+    (19, "channels", 3, "expect_column_values_to_be_between"),
+    (23, "split", "holdout", "expect_column_values_to_be_in_set"),
+    (29, "content_hash", "not-a-hash", "expect_column_values_to_match_regex"),
+    (31, "pixel_std", 200.0, "expect_column_values_to_be_between"),
+]
+
+
+def test_broken_rows_fail_the_named_expectations(cfg, suites_dir, prepared, good_manifest):
     bad = good_manifest.copy()
-    bad.loc[7, column] = value
+    for row, column, value, _ in FAULTS:
+        bad.loc[row, column] = value
     result = run(cfg, prepared(bad), suites_dir)
 
     assert not result.success
-    assert ("manifest", check, column) in failed_keys(result), format_failures(result)
-    failure = next(f for f in result.failed if (f.check, f.column) == (check, column))
-    assert "1 of 500 rows" in failure.observed
-    if column != "id":
-        assert "train-00007" in failure.observed  # the failing row is named by its id
-    assert check in format_failures(result)
+    report = format_failures(result)
+    manifest_failures = {(f.check, f.column): f for f in result.failed if f.suite == "manifest"}
+    for row, column, _, check in FAULTS:
+        failure = manifest_failures.get((check, column))
+        assert failure is not None, f"{check}({column}) did not fail:\n{report}"
+        assert "1 of 500 rows" in failure.observed
+        if column != "id":
+            assert f"id='train-{row:05d}'" in failure.observed  # the failing row is named by its id
+        assert f"{check}({column})" in report
+    assert len(manifest_failures) == len(FAULTS)
     assert result.metrics["validation.success"] == 0.0
-    assert result.metrics["validation.expectations_failed"] >= 1
+    # the "holdout" split also unbalances the class-share table
+    assert result.metrics["validation.expectations_failed"] == len(FAULTS) + 1
+
+
+def test_single_out_of_range_pixel_fails(cfg, suites_dir, prepared, good_manifest):
+    bad = good_manifest.copy()
+    bad.loc[42, "pixel_max"] = 300
+    result = run(cfg, prepared(bad), suites_dir)
+
+    assert failed_keys(result) == {("manifest", "expect_column_values_to_be_between", "pixel_max")}
+    assert "300" in result.failed[0].observed and "train-00042" in result.failed[0].observed
 
 
 def test_wrong_dtype_fails_type_expectation(cfg, suites_dir, prepared, good_manifest):
@@ -160,7 +179,7 @@ def test_class_imbalance_fails_class_balance(cfg, suites_dir, prepared, good_man
     assert ("class_balance", "expect_column_values_to_be_between", "share") in failed_keys(result)
     failure = next(f for f in result.failed if f.suite == "class_balance")
     assert "2 of 30 rows" in failure.observed  # 3 splits x 10 classes
-    assert "'split': 'train'" in failure.observed and "'label': 0" in failure.observed
+    assert "split='train' label=0 share=0.1667" in failure.observed
     assert all(f.suite == "class_balance" for f in result.failed)
 
 
@@ -183,7 +202,9 @@ def _leak(manifest: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def test_leakage_above_threshold_fails_and_names_ids(cfg, suites_dir, prepared, good_manifest):
-    result = run(cfg.model_copy(update={"max_leakage_fraction": 0.02}), prepared(_leak(good_manifest, 5)), suites_dir)
+    result = run(
+        cfg.model_copy(update={"max_leakage_fraction": 0.02}), prepared(_leak(good_manifest, 5)), suites_dir
+    )
 
     assert not result.success
     assert failed_keys(result) == {("cross_split", "leakage", "train-test")}
@@ -199,7 +220,9 @@ def test_leakage_above_threshold_fails_and_names_ids(cfg, suites_dir, prepared, 
 
 
 def test_leakage_below_threshold_passes_but_is_reported(cfg, suites_dir, prepared, good_manifest):
-    result = run(cfg.model_copy(update={"max_leakage_fraction": 0.02}), prepared(_leak(good_manifest, 1)), suites_dir)
+    result = run(
+        cfg.model_copy(update={"max_leakage_fraction": 0.02}), prepared(_leak(good_manifest, 1)), suites_dir
+    )
 
     assert result.success, format_failures(result)
     assert result.leakage["train-test"]["count"] == 1
@@ -223,7 +246,9 @@ def test_label_skew_fails_label_kl_only(cfg, suites_dir, prepared, good_manifest
     bad = good_manifest.copy()
     val = bad.index[bad["split"] == "val"]
     bad.loc[val, "label"] = np.where(np.arange(len(val)) % 2 == 0, 0, bad.loc[val, "label"])
-    result = run(cfg.model_copy(update={"class_share_max": 1.0, "class_share_min": 0.0}), prepared(bad), suites_dir)
+    result = run(
+        cfg.model_copy(update={"class_share_max": 1.0, "class_share_min": 0.0}), prepared(bad), suites_dir
+    )
 
     assert failed_keys(result) == {("cross_split", "label_kl", "label")}, format_failures(result)
     assert result.metrics["validation.label_kl"] > cfg.max_label_kl
@@ -284,7 +309,10 @@ def test_unreadable_manifest_raises_naming_the_file(cfg, suites_dir, prepared, g
     [
         (None, "not found"),
         ("{not json", "cannot read"),
-        ('{"name": "manifest", "expectations": [{"type": "expect_no_such_thing", "kwargs": {}}]}', "expect_no_such"),
+        (
+            '{"name": "manifest", "expectations": [{"type": "expect_no_such_thing", "kwargs": {}}]}',
+            "expect_no_such",
+        ),
         (
             '{"name": "manifest", "expectations": [{"type": "expect_column_values_to_be_between",'
             ' "kwargs": {"column": "label", "max_value": {"$PARAMETER": "nope"}}}]}',

@@ -54,8 +54,12 @@ def write_raw(tmp_path: Path, seed: int = 0) -> Path:
     for name, data in contents.items():
         (src / f"{name}.gz").write_bytes(gzip.compress(data))
     hashes = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-    fetch(FetchConfig(source_dir=src, system_dir=tmp_path / "none"), BaseConfig(), tmp_path / "raw",
-          expected_sha256=hashes)
+    fetch(
+        FetchConfig(source_dir=src, system_dir=tmp_path / "none"),
+        BaseConfig(),
+        tmp_path / "raw",
+        expected_sha256=hashes,
+    )
     return tmp_path / "raw"
 
 
@@ -163,14 +167,18 @@ def test_impossible_split_is_a_clear_error_and_writes_nothing(tmp_path: Path, ra
 def test_folder_dataset_end_to_end(tmp_path: Path) -> None:
     root = tmp_path / "images"
     rng = np.random.default_rng(0)
-    for k, (name, n) in enumerate([("apple", 20), ("kiwi", 10), ("pear", 30)]):
+    for name, n in [("apple", 20), ("kiwi", 10), ("pear", 30)]:
         (root / name).mkdir(parents=True)
         for i in range(n):
             pixels = rng.integers(0, 256, size=(7, 9, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
-    fetch(FetchConfig(image_folder=root, image_size=(8, 8), color_mode="rgb"), BaseConfig(dataset="folder"),
-          tmp_path / "raw")
-    result = prepare(PrepareConfig(val_size=0.25, test_size=0.2), BaseConfig(), tmp_path / "raw", tmp_path / "prep")
+    fetch(
+        FetchConfig(image_folder=root, image_size=(8, 8), color_mode="rgb"),
+        BaseConfig(dataset="folder"),
+        tmp_path / "raw",
+    )
+    cfg = PrepareConfig(val_size=0.25, test_size=0.2)
+    result = prepare(cfg, BaseConfig(), tmp_path / "raw", tmp_path / "prep")
     assert result.counts == {"train": 36, "val": 12, "test": 12}
     assert result.class_names == ["apple", "kiwi", "pear"]
     assert result.image_shape == (8, 8, 3)
@@ -211,12 +219,20 @@ def test_load_split_malformed(prepared: Path) -> None:
     np.savez(prepared / "train.npz", x=np.zeros((2, 6, 5, 1), np.uint8), y=np.zeros(2, np.int64))
     with pytest.raises(PreparedDataError, match=r"train.npz: missing arrays \['ids'\]"):
         load_split(prepared, "train")
-    np.savez(prepared / "test.npz", x=np.zeros((2, 6, 5, 1), np.uint8), y=np.zeros(3, np.int64),
-             ids=np.array(["a", "b"]))
+    np.savez(
+        prepared / "test.npz",
+        x=np.zeros((2, 6, 5, 1), np.uint8),
+        y=np.zeros(3, np.int64),
+        ids=np.array(["a", "b"]),
+    )
     with pytest.raises(PreparedDataError, match="test.npz: x, y and ids have lengths 2, 3, 2"):
         load_split(prepared, "test")
-    np.savez(prepared / "test.npz", x=np.zeros((2, 6, 5, 1), np.float32), y=np.zeros(2, np.int64),
-             ids=np.array(["a", "b"]))
+    np.savez(
+        prepared / "test.npz",
+        x=np.zeros((2, 6, 5, 1), np.float32),
+        y=np.zeros(2, np.int64),
+        ids=np.array(["a", "b"]),
+    )
     with pytest.raises(PreparedDataError, match="test.npz: x must be"):
         load_split(prepared, "test")
 
@@ -230,8 +246,9 @@ def test_load_classes_malformed(prepared: Path) -> None:
     (prepared / "classes.json").write_text("{not json")
     with pytest.raises(PreparedDataError, match="classes.json: not valid JSON"):
         load_classes(prepared)
-    (prepared / "classes.json").write_text(json.dumps({"class_names": ["a", "b"], "num_classes": 3,
-                                                        "image_shape": [1, 1, 1]}))
+    (prepared / "classes.json").write_text(
+        json.dumps({"class_names": ["a", "b"], "num_classes": 3, "image_shape": [1, 1, 1]})
+    )
     with pytest.raises(PreparedDataError, match="classes.json: num_classes"):
         load_classes(prepared)
 

@@ -1,0 +1,151 @@
+"""Diagnose many runs at once and summarise them (``curvewatch diagnose``).
+
+Sources: curve files (Keras ``CSVLogger`` CSV or ``History`` JSON, via :mod:`pipelines.curves.io`)
+and MLflow runs (by id, by experiment, or by search filter, fetched in bulk through
+:func:`pipelines.tracking.fetch_curves`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.curves.diagnose import Diagnosis, diagnose
+from pipelines.curves.types import Curve, Severity
+
+#: Verdicts that do not flag a run (exit code 0 of ``curvewatch diagnose``).
+UNFLAGGED = frozenset({"healthy"})
+
+
+@dataclass(frozen=True)
+class RunDiagnosis:
+    """One row of the batch result: the curve's source and its diagnosis."""
+
+    source: str
+    curve: Curve
+    diagnosis: Diagnosis
+
+    @property
+    def flagged(self) -> bool:
+        return self.diagnosis.verdict not in UNFLAGGED
+
+    def evidence(self) -> str:
+        """The most important finding's plain sentence."""
+        top = self.diagnosis.findings[0] if self.diagnosis.findings else None
+        return top.message if top else ""
+
+
+def diagnose_all(curves: Sequence[tuple[str, Curve]], **kwargs: Any) -> list[RunDiagnosis]:
+    """Apply :func:`pipelines.curves.diagnose.diagnose` to each ``(source, curve)``; kwargs pass through."""
+    return [RunDiagnosis(source, curve, diagnose(curve, **kwargs)) for source, curve in curves]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Severity):
+        return value.value
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:
+    """Machine-readable form: one object per run with its verdict, plateau and findings."""
+    rows = []
+    for r in results:
+        d = r.diagnosis
+        rows.append(
+            _jsonable(
+                {
+                    "source": r.source,
+                    "run": r.curve.run,
+                    "verdict": d.verdict,
+                    "flagged": r.flagged,
+                    "epochs": int(len(r.curve.epochs)),
+                    "epoch_budget": r.curve.epoch_budget,
+                    "plateau_onset_epoch": d.plateau_onset_epoch,
+                    "plateau_level": d.plateau_level,
+                    "plateau_spread": d.plateau_spread,
+                    "best_epoch": d.best_epoch,
+                    "findings": [
+                        {
+                            "code": f.code,
+                            "severity": f.severity,
+                            "onset_epoch": f.onset_epoch,
+                            "message": f.message,
+                            "evidence": f.evidence,
+                            "causes": list(f.causes),
+                            "remedies": list(f.remedies),
+                        }
+                        for f in d.findings
+                    ],
+                }
+            )
+        )
+    return rows
+
+
+def to_markdown(results: Sequence[RunDiagnosis]) -> str:
+    """A markdown report: a table (run, verdict, onset epoch, evidence), then each run's remedies."""
+    lines = [
+        "# curvewatch diagnosis",
+        "",
+        f"{sum(r.flagged for r in results)} of {len(results)} runs flagged.",
+        "",
+        "| run | verdict | onset epoch | evidence |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in results:
+        onset = r.diagnosis.findings[0].onset_epoch if r.diagnosis.findings else None
+        evidence = r.evidence().replace("|", "\\|")
+        lines.append(f"| {r.source} | {r.diagnosis.verdict} | {onset if onset is not None else ''} | {evidence} |")
+    for r in results:
+        lines += ["", f"## {r.source}", ""]
+        for f in r.diagnosis.findings:
+            lines.append(f"- **{f.code}** ({f.severity.value}): {f.message}")
+            for cause in f.causes:
+                lines.append(f"  - likely cause: {cause}")
+            for remedy in f.remedies:
+                lines.append(f"  - try: {remedy}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Sequence[RunDiagnosis], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``diagnosis.md`` and ``diagnosis.json`` into ``out_dir`` atomically; return both paths."""
+    from pipelines.io_utils import atomic_write_text
+
+    out_dir = Path(out_dir)
+    md, js = out_dir / "diagnosis.md", out_dir / "diagnosis.json"
+    atomic_write_text(md, to_markdown(results))
+    atomic_write_text(js, json.dumps(to_json(results), indent=2))
+    return md, js
+
+
+def mlflow_tags(d: Diagnosis) -> dict[str, str | None]:
+    """The tags written on an MLflow run (columns in the MLflow UI's run table)."""
+    return {
+        "curvewatch.verdict": d.verdict,
+        "curvewatch.plateau_onset_epoch": str(d.plateau_onset_epoch) if d.plateau_onset_epoch else None,
+        "curvewatch.plateau_level": f"{d.plateau_level:.4f}" if d.plateau_level is not None else None,
+        "curvewatch.findings": ",".join(d.codes) or "none",
+    }
+
+
+def mlflow_metrics(d: Diagnosis) -> dict[str, float]:
+    """Numeric metrics written on an MLflow run (``diagnosis.*``)."""
+    out: dict[str, float] = {"diagnosis.findings": float(len(d.findings))}
+    for name in ("plateau_onset_epoch", "plateau_level", "plateau_spread", "best_epoch", "noise"):
+        value = getattr(d, name, None)
+        if value is not None and math.isfinite(float(value)):
+            out[f"diagnosis.{name}"] = float(value)
+    out["diagnosis.stalled"] = float(bool(getattr(d, "stalled", False)))
+    return out

@@ -1,0 +1,1139 @@
+"""Diagnose one run's training curves: what went wrong, since when, how sure, what to try.
+
+Every threshold is a multiple of the curve's own noise (:func:`pipelines.curves.noise.estimate_noise`)
+or a significance level, never a fixed ``min_delta``. The checks, in the order a verdict prefers
+them (a CRITICAL finding always wins over a WARNING, a WARNING over INFO):
+
+``divergence`` > ``not_learning`` > ``incomplete`` > ``overfitting`` > ``plateau`` >
+``underfitting`` > ``oscillation`` > ``too_slow`` > ``split_mismatch`` > ``noisy_validation`` >
+``healthy``.
+
+Plateau versus convergence: :func:`find_plateau` finds the earliest epoch after which the monitored
+validation metric shows no improvement beyond noise (see its docstring). Whether that flat tail is
+a *stall* (``plateau`` finding) or a healthy *convergence* (``healthy`` finding, "converged") is
+decided by :func:`_stall_reasons`: a plateau is a stall when
+
+1. its level is low: less than ``low_level_fraction`` of the way from chance (1 / num_classes) to
+   perfect accuracy, or below ``baseline_accuracy`` by more than 2 noise SDs; or
+2. it set in prematurely: the plateau began in the first ``stall_onset_fraction`` of the run's
+   horizon (epoch budget, else epochs run) and the trajectory just before the onset, projected
+   forward over the flat span by a geometric series of its decaying increments (Aitken's delta-
+   squared idea: a saturating curve's increments shrink by a constant ratio), predicts a level more
+   than ``stall_k`` noise SDs above the one observed: the curve was climbing and stopped, rather
+   than easing into its asymptote. With ``extrapolate=True`` the projection comes from the fitted
+   learning-curve families of :mod:`pipelines.curves.extrapolate` instead.
+
+Everything else that is flat at the end is "converged".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.special import ndtri, stdtrit
+
+from pipelines.curves.noise import estimate_noise
+from pipelines.curves.types import Curve, Finding, Severity
+
+if TYPE_CHECKING:
+    from pipelines.curves.extrapolate import Extrapolation
+
+ORDER = (
+    "divergence",
+    "not_learning",
+    "incomplete",
+    "overfitting",
+    "plateau",
+    "underfitting",
+    "oscillation",
+    "too_slow",
+    "split_mismatch",
+    "noisy_validation",
+    "healthy",
+)
+_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+# Causes and remedies the report shows; grouped so each finding picks the ones its evidence supports.
+_MEMORISING = (
+    ("training accuracy keeps rising far above validation: the model memorises the training set",),
+    (
+        "add data augmentation (random flips / translations)",
+        "raise dropout",
+        "add L2 weight decay",
+        "collect more training data",
+        "use EarlyStopping(restore_best_weights=True) to keep the best epoch",
+    ),
+)
+_CAPACITY = (
+    ("training accuracy is as low as validation: too little capacity or poor optimisation",),
+    (
+        "use a deeper or wider model (more filters / layers, a ResNet-style block)",
+        "try a different learning rate or a schedule (ReduceLROnPlateau)",
+        "train longer",
+    ),
+)
+_INPUTS = (
+    ("a plateau near chance or at a low level often means badly scaled inputs or wrong labels",),
+    ("check input normalisation / feature scaling", "check that labels match their images"),
+)
+_SPLITS = (
+    ("training and validation splits differ in distribution, or the validation set is too small",),
+    (
+        "look at the validation stage's skew (label / intensity KL) and leakage results",
+        "enlarge the validation set",
+    ),
+)
+_LR_HIGH = (
+    ("learning rate too high (or batch too small): updates overshoot",),
+    ("lower the learning rate", "enlarge the batch size"),
+)
+_LR_LOW = (
+    ("learning rate too low: steady but slow progress",),
+    ("raise the learning rate", "use a learning-rate warm-up"),
+)
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """A flat tail of a curve.
+
+    Attributes:
+        metric: the metric's name (e.g. ``val_accuracy``).
+        onset_epoch: 1-based epoch where the flat tail begins.
+        level: mean of the metric over the flat tail, in the metric's units.
+        spread: standard deviation (ddof=1) of the metric over the flat tail.
+        flat_epochs: epochs after the onset (the tail spans ``flat_epochs + 1`` values).
+        noise: the curve's epoch-to-epoch noise SD used for the tests.
+        trend_z: the tail's improvement slope divided by its standard error under that noise.
+        onset_index: position of the onset in the finite values of the curve.
+    """
+
+    metric: str
+    onset_epoch: int
+    level: float
+    spread: float
+    flat_epochs: int
+    noise: float
+    trend_z: float
+    onset_index: int
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The engine's verdict on one run.
+
+    Attributes:
+        run: the run's name / id.
+        verdict: ``code`` of the most important finding (see :data:`ORDER`).
+        findings: every finding, most important first.
+        monitor: the validation metric the plateau tests ran on (``val_accuracy``, else ``val_loss``).
+        plateau_onset_epoch: 1-based epoch the flat tail began (stall or convergence), or None.
+        plateau_level: mean of ``monitor`` over the flat tail, or None.
+        plateau_spread: SD of ``monitor`` over the flat tail, or None.
+        best_epoch: 1-based epoch of the best ``monitor`` value (max accuracy / min loss), or None.
+        extrapolation: the learning-curve extrapolation of ``monitor`` when requested, else None.
+        noise: epoch-to-epoch noise SD of ``monitor``.
+        stalled: True when the flat tail is a stall (a ``plateau`` finding), False when converged.
+    """
+
+    run: str
+    verdict: str
+    findings: list[Finding]
+    monitor: str | None = None
+    plateau_onset_epoch: int | None = None
+    plateau_level: float | None = None
+    plateau_spread: float | None = None
+    best_epoch: int | None = None
+    extrapolation: Extrapolation | None = None
+    noise: float | None = None
+    stalled: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def codes(self) -> list[str]:
+        """Codes of all findings, most important first."""
+        return [finding.code for finding in self.findings]
+
+    def has(self, code: str) -> bool:
+        """Whether a finding with ``code`` was reported."""
+        return any(finding.code == code for finding in self.findings)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plateau detection
+# ----------------------------------------------------------------------------------------------
+
+
+def _suffix_sum(a: np.ndarray) -> np.ndarray:
+    return np.cumsum(a[::-1])[::-1]
+
+
+def find_plateau(
+    values: np.ndarray,
+    epochs: np.ndarray | None = None,
+    *,
+    higher_is_better: bool = True,
+    min_plateau_epochs: int = 3,
+    alpha: float = 0.01,
+    noise: float | None = None,
+    metric: str = "",
+) -> Plateau | None:
+    """Earliest epoch after which a curve stops improving beyond its own noise.
+
+    For every candidate onset t (oriented so that larger is better) the tail ``y[t:]`` is flat when
+    all of these hold, and the earliest such t with at least ``min_plateau_epochs`` epochs after it
+    is the onset:
+
+    1. no significant improving trend: the OLS slope of the tail is below the one-sided
+       ``1 - alpha`` critical value both under the curve's noise SD sigma (z-test, se =
+       sigma / sqrt(Sxx)) and under the tail's own residual SD (Student t-test with n - 2 degrees of
+       freedom, as ``scipy.stats.linregress`` reports it); an improving tail fails either;
+    2. the onset value is not significantly below the rest of the tail (one-sided z-test of
+       ``mean(y[t+1:]) - y[t]`` with SD ``sigma * sqrt(1 + 1/(n-1))``): the curve has arrived;
+    3. the best-so-far did not improve by more than noise: ``max(y[t+1:])`` exceeds
+       ``max(best before t, tail mean)`` by at most the ``1 - alpha`` quantile of the maximum of
+       n - 1 normal draws, ``sigma * Phi^-1((1 - alpha)^(1/(n-1)))``.
+
+    All tails are tested at once with suffix sums: O(E) time. Sources: ordinary least squares slope
+    test (e.g. Montgomery, Peck & Vining, "Introduction to Linear Regression Analysis", 5th ed.,
+    sec. 2.3); the maximum of n i.i.d. normals (David & Nagaraja, "Order Statistics", 3rd ed.).
+
+    Args:
+        values: (E,) float metric values, one per epoch; non-finite entries are skipped.
+        epochs: (E,) 1-based epoch numbers (default 1..E).
+        higher_is_better: True for accuracies, False for losses.
+        min_plateau_epochs: epochs the curve must stay flat after the onset.
+        alpha: significance level of each test.
+        noise: the noise SD to use (default: :func:`estimate_noise` of the curve).
+        metric: the metric's name, copied into the result.
+
+    Returns:
+        The :class:`Plateau`, or None when the curve is still improving (or too short: fewer than
+        ``min_plateau_epochs + 2`` finite values).
+
+    Raises:
+        ValueError: ``values`` and ``epochs`` differ in length, or ``min_plateau_epochs < 1``.
+    """
+    if min_plateau_epochs < 1:
+        raise ValueError(f"min_plateau_epochs must be >= 1, got {min_plateau_epochs}")
+    y_all = np.asarray(values, dtype=np.float64)
+    x_all = (
+        np.arange(1, y_all.size + 1, dtype=np.float64)
+        if epochs is None
+        else np.asarray(epochs, dtype=np.float64)
+    )
+    if x_all.shape != y_all.shape:
+        raise ValueError(f"values {y_all.shape} and epochs {x_all.shape} differ in shape")
+    finite = np.isfinite(y_all)
+    y = y_all[finite] if higher_is_better else -y_all[finite]
+    x = x_all[finite]
+    size = y.size
+    if size < min_plateau_epochs + 2:
+        return None
+    sigma = float(noise) if noise is not None else estimate_noise(y)
+    sigma = max(sigma, 1e-12)
+
+    n = np.arange(size, 0, -1, dtype=np.float64)  # tail length from each t
+    sx, sy = _suffix_sum(x), _suffix_sum(y)
+    sxx, sxy, syy = _suffix_sum(x * x), _suffix_sum(x * y), _suffix_sum(y * y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sxx_c = sxx - sx * sx / n
+        sxy_c = sxy - sx * sy / n
+        syy_c = syy - sy * sy / n
+        slope = np.where(sxx_c > 0, sxy_c / sxx_c, 0.0)
+        trend_z = slope * np.sqrt(np.maximum(sxx_c, 0.0)) / sigma
+        ssr = np.maximum(syy_c - slope * sxy_c, 0.0)
+        dof = np.maximum(n - 2, 1)
+        se_own = np.sqrt(ssr / dof / sxx_c)
+        t_own = np.where(se_own > 0, slope / se_own, np.where(slope > 0, np.inf, 0.0))
+        mean_after = (sy - y) / (n - 1)
+        onset_z = (mean_after - y) / (sigma * np.sqrt(1 + 1 / (n - 1)))
+        max_after = np.empty(size)
+        max_after[:-1] = np.maximum.accumulate(y[::-1])[::-1][1:]
+        max_after[-1] = -np.inf
+        best_before = np.maximum.accumulate(y)
+        q = ndtri((1 - alpha) ** (1 / np.maximum(n - 1, 1)))
+        excess = max_after - np.maximum(best_before, sy / n)
+    # scipy.special quantiles (the ufuncs behind scipy.stats.norm / t .ppf) skip the distribution
+    # objects' per-call overhead, which would dominate a 100-epoch diagnosis.
+    z_crit = float(ndtri(1 - alpha))
+    t_crit = stdtrit(dof, 1 - alpha)
+    ok = (
+        (n - 1 >= min_plateau_epochs)
+        & (trend_z < z_crit)
+        & ((n < 3) | (t_own < t_crit))
+        & (onset_z < z_crit)
+        & (excess <= q * sigma)
+    )
+    hits = np.flatnonzero(ok)
+    if hits.size == 0:
+        return None
+    t0 = int(hits[0])
+    tail = y_all[finite][t0:]
+    return Plateau(
+        metric=metric,
+        onset_epoch=int(x[t0]),
+        level=float(np.mean(tail)),
+        spread=float(np.std(tail, ddof=1)) if tail.size > 1 else 0.0,
+        flat_epochs=int(size - 1 - t0),
+        noise=sigma,
+        trend_z=float(trend_z[t0]),
+        onset_index=t0,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _finite(curve: Curve, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    values = curve.get(name)
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    mask = np.isfinite(values)
+    if not mask.any():
+        return None
+    return np.asarray(curve.epochs)[mask], values[mask]
+
+
+def _monitor(curve: Curve) -> tuple[str, bool] | None:
+    for name, higher in (("val_accuracy", True), ("val_loss", False)):
+        values = curve.get(name)
+        if values is not None and np.isfinite(np.asarray(values, dtype=np.float64)).sum() >= 2:
+            return name, higher
+    return None
+
+
+def _slope_z(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
+    """OLS slope of y on x over its standard error under i.i.d. noise SD ``sigma``."""
+    if x.size < 2:
+        return 0.0
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
+    if sxx <= 0:
+        return 0.0
+    slope = float(xc @ (y - y.mean())) / sxx
+    return slope * math.sqrt(sxx) / max(sigma, 1e-12)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
+
+
+def _finding(
+    code: str,
+    severity: Severity,
+    onset: int | None,
+    evidence: dict[str, Any],
+    message: str,
+    groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (),
+) -> Finding:
+    causes: list[str] = []
+    remedies: list[str] = []
+    for group_causes, group_remedies in groups:
+        causes += [c for c in group_causes if c not in causes]
+        remedies += [r for r in group_remedies if r not in remedies]
+    clean = {
+        k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in evidence.items()
+    }
+    return Finding(code, severity, onset, clean, message, tuple(causes), tuple(remedies))
+
+
+def plateau_message(plateau: Plateau) -> str:
+    """One sentence for a plateau, e.g. "val_accuracy flat at 0.472 ± 0.006 since epoch 6"."""
+    return (
+        f"{plateau.metric} flat at {_fmt(plateau.level)} ± {_fmt(plateau.spread)} "
+        f"since epoch {plateau.onset_epoch}"
+    )
+
+
+def _chance(curve: Curve) -> float | None:
+    return 1.0 / curve.num_classes if curve.num_classes and curve.num_classes > 1 else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Individual checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_divergence(curve: Curve, blowup_factor: float) -> Finding | None:
+    epochs = np.asarray(curve.epochs)
+    loss = curve.get("loss")
+    val_loss = curve.get("val_loss")
+    # Training loss is logged every epoch, so a NaN there is the optimiser's; a NaN val_loss next to
+    # a finite loss is more likely a skipped validation (validation_freq) and counts as missing.
+    bad_epochs: list[tuple[int, str]] = []
+    if loss is not None:
+        loss = np.asarray(loss, dtype=np.float64)
+        idx = np.flatnonzero(~np.isfinite(loss))
+        if idx.size:
+            bad_epochs.append((int(epochs[idx[0]]), "loss"))
+    if val_loss is not None:
+        val_loss = np.asarray(val_loss, dtype=np.float64)
+        idx = np.flatnonzero(np.isinf(val_loss))
+        if idx.size:
+            bad_epochs.append((int(epochs[idx[0]]), "val_loss"))
+    if bad_epochs:
+        onset, name = min(bad_epochs)
+        return _finding(
+            "divergence",
+            Severity.CRITICAL,
+            onset,
+            {"metric": name, "first_non_finite_epoch": onset},
+            f"{name} became NaN/inf at epoch {onset}: training diverged",
+            (
+                _LR_HIGH,
+                (
+                    ("exploding gradients or a numerically unstable loss",),
+                    ("clip gradients (clipnorm)", "check inputs for NaN/inf and normalise them"),
+                ),
+            ),
+        )
+    series = _finite(curve, "loss")
+    if series is None or series[1].size < 3:
+        return None
+    x, y = series
+    sigma = estimate_noise(y)
+    best = int(np.argmin(y))
+    floor = float(y[best])
+    threshold = max(blowup_factor * floor, floor + 10 * sigma)
+    ln_k = math.log(curve.num_classes) if curve.num_classes and curve.num_classes > 1 else None
+    if ln_k is not None and floor < 0.5 * ln_k:
+        # Above the loss of a uniform guess after having been well below it: worse than knowing nothing.
+        threshold = min(threshold, ln_k)
+    above = y > threshold
+    if best == y.size - 1 or not above[-1]:
+        return None
+    # Onset: first epoch after the minimum from which the loss stays above the threshold.
+    below_after = np.flatnonzero(~above[best:]) + best
+    start = int(below_after[-1]) + 1
+    onset = int(x[start])
+    return _finding(
+        "divergence",
+        Severity.CRITICAL,
+        onset,
+        {
+            "loss_min": floor,
+            "loss_min_epoch": int(x[best]),
+            "loss_last": float(y[-1]),
+            "threshold": threshold,
+            "noise": sigma,
+        },
+        f"loss blew up from its minimum {_fmt(floor)} (epoch {int(x[best])}) to {_fmt(float(y[-1]))}; "
+        f"above {_fmt(threshold)} since epoch {onset}",
+        (_LR_HIGH,),
+    )
+
+
+def _check_not_learning(curve: Curve, noise: float) -> Finding | None:
+    chance = _chance(curve)
+    if chance is None or curve.num_classes is None:
+        return None
+    ln_k = math.log(curve.num_classes)
+    tolerance = max(0.1 * (1 - chance), 3 * noise)
+    accuracies = [s for s in (_finite(curve, "val_accuracy"), _finite(curve, "accuracy")) if s is not None]
+    losses = [s for s in (_finite(curve, "val_loss"), _finite(curve, "loss")) if s is not None]
+    if not accuracies and not losses:
+        return None
+    acc_max = max((float(np.max(v)) for _, v in accuracies), default=None)
+    loss_min = min((float(np.min(v)) for _, v in losses), default=None)
+    if acc_max is not None and acc_max > chance + tolerance:
+        return None
+    if loss_min is not None and loss_min < 0.9 * ln_k:
+        return None
+    evidence: dict[str, Any] = {"chance": chance, "ln_num_classes": ln_k}
+    parts = []
+    if acc_max is not None:
+        evidence["accuracy_max"] = acc_max
+        parts.append(f"accuracy never above {_fmt(acc_max)} (chance {_fmt(chance)})")
+    if loss_min is not None:
+        evidence["loss_min"] = loss_min
+        parts.append(f"loss never below {_fmt(loss_min)} (ln {curve.num_classes} = {_fmt(ln_k)})")
+    return _finding(
+        "not_learning",
+        Severity.CRITICAL,
+        int(curve.epochs[0]),
+        evidence,
+        "not learning: " + " and ".join(parts),
+        (
+            _INPUTS,
+            _LR_HIGH,
+            (
+                ("learning rate too low or a frozen / dead network",),
+                ("try a learning rate 10x higher and 10x lower",),
+            ),
+        ),
+    )
+
+
+def _check_overfitting(curve: Curve, min_plateau_epochs: int, alpha: float) -> Finding | None:
+    series = _finite(curve, "val_loss")
+    train = _finite(curve, "loss")
+    sign = 1.0
+    name, train_name = "val_loss", "loss"
+    if series is None:
+        series, train, sign = _finite(curve, "val_accuracy"), _finite(curve, "accuracy"), -1.0
+        name, train_name = "val_accuracy", "accuracy"
+    if series is None or train is None:
+        return None
+    x, v = series[0], sign * series[1]  # oriented: lower is better
+    if v.size < min_plateau_epochs + 3:
+        return None
+    best = int(np.argmin(v))
+    if v.size - 1 - best < min_plateau_epochs:
+        return None
+    sigma = estimate_noise(v)
+    tail_x, tail_v = x[best:], v[best:]
+    z_up = _slope_z(tail_x.astype(float), tail_v, sigma)
+    width = min(min_plateau_epochs, v.size - 1 - best)
+    # The minimum itself is a low noise draw: compare against the mean around it, not the minimum.
+    around = float(np.mean(v[max(0, best - 1) : best + 2]))
+    rise = float(np.mean(v[-width:])) - around
+    if z_up < max(3.0, float(ndtri(1 - alpha))) or rise < 4 * sigma:
+        return None
+    # Training must keep improving (or at least not get worse) after the validation minimum.
+    tx, tv = train[0], sign * train[1]
+    mask = tx >= x[best]
+    if mask.sum() < 2:
+        return None
+    train_sigma = estimate_noise(tv)
+    train_z = _slope_z(tx[mask].astype(float), tv[mask], train_sigma)
+    if train_z > 0:
+        return None
+    common, iv, it = np.intersect1d(x, tx, return_indices=True)
+    gap = v[iv] - tv[it]  # oriented generalisation gap: val worse than train
+    at_best = np.searchsorted(common, x[best])
+    gap_growth = float(gap[-1] - gap[min(at_best, gap.size - 1)])
+    best_epoch = int(x[best])
+    raw = series[1]
+    raw_train = train[1]
+    evidence = {
+        "metric": name,
+        "best_epoch": best_epoch,
+        f"{name}_best": float(raw[best]),
+        f"{name}_last": float(raw[-1]),
+        "rise": rise if sign > 0 else -rise,
+        "noise": sigma,
+        "trend_z": z_up,
+        f"{train_name}_at_best": float(raw_train[np.searchsorted(tx, x[best])]) if x[best] in tx else None,
+        f"{train_name}_last": float(raw_train[-1]),
+        "gap_growth": gap_growth if sign > 0 else -gap_growth,
+    }
+    verb = "rose" if sign > 0 else "fell"
+    return _finding(
+        "overfitting",
+        Severity.WARNING,
+        best_epoch,
+        evidence,
+        f"{name} {verb} from {_fmt(float(raw[best]))} at epoch {best_epoch} to {_fmt(float(raw[-1]))} "
+        f"while {train_name} kept improving ({_fmt(float(raw_train[0]))} -> {_fmt(float(raw_train[-1]))}); "
+        f"best epoch {best_epoch}",
+        (_MEMORISING,),
+    )
+
+
+def _projected_gain(g: np.ndarray, onset: int, level: float) -> tuple[float, float, int] | None:
+    """Gain the pre-onset trajectory predicts for the window of w epochs after the onset.
+
+    The two windows of w epochs before the onset t have means M1 (epochs t-2w..t-w-1) and M2
+    (t-w..t-1); the plateau's mean ``level`` (oriented) stands for the window from t on. Window
+    means, not single epochs, because one epoch is a noisy draw (and the onset test tends to pick a
+    high one). A saturating curve's increments between equally spaced windows shrink by a roughly
+    constant ratio rho = G2 / G1 with G1 = M2 - M1 and G2 = level - M2 (exactly so for an
+    exponential approach), so the next window should have added G2 * rho; rho >= 1 (no
+    deceleration) projects G2 again. The plateau added nothing, so G2 * rho is the shortfall. Only
+    one window ahead: a ratio estimated from noisy increments cannot be trusted further. Source: the
+    geometric-ratio extrapolation behind Aitken's delta-squared process (A. C. Aitken, Proc. R. Soc.
+    Edinburgh 46, 1926).
+
+    Returns:
+        (projected gain, G2, w), or None when the onset is too early to project (t < 2).
+    """
+    w = max(1, min(3, onset // 2))
+    if onset - 2 * w < 0:
+        return None
+    m1 = float(np.mean(g[onset - 2 * w : onset - w]))
+    m2 = float(np.mean(g[onset - w : onset]))
+    g2 = level - m2
+    g1 = m2 - m1
+    rho = 1.0 if g1 <= 0 else min(g2 / g1, 1.0)
+    return max(g2, 0.0) * max(rho, 0.0), g2, w
+
+
+def _stall_reasons(
+    curve: Curve,
+    plateau: Plateau,
+    higher_is_better: bool,
+    g: np.ndarray,
+    *,
+    baseline_accuracy: float | None,
+    low_level_fraction: float,
+    stall_onset_fraction: float,
+    stall_k: float,
+    extrapolation_gain: float | None,
+) -> dict[str, Any]:
+    """Why a flat tail is a stall rather than a convergence (empty dict: converged). See module doc."""
+    reasons: dict[str, Any] = {}
+    sigma = plateau.noise
+    is_accuracy = higher_is_better and "acc" in plateau.metric
+    chance = _chance(curve)
+    if is_accuracy and chance is not None:
+        fraction = (plateau.level - chance) / (1 - chance)
+        if fraction < low_level_fraction:
+            reasons["low_level"] = round(fraction, 4)
+    if is_accuracy and baseline_accuracy is not None:
+        se_level = sigma / math.sqrt(plateau.flat_epochs + 1)
+        if plateau.level < baseline_accuracy - 2 * (sigma + se_level):
+            reasons["below_baseline"] = baseline_accuracy
+    horizon = curve.epoch_budget or int(curve.epochs[-1])
+    if plateau.onset_epoch <= stall_onset_fraction * horizon:
+        level_g = plateau.level if higher_is_better else -plateau.level
+        if extrapolation_gain is not None:
+            expected = extrapolation_gain
+        else:
+            projected = _projected_gain(g, plateau.onset_index, level_g)
+            expected = None
+            # The climb into the plateau must itself be clear of noise (SD of level - M2 is about
+            # sigma / sqrt(w)), or there is no trajectory to project.
+            if projected is not None and projected[1] > 3 * sigma / math.sqrt(projected[2]):
+                expected = projected[0]
+        if expected is not None and expected > stall_k * sigma:
+            reasons["premature"] = round(expected, 6)
+    return reasons
+
+
+def _flat_tail_trend(x: np.ndarray, y: np.ndarray, sigma: float, start_epoch: int) -> float:
+    mask = x >= start_epoch
+    return _slope_z(x[mask].astype(float), y[mask], sigma) if mask.sum() >= 3 else 0.0
+
+
+def _plateau_groups(
+    curve: Curve, plateau: Plateau, reasons: dict[str, Any]
+) -> tuple[tuple[tuple[tuple[str, ...], tuple[str, ...]], ...], dict[str, Any]]:
+    """Causes for a stall from the training curve next to it."""
+    evidence: dict[str, Any] = {}
+    groups: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    val_acc = _finite(curve, "val_accuracy")
+    train_acc = _finite(curve, "accuracy")
+    if val_acc is not None and train_acc is not None:
+        mask_v = val_acc[0] >= plateau.onset_epoch
+        mask_t = train_acc[0] >= plateau.onset_epoch
+        if mask_v.any() and mask_t.any():
+            gap = float(np.mean(train_acc[1][mask_t]) - np.mean(val_acc[1][mask_v]))
+            train_sigma = estimate_noise(train_acc[1])
+            train_z = _flat_tail_trend(train_acc[0], train_acc[1], train_sigma, plateau.onset_epoch)
+            evidence.update(train_val_gap=gap, train_trend_z=train_z)
+            if gap > max(5 * plateau.noise, 0.05) or (train_z > 3 and gap > 3 * plateau.noise):
+                groups.append(_MEMORISING)
+            else:
+                groups.append(_CAPACITY)
+    else:
+        val_loss, train_loss = _finite(curve, "val_loss"), _finite(curve, "loss")
+        if val_loss is not None and train_loss is not None:
+            gap = float(
+                np.mean(val_loss[1][val_loss[0] >= plateau.onset_epoch])
+                - np.mean(train_loss[1][train_loss[0] >= plateau.onset_epoch])
+            )
+            evidence.update(val_train_loss_gap=gap)
+            groups.append(_MEMORISING if gap > 5 * plateau.noise else _CAPACITY)
+    if "low_level" in reasons or "below_baseline" in reasons:
+        groups.append(_INPUTS)
+        if _CAPACITY not in groups:
+            groups.append(_CAPACITY)
+    return tuple(groups), evidence
+
+
+def _is_low(curve: Curve, level: float, noise: float, baseline: float | None, fraction: float) -> bool:
+    chance = _chance(curve)
+    if chance is not None and (level - chance) / (1 - chance) < fraction:
+        return True
+    return baseline is not None and level < baseline - 2 * noise
+
+
+def _check_underfitting(
+    curve: Curve,
+    plateau: Plateau | None,
+    *,
+    baseline_accuracy: float | None,
+    low_level_fraction: float,
+    min_plateau_epochs: int,
+    alpha: float,
+) -> Finding | None:
+    if plateau is None or plateau.metric != "val_accuracy":
+        return None
+    train = _finite(curve, "accuracy")
+    if train is None:
+        return None
+    train_plateau = find_plateau(
+        train[1], train[0], min_plateau_epochs=min_plateau_epochs, alpha=alpha, metric="accuracy"
+    )
+    if train_plateau is None:
+        return None
+    val_low = _is_low(curve, plateau.level, plateau.noise, baseline_accuracy, low_level_fraction)
+    train_low = _is_low(
+        curve, train_plateau.level, train_plateau.noise, baseline_accuracy, low_level_fraction
+    )
+    if not (val_low and train_low):
+        return None
+    onset = max(plateau.onset_epoch, train_plateau.onset_epoch)
+    evidence = {
+        "val_accuracy_level": plateau.level,
+        "accuracy_level": train_plateau.level,
+        "chance": _chance(curve),
+        "baseline_accuracy": baseline_accuracy,
+    }
+    against = []
+    if _chance(curve) is not None:
+        against.append(f"chance {_fmt(_chance(curve) or 0.0)}")
+    if baseline_accuracy is not None:
+        against.append(f"baseline {_fmt(baseline_accuracy)}")
+    return _finding(
+        "underfitting",
+        Severity.WARNING,
+        onset,
+        evidence,
+        f"training and validation accuracy both flat at a low level ({_fmt(train_plateau.level)} / "
+        f"{_fmt(plateau.level)}; {', '.join(against)}) since epoch {onset}",
+        (_CAPACITY, _INPUTS),
+    )
+
+
+def _swing(y: np.ndarray) -> tuple[float, float]:
+    """(noise / trend extent, share of sign changes of first differences) of a series."""
+    if y.size < 6:
+        return 0.0, 0.0
+    sigma = estimate_noise(y, skip_fraction=0.0)
+    pad = np.concatenate((y[:1], y[:1], y, y[-1:], y[-1:]))
+    windows = np.lib.stride_tricks.sliding_window_view(pad, 5)
+    trend = np.median(windows, axis=1)
+    extent = float(np.ptp(trend))
+    d = np.diff(y)
+    signs = np.sign(d[np.abs(d) > 1e-12])
+    changes = float(np.mean(signs[1:] != signs[:-1])) if signs.size > 1 else 0.0
+    return (sigma / extent if extent > 0 else math.inf), changes
+
+
+def _check_oscillation(curve: Curve, ratio: float) -> tuple[Finding | None, Finding | None]:
+    """(oscillation finding, noisy-validation finding)."""
+    stats: dict[str, tuple[float, float]] = {}
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        series = _finite(curve, name)
+        if series is not None:
+            stats[name] = _swing(series[1])
+
+    def swings(name: str) -> bool:
+        return name in stats and stats[name][0] >= ratio and stats[name][1] >= 0.4
+
+    evidence = {f"{k}_noise_to_trend": round(v[0], 4) for k, v in stats.items() if math.isfinite(v[0])}
+    evidence.update({f"{k}_sign_changes": round(v[1], 3) for k, v in stats.items()})
+    train_swings = swings("loss") or swings("accuracy")
+    val_swings = swings("val_loss") or swings("val_accuracy")
+    if train_swings:
+        names = [n for n in ("loss", "accuracy", "val_loss", "val_accuracy") if swings(n)]
+        return (
+            _finding(
+                "oscillation",
+                Severity.WARNING,
+                None,
+                evidence,
+                f"{', '.join(names)} swing up and down from epoch to epoch, large against their trend",
+                (_LR_HIGH,),
+            ),
+            None,
+        )
+    if val_swings:
+        # Validation jumps while training is smooth: the validation measurement, not the optimiser.
+        return None, _finding(
+            "noisy_validation",
+            Severity.INFO,
+            None,
+            evidence,
+            "validation metrics are much noisier than training metrics",
+            (_SPLITS,),
+        )
+    return None, None
+
+
+def _check_split_mismatch(curve: Curve, noise: float) -> Finding | None:
+    val_acc, train_acc = _finite(curve, "val_accuracy"), _finite(curve, "accuracy")
+    if val_acc is None or train_acc is None:
+        return None
+    common, iv, it = np.intersect1d(val_acc[0], train_acc[0], return_indices=True)
+    if common.size < 2:
+        return None
+    gap = train_acc[1][it] - val_acc[1][iv]
+    # At epoch 1 training accuracy is averaged over a model still learning, so it normally sits
+    # *below* validation; a validation far below training already then is a split problem.
+    threshold = max(0.1, 10 * noise)
+    if gap[0] < threshold or float(np.median(gap)) < threshold:
+        return None
+    return _finding(
+        "split_mismatch",
+        Severity.WARNING,
+        int(common[0]),
+        {"gap_first_epoch": float(gap[0]), "gap_median": float(np.median(gap)), "noise": noise},
+        f"validation accuracy is {_fmt(float(gap[0]))} below training from epoch {int(common[0])} on",
+        (_SPLITS,),
+    )
+
+
+def _early_stopped(curve: Curve, best_epoch: int | None, min_plateau_epochs: int) -> bool:
+    if curve.tags.get("stop_reason") or curve.tags.get("early_stopped") in {"1", "true", "True"}:
+        return True
+    patience = curve.params.get("train.early_stopping_patience")
+    patience = int(patience) if isinstance(patience, int | float) and patience > 0 else min_plateau_epochs
+    # EarlyStopping stops `patience` epochs after the best one; a run whose best is that far back
+    # is consistent with it, one still at its best when it ended is not.
+    return best_epoch is not None and int(curve.epochs[-1]) - best_epoch >= patience
+
+
+def _check_incomplete(
+    curve: Curve, monitor: str | None, best_epoch: int | None, min_plateau_epochs: int
+) -> Finding | None:
+    epochs = np.asarray(curve.epochs)
+    reasons: list[str] = []
+    evidence: dict[str, Any] = {"epochs_run": int(epochs.size), "epoch_budget": curve.epoch_budget}
+    if not curve.complete:
+        reasons.append("the run is marked incomplete (killed or still running)")
+    missing = sorted(set(range(1, int(epochs[-1]) + 1)) - set(epochs.tolist())) if epochs.size else []
+    if monitor is not None:
+        values = np.asarray(curve.metrics[monitor], dtype=np.float64)
+        missing = sorted(set(missing) | set(epochs[~np.isfinite(values)].tolist()))
+    if missing:
+        evidence["missing_epochs"] = missing[:20]
+        reasons.append(f"{len(missing)} epoch(s) missing ({', '.join(map(str, missing[:5]))})")
+    if (
+        curve.epoch_budget is not None
+        and int(epochs[-1]) < curve.epoch_budget
+        and not _early_stopped(curve, best_epoch, min_plateau_epochs)
+    ):
+        reasons.append(f"stopped at epoch {int(epochs[-1])} of {curve.epoch_budget} without early stopping")
+    if not reasons:
+        return None
+    return _finding(
+        "incomplete",
+        Severity.WARNING,
+        int(epochs[-1]) if epochs.size else None,
+        evidence,
+        "incomplete run: " + "; ".join(reasons),
+        (
+            (
+                ("the run was interrupted, is still running, or logged only some epochs",),
+                ("resume or rerun it before comparing it (BackupAndRestore resumes interrupted training)",),
+            ),
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def diagnose(
+    curve: Curve,
+    *,
+    baseline_accuracy: float | None = None,
+    min_plateau_epochs: int = 3,
+    alpha: float = 0.01,
+    extrapolate: bool = False,
+    live: bool = False,
+    low_level_fraction: float = 0.5,
+    stall_onset_fraction: float = 0.6,
+    stall_k: float = 5.0,
+    oscillation_ratio: float = 0.1,
+    blowup_factor: float = 3.0,
+) -> Diagnosis:
+    """Diagnose a run's curves; see the module docstring for the rules.
+
+    Args:
+        curve: the run; ``val_accuracy`` (preferred) or ``val_loss`` is monitored.
+        baseline_accuracy: validation accuracy of a simple baseline on the same split (e.g. a
+            scikit-learn logistic regression), fraction in [0, 1]; a plateau below it is a stall.
+        min_plateau_epochs: epochs without improvement (beyond noise) that make a plateau.
+        alpha: significance level of the plateau tests.
+        extrapolate: fit learning-curve families (slower, ~10-50 ms) for ``too_slow`` / "train longer"
+            and the premature-stall projection; False uses closed-form projections only (~1 ms).
+        live: the run is still training (a callback): no ``incomplete`` finding, judge as of now.
+        low_level_fraction: a plateau less than this share of the way from chance to 1.0 is low.
+        stall_onset_fraction: a plateau that began in this first share of the horizon can be a
+            premature stall.
+        stall_k: noise SDs the projected level must exceed the plateau by to call it premature.
+        oscillation_ratio: noise SD / trend extent above which a curve oscillates.
+        blowup_factor: training loss above this multiple of its minimum at the end is a divergence.
+
+    Returns:
+        The :class:`Diagnosis`; its findings are sorted by severity, then by :data:`ORDER`.
+
+    Raises:
+        ValueError: the curve has neither ``val_accuracy`` nor ``val_loss`` with two finite values
+            and no training loss either (nothing to diagnose), or ``min_plateau_epochs < 1``.
+    """
+    if min_plateau_epochs < 1:
+        raise ValueError(f"min_plateau_epochs must be >= 1, got {min_plateau_epochs}")
+    findings: list[Finding] = []
+    chosen = _monitor(curve)
+    divergence = _check_divergence(curve, blowup_factor)
+    if chosen is None:
+        if divergence is None:
+            raise ValueError(f"{curve.run}: no val_accuracy / val_loss with two finite values to diagnose")
+        return Diagnosis(run=curve.run, verdict="divergence", findings=[divergence])
+    monitor, higher = chosen
+    x, values = _finite(curve, monitor)  # type: ignore[misc]
+    g = values if higher else -values
+    sigma = estimate_noise(g)
+    best_index = int(np.argmax(g))
+    best_epoch = int(x[best_index])
+    plateau = find_plateau(
+        values,
+        x,
+        higher_is_better=higher,
+        min_plateau_epochs=min_plateau_epochs,
+        alpha=alpha,
+        noise=sigma,
+        metric=monitor,
+    )
+
+    extrapolation = None
+    if extrapolate and values.size >= 5:
+        from pipelines.curves.extrapolate import extrapolate as fit_curves
+
+        horizon = max(curve.epoch_budget or 0, int(x[-1]))
+        extrapolation = fit_curves(x, values, horizon)
+
+    if divergence is not None:
+        findings.append(divergence)
+    not_learning = _check_not_learning(curve, sigma)
+    if not_learning is not None:
+        findings.append(not_learning)
+    incomplete = None if live else _check_incomplete(curve, monitor, best_epoch, min_plateau_epochs)
+
+    stalled = False
+    if incomplete is not None:
+        findings.append(incomplete)
+    elif not_learning is None and divergence is None:
+        findings += _problem_findings(
+            curve,
+            plateau,
+            monitor,
+            higher,
+            x,
+            values,
+            g,
+            sigma,
+            baseline_accuracy=baseline_accuracy,
+            min_plateau_epochs=min_plateau_epochs,
+            alpha=alpha,
+            low_level_fraction=low_level_fraction,
+            stall_onset_fraction=stall_onset_fraction,
+            stall_k=stall_k,
+            oscillation_ratio=oscillation_ratio,
+            extrapolation=extrapolation,
+        )
+        stalled = any(f.code == "plateau" for f in findings)
+        if not any(f.severity != Severity.INFO or f.code == "too_slow" for f in findings):
+            findings.append(_healthy(curve, plateau, monitor, x, values, g, sigma, extrapolation))
+
+    findings.sort(key=lambda f: (_SEVERITY_RANK[f.severity], ORDER.index(f.code) if f.code in ORDER else 99))
+    return Diagnosis(
+        run=curve.run,
+        verdict=findings[0].code if findings else "healthy",
+        findings=findings,
+        monitor=monitor,
+        plateau_onset_epoch=plateau.onset_epoch if plateau else None,
+        plateau_level=plateau.level if plateau else None,
+        plateau_spread=plateau.spread if plateau else None,
+        best_epoch=best_epoch,
+        extrapolation=extrapolation,
+        noise=sigma,
+        stalled=stalled,
+    )
+
+
+def _problem_findings(
+    curve: Curve,
+    plateau: Plateau | None,
+    monitor: str,
+    higher: bool,
+    x: np.ndarray,
+    values: np.ndarray,
+    g: np.ndarray,
+    sigma: float,
+    *,
+    baseline_accuracy: float | None,
+    min_plateau_epochs: int,
+    alpha: float,
+    low_level_fraction: float,
+    stall_onset_fraction: float,
+    stall_k: float,
+    oscillation_ratio: float,
+    extrapolation: Extrapolation | None,
+) -> list[Finding]:
+    findings: list[Finding] = []
+    overfitting = _check_overfitting(curve, min_plateau_epochs, alpha)
+    if overfitting is not None:
+        findings.append(overfitting)
+    if plateau is not None:
+        gain = None
+        if extrapolation is not None and plateau.onset_index >= 4:
+            gain = _extrapolated_shortfall(x, g, plateau, higher)
+        reasons = _stall_reasons(
+            curve,
+            plateau,
+            higher,
+            g,
+            baseline_accuracy=baseline_accuracy,
+            low_level_fraction=low_level_fraction,
+            stall_onset_fraction=stall_onset_fraction,
+            stall_k=stall_k,
+            extrapolation_gain=gain,
+        )
+        if reasons:
+            groups, extra = _plateau_groups(curve, plateau, reasons)
+            evidence = {
+                "metric": monitor,
+                "level": plateau.level,
+                "spread": plateau.spread,
+                "noise": plateau.noise,
+                "flat_epochs": plateau.flat_epochs,
+                "trend_z": plateau.trend_z,
+                "best_epoch": int(x[int(np.argmax(g))]),
+                "stall_reasons": sorted(reasons),
+                **{f"stall_{k}": v for k, v in reasons.items()},
+                **extra,
+            }
+            findings.append(
+                _finding(
+                    "plateau",
+                    Severity.WARNING,
+                    plateau.onset_epoch,
+                    evidence,
+                    plateau_message(plateau),
+                    groups,
+                )
+            )
+    underfitting = _check_underfitting(
+        curve,
+        plateau,
+        baseline_accuracy=baseline_accuracy,
+        low_level_fraction=low_level_fraction,
+        min_plateau_epochs=min_plateau_epochs,
+        alpha=alpha,
+    )
+    if underfitting is not None:
+        findings.append(underfitting)
+    oscillation, noisy_val = _check_oscillation(curve, oscillation_ratio)
+    findings += [f for f in (oscillation, noisy_val) if f is not None]
+    if plateau is None and oscillation is None:
+        slow = _check_too_slow(curve, monitor, x, g, sigma, alpha, extrapolation, higher)
+        if slow is not None:
+            findings.append(slow)
+    split = _check_split_mismatch(curve, sigma)
+    if split is not None:
+        findings.append(split)
+    return findings
+
+
+def _extrapolated_shortfall(x: np.ndarray, g: np.ndarray, plateau: Plateau, higher: bool) -> float | None:
+    """Oriented level the pre-onset curve's fitted families predict at the last epoch, minus the plateau's."""
+    from pipelines.curves.extrapolate import extrapolate as fit_curves
+
+    pre_x, pre_y = x[: plateau.onset_index + 1], g[: plateau.onset_index + 1]
+    values = pre_y if higher else -pre_y
+    try:
+        fitted = fit_curves(pre_x, values, int(x[-1]))
+    except ValueError:
+        return None
+    if fitted is None or not math.isfinite(fitted.value_at_budget):
+        return None
+    predicted = fitted.value_at_budget if higher else -fitted.value_at_budget
+    level = plateau.level if higher else -plateau.level
+    # Widen by the fit's own uncertainty so a loose fit cannot manufacture a stall.
+    return float(predicted - level - 2 * fitted.value_std)
+
+
+def _check_too_slow(
+    curve: Curve,
+    monitor: str,
+    x: np.ndarray,
+    g: np.ndarray,
+    sigma: float,
+    alpha: float,
+    extrapolation: Extrapolation | None,
+    higher: bool,
+) -> Finding | None:
+    """Still improving at the end, steadily enough that the budget ends far from the asymptote."""
+    size = g.size
+    if size < 9:
+        return None
+    third = size // 3
+    z_last = _slope_z(x[-third:].astype(float), g[-third:], sigma)
+    if z_last < max(3.0, float(ndtri(1 - alpha))):
+        return None
+    slope_first = np.polyfit(x[:third].astype(float), g[:third], 1)[0]
+    slope_last = np.polyfit(x[-third:].astype(float), g[-third:], 1)[0]
+    steadiness = float(slope_last / slope_first) if slope_first > 0 else math.inf
+    evidence: dict[str, Any] = {
+        "metric": monitor,
+        "slope_last_third": float(slope_last) * (1 if higher else -1),
+        "steadiness": steadiness,
+        "trend_z": z_last,
+    }
+    slow = steadiness >= 0.5
+    if extrapolation is not None and math.isfinite(extrapolation.asymptote):
+        evidence.update(
+            asymptote=extrapolation.asymptote,
+            value_at_budget=extrapolation.value_at_budget,
+            plateau_epoch=extrapolation.plateau_epoch,
+        )
+        horizon = curve.epoch_budget or int(x[-1])
+        slow = extrapolation.plateau_epoch is None or extrapolation.plateau_epoch > 2 * horizon
+    if not slow:
+        return None
+    return _finding(
+        "too_slow",
+        Severity.WARNING,
+        None,
+        evidence,
+        f"{monitor} still improving steadily at the end ({_fmt(float(slope_last) * (1 if higher else -1))} "
+        f"per epoch): at this pace the run ends far from its ceiling",
+        (_LR_LOW,),
+    )
+
+
+def _healthy(
+    curve: Curve,
+    plateau: Plateau | None,
+    monitor: str,
+    x: np.ndarray,
+    values: np.ndarray,
+    g: np.ndarray,
+    sigma: float,
+    extrapolation: Extrapolation | None,
+) -> Finding:
+    if plateau is not None:
+        return _finding(
+            "healthy",
+            Severity.INFO,
+            plateau.onset_epoch,
+            {"metric": monitor, "level": plateau.level, "spread": plateau.spread, "converged": True},
+            "converged: " + plateau_message(plateau).replace(" flat at ", " at "),
+        )
+    evidence: dict[str, Any] = {"metric": monitor, "last": float(values[-1]), "converged": False}
+    message = f"{monitor} still improving at epoch {int(x[-1])} ({_fmt(float(values[-1]))})"
+    remedies: tuple[str, ...] = ()
+    if extrapolation is not None and math.isfinite(extrapolation.asymptote):
+        gain = (extrapolation.asymptote - float(values[-1])) * (1 if "acc" in monitor else -1)
+        evidence.update(asymptote=extrapolation.asymptote, plateau_epoch=extrapolation.plateau_epoch)
+        if gain > 3 * sigma:
+            message += f"; extrapolated ceiling {_fmt(extrapolation.asymptote)}: train longer"
+            remedies = ("train longer",)
+    elif _slope_z(x[-max(3, g.size // 3) :].astype(float), g[-max(3, g.size // 3) :], sigma) > 3:
+        message += ": train longer"
+        remedies = ("train longer",)
+    return Finding("healthy", Severity.INFO, None, evidence, message, (), remedies)

@@ -1,0 +1,63 @@
+"""Shared fixtures: the real params.yaml, shrunk for tests, and an isolated MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store, made once per session: creating one runs
+    MLflow's schema migrations (seconds each), so each test copies this file instead."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_db: Path) -> str:
+    """A fresh SQLite MLflow store of this test's own under tmp_path (artifacts beside it)."""
+    import shutil
+
+    shutil.copyfile(_mlflow_template_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (tmp_path / "mlartifacts").as_uri())
+    return uri
+
+
+@pytest.fixture
+def params_file(tmp_path: Path):
+    """Write the repository's real params.yaml, with paths moved under tmp_path and ``updates``
+    deep-merged over it, and return its path. Usage: ``params_file({"train": {"epochs": 1}})``."""
+
+    def make(updates: dict | None = None, name: str = "params.yaml") -> Path:
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        raw["paths"] = {key: str(tmp_path / value) for key, value in raw["paths"].items()}
+        raw["paths"]["expectations_dir"] = str(REPO / "expectations")  # an input kept in the repo
+
+        def merge(dst: dict, src: dict) -> None:
+            for key, value in src.items():
+                if isinstance(value, dict) and isinstance(dst.get(key), dict):
+                    merge(dst[key], value)
+                else:
+                    dst[key] = value
+
+        merge(raw, updates or {})
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    return make

@@ -1,0 +1,57 @@
+"""One Prefect test server per session for the flow tests (Prefect's ``prefect_test_harness``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    # The temporary server takes 23-30 s to start on these machines, more under load.
+    with prefect_test_harness(server_startup_timeout=240):
+        yield
+
+
+@pytest.fixture
+def digits_folder(tmp_path):
+    """A user's image folder: 3 classes of scikit-learn's digits as 8x8 grayscale PNGs."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path / "images"
+    for label, name in enumerate(["zero", "one", "two"]):
+        folder = root / name
+        folder.mkdir(parents=True)
+        images = digits.images[digits.target == label][:90]
+        for i, img in enumerate(images):
+            Image.fromarray((img * 15.9375).astype(np.uint8), mode="L").save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def folder_params(params_file, digits_folder, mlflow_uri):
+    """Params for a tiny, fast run on ``digits_folder``; ``updates`` are merged on top."""
+
+    def make(updates: dict | None = None, name: str = "params.yaml"):
+        base = {
+            "base": {"dataset": "folder"},
+            "fetch": {"image_folder": str(digits_folder), "image_size": [8, 8]},
+            "prepare": {"val_size": 0.25, "test_size": 0.3},
+            "validate": {
+                "class_share_min": 0.2, "class_share_max": 0.5, "max_intensity_kl": 1.0,
+                "max_label_kl": 0.05, "max_leakage_fraction": 0.05,
+            },
+            "train": {"model": "mlp", "epochs": 4, "batch_size": 32, "learning_rate": 0.01},
+            "compare": {"recent_runs": 3},
+            "tracking": {"experiment": "flow-test", "registered_model": "flow-test-model"},
+        }
+        merged = base
+        for section, values in (updates or {}).items():
+            merged.setdefault(section, {}).update(values)
+        return params_file(merged, name=name)
+
+    return make

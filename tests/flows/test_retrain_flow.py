@@ -1,0 +1,69 @@
+"""The Prefect flow ``retrain`` end to end on a tiny image folder, against a test Prefect server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.retrain import RetrainSummary, retrain
+from pipelines import steps, tracking
+from pipelines.config import load_params
+
+pytestmark = pytest.mark.flow
+
+
+def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params):
+    good = folder_params()
+    summary = retrain(params_path=str(good))
+    assert isinstance(summary, RetrainSummary)
+    assert summary.validation_passed and summary.promoted
+    assert summary.test_accuracy > 0.8
+    assert summary.report.is_file()
+    text = summary.render()
+    assert "data validation : passed" in text and "promoted to champion" in text
+
+    params = load_params(good)
+    mc = tracking.client()
+    champion = tracking.get_champion(mc, "flow-test-model")
+    assert champion is not None and champion.run_id == summary.run_id
+    run = mc.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.RUN_KIND_TAG] == "train"
+    assert run.data.tags["curvewatch.verdict"] and run.data.tags["curvewatch.gate"]
+    assert run.data.tags["curvewatch.data_version"].endswith(".dir")
+    assert "test_accuracy" in run.data.metrics and "validation.label_kl" in run.data.metrics
+    history = mc.get_metric_history(summary.run_id, "val_accuracy")
+    assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 2
+    assert mc.get_metric_history(summary.run_id, "learning_rate")
+    assert run.inputs.dataset_inputs, "dataset not logged with mlflow.log_input"
+    artifacts = {a.path for a in mc.list_artifacts(summary.run_id, "curvewatch")}
+    assert "curvewatch/report.md" in artifacts and "curvewatch/val_curves.png" in artifacts
+    assert json.loads((params.paths.metrics_dir / "compare.json").read_text())["compare"]["promoted"] is True
+
+    # A challenger that learns nothing (learning rate 1e-7, 1 epoch) must not replace the champion,
+    # and with fail_on_regression the flow fails.
+    bad = folder_params(
+        {"train": {"learning_rate": 1e-7, "epochs": 2}, "compare": {"fail_on_regression": True}}, name="bad.yaml"
+    )
+    with pytest.raises(steps.GateFailed, match="regression gate failed"):
+        retrain(params_path=str(bad))
+    assert tracking.get_champion(mc, "flow-test-model").run_id == summary.run_id
+    latest = tracking.recent_training_runs(mc, run.info.experiment_id, limit=1)[0]
+    assert latest.info.run_id != summary.run_id
+    assert mc.get_run(latest.info.run_id).data.tags["curvewatch.promoted"] == "false"
+    assert mc.get_run(latest.info.run_id).data.tags["curvewatch.gate"] != "promote"
+
+
+def test_failed_validation_stops_before_training(folder_params):
+    broken = folder_params({"validate": {"class_share_max": 0.1}})
+    with pytest.raises(steps.ValidationFailed) as info:
+        retrain(params_path=str(broken))
+    assert "class" in str(info.value).lower()
+    params = load_params(broken)
+    assert not (params.paths.model_dir / "model.keras").exists()
+    assert (params.paths.validation_dir / "results.json").is_file()
+    mc = tracking.client()
+    run = mc.get_run(info.value.run_id)
+    assert run.info.status == "FAILED" and run.data.tags[tracking.RUN_KIND_TAG] == "validation"
+    assert run.data.metrics["validation.success"] == 0.0

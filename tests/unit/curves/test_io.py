@@ -1,0 +1,132 @@
+"""Reading CSVLogger CSVs and History JSON into Curves, and the errors for bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.curves.io import curve_from_history, load_curve
+
+HISTORY = {
+    "accuracy": [0.5, 0.7, 0.8],
+    "loss": [1.2, 0.8, 0.6],
+    "val_accuracy": [0.55, 0.72, 0.79],
+    "val_loss": [1.1, 0.85, 0.7],
+    "learning_rate": [1e-3, 1e-3, 5e-4],
+}
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_csvlogger_round_trip(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    path = tmp_path / "run1.csv"
+    logger = keras.callbacks.CSVLogger(str(path))
+    logger.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    logger.on_train_begin()
+    for epoch in range(3):
+        logger.on_epoch_end(epoch, {name: values[epoch] for name, values in HISTORY.items()})
+    logger.on_train_end()
+    curve = load_curve(path, epoch_budget=3, num_classes=10)
+    assert curve.run == "run1"
+    assert curve.epochs.tolist() == [1, 2, 3]  # CSVLogger is 0-based, Curve 1-based
+    assert curve.epochs.dtype == np.int64
+    for name, values in HISTORY.items():
+        np.testing.assert_allclose(curve.metrics[name], values)
+    assert curve.complete and curve.epoch_budget == 3 and curve.num_classes == 10
+
+
+def test_csv_extra_columns_and_empty_cells(tmp_path: Path) -> None:
+    path = _write_csv(
+        tmp_path / "r.csv",
+        ["epoch", "loss", "val_loss", "my_metric"],
+        [[0, 1.0, 1.1, 3], [1, 0.9, "", 4], [2, 0.8, "nan", 5]],
+    )
+    curve = load_curve(path)
+    assert curve.metrics["my_metric"].tolist() == [3, 4, 5]
+    assert np.isnan(curve.metrics["val_loss"][1:]).all()
+
+
+def test_csv_missing_epoch_marks_incomplete(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "r.csv", ["epoch", "val_accuracy"], [[0, 0.5], [1, 0.6], [3, 0.7]])
+    curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2, 4]
+    assert not curve.complete
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "needle"),
+    [
+        (["epoch", "accuracy", "loss"], [[0, 0.5, 1.0]], "val_accuracy"),
+        (["epoch", "val_accuracy"], [[0, "abc"]], "'val_accuracy'"),
+        (["epoch", "val_accuracy"], [[0, 0.5], [0, 0.6]], "duplicate epochs"),
+        (["epoch", "val_accuracy"], [[1, 0.5], [0, 0.6]], "epoch"),
+        (["loss", "val_loss"], [[1.0, 1.0]], "'epoch'"),
+        (["epoch", "val_loss"], [], "no epochs"),
+    ],
+)
+def test_bad_csv_names_file_and_column(
+    tmp_path: Path, header: list[str], rows: list[list[object]], needle: str
+) -> None:
+    path = _write_csv(tmp_path / "bad_run.csv", header, rows)
+    with pytest.raises(ValueError) as error:
+        load_curve(path)
+    assert "bad_run.csv" in str(error.value)
+    assert needle in str(error.value)
+
+
+def test_history_json_both_forms(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(HISTORY))
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"history": HISTORY, "params": {"epochs": 10, "steps": 5}}))
+    a, b = load_curve(bare), load_curve(wrapped)
+    assert a.epoch_budget is None and b.epoch_budget == 10
+    np.testing.assert_allclose(a.metrics["val_loss"], b.metrics["val_loss"])
+    assert b.epochs.tolist() == [1, 2, 3]
+    assert load_curve(wrapped, epoch_budget=7).epoch_budget == 7
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"loss": [1.0], "val_loss": ["x"]}), "'val_loss'"),
+        (json.dumps({"loss": [1.0, 0.5]}), "val_accuracy"),
+        (json.dumps({"loss": [1.0, 0.5], "val_loss": [1.0]}), "different lengths"),
+        (json.dumps([1, 2]), "JSON object"),
+    ],
+)
+def test_bad_json_names_file(tmp_path: Path, payload: str, needle: str) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(payload)
+    with pytest.raises(ValueError) as error:
+        load_curve(path)
+    assert "broken.json" in str(error.value) and needle in str(error.value)
+
+
+def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown curve format"):
+        load_curve(tmp_path / "x.txt")
+    with pytest.raises(FileNotFoundError):
+        load_curve(tmp_path / "absent.csv")
+
+
+def test_curve_from_history() -> None:
+    curve = curve_from_history(HISTORY, "abc", epoch_budget=5, num_classes=10, complete=False)
+    assert curve.run == "abc" and curve.epochs.tolist() == [1, 2, 3] and not curve.complete
+    assert curve.metrics["val_accuracy"].dtype == np.float64
+    with pytest.raises(ValueError, match="abc"):
+        curve_from_history({"loss": [1.0]}, "abc")
+    with pytest.raises(ValueError, match="different lengths"):
+        curve_from_history({"val_loss": [1.0], "loss": [1.0, 2.0]}, "abc")

@@ -1,0 +1,93 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipelines import tracking
+from pipelines.config import Params
+
+
+def _train_run(mc, exp_id, curve: dict[str, list[float]], *, epochs_param=10, status="FINISHED", completed=True):
+    run = mc.create_run(exp_id, tags={tracking.RUN_KIND_TAG: "train"})
+    rid = run.info.run_id
+    mc.log_param(rid, "train.epochs", epochs_param)
+    mc.log_param(rid, "data.num_classes", 10)
+    for name, values in curve.items():
+        for epoch, value in enumerate(values, start=1):
+            mc.log_metric(rid, name, value, step=epoch)
+    tracking.set_tags(mc, rid, {"curvewatch.completed": str(completed).lower()})
+    mc.set_terminated(rid, status=status)
+    return rid
+
+
+def test_tracking_uri_defaults_to_sqlite_in_working_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_run_curve_reads_epochs_budget_and_completeness(mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    rid = _train_run(mc, exp, {"val_accuracy": [0.5, 0.6, 0.65], "loss": [1.0, 0.8, 0.7]})
+    curve = tracking.run_curve(mc, rid)
+    assert curve.run == rid
+    np.testing.assert_array_equal(curve.epochs, [1, 2, 3])
+    np.testing.assert_allclose(curve.metrics["val_accuracy"], [0.5, 0.6, 0.65])
+    assert curve.epoch_budget == 10 and curve.num_classes == 10 and curve.complete
+    killed = _train_run(mc, exp, {"val_accuracy": [0.5]}, status="KILLED")
+    assert not tracking.run_curve(mc, killed).complete
+    nan_run = _train_run(mc, exp, {"val_accuracy": [0.5]}, completed=False)
+    assert not tracking.run_curve(mc, nan_run).complete
+
+
+def test_recent_runs_newest_first_excluding_and_only_training(mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    ids = [_train_run(mc, exp, {"val_accuracy": [0.1 * i]}) for i in range(4)]
+    other = mc.create_run(exp, tags={tracking.RUN_KIND_TAG: "validation"})
+    mc.set_terminated(other.info.run_id)
+    recent = tracking.recent_training_runs(mc, exp, exclude=[ids[-1]], limit=2)
+    assert [r.info.run_id for r in recent] == [ids[2], ids[1]]
+    assert tracking.recent_training_runs(mc, exp, limit=0) == []
+
+
+def test_champion_alias_round_trip(mlflow_uri):
+    mc = tracking.client()
+    assert tracking.get_champion(mc, "model-x") is None
+    exp = tracking.ensure_experiment(mc, "t")
+    rid = _train_run(mc, exp, {"val_accuracy": [0.5]})
+    mc.create_registered_model("model-x")
+    mv = mc.create_model_version("model-x", source=f"runs:/{rid}/model", run_id=rid)
+    tracking.promote(mc, "model-x", mv.version)
+    champ = tracking.get_champion(mc, "model-x")
+    assert champ == tracking.Champion(version=str(mv.version), run_id=rid)
+
+
+def test_log_params_and_metrics(mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    run = mc.create_run(exp)
+    tracking.log_params(mc, run.info.run_id, Params())
+    tracking.log_metrics(mc, run.info.run_id, {"a": 1, "b": True, "c": float("nan"), "d": "text"})
+    data = mc.get_run(run.info.run_id).data
+    assert data.params["train.epochs"] == "6"
+    assert data.metrics == {"a": 1.0, "b": 1.0}
+
+
+def test_dvc_content_hash_matches_dvc_add(tmp_path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.bin").write_bytes(b"\x00\x01" * 100)
+    (data / "sub" / "b.txt").write_text("hello")
+    dvc = Path(sys.executable).parent / "dvc"
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([dvc, "add", "-q", "data"], cwd=tmp_path, check=True)
+    recorded = yaml.safe_load((tmp_path / "data.dvc").read_text())["outs"][0]["md5"]
+    assert tracking.dvc_content_hash(data) == recorded
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tracking.dvc_content_hash(tmp_path / "missing")
