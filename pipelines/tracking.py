@@ -317,21 +317,30 @@ def fetch_curves(
     """Curves of many runs at once (``runs``: ``mlflow.entities.Run`` objects, e.g. from
     :func:`search_training_runs`).
 
-    On a SQL store (SQLite, PostgreSQL...) this issues one query per metric per ``chunk`` runs via
-    the store's ``get_metric_history_bulk`` instead of one ``get_metric_history`` call per run and
-    metric; other stores (an HTTP tracking server) fall back to the per-run calls. Returns one
-    :class:`Curve` per run, in the order given.
+    On a SQL store (SQLite, PostgreSQL...) this issues one query per ``chunk`` runs for all
+    metrics, straight on MLflow's ``metrics`` table (columns ``run_uuid, key, step, value,
+    timestamp, is_nan``) with SQLAlchemy Core, instead of one ``get_metric_history`` call (and one
+    ORM object per value) per run and metric; where a step was logged twice the latest timestamp
+    wins, as in the MLflow UI. Other stores (an HTTP tracking server) fall back to the per-run
+    calls. Returns one :class:`Curve` per run, in the order given.
     """
     metrics = tuple(metrics)
     store = getattr(getattr(mlflow_client, "_tracking_client", None), "store", None)
     series: dict[str, dict[str, dict[int, float]]] = {r.info.run_id: {} for r in runs}
-    if hasattr(store, "get_metric_history_bulk"):
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        import sqlalchemy as sa
+
+        query = sa.text(
+            "SELECT run_uuid, key, step, value, is_nan FROM metrics "
+            "WHERE run_uuid IN :ids AND key IN :keys ORDER BY timestamp"
+        ).bindparams(sa.bindparam("ids", expanding=True), sa.bindparam("keys", expanding=True))
         ids = list(series)
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
-            for key in metrics:
-                for row in store.get_metric_history_bulk(part, key, max_results=2**62):
-                    series[row.run_id].setdefault(key, {})[row.step] = row.value
+        with engine.connect() as conn:
+            for start in range(0, len(ids), chunk):
+                rows = conn.execute(query, {"ids": ids[start : start + chunk], "keys": list(metrics)})
+                for run_id, key, step, value, is_nan in rows:
+                    series[run_id].setdefault(key, {})[int(step)] = float("nan") if is_nan else float(value)
     else:
         for run_id in series:
             for key in metrics:

@@ -119,9 +119,14 @@ def compare_curves(
     kinds: list[str] = []
     onset: int | None = None
 
-    lower = _plateaus_lower(
-        ch, cp, recent, champion, metric=metric, tol=tol, alpha=alpha, tail_fraction=tail_fraction
-    )
+    seed_runs = [
+        r
+        for run in recent
+        if run is not champion and run.run != champion.run and _same_config(run, champion)
+        for r in [_finite(run, metric)]
+        if r is not None
+    ]
+    lower = _plateaus_lower(ch, cp, seed_runs, tol=tol, alpha=alpha_each, tail_fraction=tail_fraction)
     if lower is not None:
         evidence.update(lower)
         if lower["lower"]:
@@ -139,7 +144,7 @@ def compare_curves(
                     f"(tail mean {lower['challenger_tail_mean']:.3f} < {lower['seed_lower_bound']:.3f})"
                 )
 
-    slower = _reaches_later(ch, cp, tol=tol, alpha=alpha_each)
+    slower = _reaches_later(ch, cp, seed_runs, tol=tol, alpha=alpha_each)
     if slower is not None:
         evidence.update(slower)
         if slower["slower"]:
@@ -370,10 +375,8 @@ def _finite(curve: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
 def _plateaus_lower(
     ch: tuple[np.ndarray, np.ndarray],
     cp: tuple[np.ndarray, np.ndarray],
-    recent: Sequence[Curve],
-    champion: Curve,
+    seed_runs: Sequence[tuple[np.ndarray, np.ndarray]],
     *,
-    metric: str,
     tol: float,
     alpha: float,
     tail_fraction: float,
@@ -394,30 +397,28 @@ def _plateaus_lower(
         "challenger_tail_mean": float(np.mean(ch[1][i_ch][sel])),
         "champion_tail_mean": float(np.mean(cp[1][i_cp][sel])),
     }
-    lower = p < alpha and -median > tol
+    lower = p < alpha
     seed_means = [out["champion_tail_mean"]]
-    for run in recent:
-        if run is champion or run.run == champion.run or not _same_config(run, champion):
-            continue
-        r = _finite(run, metric)
-        if r is None:
-            continue
+    for r in seed_runs:
         # Same epoch window as the comparison, so tail means are comparable across runs.
         in_window = (r[0] >= out["window_start_epoch"]) & (r[0] <= out["window_end_epoch"])
         if in_window.sum() >= max(3, m // 2):
             seed_means.append(float(np.mean(r[1][in_window])))
-    if len(seed_means) >= 3:
-        k = len(seed_means)
-        mean, sd = float(np.mean(seed_means)), float(np.std(seed_means, ddof=1))
-        bound = mean - float(stats.t.ppf(1.0 - alpha, df=k - 1)) * sd * math.sqrt(1.0 + 1.0 / k)
-        out.update(seed_n=k, seed_mean=mean, seed_sd=sd, seed_lower_bound=bound)
+    bound = _prediction_lower_bound(seed_means, alpha)
+    if bound is not None:
+        out.update(seed_n=len(seed_means), seed_lower_bound=bound)
         lower = lower and out["challenger_tail_mean"] < bound
     out["lower"] = bool(lower)
     return out
 
 
 def _reaches_later(
-    ch: tuple[np.ndarray, np.ndarray], cp: tuple[np.ndarray, np.ndarray], *, tol: float, alpha: float
+    ch: tuple[np.ndarray, np.ndarray],
+    cp: tuple[np.ndarray, np.ndarray],
+    seed_runs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    tol: float,
+    alpha: float,
 ) -> dict[str, Any] | None:
     s_ch = _smooth(*ch)
     s_cp = _smooth(*cp)
@@ -444,7 +445,18 @@ def _reaches_later(
     if early.sum() >= MIN_COMMON_EPOCHS:
         p = _signed_rank_less(ch[1][i_ch][early] - cp[1][i_cp][early])
     slower = late and gap is not None and gap > tol and p is not None and p < alpha
-    return {
+    out: dict[str, Any] = {}
+    if gap is not None:
+        # Seeds shift whole curves: the challenger's smoothed value at the check epoch must also
+        # be below what the champion config's other runs reach there.
+        at_check = [float(np.interp(check, cp[0], s_cp))]
+        at_check += [float(np.interp(check, r[0], _smooth(*r))) for r in seed_runs if r[0][-1] >= check]
+        bound = _prediction_lower_bound(at_check, alpha)
+        if bound is not None:
+            value = float(np.interp(check, ch[0], s_ch))
+            out.update(seed_n_at_check=len(at_check), seed_lower_bound_at_check=bound)
+            slower = slower and value < bound
+    return out | {
         "target": target,
         "champion_reach_epoch": int(cp_reach),
         "challenger_reach_epoch": None if ch_reach is None else int(ch_reach),
@@ -454,6 +466,19 @@ def _reaches_later(
         "rising_wilcoxon_p": p,
         "slower": bool(slower),
     }
+
+
+def _prediction_lower_bound(values: Sequence[float], alpha: float) -> float | None:
+    """Lower one-sided (1 - alpha) normal prediction bound for one more value; None for k < 3.
+
+    ``mean - t_{1-alpha, k-1} * sd * sqrt(1 + 1/k)`` (Hahn & Meeker, *Statistical Intervals*,
+    1991, sec. 4.6). k >= 3 because two runs give an sd too unstable to judge anything by.
+    """
+    k = len(values)
+    if k < 3:
+        return None
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    return mean - float(stats.t.ppf(1.0 - alpha, df=k - 1)) * sd * math.sqrt(1.0 + 1.0 / k)
 
 
 def _signed_rank_less(d: np.ndarray) -> float:

@@ -180,6 +180,7 @@ def find_plateau(
     alpha: float = 0.01,
     noise: float | None = None,
     metric: str = "",
+    min_points: int = 8,
 ) -> Plateau | None:
     """Earliest epoch after which a curve stops improving beyond its own noise.
 
@@ -209,10 +210,13 @@ def find_plateau(
         alpha: significance level of each test.
         noise: the noise SD to use (default: :func:`estimate_noise` of the curve).
         metric: the metric's name, copied into the result.
+        min_points: fewer finite values than this (or than ``min_plateau_epochs + 2``) never make a
+            plateau: the noise estimate needs about six second differences clear of the steep
+            start, and on five epochs the start's curvature passes for noise (a climbing 0.66,
+            0.85, 0.90, 0.91, 0.93 would look flat).
 
     Returns:
-        The :class:`Plateau`, or None when the curve is still improving (or too short: fewer than
-        ``min_plateau_epochs + 2`` finite values).
+        The :class:`Plateau`, or None when the curve is still improving (or too short).
 
     Raises:
         ValueError: ``values`` and ``epochs`` differ in length, or ``min_plateau_epochs < 1``.
@@ -231,7 +235,7 @@ def find_plateau(
     y = y_all[finite] if higher_is_better else -y_all[finite]
     x = x_all[finite]
     size = y.size
-    if size < min_plateau_epochs + 2:
+    if size < max(min_plateau_epochs + 2, min_points):
         return None
     sigma = float(noise) if noise is not None else estimate_noise(y)
     sigma = max(sigma, 1e-12)
@@ -537,32 +541,32 @@ def _check_overfitting(curve: Curve, min_plateau_epochs: int, alpha: float) -> F
     )
 
 
-def _projected_gain(g: np.ndarray, onset: int, level: float) -> tuple[float, float, int] | None:
-    """Gain the pre-onset trajectory predicts for the window of w epochs after the onset.
+def _projected_gain(g: np.ndarray, onset: int, flat_epochs: int) -> tuple[float, float, int] | None:
+    """How far the plateau fell short of what the climb into it predicted (oriented units).
 
-    The two windows of w epochs before the onset t have means M1 (epochs t-2w..t-w-1) and M2
-    (t-w..t-1); the plateau's mean ``level`` (oriented) stands for the window from t on. Window
-    means, not single epochs, because one epoch is a noisy draw (and the onset test tends to pick a
-    high one). A saturating curve's increments between equally spaced windows shrink by a roughly
-    constant ratio rho = G2 / G1 with G1 = M2 - M1 and G2 = level - M2 (exactly so for an
-    exponential approach), so the next window should have added G2 * rho; rho >= 1 (no
-    deceleration) projects G2 again. The plateau added nothing, so G2 * rho is the shortfall. Only
-    one window ahead: a ratio estimated from noisy increments cannot be trusted further. Source: the
-    geometric-ratio extrapolation behind Aitken's delta-squared process (A. C. Aitken, Proc. R. Soc.
-    Edinburgh 46, 1926).
+    Four consecutive windows of w epochs with means M1, M2 (before the onset t), M3, M4 (from t
+    on). A saturating curve's increments between equally spaced windows shrink by a roughly
+    constant ratio (exactly so for an exponential approach), so with G1 = M2 - M1, G2 = M3 - M2
+    and rho = min(G2 / G1, 1) the next increment should be G2 * rho; the shortfall is that minus
+    the observed M4 - M3. Window means, not single epochs, because one epoch is a noisy draw (and
+    the onset test tends to pick a high one); only one window ahead, because a ratio estimated from
+    noisy increments cannot be trusted further. Source: the geometric-ratio extrapolation behind
+    Aitken's delta-squared process (A. C. Aitken, Proc. R. Soc. Edinburgh 46, 1926).
 
     Returns:
-        (projected gain, G2, w), or None when the onset is too early to project (t < 2).
+        (shortfall, G2, w), or None when there are not two windows before the onset and two from it.
     """
-    w = max(1, min(3, onset // 2))
-    if onset - 2 * w < 0:
+    w = min(3, onset // 2, (flat_epochs + 1) // 2)
+    if w < 1:
         return None
     m1 = float(np.mean(g[onset - 2 * w : onset - w]))
     m2 = float(np.mean(g[onset - w : onset]))
-    g2 = level - m2
-    g1 = m2 - m1
+    m3 = float(np.mean(g[onset : onset + w]))
+    m4 = float(np.mean(g[onset + w : onset + 2 * w]))
+    g1, g2 = m2 - m1, m3 - m2
     rho = 1.0 if g1 <= 0 else min(g2 / g1, 1.0)
-    return max(g2, 0.0) * max(rho, 0.0), g2, w
+    predicted = max(g2, 0.0) * max(rho, 0.0)
+    return predicted - (m4 - m3), g2, w
 
 
 def _stall_reasons(
@@ -596,11 +600,11 @@ def _stall_reasons(
         if extrapolation_gain is not None:
             expected = extrapolation_gain
         else:
-            projected = _projected_gain(g, plateau.onset_index, level_g)
+            projected = _projected_gain(g, plateau.onset_index, plateau.flat_epochs)
             expected = None
-            # The climb into the plateau must itself be clear of noise (SD of level - M2 is about
-            # sigma / sqrt(w)), or there is no trajectory to project.
-            if projected is not None and projected[1] > 3 * sigma / math.sqrt(projected[2]):
+            # The climb into the plateau must itself be clear of noise (the SD of M3 - M2 is
+            # sigma * sqrt(2 / w)), or there is no trajectory to project.
+            if projected is not None and projected[1] > 3 * sigma * math.sqrt(2 / projected[2]):
                 expected = projected[0]
         if expected is not None and expected > stall_k * sigma:
             reasons["premature"] = round(expected, 6)
@@ -732,7 +736,15 @@ def _check_oscillation(curve: Curve, ratio: float) -> tuple[Finding | None, Find
     evidence = {f"{k}_noise_to_trend": round(v[0], 4) for k, v in stats.items() if math.isfinite(v[0])}
     evidence.update({f"{k}_sign_changes": round(v[1], 3) for k, v in stats.items()})
     train_swings = swings("loss") or swings("accuracy")
-    val_swings = swings("val_loss") or swings("val_accuracy")
+    # Validation is normally somewhat noisier than training (fewer examples, no averaging over the
+    # epoch); "much noisier" is a validation noise-to-trend ratio of at least half the oscillation
+    # threshold together with at least 4x the training metric's noise on the same scale.
+    val_swings = False
+    for val_name, train_name in (("val_accuracy", "accuracy"), ("val_loss", "loss")):
+        if val_name in stats and train_name in stats and stats[val_name][1] >= 0.4:
+            val_ratio, train_ratio = stats[val_name][0], stats[train_name][0]
+            if val_ratio >= ratio / 2 and val_ratio >= 4 * max(train_ratio, 1e-12):
+                val_swings = True
     if train_swings:
         names = [n for n in ("loss", "accuracy", "val_loss", "val_accuracy") if swings(n)]
         return (
@@ -904,7 +916,7 @@ def diagnose(
         from pipelines.curves.extrapolate import extrapolate as fit_curves
 
         horizon = max(curve.epoch_budget or 0, int(x[-1]))
-        extrapolation = fit_curves(x, values, horizon)
+        extrapolation = fit_curves(x, values, horizon, higher_is_better=higher)
 
     if divergence is not None:
         findings.append(divergence)
@@ -1046,7 +1058,7 @@ def _extrapolated_shortfall(x: np.ndarray, g: np.ndarray, plateau: Plateau, high
     pre_x, pre_y = x[: plateau.onset_index + 1], g[: plateau.onset_index + 1]
     values = pre_y if higher else -pre_y
     try:
-        fitted = fit_curves(pre_x, values, int(x[-1]))
+        fitted = fit_curves(pre_x, values, int(x[-1]), higher_is_better=higher)
     except ValueError:
         return None
     if fitted is None or not math.isfinite(fitted.value_at_budget):

@@ -336,9 +336,13 @@ def plot_val_curves(
     onset = _num(getattr(diagnosis, "plateau_onset_epoch", None))
     level = _num(getattr(diagnosis, "plateau_level", None))
     spread = _num(getattr(diagnosis, "plateau_spread", None))
+    # The diagnosis falls back to val_loss when val_accuracy is missing; its level and its
+    # extrapolation are then in loss units and do not belong on an accuracy axis.
+    monitor = getattr(diagnosis, "monitor", None)
+    same_units = monitor in (None, "val_accuracy")
     if onset is not None and last_epoch is not None and last_epoch >= onset:
         ax.axvspan(onset, last_epoch, color="gold", alpha=0.15, label=f"plateau since epoch {onset:g}")
-        if level is not None:
+        if level is not None and same_units:
             s = spread or 0.0
             ax.fill_between([onset, last_epoch], level - s, level + s, color="goldenrod", alpha=0.3, lw=0)
     codes = {(f.get("code") if isinstance(f, Mapping) else getattr(f, "code", None)) for f in findings}
@@ -347,10 +351,19 @@ def plot_val_curves(
         label = f"overfitting after epoch {best:g}"
         ax.axvspan(best, last_epoch, color="red", alpha=0.08, hatch="//", label=label)
         ax.axvline(best, color="red", lw=0.8, alpha=0.6)
-    ex = _extrapolation_xy(getattr(diagnosis, "extrapolation", None))
+    ex = None
+    if same_units and last_epoch is not None:
+        last_value = float(y_ch[np.isfinite(y_ch)][-1])
+        extrapolation = getattr(diagnosis, "extrapolation", None)
+        ex = _extrapolation_xy(extrapolation, last_epoch, last_value, challenger.epoch_budget)
+        ceiling = _num(_field(extrapolation, ("asymptote",))) if extrapolation is not None else None
+        if ceiling is not None:
+            ax.axhline(
+                ceiling, color="C0", ls=":", lw=1.0, alpha=0.7, label=f"extrapolated ceiling {ceiling:.3f}"
+            )
     if ex is not None:
         ex_x, ex_y, lo, hi = ex
-        ax.plot(ex_x, ex_y, color="C0", ls="--", lw=1.5, label="extrapolation")
+        ax.plot(ex_x, ex_y, color="C0", ls="--", lw=1.5, marker="o", markevery=[-1], label="extrapolation")
         if lo is not None and hi is not None:
             ax.fill_between(ex_x, lo, hi, color="C0", alpha=0.12, lw=0)
     ax.set_xlabel("epoch")
@@ -447,11 +460,13 @@ def _jsonable(obj: Any) -> Any:
         return _finding_dict(obj)
     if isinstance(obj, Curve):
         return _curve_dict(obj, "curve")
+    # An object's own summary wins over its raw fields (e.g. Extrapolation.as_dict drops fits).
+    for name in ("to_dict", "as_dict"):
+        method = getattr(obj, name, None)
+        if callable(method) and not isinstance(obj, type):
+            return _jsonable(method())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return _jsonable(to_dict())
     if hasattr(obj, "__dict__"):
         return {k: _jsonable(v) for k, v in vars(obj).items() if not k.startswith("_")}
     return str(obj)
@@ -481,14 +496,29 @@ def _field(obj: Any, names: Sequence[str]) -> Any:
     return None
 
 
-def _extrapolation_xy(ex: Any) -> tuple[np.ndarray, np.ndarray, Any, Any] | None:
+def _extrapolation_xy(
+    ex: Any, last_epoch: float, last_value: float, epoch_budget: int | None
+) -> tuple[np.ndarray, np.ndarray, Any, Any] | None:
     """(epochs, predicted, lower, upper) from whatever the extrapolation object holds, or None.
 
-    The extrapolation type is written in parallel; accept the likely spellings (attributes or
-    mapping keys) and a ``{epoch: value}`` mapping of predictions, and give up quietly otherwise.
+    ``pipelines.curves.extrapolate.Extrapolation`` forecasts one point, ``value_at_budget`` ±
+    ``value_std`` at epoch ``budget``: drawn as a dashed segment from the last observed value.
+    Also accepted (the type may grow): per-epoch arrays under the likely spellings (attributes
+    or mapping keys), a ``{epoch: value}`` mapping of predictions, or a ``predict(epochs)``
+    method (evaluated from the last epoch to the epoch budget, or to twice the last epoch).
+    Anything else gives None: a missing dashed line is better than a failed report.
     """
     if ex is None:
         return None
+    budget = _num(_field(ex, ("budget",)))
+    at_budget = _num(_field(ex, ("value_at_budget",)))
+    if budget is not None and at_budget is not None and budget > last_epoch:
+        std = _num(_field(ex, ("value_std",)))
+        x = np.array([last_epoch, budget])
+        y = np.array([last_value, at_budget])
+        if std is None:
+            return x, y, None, None
+        return x, y, np.array([last_value, at_budget - std]), np.array([last_value, at_budget + std])
     preds = _field(ex, ("predictions", "predicted", "prediction", "values", "mean", "y"))
     xs = _field(ex, ("epochs", "future_epochs", "horizon_epochs", "x"))
     if isinstance(preds, Mapping):
@@ -497,6 +527,14 @@ def _extrapolation_xy(ex: Any) -> tuple[np.ndarray, np.ndarray, Any, Any] | None
             return None
         xs = [k for k, _ in items]
         preds = [v for _, v in items]
+    predict = getattr(ex, "predict", None)
+    if (preds is None or xs is None) and callable(predict):
+        end = float(epoch_budget) if epoch_budget and epoch_budget > last_epoch else 2.0 * last_epoch
+        xs = np.arange(last_epoch, end + 1.0)
+        try:
+            preds = predict(xs)
+        except Exception:  # a fit that cannot evaluate should not break the report
+            return None
     if preds is None or xs is None:
         return None
     try:
@@ -504,7 +542,7 @@ def _extrapolation_xy(ex: Any) -> tuple[np.ndarray, np.ndarray, Any, Any] | None
         y = np.asarray(preds, dtype=float).ravel()
     except (TypeError, ValueError):
         return None
-    if x.size == 0 or x.size != y.size:
+    if x.size == 0 or x.size != y.size or not np.any(np.isfinite(y)):
         return None
     lo = _field(ex, ("lower", "low", "lo"))
     hi = _field(ex, ("upper", "high", "hi"))

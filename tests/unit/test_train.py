@@ -54,6 +54,7 @@ class Recorder(keras.callbacks.Callback):
         self.logs: list[dict[str, float]] = []
         self.epochs: list[int] = []
         self.steps: int | None = None
+        self.backup_dir: Path | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.steps = self.params.get("steps")
@@ -66,11 +67,12 @@ class Recorder(keras.callbacks.Callback):
 @pytest.fixture(scope="module")
 def basic_run(digits: TrainData, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Recorder]:
     rec = Recorder()
+    rec.backup_dir = tmp_path_factory.mktemp("basic") / "backup"
     result = train(
         _cfg(model="small_cnn", epochs=2),
         digits,
         seed=1,
-        backup_dir=tmp_path_factory.mktemp("basic") / "backup",
+        backup_dir=rec.backup_dir,
         callbacks=[rec],
         verbose=0,
     )
@@ -101,10 +103,9 @@ def test_caller_callbacks_see_every_metric_including_learning_rate(
     assert result.history["learning_rate"][0] == pytest.approx(3e-3)
 
 
-def test_backup_dir_removed_after_a_finished_run(tmp_path: Path, digits: TrainData) -> None:
-    backup = tmp_path / "backup"
-    train(_cfg(epochs=1), digits, seed=0, backup_dir=backup, verbose=0)
-    assert not backup.exists()
+def test_backup_dir_removed_after_a_finished_run(basic_run: tuple[TrainResult, Recorder]) -> None:
+    assert basic_run[1].backup_dir is not None and basic_run[1].backup_dir.parent.is_dir()
+    assert not basic_run[1].backup_dir.exists()
 
 
 @pytest.fixture(scope="module")

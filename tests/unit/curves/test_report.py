@@ -183,3 +183,34 @@ def test_content_is_json_serialisable_with_numpy_everywhere():
     content = build_report_content(challenger=_curve("c"), diagnosis=d)
     text = json.dumps(content, allow_nan=False)
     assert json.loads(text)["diagnosis"]["plateau_spread"] is None
+
+
+@dataclass(frozen=True)
+class FakePointForecast:
+    """Shape of ``pipelines.curves.extrapolate.Extrapolation``: one forecast at the budget."""
+
+    budget: int
+    value_at_budget: float
+    value_std: float
+    asymptote: float
+    families: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"budget": self.budget, "value_at_budget": self.value_at_budget, "asymptote": self.asymptote}
+
+
+def test_point_forecast_extrapolation_and_loss_monitor(tmp_path):
+    d = _diagnosis()
+    d.extrapolation = FakePointForecast(60, np.float64(0.91), 0.004, 0.912, families={"exp3": object()})
+    paths = render_report(tmp_path / "a", challenger=_curve("c"), diagnosis=d)
+    data = json.loads(paths.json.read_text(encoding="utf-8"))
+    # The object's own summary is used, not its raw fields (which hold unserialisable fits).
+    assert data["diagnosis"]["extrapolation"] == {"budget": 60, "value_at_budget": 0.91, "asymptote": 0.912}
+    with Image.open(paths.png) as im:
+        im.verify()
+    # A diagnosis that monitored val_loss: its plateau level is in loss units; still renders.
+    d.monitor = "val_loss"
+    d.plateau_level = 0.35
+    paths = render_report(tmp_path / "b", challenger=_curve("c"), diagnosis=d)
+    with Image.open(paths.png) as im:
+        im.verify()

@@ -1,0 +1,126 @@
+"""Benchmark: diagnose and compare 1,000 runs of 100 epochs from an MLflow SQLite store.
+
+Side by side in one process, on the same store:
+- naive: one ``MlflowClient.get_run`` and one ``get_metric_history`` call per run and metric, then
+  the diagnosis of each curve;
+- curvewatch: ``search_training_runs`` (pages of 1,000) and ``fetch_curves`` (one bulk query per
+  metric per 500 runs), then the same diagnosis and the cross-run comparison against a champion.
+Prints both times and their ratio (target: curvewatch <= 0.2 x naive).
+
+Run: ``uv run python benchmarks/scale.py [--runs 1000] [--epochs 100]``. The store is built in a
+temporary directory (populating it takes a minute or two and is not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+def populate(mc, experiment_id: str, runs: int, epochs: int, seed: int = 0) -> None:
+    """Log ``runs`` synthetic training runs: saturating curves with noise, some stalled early."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from pipelines.tracking import RUN_KIND_TAG
+
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, epochs + 1)
+    for i in range(runs):
+        ceiling = rng.uniform(0.85, 0.93)
+        rate = rng.uniform(0.05, 0.3)
+        val_acc = ceiling - (ceiling - 0.1) * np.exp(-rate * e) + rng.normal(0, 0.003, epochs)
+        if i % 5 == 0:  # every fifth run stalls on a low plateau
+            onset = int(rng.integers(5, 15))
+            val_acc[onset:] = val_acc[onset] + rng.normal(0, 0.003, epochs - onset)
+        acc = val_acc + 0.02
+        values = {
+            "val_accuracy": val_acc,
+            "accuracy": acc,
+            "val_loss": 2.3 * (1 - val_acc),
+            "loss": 2.3 * (1 - acc),
+            "learning_rate": np.full(epochs, 1e-3),
+        }
+        run = mc.create_run(experiment_id, tags={RUN_KIND_TAG: "train"})
+        rid = run.info.run_id
+        now = 1_700_000_000_000
+        batch = [Metric(k, float(v[j]), now + j, int(e[j])) for k, v in values.items() for j in range(epochs)]
+        for start in range(0, len(batch), 1000):
+            mc.log_batch(rid, metrics=batch[start : start + 1000])
+        mc.log_batch(
+            rid,
+            params=[Param("train.epochs", str(epochs)), Param("data.num_classes", "10")],
+            tags=[RunTag("curvewatch.completed", "true")],
+        )
+        mc.set_terminated(rid)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=100)
+    args = parser.parse_args()
+
+    from mlflow import MlflowClient
+
+    from pipelines import tracking
+    from pipelines.curves.compare import compare_curves
+    from pipelines.curves.diagnose import diagnose
+
+    with tempfile.TemporaryDirectory(prefix="curvewatch-scale-") as tmp:
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        mc = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        exp = mc.create_experiment("scale", artifact_location=(Path(tmp) / "a").as_uri())
+        t0 = time.perf_counter()
+        populate(mc, exp, args.runs, args.epochs)
+        print(f"populated {args.runs} runs x {args.epochs} epochs x {len(METRICS)} metrics "
+              f"in {time.perf_counter() - t0:.0f} s")
+
+        # naive: what a user writes with the public per-run API
+        start = time.perf_counter()
+        ids = [r.info.run_id for r in mc.search_runs([exp], max_results=args.runs)]
+        naive = []
+        for rid in ids:
+            run = mc.get_run(rid)
+            series = {k: {m.step: m.value for m in mc.get_metric_history(rid, k)} for k in METRICS}
+            naive.append(tracking._curve_from_series(run, series))
+        naive_verdicts = [diagnose(c).verdict for c in naive]
+        naive_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        runs = tracking.search_training_runs(mc, [exp])
+        fetch_start = time.perf_counter()
+        curves = tracking.fetch_curves(mc, runs)
+        fetch_s = time.perf_counter() - fetch_start
+        diag_start = time.perf_counter()
+        verdicts = [diagnose(c).verdict for c in curves]
+        diag_s = time.perf_counter() - diag_start
+        cmp_start = time.perf_counter()
+        champion = curves[-1]
+        for c in curves[:-1]:
+            compare_curves(c, champion, [])
+        cmp_s = time.perf_counter() - cmp_start
+        ours_s = time.perf_counter() - start
+
+        by_id = dict(zip(ids, naive_verdicts, strict=True))
+        agree = sum(by_id[c.run] == v for c, v in zip(curves, verdicts, strict=True))
+        flagged = sum(v != "healthy" for v in verdicts)
+        print(f"naive per-run loop : {naive_s:8.2f} s  (get_run + get_metric_history x {len(METRICS)} per run,"
+              f" then diagnose)")
+        print(f"curvewatch bulk    : {ours_s:8.2f} s  (search {fetch_start - start:.2f} s, fetch {fetch_s:.2f} s,"
+              f" diagnose {diag_s:.2f} s, compare with a champion {cmp_s:.2f} s)")
+        print(f"ratio bulk / naive : {ours_s / naive_s:8.3f}   (target <= 0.2)")
+        print(f"verdicts agree     : {agree}/{len(curves)}; flagged {flagged} (every fifth run was built to stall)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Tests for cross-run findings: curve regression, series stall, tuning optimism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.curves.compare import compare_curves, series_stall, tuning_optimism
+from pipelines.curves.types import Curve, Severity
+
+PARAMS = {"train.learning_rate": 0.001, "train.batch_size": 64}
+
+
+def _curve(
+    run: str,
+    seed: int,
+    *,
+    epochs: int = 30,
+    level: float = 0.9,
+    tau: float = 4.0,
+    sigma: float = 0.004,
+    offset_sd: float = 0.0,
+    params: dict | None = None,
+) -> Curve:
+    """val_accuracy = level - 0.5 exp(-epoch / tau) + per-epoch N(0, sigma) + a per-run offset."""
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, epochs + 1)
+    y = level - 0.5 * np.exp(-e / tau) + rng.normal(0, sigma, epochs) + rng.normal(0, offset_sd)
+    return Curve(run=run, metrics={"val_accuracy": y}, epochs=e.astype(np.int64), params=params or {})
+
+
+# --- curve regression ------------------------------------------------------------------------
+
+
+def test_runs_differing_only_in_seed_are_not_flagged():
+    seeds = [_curve(f"seed{s}", s, params={**PARAMS, "base.seed": s}) for s in range(20)]
+    champion = seeds[0]
+    for i, challenger in enumerate(seeds[1:], start=1):
+        others = [c for j, c in enumerate(seeds) if j not in (0, i)]
+        assert compare_curves(challenger, champion, others) == [], challenger.run
+        assert compare_curves(challenger, champion, []) == [], challenger.run
+        # and the other way round: the champion is no regression of a seed either
+        assert compare_curves(champion, challenger, []) == [], challenger.run
+
+
+def test_lower_plateau_is_flagged():
+    champion = _curve("champ", 0)
+    challenger = _curve("chall", 1, level=0.88)  # 2 points lower at every epoch
+    (f,) = compare_curves(challenger, champion, [])
+    assert f.code == "curve_regression" and f.severity == Severity.WARNING
+    assert "lower" in f.evidence["kinds"]
+    assert f.evidence["wilcoxon_p"] < 0.001
+    assert f.evidence["median_difference"] == pytest.approx(-0.02, abs=0.005)
+    assert f.onset_epoch == f.evidence["window_start_epoch"] == 16
+    assert "Wilcoxon signed-rank" in f.message and "lower than the champion" in f.message
+
+
+def test_slower_learning_to_the_same_level_is_flagged():
+    champion = _curve("champ", 0, epochs=70)
+    challenger = _curve("chall", 1, epochs=70, tau=7.0)  # same ceiling, reached later
+    (f,) = compare_curves(challenger, champion, [])
+    assert "slower" in f.evidence["kinds"]
+    assert "lower" not in f.evidence["kinds"]  # the tails agree within noise
+    ev = f.evidence
+    assert ev["challenger_reach_epoch"] > ev["champion_reach_epoch"] + ev["slack_epochs"]
+    assert "reaches the champion's level" in f.message
+
+
+def test_seed_spread_of_same_config_runs_absorbs_a_seed_offset():
+    # Low per-epoch noise but seeds shift whole curves by ~1 point: a challenger 1 point below
+    # the champion is "significant" epoch by epoch, yet ordinary for this config.
+    kw = dict(sigma=0.001)
+    champion = _curve("champ", 0, **kw, params={**PARAMS, "base.seed": 0})
+    challenger = _curve("chall", 1, level=0.89, **kw, params={**PARAMS, "base.seed": 1})
+    spread = [0.885, 0.91, 0.895, 0.905, 0.89]
+    seed_runs = [
+        _curve(f"s{i}", 10 + i, level=lv, **kw, params={**PARAMS, "base.seed": 10 + i})
+        for i, lv in enumerate(spread)
+    ]
+    flagged = compare_curves(challenger, champion, [])
+    assert flagged and "lower" in flagged[0].evidence["kinds"]
+    assert compare_curves(challenger, champion, seed_runs) == []
+    # Runs of another config are not seed runs: they do not widen the band.
+    other = [
+        Curve(c.run, c.metrics, c.epochs, params={**c.params, "train.batch_size": 128}) for c in seed_runs
+    ]
+    assert compare_curves(challenger, champion, other) == flagged
+    # A real regression is still caught with the seed runs present.
+    worse = _curve("worse", 2, level=0.86, **kw, params={**PARAMS, "base.seed": 2})
+    (f,) = compare_curves(worse, champion, seed_runs)
+    assert f.evidence["seed_n"] == 6 and f.evidence["challenger_tail_mean"] < f.evidence["seed_lower_bound"]
+
+
+def test_noise_argument_sets_the_tolerance():
+    champion = _curve("champ", 0)
+    challenger = _curve("chall", 1, level=0.89)  # 1 point lower
+    assert compare_curves(challenger, champion, [], noise=0.002)  # 1 point > 2 x 0.2
+    assert compare_curves(challenger, champion, [], noise=0.01) == []  # 1 point < 2 x 1.0
+
+
+def test_nothing_to_compare():
+    c = _curve("c", 0)
+    assert compare_curves(c, None, []) == []
+    assert compare_curves(_curve("short", 1, epochs=4), c, []) == []
+    no_val = Curve("x", {"accuracy": np.linspace(0.5, 0.9, 10)}, np.arange(1, 11))
+    assert compare_curves(no_val, c, []) == []
+    with pytest.raises(ValueError):
+        compare_curves(c, c, [], alpha=0)
+
+
+# --- series stall ----------------------------------------------------------------------------
+
+
+def test_series_stall_on_and_off():
+    f = series_stall([0.90, 0.880, 0.885, 0.887], champion_accuracy=0.889, n=3)
+    assert f is not None and f.code == "series_stall"
+    assert f.evidence["best_recent"] == pytest.approx(0.887)
+    assert "last 3 scheduled retrains" in f.message and "0.889" in f.message
+    assert f.remedies
+
+    assert series_stall([0.880, 0.895, 0.887], champion_accuracy=0.889, n=3) is None
+    assert series_stall([0.880, 0.885], champion_accuracy=0.889, n=3) is None  # too little history
+    # A failed retrain (None) does not count as an improvement.
+    f = series_stall([0.88, None, 0.887], champion_accuracy=0.889, n=3)
+    assert f is not None and f.evidence["failed"] == 1
+    assert series_stall([None, None], champion_accuracy=0.9, n=2).evidence["best_recent"] is None
+    # min_improvement: beating the champion by less than it does not count.
+    assert series_stall([0.890, 0.8905], champion_accuracy=0.889, n=2) is None
+    assert series_stall([0.890, 0.8905], champion_accuracy=0.889, n=2, min_improvement=0.002) is not None
+
+
+def test_series_stall_rejects_bad_input():
+    with pytest.raises(ValueError):
+        series_stall([0.9], 0.9, n=0)
+    with pytest.raises(ValueError):
+        series_stall([89.0, 90.0], 0.9, n=2)  # percent, not fractions
+    with pytest.raises(ValueError):
+        series_stall([0.9], 1.5, n=1)
+
+
+# --- tuning optimism -------------------------------------------------------------------------
+
+
+def test_tuning_optimism_on_and_off():
+    f = tuning_optimism(0.920, 0.889, n_val=5_000, n_test=10_000)
+    assert f is not None and f.code == "tuning_optimism"
+    assert f.evidence["p_value"] < 1e-6 and f.evidence["z"] > 4
+    assert any("nested cross-validation" in r for r in f.remedies)
+    assert any("held-out test set" in r for r in f.remedies)
+    # The same gap on a 500-image validation set is within sampling noise.
+    assert tuning_optimism(0.905, 0.889, n_val=500, n_test=10_000) is None
+    # Test better than validation: nothing optimistic about that.
+    assert tuning_optimism(0.88, 0.90, n_val=5_000, n_test=10_000) is None
+    assert tuning_optimism(1.0, 1.0, n_val=100, n_test=100) is None
+
+
+def test_tuning_optimism_rejects_bad_input():
+    with pytest.raises(ValueError):
+        tuning_optimism(92.0, 0.9, n_val=100, n_test=100)
+    with pytest.raises(ValueError):
+        tuning_optimism(0.92, 0.9, n_val=0, n_test=100)
