@@ -206,6 +206,36 @@ def diagnose(
     raise typer.Exit(1 if any(r.flagged for r in results) else 0)
 
 
+@app.command()
+def tune(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    trials: Annotated[int | None, typer.Option(help="trials (default: tune.n_trials)")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
+) -> None:
+    """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""
+    from pipelines.prepare import load_split
+    from pipelines.steps import load_train_data
+    from pipelines.tune import tune as run_tune
+
+    _setup_logging()
+    p = _params(params, profile, set_)
+    data, _ = load_train_data(p)
+    test = load_split(p.paths.prepared_dir, "test")
+    try:
+        result = run_tune(p, data, n_trials=trials, test=(test.x, test.y), storage=storage)
+    except ValueError as exc:
+        _fail(exc)
+    for t in result.trials:
+        why = f"  pruned: {t['pruned_because']}" if t["pruned_because"] else ""
+        typer.echo(f"trial {t['number']}: {t['state']:<8} value={t['value']} {t['params']}{why}")
+    typer.echo(f"best: val_accuracy {result.best_val_accuracy:.4f} with {result.best_params}; "
+               f"test accuracy {result.test_accuracy:.4f}")
+    if result.optimism is not None:
+        typer.secho(result.optimism.message, fg="yellow")
+
+
 def ensure_prefect_server() -> str:
     """Point Prefect at ``$PREFECT_API_URL``, or start/reuse the local server (``infra/prefect-server.sh``).
 

@@ -101,6 +101,14 @@ class CompareConfig(_Frozen):
     fail_on_regression: bool = False
 
 
+class TuneConfig(_Frozen):
+    n_trials: int = Field(8, ge=1)
+    learning_rate: tuple[float, float] = (1e-4, 1e-2)
+    dropout: tuple[float, float] = (0.0, 0.5)
+    l2: tuple[float, float] = (1e-6, 1e-3)
+    batch_sizes: tuple[int, ...] = (64, 128, 256)
+
+
 class TrackingConfig(_Frozen):
     experiment: str = "curvewatch-fashion-mnist"
     registered_model: str = "curvewatch-fashion-mnist-classifier"
@@ -117,6 +125,7 @@ class Params(_Frozen):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compare: CompareConfig = CompareConfig()
+    tune: TuneConfig = TuneConfig()
     tracking: TrackingConfig = TrackingConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

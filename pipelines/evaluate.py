@@ -20,11 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.io_utils import atomic_write_text
+
 # Keras clips probabilities to [epsilon, 1 - epsilon] in its cross-entropy (keras.config.epsilon()),
 # so the loss computed here matches Model.evaluate's loss up to float rounding (minus any L2 term).
 _EPSILON = 1e-7
 
-EVALUATION_FILES: tuple[str, ...] = ("metrics.json", "per_class.csv", "confusion_matrix.png", "predictions.parquet")
+EVALUATION_FILES: tuple[str, ...] = (
+    "metrics.json",
+    "per_class.csv",
+    "confusion_matrix.png",
+    "predictions.parquet",
+)
 
 
 @dataclass
@@ -34,7 +41,7 @@ class EvaluationResult:
     Attributes:
         loss: mean sparse categorical cross-entropy on the test set, nats (no regularisation term).
         accuracy: fraction of test examples predicted correctly, in ``[0, 1]``.
-        per_class: one row per class, in class-index order: ``class`` (str), ``precision``,
+        per_class: one row per class, in class-index order: ``class_name`` (str), ``precision``,
             ``recall``, ``f1`` (float64 in ``[0, 1]``; 0 where undefined) and ``support`` (int64).
         confusion: ``(K, K)`` int64; rows are true classes, columns predicted classes.
         predictions: one row per test example in input order: ``id``, ``label`` (int64),
@@ -52,6 +59,16 @@ class EvaluationResult:
     predictions: pd.DataFrame
     class_names: list[str]
     summary: dict[str, float | int]
+
+    @property
+    def test_loss(self) -> float:
+        """Alias of :attr:`loss` for callers that prefix test metrics."""
+        return self.loss
+
+    @property
+    def test_accuracy(self) -> float:
+        """Alias of :attr:`accuracy` for callers that prefix test metrics."""
+        return self.accuracy
 
 
 def evaluate(
@@ -115,7 +132,7 @@ def evaluate(
     )
     per_class = pd.DataFrame(
         {
-            "class": names,
+            "class_name": names,
             "precision": precision.astype(np.float64),
             "recall": recall.astype(np.float64),
             "f1": f1.astype(np.float64),
@@ -138,7 +155,9 @@ def evaluate(
 
     summary: dict[str, float | int] = {"loss": loss, "accuracy": accuracy}
     for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y, predicted, labels=labels, average=avg, zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(
+            y, predicted, labels=labels, average=avg, zero_division=0
+        )
         summary.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
     summary.update({"num_examples": int(len(y)), "num_classes": int(k)})
     return EvaluationResult(
@@ -201,13 +220,13 @@ def save_evaluation(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def write_json(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
-
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
     fig = plot_confusion_matrix(result)
     paths = {
-        "metrics": _atomic(out_dir / "metrics.json", write_json),
-        "per_class": _atomic(out_dir / "per_class.csv", lambda tmp: result.per_class.to_csv(tmp, index=False)),
+        "metrics": out_dir / "metrics.json",
+        "per_class": _atomic(
+            out_dir / "per_class.csv", lambda tmp: result.per_class.to_csv(tmp, index=False)
+        ),
         "confusion_matrix": _atomic(
             out_dir / "confusion_matrix.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
         ),

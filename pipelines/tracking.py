@@ -313,6 +313,7 @@ def fetch_curves(
     *,
     metrics: Iterable[str] = EPOCH_METRICS,
     chunk: int = 500,
+    bulk: bool = True,
 ) -> list[Curve]:
     """Curves of many runs at once (``runs``: ``mlflow.entities.Run`` objects, e.g. from
     :func:`search_training_runs`).
@@ -322,12 +323,12 @@ def fetch_curves(
     timestamp, is_nan``) with SQLAlchemy Core, instead of one ``get_metric_history`` call (and one
     ORM object per value) per run and metric; where a step was logged twice the latest timestamp
     wins, as in the MLflow UI. Other stores (an HTTP tracking server) fall back to the per-run
-    calls. Returns one :class:`Curve` per run, in the order given.
+    calls, and so does ``bulk=False``. Returns one :class:`Curve` per run, in the order given.
     """
     metrics = tuple(metrics)
     store = getattr(getattr(mlflow_client, "_tracking_client", None), "store", None)
     series: dict[str, dict[str, dict[int, float]]] = {r.info.run_id: {} for r in runs}
-    engine = getattr(store, "engine", None)
+    engine = getattr(store, "engine", None) if bulk else None
     if engine is not None:
         import sqlalchemy as sa
 

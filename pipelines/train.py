@@ -14,11 +14,13 @@ Great Expectations.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import TrainConfig
+from pipelines.io_utils import atomic_write_text
 
 #: Keras metric names, in the order of the history CSV (after ``epoch``).
 HISTORY_KEYS: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -187,23 +190,15 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     short = n - int(quota.sum())
     order = np.lexsort((rng.random(len(classes)), -(exact - quota)))
     quota[order[:short]] += 1
-    picked = [rng.choice(np.flatnonzero(y == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    picked = [
+        rng.choice(np.flatnonzero(y == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)
+    ]
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _make_callbacks(cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[str, float]]) -> dict[str, Any]:
+def _make_callbacks(
+    cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[str, float]], fingerprint: dict[str, Any]
+) -> dict[str, Any]:
     """Build the always-on callbacks; classes are defined here so importing keras stays lazy."""
     import keras
 
@@ -229,9 +224,14 @@ def _make_callbacks(cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[st
                 # Epochs at or after the resume point are being re-run; drop stale copies.
                 self.epochs = {e: v for e, v in self.epochs.items() if e < epoch}
             self.epochs[epoch] = {k: float(logs[k]) for k in HISTORY_KEYS if k in logs}
-            _atomic_write_text(
+            atomic_write_text(
                 backup_dir / _HISTORY_BACKUP_NAME,
-                json.dumps({str(e): v for e, v in sorted(self.epochs.items())}),
+                json.dumps(
+                    {
+                        "fingerprint": fingerprint,
+                        "epochs": {str(e): v for e, v in sorted(self.epochs.items())},
+                    }
+                ),
             )
 
     class RecordingTerminateOnNaN(keras.callbacks.TerminateOnNaN):
@@ -258,16 +258,49 @@ def _make_callbacks(cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[st
     }
 
 
-def _read_prior_history(backup_dir: Path) -> dict[int, dict[str, float]]:
+# Files BackupAndRestore writes (keras/src/callbacks/backup_and_restore.py) plus ours.
+_BACKUP_FILES = (
+    "latest.weights.h5",
+    "latest.weights.h5.bkp",
+    "training_metadata.json",
+    "training_metadata.json.bkp",
+    _HISTORY_BACKUP_NAME,
+)
+
+
+def _fingerprint(cfg: TrainConfig, data: TrainData, seed: int) -> dict[str, Any]:
+    """What a backup must match to be resumed; ``epochs`` is left out so a run can be extended."""
+    return {
+        "train": cfg.model_dump(mode="json", exclude={"epochs"}),
+        "seed": seed,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+    }
+
+
+def _read_prior_history(backup_dir: Path, fingerprint: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """Return the epochs logged by an interrupted run of the same configuration.
+
+    A backup left by a different configuration (or one without our history file) is deleted,
+    file by file, so that BackupAndRestore neither resumes the wrong run nor fails to load
+    mismatched weights.
+    """
     path = backup_dir / _HISTORY_BACKUP_NAME
-    if not path.is_file():
-        return {}
     try:
         raw = json.loads(path.read_text())
-        return {int(e): {k: float(v) for k, v in logs.items()} for e, logs in raw.items()}
-    except (ValueError, AttributeError):
-        # A torn or foreign file only costs the pre-interruption rows of the history.
-        return {}
+        if raw["fingerprint"] == fingerprint:
+            return {int(e): {k: float(v) for k, v in logs.items()} for e, logs in raw["epochs"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if backup_dir.is_dir() and any((backup_dir / name).exists() for name in _BACKUP_FILES):
+        warnings.warn(
+            f"{backup_dir}: discarding a training backup from a different configuration",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for name in _BACKUP_FILES:
+            (backup_dir / name).unlink(missing_ok=True)
+    return {}
 
 
 def _best_epoch(values: list[float]) -> int:
@@ -295,10 +328,12 @@ def train(
     (adds ``learning_rate`` to ``logs``), TerminateOnNaN, EarlyStopping (``val_loss``,
     ``cfg.early_stopping_patience``, best weights restored), ReduceLROnPlateau (``val_loss``,
     ``cfg.reduce_lr_factor``, ``cfg.reduce_lr_patience``), BackupAndRestore(``backup_dir``), then
-    ``callbacks``. If ``backup_dir`` holds the state of an interrupted run with the same model, the
-    weights, optimizer state and epoch counter are restored and the returned history also holds
-    the epochs run before the interruption (EarlyStopping/ReduceLROnPlateau counters restart).
-    ``backup_dir`` is deleted when fitting ends without an exception.
+    ``callbacks``. If ``backup_dir`` holds the state of an interrupted run with the same train
+    config (``epochs`` aside), seed and data shape, the weights, optimizer state and epoch counter
+    are restored and the returned history also holds the epochs run before the interruption
+    (EarlyStopping/ReduceLROnPlateau counters restart); a backup of any other run is discarded
+    with a ``RuntimeWarning``. ``backup_dir`` is deleted when fitting ends without an exception.
+    After a NaN loss, EarlyStopping still restores the best finite epoch's weights, if any.
 
     Args:
         cfg: the train section of ``params.yaml``.
@@ -337,8 +372,9 @@ def train(
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    prior = _read_prior_history(backup_dir)
-    own = _make_callbacks(cfg, backup_dir, prior)
+    fingerprint = _fingerprint(cfg, data, seed)
+    prior = _read_prior_history(backup_dir, fingerprint)
+    own = _make_callbacks(cfg, backup_dir, prior, fingerprint)
     start = time.perf_counter()
     model.fit(
         x_train,
@@ -392,14 +428,12 @@ def save_history_csv(history: Mapping[str, Sequence[float]], path: Path) -> Path
     if len(lengths) > 1:
         raise ValueError(f"history lists have different lengths: {sorted(lengths)}")
     n = lengths.pop() if lengths else 0
-    import io
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["epoch", *HISTORY_KEYS])
     for i in range(n):
         writer.writerow([i + 1, *(repr(float(history[k][i])) if k in history else "" for k in HISTORY_KEYS)])
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
     return path
 
 

@@ -20,18 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import Params, TrainConfig
+from pipelines.config import Params, TrainConfig, TuneConfig
 from pipelines.curves.types import Finding
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Ranges sampled per trial (log-uniform for the learning rate and L2)."""
-
-    learning_rate: tuple[float, float] = (1e-4, 1e-2)
-    dropout: tuple[float, float] = (0.0, 0.5)
-    l2: tuple[float, float] = (1e-6, 1e-3)
-    batch_sizes: tuple[int, ...] = (64, 128, 256)
 
 
 @dataclass
@@ -80,7 +70,7 @@ def pruning_callback(trial, *, epoch_budget: int, num_classes: int | None):
     return StallPruning()
 
 
-def _sample(trial, base: TrainConfig, space: SearchSpace) -> TrainConfig:
+def _sample(trial, base: TrainConfig, space: TuneConfig) -> TrainConfig:
     update = {
         "learning_rate": trial.suggest_float("learning_rate", *space.learning_rate, log=True),
         "dropout": trial.suggest_float("dropout", *space.dropout),
@@ -94,8 +84,7 @@ def tune(
     params: Params,
     data,
     *,
-    n_trials: int,
-    space: SearchSpace = SearchSpace(),
+    n_trials: int | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     storage: str | None = None,
     study_name: str = "curvewatch-tune",
@@ -103,10 +92,10 @@ def tune(
     """Search hyperparameters for ``params.train`` on ``data`` (a :class:`pipelines.train.TrainData`).
 
     Args:
-        params: the resolved params; ``train`` is the base config the search perturbs.
+        params: the resolved params; ``train`` is the base config the search perturbs and ``tune``
+            holds the ranges sampled (log-uniform for the learning rate and L2).
         data: training and validation splits (uint8 images, int64 labels).
-        n_trials: trials to run (>= 1).
-        space: the ranges to sample.
+        n_trials: trials to run (>= 1); default ``params.tune.n_trials``.
         test: ``(x_test, y_test)`` to score the best trial's model on, for the optimism check.
         storage: an Optuna storage URL (e.g. ``sqlite:///optuna.db``) to keep the study; in memory
             when None.
@@ -123,6 +112,8 @@ def tune(
     from pipelines.curves.compare import tuning_optimism
     from pipelines.train import train
 
+    space = params.tune
+    n_trials = space.n_trials if n_trials is None else n_trials
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     sampler = optuna.samplers.TPESampler(seed=params.base.seed)

@@ -164,15 +164,20 @@ DATASETS: dict[str, Callable[[], Arrays]] = {
 
 
 def mlp(
-    input_shape: tuple[int, ...], classes: int, hidden: Sequence[int], dropout: float = 0.0, l2: float = 0.0
+    input_shape: tuple[int, ...],
+    classes: int,
+    hidden: Sequence[int],
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    activation: str = "relu",
 ) -> Any:
-    """Flatten -> ReLU Dense layers (optional dropout after each, optional L2 on kernels) -> softmax."""
+    """Flatten -> Dense hidden layers (optional dropout after each, optional L2 on kernels) -> softmax."""
     import keras
 
     reg = keras.regularizers.L2(l2) if l2 else None
     layers: list[Any] = [keras.Input(input_shape), keras.layers.Flatten()]
     for width in hidden:
-        layers.append(keras.layers.Dense(width, activation="relu", kernel_regularizer=reg))
+        layers.append(keras.layers.Dense(width, activation=activation, kernel_regularizer=reg))
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(classes, activation="softmax"))

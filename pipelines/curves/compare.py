@@ -46,39 +46,43 @@ def compare_curves(
 ) -> list[Finding]:
     """Compare the challenger's validation curve with the champion's, epoch by epoch.
 
-    Two rules, each tested at level ``alpha / 2`` (Bonferroni: the finding fires when either
+    Two rules, each tested at level ``a = alpha / 2`` (Bonferroni: the finding fires when either
     does), both measured against the tolerance ``tol = max(min_effect, noise_multiple *
     noise)`` (accuracy units), where ``noise`` is the per-epoch noise SD of the metric:
 
     - **plateaus lower**: on the last ``tail_fraction`` of the epochs both runs logged (at least
       6 epochs), the per-epoch differences d = challenger - champion are tested with the
       one-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon(d, alternative="less")``;
-      Wilcoxon 1945). Flagged when p < ``alpha`` AND the median deficit ``-median(d)`` > ``tol``.
-      The signed-rank test alone would flag a tiny but consistent offset; the margin keeps seed
-      noise out. When ``recent`` holds at least two runs with the champion's config (equal
-      ``params`` except keys containing ``seed``), the challenger's tail mean must in addition
-      fall below the lower (1 - alpha) prediction bound of those runs' tail means,
-      ``mean - t_{1-alpha,k-1} sd sqrt(1 + 1/k)`` (``scipy.stats.t``; Hahn & Meeker,
-      *Statistical Intervals*, 1991), because seeds also shift whole curves, which per-epoch
-      noise does not capture.
+      Wilcoxon 1945). Flagged when p < ``a`` AND the median deficit ``-median(d)`` > ``tol``:
+      the signed-rank test alone would flag a tiny but consistent offset.
     - **reaches later**: both curves are smoothed with LOWESS (Cleveland 1979; statsmodels
-      ``lowess``, frac 0.3) and the target is the champion's smoothed best minus ``tol``. With
-      ``E*`` the champion's first epoch at the target plus a slack of ``max(2, ceil(E/4))``
-      epochs, flagged when the challenger's smoothed curve first reaches the target after ``E*``
-      (or never does), AND at ``E*`` is still more than ``tol`` below the champion's smoothed
-      curve, AND the raw per-epoch differences up to ``E*`` are negative by the one-sided
-      signed-rank test (p < ``alpha``). The crossing epoch alone is unstable near a flat
-      asymptote; the two confirmations keep seed noise from moving it into a finding.
+      ``lowess``, frac = max(0.3, 5 / epochs)) and the target is the champion's smoothed best
+      minus ``tol``. With ``E*`` the champion's first epoch at the target plus a slack of
+      ``max(2, ceil(E/4))`` epochs (E = that first epoch), flagged when the challenger's
+      smoothed curve first reaches the target after ``E*`` (or never does), AND at ``E*`` is
+      still more than ``tol`` below the champion's smoothed curve, AND the raw per-epoch
+      differences up to ``E*`` are negative by the one-sided signed-rank test (p < ``a``). The
+      crossing epoch alone is unstable near a flat asymptote; the confirmations keep seed noise
+      from moving it into a finding.
+
+    Seed runs: runs in ``recent`` with the champion's config (equal ``params`` except keys
+    containing ``seed``; runs without params never match) measure how far seeds alone move a
+    whole curve, which per-epoch noise does not capture. With the champion and at least two
+    such runs (k >= 3), each rule also requires the challenger to fall below the lower one-sided
+    (1 - a) normal prediction bound of those runs, ``mean - t_{1-a, k-1} sd sqrt(1 + 1/k)``
+    (``scipy.stats.t``; Hahn & Meeker, *Statistical Intervals*, 1991): on the tail mean for
+    "lower", on the smoothed value at ``E*`` for "later".
 
     Args:
-        challenger: the new run; needs ``metric`` for at least 6 epochs shared with the champion.
+        challenger: the new run; ``metric`` is an (E,) float array (NaN = not logged) and needs
+            at least 6 finite epochs shared with the champion.
         champion: the production run's curve, or None (nothing to compare: returns []).
         recent: other recent runs; those with the champion's config (up to the seed) calibrate
             the seed-to-seed spread; the others are ignored here.
         noise: per-epoch noise SD of ``metric`` (e.g. ``Diagnosis.noise``); None estimates it
             with ``pipelines.curves.noise.estimate_noise`` on both curves and takes the larger.
         metric: higher-is-better metric to compare (``val_accuracy``).
-        alpha: significance level of the signed-rank test and the seed prediction bound.
+        alpha: family-wise significance level (each rule and its seed bound use ``alpha / 2``).
         min_effect: smallest deficit (accuracy units) ever worth reporting, the tolerance's floor.
         noise_multiple: tolerance in units of ``noise``.
         tail_fraction: share of the common epochs (the latest ones) the "lower" rule looks at.
@@ -397,7 +401,7 @@ def _plateaus_lower(
         "challenger_tail_mean": float(np.mean(ch[1][i_ch][sel])),
         "champion_tail_mean": float(np.mean(cp[1][i_cp][sel])),
     }
-    lower = p < alpha
+    lower = p < alpha and -median > tol
     seed_means = [out["champion_tail_mean"]]
     for r in seed_runs:
         # Same epoch window as the comparison, so tail means are comparable across runs.

@@ -596,7 +596,6 @@ def _stall_reasons(
             reasons["below_baseline"] = baseline_accuracy
     horizon = curve.epoch_budget or int(curve.epochs[-1])
     if plateau.onset_epoch <= stall_onset_fraction * horizon:
-        level_g = plateau.level if higher_is_better else -plateau.level
         if extrapolation_gain is not None:
             expected = extrapolation_gain
         else:
@@ -794,8 +793,14 @@ def _check_split_mismatch(curve: Curve, noise: float) -> Finding | None:
     )
 
 
-def _early_stopped(curve: Curve, best_epoch: int | None, min_plateau_epochs: int) -> bool:
+def _early_stopped(
+    curve: Curve, best_epoch: int | None, min_plateau_epochs: int, on_plateau: bool
+) -> bool:
     if curve.tags.get("stop_reason") or curve.tags.get("early_stopped") in {"1", "true", "True"}:
+        return True
+    if on_plateau:
+        # Ended on a confirmed plateau: what EarlyStopping with a min_delta, or DiagnosisCallback,
+        # stops on. A run killed there instead must say so with complete=False.
         return True
     patience = curve.params.get("train.early_stopping_patience")
     patience = int(patience) if isinstance(patience, int | float) and patience > 0 else min_plateau_epochs
@@ -805,7 +810,7 @@ def _early_stopped(curve: Curve, best_epoch: int | None, min_plateau_epochs: int
 
 
 def _check_incomplete(
-    curve: Curve, monitor: str | None, best_epoch: int | None, min_plateau_epochs: int
+    curve: Curve, monitor: str | None, best_epoch: int | None, min_plateau_epochs: int, on_plateau: bool
 ) -> Finding | None:
     epochs = np.asarray(curve.epochs)
     reasons: list[str] = []
@@ -822,7 +827,7 @@ def _check_incomplete(
     if (
         curve.epoch_budget is not None
         and int(epochs[-1]) < curve.epoch_budget
-        and not _early_stopped(curve, best_epoch, min_plateau_epochs)
+        and not _early_stopped(curve, best_epoch, min_plateau_epochs, on_plateau)
     ):
         reasons.append(f"stopped at epoch {int(epochs[-1])} of {curve.epoch_budget} without early stopping")
     if not reasons:
@@ -923,7 +928,11 @@ def diagnose(
     not_learning = _check_not_learning(curve, sigma)
     if not_learning is not None:
         findings.append(not_learning)
-    incomplete = None if live else _check_incomplete(curve, monitor, best_epoch, min_plateau_epochs)
+    incomplete = (
+        None
+        if live
+        else _check_incomplete(curve, monitor, best_epoch, min_plateau_epochs, plateau is not None)
+    )
 
     stalled = False
     if incomplete is not None:

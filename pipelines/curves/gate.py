@@ -314,7 +314,7 @@ def _correct_by_id(pred: pd.DataFrame | pd.Series, side: str) -> pd.Series:
         raise ValueError(f"{side} predictions have no rows")
     if s.index.has_duplicates:
         dup = s.index[s.index.duplicated()].unique()
-        raise ValueError(f"{side} predictions have {dup.size} duplicated id(s), e.g. {list(dup[:5])}")
+        raise ValueError(f"{side} predictions have {dup.size} duplicated id(s), e.g. {dup[:5].tolist()}")
     if s.isna().any():
         raise ValueError(f"{side} predictions have {int(s.isna().sum())} missing 'correct' value(s)")
     # Accept 0/1 ints as well as bools (True == 1 in Python), but nothing else: 0.7 is not "correct".
@@ -331,11 +331,11 @@ def _check_same_ids(ch: pd.Series, cp: pd.Series) -> None:
         parts = []
         if only_cp.size:
             parts.append(
-                f"the challenger lacks {only_cp.size} id(s) the champion has (e.g. {list(only_cp[:5])})"
+                f"the challenger lacks {only_cp.size} id(s) the champion has (e.g. {only_cp[:5].tolist()})"
             )
         if only_ch.size:
             parts.append(
-                f"the champion lacks {only_ch.size} id(s) the challenger has (e.g. {list(only_ch[:5])})"
+                f"the champion lacks {only_ch.size} id(s) the challenger has (e.g. {only_ch[:5].tolist()})"
             )
         raise ValueError(
             "challenger and champion were not scored on the same test examples: "

@@ -54,7 +54,8 @@ def test_scalars_match_sklearn(case: tuple, result: EvaluationResult) -> None:
     p, r, f, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
     assert result.summary["macro_f1"] == pytest.approx(f)
     assert result.summary["macro_precision"] == pytest.approx(p)
-    assert result.summary["accuracy"] == result.accuracy
+    assert result.summary["accuracy"] == result.accuracy == result.test_accuracy
+    assert result.test_loss == result.loss
     assert result.summary["num_examples"] == 200 and result.summary["num_classes"] == 4
 
 
@@ -62,7 +63,7 @@ def test_per_class_and_confusion_match_sklearn(case: tuple, result: EvaluationRe
     _, y, probs, _ = case
     pred = probs.argmax(1)
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(4), zero_division=0)
-    assert list(result.per_class["class"]) == CLASSES
+    assert list(result.per_class["class_name"]) == CLASSES
     np.testing.assert_allclose(result.per_class["precision"], p)
     np.testing.assert_allclose(result.per_class["recall"], r)
     np.testing.assert_allclose(result.per_class["f1"], f)
@@ -125,7 +126,7 @@ def test_save_evaluation_writes_all_files(tmp_path: Path, result: EvaluationResu
     assert metrics["accuracy"] == pytest.approx(result.accuracy)
     assert metrics["loss"] == pytest.approx(result.loss)
     per_class = pd.read_csv(paths["per_class"])
-    assert list(per_class["class"]) == CLASSES
+    assert list(per_class["class_name"]) == CLASSES
     preds = pd.read_parquet(paths["predictions"])
     pd.testing.assert_frame_equal(preds, result.predictions)
     assert paths["confusion_matrix"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

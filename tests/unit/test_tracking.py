@@ -91,3 +91,20 @@ def test_dvc_content_hash_matches_dvc_add(tmp_path):
     assert tracking.dvc_content_hash(data) == recorded
     with pytest.raises(FileNotFoundError, match="does not exist"):
         tracking.dvc_content_hash(tmp_path / "missing")
+
+
+def test_bulk_fetch_agrees_with_per_run_api(mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    ids = [_train_run(mc, exp, {"val_accuracy": [0.1, 0.2, 0.3 + i], "loss": [2.0, float("nan"), 1.0]}) for i in range(3)]
+    mc.log_metric(ids[0], "val_accuracy", 0.25, step=2, timestamp=10**13)  # re-logged step: latest wins
+    runs = tracking.search_training_runs(mc, [exp])
+    bulk = tracking.fetch_curves(mc, runs, chunk=2)
+    slow = tracking.fetch_curves(mc, runs, bulk=False)
+    assert [c.run for c in bulk] == [r.info.run_id for r in runs] == ids[::-1]
+    for a, b in zip(bulk, slow, strict=True):
+        np.testing.assert_array_equal(a.epochs, b.epochs)
+        for key in ("val_accuracy", "loss"):
+            np.testing.assert_array_equal(a.metrics[key], b.metrics[key])
+    assert bulk[-1].metrics["val_accuracy"][1] == 0.25
+    assert np.isnan(bulk[0].metrics["loss"][1])

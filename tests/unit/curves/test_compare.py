@@ -66,6 +66,19 @@ def test_slower_learning_to_the_same_level_is_flagged():
     assert "reaches the champion's level" in f.message
 
 
+def test_late_crossing_near_a_flat_asymptote_alone_is_not_slower():
+    # A challenger 0.8 points below a slowly saturating champion (tolerance 2 x 0.5 = 1 point)
+    # crosses "champion's best minus tolerance" many epochs later only because the curve is flat
+    # there; it is within noise at every epoch and must not be called slower.
+    champion = _curve("champ", 0, epochs=80, tau=10.0, sigma=0.0005)
+    challenger = _curve("chall", 1, epochs=80, tau=10.0, level=0.892, sigma=0.0005)
+    assert compare_curves(challenger, champion, [], noise=0.005) == []
+    # ...whereas a real slow-down of the same size is.
+    slow = _curve("slow", 1, epochs=80, tau=16.0, sigma=0.0005)
+    (f,) = compare_curves(slow, champion, [], noise=0.005)
+    assert "slower" in f.evidence["kinds"]
+
+
 def test_seed_spread_of_same_config_runs_absorbs_a_seed_offset():
     # Low per-epoch noise but seeds shift whole curves by ~1 point: a challenger 1 point below
     # the champion is "significant" epoch by epoch, yet ordinary for this config.

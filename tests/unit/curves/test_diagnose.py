@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -224,3 +225,234 @@ def test_diagnose_is_fast_without_extrapolation() -> None:
         diagnose(curve)
     per_run = (time.perf_counter() - start) / len(curves)
     assert per_run < 0.01, f"{per_run * 1e3:.1f} ms per 100-epoch run"
+
+
+# ---------------------------------------------------------------------------------------------- other findings
+
+E = 40
+T = np.arange(E)
+
+
+def overfitting(seed: int) -> Curve:
+    rng = np.random.default_rng(seed)
+    return _curve(
+        loss=0.1 + 1.5 * np.exp(-T / 5) + rng.normal(0, 0.003, E),
+        val_loss=0.35 + 1.2 * np.exp(-T / 4) + 0.01 * np.maximum(T - 10, 0) + rng.normal(0, 0.01, E),
+        accuracy=0.99 - 0.5 * np.exp(-T / 5) + rng.normal(0, 0.002, E),
+        val_accuracy=0.88 - 0.4 * np.exp(-T / 4) - 0.001 * np.maximum(T - 10, 0) + rng.normal(0, 0.004, E),
+    )
+
+
+def underfitting(seed: int) -> Curve:
+    rng = np.random.default_rng(seed)
+    return _curve(
+        accuracy=0.35 - 0.2 * np.exp(-T / 3) + rng.normal(0, 0.003, E),
+        val_accuracy=0.34 - 0.2 * np.exp(-T / 3) + rng.normal(0, 0.005, E),
+        loss=1.7 + 0.5 * np.exp(-T / 3) + rng.normal(0, 0.005, E),
+        val_loss=1.72 + 0.5 * np.exp(-T / 3) + rng.normal(0, 0.01, E),
+    )
+
+
+def chance_level(seed: int) -> Curve:
+    rng = np.random.default_rng(seed)
+    return _curve(
+        accuracy=0.1 + rng.normal(0, 0.005, E),
+        val_accuracy=0.1 + rng.normal(0, 0.01, E),
+        loss=np.log(10) + rng.normal(0, 0.005, E),
+        val_loss=np.log(10) + rng.normal(0, 0.01, E),
+    )
+
+
+def blow_up(seed: int) -> Curve:
+    rng = np.random.default_rng(seed)
+    loss = np.where(T < 15, 0.3 + 1.5 * np.exp(-T / 3), 0.3 + 0.4 * (T - 14)) + rng.normal(0, 0.005, E)
+    acc = np.where(T < 15, 0.9 - 0.5 * np.exp(-T / 3), np.maximum(0.9 - 0.1 * (T - 14), 0.1))
+    return _curve(loss=loss, val_loss=loss + 0.05, accuracy=acc + 0.01, val_accuracy=acc)
+
+
+def oscillating(seed: int) -> Curve:
+    rng = np.random.default_rng(seed)
+    swing = rng.choice([-1, 1], E)
+    acc = 0.8 - 0.4 * np.exp(-T / 5) + 0.05 * swing + rng.normal(0, 0.01, E)
+    loss = 0.6 + 1.0 * np.exp(-T / 5) + 0.15 * swing
+    return _curve(
+        accuracy=acc,
+        val_accuracy=acc - 0.01 + 0.04 * rng.choice([-1, 1], E),
+        loss=loss,
+        val_loss=loss + 0.1 + 0.1 * rng.choice([-1, 1], E),
+    )
+
+
+def slow(seed: int) -> Curve:
+    rng = np.random.default_rng(seed)
+    val = 0.3 + 0.012 * T + rng.normal(0, 0.004, E)
+    loss = 2.0 - 0.03 * T + rng.normal(0, 0.003, E)
+    return _curve(accuracy=val + 0.01, val_accuracy=val, loss=loss, val_loss=loss + 0.05)
+
+
+def _hits(make, code: str, seeds=SEEDS) -> float:  # noqa: ANN001
+    return float(np.mean([diagnose(make(seed)).has(code) for seed in seeds]))
+
+
+def test_overfitting_found_with_best_epoch() -> None:
+    assert _hits(overfitting, "overfitting") == 1.0
+    diagnosis = diagnose(overfitting(0))
+    assert diagnosis.verdict == "overfitting"
+    finding = diagnosis.findings[0]
+    # The noise-free val_loss bottoms out at epoch 14.6 in a shallow valley.
+    assert 11 <= finding.evidence["best_epoch"] <= 19
+    assert finding.evidence["gap_growth"] > 0
+    assert "best epoch" in finding.message
+    assert any("restore_best_weights" in r for r in finding.remedies)
+    assert any("augmentation" in r for r in finding.remedies)
+
+
+def test_underfitting_low_train_and_val() -> None:
+    assert _hits(underfitting, "underfitting") == 1.0
+    finding = next(f for f in diagnose(underfitting(0)).findings if f.code == "underfitting")
+    assert any("deeper or wider" in r for r in finding.remedies)
+    assert any("normalisation" in r for r in finding.remedies)
+    # The same curves at a high level are a convergence, not underfitting.
+    assert not diagnose(healthy(0, tau=2.0)).has("underfitting")
+
+
+def test_underfitting_against_baseline() -> None:
+    curve = healthy(1, tau=2.0, top=0.8)
+    assert not diagnose(curve).has("underfitting")
+    assert diagnose(curve, baseline_accuracy=0.9).has("underfitting")
+
+
+def test_not_learning_at_chance() -> None:
+    assert _hits(chance_level, "not_learning") == 1.0
+    diagnosis = diagnose(chance_level(0))
+    assert diagnosis.verdict == "not_learning"
+    assert diagnosis.findings[0].severity == Severity.CRITICAL
+    assert not diagnosis.has("plateau")  # the stall is reported as not learning, not twice
+    # Without num_classes there is no chance level to compare with.
+    unknown = diagnose(Curve("r", chance_level(0).metrics, np.arange(1, E + 1), E, True, None))
+    assert not unknown.has("not_learning")
+
+
+def test_divergence_nan_and_blow_up() -> None:
+    curve = overfitting(0)
+    metrics = {name: values.copy() for name, values in curve.metrics.items()}
+    metrics["loss"][20:] = np.nan
+    metrics["val_loss"][20:] = np.nan
+    nan_run = Curve("nan", metrics, curve.epochs, epoch_budget=E, complete=False, num_classes=10)
+    diagnosis = diagnose(nan_run)
+    assert diagnosis.verdict == "divergence"  # beats incomplete
+    assert diagnosis.findings[0].onset_epoch == 21
+    assert "NaN" in diagnosis.findings[0].message
+    assert _hits(blow_up, "divergence") == 1.0
+    finding = diagnose(blow_up(0)).findings[0]
+    assert finding.code == "divergence" and 15 <= finding.onset_epoch <= 18
+    assert any("learning rate" in r for r in finding.remedies)
+
+
+def test_no_divergence_on_healthy_or_overfitting_runs() -> None:
+    assert _hits(healthy, "divergence") == 0.0
+    assert _hits(overfitting, "divergence") == 0.0
+
+
+def test_oscillation() -> None:
+    assert _hits(oscillating, "oscillation") >= 0.85
+    finding = next(f for f in diagnose(oscillating(0)).findings if f.code == "oscillation")
+    assert "lower the learning rate" in finding.remedies
+    assert _hits(healthy, "oscillation") == 0.0
+    assert _hits(lambda s: healthy(s, noise=0.01), "oscillation") == 0.0
+
+
+def test_too_slow() -> None:
+    assert _hits(slow, "too_slow") == 1.0
+    diagnosis = diagnose(slow(0))
+    assert diagnosis.verdict == "too_slow"
+    assert "raise the learning rate" in diagnosis.findings[0].remedies
+    assert _hits(healthy, "too_slow") == 0.0
+
+
+def test_incomplete_is_never_a_stall() -> None:
+    for seed in range(5):
+        base = stall(seed)
+        short = Curve("r", {k: v[:15] for k, v in base.metrics.items()}, base.epochs[:15], 30, False, 10)
+        diagnosis = diagnose(short)
+        assert diagnosis.verdict == "incomplete"
+        assert diagnosis.codes == ["incomplete"]
+        assert diagnosis.plateau_onset_epoch is not None  # still measured, just not judged
+
+
+def test_short_run_without_early_stopping_is_incomplete() -> None:
+    rng = np.random.default_rng(0)
+    val = 0.9 - 0.4 * np.exp(-np.arange(15) / 5) + rng.normal(0, 0.003, 15)
+    diagnosis = diagnose(_curve(val_accuracy=val, accuracy=val + 0.01, budget=40))
+    assert diagnosis.verdict == "incomplete" and "without early stopping" in diagnosis.findings[0].message
+
+
+def test_early_stopped_run_is_complete() -> None:
+    # A converged run that ended on a confirmed plateau 30 epochs short of its budget: stopped early.
+    curve = healthy(0, tau=2.0, epochs=20)
+    stopped = Curve(
+        "r", curve.metrics, curve.epochs, epoch_budget=50, complete=True, num_classes=10,
+        params={"train.early_stopping_patience": 3},
+    )
+    assert not diagnose(stopped).has("incomplete")
+
+
+def test_missing_epochs_are_incomplete() -> None:
+    curve = healthy(0)
+    metrics = {k: v.copy() for k, v in curve.metrics.items()}
+    metrics["val_accuracy"][[10, 11]] = np.nan
+    diagnosis = diagnose(Curve("r", metrics, curve.epochs, 30, True, 10))
+    assert diagnosis.verdict == "incomplete"
+    assert diagnosis.findings[0].evidence["missing_epochs"] == [11, 12]
+
+
+def test_split_mismatch_and_noisy_validation() -> None:
+    def shifted(seed: int) -> Curve:
+        rng = np.random.default_rng(seed)
+        acc = 0.95 - 0.4 * np.exp(-T / 4) + rng.normal(0, 0.002, E)
+        return _curve(accuracy=acc, val_accuracy=acc - 0.25 + rng.normal(0, 0.004, E))
+
+    def noisy(seed: int) -> Curve:
+        rng = np.random.default_rng(seed)
+        acc = 0.95 - 0.4 * np.exp(-T / 4) + rng.normal(0, 0.002, E)
+        return _curve(accuracy=acc, val_accuracy=0.9 - 0.4 * np.exp(-T / 4) + rng.normal(0, 0.05, E))
+
+    assert _hits(shifted, "split_mismatch") == 1.0
+    finding = next(f for f in diagnose(shifted(0)).findings if f.code == "split_mismatch")
+    assert any("leakage" in r for r in finding.remedies)
+    assert _hits(noisy, "noisy_validation") >= 0.9
+    assert _hits(healthy, "split_mismatch") == 0.0
+
+
+def test_healthy_still_improving_says_train_longer() -> None:
+    rng = np.random.default_rng(0)
+    val = 0.92 - 0.5 * np.exp(-np.arange(30) / 12) + rng.normal(0, 0.002, 30)
+    diagnosis = diagnose(_curve(val_accuracy=val, accuracy=val + 0.01))
+    assert diagnosis.plateau_onset_epoch is None
+    healthy_finding = next(f for f in diagnosis.findings if f.code == "healthy")
+    assert "train longer" in healthy_finding.remedies
+
+
+def test_findings_sorted_and_verdict_matches() -> None:
+    for make in (overfitting, underfitting, chance_level, blow_up, oscillating, slow, stall, healthy):
+        diagnosis = diagnose(make(0))
+        ranks = [(0 if f.severity == Severity.CRITICAL else 1 if f.severity == Severity.WARNING else 2)
+                 for f in diagnosis.findings]
+        assert ranks == sorted(ranks)
+        assert diagnosis.verdict == diagnosis.findings[0].code
+        for finding in diagnosis.findings:
+            assert finding.message and not math.isnan(finding.onset_epoch or 0)
+
+
+def test_no_validation_metric_raises() -> None:
+    with pytest.raises(ValueError, match="val_accuracy"):
+        diagnose(Curve("r", {"loss": np.linspace(2, 1, 10)}, np.arange(1, 11)))
+
+
+def test_extrapolate_option_runs_and_is_attached() -> None:
+    diagnosis = diagnose(slow(0), extrapolate=True)
+    assert diagnosis.extrapolation is not None
+    assert diagnosis.verdict == "too_slow"
+    stalled = diagnose(stall(0), extrapolate=True)
+    assert stalled.verdict == "plateau"
+    assert diagnose(healthy(0), extrapolate=True).verdict == "healthy"

@@ -1,0 +1,143 @@
+"""should_stop (pure) and DiagnosisCallback (a tiny Keras fit that stops on a plateau and says why)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines.curves.callback import diagnose_history, should_stop
+from pipelines.curves.types import Severity
+
+
+def _stall_history(seed: int, epochs: int, onset: int = 6, level: float = 0.47) -> dict[str, list[float]]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, epochs + 1)
+    climb = np.clip((t - 1) / (onset - 1), 0, 1)
+    val = 0.1 + (level - 0.1) * climb + rng.normal(0, 0.005, epochs)
+    return {"val_accuracy": val.tolist(), "accuracy": (val + 0.01).tolist(), "loss": (2.3 - val).tolist()}
+
+
+def test_should_stop_waits_for_a_confirmed_plateau() -> None:
+    # Flat since epoch 6: not enough epochs after the onset at epoch 7 ...
+    assert should_stop(_stall_history(0, 7), 30) == (False, None)
+    # ... confirmed a few epochs later, with the reason in the finding.
+    decisions = [should_stop(_stall_history(0, epochs), 30) for epochs in range(8, 16)]
+    first = next(i for i, (stop, _) in enumerate(decisions) if stop) + 8
+    assert 8 <= first <= 11
+    stop, finding = decisions[first - 8]
+    assert stop and finding is not None and finding.code == "plateau"
+    assert re.fullmatch(r"val_accuracy flat at 0\.4\d\d ± 0\.0\d\d since epoch [5-8]", finding.message)
+
+
+def test_should_stop_never_on_a_climbing_curve() -> None:
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        val = 0.92 - 0.5 * np.exp(-np.arange(20) / 15) + rng.normal(0, 0.003, 20)
+        for epochs in range(3, 21):
+            stop, _ = should_stop({"val_accuracy": val[:epochs].tolist()}, 60)
+            assert not stop, (seed, epochs)
+
+
+def test_should_stop_on_converged_run_is_info() -> None:
+    rng = np.random.default_rng(0)
+    val = 0.95 - 0.4 * np.exp(-np.arange(25) / 2) + rng.normal(0, 0.002, 25)
+    stop, finding = should_stop({"val_accuracy": val.tolist(), "accuracy": (val + 0.01).tolist()}, 100)
+    assert stop and finding is not None
+    assert finding.severity == Severity.INFO and finding.evidence["converged"]
+    assert finding.message.startswith("val_accuracy flat at 0.9")
+
+
+def test_should_stop_on_nan_loss() -> None:
+    history = {"val_loss": [2.0, 1.5, math.nan], "loss": [2.1, 1.6, math.nan]}
+    stop, finding = should_stop(history, 30)
+    assert stop and finding is not None and finding.code == "divergence"
+    assert should_stop(history, 30, stop_on_divergence=False) == (False, None)
+
+
+def test_should_stop_needs_a_validation_metric() -> None:
+    with pytest.raises(ValueError, match="val_accuracy"):
+        should_stop({"loss": [1.0, 0.9]}, 10)
+
+
+def test_diagnose_history_is_live() -> None:
+    diagnosis = diagnose_history(_stall_history(1, 12), 30, num_classes=10)
+    assert not diagnosis.has("incomplete")  # still training is not incomplete
+    assert diagnosis.verdict == "plateau"
+
+
+def test_importing_should_stop_does_not_import_keras() -> None:
+    if "keras" in sys.modules:
+        pytest.skip("keras already imported by another test")
+    import pipelines.curves.callback  # noqa: F401
+
+    assert "keras" not in sys.modules
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    features, labels = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(features))
+    features = (features[order] / 16.0).astype("float32")
+    labels = labels[order]
+    return features[:1200], labels[:1200], features[1200:], labels[1200:]
+
+
+def test_callback_stops_tiny_fit_on_plateau_and_says_why(digits, caplog) -> None:  # noqa: ANN001
+    keras = pytest.importorskip("keras")
+    from pipelines.curves.callback import DiagnosisCallback
+
+    x_train, y_train, x_val, y_val = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callback = DiagnosisCallback(stop_on_plateau=True, num_classes=10, restore_best_weights=True)
+    assert isinstance(callback, keras.callbacks.Callback)
+    budget = 60
+    with caplog.at_level(logging.INFO, logger="pipelines.curves.callback"):
+        history = model.fit(
+            x_train, y_train, validation_data=(x_val, y_val), epochs=budget, batch_size=64, verbose=0,
+            callbacks=[callback],
+        )
+    epochs_run = len(history.history["loss"])
+    assert epochs_run < budget
+    assert callback.stopped_epoch == epochs_run
+    assert callback.epoch_budget == budget  # taken from fit()'s params
+    match = re.fullmatch(
+        r"stopped at epoch (\d+): val_accuracy flat at (0\.\d{3}) ± (0\.\d{3}) since epoch (\d+)", callback.stop_reason
+    )
+    assert match, callback.stop_reason
+    assert int(match[1]) == epochs_run and int(match[4]) <= epochs_run - 3
+    assert float(match[2]) > 0.9  # digits with a small MLP reaches > 0.9
+    assert callback.stop_finding is not None and callback.stop_finding.code == "plateau"
+    assert callback.diagnosis is not None and callback.diagnosis.plateau_onset_epoch is not None
+    assert any(callback.stop_reason in record.getMessage() for record in caplog.records)
+    # The same decision from the pure function on the callback's history.
+    assert should_stop(callback.history, budget)[0]
+    # restore_best_weights: the model now scores the best validation accuracy seen.
+    best = max(callback.history["val_accuracy"])
+    restored = model.evaluate(x_val, y_val, verbose=0)[1]
+    assert restored == pytest.approx(best, abs=1e-6)
+
+
+def test_callback_without_stopping_only_logs(digits) -> None:  # noqa: ANN001
+    keras = pytest.importorskip("keras")
+    from pipelines.curves.callback import DiagnosisCallback
+
+    x_train, y_train, x_val, y_val = digits
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callback = DiagnosisCallback(num_classes=10)
+    model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=4, batch_size=128, verbose=0, callbacks=[callback])
+    assert callback.stop_reason is None and callback.stopped_epoch == 0
+    assert len(callback.history["val_accuracy"]) == 4
+    assert callback.diagnosis is not None

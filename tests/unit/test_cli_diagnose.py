@@ -1,0 +1,92 @@
+"""``curvewatch diagnose`` on CSVLogger files and MLflow runs: table, report, exit code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from pipelines import tracking
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+def _write_csv(path, val_acc, acc=None):
+    acc = val_acc + 0.01 if acc is None else acc
+    lines = ["epoch,accuracy,loss,val_accuracy,val_loss"]
+    for i, (a, v) in enumerate(zip(acc, val_acc, strict=True)):
+        lines.append(f"{i},{a:.5f},{2.3 * (1 - a):.5f},{v:.5f},{2.3 * (1 - v):.5f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _stalled(seed=0, epochs=20):
+    rng = np.random.default_rng(seed)
+    e = np.arange(epochs)
+    return np.where(e < 6, 0.30 + 0.03 * e, 0.472) + rng.normal(0, 0.004, epochs)
+
+
+def _healthy(seed=0, epochs=20):
+    rng = np.random.default_rng(seed)
+    e = np.arange(epochs)
+    return 0.90 - 0.5 * np.exp(-e / 4) + rng.normal(0, 0.003, epochs)
+
+
+def test_flags_a_stall_and_writes_the_report(tmp_path):
+    stall = _write_csv(tmp_path / "stall.csv", _stalled(), acc=_stalled(1) + 0.02)
+    healthy = _write_csv(tmp_path / "healthy.csv", _healthy())
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["diagnose", str(stall), str(healthy), "--epoch-budget", "20", "--num-classes", "10",
+              "--out", str(out), "--no-extrapolate"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "plateau" in result.output and "healthy" in result.output
+    rows = {Path_(r["source"]): r for r in json.loads((out / "diagnosis.json").read_text())}
+    assert rows["stall.csv"]["verdict"] == "plateau" and rows["stall.csv"]["flagged"]
+    assert abs(rows["stall.csv"]["plateau_level"] - 0.472) < 0.01
+    assert rows["healthy.csv"]["verdict"] == "healthy" and not rows["healthy.csv"]["flagged"]
+    assert "| run | verdict | onset epoch | evidence |" in (out / "diagnosis.md").read_text()
+
+
+def Path_(source: str) -> str:
+    return source.rsplit("/", 1)[-1]
+
+
+def test_exit_zero_when_all_healthy(tmp_path):
+    files = [str(_write_csv(tmp_path / f"h{s}.csv", _healthy(s))) for s in range(3)]
+    result = runner.invoke(app, ["diagnose", *files, "--epoch-budget", "20", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_file_exits_2_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,accuracy,loss\n0,0.5,1.0\n")
+    result = runner.invoke(app, ["diagnose", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "bad.csv" in result.output
+
+
+def test_mlflow_runs_by_id_and_experiment_get_tags(tmp_path, mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "diag")
+    ids = []
+    for seed, values in enumerate([_stalled(), _healthy()]):
+        run = mc.create_run(exp, tags={tracking.RUN_KIND_TAG: "train"})
+        for epoch, v in enumerate(values, start=1):
+            mc.log_metric(run.info.run_id, "val_accuracy", float(v), step=epoch)
+            mc.log_metric(run.info.run_id, "accuracy", float(v) + 0.02, step=epoch)
+        mc.log_param(run.info.run_id, "train.epochs", 20)
+        mc.set_terminated(run.info.run_id)
+        ids.append(run.info.run_id)
+    result = runner.invoke(app, ["diagnose", ids[0], "--out", str(tmp_path / "r1"), "--no-extrapolate"])
+    assert result.exit_code == 1, result.output
+    assert mc.get_run(ids[0]).data.tags["curvewatch.verdict"] == "plateau"
+    assert "diagnosis.plateau_level" in mc.get_run(ids[0]).data.metrics
+    result = runner.invoke(app, ["diagnose", "--experiment", "diag", "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 1
+    assert mc.get_run(ids[1]).data.tags["curvewatch.verdict"] == "healthy"
+    result = runner.invoke(app, ["diagnose", "--experiment", "nope", "--out", str(tmp_path / "r3")])
+    assert result.exit_code == 2 and "nope" in result.output
