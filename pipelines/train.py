@@ -50,6 +50,10 @@ class TrainData:
         x_val: ``(M, H, W, C)`` uint8, same ``(H, W, C)`` as ``x_train``.
         y_val: ``(M,)`` int64 class indices.
         num_classes: number of classes, >= 2.
+
+    Raises:
+        ValueError: (on construction) images not 4-D uint8 or of different ``(H, W, C)``, labels
+            not 1-D integers aligned with the images, empty, or outside ``[0, num_classes)``.
     """
 
     x_train: np.ndarray
@@ -63,6 +67,10 @@ class TrainData:
             x = getattr(self, name)
             if x.ndim != 4:
                 raise ValueError(f"{name} must be (N, H, W, C), got shape {x.shape}")
+            if x.dtype != np.uint8:
+                # The models rescale by 1/255 themselves; float images in [0, 1] would train silently
+                # on near-black inputs.
+                raise ValueError(f"{name} must be uint8 pixels in [0, 255], got dtype {x.dtype}")
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
             raise ValueError(
                 f"x_train and x_val image shapes differ: {self.x_train.shape[1:]} vs {self.x_val.shape[1:]}"

@@ -265,7 +265,9 @@ def _build_callback_class() -> type:
                     continue
                 self._logged.add(key)
                 level = logging.INFO if finding.severity == Severity.INFO else logging.WARNING
-                self.logger.log(level, "%s epoch %d: %s: %s", self.run, epoch + 1, finding.code, finding.message)
+                self.logger.log(
+                    level, "%s epoch %d: %s: %s", self.run, epoch + 1, finding.code, finding.message
+                )
             if not self.stop_on_plateau:
                 return
             stop, finding = should_stop(

@@ -16,12 +16,15 @@ decided by :func:`_stall_reasons`: a plateau is a stall when
 1. its level is low: less than ``low_level_fraction`` of the way from chance (1 / num_classes) to
    perfect accuracy, or below ``baseline_accuracy`` by more than 2 noise SDs; or
 2. it set in prematurely: the plateau began in the first ``stall_onset_fraction`` of the run's
-   horizon (epoch budget, else epochs run) and the trajectory just before the onset, projected
-   forward over the flat span by a geometric series of its decaying increments (Aitken's delta-
-   squared idea: a saturating curve's increments shrink by a constant ratio), predicts a level more
-   than ``stall_k`` noise SDs above the one observed: the curve was climbing and stopped, rather
-   than easing into its asymptote. With ``extrapolate=True`` the projection comes from the fitted
-   learning-curve families of :mod:`pipelines.curves.extrapolate` instead.
+   horizon (epoch budget, else epochs run), the curve was still climbing clearly (beyond noise)
+   into the onset, and that climb, continued one more window of w <= 3 epochs at its own rate of
+   deceleration (a saturating curve's increments shrink by a roughly constant ratio; the idea
+   behind Aitken's delta-squared process), predicts more than ``stall_k`` noise SDs above what
+   that window actually gained (see ``_projected_gain``): the curve was climbing and stopped dead,
+   rather than easing into its asymptote. (The learning-curve ensemble of
+   :mod:`pipelines.curves.extrapolate` fitted to the epochs before the onset was tried for this and
+   missed stalls near the accuracy ceiling, where its forecast is bounded and its spread wide; it is
+   used for ``too_slow`` and "train longer" only.)
 
 Everything else that is flat at the end is "converged".
 """
@@ -29,7 +32,7 @@ Everything else that is flat at the end is "converged".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,7 +153,6 @@ class Diagnosis:
     extrapolation: Extrapolation | None = None
     noise: float | None = None
     stalled: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def codes(self) -> list[str]:
@@ -579,7 +581,6 @@ def _stall_reasons(
     low_level_fraction: float,
     stall_onset_fraction: float,
     stall_k: float,
-    extrapolation_gain: float | None,
 ) -> dict[str, Any]:
     """Why a flat tail is a stall rather than a convergence (empty dict: converged). See module doc."""
     reasons: dict[str, Any] = {}
@@ -596,15 +597,12 @@ def _stall_reasons(
             reasons["below_baseline"] = baseline_accuracy
     horizon = curve.epoch_budget or int(curve.epochs[-1])
     if plateau.onset_epoch <= stall_onset_fraction * horizon:
-        if extrapolation_gain is not None:
-            expected = extrapolation_gain
-        else:
-            projected = _projected_gain(g, plateau.onset_index, plateau.flat_epochs)
-            expected = None
-            # The climb into the plateau must itself be clear of noise (the SD of M3 - M2 is
-            # sigma * sqrt(2 / w)), or there is no trajectory to project.
-            if projected is not None and projected[1] > 3 * sigma * math.sqrt(2 / projected[2]):
-                expected = projected[0]
+        projected = _projected_gain(g, plateau.onset_index, plateau.flat_epochs)
+        expected = None
+        # The climb into the plateau must itself be clear of noise (the SD of M3 - M2 is
+        # sigma * sqrt(2 / w)), or there is no trajectory to project.
+        if projected is not None and projected[1] > 3 * sigma * math.sqrt(2 / projected[2]):
+            expected = projected[0]
         if expected is not None and expected > stall_k * sigma:
             reasons["premature"] = round(expected, 6)
     return reasons
@@ -631,6 +629,8 @@ def _plateau_groups(
             train_sigma = estimate_noise(train_acc[1])
             train_z = _flat_tail_trend(train_acc[0], train_acc[1], train_sigma, plateau.onset_epoch)
             evidence.update(train_val_gap=gap, train_trend_z=train_z)
+            # Which causes to show, not whether to flag: a train-val gap of 5 points (or 5 noise SDs),
+            # or a gap that training keeps widening, reads as memorising.
             if gap > max(5 * plateau.noise, 0.05) or (train_z > 3 and gap > 3 * plateau.noise):
                 groups.append(_MEMORISING)
             else:
@@ -711,9 +711,10 @@ def _swing(y: np.ndarray) -> tuple[float, float]:
     if y.size < 6:
         return 0.0, 0.0
     sigma = estimate_noise(y, skip_fraction=0.0)
-    pad = np.concatenate((y[:1], y[:1], y, y[-1:], y[-1:]))
-    windows = np.lib.stride_tricks.sliding_window_view(pad, 5)
-    trend = np.median(windows, axis=1)
+    # A 5-epoch moving average is the trend: it averages the swings out (and costs far less than a
+    # running median, which matters for 1,000-run batches).
+    padded = np.concatenate((y[:1], y[:1], y, y[-1:], y[-1:]))
+    trend = np.convolve(padded, np.full(5, 0.2), mode="valid")
     extent = float(np.ptp(trend))
     d = np.diff(y)
     signs = np.sign(d[np.abs(d) > 1e-12])
@@ -736,13 +737,13 @@ def _check_oscillation(curve: Curve, ratio: float) -> tuple[Finding | None, Find
     evidence.update({f"{k}_sign_changes": round(v[1], 3) for k, v in stats.items()})
     train_swings = swings("loss") or swings("accuracy")
     # Validation is normally somewhat noisier than training (fewer examples, no averaging over the
-    # epoch); "much noisier" is a validation noise-to-trend ratio of at least half the oscillation
+    # epoch); "much noisier" is a validation noise-to-trend ratio of at least 3/4 of the oscillation
     # threshold together with at least 4x the training metric's noise on the same scale.
     val_swings = False
     for val_name, train_name in (("val_accuracy", "accuracy"), ("val_loss", "loss")):
         if val_name in stats and train_name in stats and stats[val_name][1] >= 0.4:
             val_ratio, train_ratio = stats[val_name][0], stats[train_name][0]
-            if val_ratio >= ratio / 2 and val_ratio >= 4 * max(train_ratio, 1e-12):
+            if val_ratio >= 0.75 * ratio and val_ratio >= 4 * max(train_ratio, 1e-12):
                 val_swings = True
     if train_swings:
         names = [n for n in ("loss", "accuracy", "val_loss", "val_accuracy") if swings(n)]
@@ -793,9 +794,7 @@ def _check_split_mismatch(curve: Curve, noise: float) -> Finding | None:
     )
 
 
-def _early_stopped(
-    curve: Curve, best_epoch: int | None, min_plateau_epochs: int, on_plateau: bool
-) -> bool:
+def _early_stopped(curve: Curve, best_epoch: int | None, min_plateau_epochs: int, on_plateau: bool) -> bool:
     if curve.tags.get("stop_reason") or curve.tags.get("early_stopped") in {"1", "true", "True"}:
         return True
     if on_plateau:
@@ -874,8 +873,9 @@ def diagnose(
             scikit-learn logistic regression), fraction in [0, 1]; a plateau below it is a stall.
         min_plateau_epochs: epochs without improvement (beyond noise) that make a plateau.
         alpha: significance level of the plateau tests.
-        extrapolate: fit learning-curve families (slower, ~10-50 ms) for ``too_slow`` / "train longer"
-            and the premature-stall projection; False uses closed-form projections only (~1 ms).
+        extrapolate: fit the learning-curve families of :mod:`pipelines.curves.extrapolate` (about
+            0.1-0.3 s a run) for ``too_slow`` / "train longer" and the premature-stall projection,
+            and attach the forecast; False (default) uses closed-form rules only (a few ms a run).
         live: the run is still training (a callback): no ``incomplete`` finding, judge as of now.
         low_level_fraction: a plateau less than this share of the way from chance to 1.0 is low.
         stall_onset_fraction: a plateau that began in this first share of the horizon can be a
@@ -889,7 +889,7 @@ def diagnose(
 
     Raises:
         ValueError: the curve has neither ``val_accuracy`` nor ``val_loss`` with two finite values
-            and no training loss either (nothing to diagnose), or ``min_plateau_epochs < 1``.
+            and its training loss did not diverge (nothing to diagnose), or ``min_plateau_epochs < 1``.
     """
     if min_plateau_epochs < 1:
         raise ValueError(f"min_plateau_epochs must be >= 1, got {min_plateau_epochs}")
@@ -1000,9 +1000,6 @@ def _problem_findings(
     if overfitting is not None:
         findings.append(overfitting)
     if plateau is not None:
-        gain = None
-        if extrapolation is not None and plateau.onset_index >= 4:
-            gain = _extrapolated_shortfall(x, g, plateau, higher)
         reasons = _stall_reasons(
             curve,
             plateau,
@@ -1012,7 +1009,6 @@ def _problem_findings(
             low_level_fraction=low_level_fraction,
             stall_onset_fraction=stall_onset_fraction,
             stall_k=stall_k,
-            extrapolation_gain=gain,
         )
         if reasons:
             groups, extra = _plateau_groups(curve, plateau, reasons)
@@ -1060,24 +1056,6 @@ def _problem_findings(
     return findings
 
 
-def _extrapolated_shortfall(x: np.ndarray, g: np.ndarray, plateau: Plateau, higher: bool) -> float | None:
-    """Oriented level the pre-onset curve's fitted families predict at the last epoch, minus the plateau's."""
-    from pipelines.curves.extrapolate import extrapolate as fit_curves
-
-    pre_x, pre_y = x[: plateau.onset_index + 1], g[: plateau.onset_index + 1]
-    values = pre_y if higher else -pre_y
-    try:
-        fitted = fit_curves(pre_x, values, int(x[-1]), higher_is_better=higher)
-    except ValueError:
-        return None
-    if fitted is None or not math.isfinite(fitted.value_at_budget):
-        return None
-    predicted = fitted.value_at_budget if higher else -fitted.value_at_budget
-    level = plateau.level if higher else -plateau.level
-    # Widen by the fit's own uncertainty so a loose fit cannot manufacture a stall.
-    return float(predicted - level - 2 * fitted.value_std)
-
-
 def _check_too_slow(
     curve: Curve,
     monitor: str,
@@ -1116,15 +1094,16 @@ def _check_too_slow(
         slow = extrapolation.plateau_epoch is None or extrapolation.plateau_epoch > 2 * horizon
     if not slow:
         return None
-    return _finding(
-        "too_slow",
-        Severity.WARNING,
-        None,
-        evidence,
+    message = (
         f"{monitor} still improving steadily at the end ({_fmt(float(slope_last) * (1 if higher else -1))} "
-        f"per epoch): at this pace the run ends far from its ceiling",
-        (_LR_LOW,),
+        f"per epoch): at this pace the run ends far from its ceiling"
     )
+    if extrapolation is not None and math.isfinite(extrapolation.asymptote):
+        when = extrapolation.plateau_epoch
+        message += f" (extrapolated {_fmt(extrapolation.asymptote)}" + (
+            f", reached around epoch {when})" if when is not None else ")"
+        )
+    return _finding("too_slow", Severity.WARNING, None, evidence, message, (_LR_LOW,))
 
 
 def _healthy(

@@ -101,6 +101,8 @@ class Extrapolation:
         noise: the curve's epoch-to-epoch noise SD used for ``plateau_epoch``.
         higher_is_better: orientation the curve was fitted in.
         families: family name -> its fit (failed fits are left out).
+        offset: ``min g`` of the normalisation (see module docstring), oriented units.
+        scale: ``max g - min g`` of the normalisation; 0.0 when nothing was fitted.
     """
 
     budget: int
@@ -112,6 +114,26 @@ class Extrapolation:
     noise: float
     higher_is_better: bool
     families: dict[str, FamilyFit] = field(default_factory=dict)
+    offset: float = 0.0
+    scale: float = 0.0
+
+    def predict(self, epochs: np.ndarray) -> np.ndarray:
+        """Akaike-weighted ensemble forecast at ``epochs``.
+
+        Args:
+            epochs: (N,) 1-based epochs (float or int), > 0.
+
+        Returns:
+            (N,) float64 forecasts in the metric's units; the constant ``value_at_budget`` when
+            nothing was fitted.
+        """
+        x = np.asarray(epochs, dtype=np.float64)
+        if not self.families or self.scale <= 0:
+            return np.full(x.shape, self.value_at_budget)
+        with np.errstate(all="ignore"):
+            z = sum(fit.weight * FAMILIES[name][0](x, *fit.params) for name, fit in self.families.items())
+        g = self.offset + self.scale * np.asarray(z, dtype=np.float64)
+        return g if self.higher_is_better else -g
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (families reduced to their weights)."""
@@ -290,7 +312,8 @@ def extrapolate(
     grid = np.unique(np.geomspace(1, 100 * budget, 400).astype(np.int64)).astype(np.float64)
     with np.errstate(all="ignore"):
         curve = sum(
-            weight * FAMILIES[name][0](grid, *fits[name][0]) for name, weight in zip(fits, weights, strict=True)
+            weight * FAMILIES[name][0](grid, *fits[name][0])
+            for name, weight in zip(fits, weights, strict=True)
         )
     close = np.flatnonzero(za_mean - curve <= noise / span)
     plateau_epoch = int(grid[close[0]]) if close.size else None
@@ -305,4 +328,6 @@ def extrapolate(
         noise=noise,
         higher_is_better=higher_is_better,
         families=results,
+        offset=lo,
+        scale=span,
     )

@@ -247,6 +247,8 @@ def test_train_data_rejects_malformed_inputs() -> None:
         TrainData(x, y, x, y[:3], 2)
     with pytest.raises(ValueError, match="outside"):
         TrainData(x, y + 1, x, y, 2)
+    with pytest.raises(ValueError, match="uint8"):
+        TrainData(x.astype(np.float32) / 255, y, x, y, 2)
     with pytest.raises(ValueError, match="differ"):
         TrainData(x, y, np.zeros((4, 9, 9, 1), np.uint8), y, 2)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,11 +73,9 @@ def test_diagnose_history_is_live() -> None:
 
 
 def test_importing_should_stop_does_not_import_keras() -> None:
-    if "keras" in sys.modules:
-        pytest.skip("keras already imported by another test")
-    import pipelines.curves.callback  # noqa: F401
-
-    assert "keras" not in sys.modules
+    # In a fresh interpreter: another test in this session may already have imported keras.
+    code = "import sys, pipelines.curves.callback; assert 'keras' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +96,26 @@ def test_callback_stops_tiny_fit_on_plateau_and_says_why(digits, caplog) -> None
     x_train, y_train, x_val, y_val = digits
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     callback = DiagnosisCallback(stop_on_plateau=True, num_classes=10, restore_best_weights=True)
     assert isinstance(callback, keras.callbacks.Callback)
     budget = 60
     with caplog.at_level(logging.INFO, logger="pipelines.curves.callback"):
         history = model.fit(
-            x_train, y_train, validation_data=(x_val, y_val), epochs=budget, batch_size=64, verbose=0,
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            epochs=budget,
+            batch_size=64,
+            verbose=0,
             callbacks=[callback],
         )
     epochs_run = len(history.history["loss"])
@@ -112,7 +123,8 @@ def test_callback_stops_tiny_fit_on_plateau_and_says_why(digits, caplog) -> None
     assert callback.stopped_epoch == epochs_run
     assert callback.epoch_budget == budget  # taken from fit()'s params
     match = re.fullmatch(
-        r"stopped at epoch (\d+): val_accuracy flat at (0\.\d{3}) ± (0\.\d{3}) since epoch (\d+)", callback.stop_reason
+        r"stopped at epoch (\d+): val_accuracy flat at (0\.\d{3}) ± (0\.\d{3}) since epoch (\d+)",
+        callback.stop_reason,
     )
     assert match, callback.stop_reason
     assert int(match[1]) == epochs_run and int(match[4]) <= epochs_run - 3
@@ -137,7 +149,15 @@ def test_callback_without_stopping_only_logs(digits) -> None:  # noqa: ANN001
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callback = DiagnosisCallback(num_classes=10)
-    model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=4, batch_size=128, verbose=0, callbacks=[callback])
+    model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=4,
+        batch_size=128,
+        verbose=0,
+        callbacks=[callback],
+    )
     assert callback.stop_reason is None and callback.stopped_epoch == 0
     assert len(callback.history["val_accuracy"]) == 4
     assert callback.diagnosis is not None

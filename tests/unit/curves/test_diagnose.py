@@ -219,15 +219,17 @@ def test_find_plateau_validates_input() -> None:
 
 
 def test_diagnose_is_fast_without_extrapolation() -> None:
-    curves = [healthy(seed, epochs=100) for seed in range(50)]
-    start = time.perf_counter()
-    for curve in curves:
-        diagnose(curve)
-    per_run = (time.perf_counter() - start) / len(curves)
-    assert per_run < 0.01, f"{per_run * 1e3:.1f} ms per 100-epoch run"
+    curves = [healthy(seed, epochs=100) for seed in range(20)]
+    timings = []
+    for _ in range(3):  # best of three: a loaded CI machine should not fail this
+        start = time.perf_counter()
+        for curve in curves:
+            diagnose(curve)
+        timings.append((time.perf_counter() - start) / len(curves))
+    assert min(timings) < 0.01, f"{min(timings) * 1e3:.1f} ms per 100-epoch run"
 
 
-# ---------------------------------------------------------------------------------------------- other findings
+# ------------------------------------------------------------------------------------------ other findings
 
 E = 40
 T = np.arange(E)
@@ -391,7 +393,12 @@ def test_early_stopped_run_is_complete() -> None:
     # A converged run that ended on a confirmed plateau 30 epochs short of its budget: stopped early.
     curve = healthy(0, tau=2.0, epochs=20)
     stopped = Curve(
-        "r", curve.metrics, curve.epochs, epoch_budget=50, complete=True, num_classes=10,
+        "r",
+        curve.metrics,
+        curve.epochs,
+        epoch_budget=50,
+        complete=True,
+        num_classes=10,
         params={"train.early_stopping_patience": 3},
     )
     assert not diagnose(stopped).has("incomplete")
@@ -436,8 +443,10 @@ def test_healthy_still_improving_says_train_longer() -> None:
 def test_findings_sorted_and_verdict_matches() -> None:
     for make in (overfitting, underfitting, chance_level, blow_up, oscillating, slow, stall, healthy):
         diagnosis = diagnose(make(0))
-        ranks = [(0 if f.severity == Severity.CRITICAL else 1 if f.severity == Severity.WARNING else 2)
-                 for f in diagnosis.findings]
+        ranks = [
+            (0 if f.severity == Severity.CRITICAL else 1 if f.severity == Severity.WARNING else 2)
+            for f in diagnosis.findings
+        ]
         assert ranks == sorted(ranks)
         assert diagnosis.verdict == diagnosis.findings[0].code
         for finding in diagnosis.findings:
@@ -453,6 +462,7 @@ def test_extrapolate_option_runs_and_is_attached() -> None:
     diagnosis = diagnose(slow(0), extrapolate=True)
     assert diagnosis.extrapolation is not None
     assert diagnosis.verdict == "too_slow"
-    stalled = diagnose(stall(0), extrapolate=True)
-    assert stalled.verdict == "plateau"
+    for curve in (stall(0), stall(0, level=0.85, noise=0.003)):
+        # The stall rule does not depend on the option.
+        assert diagnose(curve, extrapolate=True).verdict == diagnose(curve).verdict == "plateau"
     assert diagnose(healthy(0), extrapolate=True).verdict == "healthy"

@@ -21,6 +21,8 @@ def test_pow3_asymptote_and_forecast_recovered(seed: int) -> None:
     assert 0 < result.value_std < 0.02
     assert result.higher_is_better
     assert sum(fit.weight for fit in result.families.values()) == pytest.approx(1.0)
+    assert result.predict(np.array([100.0]))[0] == pytest.approx(result.value_at_budget)
+    assert np.abs(result.predict(EPOCHS) - values).max() < 5 * 0.003  # fits the observed part
     assert len(result.families) >= 4  # at least four families fitted
 
 
@@ -39,6 +41,7 @@ def test_loss_curve_is_fitted_downwards() -> None:
     loss = 0.2 + 1.5 * EPOCHS**-0.7 + rng.normal(0, 0.005, EPOCHS.size)
     result = extrapolate(EPOCHS, loss, 60)
     assert not result.higher_is_better
+    assert result.predict(np.array([60]))[0] == pytest.approx(result.value_at_budget)
     assert result.value_at_budget == pytest.approx(0.2 + 1.5 * 60**-0.7, abs=0.01)
     assert result.asymptote < float(np.min(loss))
 
@@ -53,6 +56,7 @@ def test_accuracy_ceiling_respected() -> None:
 def test_flat_or_short_curves_do_not_fit() -> None:
     flat = extrapolate(EPOCHS, np.full(EPOCHS.size, 0.7), 50)
     assert flat.value_at_budget == 0.7 and flat.families == {}
+    assert flat.predict(np.array([40, 50])).tolist() == [0.7, 0.7]
     short = extrapolate(EPOCHS[:3], np.array([0.1, 0.5, 0.6]), 50)
     assert short.value_at_budget == 0.6 and short.plateau_epoch is None
 
