@@ -385,7 +385,12 @@ def run_compare(params: Params) -> CompareOutcome:
     challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
     with tempfile.TemporaryDirectory() as tmp:
         champion_preds = tracking.download_predictions(mc, champion.run_id, Path(tmp)) if champion else None
-    gate_result = gate(challenger_preds, champion_preds, alpha=cfg.alpha)
+    seed_accuracies = (
+        tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id) if champion else []
+    )
+    gate_result = gate(
+        challenger_preds, champion_preds, alpha=cfg.alpha, champion_seed_accuracies=seed_accuracies
+    )
     cross = compare_curves(challenger_curve, champion_curve, recent)
     findings = list(cross) + ([gate_result.finding] if gate_result.finding else [])
 

@@ -349,3 +349,31 @@ def fetch_curves(
                 if hist:
                     series[run_id][key] = {m.step: m.value for m in hist}
     return [_curve_from_series(r, series[r.info.run_id]) for r in runs]
+
+
+#: Params that differ between runs of one config without changing it (seed, data sizes, lineage).
+_NOT_CONFIG = ("seed", "data.", "paths.")
+
+
+def same_config_test_accuracies(
+    mlflow_client: MlflowClient, experiment_id: str, reference_run_id: str, *, max_runs: int = 500
+) -> list[float]:
+    """``test_accuracy`` of every finished training run whose config equals the reference run's
+    apart from the seed (and data sizes / paths), the reference run included.
+
+    Feeds the regression gate's seed-spread rule: a challenger is judged against the spread of the
+    champion's config over seeds, not against one lucky or unlucky run.
+    """
+    ref = mlflow_client.get_run(reference_run_id)
+
+    def config(run) -> dict[str, str]:
+        return {k: v for k, v in run.data.params.items() if not any(s in k for s in _NOT_CONFIG)}
+
+    target = config(ref)
+    kind = f"tags.`{RUN_KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
+    out = []
+    for run in search_training_runs(mlflow_client, [experiment_id], filter_string=kind, max_runs=max_runs):
+        acc = run.data.metrics.get("test_accuracy")
+        if acc is not None and config(run) == target:
+            out.append(float(acc))
+    return out

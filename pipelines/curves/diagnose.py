@@ -5,8 +5,8 @@ or a significance level, never a fixed ``min_delta``. The checks, in the order a
 them (a CRITICAL finding always wins over a WARNING, a WARNING over INFO):
 
 ``divergence`` > ``not_learning`` > ``incomplete`` > ``overfitting`` > ``plateau`` >
-``underfitting`` > ``oscillation`` > ``too_slow`` > ``split_mismatch`` > ``noisy_validation`` >
-``healthy``.
+``underfitting`` > ``oscillation`` > ``too_slow`` > ``split_mismatch`` > ``healthy`` >
+``noisy_validation`` (a note on a healthy run, not a verdict of its own).
 
 Plateau versus convergence: :func:`find_plateau` finds the earliest epoch after which the monitored
 validation metric shows no improvement beyond noise (see its docstring). Whether that flat tail is
@@ -54,8 +54,8 @@ ORDER = (
     "oscillation",
     "too_slow",
     "split_mismatch",
-    "noisy_validation",
     "healthy",
+    "noisy_validation",
 )
 _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
@@ -442,12 +442,15 @@ def _check_not_learning(curve: Curve, noise: float) -> Finding | None:
         return None
     ln_k = math.log(curve.num_classes)
     tolerance = max(0.1 * (1 - chance), 3 * noise)
-    accuracies = [s for s in (_finite(curve, "val_accuracy"), _finite(curve, "accuracy")) if s is not None]
-    losses = [s for s in (_finite(curve, "val_loss"), _finite(curve, "loss")) if s is not None]
-    if not accuracies and not losses:
+    # Validation metrics decide (a network can memorise random labels, so training accuracy may
+    # climb while validation stays at chance); training metrics stand in when there are none.
+    acc_name = "val_accuracy" if _finite(curve, "val_accuracy") is not None else "accuracy"
+    loss_name = "val_loss" if _finite(curve, "val_loss") is not None else "loss"
+    accuracy, loss = _finite(curve, acc_name), _finite(curve, loss_name)
+    if accuracy is None and loss is None:
         return None
-    acc_max = max((float(np.max(v)) for _, v in accuracies), default=None)
-    loss_min = min((float(np.min(v)) for _, v in losses), default=None)
+    acc_max = float(np.max(accuracy[1])) if accuracy is not None else None
+    loss_min = float(np.min(loss[1])) if loss is not None else None
     if acc_max is not None and acc_max > chance + tolerance:
         return None
     if loss_min is not None and loss_min < 0.9 * ln_k:
@@ -455,11 +458,11 @@ def _check_not_learning(curve: Curve, noise: float) -> Finding | None:
     evidence: dict[str, Any] = {"chance": chance, "ln_num_classes": ln_k}
     parts = []
     if acc_max is not None:
-        evidence["accuracy_max"] = acc_max
-        parts.append(f"accuracy never above {_fmt(acc_max)} (chance {_fmt(chance)})")
+        evidence[f"{acc_name}_max"] = acc_max
+        parts.append(f"{acc_name} never above {_fmt(acc_max)} (chance {_fmt(chance)})")
     if loss_min is not None:
-        evidence["loss_min"] = loss_min
-        parts.append(f"loss never below {_fmt(loss_min)} (ln {curve.num_classes} = {_fmt(ln_k)})")
+        evidence[f"{loss_name}_min"] = loss_min
+        parts.append(f"{loss_name} never below {_fmt(loss_min)} (ln {curve.num_classes} = {_fmt(ln_k)})")
     return _finding(
         "not_learning",
         Severity.CRITICAL,
@@ -860,7 +863,7 @@ def diagnose(
     extrapolate: bool = False,
     live: bool = False,
     low_level_fraction: float = 0.5,
-    stall_onset_fraction: float = 0.6,
+    stall_onset_fraction: float = 0.5,
     stall_k: float = 5.0,
     oscillation_ratio: float = 0.1,
     blowup_factor: float = 3.0,
@@ -937,6 +940,11 @@ def diagnose(
     stalled = False
     if incomplete is not None:
         findings.append(incomplete)
+    elif not_learning is not None and divergence is None:
+        # Memorising random labels: validation at chance while val_loss climbs; report both.
+        overfitting = _check_overfitting(curve, min_plateau_epochs, alpha)
+        if overfitting is not None:
+            findings.append(overfitting)
     elif not_learning is None and divergence is None:
         findings += _problem_findings(
             curve,

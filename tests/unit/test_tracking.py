@@ -108,3 +108,20 @@ def test_bulk_fetch_agrees_with_per_run_api(mlflow_uri):
             np.testing.assert_array_equal(a.metrics[key], b.metrics[key])
     assert bulk[-1].metrics["val_accuracy"][1] == 0.25
     assert np.isnan(bulk[0].metrics["loss"][1])
+
+
+def test_same_config_accuracies_ignore_seed_but_not_config(mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+
+    def run(seed, lr, acc):
+        rid = _train_run(mc, exp, {"val_accuracy": [0.5]})
+        for k, v in {"base.seed": seed, "train.learning_rate": lr, "data.train_examples": 100 + seed}.items():
+            mc.log_param(rid, k, v)
+        mc.log_metric(rid, "test_accuracy", acc)
+        return rid
+
+    ref = run(1, 0.001, 0.90)
+    run(2, 0.001, 0.91)
+    run(3, 0.01, 0.50)
+    assert sorted(tracking.same_config_test_accuracies(mc, exp, ref)) == [0.90, 0.91]

@@ -335,6 +335,29 @@ def test_not_learning_at_chance() -> None:
     assert not unknown.has("not_learning")
 
 
+def test_memorising_random_labels_is_not_learning_and_overfitting() -> None:
+    rng = np.random.default_rng(0)
+    curve = _curve(
+        accuracy=np.minimum(0.1 + 0.03 * T, 1.0) + rng.normal(0, 0.003, E),
+        val_accuracy=0.1 + rng.normal(0, 0.012, E),
+        loss=np.maximum(2.3 - 0.07 * T, 0.01) + rng.normal(0, 0.003, E),
+        val_loss=2.31 + 0.05 * T + rng.normal(0, 0.01, E),
+    )
+    diagnosis = diagnose(curve)
+    assert diagnosis.verdict == "not_learning"
+    assert diagnosis.has("overfitting")
+    assert "val_accuracy never above" in diagnosis.findings[0].message
+
+
+def test_noisy_validation_is_a_note_on_a_healthy_run() -> None:
+    rng = np.random.default_rng(0)
+    acc = 0.95 - 0.4 * np.exp(-T / 4) + rng.normal(0, 0.002, E)
+    diagnosis = diagnose(
+        _curve(accuracy=acc, val_accuracy=0.9 - 0.4 * np.exp(-T / 4) + rng.normal(0, 0.05, E))
+    )
+    assert diagnosis.codes == ["healthy", "noisy_validation"]
+
+
 def test_divergence_nan_and_blow_up() -> None:
     curve = overfitting(0)
     metrics = {name: values.copy() for name, values in curve.metrics.items()}
