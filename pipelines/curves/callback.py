@@ -90,9 +90,10 @@ def should_stop(
     Stops when the monitored validation metric (``val_accuracy``, else ``val_loss``) has been flat
     beyond its own noise for ``min_plateau_epochs`` epochs (:func:`pipelines.curves.diagnose.
     find_plateau`): a stall *or* a convergence, since more epochs will not help either way; and,
-    with ``stop_on_divergence``, when the loss became NaN/inf or blew up. A stall is returned as the
-    diagnosis's ``plateau`` finding (WARNING, with causes and remedies); a convergence as a
-    ``plateau`` finding of severity INFO with ``evidence["converged"] = True``.
+    with ``stop_on_divergence``, when the loss became NaN/inf or blew up. The finding returned is,
+    in this order: the ``divergence`` finding; the ``not_learning`` one (flat at chance); the
+    diagnosis's ``plateau`` finding for a stall (WARNING, with causes and remedies); or, for a
+    convergence, a ``plateau`` finding of severity INFO with ``evidence["converged"] = True``.
 
     Args:
         history: Keras-style ``{metric: [value per epoch so far]}`` (e.g. ``History.history``, or
@@ -128,9 +129,11 @@ def should_stop(
                 return True, finding
     if diagnosis.plateau_onset_epoch is None:
         return False, None
-    for finding in diagnosis.findings:
-        if finding.code == "plateau":
-            return True, finding
+    # A flat curve at chance is reported as not learning, not as a converged plateau.
+    for code in ("not_learning", "plateau"):
+        for finding in diagnosis.findings:
+            if finding.code == code:
+                return True, finding
     return True, _converged_finding(diagnosis)
 
 

@@ -14,6 +14,7 @@ two runs of one config that differ only in their seed are not told apart.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -392,7 +393,9 @@ def _plateaus_lower(
     sel = slice(common.size - m, common.size)
     d = ch[1][i_ch][sel] - cp[1][i_cp][sel]
     median = float(np.median(d))
-    p = _signed_rank_less(d)
+    # The test only matters when the effect is large enough to act on; skipping it otherwise keeps
+    # comparing thousands of runs cheap and changes no decision (``lower`` needs both).
+    p = _signed_rank_less(d) if -median > tol else None
     out: dict[str, Any] = {
         "window_start_epoch": int(common[sel][0]),
         "window_end_epoch": int(common[sel][-1]),
@@ -401,7 +404,7 @@ def _plateaus_lower(
         "challenger_tail_mean": float(np.mean(ch[1][i_ch][sel])),
         "champion_tail_mean": float(np.mean(cp[1][i_cp][sel])),
     }
-    lower = p < alpha and -median > tol
+    lower = p is not None and p < alpha and -median > tol
     seed_means = [out["champion_tail_mean"]]
     for r in seed_runs:
         # Same epoch window as the comparison, so tail means are comparable across runs.
@@ -446,7 +449,8 @@ def _reaches_later(
     common, i_ch, i_cp = np.intersect1d(ch[0], cp[0], return_indices=True)
     early = common <= check
     p = None
-    if early.sum() >= MIN_COMMON_EPOCHS:
+    # As in _plateaus_lower: test only when the effect itself would already call it slower.
+    if late and gap is not None and gap > tol and early.sum() >= MIN_COMMON_EPOCHS:
         p = _signed_rank_less(ch[1][i_ch][early] - cp[1][i_cp][early])
     slower = late and gap is not None and gap > tol and p is not None and p < alpha
     out: dict[str, Any] = {}
@@ -494,9 +498,16 @@ def _signed_rank_less(d: np.ndarray) -> float:
 
 def _smooth(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     # LOWESS keeps the curve's shape (a fast start, a flat tail) while averaging out per-epoch
-    # noise, so "first epoch at the target" is not decided by one lucky epoch.
+    # noise, so "first epoch at the target" is not decided by one lucky epoch. Cached by content:
+    # comparing many challengers against one champion smooths the champion once.
+    return _smooth_cached(x.astype(np.float64).tobytes(), np.asarray(y, np.float64).tobytes()).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _smooth_cached(xb: bytes, yb: bytes) -> np.ndarray:
+    x, y = np.frombuffer(xb), np.frombuffer(yb)
     frac = min(1.0, max(0.3, 5.0 / x.size))
-    return lowess(y, x.astype(np.float64), frac=frac, it=1, is_sorted=True, return_sorted=False)
+    return lowess(y, x, frac=frac, it=1, is_sorted=True, return_sorted=False)
 
 
 def _first_at_least(*, x: np.ndarray, y: np.ndarray, target: float) -> int | None:

@@ -61,6 +61,13 @@ def test_should_stop_on_nan_loss() -> None:
     assert should_stop(history, 30, stop_on_divergence=False) == (False, None)
 
 
+def test_should_stop_at_chance_says_not_learning() -> None:
+    rng = np.random.default_rng(0)
+    history = {"val_accuracy": (0.1 + rng.normal(0, 0.01, 12)).tolist(), "val_loss": [2.31] * 12}
+    stop, finding = should_stop(history, 30, num_classes=10)
+    assert stop and finding is not None and finding.code == "not_learning"
+
+
 def test_should_stop_needs_a_validation_metric() -> None:
     with pytest.raises(ValueError, match="val_accuracy"):
         should_stop({"loss": [1.0, 0.9]}, 10)
