@@ -41,7 +41,7 @@ def _check_validation(metrics: dict[str, np.ndarray], source: Path | str) -> Non
         )
 
 
-def _complete_from_epochs(epochs: np.ndarray, epoch_budget: int | None) -> bool:
+def _complete_from_epochs(epochs: np.ndarray) -> bool:
     # Missing epochs (a gap in the numbering, or not starting at 1) mean the log is partial.
     # A run shorter than its budget may have early-stopped; diagnose() decides that from the curve.
     if epochs.size == 0:
@@ -107,7 +107,7 @@ def load_csv_logger(
         metrics=metrics,
         epochs=epochs,
         epoch_budget=epoch_budget,
-        complete=_complete_from_epochs(epochs, epoch_budget),
+        complete=_complete_from_epochs(epochs),
         num_classes=num_classes,
     )
 
@@ -181,7 +181,7 @@ def curve_from_history(
         metrics=metrics,
         epochs=epochs,
         epoch_budget=epoch_budget,
-        complete=complete and _complete_from_epochs(epochs, epoch_budget),
+        complete=complete and _complete_from_epochs(epochs),
         num_classes=num_classes,
         params=dict(params or {}),
         tags=dict(tags or {}),

@@ -288,3 +288,13 @@ def test_importing_train_pulls_in_no_tracking_orchestration_or_keras() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_forced_mixed_precision_trains_and_restores_global_policy(tmp_path: Path, digits: TrainData) -> None:
+    before = keras.config.dtype_policy().name
+    result = train(_cfg(epochs=1, mixed_precision="on"), digits, seed=0, backup_dir=tmp_path / "b", verbose=0)
+    assert result.mixed_precision is True
+    assert result.model.get_layer("dense1").compute_dtype == "float16"
+    assert result.model.get_layer("probs").compute_dtype == "float32"
+    assert np.isfinite(result.history["loss"][0])
+    assert keras.config.dtype_policy().name == before

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipelines.curves.diagnose import diagnose, find_plateau
+from pipelines.curves.io import load_curve
 from pipelines.curves.types import Curve, Severity
 
 SEEDS = range(20)
@@ -346,7 +349,7 @@ def test_memorising_random_labels_is_not_learning_and_overfitting() -> None:
     diagnosis = diagnose(curve)
     assert diagnosis.verdict == "not_learning"
     assert diagnosis.has("overfitting")
-    assert "val_accuracy never above" in diagnosis.findings[0].message
+    assert diagnosis.findings[0].message.startswith("not learning: val_accuracy at most 0.1")
 
 
 def test_noisy_validation_is_a_note_on_a_healthy_run() -> None:
@@ -489,3 +492,36 @@ def test_extrapolate_option_runs_and_is_attached() -> None:
         # The stall rule does not depend on the option.
         assert diagnose(curve, extrapolate=True).verdict == diagnose(curve).verdict == "plateau"
     assert diagnose(healthy(0), extrapolate=True).verdict == "healthy"
+
+
+# ------------------------------------------------------------------------------------------ real curves
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "curves"
+
+
+def test_real_keras_curves_from_the_benchmark_fixtures() -> None:
+    """Real Keras runs (benchmarks/curve_fixtures/generate.py) with their hand-set labels.
+
+    Healthy runs must come out healthy (no stall, no overfitting: precision first), and the
+    clear-cut failure modes must be named.
+    """
+    labels_path = FIXTURES / "labels.json"
+    if not labels_path.exists():
+        pytest.skip("benchmark fixtures not generated (python -m benchmarks.curve_fixtures.generate)")
+    labels = json.loads(labels_path.read_text())
+    flagged_healthy, missed = [], []
+    for name, label in labels.items():
+        path = FIXTURES / name
+        if not path.exists():
+            continue
+        curve = load_curve(path, epoch_budget=label["epoch_budget"], num_classes=label["num_classes"])
+        diagnosis = diagnose(curve)
+        expected = set(label["expected"])
+        if expected == {"healthy"}:
+            if diagnosis.verdict != "healthy":
+                flagged_healthy.append((name, diagnosis.codes))
+        elif expected & {"oscillation", "divergence", "not_learning", "too_slow", "overfitting"}:
+            if not expected & set(diagnosis.codes):
+                missed.append((name, sorted(expected), diagnosis.codes))
+    assert not flagged_healthy
+    assert len(missed) <= 1, missed
