@@ -67,7 +67,7 @@ def prepare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None,
         result = run_prepare(_params(params, profile, set_))
     except (DataError, FileNotFoundError) as exc:
         _fail(exc)
-    typer.echo(f"prepared: {result}")
+    typer.echo(f"prepared {result.counts} into {result.prepared_dir}")
 
 
 @app.command()

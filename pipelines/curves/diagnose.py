@@ -26,7 +26,10 @@ decided by :func:`_stall_reasons`: a plateau is a stall when
    missed stalls near the accuracy ceiling, where its forecast is bounded and its spread wide; it is
    used for ``too_slow`` and "train longer" only.); or
 3. the run also shows ``overfitting`` (val_loss rising beyond noise from its minimum while the
-   training loss keeps falling): the flat validation metric is memorisation, not convergence.
+   training loss keeps falling): the flat validation metric is memorisation, not convergence; or
+4. the validation loss over the plateau is at or above ln(num_classes), a uniform guess's
+   cross-entropy, although accuracy is well above chance: logits wildly overconfident, the mark of
+   unnormalised inputs.
 
 Everything else that is flat at the end is "converged".
 """
@@ -506,6 +509,16 @@ def _check_not_learning(curve: Curve, noise: float) -> Finding | None:
     )
 
 
+def _fits_training_set(curve: Curve, noise: float) -> bool:
+    """Training accuracy over the last half above the not-learning limit (see _check_not_learning)."""
+    chance = _chance(curve)
+    train = _finite(curve, "accuracy")
+    if chance is None or train is None:
+        return True
+    tail = train[1][train[1].size // 2 :]
+    return bool(np.max(tail) > chance + max(0.15 * (1 - chance), 3 * noise))
+
+
 def _check_overfitting(curve: Curve, min_plateau_epochs: int, alpha: float) -> Finding | None:
     """val_loss rising from its minimum beyond noise while the training loss keeps improving.
 
@@ -633,6 +646,15 @@ def _stall_reasons(
         fraction = (plateau.level - chance) / (1 - chance)
         if fraction < low_level_fraction:
             reasons["low_level"] = round(fraction, 4)
+    if is_accuracy and chance is not None and curve.num_classes is not None:
+        val_loss = _finite(curve, "val_loss")
+        if val_loss is not None:
+            tail = val_loss[1][val_loss[0] >= plateau.onset_epoch]
+            # Cross-entropy at or above ln(K), a uniform guess's, while accuracy is well above
+            # chance: wildly overconfident logits, the mark of unnormalised inputs (digits with
+            # pixels scaled by 1e3-1e5 stall at 0.85 with val_loss ~130).
+            if tail.size and float(np.mean(tail)) >= math.log(curve.num_classes):
+                reasons["loss_above_uniform"] = round(float(np.mean(tail)), 4)
     if is_accuracy and baseline_accuracy is not None:
         se_level = sigma / math.sqrt(plateau.flat_epochs + 1)
         if plateau.level < baseline_accuracy - 2 * (sigma + se_level):
@@ -688,6 +710,8 @@ def _plateau_groups(
             groups.append(_MEMORISING if gap > 5 * plateau.noise else _CAPACITY)
     if "memorising" in reasons and _MEMORISING not in groups:
         groups = [_MEMORISING] + [g for g in groups if g is not _CAPACITY]
+    if "loss_above_uniform" in reasons:
+        groups.insert(0, _INPUTS)
     if "low_level" in reasons or "below_baseline" in reasons:
         groups.append(_INPUTS)
         if _CAPACITY not in groups:
@@ -988,7 +1012,8 @@ def diagnose(
 
     if divergence is not None:
         findings.append(divergence)
-    not_learning = _check_not_learning(curve, sigma)
+    # A diverged run sits at chance as a consequence; the divergence is the finding.
+    not_learning = None if divergence is not None else _check_not_learning(curve, sigma)
     if not_learning is not None:
         findings.append(not_learning)
     incomplete = (
@@ -1000,10 +1025,12 @@ def diagnose(
     stalled = False
     if incomplete is not None:
         findings.append(incomplete)
-    elif not_learning is not None and divergence is None:
-        # Memorising random labels: validation at chance while val_loss climbs; report both.
+    elif not_learning is not None:
+        # Memorising (e.g. random labels): validation at chance while val_loss climbs and training
+        # accuracy rises well above chance; report both. A model at chance on training data too is
+        # only not learning, whatever its val_loss does.
         overfitting = _check_overfitting(curve, min_plateau_epochs, alpha)
-        if overfitting is not None:
+        if overfitting is not None and _fits_training_set(curve, sigma):
             findings.append(overfitting)
     elif not_learning is None and divergence is None:
         findings += _problem_findings(

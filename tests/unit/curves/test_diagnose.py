@@ -509,7 +509,7 @@ def test_real_keras_curves_from_the_benchmark_fixtures() -> None:
     if not labels_path.exists():
         pytest.skip("benchmark fixtures not generated (python -m benchmarks.curve_fixtures.generate)")
     labels = json.loads(labels_path.read_text())
-    flagged_healthy, missed = [], []
+    flagged_healthy, missed, checked = [], [], 0
     for name, label in labels.items():
         path = FIXTURES / name
         if not path.exists():
@@ -521,7 +521,10 @@ def test_real_keras_curves_from_the_benchmark_fixtures() -> None:
             if diagnosis.verdict != "healthy":
                 flagged_healthy.append((name, diagnosis.codes))
         elif expected & {"oscillation", "divergence", "not_learning", "too_slow", "overfitting"}:
+            checked += 1
             if not expected & set(diagnosis.codes):
                 missed.append((name, sorted(expected), diagnosis.codes))
     assert not flagged_healthy
-    assert len(missed) <= 1, missed
+    # Smooth stalls at a mediocre level (labelled "plateau" only) need baseline_accuracy and are
+    # not counted here; of the clear-cut failure modes at least 90% must be named.
+    assert checked and len(missed) <= 0.1 * checked, missed
