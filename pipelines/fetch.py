@@ -21,7 +21,6 @@ untouched.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipelines.config import DEFAULT_PARAMS, BaseConfig, FetchConfig, load_params
+from pipelines.config import BaseConfig, FetchConfig
 from pipelines.idx import IdxError, parse_images, parse_labels
 from pipelines.io_utils import atomic_dir, atomic_write_json, write_npz
 
@@ -493,22 +492,3 @@ def load_raw(raw_dir: Path) -> RawDataset:
         ids_test=_ids("test", len(arrays[TEST_LABELS])),
         source=source,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m pipelines.fetch [--params params.yaml] [-S section.key=value]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params, overrides=args.overrides)
-    try:
-        result = fetch(params.fetch, params.base, params.paths.raw_dir)
-    except DataError as exc:
-        raise SystemExit(f"fetch: {exc}") from exc
-    print(f"fetch: {result.source}: {result.num_examples} images, {len(result.class_names)} classes")
-
-
-if __name__ == "__main__":
-    main()

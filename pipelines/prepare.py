@@ -17,11 +17,9 @@ Writes, atomically, in ``paths.prepared_dir``:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from pipelines.config import DEFAULT_PARAMS, BaseConfig, PrepareConfig, load_params
+from pipelines.config import BaseConfig, PrepareConfig
 from pipelines.fetch import DataError, RawDataset, load_raw
 from pipelines.io_utils import atomic_dir, atomic_write_json, write_npz
 
@@ -359,22 +357,3 @@ def load_manifest(prepared_dir: Path) -> pd.DataFrame:
         return manifest.astype(MANIFEST_COLUMNS)
     except (TypeError, ValueError) as exc:
         raise PreparedDataError(f"{path}: column of the wrong type: {exc}") from exc
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m pipelines.prepare [--params params.yaml] [-S section.key=value]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params, overrides=args.overrides)
-    try:
-        result = prepare(params.prepare, params.base, params.paths.raw_dir, params.paths.prepared_dir)
-    except DataError as exc:
-        raise SystemExit(f"prepare: {exc}") from exc
-    print(f"prepare: {result.counts} images, shape {result.image_shape}, {len(result.class_names)} classes")
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.config import Params, TrackingConfig
+from pipelines.config import Params
 from pipelines.curves.types import Curve
 
 if TYPE_CHECKING:  # pragma: no cover

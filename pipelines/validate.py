@@ -32,7 +32,6 @@ Run as a stage with ``curvewatch validate`` (via ``pipelines.steps.run_validate`
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -847,33 +846,3 @@ def validate(
         "validation %s in %.1f s", "passed" if result.success else "failed", time.perf_counter() - started
     )
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: validate ``paths.prepared_dir`` into ``paths.validation_dir`` with ``params.yaml``'s ``validate``.
-
-    Returns:
-        0 when every check passed, 1 otherwise (failures are printed).
-    """
-    from pipelines.config import DEFAULT_PARAMS, load_params
-
-    parser = argparse.ArgumentParser(prog="python -m pipelines.validate", description=main.__doc__)
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
-    parser.add_argument("--profile", default=None)
-    parser.add_argument(
-        "-S", "--set", dest="overrides", action="append", default=[], help="section.key=value"
-    )
-    parser.add_argument("--suites-dir", type=Path, default=Path("expectations"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params, args.profile, args.overrides)
-    result = validate(
-        params.validate_, params.paths.prepared_dir, params.paths.validation_dir, suites_dir=args.suites_dir
-    )
-    print(format_failures(result))
-    print(f"report: {result.results_path.parent / 'summary.md'}")
-    return 0 if result.success else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

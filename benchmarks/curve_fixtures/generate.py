@@ -7,7 +7,7 @@ sorted: ``epoch,accuracy,learning_rate,loss,val_accuracy,val_loss``). The expect
 in ``labels.json`` were set by looking at the curves each scenario produces (see README.md), not
 derived from the configuration alone.
 
-Usage (from the repository root; about 10 CPU-minutes on one thread)::
+Usage (from the repository root; 65 runs, about 9 CPU-minutes on one thread)::
 
     python -m benchmarks.curve_fixtures.generate --out tests/fixtures/curves --seeds 3
 
@@ -510,7 +510,11 @@ VARIANTS: tuple[Variant, ...] = (
         learning_rate=1e-2,
         epochs=40,
         expected=("underfitting", "plateau"),
-        notes="MLP with 3 hidden units on digits.",
+        notes=(
+            "MLP with 3 hidden ReLU units on digits, Adam 1e-2: training and val_accuracy rise together to "
+            "~0.63 by epoch ~12, then creep up only ~0.03 over the last 25 epochs (ending 0.65-0.71, train "
+            "within 0.01-0.02 of val) while val_loss eases down slowly; digits reach 0.97 with 64 units."
+        ),
         model_kwargs={"hidden": (3,)},
     ),
     # --- overfitting ---------------------------------------------------------------------------------
@@ -764,7 +768,8 @@ def markdown_table(out_dir: Path) -> str:
         "| scenario | variant | runs | expected | epochs | best val_accuracy | last val_accuracy |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, row in rows.items():
+    order = {variant.name: i for i, variant in enumerate(VARIANTS)}
+    for name, row in sorted(rows.items(), key=lambda item: order.get(item[0], len(order))):
         label = row["label"]
         best, last = row["best"], row["last"]
         lines.append(
