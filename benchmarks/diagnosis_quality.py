@@ -6,7 +6,16 @@ finding codes) and prints, per finding code, precision and recall of the engine'
 overall (micro-averaged over the labelled codes). Targets: precision >= 0.95, recall >= 0.9 overall;
 no stall on healthy runs; no curve regression between runs of one config that differ only in seed.
 
-Run: ``uv run python benchmarks/diagnosis_quality.py [--fixtures DIR] [--extrapolate]``.
+Baselines: each run is diagnosed with ``baseline_accuracy`` set to the validation accuracy of
+:func:`pipelines.baseline.baseline_accuracy` (logistic regression, seed 0) on the same
+train / validation split the run was trained on, i.e. the same baseline the pipeline computes and
+passes to ``diagnose``. Per dataset in ``benchmarks/curve_fixtures/baselines.json`` (keyed by the
+``config.dataset`` of ``labels.json``; a label's own ``baseline_accuracy`` wins). A dataset without
+one is diagnosed without a baseline; ``--no-baseline`` drops them all (the engine's behaviour
+when no baseline is known). Rewrite the file with ``--write-baselines`` (seconds; needs the data of
+``benchmarks/curve_fixtures/generate.py``).
+
+Run: ``uv run python benchmarks/diagnosis_quality.py [--fixtures DIR] [--extrapolate] [--no-baseline]``.
 """
 
 from __future__ import annotations
@@ -18,11 +27,14 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 FIXTURES = REPO / "tests" / "fixtures" / "curves"
+BASELINES = REPO / "benchmarks" / "curve_fixtures" / "baselines.json"
+BASELINE_SEED = 0
 
 
 @dataclass
@@ -46,8 +58,52 @@ class Scores:
         return self.ratio(tp, tp + fp), self.ratio(tp, tp + fn)
 
 
-def score(fixtures: Path = FIXTURES, *, extrapolate: bool = False) -> Scores:
+def load_baselines(path: Path = BASELINES) -> dict[str, float]:
+    """Dataset name -> baseline validation accuracy (fraction), from ``baselines.json``; {} if absent."""
+    if not path.is_file():
+        return {}
+    raw = json.loads(path.read_text())
+    return {name: float(entry["baseline_accuracy"]) for name, entry in raw.get("datasets", {}).items()}
+
+
+def write_baselines(fixtures: Path = FIXTURES, path: Path = BASELINES) -> dict[str, Any]:
+    """Compute the logistic-regression baseline of every dataset ``labels.json`` names and save it.
+
+    Uses the fixture generator's own loaders (``benchmarks.curve_fixtures.generate.DATASETS``), so
+    the split is exactly the runs' split.
+
+    Raises:
+        FileNotFoundError: ``labels.json`` is missing, or the generator's data is (Fashion-MNIST).
+        KeyError: a label names a dataset the generator does not know.
+    """
+    from benchmarks.curve_fixtures.generate import DATASETS
+    from pipelines.baseline import baseline_accuracy
+
+    labels = json.loads((fixtures / "labels.json").read_text())
+    datasets: dict[str, Any] = {}
+    for name in sorted({meta["config"]["dataset"] for meta in labels.values() if meta.get("config")}):
+        x_tr, y_tr, x_va, y_va = DATASETS[name]()
+        acc = baseline_accuracy(x_tr, y_tr, x_va, y_va, seed=BASELINE_SEED)
+        datasets[name] = {"baseline_accuracy": round(acc, 6), "n_train": len(y_tr), "n_val": len(y_va)}
+    out = {
+        "about": (
+            "Validation accuracy of pipelines.baseline.baseline_accuracy (seed 0) on each fixture "
+            "dataset's own train/validation split (benchmarks/curve_fixtures/generate.py DATASETS); "
+            "written by benchmarks/diagnosis_quality.py --write-baselines."
+        ),
+        "datasets": datasets,
+    }
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def score(fixtures: Path = FIXTURES, *, extrapolate: bool = False, baselines: bool = True) -> Scores:
     """Diagnose every labelled fixture and count hits per finding code (see module docstring).
+
+    Args:
+        fixtures: folder with the CSVs and ``labels.json``.
+        extrapolate: let ``diagnose`` fit learning-curve families.
+        baselines: pass each run's dataset baseline (``baselines.json``) to ``diagnose``.
 
     Raises:
         FileNotFoundError: ``labels.json`` or a labelled CSV is missing.
@@ -66,10 +122,14 @@ def score(fixtures: Path = FIXTURES, *, extrapolate: bool = False) -> Scores:
     misses = []
     healthy_runs = healthy_stalls = 0
     curves = {}
+    known = load_baselines() if baselines else {}
     for name, meta in sorted(labels.items()):
         curve = load_curve(fixtures / name, epoch_budget=meta.get("epoch_budget"), num_classes=meta.get("num_classes"))
         curves[name] = curve
-        predicted = set(diagnose(curve, extrapolate=extrapolate).codes)
+        baseline = meta.get("baseline_accuracy", known.get(meta.get("config", {}).get("dataset", "")))
+        if not baselines:
+            baseline = None
+        predicted = set(diagnose(curve, extrapolate=extrapolate, baseline_accuracy=baseline).codes)
         expected = set(meta["expected"])
         for code in vocabulary:
             if code in predicted and code in expected:
@@ -108,8 +168,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", type=Path, default=FIXTURES)
     parser.add_argument("--extrapolate", action="store_true", help="fit learning-curve families too")
+    parser.add_argument("--no-baseline", action="store_true", help="diagnose without baseline accuracies")
+    parser.add_argument("--write-baselines", action="store_true", help=f"recompute {BASELINES.name} and exit")
     args = parser.parse_args()
-    s = score(args.fixtures, extrapolate=args.extrapolate)
+    if args.write_baselines:
+        for name, entry in write_baselines(args.fixtures)["datasets"].items():
+            print(f"{name:<24} {entry['baseline_accuracy']:.4f}  ({entry['n_train']} train / {entry['n_val']} val)")
+        return
+    s = score(args.fixtures, extrapolate=args.extrapolate, baselines=not args.no_baseline)
     print(f"{'finding':<16} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>10} {'recall':>8}")
     for code, (tp, fp, fn) in s.per_code.items():
         print(f"{code:<16} {tp:>4} {fp:>4} {fn:>4} {s.ratio(tp, tp + fp):>10.3f} {s.ratio(tp, tp + fn):>8.3f}")

@@ -1,4 +1,4 @@
-"""The Prefect flow ``retrain``: fetch -> prepare -> validate -> train -> evaluate -> compare.
+"""The Prefect flow ``retrain``: fetch -> prepare -> validate -> baseline -> train -> evaluate -> compare.
 
 Orchestration only: each task wraps one ``pipelines.steps.run_*`` function, the same function that
 the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``. I/O-bound tasks retry; the
@@ -32,6 +32,11 @@ def prepare_task(params: Params):
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(params: Params):
     return steps.run_validate(params)
+
+
+@task(name="baseline", cache_policy=NO_CACHE)
+def baseline_task(params: Params) -> float:
+    return steps.run_baseline(params)
 
 
 @task(name="train", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -106,6 +111,7 @@ def retrain(params_path: str = "params.yaml", profile: str | None = None, overri
         )
         logger.error(str(exc))
         raise
+    baseline_task(params)
     trained = train_task(params)
     evaluate_task(params)
     outcome = compare_task(params)

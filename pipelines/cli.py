@@ -84,6 +84,15 @@ def validate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None
 
 
 @app.command()
+def baseline(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Logistic-regression validation accuracy on the same split (the diagnosis' "low plateau" yardstick)."""
+    from pipelines.steps import run_baseline
+
+    _setup_logging()
+    typer.echo(f"baseline (logistic regression) val_accuracy {run_baseline(_params(params, profile, set_)):.4f}")
+
+
+@app.command()
 def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Train the configured model and log the run to MLflow."""
     from pipelines.steps import StageError, run_train

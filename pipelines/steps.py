@@ -131,6 +131,43 @@ def _log_failed_validation(params: Params, result) -> str:
     return run.info.run_id
 
 
+# ------------------------------------------------------------------------------------------ baseline
+BASELINE_FILE = "baseline.json"
+
+
+def run_baseline(params: Params) -> float:
+    """Validation accuracy of a scikit-learn logistic regression on the same split.
+
+    The curve diagnosis judges a plateau "low" against it (:func:`pipelines.baseline.baseline_accuracy`).
+    It depends only on the prepared data and the seed, so it is computed once per data version
+    (DVC content hash of ``paths.prepared_dir``) and kept in ``<metrics_dir>/baseline.json``; a
+    scheduled retrain on unchanged data reuses it.
+    """
+    from pipelines import tracking
+    from pipelines.baseline import baseline_accuracy
+
+    path = params.paths.metrics_dir / BASELINE_FILE
+    key = {"data_version": tracking.dvc_content_hash(params.paths.prepared_dir), "seed": params.base.seed}
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text()).get("baseline", {})
+        except json.JSONDecodeError:
+            cached = {}
+        if all(cached.get(k) == v for k, v in key.items()) and "val_accuracy" in cached:
+            return float(cached["val_accuracy"])
+    data, _ = load_train_data(params)
+    accuracy = baseline_accuracy(data.x_train, data.y_train, data.x_val, data.y_val, seed=params.base.seed)
+    atomic_write_json(path, {"baseline": {"val_accuracy": accuracy, "model": "logistic_regression", **key}})
+    return accuracy
+
+
+def _read_baseline(params: Params) -> float | None:
+    path = params.paths.metrics_dir / BASELINE_FILE
+    if not path.is_file():
+        return None
+    return float(_read_json(path, "baseline")["baseline"]["val_accuracy"])
+
+
 # --------------------------------------------------------------------------------------------- train
 @dataclass
 class TrainOutcome:
@@ -201,8 +238,13 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         )
         tracking.log_metrics(mc, run_id, _flat(validation_metrics))
         mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
+        baseline = _read_baseline(params)
+        if baseline is not None:
+            tracking.log_metrics(mc, run_id, {"baseline.val_accuracy": baseline})
 
-        diag_cb = DiagnosisCallback(epoch_budget=params.train.epochs, num_classes=data.num_classes)
+        diag_cb = DiagnosisCallback(
+            epoch_budget=params.train.epochs, num_classes=data.num_classes, baseline_accuracy=baseline
+        )
         callbacks = (tracking.epoch_logger(mc, run_id), diag_cb, *extra_callbacks)
         result = train(
             params.train, data, seed=params.base.seed, backup_dir=paths.backup_dir, callbacks=callbacks
@@ -379,7 +421,8 @@ def run_compare(params: Params) -> CompareOutcome:
     recent = [tracking.run_curve(mc, r.info.run_id) for r in recent_runs]
     champion_curve = tracking.run_curve(mc, champion.run_id) if champion else None
 
-    diagnosis = diagnose(challenger_curve, min_plateau_epochs=cfg.stall_min_epochs)
+    baseline = mc.get_run(run_id).data.metrics.get("baseline.val_accuracy")
+    diagnosis = diagnose(challenger_curve, min_plateau_epochs=cfg.stall_min_epochs, baseline_accuracy=baseline)
     import pandas as pd
 
     challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")

@@ -8,8 +8,11 @@
   higher than its test score by more than sampling noise explains (the search overfit the
   validation set).
 
-Thresholds are multiples of the curves' own epoch-to-epoch noise (``pipelines.curves.noise``), so
-two runs of one config that differ only in their seed are not told apart.
+Thresholds are multiples of the curves' own epoch-to-epoch noise (``pipelines.curves.noise``) and,
+where the validation set's size is known or can be read off the accuracy grid, of the seed-to-seed
+spread that size implies, so two runs of one config that differ only in their seed are not told
+apart: seeds shift a whole curve by about the binomial SD of an accuracy on that set, which the
+epoch-to-epoch noise (often ten times smaller on a fixed validation set) does not capture.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from scipy import stats
 from statsmodels.nonparametric.smoothers_lowess import lowess
 from statsmodels.stats.proportion import proportions_ztest
 
-from pipelines.curves.noise import estimate_noise
+from pipelines.curves.noise import estimate_noise, infer_num_examples
 from pipelines.curves.types import Curve, Finding, Severity
 
 METRIC = "val_accuracy"
@@ -44,6 +47,7 @@ def compare_curves(
     min_effect: float = 0.002,
     noise_multiple: float = 2.0,
     tail_fraction: float = 0.5,
+    num_val_examples: int | None = None,
 ) -> list[Finding]:
     """Compare the challenger's validation curve with the champion's, epoch by epoch.
 
@@ -66,6 +70,18 @@ def compare_curves(
       crossing epoch alone is unstable near a flat asymptote; the confirmations keep seed noise
       from moving it into a finding.
 
+    Seed offsets: a run's accuracy on a fixed validation set of n examples varies from seed to
+    seed with an SD close to (if anything below) the binomial ``s = sqrt(p (1 - p) / n)`` at its
+    level p (the "independent errors" result of K. Jordan, "On the Variance of Neural Network
+    Training with respect to Test Sets and Distributions", ICLR 2024), and that offset moves the
+    whole curve, so the per-epoch noise and the signed-rank test (which treats the epochs of one
+    pair as independent) do not see it. When n is known (``num_val_examples``, else
+    :func:`pipelines.curves.noise.infer_num_examples` on both curves, the smaller n when they
+    differ) the tolerance is raised to ``z_{1-a} s sqrt(2)`` with p the champion's median over
+    the last half of its epochs: the known-variance form of the prediction bound below with
+    one reference run. The grid is read only when a rule would otherwise fire (it only ever
+    withdraws a finding), so unflagged comparisons cost nothing extra.
+
     Seed runs: runs in ``recent`` with the champion's config (equal ``params`` except keys
     containing ``seed``; runs without params never match) measure how far seeds alone move a
     whole curve, which per-epoch noise does not capture. With the champion and at least two
@@ -87,6 +103,9 @@ def compare_curves(
         min_effect: smallest deficit (accuracy units) ever worth reporting, the tolerance's floor.
         noise_multiple: tolerance in units of ``noise``.
         tail_fraction: share of the common epochs (the latest ones) the "lower" rule looks at.
+        num_val_examples: validation examples behind ``metric`` (both runs use the same split);
+            None reads it off the values' k / n grid, and curves on no grid (continuous values)
+            get no seed-offset term.
 
     Returns:
         [] or one ``curve_regression`` finding (severity warning) whose evidence says which rule
@@ -94,7 +113,7 @@ def compare_curves(
 
     Raises:
         ValueError: ``alpha`` or ``tail_fraction`` outside (0, 1], a negative ``min_effect`` /
-            ``noise`` / ``noise_multiple``.
+            ``noise`` / ``noise_multiple``, or ``num_val_examples`` < 1.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -102,6 +121,8 @@ def compare_curves(
         raise ValueError(f"tail_fraction must be in (0, 1], got {tail_fraction}")
     if min_effect < 0 or noise_multiple < 0 or (noise is not None and noise < 0):
         raise ValueError("min_effect, noise_multiple and noise must be >= 0")
+    if num_val_examples is not None and num_val_examples < 1:
+        raise ValueError(f"num_val_examples must be >= 1, got {num_val_examples}")
     if champion is None:
         return []
     ch = _finite(challenger, metric)
@@ -132,6 +153,22 @@ def compare_curves(
         if r is not None
     ]
     lower = _plateaus_lower(ch, cp, seed_runs, tol=tol, alpha=alpha_each, tail_fraction=tail_fraction)
+    slower = _reaches_later(ch, cp, seed_runs, tol=tol, alpha=alpha_each)
+    if (lower is not None and lower["lower"]) or (slower is not None and slower["slower"]):
+        # Only a finding about to fire needs the seed-offset term (it can only withdraw one).
+        n_val = num_val_examples if num_val_examples is not None else _grid_size(ch[1], cp[1])
+        if n_val is not None:
+            level = float(np.median(cp[1][cp[1].size // 2 :]))
+            seed_sd = math.sqrt(max(level * (1.0 - level), 0.0) / n_val)
+            seed_tol = float(stats.norm.ppf(1.0 - alpha_each)) * seed_sd * math.sqrt(2.0)
+            evidence.update(num_val_examples=int(n_val), seed_offset_sd=seed_sd, seed_tolerance=seed_tol)
+            if seed_tol > tol:
+                tol = seed_tol
+                evidence["tolerance"] = tol
+                lower = _plateaus_lower(
+                    ch, cp, seed_runs, tol=tol, alpha=alpha_each, tail_fraction=tail_fraction
+                )
+                slower = _reaches_later(ch, cp, seed_runs, tol=tol, alpha=alpha_each)
     if lower is not None:
         evidence.update(lower)
         if lower["lower"]:
@@ -143,13 +180,17 @@ def compare_curves(
                 f"\u2013{lower['window_end_epoch']} (Wilcoxon signed-rank p = {lower['wilcoxon_p']:.2g}, "
                 f"noise \u00b1{noise * 100:.1f} points)"
             )
+            if "seed_tolerance" in evidence and evidence["tolerance"] == evidence["seed_tolerance"]:
+                parts[-1] += (
+                    f", more than seeds alone move an accuracy on {evidence['num_val_examples']:,} "
+                    f"validation examples (\u00b1{evidence['seed_offset_sd'] * 100:.1f} points)"
+                )
             if lower.get("seed_lower_bound") is not None:
                 parts[-1] += (
                     f", below the champion config's {lower['seed_n']}-run range "
                     f"(tail mean {lower['challenger_tail_mean']:.3f} < {lower['seed_lower_bound']:.3f})"
                 )
 
-    slower = _reaches_later(ch, cp, seed_runs, tol=tol, alpha=alpha_each)
     if slower is not None:
         evidence.update(slower)
         if slower["slower"]:
@@ -513,6 +554,12 @@ def _smooth_cached(xb: bytes, yb: bytes) -> np.ndarray:
 def _first_at_least(*, x: np.ndarray, y: np.ndarray, target: float) -> int | None:
     hit = np.flatnonzero(y >= target)
     return None if hit.size == 0 else int(x[hit[0]])
+
+
+def _grid_size(*curves: np.ndarray) -> int | None:
+    """Validation examples behind accuracy curves: the smallest grid any of them lies on."""
+    sizes = [n for n in (infer_num_examples(y) for y in curves) if n is not None]
+    return min(sizes) if sizes else None
 
 
 _SEED_KEY = "seed"

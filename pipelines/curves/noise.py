@@ -7,6 +7,7 @@ by ~0.002, and "no improvement" means "no improvement beyond that jitter".
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -111,3 +112,46 @@ def noise_floor_for_accuracy(num_examples: int | None) -> float:
     if not num_examples or num_examples <= 0:
         return 0.0
     return 0.5 / num_examples
+
+
+def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000) -> int | None:
+    """Number of examples behind an accuracy curve, read off the grid its values lie on.
+
+    An accuracy on n examples is k / n; Keras computes it in float32 (an exact integer count
+    divided by an exact integer n, so correctly rounded) and loggers write that float32 out.
+    The smallest n <= ``max_n`` for which every value equals ``round(v n) / n`` exactly, in
+    float32 when every value is a float32, else in float64, is returned. A value matches a
+    wrong n only by rounding accident (probability about n * 6e-8 per value in float32), so
+    several distinct values leave only the true n or a divisor of it shared by every k.
+    Curves of continuous values (smoothed, averaged over runs, synthetic) lie on no such grid.
+
+    Args:
+        values: (E,) float accuracies; non-finite entries and exact 0 / 1 (on every grid) are
+            ignored.
+        max_n: largest n considered (examples).
+
+    Returns:
+        n (examples), or None when fewer than three distinct values are informative or no
+        n <= ``max_n`` fits them all.
+    """
+    return _infer_num_examples(np.asarray(values, dtype=np.float64).tobytes(), max_n)
+
+
+@functools.lru_cache(maxsize=512)
+def _infer_num_examples(raw: bytes, max_n: int) -> int | None:
+    y = np.frombuffer(raw, dtype=np.float64)
+    y = np.unique(y[np.isfinite(y) & (y > 0.0) & (y < 1.0)])
+    if y.size < 3:
+        return None
+    as32 = y.astype(np.float32)
+    dtype = np.float32 if np.array_equal(as32.astype(np.float64), y) else np.float64
+    target = y.astype(dtype)
+    # The middle value first: its grid is least likely to be shared by many small n.
+    order = np.argsort(np.abs(y - 0.5))
+    n = np.arange(1, max_n + 1, dtype=np.float64)
+    for i in order:
+        keep = (np.round(y[i] * n) / n).astype(dtype) == target[i]
+        n = n[keep]
+        if n.size == 0:
+            return None
+    return int(n[0])

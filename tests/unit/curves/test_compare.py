@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.curves.compare import compare_curves, series_stall, tuning_optimism
+from pipelines.curves.noise import infer_num_examples
 from pipelines.curves.types import Curve, Severity
 
 PARAMS = {"train.learning_rate": 0.001, "train.batch_size": 64}
@@ -102,6 +103,54 @@ def test_seed_spread_of_same_config_runs_absorbs_a_seed_offset():
     worse = _curve("worse", 2, level=0.86, **kw, params={**PARAMS, "base.seed": 2})
     (f,) = compare_curves(worse, champion, seed_runs)
     assert f.evidence["seed_n"] == 6 and f.evidence["challenger_tail_mean"] < f.evidence["seed_lower_bound"]
+
+
+def _on_grid(curve: Curve, n: int) -> Curve:
+    """The curve as Keras logs an accuracy on n examples: float32(k / n)."""
+    y = curve.metrics["val_accuracy"]
+    k = np.clip(np.round(y * n), 0, n)
+    return Curve(curve.run, {"val_accuracy": (k / n).astype(np.float32).astype(np.float64)}, curve.epochs)
+
+
+def test_infer_num_examples_reads_the_accuracy_grid():
+    rng = np.random.default_rng(0)
+    for n in (600, 1000, 10_000):
+        y = rng.integers(int(0.7 * n), int(0.95 * n), 30) / n
+        assert infer_num_examples(y.astype(np.float32)) == n
+        assert infer_num_examples(y) == n  # float64 logs too
+    assert infer_num_examples(rng.uniform(0.8, 0.9, 30)) is None  # continuous values: no grid
+    assert infer_num_examples(np.array([0.0, 1.0, 0.5, np.nan])) is None  # too few informative
+
+
+def test_seed_offsets_on_a_small_validation_set_are_not_flagged():
+    # Real seeds on a fixed 600-example validation set shift the whole curve by about the binomial
+    # SD (0.9 points at 0.95) while the epoch-to-epoch noise is ~0.1 points: per-epoch noise alone
+    # calls such pairs regressions. The accuracy grid says n = 600 and the tolerance widens.
+    n = 600
+    sd = np.sqrt(0.95 * 0.05 / n)
+    offsets = np.random.default_rng(7).normal(0.0, sd, 12)
+    seeds = [_on_grid(_curve(f"s{i}", i, level=0.95 + o, sigma=0.001), n) for i, o in enumerate(offsets)]
+    continuous = [_curve(f"s{i}", i, level=0.95 + o, sigma=0.001) for i, o in enumerate(offsets)]
+    flagged_without_grid = 0
+    for i in range(1, len(seeds)):
+        assert compare_curves(seeds[i], seeds[0], []) == [], seeds[i].run
+        assert compare_curves(seeds[0], seeds[i], []) == [], seeds[i].run
+        flagged_without_grid += bool(compare_curves(continuous[i], continuous[0], []))
+        flagged_without_grid += bool(compare_curves(continuous[0], continuous[i], []))
+    assert flagged_without_grid >= 3  # the case the seed-offset term exists for
+    # A real regression on the same grid is still caught, and the evidence says why it is real.
+    worse = _on_grid(_curve("worse", 99, level=0.91, sigma=0.001), n)
+    (f,) = compare_curves(worse, seeds[0], [])
+    ev = f.evidence
+    assert "lower" in ev["kinds"] and ev["num_val_examples"] == n
+    assert ev["tolerance"] == pytest.approx(ev["seed_tolerance"]) and ev["seed_tolerance"] > 0.015
+    assert "600 validation examples" in f.message
+    # The size can be given instead of inferred; a larger set means a tighter tolerance.
+    assert compare_curves(seeds[3], seeds[0], [], num_val_examples=n) == []
+    (g,) = compare_curves(worse, seeds[0], [], num_val_examples=100_000)
+    assert g.evidence["seed_tolerance"] < ev["seed_tolerance"]
+    with pytest.raises(ValueError):
+        compare_curves(worse, seeds[0], [], num_val_examples=0)
 
 
 def test_noise_argument_sets_the_tolerance():

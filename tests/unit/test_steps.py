@@ -1,0 +1,63 @@
+"""Stage entry points that need no Keras: fetch -> prepare -> baseline on a tiny image folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import steps
+from pipelines.config import load_params
+
+
+@pytest.fixture
+def tiny_params(params_file, tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path / "images"
+    for label in range(3):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        for i, img in enumerate(digits.images[digits.target == label][:60]):
+            Image.fromarray((img * 15.9375).astype(np.uint8), mode="L").save(folder / f"{i:03d}.png")
+    path = params_file(
+        {
+            "base": {"dataset": "folder"},
+            "fetch": {"image_folder": str(root), "image_size": [8, 8]},
+            "prepare": {"val_size": 0.25, "test_size": 0.25},
+        }
+    )
+    params = load_params(path)
+    steps.run_fetch(params)
+    steps.run_prepare(params)
+    return params
+
+
+def test_baseline_is_computed_once_per_data_version(tiny_params, monkeypatch):
+    params = tiny_params
+    first = steps.run_baseline(params)
+    assert 0.8 < first <= 1.0  # digits 0/1/2 are easy for a logistic regression
+    stored = json.loads((params.paths.metrics_dir / "baseline.json").read_text())["baseline"]
+    assert stored["val_accuracy"] == first and stored["data_version"].endswith(".dir")
+
+    calls = []
+    import pipelines.baseline
+
+    monkeypatch.setattr(pipelines.baseline, "baseline_accuracy", lambda *a, **k: calls.append(1) or 0.5)
+    assert steps.run_baseline(params) == first and not calls  # unchanged data: reused
+
+    # New data version (a changed prepared split): recomputed.
+    manifest = params.paths.prepared_dir / "classes.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    assert steps.run_baseline(params) == 0.5 and calls == [1]
+
+
+def test_stages_name_the_missing_input(tiny_params):
+    params = tiny_params
+    with pytest.raises(steps.StageError, match="validation.json: missing; run the validate stage first"):
+        steps.run_train(params)
+    with pytest.raises(steps.StageError, match="run.json: missing; run the train stage first"):
+        steps.run_evaluate(params)
