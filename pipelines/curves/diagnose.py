@@ -14,7 +14,12 @@ a *stall* (``plateau`` finding) or a healthy *convergence* (``healthy`` finding,
 decided by :func:`_stall_reasons`: a plateau is a stall when
 
 1. its level is low: less than ``low_level_fraction`` of the way from chance (1 / num_classes) to
-   perfect accuracy, or below ``baseline_accuracy`` by more than 2 noise SDs;
+   perfect accuracy, or below ``baseline_accuracy`` by more than the margin of
+   :func:`baseline_margin`: 2 SDs of the level's per-epoch noise, or, where the validation set's
+   size n can be read off the accuracy grid (:func:`pipelines.curves.noise.infer_num_examples`),
+   2 SDs of the difference of two accuracies on n examples, ``2 sqrt(2 p (1 - p) / n)``, if
+   larger: seeds and the baseline's own fit move a level on a fixed validation set by about the
+   binomial SD (Jordan, ICLR 2024), far more than its epoch-to-epoch noise;
 2. it set in prematurely: the plateau began in the first ``stall_onset_fraction`` of the run's
    horizon (epoch budget, else epochs run), the curve was still climbing clearly (beyond noise)
    into the onset, and that climb, continued one more window of w <= 3 epochs at its own rate of
@@ -32,6 +37,18 @@ decided by :func:`_stall_reasons`: a plateau is a stall when
    unnormalised inputs.
 
 Everything else that is flat at the end is "converged".
+
+One cause, one finding: when the run ``oscillates`` (a learning rate too high), a stall whose only
+reason is "below the baseline", and ``underfitting``, are not reported: an optimiser that keeps
+overshooting holds both training and validation accuracy below what the model can reach, and the
+oscillation's remedy (lower the learning rate) is the one to try before more capacity. Likewise a
+stall with a validation loss above ln(num_classes) (rule 4, unnormalised inputs) is not also
+reported as ``underfitting``: the plateau finding names the inputs, not the capacity, as the cause.
+
+A run with fewer than :data:`MIN_JUDGE_EPOCHS` finite values of the monitored metric is too short
+to judge: its ``healthy`` finding says so (``evidence["too_short"]``) rather than "still
+improving"; and a longer run with no plateau is only called "still improving" when its last third
+rises beyond noise (OLS slope z >= 2), else "no clear trend yet".
 """
 
 from __future__ import annotations
@@ -43,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtri, stdtrit
 
-from pipelines.curves.noise import estimate_noise
+from pipelines.curves.noise import estimate_noise, infer_num_examples
 from pipelines.curves.types import Curve, Finding, Severity
 
 if TYPE_CHECKING:
@@ -63,6 +80,10 @@ ORDER = (
     "noisy_validation",
 )
 _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+# Fewer epochs than this and a curve has no trend to speak of: two values are one difference.
+MIN_JUDGE_EPOCHS = 3
+# OLS slope z over the last third above which a curve without a plateau is "still improving".
+IMPROVING_Z = 2.0
 
 # Causes and remedies the report shows; grouped so each finding picks the ones its evidence supports.
 _MEMORISING = (
@@ -656,8 +677,11 @@ def _stall_reasons(
             if tail.size and float(np.mean(tail)) >= math.log(curve.num_classes):
                 reasons["loss_above_uniform"] = round(float(np.mean(tail)), 4)
     if is_accuracy and baseline_accuracy is not None:
-        se_level = sigma / math.sqrt(plateau.flat_epochs + 1)
-        if plateau.level < baseline_accuracy - 2 * (sigma + se_level):
+        values = _finite(curve, plateau.metric)
+        margin = baseline_margin(
+            baseline_accuracy, sigma, plateau.flat_epochs + 1, None if values is None else values[1]
+        )
+        if plateau.level < baseline_accuracy - margin:
             reasons["below_baseline"] = baseline_accuracy
     horizon = curve.epoch_budget or int(curve.epochs[-1])
     if plateau.onset_epoch <= stall_onset_fraction * horizon:
@@ -719,11 +743,49 @@ def _plateau_groups(
     return tuple(groups), evidence
 
 
-def _is_low(curve: Curve, level: float, noise: float, baseline: float | None, fraction: float) -> bool:
+def baseline_margin(
+    baseline: float, noise: float, tail_epochs: int, values: np.ndarray | None = None
+) -> float:
+    """How far (accuracy units) a plateau must sit below a baseline to be called below it.
+
+    ``max(2 (sigma + sigma / sqrt(m)), 2 sqrt(2 p (1 - p) / n))``: the first term covers the
+    curve's epoch-to-epoch noise ``sigma`` and the standard error of a level averaged over ``m``
+    epochs; the second, when the accuracy grid gives the validation set's size n
+    (:func:`pipelines.curves.noise.infer_num_examples`), the spread of two accuracies on n
+    examples at the baseline's level p (one run's seed and the baseline's fit each move a level
+    by about the binomial SD: K. Jordan, "On the Variance of Neural Network Training with respect
+    to Test Sets and Distributions", ICLR 2024).
+
+    Args:
+        baseline: the baseline's accuracy, fraction in [0, 1].
+        noise: the curve's per-epoch noise SD (accuracy units).
+        tail_epochs: epochs the plateau level averages (>= 1).
+        values: (E,) the curve's accuracies, for the grid; None skips the binomial term.
+
+    Returns:
+        The margin, in accuracy units (>= 0).
+    """
+    margin = 2.0 * (noise + noise / math.sqrt(max(tail_epochs, 1)))
+    n = infer_num_examples(values) if values is not None else None
+    if n is not None:
+        p = min(max(baseline, 0.0), 1.0)
+        margin = max(margin, 2.0 * math.sqrt(2.0 * p * (1.0 - p) / n))
+    return margin
+
+
+def _is_low(
+    curve: Curve,
+    level: float,
+    noise: float,
+    baseline: float | None,
+    fraction: float,
+    values: np.ndarray | None = None,
+    tail_epochs: int = 1,
+) -> bool:
     chance = _chance(curve)
     if chance is not None and (level - chance) / (1 - chance) < fraction:
         return True
-    return baseline is not None and level < baseline - 2 * noise
+    return baseline is not None and level < baseline - baseline_margin(baseline, noise, tail_epochs, values)
 
 
 def _check_underfitting(
@@ -745,9 +807,25 @@ def _check_underfitting(
     )
     if train_plateau is None:
         return None
-    val_low = _is_low(curve, plateau.level, plateau.noise, baseline_accuracy, low_level_fraction)
+    val = _finite(curve, "val_accuracy")
+    val_low = _is_low(
+        curve,
+        plateau.level,
+        plateau.noise,
+        baseline_accuracy,
+        low_level_fraction,
+        None if val is None else val[1],
+        plateau.flat_epochs + 1,
+    )
+    # Keras' epoch accuracy is a count over the training set too, so its grid gives that size.
     train_low = _is_low(
-        curve, train_plateau.level, train_plateau.noise, baseline_accuracy, low_level_fraction
+        curve,
+        train_plateau.level,
+        train_plateau.noise,
+        baseline_accuracy,
+        low_level_fraction,
+        train[1],
+        train_plateau.flat_epochs + 1,
     )
     if not (val_low and train_low):
         return None
@@ -1094,6 +1172,8 @@ def _problem_findings(
     overfitting = _check_overfitting(curve, min_plateau_epochs, alpha)
     if overfitting is not None:
         findings.append(overfitting)
+    oscillation, noisy_val = _check_oscillation(curve, oscillation_ratio)
+    reasons: dict[str, Any] = {}
     if plateau is not None:
         reasons = _stall_reasons(
             curve,
@@ -1106,6 +1186,11 @@ def _problem_findings(
             stall_k=stall_k,
             overfitting=overfitting,
         )
+        if oscillation is not None and set(reasons) == {"below_baseline"}:
+            # One cause, one finding (module doc): a learning rate that overshoots holds the level
+            # below the baseline; the oscillation says so and carries the remedy.
+            oscillation.evidence["below_baseline"] = baseline_accuracy
+            reasons = {}
         if reasons:
             groups, extra = _plateau_groups(curve, plateau, reasons)
             evidence = {
@@ -1138,9 +1223,10 @@ def _problem_findings(
         min_plateau_epochs=min_plateau_epochs,
         alpha=alpha,
     )
-    if underfitting is not None:
+    # Overconfident logits (loss above a uniform guess's) name the inputs as the cause; an
+    # oscillation names the learning rate: either way not the model's capacity (module doc).
+    if underfitting is not None and oscillation is None and "loss_above_uniform" not in reasons:
         findings.append(underfitting)
-    oscillation, noisy_val = _check_oscillation(curve, oscillation_ratio)
     findings += [f for f in (oscillation, noisy_val) if f is not None]
     if plateau is None and oscillation is None:
         slow = _check_too_slow(curve, monitor, x, g, sigma, alpha, extrapolation, higher)
@@ -1227,6 +1313,34 @@ def _healthy(
             "converged: " + plateau_message(plateau).replace(" flat at ", " at "),
         )
     evidence: dict[str, Any] = {"metric": monitor, "last": float(values[-1]), "converged": False}
+    if g.size < MIN_JUDGE_EPOCHS:
+        evidence["too_short"] = True
+        return Finding(
+            "healthy",
+            Severity.INFO,
+            None,
+            evidence,
+            f"too short to judge: {g.size} epoch(s) of {monitor} (last {_fmt(float(values[-1]))} at "
+            f"epoch {int(x[-1])}); at least {MIN_JUDGE_EPOCHS} are needed to see a trend",
+            (),
+            (),
+        )
+    recent = max(3, g.size // 3)
+    recent_z = _slope_z(x[-recent:].astype(float), g[-recent:], sigma)
+    evidence["recent_trend_z"] = round(recent_z, 3)
+    if recent_z < IMPROVING_Z:
+        # Not rising beyond noise at the end, yet not flat long enough to be a plateau (or too
+        # short for the plateau test): say what is known, not "still improving".
+        return Finding(
+            "healthy",
+            Severity.INFO,
+            None,
+            evidence,
+            f"{monitor} shows no clear trend yet at epoch {int(x[-1])} ({_fmt(float(values[-1]))}; "
+            f"last {recent} epochs neither improving beyond noise nor flat long enough to call converged)",
+            (),
+            (),
+        )
     message = f"{monitor} still improving at epoch {int(x[-1])} ({_fmt(float(values[-1]))})"
     remedies: tuple[str, ...] = ()
     if extrapolation is not None and math.isfinite(extrapolation.asymptote):
@@ -1235,7 +1349,7 @@ def _healthy(
         if gain > 3 * sigma:
             message += f"; extrapolated ceiling {_fmt(extrapolation.asymptote)}: train longer"
             remedies = ("train longer",)
-    elif _slope_z(x[-max(3, g.size // 3) :].astype(float), g[-max(3, g.size // 3) :], sigma) > 3:
+    elif recent_z > 3:
         message += ": train longer"
         remedies = ("train longer",)
     return Finding("healthy", Severity.INFO, None, evidence, message, (), remedies)

@@ -144,6 +144,7 @@ def build_report_content(
         "plateau_onset_epoch": _jsonable(getattr(diagnosis, "plateau_onset_epoch", None)),
         "plateau_level": _jsonable(getattr(diagnosis, "plateau_level", None)),
         "plateau_spread": _jsonable(getattr(diagnosis, "plateau_spread", None)),
+        "stalled": bool(getattr(diagnosis, "stalled", True)),
         "best_epoch": _jsonable(getattr(diagnosis, "best_epoch", None)),
         "extrapolation": _jsonable(getattr(diagnosis, "extrapolation", None)),
     }
@@ -341,10 +342,13 @@ def plot_val_curves(
     monitor = getattr(diagnosis, "monitor", None)
     same_units = monitor in (None, "val_accuracy")
     if onset is not None and last_epoch is not None and last_epoch >= onset:
-        ax.axvspan(onset, last_epoch, color="gold", alpha=0.15, label=f"plateau since epoch {onset:g}")
+        # A stall and a healthy convergence are both flat tails; colour and name say which.
+        stalled = bool(getattr(diagnosis, "stalled", True))
+        name, fill, band = ("stalled", "gold", "goldenrod") if stalled else ("converged", "palegreen", "green")
+        ax.axvspan(onset, last_epoch, color=fill, alpha=0.15, label=f"{name} since epoch {onset:g}")
         if level is not None and same_units:
             s = spread or 0.0
-            ax.fill_between([onset, last_epoch], level - s, level + s, color="goldenrod", alpha=0.3, lw=0)
+            ax.fill_between([onset, last_epoch], level - s, level + s, color=band, alpha=0.3, lw=0)
     codes = {(f.get("code") if isinstance(f, Mapping) else getattr(f, "code", None)) for f in findings}
     best = _num(getattr(diagnosis, "best_epoch", None))
     if "overfitting" in codes and best is not None and last_epoch is not None and last_epoch >= best:
@@ -570,7 +574,8 @@ def _diagnosis_lines(d: Mapping[str, Any]) -> list[str]:
     if d.get("best_epoch") is not None:
         lines.append(f"best epoch: {d['best_epoch']}")
     if d.get("plateau_onset_epoch") is not None:
-        line = f"plateau since epoch {d['plateau_onset_epoch']}"
+        kind = "stalled on a plateau" if d.get("stalled", True) else "converged"
+        line = f"{kind} since epoch {d['plateau_onset_epoch']}"
         if d.get("plateau_level") is not None:
             line += f" at {d['plateau_level']:.3f}"
             if d.get("plateau_spread") is not None:
