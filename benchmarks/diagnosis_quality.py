@@ -124,7 +124,9 @@ def score(fixtures: Path = FIXTURES, *, extrapolate: bool = False, baselines: bo
     curves = {}
     known = load_baselines() if baselines else {}
     for name, meta in sorted(labels.items()):
-        curve = load_curve(fixtures / name, epoch_budget=meta.get("epoch_budget"), num_classes=meta.get("num_classes"))
+        curve = load_curve(
+            fixtures / name, epoch_budget=meta.get("epoch_budget"), num_classes=meta.get("num_classes")
+        )
         curves[name] = curve
         baseline = meta.get("baseline_accuracy", known.get(meta.get("config", {}).get("dataset", "")))
         if not baselines:
@@ -173,16 +175,27 @@ def main() -> None:
     args = parser.parse_args()
     if args.write_baselines:
         for name, entry in write_baselines(args.fixtures)["datasets"].items():
-            print(f"{name:<24} {entry['baseline_accuracy']:.4f}  ({entry['n_train']} train / {entry['n_val']} val)")
+            print(
+                f"{name:<24} {entry['baseline_accuracy']:.4f}  "
+                f"({entry['n_train']} train / {entry['n_val']} val)"
+            )
         return
     s = score(args.fixtures, extrapolate=args.extrapolate, baselines=not args.no_baseline)
     print(f"{'finding':<16} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>10} {'recall':>8}")
     for code, (tp, fp, fn) in s.per_code.items():
-        print(f"{code:<16} {tp:>4} {fp:>4} {fn:>4} {s.ratio(tp, tp + fp):>10.3f} {s.ratio(tp, tp + fn):>8.3f}")
+        print(
+            f"{code:<16} {tp:>4} {fp:>4} {fn:>4} {s.ratio(tp, tp + fp):>10.3f} {s.ratio(tp, tp + fn):>8.3f}"
+        )
     precision, recall = s.overall()
-    print(f"{'overall':<16} {'':>14} {precision:>10.3f} {recall:>8.3f}   (targets: precision >= 0.95, recall >= 0.9)")
+    print(
+        f"{'overall':<16} {'':>14} {precision:>10.3f} {recall:>8.3f}   "
+        "(targets: precision >= 0.95, recall >= 0.9)"
+    )
     print(f"stalls flagged on healthy runs          : {s.healthy_stalls} of {s.healthy_runs} (target 0)")
-    print(f"curve regressions between seed-only runs: {s.seed_pair_flags} of {s.seed_pairs} ordered pairs (target 0)")
+    print(
+        f"curve regressions between seed-only runs: {s.seed_pair_flags} of {s.seed_pairs} "
+        "ordered pairs (target 0)"
+    )
     if s.unlabelled:
         print(f"findings outside the labelled vocabulary: {dict(s.unlabelled)}")
     for miss in s.misses:

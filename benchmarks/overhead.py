@@ -39,6 +39,7 @@ def main() -> None:
         tmp_path = Path(tmp)
         raw = yaml.safe_load(Path(args.params).read_text())
         raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
+        raw["paths"]["expectations_dir"] = str(REPO / "expectations")  # an input, not an output
         params_path = tmp_path / "params.yaml"
         params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"

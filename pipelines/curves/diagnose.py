@@ -1034,7 +1034,9 @@ def diagnose(
     Args:
         curve: the run; ``val_accuracy`` (preferred) or ``val_loss`` is monitored.
         baseline_accuracy: validation accuracy of a simple baseline on the same split (e.g. a
-            scikit-learn logistic regression), fraction in [0, 1]; a plateau below it is a stall.
+            scikit-learn logistic regression, :func:`pipelines.baseline.baseline_accuracy`),
+            fraction in [0, 1]; a plateau below it by more than :func:`baseline_margin` is a stall,
+            and training and validation both that low an underfit.
         min_plateau_epochs: epochs without improvement (beyond noise) that make a plateau.
         alpha: significance level of the plateau tests.
         extrapolate: fit the learning-curve families of :mod:`pipelines.curves.extrapolate` (about

@@ -128,7 +128,7 @@ def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000) -> int | Non
     Args:
         values: (E,) float accuracies; non-finite entries and exact 0 / 1 (on every grid) are
             ignored.
-        max_n: largest n considered (examples).
+        max_n: largest n considered (examples), at most 2**24 (exact in float32).
 
     Returns:
         n (examples), or None when fewer than three distinct values are informative or no
@@ -146,12 +146,20 @@ def _infer_num_examples(raw: bytes, max_n: int) -> int | None:
     as32 = y.astype(np.float32)
     dtype = np.float32 if np.array_equal(as32.astype(np.float64), y) else np.float64
     target = y.astype(dtype)
-    # The middle value first: its grid is least likely to be shared by many small n.
+    # One value at a time while many n remain (each pass over 1..max_n is the cost), then the
+    # rest of the values against the few candidates left, all at once.
     order = np.argsort(np.abs(y - 0.5))
-    n = np.arange(1, max_n + 1, dtype=np.float64)
-    for i in order:
-        keep = (np.round(y[i] * n) / n).astype(dtype) == target[i]
-        n = n[keep]
-        if n.size == 0:
-            return None
-    return int(n[0])
+    # In float32 when the values are: k = round(v n) is still exact (the product's error is below
+    # n * 6e-8 << 0.5 for n <= 1e5) and k / n of two exact integers is correctly rounded.
+    n = np.arange(1, max_n + 1, dtype=dtype)
+    used = 0
+    while used < order.size and (used < 3 or n.size > 1000):
+        i = order[used]
+        n = n[np.round(target[i] * n) / n == target[i]]
+        used += 1
+    rest = order[used:]
+    if rest.size and n.size:
+        m = n.astype(np.float64)
+        fits = (np.round(np.outer(m, y[rest])) / m[:, None]).astype(dtype) == target[rest]
+        n = n[fits.all(axis=1)]
+    return int(n[0]) if n.size else None

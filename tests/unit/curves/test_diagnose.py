@@ -545,12 +545,16 @@ def test_two_epoch_run_is_too_short_to_judge() -> None:
 
 def test_still_improving_only_when_the_recent_trend_improves() -> None:
     # Too few epochs for the plateau test, and falling at the end: no "still improving".
-    falling = _curve(val_accuracy=[0.50, 0.62, 0.70, 0.69, 0.66, 0.63], accuracy=[0.5, 0.6, 0.7, 0.72, 0.73, 0.74])
+    falling = _curve(
+        val_accuracy=[0.50, 0.62, 0.70, 0.69, 0.66, 0.63], accuracy=[0.5, 0.6, 0.7, 0.72, 0.73, 0.74]
+    )
     (finding,) = diagnose(falling).findings
     assert finding.code == "healthy" and not finding.evidence["converged"]
     assert "still improving" not in finding.message and "no clear trend" in finding.message
     assert finding.evidence["recent_trend_z"] < 2
-    rising = _curve(val_accuracy=[0.50, 0.60, 0.66, 0.70, 0.73, 0.76], accuracy=[0.5, 0.6, 0.7, 0.72, 0.73, 0.74])
+    rising = _curve(
+        val_accuracy=[0.50, 0.60, 0.66, 0.70, 0.73, 0.76], accuracy=[0.5, 0.6, 0.7, 0.72, 0.73, 0.74]
+    )
     (finding,) = diagnose(rising).findings
     assert "still improving at epoch 6 (0.760)" in finding.message
 
@@ -568,14 +572,24 @@ def test_below_baseline_margin_covers_seed_spread_on_the_validation_set() -> Non
     # there is 0.7 points) is within what seeds alone do; 3.7 points under is not.
     for seed in range(5):
         close = healthy(seed, tau=2.0, top=0.963, noise=0.001)
-        on_grid = Curve(close.run, {**close.metrics, "val_accuracy": _on_grid(close.metrics["val_accuracy"], 600)},
-                        close.epochs, epoch_budget=close.epoch_budget, num_classes=10)
+        on_grid = Curve(
+            close.run,
+            {**close.metrics, "val_accuracy": _on_grid(close.metrics["val_accuracy"], 600)},
+            close.epochs,
+            epoch_budget=close.epoch_budget,
+            num_classes=10,
+        )
         assert not diagnose(on_grid, baseline_accuracy=0.967).has("plateau"), seed
         # Without the grid only the (tiny) per-epoch noise is known, and the same gap is a stall.
         assert diagnose(close, baseline_accuracy=0.967).has("plateau"), seed
         far = healthy(seed, tau=2.0, top=0.93, noise=0.001)
-        far = Curve(far.run, {**far.metrics, "val_accuracy": _on_grid(far.metrics["val_accuracy"], 600)},
-                    far.epochs, epoch_budget=far.epoch_budget, num_classes=10)
+        far = Curve(
+            far.run,
+            {**far.metrics, "val_accuracy": _on_grid(far.metrics["val_accuracy"], 600)},
+            far.epochs,
+            epoch_budget=far.epoch_budget,
+            num_classes=10,
+        )
         diagnosis = diagnose(far, baseline_accuracy=0.967)
         assert diagnosis.has("plateau"), seed
         finding = next(f for f in diagnosis.findings if f.code == "plateau")
@@ -600,7 +614,9 @@ def test_real_keras_curves_with_their_baselines() -> None:
     if not labels_path.exists() or not baselines_path.exists():
         pytest.skip("benchmark fixtures or baselines not generated")
     labels = json.loads(labels_path.read_text())
-    baselines = {k: v["baseline_accuracy"] for k, v in json.loads(baselines_path.read_text())["datasets"].items()}
+    baselines = {
+        k: v["baseline_accuracy"] for k, v in json.loads(baselines_path.read_text())["datasets"].items()
+    }
     for name, label in labels.items():
         path = FIXTURES / name
         dataset = label.get("config", {}).get("dataset")
