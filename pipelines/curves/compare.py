@@ -76,11 +76,13 @@ def compare_curves(
     Training with respect to Test Sets and Distributions", ICLR 2024), and that offset moves the
     whole curve, so the per-epoch noise and the signed-rank test (which treats the epochs of one
     pair as independent) do not see it. When n is known (``num_val_examples``, else
-    :func:`pipelines.curves.noise.infer_num_examples` on both curves, the smaller n when they
-    differ) the tolerance is raised to ``z_{1-a} s sqrt(2)`` with p the champion's median over
-    the last half of its epochs: the known-variance form of the prediction bound below with
-    one reference run. The grid is read only when a rule would otherwise fire (it only ever
-    withdraws a finding), so unflagged comparisons cost nothing extra.
+    :func:`pipelines.curves.noise.infer_num_examples` on the champion's curve, or the
+    challenger's when the champion's lies on no grid) the tolerance is raised to
+    ``z_{1-a} s sqrt(2)`` with p the champion's median over the last half of its epochs: the
+    known-variance form of the prediction bound below with one reference run. The grid is read
+    only when a rule would otherwise fire (it only ever withdraws a finding), so unflagged
+    comparisons cost nothing extra. Values rounded before logging (e.g. to 3 decimals) read as
+    a grid of 1,000 and widen the tolerance accordingly; pass ``num_val_examples`` to be exact.
 
     Seed runs: runs in ``recent`` with the champion's config (equal ``params`` except keys
     containing ``seed``; runs without params never match) measure how far seeds alone move a
@@ -156,7 +158,7 @@ def compare_curves(
     slower = _reaches_later(ch, cp, seed_runs, tol=tol, alpha=alpha_each)
     if (lower is not None and lower["lower"]) or (slower is not None and slower["slower"]):
         # Only a finding about to fire needs the seed-offset term (it can only withdraw one).
-        n_val = num_val_examples if num_val_examples is not None else _grid_size(ch[1], cp[1])
+        n_val = num_val_examples if num_val_examples is not None else _grid_size(cp[1], ch[1])
         if n_val is not None:
             level = float(np.median(cp[1][cp[1].size // 2 :]))
             seed_sd = math.sqrt(max(level * (1.0 - level), 0.0) / n_val)
@@ -556,10 +558,14 @@ def _first_at_least(*, x: np.ndarray, y: np.ndarray, target: float) -> int | Non
     return None if hit.size == 0 else int(x[hit[0]])
 
 
-def _grid_size(*curves: np.ndarray) -> int | None:
-    """Validation examples behind accuracy curves: the smallest grid any of them lies on."""
-    sizes = [n for n in (infer_num_examples(y) for y in curves) if n is not None]
-    return min(sizes) if sizes else None
+def _grid_size(champion: np.ndarray, challenger: np.ndarray) -> int | None:
+    """Validation examples behind the accuracies: the champion's grid, else the challenger's.
+
+    Both runs are scored on the same split, so one grid is enough; the champion's is read once
+    per champion (``infer_num_examples`` caches by content) however many challengers it meets.
+    """
+    n = infer_num_examples(champion)
+    return n if n is not None else infer_num_examples(challenger)
 
 
 _SEED_KEY = "seed"
