@@ -852,9 +852,17 @@ def _check_underfitting(
     )
 
 
+MIN_SWING_EPOCHS = 8
+
+
 def _swing(y: np.ndarray) -> tuple[float, float]:
-    """(noise / trend extent, share of sign changes of first differences) of a series."""
-    if y.size < 6:
+    """(noise / trend extent, share of sign changes of first differences) of a series.
+
+    Needs at least :data:`MIN_SWING_EPOCHS` values: the noise estimate is a MAD of second
+    differences, and from fewer than 6 of them a single bump (one lucky epoch, as in a sound
+    6-epoch run) reads as an oscillation.
+    """
+    if y.size < MIN_SWING_EPOCHS:
         return 0.0, 0.0
     sigma = estimate_noise(y, skip_fraction=0.0)
     # A 5-epoch moving average is the trend: it averages the swings out (and costs far less than a

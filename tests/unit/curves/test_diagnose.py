@@ -630,3 +630,19 @@ def test_real_keras_curves_with_their_baselines() -> None:
             assert "plateau" in codes, (name, codes)
         if name.startswith("bad-scaling-adam"):
             assert "plateau" in codes and "underfitting" not in codes, (name, codes)
+
+
+def test_sound_six_epoch_quick_profile_run_is_healthy():
+    """The quick profile's real curve (make run, Fashion-MNIST, small CNN): one bump in val_loss at
+    epoch 4 is not an oscillation, and the run is still improving at its budget."""
+    from pipelines.curves.io import curve_from_history
+
+    history = {
+        "loss": [0.5356, 0.3589, 0.3123, 0.2822, 0.2671, 0.2480],
+        "accuracy": [0.8074, 0.8688, 0.8862, 0.8942, 0.9004, 0.9069],
+        "val_loss": [0.7339, 0.3052, 0.2661, 0.2834, 0.2514, 0.2457],
+        "val_accuracy": [0.7288, 0.8868, 0.9031, 0.8959, 0.9084, 0.9127],
+    }
+    d = diagnose(curve_from_history(history, "quick", epoch_budget=6, num_classes=10), baseline_accuracy=0.84)
+    assert d.verdict == "healthy", [f.message for f in d.findings]
+    assert not d.has("oscillation")
