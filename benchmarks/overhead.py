@@ -68,8 +68,12 @@ def main() -> None:
         model = build_model(cfg, data.x_train.shape[1:], data.num_classes)
         start = time.perf_counter()
         history = model.fit(
-            data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-            batch_size=cfg.batch_size, epochs=cfg.epochs, verbose=0,
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            batch_size=cfg.batch_size,
+            epochs=cfg.epochs,
+            verbose=0,
         )
         bare_s = time.perf_counter() - start
         bare_epochs = len(history.history["loss"])
@@ -81,15 +85,23 @@ def main() -> None:
         train_json = Path(params.paths.metrics_dir) / "train.json"
         flow_epochs = json.loads(train_json.read_text())["train"]["epochs_run"]
         print()
-        print(f"profile            : {params.base.profile} ({cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size},"
-              f" {len(data.y_train)} train / {len(data.y_val)} val images)")
-        print(f"bare keras fit     : {bare_s:8.1f} s  ({bare_epochs} epochs, {bare_s / bare_epochs:.1f} s/epoch)")
-        print(f"retrain flow       : {flow_s:8.1f} s  ({flow_epochs} epochs; fetch, prepare, validate, train,"
-              f" evaluate, compare, MLflow, Prefect)")
+        print(
+            f"profile            : {params.base.profile} ({cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size},"
+            f" {len(data.y_train)} train / {len(data.y_val)} val images)"
+        )
+        print(
+            f"bare keras fit     : {bare_s:8.1f} s  ({bare_epochs} epochs, {bare_s / bare_epochs:.1f} s/epoch)"
+        )
+        print(
+            f"retrain flow       : {flow_s:8.1f} s  ({flow_epochs} epochs; fetch, prepare, validate, train,"
+            f" evaluate, compare, MLflow, Prefect)"
+        )
         print(f"ratio flow / bare  : {flow_s / bare_s:8.3f}   (target <= 1.10 for the quick profile)")
         if flow_epochs != bare_epochs:
             per_epoch = (flow_s / flow_epochs) / (bare_s / bare_epochs)
-            print(f"ratio per epoch    : {per_epoch:8.3f}   (early stopping ran a different number of epochs)")
+            print(
+                f"ratio per epoch    : {per_epoch:8.3f}   (early stopping ran a different number of epochs)"
+            )
         print(f"test accuracy      : {summary.test_accuracy:.4f}")
 
 

@@ -82,8 +82,10 @@ def main() -> None:
         exp = mc.create_experiment("scale", artifact_location=(Path(tmp) / "a").as_uri())
         t0 = time.perf_counter()
         populate(mc, exp, args.runs, args.epochs)
-        print(f"populated {args.runs} runs x {args.epochs} epochs x {len(METRICS)} metrics "
-              f"in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"populated {args.runs} runs x {args.epochs} epochs x {len(METRICS)} metrics "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
 
         # naive: what a user writes with the public per-run API
         start = time.perf_counter()
@@ -116,12 +118,18 @@ def main() -> None:
         by_id = dict(zip(ids, naive_verdicts, strict=True))
         agree = sum(by_id[c.run] == v for c, v in zip(curves, verdicts, strict=True))
         flagged = sum(v != "healthy" for v in verdicts)
-        print(f"naive per-run loop : {naive_s:8.2f} s  (get_run + get_metric_history x {len(METRICS)} per run,"
-              f" then the same diagnose and compare)")
-        print(f"curvewatch bulk    : {ours_s:8.2f} s  (search {fetch_start - start:.2f} s, fetch {fetch_s:.2f} s,"
-              f" diagnose {diag_s:.2f} s, compare with a champion {cmp_s:.2f} s)")
+        print(
+            f"naive per-run loop : {naive_s:8.2f} s  (get_run + get_metric_history x {len(METRICS)} per run,"
+            f" then the same diagnose and compare)"
+        )
+        print(
+            f"curvewatch bulk    : {ours_s:8.2f} s  (search {fetch_start - start:.2f} s, fetch {fetch_s:.2f} s,"
+            f" diagnose {diag_s:.2f} s, compare with a champion {cmp_s:.2f} s)"
+        )
         print(f"ratio bulk / naive : {ours_s / naive_s:8.3f}   (target <= 0.2)")
-        print(f"verdicts agree     : {agree}/{len(curves)}; flagged {flagged} (every fifth run was built to stall)")
+        print(
+            f"verdicts agree     : {agree}/{len(curves)}; flagged {flagged} (every fifth run was built to stall)"
+        )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ class RetrainSummary:
 
     def render(self) -> str:
         lines = ["", "curvewatch retrain summary", "-" * 26]
-        lines.append(f"data validation : {'passed' if self.validation_passed else 'FAILED'}  {self.validation_message}")
+        lines.append(
+            f"data validation : {'passed' if self.validation_passed else 'FAILED'}  {self.validation_message}"
+        )
         if self.run_id:
             lines += [
                 f"MLflow run      : {self.run_id}",
@@ -106,7 +108,8 @@ def retrain(params_path: str = "params.yaml", profile: str | None = None, overri
         validation = validate_task(params)
     except steps.ValidationFailed as exc:
         create_markdown_artifact(
-            f"# Data validation failed\n\n```\n{exc}\n```\n", key="data-validation",
+            f"# Data validation failed\n\n```\n{exc}\n```\n",
+            key="data-validation",
             description="curvewatch data validation",
         )
         logger.error(str(exc))
@@ -118,9 +121,10 @@ def retrain(params_path: str = "params.yaml", profile: str | None = None, overri
     create_markdown_artifact(
         outcome.report_markdown.read_text(), key="curvewatch-report", description="curvewatch curve diagnosis"
     )
+    checked = validation.metrics.get("validation.expectations_evaluated", 0)
     summary = RetrainSummary(
         validation_passed=True,
-        validation_message=f"({int(validation.metrics.get('validation.expectations_evaluated', 0))} expectations)",
+        validation_message=f"({checked:.0f} expectations)",
         run_id=trained.run_id,
         test_accuracy=outcome.test_accuracy,
         verdict=outcome.verdict,

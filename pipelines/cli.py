@@ -12,7 +12,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="curvewatch: retrain, diagnose validation curves, gate regressions.", no_args_is_help=True)
+app = typer.Typer(
+    help="curvewatch: retrain, diagnose validation curves, gate regressions.", no_args_is_help=True
+)
 flow_app = typer.Typer(help="Run Prefect flows.", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 
@@ -71,7 +73,9 @@ def prepare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None,
 
 
 @app.command()
-def validate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+def validate(
+    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+) -> None:
     """Run the Great Expectations suites and cross-split checks; exit 1 when any fails."""
     from pipelines.steps import ValidationFailed, run_validate
 
@@ -84,12 +88,16 @@ def validate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None
 
 
 @app.command()
-def baseline(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+def baseline(
+    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+) -> None:
     """Logistic-regression validation accuracy on the same split (the diagnosis' "low plateau" yardstick)."""
     from pipelines.steps import run_baseline
 
     _setup_logging()
-    typer.echo(f"baseline (logistic regression) val_accuracy {run_baseline(_params(params, profile, set_)):.4f}")
+    typer.echo(
+        f"baseline (logistic regression) val_accuracy {run_baseline(_params(params, profile, set_)):.4f}"
+    )
 
 
 @app.command()
@@ -109,7 +117,9 @@ def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
 
 
 @app.command()
-def evaluate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+) -> None:
     """Evaluate the trained model on the test split (metrics, confusion matrix, predictions)."""
     from pipelines.steps import StageError, run_evaluate
 
@@ -145,13 +155,20 @@ def diagnose(
         str | None, typer.Option("--experiment", "-e", help="diagnose the runs of this MLflow experiment")
     ] = None,
     filter_string: Annotated[
-        str, typer.Option("--filter", help="MLflow search filter for --experiment, e.g. \"params.train.model = 'mlp'\"")
+        str,
+        typer.Option(
+            "--filter", help="MLflow search filter for --experiment, e.g. \"params.train.model = 'mlp'\""
+        ),
     ] = "",
     epoch_budget: Annotated[int | None, typer.Option(help="epoch budget of file runs")] = None,
     num_classes: Annotated[int | None, typer.Option(help="number of classes of file runs")] = None,
     extrapolate: Annotated[bool, typer.Option(help="fit learning-curve families (slower)")] = True,
-    out: Annotated[Path, typer.Option(help="where diagnosis.md / diagnosis.json go")] = Path("reports/diagnose"),
-    write_tags: Annotated[bool, typer.Option(help="write verdict tags and metrics back to MLflow runs")] = True,
+    out: Annotated[Path, typer.Option(help="where diagnosis.md / diagnosis.json go")] = Path(
+        "reports/diagnose"
+    ),
+    write_tags: Annotated[
+        bool, typer.Option(help="write verdict tags and metrics back to MLflow runs")
+    ] = True,
 ) -> None:
     """Diagnose training curves; exit 1 when any run is flagged, 0 when all are healthy, 2 on bad input."""
     from rich.console import Console
@@ -189,7 +206,9 @@ def diagnose(
                     _fail(ValueError(f"--experiment: no MLflow experiment named {experiment!r}"), code=2)
                 kind = f"tags.`{tracking.RUN_KIND_TAG}` = 'train'"
                 runs += tracking.search_training_runs(
-                    mc, [exp.experiment_id], filter_string=f"{kind} and {filter_string}" if filter_string else kind
+                    mc,
+                    [exp.experiment_id],
+                    filter_string=f"{kind} and {filter_string}" if filter_string else kind,
                 )
         except MlflowException as exc:
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
@@ -239,8 +258,10 @@ def tune(
     for t in result.trials:
         why = f"  pruned: {t['pruned_because']}" if t["pruned_because"] else ""
         typer.echo(f"trial {t['number']}: {t['state']:<8} value={t['value']} {t['params']}{why}")
-    typer.echo(f"best: val_accuracy {result.best_val_accuracy:.4f} with {result.best_params}; "
-               f"test accuracy {result.test_accuracy:.4f}")
+    typer.echo(
+        f"best: val_accuracy {result.best_val_accuracy:.4f} with {result.best_params}; "
+        f"test accuracy {result.test_accuracy:.4f}"
+    )
     if result.optimism is not None:
         typer.secho(result.optimism.message, fg="yellow")
 
@@ -271,7 +292,9 @@ def ensure_prefect_server() -> str:
 
 
 @flow_app.command("retrain")
-def flow_retrain(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+def flow_retrain(
+    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+) -> None:
     """Run the Prefect flow ``retrain`` end to end and print its summary."""
     _params(params, profile, set_)  # fail fast on a bad params file, before Prefect starts
     ensure_prefect_server()

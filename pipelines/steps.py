@@ -91,8 +91,7 @@ def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
     if not result.success:
         run_id = _log_failed_validation(params, result) if log_failure_to_mlflow else None
         raise ValidationFailed(
-            f"data validation failed:\n{format_failures(result)}\n"
-            f"Data Docs: {result.data_docs_index}",
+            f"data validation failed:\n{format_failures(result)}\nData Docs: {result.data_docs_index}",
             result,
             run_id,
         )
@@ -115,7 +114,9 @@ def _log_validation(mlflow_client, run_id: str, params: Params, result) -> None:
     from pipelines import tracking
 
     tracking.log_metrics(mlflow_client, run_id, result.metrics)
-    tracking.set_tags(mlflow_client, run_id, {"curvewatch.validation": "passed" if result.success else "failed"})
+    tracking.set_tags(
+        mlflow_client, run_id, {"curvewatch.validation": "passed" if result.success else "failed"}
+    )
     mlflow_client.log_artifacts(run_id, str(params.paths.validation_dir), "validation")
 
 
@@ -233,8 +234,12 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         mc.log_param(run_id, "data.train_examples", len(data.y_train))
         mc.log_param(run_id, "data.val_examples", len(data.y_val))
         tracking.log_dataset(
-            mc, run_id, load_manifest(paths.prepared_dir), name=params.base.dataset,
-            source=paths.raw_dir, digest=data_version,
+            mc,
+            run_id,
+            load_manifest(paths.prepared_dir),
+            name=params.base.dataset,
+            source=paths.raw_dir,
+            digest=data_version,
         )
         tracking.log_metrics(mc, run_id, _flat(validation_metrics))
         mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
@@ -415,21 +420,27 @@ def run_compare(params: Params) -> CompareOutcome:
     if champion is not None and champion.run_id == run_id:
         champion = None  # re-running compare on the champion itself: nothing to compare against
     recent_runs = tracking.recent_training_runs(
-        mc, run_info["experiment_id"], exclude=[run_id] + ([champion.run_id] if champion else []),
+        mc,
+        run_info["experiment_id"],
+        exclude=[run_id] + ([champion.run_id] if champion else []),
         limit=cfg.recent_runs,
     )
     recent = [tracking.run_curve(mc, r.info.run_id) for r in recent_runs]
     champion_curve = tracking.run_curve(mc, champion.run_id) if champion else None
 
     baseline = mc.get_run(run_id).data.metrics.get("baseline.val_accuracy")
-    diagnosis = diagnose(challenger_curve, min_plateau_epochs=cfg.stall_min_epochs, baseline_accuracy=baseline)
+    diagnosis = diagnose(
+        challenger_curve, min_plateau_epochs=cfg.stall_min_epochs, baseline_accuracy=baseline
+    )
     import pandas as pd
 
     challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
     with tempfile.TemporaryDirectory() as tmp:
         champion_preds = tracking.download_predictions(mc, champion.run_id, Path(tmp)) if champion else None
     seed_accuracies = (
-        tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id) if champion else []
+        tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id)
+        if champion
+        else []
     )
     gate_result = gate(
         challenger_preds, champion_preds, alpha=cfg.alpha, champion_seed_accuracies=seed_accuracies
@@ -465,7 +476,9 @@ def run_compare(params: Params) -> CompareOutcome:
     tracking.log_metrics(mc, run_id, numbers)
     for p in (report.markdown, report.html, report.png, report.json):
         mc.log_artifact(run_id, str(p), "curvewatch")
-    atomic_write_json(paths.metrics_dir / "compare.json", {"compare": _finite(numbers) | {"promoted": promoted}})
+    atomic_write_json(
+        paths.metrics_dir / "compare.json", {"compare": _finite(numbers) | {"promoted": promoted}}
+    )
 
     diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
     gate_msg = gate_result.finding.message if gate_result.finding else _gate_sentence(gate_result)

@@ -234,7 +234,8 @@ def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
     steps = sorted({s for values in series.values() for s in values})
     epochs = np.asarray(steps, dtype=np.int64)
     arrays = {
-        key: np.asarray([values.get(s, np.nan) for s in steps], dtype=np.float64) for key, values in series.items()
+        key: np.asarray([values.get(s, np.nan) for s in steps], dtype=np.float64)
+        for key, values in series.items()
     }
     params = dict(run.data.params)
     tags = dict(run.data.tags)

@@ -107,7 +107,9 @@ def to_markdown(results: Sequence[RunDiagnosis]) -> str:
     for r in results:
         onset = r.diagnosis.findings[0].onset_epoch if r.diagnosis.findings else None
         evidence = r.evidence().replace("|", "\\|")
-        lines.append(f"| {r.source} | {r.diagnosis.verdict} | {onset if onset is not None else ''} | {evidence} |")
+        lines.append(
+            f"| {r.source} | {r.diagnosis.verdict} | {onset if onset is not None else ''} | {evidence} |"
+        )
     for r in results:
         lines += ["", f"## {r.source}", ""]
         for f in r.diagnosis.findings:

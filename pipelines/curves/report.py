@@ -344,7 +344,9 @@ def plot_val_curves(
     if onset is not None and last_epoch is not None and last_epoch >= onset:
         # A stall and a healthy convergence are both flat tails; colour and name say which.
         stalled = bool(getattr(diagnosis, "stalled", True))
-        name, fill, band = ("stalled", "gold", "goldenrod") if stalled else ("converged", "palegreen", "green")
+        name, fill, band = (
+            ("stalled", "gold", "goldenrod") if stalled else ("converged", "palegreen", "green")
+        )
         ax.axvspan(onset, last_epoch, color=fill, alpha=0.15, label=f"{name} since epoch {onset:g}")
         if level is not None and same_units:
             s = spread or 0.0

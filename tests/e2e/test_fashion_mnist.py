@@ -21,7 +21,9 @@ def test_stages_on_fashion_mnist_subset(params_file, mlflow_uri, tmp_path):
     path = params_file({"train": {"epochs": 2, "max_train_examples": 3000}})
     cli = Path(sys.executable).parent / "curvewatch"
     for stage in ["fetch", "prepare", "validate", "train", "evaluate", "compare"]:
-        done = subprocess.run([cli, stage, "--params", str(path)], capture_output=True, text=True, cwd=tmp_path)
+        done = subprocess.run(
+            [cli, stage, "--params", str(path)], capture_output=True, text=True, cwd=tmp_path
+        )
         assert done.returncode == 0, f"{stage} failed:\n{done.stdout}\n{done.stderr}"
     params = load_params(path)
     assert (params.paths.compare_dir / "report.md").is_file()

@@ -42,8 +42,11 @@ def folder_params(params_file, digits_folder, mlflow_uri):
             "fetch": {"image_folder": str(digits_folder), "image_size": [8, 8]},
             "prepare": {"val_size": 0.25, "test_size": 0.3},
             "validate": {
-                "class_share_min": 0.2, "class_share_max": 0.5, "max_intensity_kl": 1.0,
-                "max_label_kl": 0.05, "max_leakage_fraction": 0.05,
+                "class_share_min": 0.2,
+                "class_share_max": 0.5,
+                "max_intensity_kl": 1.0,
+                "max_label_kl": 0.05,
+                "max_leakage_fraction": 0.05,
             },
             "train": {"model": "mlp", "epochs": 4, "batch_size": 32, "learning_rate": 0.01},
             "compare": {"recent_runs": 3},

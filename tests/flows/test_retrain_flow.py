@@ -44,7 +44,8 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
     # A challenger that learns nothing (learning rate 1e-7, 1 epoch) must not replace the champion,
     # and with fail_on_regression the flow fails.
     bad = folder_params(
-        {"train": {"learning_rate": 1e-7, "epochs": 2}, "compare": {"fail_on_regression": True}}, name="bad.yaml"
+        {"train": {"learning_rate": 1e-7, "epochs": 2}, "compare": {"fail_on_regression": True}},
+        name="bad.yaml",
     )
     with pytest.raises(steps.GateFailed, match="regression gate failed"):
         retrain(params_path=str(bad))

@@ -39,8 +39,19 @@ def test_flags_a_stall_and_writes_the_report(tmp_path):
     healthy = _write_csv(tmp_path / "healthy.csv", _healthy())
     out = tmp_path / "report"
     result = runner.invoke(
-        app, ["diagnose", str(stall), str(healthy), "--epoch-budget", "20", "--num-classes", "10",
-              "--out", str(out), "--no-extrapolate"],
+        app,
+        [
+            "diagnose",
+            str(stall),
+            str(healthy),
+            "--epoch-budget",
+            "20",
+            "--num-classes",
+            "10",
+            "--out",
+            str(out),
+            "--no-extrapolate",
+        ],
     )
     assert result.exit_code == 1, result.output
     assert "plateau" in result.output and "healthy" in result.output
@@ -73,7 +84,7 @@ def test_mlflow_runs_by_id_and_experiment_get_tags(tmp_path, mlflow_uri):
     mc = tracking.client()
     exp = tracking.ensure_experiment(mc, "diag")
     ids = []
-    for seed, values in enumerate([_stalled(), _healthy()]):
+    for values in [_stalled(), _healthy()]:
         run = mc.create_run(exp, tags={tracking.RUN_KIND_TAG: "train"})
         for epoch, v in enumerate(values, start=1):
             mc.log_metric(run.info.run_id, "val_accuracy", float(v), step=epoch)

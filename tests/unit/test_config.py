@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipelines.config import ConfigError, Params, load_params
 
@@ -57,7 +58,7 @@ def test_malformed_override():
 
 def test_params_are_frozen():
     params = load_params(REPO / "params.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         params.train.epochs = 99  # type: ignore[misc]
 
 

@@ -10,7 +10,9 @@ from pipelines import tracking
 from pipelines.config import Params
 
 
-def _train_run(mc, exp_id, curve: dict[str, list[float]], *, epochs_param=10, status="FINISHED", completed=True):
+def _train_run(
+    mc, exp_id, curve: dict[str, list[float]], *, epochs_param=10, status="FINISHED", completed=True
+):
     run = mc.create_run(exp_id, tags={tracking.RUN_KIND_TAG: "train"})
     rid = run.info.run_id
     mc.log_param(rid, "train.epochs", epochs_param)
@@ -96,7 +98,10 @@ def test_dvc_content_hash_matches_dvc_add(tmp_path):
 def test_bulk_fetch_agrees_with_per_run_api(mlflow_uri):
     mc = tracking.client()
     exp = tracking.ensure_experiment(mc, "t")
-    ids = [_train_run(mc, exp, {"val_accuracy": [0.1, 0.2, 0.3 + i], "loss": [2.0, float("nan"), 1.0]}) for i in range(3)]
+    ids = [
+        _train_run(mc, exp, {"val_accuracy": [0.1, 0.2, 0.3 + i], "loss": [2.0, float("nan"), 1.0]})
+        for i in range(3)
+    ]
     mc.log_metric(ids[0], "val_accuracy", 0.25, step=2, timestamp=10**13)  # re-logged step: latest wins
     runs = tracking.search_training_runs(mc, [exp])
     bulk = tracking.fetch_curves(mc, runs, chunk=2)

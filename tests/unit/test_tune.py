@@ -50,7 +50,9 @@ def test_pruning_callback_prunes_a_stall_with_its_reason():
     with pytest.raises(optuna.TrialPruned):
         for epoch in range(30):
             v = (0.3 + 0.03 * epoch if epoch < 6 else 0.472) + rng.normal(0, 0.004)
-            cb.on_epoch_end(epoch, {"val_accuracy": v, "accuracy": v + 0.01, "loss": 2 - v, "val_loss": 2 - v})
+            cb.on_epoch_end(
+                epoch, {"val_accuracy": v, "accuracy": v + 0.01, "loss": 2 - v, "val_loss": 2 - v}
+            )
     assert "flat" in trial.user_attrs["pruned_because"]
     assert epoch < 29  # stopped well before the budget
 
