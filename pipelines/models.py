@@ -101,7 +101,7 @@ def build_large_cnn(cfg: TrainConfig, input_shape: tuple[int, int, int], num_cla
     """VGG-style: two blocks of 2x(Conv3x3+BN+ReLU) + MaxPool + Dropout (32, 64 filters), dense 256.
 
     About 0.87 M parameters on 28x28x1 ("same" padding throughout). With augmentation it is meant
-    to reach >= 0.92 test accuracy on Fashion-MNIST in 30 epochs (the ``full`` profile). It costs
+    for longer runs on a GPU (165-195 s per epoch on 2 CPU cores; not measured to convergence). It costs
     ~18 M multiply-adds per image, ~7x :func:`build_small_cnn`; 64/128 filters would cost ~4x more
     again (~75 M) for a few tenths of a point, which on CPU turns hours into most of a day.
 

@@ -18,7 +18,8 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_stages_on_fashion_mnist_subset(params_file, mlflow_uri, tmp_path):
-    path = params_file({"train": {"epochs": 2, "max_train_examples": 3000}})
+    # The MLP: with ~25 steps per epoch the CNN's BatchNorm moving averages lag (0.37 after 2 epochs).
+    path = params_file({"train": {"model": "mlp", "epochs": 3, "max_train_examples": 3000}})
     cli = Path(sys.executable).parent / "curvewatch"
     for stage in ["fetch", "prepare", "validate", "train", "evaluate", "compare"]:
         done = subprocess.run(
