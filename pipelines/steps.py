@@ -406,7 +406,7 @@ def run_compare(params: Params) -> CompareOutcome:
     """
     from pipelines import tracking
     from pipelines.curves.batch import mlflow_metrics, mlflow_tags
-    from pipelines.curves.compare import compare_curves
+    from pipelines.curves.compare import compare_curves, series_stall
     from pipelines.curves.diagnose import diagnose
     from pipelines.curves.gate import gate
     from pipelines.curves.report import render_report
@@ -447,6 +447,12 @@ def run_compare(params: Params) -> CompareOutcome:
     )
     cross = compare_curves(challenger_curve, champion_curve, recent)
     findings = list(cross) + ([gate_result.finding] if gate_result.finding else [])
+    if champion is not None and gate_result.champion_accuracy is not None:
+        # The scheduled series, oldest first: the recent retrains, then this one, against the champion.
+        series = [r.data.metrics.get("test_accuracy") for r in recent_runs][::-1]
+        stall = series_stall([*series, gate_result.challenger_accuracy], gate_result.champion_accuracy)
+        if stall is not None:
+            findings.append(stall)
 
     report = render_report(
         paths.compare_dir,

@@ -109,10 +109,14 @@ _INPUTS = (
     ("check input normalisation / feature scaling", "check that labels match their images"),
 )
 _SPLITS = (
-    ("training and validation splits differ in distribution, or the validation set is too small",),
+    (
+        "training and validation splits differ in distribution, or the validation set is too small",
+        "time-ordered data split at random leaks the future into training",
+    ),
     (
         "look at the validation stage's skew (label / intensity KL) and leakage results",
         "enlarge the validation set",
+        "for time-ordered data, use a temporal split (train on the past, validate on the future)",
     ),
 )
 _LR_HIGH = (
