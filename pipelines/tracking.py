@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 CHAMPION_ALIAS = "champion"
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 RUN_KIND_TAG = "curvewatch.run_kind"
+#: MLflow search filter for finished training runs (not validation-only runs).
+FINISHED_TRAINING = f"tags.`{RUN_KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -261,11 +263,8 @@ def recent_training_runs(
     """The last ``limit`` finished training runs of the experiment, newest first, minus ``exclude``."""
     if limit <= 0:
         return []
-    runs = mlflow_client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{RUN_KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=limit + len(exclude),
+    runs = search_training_runs(
+        mlflow_client, [experiment_id], filter_string=FINISHED_TRAINING, max_runs=limit + len(exclude)
     )
     return [r for r in runs if r.info.run_id not in set(exclude)][:limit]
 
@@ -371,9 +370,10 @@ def same_config_test_accuracies(
         return {k: v for k, v in run.data.params.items() if not any(s in k for s in _NOT_CONFIG)}
 
     target = config(ref)
-    kind = f"tags.`{RUN_KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
     out = []
-    for run in search_training_runs(mlflow_client, [experiment_id], filter_string=kind, max_runs=max_runs):
+    for run in search_training_runs(
+        mlflow_client, [experiment_id], filter_string=FINISHED_TRAINING, max_runs=max_runs
+    ):
         acc = run.data.metrics.get("test_accuracy")
         if acc is not None and config(run) == target:
             out.append(float(acc))
