@@ -425,7 +425,7 @@ def run_compare(params: Params) -> CompareOutcome:
         exclude=[run_id] + ([champion.run_id] if champion else []),
         limit=cfg.recent_runs,
     )
-    recent = [tracking.run_curve(mc, r.info.run_id) for r in recent_runs]
+    recent = tracking.fetch_curves(mc, recent_runs)  # the Run objects are in hand: one bulk read
     champion_curve = tracking.run_curve(mc, champion.run_id) if champion else None
 
     baseline = mc.get_run(run_id).data.metrics.get("baseline.val_accuracy")
