@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtri
 
-from pipelines.curves.detectors import steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS
 from pipelines.curves.noise import estimate_noise
-from pipelines.curves.plateau import Plateau, plateau_message
+from pipelines.curves.plateau import Plateau, plateau_message, slope_z
 from pipelines.curves.settings import DEFAULT, DiagnoseConfig
 from pipelines.curves.types import Curve, Finding, Severity
 
@@ -117,15 +116,33 @@ class StopDecision:
 _NO = StopDecision(False, None, None)
 
 
-def _loss_still_falling(history: Mapping[str, Sequence[float]], cfg: DiagnoseConfig) -> bool:
-    """val_loss improving steadily: the ``too_slow`` test of :func:`pipelines.curves.detectors.
-    steady_improvement` on the negated val_loss (last third falling beyond noise, no deceleration)."""
+def _loss_still_improving(history: Mapping[str, Sequence[float]], onset: int, cfg: DiagnoseConfig) -> bool:
+    """The validation loss still improves at its earlier pace where accuracy looks flat: don't stop.
+
+    True when val_loss falls beyond noise (OLS z >= z_(1-alpha)) over the plateau that began at
+    epoch ``onset``, and either the plateau began at the first epochs (accuracy has not moved yet,
+    e.g. coarse accuracy on a small validation set early in a slow run) or val_loss falls there at
+    least half as fast as over the same number of epochs before it (no deceleration: the
+    ``too_slow`` rule of :func:`pipelines.curves.detectors.steady_improvement`). A stall's loss
+    keeps creeping down too, but far slower than it fell during the climb.
+    """
     values = np.asarray([math.nan if v is None else float(v) for v in history.get("val_loss", [])])
     epochs = np.arange(1, values.size + 1)
     ok = np.isfinite(values)
+    after = ok & (epochs >= onset)
+    if after.sum() < 3:
+        return False
     g = -values[ok]
-    found = steady_improvement(epochs[ok], g, estimate_noise(g), max(3.0, float(ndtri(1 - cfg.alpha))))
-    return found is not None and found["steadiness"] >= 0.5
+    sigma = estimate_noise(g)
+    x_after, g_after = epochs[after].astype(float), -values[after]
+    if slope_z(x_after, g_after, sigma) < float(ndtri(1 - cfg.alpha)):
+        return False
+    before = ok & (epochs <= onset) & (epochs > onset - int(after.sum()))
+    if before.sum() < 3:
+        return True
+    slope_after = float(np.polyfit(x_after, g_after, 1)[0])
+    slope_before = float(np.polyfit(epochs[before].astype(float), -values[before], 1)[0])
+    return slope_before <= 0 or slope_after >= 0.5 * slope_before
 
 
 def should_stop(
@@ -150,8 +167,9 @@ def should_stop(
        2 x ``live_patience`` epochs: stop.
     3. A plateau of the monitored metric (:func:`pipelines.curves.plateau.find_plateau`: no
        improvement beyond the curve's own noise), confirmed by ``live_patience`` epochs since the
-       best epoch, and the validation loss not still improving steadily (the ``too_slow`` test: on
-       a small validation set accuracy moves in coarse steps while the loss keeps improving): stop,
+       best epoch, and the validation loss not still falling at its earlier pace (on a small
+       validation set accuracy moves in coarse steps while the loss keeps improving; see
+       ``_loss_still_improving``): stop,
        whether the plateau is a stall or a convergence, since more epochs help neither.
 
     Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
@@ -212,7 +230,7 @@ def should_stop(
         best = diagnosis.best_epoch
         if onset is None or best is None or size - best < cfg.live_patience:
             return _NO
-        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, cfg):
+        if diagnosis.monitor == "val_accuracy" and _loss_still_improving(history, onset, cfg):
             return _NO
         stall = next((f for f in diagnosis.findings if f.code == Code.PLATEAU), None)
         chosen = stall if stall is not None else _converged_finding(diagnosis)
