@@ -12,8 +12,8 @@ which of those findings the user is shown and in what order. The rules:
 4. A run still improving steadily at its end (``too_slow``: the last third's slope z >= 3 on the
    monitored metric or, for coarse accuracy, on val_loss) is not stalled on a short flat stretch of
    a noisy curve, nor underfitting: a plateau whose only reasons are its level, an underfit or
-   prematurity goes, with the underfitting finding. A plateau with a reason of its own (memorising, a widening gap,
-   an overconfident loss) stays, and then ``too_slow`` goes.
+   prematurity goes, with the underfitting finding. A plateau with a reason of its own
+   (memorising, a widening gap, an overconfident loss) stays, and then ``too_slow`` goes.
 5. ``too_slow`` is not reported next to an oscillation (the learning rate is too high, not low).
 6. Secondary findings never suppress primary ones: ``oscillation``, ``split_mismatch`` and
    ``incomplete`` are reported beside ``overfitting``, ``plateau`` and ``underfitting``, never
