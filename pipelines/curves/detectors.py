@@ -290,7 +290,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
                 f"stuck at {fmt(float(np.median(rest)))}"
                 + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else "")
                 + " with accuracy at chance",
-                (LR_HIGH, EXPLODING, DEAD),
+                (LR_HIGH, EXPLODING),
             )
     if y.size < 3:
         return None
@@ -392,7 +392,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
             parts.append(
                 f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({name} {fmt(ctx.prior_entropy)})"
             )
-        groups: tuple[Group, ...] = (INPUTS, LR_HIGH, DEAD)
+        groups: tuple[Group, ...] = (INPUTS, DEAD)
         k = len(ctx.curve.class_prior or ()) or 2
         if ctx.chance_source == "class_prior" and chance > 1.05 / k:
             groups = (MAJORITY, INPUTS, DEAD)

@@ -296,3 +296,21 @@ def test_live_stop_never_fires_on_a_run_still_improving_beyond_its_noise() -> No
             if decision.stop:
                 regret = max(history["val_accuracy"]) - max(history["val_accuracy"][:epochs])
                 assert regret <= 0.005, (seed, epochs, regret, decision.reason)
+
+
+def test_no_finding_carries_contradictory_remedies() -> None:
+    from pipelines.curves.findings import CONTRADICTORY, LR_HIGH, LR_LOW, Code, make_finding
+    from pipelines.curves.types import Severity
+
+    with pytest.raises(ValueError, match="contradictory remedies"):
+        make_finding(Code.OSCILLATION, Severity.WARNING, None, {}, "x", (LR_HIGH, LR_LOW))
+    # Every finding the engine makes on the labelled real curves passes the same check.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_curve
+
+    fixtures = Path(__file__).parents[2] / "fixtures" / "curves"
+    for path in sorted(fixtures.glob("*.csv")):
+        for finding in diagnose(load_curve(path, num_classes=10), extrapolate=False).findings:
+            for a, b in CONTRADICTORY:
+                assert not (a in finding.remedies and b in finding.remedies), (path.name, finding.code)
