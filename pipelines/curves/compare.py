@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from scipy import stats
 from statsmodels.nonparametric.smoothers_lowess import lowess
 from statsmodels.stats.proportion import proportions_ztest
 
+from pipelines.curves.configs import same_config
 from pipelines.curves.noise import estimate_noise, infer_num_examples
 from pipelines.curves.types import Curve, Finding, Severity
 
@@ -84,8 +85,9 @@ def compare_curves(
     comparisons cost nothing extra. Values rounded before logging (e.g. to 3 decimals) read as
     a grid of 1,000 and widen the tolerance accordingly; pass ``num_val_examples`` to be exact.
 
-    Seed runs: runs in ``recent`` with the champion's config (equal ``params`` except keys
-    containing ``seed``; runs without params never match) measure how far seeds alone move a
+    Seed runs: runs in ``recent`` with the champion's config on the champion's data
+    (:func:`pipelines.curves.configs.same_config`: equal params except the seed, ``paths.*`` and
+    ``data.*``, and the same data version; runs without params never match) measure how far seeds alone move a
     whole curve, which per-epoch noise does not capture. With the champion and at least two
     such runs (k >= 3), each rule also requires the challenger to fall below the lower one-sided
     (1 - a) normal prediction bound of those runs, ``mean - t_{1-a, k-1} sd sqrt(1 + 1/k)``
@@ -150,7 +152,9 @@ def compare_curves(
     seed_runs = [
         r
         for run in recent
-        if run is not champion and run.run != champion.run and _same_config(run, champion)
+        if run is not champion
+        and run.run != champion.run
+        and same_config(run.params, champion.params, run.tags, champion.tags)
         for r in [_finite(run, metric)]
         if r is not None
     ]
@@ -566,24 +570,6 @@ def _grid_size(champion: np.ndarray, challenger: np.ndarray) -> int | None:
     """
     n = infer_num_examples(champion)
     return n if n is not None else infer_num_examples(challenger)
-
-
-_SEED_KEY = "seed"
-
-
-def _same_config(a: Curve, b: Curve) -> bool:
-    """True when both runs have params and they agree on every key not naming a seed."""
-    if not a.params or not b.params:
-        return False
-    pa = {k: v for k, v in a.params.items() if _SEED_KEY not in k.lower()}
-    pb = {k: v for k, v in b.params.items() if _SEED_KEY not in k.lower()}
-    return _params_equal(pa, pb)
-
-
-def _params_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    if a.keys() != b.keys():
-        return False
-    return all(str(a[k]) == str(b[k]) for k in a)
 
 
 def _pts(x: float) -> str:

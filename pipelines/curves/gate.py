@@ -15,7 +15,7 @@ correct, confidence``); only ``id`` and ``correct`` are used.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ class SeedSpread:
     """How the challenger sits in the distribution of the champion config's seed accuracies.
 
     Attributes:
-        n_seeds: number of champion-config runs (different seeds) given.
+        n_seeds: number of distinct seeds of the champion's config given.
         mean: mean of their test accuracies, in [0, 1].
         sd: sample standard deviation (ddof=1) of their test accuracies.
         lower_bound: one-sided lower prediction bound for one more seed's accuracy; a challenger
@@ -141,7 +141,7 @@ def gate(
     champion: pd.DataFrame | pd.Series | None,
     *,
     alpha: float = 0.05,
-    champion_seed_accuracies: Sequence[float] = (),
+    champion_seed_accuracies: Mapping[Hashable, float] | None = None,
     min_effect: float = 0.0,
     confidence: float = 0.95,
     n_resamples: int = 10_000,
@@ -165,8 +165,9 @@ def gate(
     challenger right}, so the resampled counts are drawn as Multinomial(n, (b, n-b-c, c)/n) --
     the same distribution as index resampling, at O(B) instead of O(B * n) memory.
 
-    Seed spread (used when ``champion_seed_accuracies`` has k >= 2 values: test accuracies of
-    the champion's config trained with different seeds, on the same test set): the one-sided
+    Seed spread (used when ``champion_seed_accuracies`` has k >= 2 distinct seeds: test
+    accuracies of the champion's config trained with different seeds, on the same test set; a
+    seed trained twice is one draw, which is why they come keyed by seed): the one-sided
     lower (1 - alpha) prediction bound for one more seed's accuracy,
     ``mean - t_{1-alpha, k-1} * sd * sqrt(1 + 1/k)`` (normal prediction interval, e.g. Hahn &
     Meeker, *Statistical Intervals*, 1991, sec. 4.6; ``scipy.stats.t``). With k < 2 no spread
@@ -190,8 +191,9 @@ def gate(
             (bool; other columns ignored), or a bool Series indexed by id. (N,) rows, ids unique.
         champion: the champion's predictions on the same ids, same format, or None.
         alpha: significance level for the one-sided paired test and the seed prediction bound.
-        champion_seed_accuracies: test accuracies in [0, 1] of the champion's config trained
-            with different seeds (may include the champion itself).
+        champion_seed_accuracies: seed -> test accuracy in [0, 1] of the champion's config
+            trained with that seed, one entry per distinct seed (may include the champion's own
+            seed; should not include the challenger's run); None or empty: no seed rule.
         min_effect: smallest accuracy drop (accuracy units, 0.005 = half a point) that counts as
             a regression; smaller significant drops give ``keep_champion``.
         confidence: level of the bootstrap interval ``delta_ci`` (0.95 -> 2.5 / 97.5 percentiles).
@@ -206,6 +208,7 @@ def gate(
             correctness or no rows; the two sides' ids differ (the message says which side
             lacks how many ids, with examples); ``alpha`` / ``confidence`` outside (0, 1);
             ``min_effect`` < 0; a seed accuracy outside [0, 1].
+        TypeError: ``champion_seed_accuracies`` is not a mapping keyed by seed.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -213,7 +216,16 @@ def gate(
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if min_effect < 0:
         raise ValueError(f"min_effect must be >= 0 (an accuracy drop), got {min_effect}")
-    seeds = np.asarray(list(champion_seed_accuracies), dtype=np.float64)
+    if champion_seed_accuracies is None:
+        champion_seed_accuracies = {}
+    if not isinstance(champion_seed_accuracies, Mapping):
+        # A bare list cannot say whether two values are one seed run twice (sd 0, a spread of
+        # nothing) or two seeds; keyed by seed, duplicates cannot arise.
+        raise TypeError(
+            "champion_seed_accuracies must map seed -> test accuracy (one entry per distinct seed), "
+            f"got {type(champion_seed_accuracies).__name__}"
+        )
+    seeds = np.asarray(list(champion_seed_accuracies.values()), dtype=np.float64)
     if seeds.size and (not np.all(np.isfinite(seeds)) or seeds.min() < 0 or seeds.max() > 1):
         raise ValueError(f"champion_seed_accuracies must be in [0, 1], got {seeds.tolist()}")
 

@@ -162,12 +162,12 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="alpha"):
         gate(ch, cp, alpha=1.5)
     with pytest.raises(ValueError, match="champion_seed_accuracies"):
-        gate(ch, cp, champion_seed_accuracies=[0.9, 1.2])
+        gate(ch, cp, champion_seed_accuracies={1: 0.9, 2: 1.2})
 
 
 def test_seed_spread_rule():
     # Champion config over 5 seeds: mean 0.8812, sd ~0.0089; lower 95% prediction bound ~0.860.
-    seeds = [0.875, 0.889, 0.880, 0.892, 0.870]
+    seeds = dict(enumerate([0.875, 0.889, 0.880, 0.892, 0.870]))
     # 0.871 vs 0.889 is "significant" for McNemar, but inside the config's seed-to-seed range:
     ch, cp = _pair(N, 0.889, b=300, c=120)
     res = gate(ch, cp, champion_seed_accuracies=seeds)
@@ -185,8 +185,19 @@ def test_seed_spread_rule():
     assert "5-seed" in res.finding.message
 
     # One seed gives no spread: the rule is skipped, the paired test decides alone.
-    res = gate(*_pair(N, 0.889, b=300, c=120), champion_seed_accuracies=[0.889])
+    res = gate(*_pair(N, 0.889, b=300, c=120), champion_seed_accuracies={7: 0.889})
     assert res.seed_spread is None and res.decision == REGRESSION
+
+
+def test_seed_accuracies_are_keyed_by_seed_so_reruns_count_once():
+    # Two runs of one seed are one draw: a bare list could not tell them from two seeds (the old
+    # "2-seed range with sd 0", whose lower bound equals the mean and flags any small drop).
+    ch, cp = _pair(N, 0.889, b=300, c=120)
+    with pytest.raises(TypeError, match="seed -> test accuracy"):
+        gate(ch, cp, champion_seed_accuracies=[0.889, 0.889])
+    res = gate(ch, cp, champion_seed_accuracies={"42": 0.889, "43": 0.875, "44": 0.881})
+    assert res.seed_spread.n_seeds == 3
+    assert res.to_dict()["seed_spread"]["n_seeds"] == 3
 
 
 def test_false_regression_rate_is_near_alpha():
