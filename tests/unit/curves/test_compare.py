@@ -246,3 +246,24 @@ def test_seed_runs_follow_the_one_same_config_definition():
         for c in seed_runs
     ]
     assert compare_curves(challenger, champion, other_data) == flagged
+
+
+def test_reruns_of_one_seed_count_once_in_the_seed_spread():
+    # Ten reruns of the champion's own seed are one draw, not ten: counted as seeds they would
+    # shrink the spread's sd towards 0 (the "11-run range with sd ~0").
+    kw = dict(sigma=0.001)
+    champion = _curve("champ", 0, **kw, params={**PARAMS, "base.seed": 0})
+    seed_runs = [
+        _curve(f"s{i}", 10 + i, level=lv, **kw, params={**PARAMS, "base.seed": 10 + i})
+        for i, lv in enumerate([0.885, 0.91, 0.895])
+    ]
+    reruns = [
+        Curve(f"rerun{i}", champion.metrics, champion.epochs, params=champion.params) for i in range(10)
+    ]
+    # Runs without a seed cannot be told from a rerun: left out too.
+    unseeded = [Curve(f"u{i}", champion.metrics, champion.epochs, params=dict(PARAMS)) for i in range(5)]
+    worse = _curve("worse", 2, level=0.86, **kw, params={**PARAMS, "base.seed": 2})
+    (f,) = compare_curves(worse, champion, seed_runs)
+    (g,) = compare_curves(worse, champion, seed_runs + reruns + unseeded + [worse])
+    assert f.evidence["seed_n"] == g.evidence["seed_n"] == 4  # the champion and 3 other seeds
+    assert g.evidence["seed_lower_bound"] == f.evidence["seed_lower_bound"]
