@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtri
 
+from pipelines.curves.detectors import steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS
@@ -117,12 +118,14 @@ _NO = StopDecision(False, None, None)
 
 
 def _loss_still_falling(history: Mapping[str, Sequence[float]], since: int, cfg: DiagnoseConfig) -> bool:
-    """val_loss (else the training loss) falling beyond noise from epoch ``since`` on.
+    """val_loss (else the training loss) still falling: steadily over the run, or beyond noise lately.
 
-    OLS slope z <= -z_(1-alpha) under the loss's own noise (:func:`pipelines.curves.noise.
+    True when either (a) the loss improves steadily over the whole run (the ``too_slow`` rule,
+    :func:`pipelines.curves.detectors.steady_improvement`: last third falling with OLS z >= 3 and
+    at least half the first third's slope), or (b) its OLS slope from epoch ``since`` on is
+    negative with z <= -z_(1-alpha) under the loss's own noise (:func:`pipelines.curves.noise.
     estimate_noise`). Accuracy on a small validation set moves in coarse steps, and a slow start
-    sits at chance for epochs, while the loss already improves: a run whose loss still falls is
-    still learning, whatever its accuracy shows.
+    sits at chance for epochs, while the loss already improves: such a run is still learning.
     """
     name = (
         "val_loss"
@@ -132,11 +135,15 @@ def _loss_still_falling(history: Mapping[str, Sequence[float]], since: int, cfg:
     values = np.asarray([math.nan if v is None else float(v) for v in history.get(name, [])])
     epochs = np.arange(1, values.size + 1)
     ok = np.isfinite(values)
-    mask = ok & (epochs >= since)
-    if mask.sum() < 3:
+    if ok.sum() < 3:
         return False
     sigma = estimate_noise(values[ok])
-    return slope_z(epochs[mask].astype(float), values[mask], sigma) <= -float(ndtri(1 - cfg.alpha))
+    z_crit = float(ndtri(1 - cfg.alpha))
+    steady = steady_improvement(epochs[ok], -values[ok], sigma, max(3.0, z_crit))
+    if steady is not None and steady["steadiness"] >= 0.5:
+        return True
+    mask = ok & (epochs >= since)
+    return mask.sum() >= 3 and slope_z(epochs[mask].astype(float), values[mask], sigma) <= -z_crit
 
 
 def should_stop(
@@ -166,9 +173,9 @@ def should_stop(
        best epoch when the diagnosis calls it a stall for a reason of substance (a low level, below
        the baseline, memorising, a widening gap, an underfit, an overconfident loss), and by
        2 x ``live_patience`` when it is only premature or a convergence (a sound run's bump looks
-       like those for a few epochs), and the validation loss not falling beyond noise since that
-       best epoch (on a small validation set accuracy moves in coarse steps while the loss keeps
-       improving): stop,
+       like those for a few epochs), and the validation loss not falling beyond noise over the
+       plateau's last 2 x ``live_patience`` epochs (on a small validation set accuracy moves in
+       coarse steps while the loss keeps improving): stop,
        whether the plateau is a stall or a convergence, since more epochs help neither.
 
     Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
@@ -233,7 +240,8 @@ def should_stop(
         patience = cfg.live_patience if confident else 2 * cfg.live_patience
         if onset is None or best is None or size - best < patience:
             return _NO
-        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, max(onset, best), cfg):
+        recent = max(onset, size - 2 * cfg.live_patience + 1)
+        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg):
             return _NO
         chosen = stall if stall is not None else _converged_finding(diagnosis)
     return StopDecision(True, chosen, _reason(history, diagnosis, chosen, size, epoch_budget, forecast))
