@@ -435,9 +435,7 @@ def run_compare(params: Params) -> CompareOutcome:
     champion_curve = tracking.run_curve(mc, champion.run_id) if champion else None
 
     baseline = mc.get_run(run_id).data.metrics.get("baseline.val_accuracy")
-    diagnosis = diagnose(
-        challenger_curve, config=params.diagnose, baseline_accuracy=baseline
-    )
+    diagnosis = diagnose(challenger_curve, config=params.diagnose, baseline_accuracy=baseline)
     import pandas as pd
 
     challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
