@@ -35,6 +35,8 @@ class DiagnoseConfig(BaseModel):
         improving_z: OLS slope z over the last third above which a curve is "still improving".
         underfit_error: training error (1 - accuracy) at or above which a model that fits its
             training set no better than its validation set underfits when chance is unknown.
+        live_loss_fall: share of its level the validation loss must be on course to lose by the
+            budget (at its recent pace, falling beyond noise) for the live stop to wait.
         live_patience: epochs without improvement beyond noise (on val_accuracy AND val_loss)
             before the live stop may fire; the plateau test decides earlier when it can.
     """
@@ -54,6 +56,7 @@ class DiagnoseConfig(BaseModel):
     improving_z: float = Field(2.0, gt=0.0)
     underfit_error: float = Field(0.15, gt=0.0, lt=1.0)
     live_patience: int = Field(3, ge=1)
+    live_loss_fall: float = Field(0.05, gt=0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> DiagnoseConfig:
