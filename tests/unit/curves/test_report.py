@@ -346,3 +346,19 @@ def test_a_loss_monitored_diagnosis_draws_nothing_in_loss_units_on_the_accuracy_
     assert f"best epoch: {d.best_epoch} (by val_loss)" in md and ": val_loss 0.6" in md
     with Image.open(paths.png) as im:
         im.verify()
+
+
+def test_plateau_length_is_the_findings_own_count_when_an_epoch_is_missing(tmp_path):
+    curve = _fixture(STALLED)
+    val = curve.metrics["val_accuracy"].copy()
+    val[34] = np.nan  # epoch 35 not logged: 23 logged epochs after the onset, 24 epochs of run
+    curve = dataclasses.replace(curve, metrics=curve.metrics | {"val_accuracy": val})
+    d = diagnose(curve)
+    plateau = _finding(d, "plateau")
+    flat = plateau.evidence["flat_epochs"]
+    assert flat == 40 - d.plateau_onset_epoch - 1
+    md = render_report(tmp_path, challenger=curve, diagnosis=d).markdown.read_text(encoding="utf-8")
+    # The diagnosis line says what the finding's message says, not a second count.
+    assert f"{flat} epochs on the plateau before the end" in plateau.message
+    assert f"{flat} epochs on the plateau before the end (epoch 40)" in md
+    assert f"{flat + 1} epochs on the plateau" not in md
