@@ -352,25 +352,25 @@ def plot_val_curves(
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     for i, run in enumerate(recent):
-        x, y = _xy(run, "val_accuracy")
-        if x is not None:
-            ax.plot(x, y, color="0.6", lw=0.8, alpha=0.6, label="recent runs" if i == 0 else None)
+        xy = _xy(run, "val_accuracy")
+        if xy is not None:
+            ax.plot(*xy, color="0.6", lw=0.8, alpha=0.6, label="recent runs" if i == 0 else None)
     if champion is not None:
-        x, y = _xy(champion, "val_accuracy")
-        if x is not None:
-            ax.plot(x, y, color="black", ls="--", lw=1.5, label=f"champion ({champion.run})")
-    x_ch, y_ch = _xy(challenger, "val_accuracy")
+        xy = _xy(champion, "val_accuracy")
+        if xy is not None:
+            ax.plot(*xy, color="black", ls="--", lw=1.5, label=f"champion ({champion.run})")
+    xy_ch = _xy(challenger, "val_accuracy")
     last_epoch = _last_epoch(challenger)
-    if x_ch is not None:
-        ax.plot(x_ch, y_ch, color="C0", lw=2.5, label=f"challenger ({challenger.run})")
+    if xy_ch is not None:
+        ax.plot(*xy_ch, color="C0", lw=2.5, label=f"challenger ({challenger.run})")
     else:
         ax.text(0.5, 0.5, "no val_accuracy logged", transform=ax.transAxes, ha="center")
     same_units = diagnosis.monitor == "val_accuracy"
     best = diagnosis.best_epoch
-    if same_units and best is not None and x_ch is not None and y_ch is not None:
-        at = np.flatnonzero(x_ch == best)
+    if same_units and best is not None and xy_ch is not None:
+        at = np.flatnonzero(xy_ch[0] == best)
         if at.size:
-            ax.plot([best], [y_ch[at[0]]], "*", color="C0", ms=11, label=f"best epoch {best}")
+            ax.plot([best], [xy_ch[1][at[0]]], "*", color="C0", ms=11, label=f"best epoch {best}")
 
     onset = diagnosis.plateau_onset_epoch
     kind = _plateau_kind(diagnosis)
@@ -576,10 +576,11 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _xy(c: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+def _xy(c: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(epochs, values) as float arrays for plotting (NaN kept as gaps), or None when none is finite."""
     y = c.get(metric)
     if y is None or len(y) == 0 or not np.any(np.isfinite(np.asarray(y, dtype=float))):
-        return None, None
+        return None
     return np.asarray(c.epochs, dtype=float), np.asarray(y, dtype=float)
 
 
