@@ -257,14 +257,27 @@ def test_first_champion_gate_and_rerender_replaces_files(tmp_path):
     assert len(list(tmp_path.iterdir())) == 4
 
 
-def test_gate_seed_row_shown_exactly_when_the_gate_has_a_seed_spread(tmp_path):
-    g = _regression_gate()
+def test_gate_seed_rule_row_with_the_champion_alone_and_with_seeds(tmp_path):
     curve = _synthetic("c")
-    md = render_report(tmp_path, challenger=curve, diagnosis=diagnose(curve), gate_result=g).markdown
-    text = md.read_text(encoding="utf-8")
-    assert ("| champion config over " in text) == (g.seed_spread is not None)
-    if g.seed_spread is not None:
-        assert f"lower bound {g.seed_spread.lower_bound:.4f}" in text
+    d = diagnose(curve)
+    alone = _regression_gate()
+    assert alone.seed_spread is not None and alone.seed_spread.sd is None
+    md = render_report(tmp_path / "a", challenger=curve, diagnosis=d, gate_result=alone).markdown
+    row = (
+        f"| champion config (the champion's seed only) | mean {alone.seed_spread.mean:.4f}, "
+        f"lower bound {alone.seed_spread.lower_bound:.4f} |"
+    )
+    assert row in md.read_text(encoding="utf-8")
+    ids = np.arange(1000)
+    champion = pd.DataFrame({"id": ids, "correct": ids % 10 != 0})  # 0.900
+    challenger = pd.DataFrame({"id": ids, "correct": ids % 10 > 1})  # 0.800
+    seeds = gate(challenger, champion, champion_seed_accuracies={1: 0.900, 2: 0.905, 3: 0.895})
+    s = seeds.seed_spread
+    assert s is not None and s.n_seeds == 3 and s.sd is not None
+    md = render_report(tmp_path / "b", challenger=curve, diagnosis=d, gate_result=seeds).markdown
+    spread = f"mean {s.mean:.4f}, sd {s.sd:.4f}, lower bound {s.lower_bound:.4f}"
+    row = f"| champion config over 3 seeds | {spread} |"
+    assert row in md.read_text(encoding="utf-8")
 
 
 def test_a_failed_write_keeps_the_files_not_yet_replaced(tmp_path, monkeypatch):
