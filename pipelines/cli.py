@@ -172,6 +172,10 @@ def diagnose(
     write_tags: Annotated[
         bool, typer.Option(help="write verdict tags and metrics back to MLflow runs")
     ] = True,
+    params: Annotated[
+        Path,
+        typer.Option("--params", "-p", help="thresholds from this file's `diagnose` section, if it exists"),
+    ] = Path("params.yaml"),
 ) -> None:
     """Diagnose training curves; exit 1 when any run is flagged, 0 when all are healthy, 2 on bad input."""
     from rich.console import Console
@@ -216,7 +220,8 @@ def diagnose(
         except MlflowException as exc:
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
         curves += [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
-    results = batch.diagnose_all(curves, extrapolate=extrapolate)
+    config = _params(params, None, None).diagnose if params.exists() else None
+    results = batch.diagnose_all(curves, extrapolate=extrapolate, config=config)
     table = Table(title="curvewatch diagnosis", caption=batch.EPOCH_CONVENTION.replace("`", ""))
     for column in ("run", "verdict", "onset epoch", "evidence"):
         table.add_column(column, overflow="fold")
