@@ -39,7 +39,7 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
     assert run.inputs.dataset_inputs, "dataset not logged with mlflow.log_input"
     artifacts = {a.path for a in mc.list_artifacts(summary.run_id, "curvewatch")}
     assert "curvewatch/report.md" in artifacts and "curvewatch/val_curves.png" in artifacts
-    assert json.loads((params.paths.metrics_dir / "compare.json").read_text())["compare"]["promoted"] is True
+    assert json.loads(params.paths.compare_metrics.read_text())["compare"]["promoted"] is True
 
     # A challenger that learns nothing (learning rate 1e-7, 1 epoch) must not replace the champion,
     # and with fail_on_regression the flow fails.
@@ -62,7 +62,7 @@ def test_failed_validation_stops_before_training(folder_params):
         retrain(params_path=str(broken))
     assert "class" in str(info.value).lower()
     params = load_params(broken)
-    assert not (params.paths.model_dir / "model.keras").exists()
+    assert not params.paths.model_file.exists()
     assert (params.paths.validation_dir / "results.json").is_file()
     mc = tracking.client()
     run = mc.get_run(info.value.run_id)
