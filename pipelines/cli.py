@@ -243,16 +243,12 @@ def tune(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
 ) -> None:
     """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""
-    from pipelines.prepare import load_split
-    from pipelines.steps import load_train_data
-    from pipelines.tune import tune as run_tune
+    from pipelines.steps import run_tune
 
     _setup_logging()
     p = _params(params, profile, set_)
-    data, _ = load_train_data(p)
-    test = load_split(p.paths.prepared_dir, "test")
     try:
-        result = run_tune(p, data, n_trials=trials, test=(test.x, test.y), storage=storage)
+        result = run_tune(p, trials=trials, storage=storage)
     except ValueError as exc:
         _fail(exc)
     for t in result.trials:

@@ -93,7 +93,12 @@ def last_fingerprint(runs: Sequence[Any]) -> Fingerprint | None:
     carrying both fingerprint tags. ``None`` when there is none."""
     for run in runs:
         tags = run.data.tags
-        if run.info.status == "FINISHED" and "curvewatch.gate" in tags and DATA_TAG in tags and PARAMS_TAG in tags:
+        if (
+            run.info.status == "FINISHED"
+            and "curvewatch.gate" in tags
+            and DATA_TAG in tags
+            and PARAMS_TAG in tags
+        ):
             return Fingerprint(tags[DATA_TAG], tags[PARAMS_TAG], run.info.run_id)
     return None
 
@@ -121,7 +126,9 @@ def watch_events(gate_decision: str, findings: Sequence[Mapping[str, str]]) -> l
     """
     events = []
     if gate_decision == "regression":
-        message = next((f["message"] for f in findings if f["code"] == "regression"), "regression gate failed")
+        message = next(
+            (f["message"] for f in findings if f["code"] == "regression"), "regression gate failed"
+        )
         events.append(WatchEvent(REGRESSION_EVENT, message))
     stall = next((f for f in findings if f["code"] == "series_stall"), None)
     if stall is not None:

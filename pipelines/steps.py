@@ -23,6 +23,7 @@ from pipelines.io_utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
+
 class StageError(RuntimeError):
     """A stage cannot run: an input from an earlier stage is missing or the gate failed."""
 
@@ -321,6 +322,22 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes) -> str 
     return str(info.registered_model_version) if info.registered_model_version is not None else None
 
 
+# --------------------------------------------------------------------------------------------- tune
+def run_tune(params: Params, *, trials: int | None = None, storage: str | None = None):
+    """Optuna search around ``train`` on the prepared data (see :func:`pipelines.tune.tune`); the
+    best trial is scored on the test split. Used by ``curvewatch tune`` and the Prefect flow ``tune``.
+
+    Raises:
+        ValueError: as :func:`pipelines.tune.tune` (bad trial count, every trial pruned or failed).
+    """
+    from pipelines.prepare import load_split
+    from pipelines.tune import tune
+
+    data, _ = load_train_data(params)
+    test = load_split(params.paths.prepared_dir, "test")
+    return tune(params, data, n_trials=trials, test=(test.x, test.y), storage=storage)
+
+
 # ------------------------------------------------------------------------------------------ evaluate
 def run_evaluate(params: Params):
     """Evaluate the trained model on the official test split; log into the training run.
@@ -474,9 +491,7 @@ def run_compare(params: Params) -> CompareOutcome:
     tracking.log_metrics(mc, run_id, numbers)
     for p in (report.markdown, report.html, report.png, report.json):
         mc.log_artifact(run_id, str(p), "curvewatch")
-    atomic_write_json(
-        paths.compare_metrics, {"compare": _finite(numbers) | {"promoted": promoted}}
-    )
+    atomic_write_json(paths.compare_metrics, {"compare": _finite(numbers) | {"promoted": promoted}})
 
     diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
     gate_msg = gate_result.finding.message if gate_result.finding else _gate_sentence(gate_result)

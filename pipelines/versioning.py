@@ -66,7 +66,12 @@ def dvc_project(
     path = Path(params_path).resolve()
     root = path.parent
     if path.name != PARAMS_FILE or not (root / "dvc.yaml").is_file() or not (root / ".dvc").is_dir():
-        return None, f"{params_path} is not the params.yaml of a DVC project (no dvc.yaml and .dvc/ beside it)"
+        return (
+            None,
+            f"{params_path} is not the params.yaml of a DVC project (no dvc.yaml and .dvc/ beside it)",
+        )
+    if root != Path.cwd().resolve():
+        return None, f"the working directory is not {root} (params.yaml's paths are relative to it)"
     if overrides:
         return None, f"the run overrides params ({', '.join(overrides)}) that dvc.lock would not show"
     if profile is not None:
@@ -75,6 +80,33 @@ def dvc_project(
         if profile != own:
             return None, f"profile {profile!r} differs from base.profile {own!r} that dvc.yaml runs with"
     return DvcProject(root), ""
+
+
+def scratch_project(dst: Path, params: dict, *, source: Path | None = None) -> DvcProject:
+    """A new DVC project (a git repository) in ``dst`` with this repository's ``dvc.yaml``, code
+    (``pipelines/``, ``flows/``), expectation suites and ``.dvc/config`` (remote ``dst/.dvc-storage``),
+    and ``params`` as its ``params.yaml``. For tests and benchmarks that run the flow in isolation.
+
+    Raises:
+        subprocess.CalledProcessError: ``git`` or ``dvc init`` failed.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    source = source or Path(__file__).resolve().parent.parent
+    dst.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("pipelines", "flows", "expectations"):
+        shutil.copytree(source / folder, dst / folder, ignore=ignore)
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy2(source / name, dst / name)
+    (dst / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q", str(dst)], check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "-q"], cwd=dst, check=True)
+    shutil.copy2(source / ".dvc" / "config", dst / ".dvc" / "config")
+    return DvcProject(dst.resolve())
 
 
 def _repo(project: DvcProject):

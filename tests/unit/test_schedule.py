@@ -47,7 +47,9 @@ def test_first_run_and_force_retrain():
 
 
 def _run(run_id, status="FINISHED", **tags):
-    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status), data=SimpleNamespace(tags=tags))
+    return SimpleNamespace(
+        info=SimpleNamespace(run_id=run_id, status=status), data=SimpleNamespace(tags=tags)
+    )
 
 
 def test_last_fingerprint_takes_the_newest_run_that_went_through_the_gate():
@@ -64,7 +66,9 @@ def test_last_fingerprint_takes_the_newest_run_that_went_through_the_gate():
 
 def test_params_md5_ignores_schedule_and_tune_only(params_file):
     base = load_params(params_file())
-    assert params_md5(base) == params_md5(load_params(params_file({"schedule": {"retrain_cron": "5 1 * * 1"}})))
+    assert params_md5(base) == params_md5(
+        load_params(params_file({"schedule": {"retrain_cron": "5 1 * * 1"}}))
+    )
     assert params_md5(base) == params_md5(load_params(params_file({"tune": {"n_trials": 2}})))
     assert params_md5(base) != params_md5(load_params(params_file({"train": {"epochs": 2}})))
     assert len(params_md5(base)) == 32
