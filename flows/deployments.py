@@ -99,6 +99,7 @@ def register(
         name=RETRAIN_DEPLOYMENT,
         schedule=Cron(params.schedule.retrain_cron, timezone=params.schedule.timezone),
         paused=paused,
+        concurrency_limit=1,  # two retrains at once would race on the same outputs and dvc.lock
         parameters={"params_path": params_arg},
         description=(
             f"Scheduled retrain ({params.schedule.retrain_cron}, {params.schedule.timezone}; params.yaml: "

@@ -446,6 +446,13 @@ def run_compare(params: Params) -> CompareOutcome:
     challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
     with tempfile.TemporaryDirectory() as tmp:
         champion_preds = tracking.download_predictions(mc, champion.run_id, Path(tmp)) if champion else None
+    if champion_preds is not None and set(champion_preds["id"]) != set(challenger_preds["id"]):
+        # A new data version (e.g. images added to the folder) moved the test split: a paired gate
+        # needs both models scored on the same examples, so score the champion on this one.
+        log.info(
+            "the test split changed since the champion's run: scoring champion v%s on it", champion.version
+        )
+        champion_preds = _rescore_champion(params, mc, champion)
     seed_accuracies = (
         tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id)
         if champion
@@ -511,6 +518,26 @@ def run_compare(params: Params) -> CompareOutcome:
     if not gate_result.passed and cfg.fail_on_regression:
         raise GateFailed(f"regression gate failed: {gate_msg}")
     return outcome
+
+
+def _rescore_champion(params: Params, mc, champion):
+    """The champion's per-example predictions on the current test split (``evaluate`` format).
+
+    Raises:
+        ValueError: the champion cannot score this split (other image shape or class count).
+    """
+    import mlflow
+    import mlflow.keras
+
+    from pipelines.evaluate import evaluate
+    from pipelines.prepare import load_classes, load_split
+
+    mlflow.set_tracking_uri(mc.tracking_uri)
+    mlflow.set_registry_uri(mc.tracking_uri)
+    model = mlflow.keras.load_model(f"models:/{params.tracking.registered_model}/{champion.version}")
+    test = load_split(params.paths.prepared_dir, "test")
+    names = load_classes(params.paths.prepared_dir)["class_names"]
+    return evaluate(model, test.x, test.y, test.ids, names, batch_size=params.evaluate.batch_size).predictions
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:
