@@ -7,7 +7,7 @@ PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: help setup uv venv dataset system-deps run run-full repro test test-slow lint ui services-up services-down bench clean
+.PHONY: help setup uv venv dataset system-deps run run-full repro test test-slow lint ui services-up services-down serve bench clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -72,6 +72,10 @@ services-up: venv system-deps ## start PostgreSQL, the MLflow server, the Prefec
 	echo "Point runs at them with:"; \
 	echo "  export MLFLOW_TRACKING_URI=$$(infra/mlflow-server.sh url)"; \
 	echo "  export PREFECT_API_URL=$$(infra/prefect-server.sh url)"
+
+serve: services-up ## services-up, then register the Prefect deployments retrain/scheduled (cron: params.yaml schedule) and tune/on-demand
+	PREFECT_API_URL=$$(infra/prefect-server.sh url) $(UV) run --frozen python -m flows.deployments
+	@echo "Prefect UI: $$(infra/prefect-server.sh url | sed 's|/api$$||')/deployments"
 
 services-down: ## stop the worker, the Prefect server, the MLflow server and PostgreSQL
 	-infra/prefect-worker.sh stop

@@ -95,7 +95,10 @@ def watch_task(params: Params, outcome: steps.CompareOutcome) -> list[str]:
     for e in events:
         emit_event(
             event=e.event,
-            resource={"prefect.resource.id": f"curvewatch.model.{model}", "prefect.resource.name": model},
+            resource={
+                "prefect.resource.id": schedule.MODEL_RESOURCE_PREFIX + model,
+                "prefect.resource.name": model,
+            },
             payload={"message": e.message, "mlflow_run_id": outcome.run_id, "gate": outcome.gate_decision},
         )
     return [e.event for e in events]

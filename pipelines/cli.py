@@ -289,16 +289,22 @@ def ensure_prefect_server() -> str:
 
 @flow_app.command("retrain")
 def flow_retrain(
-    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="retrain even when data version and params are unchanged")
+    ] = False,
 ) -> None:
-    """Run the Prefect flow ``retrain`` end to end and print its summary."""
+    """Run the Prefect flow ``retrain`` end to end and print its summary (training is skipped when
+    the data version and params equal the last successful run's, unless --force)."""
     _params(params, profile, set_)  # fail fast on a bad params file, before Prefect starts
     ensure_prefect_server()
     from flows.retrain import RetrainSummary, retrain
     from pipelines.steps import GateFailed, ValidationFailed
 
     try:
-        summary = retrain(params_path=str(params), profile=profile, overrides=list(set_ or []))
+        summary = retrain(params_path=str(params), profile=profile, overrides=list(set_ or []), force=force)
     except ValidationFailed as exc:
         failed = RetrainSummary(validation_passed=False, validation_message=str(exc))
         typer.echo(failed.render())

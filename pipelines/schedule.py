@@ -25,6 +25,8 @@ DATA_TAG = "curvewatch.data_version"
 #: Params sections that do not change what a retrain produces: when it runs, and the tuner's search.
 NOT_RUN_DEFINING = ("schedule", "tune")
 
+#: Prefect resource id of the series-watch events: this prefix and the registered model's name.
+MODEL_RESOURCE_PREFIX = "curvewatch.model."
 REGRESSION_EVENT = "curvewatch.regression"
 SERIES_STALL_EVENT = "curvewatch.series_stall"
 

@@ -9,6 +9,7 @@ import pytest
 from pipelines.config import ConfigError, load_params
 from pipelines.schedule import (
     DATA_TAG,
+    MODEL_RESOURCE_PREFIX,
     PARAMS_TAG,
     REGRESSION_EVENT,
     SERIES_STALL_EVENT,
@@ -104,3 +105,20 @@ def test_bad_schedule_names_the_key(params_file, section, key):
     with pytest.raises(ConfigError) as info:
         load_params(path)
     assert f"{path}: {key}:" in str(info.value)
+
+
+def test_documented_automation_is_valid_and_triggers_on_the_emitted_events():
+    from fnmatch import fnmatch
+
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    from tests.conftest import REPO
+
+    automation = AutomationCore.model_validate(
+        yaml.safe_load((REPO / "flows" / "automations" / "notify.yaml").read_text())
+    )
+    assert automation.trigger.expect == {REGRESSION_EVENT, SERIES_STALL_EVENT}
+    pattern = automation.trigger.match.root["prefect.resource.id"]
+    assert fnmatch(MODEL_RESOURCE_PREFIX + "curvewatch-fashion-mnist-classifier", pattern)
+    assert automation.actions[0].type == "send-notification"
