@@ -75,7 +75,18 @@ def evaluate_task(params: Params):
     return steps.run_evaluate(params)
 
 
-@task(name="compare", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def _not_a_gate_failure(task, task_run, state) -> bool:
+    """Retry compare on I/O trouble, never on a failed gate (the same runs give the same verdict)."""
+    return not isinstance(state.result(raise_on_failure=False), steps.GateFailed)
+
+
+@task(
+    name="compare",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_not_a_gate_failure,
+    cache_policy=NO_CACHE,
+)
 def compare_task(params: Params) -> steps.CompareOutcome:
     return steps.run_compare(params)
 
@@ -141,6 +152,12 @@ class RetrainSummary:
                 lines.append(f"dvc.lock        : md5 {self.dvc_lock_md5} (committed and pushed)")
         lines.append(f"MLflow UI       : {self.ui_command}")
         return "\n".join(lines)
+
+
+def _report_artifact(outcome: steps.CompareOutcome) -> None:
+    create_markdown_artifact(
+        outcome.report_markdown.read_text(), key="curvewatch-report", description="curvewatch curve diagnosis"
+    )
 
 
 def _expectations_checked(params: Params) -> float:
@@ -209,10 +226,14 @@ def retrain(
     if baseline is not None:
         baseline.result()
     evaluate_task(params)
-    outcome = compare_task(params)
-    create_markdown_artifact(
-        outcome.report_markdown.read_text(), key="curvewatch-report", description="curvewatch curve diagnosis"
-    )
+    try:
+        outcome = compare_task(params)
+    except steps.GateFailed as exc:
+        if exc.outcome is not None:  # the report and the series watch still go out
+            _report_artifact(exc.outcome)
+            watch_task(params, exc.outcome)
+        raise
+    _report_artifact(outcome)
     watch_task(params, outcome)
     lock_md5 = None
     if project is not None:

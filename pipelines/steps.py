@@ -38,7 +38,12 @@ class ValidationFailed(StageError):
 
 
 class GateFailed(StageError):
-    """The challenger failed the regression gate and ``compare.fail_on_regression`` is set."""
+    """The challenger failed the regression gate and ``compare.fail_on_regression`` is set.
+    ``outcome`` is the compare stage's :class:`CompareOutcome` (everything was written first)."""
+
+    def __init__(self, message: str, outcome: CompareOutcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def _read_json(path: Path, stage: str) -> dict[str, Any]:
@@ -516,7 +521,7 @@ def run_compare(params: Params) -> CompareOutcome:
         findings=[{"code": f.code, "message": f.message} for f in diagnosis.findings + findings],
     )
     if not gate_result.passed and cfg.fail_on_regression:
-        raise GateFailed(f"regression gate failed: {gate_msg}")
+        raise GateFailed(f"regression gate failed: {gate_msg}", outcome)
     return outcome
 
 

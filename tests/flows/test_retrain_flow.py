@@ -7,10 +7,27 @@ import json
 import pytest
 
 from flows.retrain import RetrainSummary, retrain
-from pipelines import steps, tracking
+from pipelines import schedule, steps, tracking
 from pipelines.config import load_params
 
 pytestmark = pytest.mark.flow
+
+
+def _events(name: str, timeout: float = 30.0) -> list:
+    """Events named ``name`` on the Prefect server (they are persisted asynchronously)."""
+    import time
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            # limit: the client defaults to 100, over the server's maximum of 50.
+            events = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50).events
+            if events or time.monotonic() > deadline:
+                return events
+            time.sleep(1)
 
 
 def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params):
@@ -49,6 +66,7 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
     )
     with pytest.raises(steps.GateFailed, match="regression gate failed"):
         retrain(params_path=str(bad))
+    assert _events(schedule.REGRESSION_EVENT), "no curvewatch.regression event reached the Prefect server"
     assert tracking.get_champion(mc, "flow-test-model").run_id == summary.run_id
     latest = tracking.recent_training_runs(mc, run.info.experiment_id, limit=1)[0]
     assert latest.info.run_id != summary.run_id
