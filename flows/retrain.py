@@ -29,10 +29,6 @@ from prefect.cache_policies import NO_CACHE
 from pipelines import schedule, steps, versioning
 from pipelines.config import Params, load_params
 
-#: The stages before training that the flow skips when DVC says they are unchanged, in order, with
-#: the stage each one reads (dvc.yaml's graph): a stage that runs makes its readers run too.
-SKIPPABLE = {"prepare": "fetch", "validate": "prepare", "baseline": "prepare"}
-
 
 @task(name="fetch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def fetch_task(params: Params):
@@ -89,6 +85,11 @@ def _not_a_gate_failure(task, task_run, state) -> bool:
 )
 def compare_task(params: Params) -> steps.CompareOutcome:
     return steps.run_compare(params)
+
+
+@task(name="dvc-commit-data", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def commit_data_task(project: versioning.DvcProject, stages: list[str]) -> None:
+    versioning.commit_and_push(project, stages, push=False)
 
 
 @task(name="dvc-commit", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -199,12 +200,9 @@ def retrain(
     if not decision.retrain:
         return RetrainSummary(validation_passed=True, validation_message="", skipped=decision.reason)
 
-    changed = changed_task(project, list(SKIPPABLE)) if project else set(SKIPPABLE)
-    run = {"fetch"}
-    for stage, upstream in SKIPPABLE.items():  # dvc.yaml order: prepare before its readers
-        if stage in changed or upstream in run - {"fetch"}:
-            run.add(stage)
-    skipped = [s for s in SKIPPABLE if s not in run]
+    skippable = list(schedule.SKIPPABLE_STAGES)
+    run = schedule.stages_to_run(changed_task(project, skippable) if project else set(skippable))
+    skipped = [s for s in skippable if s not in run]
     if skipped:
         logger.info("unchanged since dvc.lock, not rerun: %s", ", ".join(skipped))
     if "prepare" in run:
@@ -220,11 +218,16 @@ def retrain(
             )
             logger.error(str(exc))
             raise
-    # The baseline does not feed training (compare reads it): run it beside the train task.
+    # The baseline does not feed training (compare reads it): run it beside the train task, and so
+    # is the dvc commit of the data stages that ran (training reads but never writes them).
     baseline = baseline_task.submit(params) if "baseline" in run else None
+    data_stages = ["fetch", *(s for s in ("prepare", "validate") if s in run)]
+    committed = commit_data_task.submit(project, data_stages) if project and data_stages else None
     trained = train_task(params)
     if baseline is not None:
         baseline.result()
+    if committed is not None:
+        committed.result()
     evaluate_task(params)
     try:
         outcome = compare_task(params)
@@ -237,8 +240,8 @@ def retrain(
     watch_task(params, outcome)
     lock_md5 = None
     if project is not None:
-        ran = [s for s in ("fetch", "prepare", "validate", "baseline") if s in run]
-        lock_md5 = version_task(project, [*ran, "train", "evaluate", "compare"], trained.run_id)
+        stages = [*(["baseline"] if "baseline" in run else []), "train", "evaluate", "compare"]
+        lock_md5 = version_task(project, stages, trained.run_id)
     return RetrainSummary(
         validation_passed=True,
         validation_message=f"({_expectations_checked(params):.0f} expectations)",

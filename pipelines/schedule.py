@@ -89,6 +89,30 @@ def decide_retrain(current: Fingerprint, last: Fingerprint | None, *, force: boo
     return RetrainDecision(True, f"retraining: {' and '.join(changed)} changed ({details})")
 
 
+#: The stages before training that a retrain skips when DVC says they are unchanged, in dvc.yaml
+#: order, each with the stage whose output it reads.
+SKIPPABLE_STAGES: dict[str, str] = {"prepare": "fetch", "validate": "prepare", "baseline": "prepare"}
+
+
+def stages_to_run(changed: set[str], upstream: Mapping[str, str] = SKIPPABLE_STAGES) -> list[str]:
+    """Which of the skippable stages a retrain runs, as ``dvc repro`` would choose them.
+
+    Args:
+        changed: stages ``dvc status`` reports as changed (their deps, params, outputs or command
+            differ from ``dvc.lock``).
+        upstream: stage -> the stage it reads, in pipeline order (default :data:`SKIPPABLE_STAGES`).
+
+    Returns:
+        The stages to run, in pipeline order: the changed ones and every stage reading the output
+        of one that runs. ``fetch`` always runs and its output's change shows in ``changed``.
+    """
+    run: list[str] = []
+    for stage, reads in upstream.items():
+        if stage in changed or reads in run:
+            run.append(stage)
+    return run
+
+
 def last_fingerprint(runs: Sequence[Any]) -> Fingerprint | None:
     """The fingerprint of the newest *successful* run among ``runs`` (MLflow ``Run`` objects, newest
     first): finished, through the gate (tag ``curvewatch.gate`` set by the compare stage), and

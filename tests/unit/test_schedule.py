@@ -17,6 +17,7 @@ from pipelines.schedule import (
     decide_retrain,
     last_fingerprint,
     params_md5,
+    stages_to_run,
     watch_events,
 )
 
@@ -122,3 +123,17 @@ def test_documented_automation_is_valid_and_triggers_on_the_emitted_events():
     pattern = automation.trigger.match.root["prefect.resource.id"]
     assert fnmatch(MODEL_RESOURCE_PREFIX + "curvewatch-fashion-mnist-classifier", pattern)
     assert automation.actions[0].type == "send-notification"
+
+
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [
+        (set(), []),
+        ({"prepare"}, ["prepare", "validate", "baseline"]),  # a new split: everything reading it
+        ({"validate"}, ["validate"]),  # e.g. an expectation suite edited
+        ({"baseline"}, ["baseline"]),
+        ({"validate", "baseline"}, ["validate", "baseline"]),
+    ],
+)
+def test_stages_to_run_follow_changes_downstream(changed, expected):
+    assert stages_to_run(changed) == expected
