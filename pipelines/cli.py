@@ -111,8 +111,8 @@ def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
     except StageError as exc:
         _fail(exc)
     typer.echo(
-        f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id}, "
-        f"model version {outcome.model_version}"
+        f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id} "
+        "(the compare stage registers the model once its curves are diagnosed)"
     )
 
 

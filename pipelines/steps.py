@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,8 +199,9 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     """Train the configured model, tracking everything in a new MLflow run.
 
     Logs the full resolved config, the git commit, the dataset with its DVC content hash, the
-    validation results, per-epoch curves (step = epoch), the model (Keras flavour, registered as a
-    new version of ``tracking.registered_model``). Writes ``<model_dir>/model.keras``,
+    validation results, per-epoch curves (step = epoch) and the model (Keras flavour; the compare
+    stage registers it once the curves are diagnosed, see ``pipelines/registry.py``). The run is
+    named by :func:`pipelines.tracking.run_name`. Writes ``<model_dir>/model.keras``,
     ``<model_dir>/run.json``, ``<plots_dir>/history.csv`` and ``<metrics_dir>/train.json``.
 
     Raises:
@@ -219,7 +221,9 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     data_version = tracking.dvc_content_hash(paths.raw_dir)
     run = mc.create_run(
         exp_id,
-        run_name=f"{params.train.model}-{params.base.profile}",
+        run_name=tracking.run_name(
+            params.train.model, params.train.learning_rate, data_version, datetime.now(UTC)
+        ),
         tags={
             tracking.RUN_KIND_TAG: "train",
             "mlflow.source.git.commit": tracking.git_commit() or "unknown",
@@ -273,19 +277,26 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
             "best_val_accuracy": max(result.history.get("val_accuracy", [float("nan")])),
         }
         tracking.log_metrics(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
-        version = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
+        model_info = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
     except BaseException:
         mc.set_terminated(run_id, status="FAILED")
         raise
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")
     atomic_write_json(
         paths.model_dir / RUN_FILE,
-        {"run_id": run_id, "model_version": version, "experiment_id": exp_id, "data_version": data_version},
+        {
+            "run_id": run_id,
+            "model_version": None,  # registered by the compare stage, after the diagnosis (registry.py)
+            "model_uri": model_info.model_uri,
+            "model_id": model_info.model_id,
+            "experiment_id": exp_id,
+            "data_version": data_version,
+        },
     )
     atomic_write_json(paths.metrics_dir / "train.json", {"train": summary})
     return TrainOutcome(
         run_id=run_id,
-        model_version=version,
+        model_version=None,
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         completed=result.completed,
@@ -305,8 +316,9 @@ def _flat(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _log_model(mc, run_id: str, params: Params, model, example, classes) -> str | None:
-    """Log the Keras model to the run and register it; returns the new registered version."""
+def _log_model(mc, run_id: str, params: Params, model, example, classes):
+    """Log the Keras model to the run (not registered: the compare stage decides, see
+    ``pipelines/registry.py``); returns MLflow's ``ModelInfo`` (``model_uri``, ``model_id``)."""
     import mlflow
     import mlflow.keras
     from mlflow.models import infer_signature
@@ -324,10 +336,9 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes) -> str 
             name="model",
             signature=signature,
             pip_requirements=requirements,
-            registered_model_name=params.tracking.registered_model,
             metadata={"class_names": classes.get("class_names")},
         )
-    return str(info.registered_model_version) if info.registered_model_version is not None else None
+    return info
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -335,12 +346,13 @@ def run_evaluate(params: Params):
     """Evaluate the trained model on the official test split; log into the training run.
 
     Writes ``paths.evaluation_dir`` (metrics.json, per_class.csv, confusion_matrix.png,
-    predictions.parquet), ``<metrics_dir>/evaluate.json`` and ``<plots_dir>/confusion.csv``.
+    predictions.parquet), ``<metrics_dir>/evaluate.json`` and ``<plots_dir>/confusion.csv``; logs
+    ``test_accuracy``/``test_loss`` and the per-class table (``mlflow.log_table``) to the run.
     """
     import keras
 
     from pipelines import tracking
-    from pipelines.evaluate import evaluate, save_evaluation
+    from pipelines.evaluate import PER_CLASS_TABLE, evaluate, per_class_table, save_evaluation
     from pipelines.prepare import load_classes, load_split
 
     paths = params.paths
@@ -365,12 +377,8 @@ def run_evaluate(params: Params):
     )
     mc = tracking.client()
     tracking.log_metrics(mc, run_info["run_id"], summary)
-    per_class = {}
-    for row in result.per_class.itertuples(index=False):
-        name = str(getattr(row, "class_name", getattr(row, "label", ""))).replace("/", "_").replace(" ", "_")
-        per_class[f"test_precision.{name}"] = float(row.precision)
-        per_class[f"test_recall.{name}"] = float(row.recall)
-    tracking.log_metrics(mc, run_info["run_id"], per_class)
+    # One browsable table instead of 2 x K scalar charts (MLflow UI: Artifacts / Evaluation tab).
+    mc.log_table(run_info["run_id"], per_class_table(result), PER_CLASS_TABLE)
     mc.log_artifacts(run_info["run_id"], str(paths.evaluation_dir), "evaluation")
     return result
 
@@ -396,15 +404,17 @@ def run_compare(params: Params) -> CompareOutcome:
 
     Reads this run, the champion (alias ``champion`` of ``tracking.registered_model``) and the last
     ``compare.recent_runs`` training runs from MLflow. Writes MLflow tags (``curvewatch.verdict``,
-    ``curvewatch.plateau_onset_epoch``, ``curvewatch.gate`` ...) and metrics on the run, the report
-    (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as run artifacts,
-    ``<metrics_dir>/compare.json``, and moves the ``champion`` alias when the gate passes.
+    ``curvewatch.plateau_onset_epoch``, ``curvewatch.gate``, ``curvewatch.decision`` ...), the run
+    description (``mlflow.note.content``: the diagnosis paragraph and a link to the report) and
+    metrics on the run, the report (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as
+    run artifacts, ``<metrics_dir>/compare.json``. Registers the model version and moves the
+    ``champion`` alias as ``pipelines/registry.py`` decides (``compare.promotion``).
 
     Raises:
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
             still written first).
     """
-    from pipelines import tracking
+    from pipelines import registry, tracking
     from pipelines.curves.batch import mlflow_metrics, mlflow_tags
     from pipelines.curves.compare import compare_curves, series_stall
     from pipelines.curves.diagnose import diagnose
@@ -464,15 +474,38 @@ def run_compare(params: Params) -> CompareOutcome:
         findings=findings,
         title=f"curvewatch report for run {run_id}",
     )
-    promoted = bool(gate_result.passed) and run_info.get("model_version") is not None
-    if promoted:
-        tracking.promote(mc, params.tracking.registered_model, run_info["model_version"])
-    tags = mlflow_tags(diagnosis) | {
-        "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings})) or "none",
-        "curvewatch.gate": gate_result.decision,
-        "curvewatch.champion_run_id": champion.run_id if champion else None,
-        "curvewatch.promoted": str(promoted).lower(),
-    }
+    diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
+    # One-sided p for "the challenger is better": the same paired test with the roles swapped.
+    p_better = (
+        gate(champion_preds, challenger_preds, alpha=cfg.alpha).p_value
+        if champion_preds is not None
+        else None
+    )
+    reg = registry.apply_policy(
+        mc,
+        params.tracking.registered_model,
+        run_info=run_info,
+        verdict=diagnosis.verdict,
+        plateau_onset_epoch=diagnosis.plateau_onset_epoch,
+        diagnosis=diag_msg,
+        completed=challenger_curve.complete,
+        gate_result=gate_result,
+        p_better=p_better,
+        rule=cfg.promotion,
+        alpha=cfg.alpha,
+        margin=cfg.margin,
+    )
+    promoted = reg.promoted
+    tags = (
+        mlflow_tags(diagnosis)
+        | reg.run_tags
+        | {
+            "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings}))
+            or "none",
+            "curvewatch.gate": gate_result.decision,
+            "curvewatch.champion_run_id": champion.run_id if champion else None,
+        }
+    )
     tracking.set_tags(mc, run_id, tags)
     numbers = mlflow_metrics(diagnosis) | {
         "gate.p_value": gate_result.p_value,
@@ -486,7 +519,6 @@ def run_compare(params: Params) -> CompareOutcome:
         paths.metrics_dir / "compare.json", {"compare": _finite(numbers) | {"promoted": promoted}}
     )
 
-    diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
     gate_msg = gate_result.finding.message if gate_result.finding else _gate_sentence(gate_result)
     outcome = CompareOutcome(
         run_id=run_id,

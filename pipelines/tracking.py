@@ -19,6 +19,7 @@ import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,163 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
-    """Return the id of experiment ``name``, creating it (artifacts under :func:`artifact_root`)."""
+    """Return the id of experiment ``name``, creating it (artifacts under :func:`artifact_root`).
+
+    Also makes the experiment open the way a curvewatch user needs it in the MLflow UI, on new and
+    existing experiments alike (tags are only written when missing or different):
+
+    - ``mlflow.experimentKind = custom_model_development``: MLflow 3.x opens an experiment without
+      a kind in its GenAI traces overview; this kind opens the "Training runs" table;
+    - the saved view :data:`DIAGNOSIS_VIEW_NAME` (:func:`diagnosis_view_tag`), listed under
+      "Views" on the runs page and opened by :func:`run_table_url`.
+    """
     exp = mlflow_client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    uri = mlflow_client.tracking_uri
-    location = artifact_root() if uri.startswith("sqlite:") or uri.startswith("file:") else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        uri = mlflow_client.tracking_uri
+        location = artifact_root() if uri.startswith("sqlite:") or uri.startswith("file:") else None
+        exp_id = mlflow_client.create_experiment(name, artifact_location=location)
+        tags: dict[str, str] = {}
+    else:
+        exp_id, tags = exp.experiment_id, dict(exp.tags)
+    if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        mlflow_client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    key, value = diagnosis_view_tag()
+    if _view_state(tags.get(key)) != diagnosis_view_state():
+        mlflow_client.set_experiment_tag(exp_id, key, value)
+    return exp_id
+
+
+#: Experiment tag MLflow 3.x reads to choose the experiment's landing page (and its value for
+#: model training: the runs table instead of the GenAI traces overview).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+#: MLflow 3.17's saved views of the runs table are experiment tags ``mlflow.sharedViewState.<id>``
+#: (the "Views" menu and the ``viewStateShareKey`` URL parameter of the runs page read them).
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+DIAGNOSIS_VIEW_ID = "curvewatch-diagnosis"
+DIAGNOSIS_VIEW_NAME = "curvewatch diagnosis"
+#: Run-table columns of the diagnosis view, as MLflow's canonical keys, in display order per group.
+DIAGNOSIS_VIEW_COLUMNS = (
+    "attributes.`Models`",
+    "attributes.`Dataset`",
+    "metrics.`test_accuracy`",
+    "metrics.`train.best_val_accuracy`",
+    "tags.`curvewatch.verdict`",
+    "tags.`curvewatch.plateau_onset_epoch`",
+    "tags.`curvewatch.gate`",
+    "tags.`curvewatch.decision`",
+)
+_VIEW_CREATED_MS = 1_764_000_000_000  # fixed, so that re-writing the view is idempotent
+
+
+def diagnosis_view_state() -> dict[str, Any]:
+    """The runs-table state of the saved view :data:`DIAGNOSIS_VIEW_NAME` (pure).
+
+    Keys are those MLflow 3.17's runs page restores from a saved view: its search facets
+    (``searchFilter``, ``orderByKey``, ``orderByAsc``, ``startTime``, ``lifecycleFilter``,
+    ``modelVersionFilter``, ``datasetsFilter``) and its UI state (``selectedColumns``,
+    ``columnWidths``, ...). Newest runs first; the verdict, plateau onset, gate and registry
+    decision columns shown, wide enough to read.
+    """
+    return {
+        "searchFilter": "",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": list(DIAGNOSIS_VIEW_COLUMNS),
+        "columnWidths": {
+            "tags.`curvewatch.verdict`": 150,
+            "tags.`curvewatch.plateau_onset_epoch`": 120,
+            "tags.`curvewatch.gate`": 150,
+            "tags.`curvewatch.decision`": 420,
+        },
+        "runsHiddenMode": "FIRST_10_RUNS",
+    }
+
+
+def diagnosis_view_tag() -> tuple[str, str]:
+    """``(key, value)`` of the experiment tag holding the saved view (pure).
+
+    The value is the envelope MLflow 3.17's UI writes for a saved view (``name``, ``createdAt``,
+    ``updatedAt`` in ms, and ``state``: the JSON text of :func:`diagnosis_view_state`).
+    """
+    value = json.dumps(
+        {
+            "name": DIAGNOSIS_VIEW_NAME,
+            "createdAt": _VIEW_CREATED_MS,
+            "updatedAt": _VIEW_CREATED_MS,
+            "state": json.dumps(diagnosis_view_state(), sort_keys=True),
+        }
+    )
+    return SAVED_VIEW_PREFIX + DIAGNOSIS_VIEW_ID, value
+
+
+def _view_state(tag_value: str | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(json.loads(tag_value)["state"]) if tag_value else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def ui_base_url(uri: str | None = None) -> str:
+    """Address of the MLflow UI for tracking URI ``uri``: the server itself for ``http(s)://``,
+    else ``http://127.0.0.1:5000`` (where ``make ui`` serves a local store)."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def run_table_url(base_url: str, experiment_id: str) -> str:
+    """Link to the experiment's runs table in the diagnosis view, e.g.
+    ``http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=curvewatch-diagnosis``."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={DIAGNOSIS_VIEW_ID}"
+
+
+def report_url(experiment_id: str, run_id: str, artifact_path: str) -> str:
+    """Relative UI link (``#/experiments/...``) to a run artifact, opened in MLflow's artifact viewer."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{artifact_path}"
+
+
+def _short_number(x: float) -> str:
+    """``0.001 -> '1e-3'``, ``0.00032 -> '3.2e-4'``, ``0.1 -> '1e-1'`` (learning rates in run names)."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def run_name(
+    model: str,
+    learning_rate: float,
+    data_version: str | None,
+    started: datetime,
+    *,
+    trial: int | None = None,
+) -> str:
+    """A run name built from what differs between curvewatch runs (pure).
+
+    ``small_cnn lr=1e-3 d=ab12cd 2026-11-25T21:06`` for a training run: the model, the learning
+    rate, the first 6 hex digits of the data version (DVC content hash) and the start time (UTC, to
+    the minute); ``trial 7 small_cnn lr=3.2e-4 ...`` for Optuna trial 7.
+
+    Args:
+        model: ``train.model``.
+        learning_rate: ``train.learning_rate`` (> 0).
+        data_version: DVC content hash (``<md5>`` or ``<md5>.dir``), or None when unknown.
+        started: the run's start time; naive values are taken as UTC.
+        trial: Optuna trial number, for tuning runs.
+    """
+    if started.tzinfo is not None:
+        started = started.astimezone(UTC)
+    parts = [f"trial {trial}"] if trial is not None else []
+    parts += [model, f"lr={_short_number(learning_rate)}"]
+    if data_version:
+        parts.append(f"d={data_version[:6]}")
+    parts.append(started.strftime("%Y-%m-%dT%H:%M"))
+    return " ".join(parts)
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
