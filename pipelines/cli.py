@@ -266,6 +266,24 @@ def tune(
         typer.secho(result.optimism.message, fg="yellow")
 
 
+@app.command("ui-url")
+def ui_url(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    base: Annotated[
+        str | None, typer.Option(help="the MLflow UI's address (default: the tracking server, else :5000)")
+    ] = None,
+) -> None:
+    """Print the link to the experiment's runs table in the "curvewatch diagnosis" view (for ``make ui``)."""
+    from pipelines import tracking
+
+    p = _params(params, profile, set_)
+    mc = tracking.client()
+    exp_id = tracking.ensure_experiment(mc, p.tracking.experiment)
+    typer.echo(tracking.run_table_url(base or tracking.ui_base_url(mc.tracking_uri), exp_id))
+
+
 def ensure_prefect_server() -> str:
     """Point Prefect at ``$PREFECT_API_URL``, or start/reuse the local server (``infra/prefect-server.sh``).
 

@@ -232,15 +232,23 @@ def run_description(
     decision: PromotionDecision,
     model_version: str | None,
     report_link: str,
+    best_val_accuracy: float | None = None,
+    best_epoch: int | None = None,
 ) -> str:
     """The run's description (``mlflow.note.content``, shown on its Overview page), markdown.
 
-    One paragraph of diagnosis, then the gate, the registry decision and a link to the report.
+    The headline metrics (test accuracy, best validation accuracy and its epoch), one paragraph of
+    diagnosis, then the gate, the registry decision and a link to the report.
     """
     onset = f" from epoch {plateau_onset_epoch}" if plateau_onset_epoch else ""
     version = f" as version {model_version}" if model_version else ""
     registry = registration.reason + (version if registration.register else "")
+    headline = f"test_accuracy **{gate_result.challenger_accuracy:.4f}**"
+    if best_val_accuracy is not None:
+        at = f" (epoch {best_epoch})" if best_epoch else ""
+        headline += f", best val_accuracy **{best_val_accuracy:.4f}**{at}"
     return (
+        f"{headline}\n\n"
         f"**curvewatch: {verdict}{onset}.** {diagnosis}\n\n"
         f"**Gate:** {gate_summary(gate_result)}. **Champion:** {decision.text}.\n\n"
         f"**Registry:** {registry}.\n\n"
@@ -323,6 +331,8 @@ def apply_policy(
     rule: str,
     alpha: float,
     margin: float,
+    best_val_accuracy: float | None = None,
+    best_epoch: int | None = None,
 ) -> RegistryOutcome:
     """Register the run's model and move the ``champion`` alias as the policy decides.
 
@@ -336,6 +346,7 @@ def apply_policy(
             one-paragraph text).
         completed: the run trained to the end.
         gate_result, p_better, rule, alpha, margin: see :func:`promotion_decision`.
+        best_val_accuracy, best_epoch: headline numbers for the run description.
 
     Returns:
         RegistryOutcome; the caller writes ``run_tags`` on the run.
@@ -395,6 +406,8 @@ def apply_policy(
             decision=decision,
             model_version=version,
             report_link=report_link,
+            best_val_accuracy=best_val_accuracy,
+            best_epoch=best_epoch,
         ),
     }
     return RegistryOutcome(registration, decision, version, promoted, run_tags)

@@ -494,6 +494,8 @@ def run_compare(params: Params) -> CompareOutcome:
         rule=cfg.promotion,
         alpha=cfg.alpha,
         margin=cfg.margin,
+        best_val_accuracy=_best(challenger_curve.metrics.get("val_accuracy")),
+        best_epoch=diagnosis.best_epoch,
     )
     promoted = reg.promoted
     tags = (
@@ -536,6 +538,15 @@ def run_compare(params: Params) -> CompareOutcome:
     if not gate_result.passed and cfg.fail_on_regression:
         raise GateFailed(f"regression gate failed: {gate_msg}")
     return outcome
+
+
+def _best(values) -> float | None:
+    """Largest finite value of a per-epoch series (None when there is none)."""
+    import numpy as np
+
+    finite = np.asarray(values if values is not None else [], dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) if finite.size else None
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:

@@ -69,8 +69,9 @@ def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
     Also makes the experiment open the way a curvewatch user needs it in the MLflow UI, on new and
     existing experiments alike (tags are only written when missing or different):
 
-    - ``mlflow.experimentKind = custom_model_development``: MLflow 3.x opens an experiment without
-      a kind in its GenAI traces overview; this kind opens the "Training runs" table;
+    - ``mlflow.experimentKind = custom_model_development``: the experiment's kind as MLflow's API
+      records it (MLflow 3.x UIs without the GenAI / "Model training" switch open such an
+      experiment on its runs table; 3.17.2's switch is set by :func:`run_table_url`);
     - the saved view :data:`DIAGNOSIS_VIEW_NAME` (:func:`diagnosis_view_tag`), listed under
       "Views" on the runs page and opened by :func:`run_table_url`.
     """
@@ -99,17 +100,16 @@ MODEL_TRAINING_KIND = "custom_model_development"
 SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
 DIAGNOSIS_VIEW_ID = "curvewatch-diagnosis"
 DIAGNOSIS_VIEW_NAME = "curvewatch diagnosis"
-#: Run-table columns of the diagnosis view, as MLflow's canonical keys, in display order per group.
-DIAGNOSIS_VIEW_COLUMNS = (
-    "attributes.`Models`",
-    "attributes.`Dataset`",
-    "metrics.`test_accuracy`",
-    "metrics.`train.best_val_accuracy`",
-    "tags.`curvewatch.verdict`",
-    "tags.`curvewatch.plateau_onset_epoch`",
-    "tags.`curvewatch.gate`",
-    "tags.`curvewatch.decision`",
-)
+#: Run-table columns of the diagnosis view (MLflow's canonical column ids) with their widths in
+#: pixels, in display order: wide enough to read on a 1440-pixel screen without scrolling.
+DIAGNOSIS_VIEW_COLUMNS: dict[str, int] = {
+    "attributes.`Run Name`": 300,
+    "tags.`curvewatch.verdict`": 110,
+    "tags.`curvewatch.plateau_onset_epoch`": 110,
+    "tags.`curvewatch.gate`": 130,
+    "metrics.`test_accuracy`": 110,
+    "tags.`curvewatch.decision`": 520,
+}
 _VIEW_CREATED_MS = 1_764_000_000_000  # fixed, so that re-writing the view is idempotent
 
 
@@ -130,13 +130,9 @@ def diagnosis_view_state() -> dict[str, Any]:
         "lifecycleFilter": "Active",
         "modelVersionFilter": "All Runs",
         "datasetsFilter": [],
-        "selectedColumns": list(DIAGNOSIS_VIEW_COLUMNS),
-        "columnWidths": {
-            "tags.`curvewatch.verdict`": 150,
-            "tags.`curvewatch.plateau_onset_epoch`": 120,
-            "tags.`curvewatch.gate`": 150,
-            "tags.`curvewatch.decision`": 420,
-        },
+        "selectedColumns": [c for c in DIAGNOSIS_VIEW_COLUMNS if not c.startswith("attributes.")],
+        "columnOrder": list(DIAGNOSIS_VIEW_COLUMNS),
+        "columnWidths": dict(DIAGNOSIS_VIEW_COLUMNS),
         "runsHiddenMode": "FIRST_10_RUNS",
     }
 
@@ -175,9 +171,15 @@ def ui_base_url(uri: str | None = None) -> str:
 
 
 def run_table_url(base_url: str, experiment_id: str) -> str:
-    """Link to the experiment's runs table in the diagnosis view, e.g.
-    ``http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=curvewatch-diagnosis``."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={DIAGNOSIS_VIEW_ID}"
+    """Link to the experiment's runs table in the diagnosis view (pure), e.g.
+    ``http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=curvewatch-diagnosis``.
+
+    ``workflowType=machine_learning`` is needed because MLflow 3.17.2's UI takes an experiment's
+    kind from its GenAI / "Model training" switch (``workflowType`` in the URL, else the browser's
+    last choice, GenAI on a first visit), not from the ``mlflow.experimentKind`` tag.
+    """
+    query = f"workflowType=machine_learning&viewStateShareKey={DIAGNOSIS_VIEW_ID}"
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def report_url(experiment_id: str, run_id: str, artifact_path: str) -> str:

@@ -135,8 +135,14 @@ def test_texts_carry_verdict_gate_p_value_and_data_version():
         decision=d,
         model_version="3",
         report_link="#/experiments/1/runs/r/artifactPath/curvewatch/report.html",
+        best_val_accuracy=0.8123,
+        best_epoch=4,
     )
-    assert note.startswith("**curvewatch: plateau from epoch 4.**")
+    headline, diagnosis = note.split("\n\n")[:2]
+    assert (
+        headline == f"test_accuracy **{g.challenger_accuracy:.4f}**, best val_accuracy **0.8123** (epoch 4)"
+    )
+    assert diagnosis.startswith("**curvewatch: plateau from epoch 4.**")
     assert "version 3" in note and "(#/experiments/1/runs/r/artifactPath/curvewatch/report.html)" in note
 
 

@@ -161,7 +161,8 @@ def test_diagnosis_view_is_mlflow_saved_view_envelope():
     for col in ("curvewatch.verdict", "curvewatch.plateau_onset_epoch", "curvewatch.gate"):
         assert f"tags.`{col}`" in state["selectedColumns"]
     assert tracking.run_table_url("http://127.0.0.1:5000/", "7") == (
-        "http://127.0.0.1:5000/#/experiments/7/runs?viewStateShareKey=curvewatch-diagnosis"
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+        "&viewStateShareKey=curvewatch-diagnosis"
     )
 
 
