@@ -182,23 +182,30 @@ def promotion_decision(
 
 
 def gate_summary(gate_result: GateResult) -> str:
-    """The gate decision with its p-value, e.g. ``keep_champion (p = 0.41)``; no p without a champion."""
+    """The gate's own decision with its one-sided p-value ("the challenger is worse"), e.g.
+    ``keep_champion (p = 0.41)``; no p without a champion."""
     if gate_result.p_value is None:
         return gate_result.decision
     return f"{gate_result.decision} (p = {gate_result.p_value:.3g})"
 
 
 def version_tags(
-    *, verdict: str, gate_result: GateResult, data_version: str | None, rule: str, run_name: str | None
+    *,
+    verdict: str,
+    gate_result: GateResult,
+    decision: PromotionDecision,
+    data_version: str | None,
+    run_name: str | None,
 ) -> dict[str, str]:
-    """Tags of a registered model version: verdict, gate decision and p-value, data version, rule."""
+    """Tags of a registered model version: verdict, gate decision (after the promotion rule) and the
+    gate's p-value, test accuracy, data version, promotion rule and the run's name."""
     tags = {
         "curvewatch.verdict": verdict,
-        "curvewatch.gate": gate_result.decision,
+        "curvewatch.gate": decision.code,
         "curvewatch.gate_p_value": "" if gate_result.p_value is None else f"{gate_result.p_value:.4g}",
         "curvewatch.test_accuracy": f"{gate_result.challenger_accuracy:.4f}",
         "curvewatch.data_version": data_version or "unknown",
-        "curvewatch.promotion_rule": rule,
+        "curvewatch.promotion_rule": decision.rule,
     }
     if run_name:
         tags["curvewatch.run_name"] = run_name
@@ -306,7 +313,8 @@ class RegistryOutcome:
         decision: the promotion decision.
         version: the run's registered model version (None when not registered).
         promoted: whether the ``champion`` alias now points at ``version``.
-        run_tags: tags for the run: ``curvewatch.decision``, ``curvewatch.registered``,
+        run_tags: tags for the run: ``curvewatch.gate`` (the decision code after the promotion
+            rule), ``curvewatch.decision`` (its sentence), ``curvewatch.registered``,
             ``curvewatch.promoted`` and the description ``mlflow.note.content``.
     """
 
@@ -385,7 +393,7 @@ def apply_policy(
                 verdict=verdict,
                 gate_result=gate_result,
                 data_version=run_info.get("data_version"),
-                rule=rule,
+                decision=decision,
                 run_name=mlflow_client.get_run(run_id).info.run_name,
             ),
         )
@@ -394,6 +402,7 @@ def apply_policy(
         tracking.promote(mlflow_client, model_name, version)
     report_link = tracking.report_url(run_info["experiment_id"], run_id, REPORT_ARTIFACT)
     run_tags = {
+        "curvewatch.gate": decision.code,
         "curvewatch.decision": decision.text if registration.register else registration.reason,
         "curvewatch.registered": f"version {version}" if version else registration.reason,
         "curvewatch.promoted": str(promoted).lower(),

@@ -504,7 +504,6 @@ def run_compare(params: Params) -> CompareOutcome:
         | {
             "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings}))
             or "none",
-            "curvewatch.gate": gate_result.decision,
             "curvewatch.champion_run_id": champion.run_id if champion else None,
         }
     )

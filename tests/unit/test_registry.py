@@ -111,13 +111,10 @@ def test_texts_carry_verdict_gate_p_value_and_data_version():
     ch, cp = _pair(1000, 10, 30, 800)
     g, d = _decide(ch, cp, "significantly_better")
     tags = registry.version_tags(
-        verdict="plateau",
-        gate_result=g,
-        data_version="ab12cd34.dir",
-        rule="significantly_better",
-        run_name="x",
+        verdict="plateau", gate_result=g, decision=d, data_version="ab12cd34.dir", run_name="x"
     )
-    assert tags["curvewatch.verdict"] == "plateau" and tags["curvewatch.gate"] == g.decision
+    assert tags["curvewatch.verdict"] == "plateau" and tags["curvewatch.gate"] == d.code
+    assert tags["curvewatch.promotion_rule"] == "significantly_better"
     assert float(tags["curvewatch.gate_p_value"]) == pytest.approx(g.p_value, rel=1e-3)
     assert tags["curvewatch.data_version"] == "ab12cd34.dir"
     text = registry.version_description(
@@ -208,6 +205,10 @@ def test_apply_policy_registers_describes_and_keeps_champion_on_a_tie(mlflow_uri
     assert mv.tags["curvewatch.verdict"] == "healthy" and mv.tags["curvewatch.data_version"] == "ab12.dir"
     assert "tie" in mv.description and "significantly_better" in mv.description
     assert "champion kept" in tie.run_tags["curvewatch.decision"]
+    assert (
+        tie.run_tags["curvewatch.gate"] == "keep_champion"
+        and first.run_tags["curvewatch.gate"] == "first_champion"
+    )
     assert "[Full curvewatch report](#/experiments/" in tie.run_tags["mlflow.note.content"]
     # Re-running the compare stage reuses the version instead of registering the model again.
     assert apply(tie_info, gate(ch, cp), p_better=1.0).version == "2"
