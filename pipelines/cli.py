@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,8 +34,18 @@ def _params(params: Path, profile: str | None, overrides: list[str] | None):
         raise typer.Exit(2) from exc
 
 
+@app.callback()
+def _quiet_console() -> None:
+    # Before any command imports TensorFlow or MLflow: their start-up noise is decided on load.
+    from pipelines.console import quiet
+
+    quiet()
+
+
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines.console import quiet
+
+    quiet()  # idempotent; kept for commands called directly (tests) rather than through the callback
 
 
 def _fail(exc: Exception, code: int = 1):

@@ -132,7 +132,10 @@ def promotion_decision(
         )
     if g.champion_accuracy is None:
         return PromotionDecision(
-            True, "first_champion", rule, f"first champion: no champion yet, this run ({ch:.4f}) becomes it"
+            True,
+            "first_champion",
+            rule,
+            f"first champion: no champion yet, this run ({ch:.4f}) becomes it (rule {rule})",
         )
     cp = g.champion_accuracy
     versus = f"{ch:.4f} vs champion {cp:.4f}"
@@ -141,7 +144,8 @@ def promotion_decision(
             False,
             "regression",
             rule,
-            f"champion kept: regression, {versus}, one-sided p(worse) = {g.p_value:.3g} < {alpha:g}",
+            f"champion kept: regression, {versus}, one-sided p(worse) = {g.p_value:.3g} < {alpha:g} "
+            f"(rule {rule}: a regression is never promoted)",
         )
     if rule == "significantly_better":
         if p_better is None:
@@ -223,8 +227,8 @@ def version_description(
     """Markdown description of a registered model version (shown on its page in the MLflow UI)."""
     return (
         f"**{verdict}**: {diagnosis}\n\n"
-        f"Gate: {gate_summary(gate_result)}; test accuracy {gate_result.challenger_accuracy:.4f}.\n\n"
-        f"Promotion ({decision.rule}): {decision.text}.\n\n"
+        f"Gate: **{decision.code}**, {decision.text}; regression test {gate_summary(gate_result)}.\n\n"
+        f"Test accuracy {gate_result.challenger_accuracy:.4f}.\n\n"
         f"Data version: `{data_version or 'unknown'}`."
     )
 
@@ -257,7 +261,7 @@ def run_description(
     return (
         f"{headline}\n\n"
         f"**curvewatch: {verdict}{onset}.** {diagnosis}\n\n"
-        f"**Gate:** {gate_summary(gate_result)}. **Champion:** {decision.text}.\n\n"
+        f"**Gate: {decision.code}.** {decision.text}.\n\n"
         f"**Registry:** {registry}.\n\n"
         f"[Full curvewatch report]({report_link})"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -256,7 +257,14 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         )
         callbacks = (tracking.epoch_logger(mc, run_id), diag_cb, *extra_callbacks)
         result = train(
-            params.train, data, seed=params.base.seed, backup_dir=paths.backup_dir, callbacks=callbacks
+            params.train,
+            data,
+            seed=params.base.seed,
+            backup_dir=paths.backup_dir,
+            callbacks=callbacks,
+            # Keras' progress bar on a terminal; one line per epoch in a log (its bar would print a
+            # new line every 0.05 s when stdout is not a terminal).
+            verbose=1 if sys.stdout.isatty() else 2,
         )
         save_model(result.model, paths.model_dir / "model.keras")
         save_history_csv(result.history, paths.plots_dir / "history.csv")

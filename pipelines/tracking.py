@@ -104,11 +104,11 @@ DIAGNOSIS_VIEW_NAME = "curvewatch diagnosis"
 #: pixels, in display order: wide enough to read on a 1440-pixel screen without scrolling.
 DIAGNOSIS_VIEW_COLUMNS: dict[str, int] = {
     "attributes.`Run Name`": 300,
-    "tags.`curvewatch.verdict`": 110,
-    "tags.`curvewatch.plateau_onset_epoch`": 110,
-    "tags.`curvewatch.gate`": 130,
-    "metrics.`test_accuracy`": 110,
-    "tags.`curvewatch.decision`": 520,
+    "tags.`curvewatch.verdict`": 150,
+    "tags.`curvewatch.plateau_onset_epoch`": 230,
+    "tags.`curvewatch.gate`": 150,
+    "metrics.`test_accuracy`": 120,
+    "tags.`curvewatch.decision`": 560,
 }
 _VIEW_CREATED_MS = 1_764_000_000_000  # fixed, so that re-writing the view is idempotent
 

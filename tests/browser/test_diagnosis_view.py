@@ -1,0 +1,285 @@
+"""The MLflow UI as a curvewatch user sees it, in a real browser (Debian chromium via Playwright).
+
+A real ``mlflow server`` (SQLite store and artifact proxy under tmp_path, a free port of 127.0.0.1)
+gets three training runs made without training: their curves and test predictions are logged, then
+the real compare stage (``steps.run_compare``: diagnosis, regression gate, registry policy, report)
+runs on each. The runs table opened by ``tracking.run_table_url`` must show each run's verdict,
+plateau onset and gate decision as loaded, and the report linked from the run's description must
+render. A screenshot of each page is kept under tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import steps, tracking
+from pipelines.config import Params
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+EXPERIMENT = "curvewatch-ui-test"
+TOKEN_TAG = "curvewatch.test_server_token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(tmp_path_factory):
+    """A ``mlflow server`` of this test's own: the store carries a random token that the process
+    answering on the port must return, so whatever else might listen there is never used."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow-ui")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    token = secrets.token_hex(8)
+    MlflowClient(store).create_experiment("ownership", tags={TOKEN_TAG: token})
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            store,
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store},
+    )
+    try:
+        deadline = time.monotonic() + 240  # the server starts in 30-60 s on 2 busy cores
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"mlflow server exited with {proc.returncode}:\n{(root / 'server.log').read_text()}"
+                )
+            try:
+                exp = _get_json(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ownership")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server on {url} did not answer in 240 s")
+                time.sleep(1)
+        tags = {t["key"]: t["value"] for t in exp["experiment"].get("tags", [])}
+        assert tags.get(TOKEN_TAG) == token, f"something else answers on {url}"
+        yield url, root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _rising(epochs: int, top: float) -> np.ndarray:
+    e = np.arange(1, epochs + 1)
+    return top - (top - 0.5) * np.exp(-e / 2.5)
+
+
+def _seed_run(url: str, root: Path, name: str, lr: float, val: np.ndarray, correct: np.ndarray) -> str:
+    """Log one finished training run's curves and test predictions, then run the compare stage."""
+    work = root / name
+    params = Params.model_validate(
+        {
+            "paths": {
+                key: str(work / key)
+                for key in ("raw_dir", "prepared_dir", "validation_dir", "model_dir", "evaluation_dir")
+                + ("compare_dir", "metrics_dir", "plots_dir", "backup_dir")
+            },
+            "train": {"epochs": len(val), "learning_rate": lr},
+            "tracking": {"experiment": EXPERIMENT, "registered_model": "ui-test-classifier"},
+        }
+    )
+    from mlflow.entities import Metric
+
+    mc = tracking.client(url)
+    exp = tracking.ensure_experiment(mc, EXPERIMENT)
+    run_name = tracking.run_name("small_cnn", lr, "ab12cd34ef.dir", datetime.now(UTC))
+    rid = mc.create_run(exp, run_name=run_name, tags={tracking.RUN_KIND_TAG: "train"}).info.run_id
+    tracking.log_params(mc, rid, params)
+    mc.log_param(rid, "data.num_classes", 10)
+    noise = np.random.default_rng(len(name)).normal(0, 0.002, len(val))
+    metrics = []
+    for epoch, (v, eps) in enumerate(zip(val, noise, strict=True), start=1):
+        v = float(v + eps)
+        metrics += [
+            Metric("val_accuracy", v, 0, epoch),
+            Metric("accuracy", min(0.99, v + 0.01), 0, epoch),
+            Metric("val_loss", 1.6 * (1 - v), 0, epoch),
+            Metric("loss", 1.5 * (1 - v), 0, epoch),
+        ]
+    mc.log_batch(rid, metrics=metrics)
+    mc.log_metric(rid, "test_accuracy", float(correct.mean()))
+    mc.log_text(rid, "artifact_path: model\nflavors: {}\n", "model/MLmodel")
+    tracking.set_tags(mc, rid, {"curvewatch.completed": "true"})
+    mc.set_terminated(rid)
+    params.paths.model_dir.mkdir(parents=True)
+    (params.paths.model_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": rid,
+                "experiment_id": exp,
+                "model_version": None,
+                "model_uri": f"runs:/{rid}/model",
+                "data_version": "ab12cd34ef.dir",
+            }
+        )
+    )
+    params.paths.evaluation_dir.mkdir(parents=True)
+    preds = pd.DataFrame({"id": np.arange(correct.size), "correct": correct})
+    preds.to_parquet(params.paths.evaluation_dir / "predictions.parquet")
+    mc.log_artifact(rid, str(params.paths.evaluation_dir / "predictions.parquet"), "evaluation")
+    steps.run_compare(params)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def seeded(mlflow_ui, tmp_path_factory):
+    """healthy (first champion), stalled (a tie with the champion: kept) and regressed runs."""
+    url, _ = mlflow_ui
+    root = tmp_path_factory.mktemp("runs")
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = url
+    try:
+        n = 4000
+        champion = np.arange(n) < int(0.91 * n)
+        rng = np.random.default_rng(0)
+        ids = {
+            "healthy": _seed_run(url, root, "healthy", 1e-3, _rising(10, 0.91), champion),
+            "stalled": _seed_run(
+                url,
+                root,
+                "stalled",
+                1e-1,
+                np.concatenate([_rising(4, 0.85), np.full(8, 0.85)]),
+                rng.permutation(champion),
+            ),
+            "regressed": _seed_run(
+                url, root, "regressed", 3e-3, _rising(10, 0.87), np.arange(n) < int(0.85 * n)
+            ),
+        }
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    mc = tracking.client(url)
+    return (
+        url,
+        mc.get_experiment_by_name(EXPERIMENT).experiment_id,
+        {k: mc.get_run(v) for k, v in ids.items()},
+    )
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright gives the browser a fresh temporary profile and never downloads one here.
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1920, "height": 1000})
+        context.set_default_timeout(90_000)  # the UI's first load compiles ~27 MB of JS on 2 cores
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def _cells(page, run_id: str) -> list[str]:
+    """Texts of a run's cells; ag-grid splits a row between the pinned run-name column and the rest."""
+    rows = page.locator(f'[role=row][row-id="{run_id}"]')
+    return [c.strip() for c in rows.locator("[role=gridcell]").all_inner_texts()]
+
+
+def test_runs_table_shows_verdict_onset_and_gate_as_loaded(seeded, page, tmp_path):
+    url, exp_id, runs = seeded
+    tags = {k: r.data.tags for k, r in runs.items()}
+    assert tags["healthy"]["curvewatch.gate"] == "first_champion"
+    assert tags["stalled"]["curvewatch.verdict"] == "plateau"
+    assert tags["stalled"]["curvewatch.gate"] == "keep_champion"
+    assert tags["regressed"]["curvewatch.gate"] == "regression"
+
+    page.goto(tracking.run_table_url(url, exp_id))
+    for run in runs.values():
+        page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+    page.screenshot(path=str(tmp_path / "runs_table.png"))
+    # The shared "curvewatch diagnosis" view is applied and the page is in model-training mode.
+    assert page.get_by_text(tracking.DIAGNOSIS_VIEW_NAME).first.is_visible()
+    for header in ("curvewatch.verdict", "curvewatch.plateau_onset_epoch", "curvewatch.gate"):
+        assert page.get_by_role("columnheader", name=header).first.is_visible(), header
+    for key, run in runs.items():
+        cells = _cells(page, run.info.run_id)
+        t = run.data.tags
+        assert t["curvewatch.verdict"] in cells, (key, cells)
+        assert t["curvewatch.gate"] in cells, (key, cells)
+        onset = t.get("curvewatch.plateau_onset_epoch")
+        if onset:
+            assert onset in cells, (key, cells)
+    # Every run name is distinct and says model, learning rate, data version and time.
+    names = [r.info.run_name for r in runs.values()]
+    assert len(set(names)) == 3 and all(n.startswith("small_cnn lr=") and " d=ab12cd " in n for n in names)
+
+
+def test_run_description_links_to_a_report_that_renders(seeded, page, tmp_path):
+    url, exp_id, runs = seeded
+    stalled = runs["stalled"]
+    page.goto(f"{url}/#/experiments/{exp_id}/runs/{stalled.info.run_id}?workflowType=machine_learning")
+    page.get_by_text("curvewatch: plateau").first.wait_for()
+    page.screenshot(path=str(tmp_path / "run_overview.png"))
+    assert page.get_by_text("Gate: keep_champion.").first.is_visible()
+    more = page.get_by_text("Show more")
+    if more.count():
+        more.first.click()
+    href = page.get_by_role("link", name="Full curvewatch report").first.get_attribute("href")
+    assert href.endswith(f"/runs/{stalled.info.run_id}/artifactPath/curvewatch/report.html"), href
+    page.goto(f"{url}/{href.lstrip('/')}" if href.startswith("#") else href)
+    frame = page.frame_locator("iframe").first
+    frame.get_by_text("Findings").first.wait_for()
+    assert frame.get_by_text("plateau").first.is_visible()
+    page.screenshot(path=str(tmp_path / "report.png"))
