@@ -308,18 +308,132 @@ def log_params(mlflow_client: MlflowClient, run_id: str, params: Params) -> None
     mlflow_client.log_dict(run_id, params.model_dump(mode="json", by_alias=True), "config/params.json")
 
 
-def epoch_logger(mlflow_client: MlflowClient, run_id: str):
+class TrackingUnavailable(RuntimeError):
+    """The tracking server stayed unreachable: buffered metrics could not be sent in time."""
+
+
+class MetricBuffer:
+    """Per-epoch metrics on their way to the tracking server, kept until the server took them.
+
+    A sender thread sends the oldest pending metrics with ``send`` (one ``log_batch`` call of at
+    most 1,000 values, MLflow's batch limit) and, while the server is down (a restart, a network
+    blip), keeps them and tries again with exponential backoff (``first_backoff_s`` doubling up to
+    ``max_backoff_s``), so training never waits for the server and nothing is dropped. MLflow's own
+    asynchronous logging (``log_batch(synchronous=False)``) drops a batch whose request failed,
+    hence this buffer. A value sent twice (the server stored it but the answer was lost) is one
+    row: MLflow keys metric values by run, key, step, timestamp and value.
+
+    Args:
+        send: sends one list of ``mlflow.entities.Metric``; raises on failure.
+        target: what to name in errors (the tracking URI and run id).
+        first_backoff_s, max_backoff_s: retry delays, seconds.
+    """
+
+    def __init__(
+        self, send, *, target: str, first_backoff_s: float = 1.0, max_backoff_s: float = 30.0
+    ) -> None:
+        import threading
+
+        self._send = send
+        self._target = target
+        self._first = first_backoff_s
+        self._max = max_backoff_s
+        self._pending: list = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._failures = 0
+        self.last_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="curvewatch-metrics", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Metric values not yet accepted by the server."""
+        with self._cond:
+            return len(self._pending)
+
+    def put(self, metrics) -> None:
+        """Queue metrics (returns at once)."""
+        with self._cond:
+            self._pending.extend(metrics)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        import logging
+        import time
+
+        log = logging.getLogger(__name__)
+        delay = self._first
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = self._pending[:1000]
+            try:
+                self._send(batch)
+            except Exception as exc:  # any transport or server error: keep the batch, retry
+                self.last_error = exc
+                self._failures += 1
+                if self._failures == 1:
+                    log.warning(
+                        "%s: tracking server unreachable (%s); buffering per-epoch metrics", self._target, exc
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, self._max)
+                continue
+            if self._failures:
+                log.warning("%s: tracking server back; buffered metrics sent", self._target)
+            self._failures, delay = 0, self._first
+            with self._cond:
+                del self._pending[: len(batch)]
+                self._cond.notify_all()
+
+    def close(self, timeout_s: float = 600.0) -> None:
+        """Wait until every queued value was sent, at most ``timeout_s`` seconds.
+
+        Raises:
+            TrackingUnavailable: values are still unsent after ``timeout_s``; the message names
+                the target, the count and the last error.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive() or self.pending:
+            raise TrackingUnavailable(
+                f"{self._target}: {self.pending} per-epoch metric values could not be sent in "
+                f"{timeout_s:.0f} s (last error: {self.last_error})"
+            )
+
+
+def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: float = 600.0):
     """A Keras callback that logs each epoch's ``logs`` to ``run_id`` with ``step`` = 1-based epoch.
 
-    One ``log_batch`` call per epoch, so a long run costs one round trip per epoch. Built in a
-    function so that importing this module does not import Keras.
+    Values go through a :class:`MetricBuffer`: one ``log_batch`` per epoch while the tracking
+    server answers, buffered and re-sent when it is back after a restart; training never blocks on
+    the server. At the end of training the callback waits up to ``flush_timeout_s`` seconds for the
+    buffer to drain and raises :class:`TrackingUnavailable` if it cannot. Built in a function so
+    that importing this module does not import Keras.
     """
     import time
 
     import keras
     from mlflow.entities import Metric
 
+    target = f"{mlflow_client.tracking_uri} run {run_id}"
+
     class MlflowEpochLogger(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.buffer: MetricBuffer | None = None
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.buffer = MetricBuffer(
+                lambda batch: mlflow_client.log_batch(run_id, metrics=batch), target=target
+            )
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             now = int(time.time() * 1000)
             metrics = [
@@ -327,8 +441,12 @@ def epoch_logger(mlflow_client: MlflowClient, run_id: str):
                 for k, v in (logs or {}).items()
                 if isinstance(v, int | float | np.floating | np.integer) or np.ndim(v) == 0
             ]
-            if metrics:
-                mlflow_client.log_batch(run_id, metrics=metrics)
+            if metrics and self.buffer is not None:
+                self.buffer.put(metrics)
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            if self.buffer is not None:
+                self.buffer.close(flush_timeout_s)
 
     return MlflowEpochLogger()
 
