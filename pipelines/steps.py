@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -472,16 +472,6 @@ def run_compare(params: Params) -> CompareOutcome:
         if stall is not None:
             findings.append(stall)
 
-    report = render_report(
-        paths.compare_dir,
-        challenger=challenger_curve,
-        diagnosis=diagnosis,
-        champion=champion_curve,
-        recent=recent,
-        gate_result=gate_result,
-        findings=findings,
-        title=f"curvewatch report for run {run_id}",
-    )
     diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
     # One-sided p for "the challenger is better": the same paired test with the roles swapped.
     p_better = (
@@ -506,6 +496,17 @@ def run_compare(params: Params) -> CompareOutcome:
         best_epoch=diagnosis.best_epoch,
     )
     promoted = reg.promoted
+    report = render_report(
+        paths.compare_dir,
+        challenger=challenger_curve,
+        diagnosis=diagnosis,
+        champion=champion_curve,
+        recent=recent,
+        # The gate's numbers with the decision taken under compare.promotion, as on the run.
+        gate_result=replace(gate_result, decision=reg.decision.code, passed=promoted),
+        findings=findings,
+        title=f"curvewatch report for run {run_id}",
+    )
     tags = (
         mlflow_tags(diagnosis)
         | reg.run_tags
@@ -528,13 +529,13 @@ def run_compare(params: Params) -> CompareOutcome:
         paths.metrics_dir / "compare.json", {"compare": _finite(numbers) | {"promoted": promoted}}
     )
 
-    gate_msg = gate_result.finding.message if gate_result.finding else _gate_sentence(gate_result)
+    gate_msg = gate_result.finding.message if gate_result.finding else reg.decision.text
     outcome = CompareOutcome(
         run_id=run_id,
         verdict=diagnosis.verdict,
         diagnosis_message=diag_msg,
         promoted=promoted,
-        gate_decision=gate_result.decision,
+        gate_decision=reg.decision.code,
         gate_message=gate_msg,
         report_markdown=report.markdown,
         report_html=report.html,
@@ -566,12 +567,3 @@ def _finite(values: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(v, int | float) and math.isfinite(v):
             out[k] = v
     return out
-
-
-def _gate_sentence(g) -> str:
-    if g.champion_accuracy is None:
-        return f"no champion yet: this run ({g.challenger_accuracy:.4f} test accuracy) becomes the first"
-    return (
-        f"{g.decision}: challenger {g.challenger_accuracy:.4f} vs champion {g.champion_accuracy:.4f} "
-        f"on {g.n_examples} paired test images ({g.test}, p = {g.p_value:.3g})"
-    )

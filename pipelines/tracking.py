@@ -183,8 +183,10 @@ def run_table_url(base_url: str, experiment_id: str) -> str:
 
 
 def report_url(experiment_id: str, run_id: str, artifact_path: str) -> str:
-    """Relative UI link (``#/experiments/...``) to a run artifact, opened in MLflow's artifact viewer."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{artifact_path}"
+    """Relative UI link (``#/experiments/...``) to a run artifact, opened in MLflow's artifact
+    viewer in the model-training mode (see :func:`run_table_url`)."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{artifact_path}"
+    return f"{path}?workflowType=machine_learning"
 
 
 def _short_number(x: float) -> str:

@@ -12,12 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,81 +21,22 @@ import pytest
 
 from pipelines import steps, tracking
 from pipelines.config import Params
+from tests.mlflow_process import MlflowServer
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 EXPERIMENT = "curvewatch-ui-test"
-TOKEN_TAG = "curvewatch.test_server_token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.load(resp)
 
 
 @pytest.fixture(scope="module")
 def mlflow_ui(tmp_path_factory):
-    """A ``mlflow server`` of this test's own: the store carries a random token that the process
-    answering on the port must return, so whatever else might listen there is never used."""
-    from mlflow import MlflowClient
-
-    root = tmp_path_factory.mktemp("mlflow-ui")
-    store = f"sqlite:///{root / 'mlflow.db'}"
-    token = secrets.token_hex(8)
-    MlflowClient(store).create_experiment("ownership", tags={TOKEN_TAG: token})
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            store,
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": store},
-    )
+    """A ``mlflow server`` of this module's own (tests/mlflow_process.py), provably ours."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-ui"))
     try:
-        deadline = time.monotonic() + 240  # the server starts in 30-60 s on 2 busy cores
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited with {proc.returncode}:\n{(root / 'server.log').read_text()}"
-                )
-            try:
-                exp = _get_json(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ownership")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server on {url} did not answer in 240 s")
-                time.sleep(1)
-        tags = {t["key"]: t["value"] for t in exp["experiment"].get("tags", [])}
-        assert tags.get(TOKEN_TAG) == token, f"something else answers on {url}"
-        yield url, root
+        yield server.start(), server.root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.stop()
 
 
 def _rising(epochs: int, top: float) -> np.ndarray:
@@ -277,9 +212,12 @@ def test_run_description_links_to_a_report_that_renders(seeded, page, tmp_path):
     if more.count():
         more.first.click()
     href = page.get_by_role("link", name="Full curvewatch report").first.get_attribute("href")
-    assert href.endswith(f"/runs/{stalled.info.run_id}/artifactPath/curvewatch/report.html"), href
+    assert f"/runs/{stalled.info.run_id}/artifactPath/curvewatch/report.html?" in href, href
     page.goto(f"{url}/{href.lstrip('/')}" if href.startswith("#") else href)
     frame = page.frame_locator("iframe").first
     frame.get_by_text("Findings").first.wait_for()
     assert frame.get_by_text("plateau").first.is_visible()
+    # The report states the decision taken under the promotion rule, like the run table.
+    assert frame.get_by_text("gate: keep_champion (not promoted)").first.is_visible()
+    assert page.get_by_role("link", name="Runs").first.is_visible()  # still in model-training mode
     page.screenshot(path=str(tmp_path / "report.png"))

@@ -131,7 +131,7 @@ def test_texts_carry_verdict_gate_p_value_and_data_version():
         registration=reg,
         decision=d,
         model_version="3",
-        report_link="#/experiments/1/runs/r/artifactPath/curvewatch/report.html",
+        report_link="#/experiments/1/runs/r/artifactPath/curvewatch/report.html?workflowType=machine_learning",
         best_val_accuracy=0.8123,
         best_epoch=4,
     )
@@ -140,7 +140,7 @@ def test_texts_carry_verdict_gate_p_value_and_data_version():
         headline == f"test_accuracy **{g.challenger_accuracy:.4f}**, best val_accuracy **0.8123** (epoch 4)"
     )
     assert diagnosis.startswith("**curvewatch: plateau from epoch 4.**")
-    assert "version 3" in note and "(#/experiments/1/runs/r/artifactPath/curvewatch/report.html)" in note
+    assert "version 3" in note and "(#/experiments/1/runs/r/artifactPath/curvewatch/report.html?" in note
 
 
 def test_register_version_creates_model_and_describes_version(mlflow_uri):
