@@ -261,7 +261,11 @@ def tune(
     data, _ = load_train_data(p)
     test = load_split(p.paths.prepared_dir, "test")
     try:
-        result = run_tune(p, data, n_trials=trials, test=(test.x, test.y), storage=storage)
+        from pipelines import tracking
+
+        result = run_tune(
+            p, data, n_trials=trials, test=(test.x, test.y), storage=storage, mlflow_client=tracking.client()
+        )
     except ValueError as exc:
         _fail(exc)
     for t in result.trials:
