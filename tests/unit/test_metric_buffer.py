@@ -86,3 +86,19 @@ def test_metrics_logged_while_a_real_server_restarts_all_arrive(tmp_path, monkey
             assert [m.step for m in mc.get_metric_history(run_id, key)] == [1, 2, 3, 4, 5]
     finally:
         server.stop()
+
+
+def test_epoch_logger_sends_every_epoch_by_the_end_of_training(mlflow_uri):
+    import keras
+    import numpy as np
+
+    mc = tracking.client()
+    run_id = mc.create_run(tracking.ensure_experiment(mc, "t")).info.run_id
+    logger = tracking.epoch_logger(mc, run_id)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    x = np.zeros((16, 2), np.float32)
+    model.fit(x, x[:, 0], validation_data=(x, x[:, 0]), epochs=3, verbose=0, callbacks=[logger])
+    assert logger.buffer.pending == 0  # on_train_end waited for the buffer to drain
+    for key in ("loss", "val_loss"):
+        assert [m.step for m in mc.get_metric_history(run_id, key)] == [1, 2, 3]
