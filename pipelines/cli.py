@@ -39,13 +39,18 @@ def _quiet_console() -> None:
     # Before any command imports TensorFlow or MLflow: their start-up noise is decided on load.
     from pipelines.console import quiet
 
-    quiet()
+    quiet(filter_native=_is_program())
+
+
+def _is_program() -> bool:
+    """True when running as the ``curvewatch`` program, not inside a host (pytest's CliRunner)."""
+    return Path(sys.argv[0]).name == "curvewatch"
 
 
 def _setup_logging() -> None:
     from pipelines.console import quiet
 
-    quiet()  # idempotent; kept for commands called directly (tests) rather than through the callback
+    quiet(filter_native=_is_program())  # idempotent; also for commands called directly
 
 
 def _fail(exc: Exception, code: int = 1):

@@ -92,6 +92,8 @@ class NativeStderrFilter:
     filter them. A daemon thread copies every other line, unchanged and at once, to the original
     stderr; :meth:`stop` (registered with ``atexit``, which runs after Python printed any
     uncaught traceback) restores the descriptor and copies what is left, so errors stay loud.
+    Child processes inherit the filtered descriptor; long-lived ones (servers) must send their
+    output to a log file, as ``infra/`` does.
     """
 
     def __init__(self) -> None:
@@ -133,9 +135,14 @@ class NativeStderrFilter:
 _native_filter = NativeStderrFilter()
 
 
-def quiet(level: int = logging.INFO) -> None:
-    """All of the above: call once from an entry point, before importing TensorFlow or MLflow."""
+def quiet(level: int = logging.INFO, *, filter_native: bool = True) -> None:
+    """All of the above: call once from an entry point, before importing TensorFlow or MLflow.
+
+    ``filter_native=False`` leaves file descriptor 2 alone (a host process such as pytest or a
+    notebook owns it).
+    """
     quiet_environment()
     quiet_warnings()
     setup_logging(level)
-    _native_filter.start()
+    if filter_native:
+        _native_filter.start()
