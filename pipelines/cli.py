@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,8 +34,23 @@ def _params(params: Path, profile: str | None, overrides: list[str] | None):
         raise typer.Exit(2) from exc
 
 
+@app.callback()
+def _quiet_console() -> None:
+    # Before any command imports TensorFlow or MLflow: their start-up noise is decided on load.
+    from pipelines.console import quiet
+
+    quiet(filter_native=_is_program())
+
+
+def _is_program() -> bool:
+    """True when running as the ``curvewatch`` program, not inside a host (pytest's CliRunner)."""
+    return Path(sys.argv[0]).name == "curvewatch"
+
+
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines.console import quiet
+
+    quiet(filter_native=_is_program())  # idempotent; also for commands called directly
 
 
 def _fail(exc: Exception, code: int = 1):
@@ -111,8 +125,8 @@ def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
     except StageError as exc:
         _fail(exc)
     typer.echo(
-        f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id}, "
-        f"model version {outcome.model_version}"
+        f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id} "
+        "(the compare stage registers the model once its curves are diagnosed)"
     )
 
 
@@ -273,6 +287,24 @@ def tune(
     )
     if result.optimism is not None:
         typer.secho(result.optimism.message, fg="yellow")
+
+
+@app.command("ui-url")
+def ui_url(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    base: Annotated[
+        str | None, typer.Option(help="the MLflow UI's address (default: the tracking server, else :5000)")
+    ] = None,
+) -> None:
+    """Print the link to the experiment's runs table in the "curvewatch diagnosis" view (for ``make ui``)."""
+    from pipelines import tracking
+
+    p = _params(params, profile, set_)
+    mc = tracking.client()
+    exp_id = tracking.ensure_experiment(mc, p.tracking.experiment)
+    typer.echo(tracking.run_table_url(base or tracking.ui_base_url(mc.tracking_uri), exp_id))
 
 
 def ensure_prefect_server() -> str:
