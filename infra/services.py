@@ -107,6 +107,15 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def start_time(pid: int) -> str:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid it
+    names one process for good, so a recycled pid is never taken for our server."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -179,12 +188,13 @@ class State:
 
 
 def choose_port(state: State, env: str, default: int) -> int:
-    """The port a service starts on: the recorded one if free, else ``$env`` (0 = any free port; a
-    held explicit port is an error), else ``default`` if free, else a free port."""
+    """The port a service starts on: the recorded one if free (unless ``$env`` names another), else
+    ``$env`` (0 = any free port; a held explicit port is an error), else ``default`` if free, else a
+    free port."""
     recorded = state.read("port")
-    if recorded and port_free(int(recorded)) and env not in os.environ:
-        return int(recorded)
     wanted = os.environ.get(env)
+    if recorded and port_free(int(recorded)) and wanted in (None, "0", recorded):
+        return int(recorded)
     if wanted is not None:
         try:
             port = int(wanted)
@@ -468,7 +478,11 @@ class HttpService:
         if pid is None or port is None or not pid_alive(pid):
             return False
         line = cmdline(pid)
-        return self.process_marker in line and f"--port {port}" in line
+        return (
+            start_time(pid) == self.state.read("pid_start")
+            and self.process_marker in line
+            and f"--port {port}" in line
+        )
 
     # subclasses
     def auth(self) -> str | None:
@@ -496,18 +510,16 @@ class HttpService:
         if self.owned():
             say(f"{self.name}: already running at {self.url()} (pid {self.pid()})")
             return
-        pid = self.pid()
-        if pid is not None and pid_alive(pid) and self.process_marker in cmdline(pid):
-            raise ServiceError(
-                f"{self.name}: our server (pid {pid}) runs but fails the ownership check at "
-                f"{self.base_url()}; stop it with its stop command"
-            )
+        if self.process_ok():
+            say(f"{self.name}: our server (pid {self.pid()}) fails the ownership check at {self.base_url()}; restarting it")
+            self.stop()
         self.before_start()
         port = choose_port(self.state, self.env_port, self.default_port)
         args, env = self.command(port)
         self.state.dir.mkdir(parents=True, exist_ok=True)
         pid = spawn(args, env, self.state.log, cwd=self.state.dir)
         self.state.write("pid", str(pid))
+        self.state.write("pid_start", start_time(pid))
         self.state.write("port", str(port))
         try:
             wait_for(lambda: self.healthy(port), self.startup_timeout, f"{self.name} server", pid, self.state.log)
@@ -525,7 +537,7 @@ class HttpService:
         pid = self.pid()
         if pid is None or not pid_alive(pid):
             say(f"{self.name}: not running")
-        elif self.process_marker not in cmdline(pid):
+        elif not self.process_ok():
             say(f"{self.name}: pid {pid} in {self.state.dir / 'pid'} is not our server; left alone")
         else:
             stop_group(pid, self.name)
@@ -571,8 +583,17 @@ class MlflowServer(HttpService):
         if not pg.owned():
             pg.start()
 
+    def owned(self) -> bool:
+        """Our process and token, and still on our PostgreSQL's current port (a cluster restarted
+        on another port leaves the server talking to whatever now holds the old one)."""
+        if not super().owned():
+            return False
+        pg = Postgres()
+        return self.state.read("backend_port") == str(pg.port()) and pg.owned()
+
     def command(self, port: int) -> tuple[list[str], dict[str, str]]:
         pg = Postgres()
+        self.state.write("backend_port", str(pg.port()))
         dest = os.environ.get("CURVEWATCH_ARTIFACTS_DESTINATION") or str(self.state.dir / "artifacts")
         env = dict(os.environ, PGPASSFILE=str(pg.pgpass()), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         args = [
@@ -598,6 +619,13 @@ class MlflowServer(HttpService):
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", "",
             ]))
             env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=password)
+            # the auth app's CSRF protection needs a static key; keep one per state folder
+            if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+                key = self.state.read("flask_secret_key")
+                if key is None:
+                    key = secrets.token_hex(32)
+                    self.state.write("flask_secret_key", key)
+                env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = key
             args += ["--app-name", "basic-auth"]
         return args, env
 
@@ -704,7 +732,12 @@ class PrefectWorker:
 
     def owned(self) -> bool:
         pid = self.pid()
-        return pid is not None and pid_alive(pid) and f"--pool {self.state.read('pool')}" in cmdline(pid)
+        return (
+            pid is not None
+            and pid_alive(pid)
+            and start_time(pid) == self.state.read("pid_start")
+            and f"--pool {self.state.read('pool')}" in cmdline(pid)
+        )
 
     def start(self) -> None:
         if self.owned():
@@ -724,6 +757,7 @@ class PrefectWorker:
                 "--name", f"curvewatch-{socket.gethostname()}"]
         pid = spawn(args, env, self.state.log, cwd=ROOT)
         self.state.write("pid", str(pid))
+        self.state.write("pid_start", start_time(pid))
         self.state.write("pool", pool)
         # the worker creates the pool and registers itself; wait until the server lists it
         def registered() -> bool:
@@ -743,7 +777,7 @@ class PrefectWorker:
         pid = self.pid()
         if pid is None or not pid_alive(pid):
             say("prefect-worker: not running")
-        elif "worker" not in cmdline(pid):
+        elif not self.owned():
             say(f"prefect-worker: pid {pid} is not our worker; left alone")
         else:
             stop_group(pid, "prefect-worker")
