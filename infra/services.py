@@ -388,7 +388,7 @@ class Postgres:
             )
         data = self.data_dir if (self.data_dir / "PG_VERSION").exists() else self._pick_data_dir()
         if not (data / "PG_VERSION").exists():
-            pwfile = self.state.dir / "cluster" / ".pwfile"
+            pwfile = data.parent / ".pwfile"  # beside the data folder: reachable by the postgres user
             write_private(pwfile, self.password() + "\n")
             if self.as_postgres:
                 pw = pwd.getpwnam("postgres")
@@ -399,7 +399,8 @@ class Postgres:
             ])
             pwfile.unlink(missing_ok=True)
             if r.returncode != 0:
-                raise ServiceError(f"postgres: initdb failed: {r.stderr.strip().splitlines()[-1:]}")
+                last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ServiceError(f"postgres: initdb failed: {last}")
         port = choose_port(self.state, self.env_port, 5432)
         log = data.parent / "server.log"
         opts = f"-c listen_addresses={HOST} -c port={port} -c unix_socket_directories={data.parent}"
