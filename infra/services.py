@@ -124,7 +124,7 @@ def cmdline(pid: int) -> str:
 
 
 def http(
-    url: str, *, method: str = "GET", body: dict | None = None, auth: str | None = None, timeout: float = 5
+    url: str, *, method: str = "GET", body: dict | None = None, auth: str | None = None, timeout: float = 20
 ) -> tuple[int, str]:
     """(status, body) of one HTTP request; status 0 when nothing answered. ``auth``: ``user:password``."""
     data = json.dumps(body).encode() if body is not None else None
@@ -631,7 +631,7 @@ class MlflowServer(HttpService):
         return args, env
 
     def healthy(self, port: int) -> bool:
-        return http(f"http://{HOST}:{port}/health")[0] == 200
+        return http(f"http://{HOST}:{port}/health", timeout=5)[0] == 200
 
     def write_token(self) -> None:
         status, body = http(
@@ -686,7 +686,7 @@ class PrefectServer(HttpService):
         return [venv_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)], env
 
     def healthy(self, port: int) -> bool:
-        return http(f"http://{HOST}:{port}/api/health")[0] == 200
+        return http(f"http://{HOST}:{port}/api/health", timeout=5)[0] == 200
 
     def write_token(self) -> None:
         url = f"{self.url()}/variables/"

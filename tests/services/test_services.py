@@ -241,3 +241,19 @@ def test_postgres_refusing_connections_is_one_clear_line(auth_server, monkeypatc
         assert time.monotonic() - start < 30
     finally:
         svc.run("postgres.sh", "start")
+
+
+def test_prefect_api_auth_string_refuses_anonymous_requests(scratch_services: Services):
+    auth = f"curvewatch:{secrets.token_urlsafe(12)}"
+    url = scratch_services.start("prefect-server.sh", PREFECT_SERVER_API_AUTH_STRING=auth)
+    # ownership was checked through the authenticated API; anonymous requests are refused
+    assert (
+        scratch_services.run("prefect-server.sh", "status", PREFECT_SERVER_API_AUTH_STRING=auth).returncode
+        == 0
+    )
+    assert requests.post(f"{url}/flows/filter", json={}, timeout=30).status_code == 401
+    user, password = auth.split(":", 1)
+    assert requests.post(f"{url}/flows/filter", json={}, auth=(user, password), timeout=30).status_code == 200
+    # without the auth string the script cannot read its token back: not provably ours
+    assert scratch_services.run("prefect-server.sh", "status", check=False).returncode == 1
+    scratch_services.run("prefect-server.sh", "stop", PREFECT_SERVER_API_AUTH_STRING=auth)
