@@ -104,12 +104,15 @@ def baseline(
 def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Train the configured model and log the run to MLflow."""
     from pipelines.steps import StageError, run_train
+    from pipelines.train import TrainingInterrupted
 
     _setup_logging()
     try:
         outcome = run_train(_params(params, profile, set_))
     except StageError as exc:
         _fail(exc)
+    except TrainingInterrupted as exc:
+        _fail(exc, code=128 + exc.signum)  # the shell's convention for "ended by signal N"
     typer.echo(
         f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id}, "
         f"model version {outcome.model_version}"

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,39 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_via(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Let ``write(tmp_path)`` create the file, then move it onto ``path`` atomically.
+
+    For writers that want a file name rather than bytes (``DataFrame.to_parquet``,
+    ``Figure.savefig``, ``keras.Model.save``). The temporary file is a sibling of ``path`` that
+    keeps its suffix (``.tmp.keras``, ``.tmp.png``), since some writers choose the format from it.
+
+    Args:
+        path: the destination file; the parent directory is created if missing.
+        write: called once with the temporary file's path (a ``str``); it must write the file there.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        Whatever ``write`` raises, and OSError as :func:`atomic_write_bytes`; the temporary file is
+        removed and any previous ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp_name)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:

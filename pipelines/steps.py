@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +196,15 @@ def load_train_data(params: Params):
 
 
 def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
-    """Train the configured model, tracking everything in a new MLflow run.
+    """Train the configured model, tracking everything in one MLflow run per training.
+
+    Holds this checkout's training lock (:func:`pipelines.train.training_lock`) throughout. Closes,
+    as FAILED with a ``curvewatch.failure_reason`` tag, any training run of this checkout that a
+    killed process left RUNNING (:func:`close_abandoned_runs`). When ``paths.backup_dir`` holds an
+    interrupted training of the same MLflow run, data version (DVC content hash of
+    ``paths.prepared_dir``) and config hash, resumes it into that same run (epochs the killed
+    process finished but had not logged are logged first); otherwise starts a new run and says
+    why in the log and the ``curvewatch.fresh_start_reason`` tag.
 
     Logs the full resolved config, the git commit, the dataset with its DVC content hash, the
     validation results, per-epoch curves (step = epoch), the model (Keras flavour, registered as a
@@ -203,12 +212,154 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     ``<model_dir>/run.json``, ``<plots_dir>/history.csv`` and ``<metrics_dir>/train.json``.
 
     Raises:
-        StageError: the prepared data or validation results are missing.
+        StageError: the prepared data or validation results are missing, or another training
+            holds the lock (the message names its pid).
+        pipelines.train.TrainingInterrupted: SIGTERM/SIGINT; the run is marked KILLED and the
+            backup kept, so the same command resumes it.
     """
+    from pipelines.train import TrainingLocked, training_lock
+
+    try:
+        with training_lock(params.paths.backup_dir):
+            return _run_train_locked(params, extra_callbacks)
+    except TrainingLocked as exc:
+        raise StageError(str(exc)) from exc
+
+
+#: Tags that tie a training run to the process and checkout that ran it.
+PID_TAG, HOST_TAG, CHECKOUT_TAG = "curvewatch.pid", "curvewatch.host", "curvewatch.checkout"
+FAILURE_REASON_TAG = "curvewatch.failure_reason"
+
+
+def close_abandoned_runs(mc, experiment_id: str, checkout: str, *, keep: str | None = None) -> list[str]:
+    """Mark FAILED, with a reason, the training runs of ``checkout`` left RUNNING by a dead process.
+
+    Called with the checkout's training lock held, so no live training of this checkout exists:
+    every RUNNING training run tagged with this checkout is abandoned. A RUNNING run of another
+    checkout on this host counts only when its recorded pid is no longer alive.
+
+    Args:
+        mc: an ``MlflowClient``.
+        experiment_id: the experiment searched.
+        checkout: the resolved backup folder identifying the checkout (tag ``curvewatch.checkout``).
+        keep: a run id left alone (the run about to be resumed).
+
+    Returns:
+        The ids of the runs marked FAILED.
+    """
+    import socket
+
+    from pipelines import tracking
+
+    host = socket.gethostname()
+    closed = []
+    running = tracking.search_training_runs(
+        mc,
+        [experiment_id],
+        filter_string=f"tags.`{tracking.RUN_KIND_TAG}` = 'train' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        tags = run.data.tags
+        if run.info.run_id == keep:
+            continue
+        pid = tags.get(PID_TAG, "")
+        mine = tags.get(CHECKOUT_TAG) == checkout
+        dead_here = tags.get(HOST_TAG) == host and pid.isdigit() and not _pid_alive(int(pid))
+        if not (mine or dead_here):
+            continue
+        reason = (
+            f"process {pid or '?'} on {tags.get(HOST_TAG, '?')} ended without closing this run "
+            f"(killed?); closed by the training started by process {os.getpid()}"
+        )
+        tracking.set_tags(mc, run.info.run_id, {FAILURE_REASON_TAG: reason})
+        mc.set_terminated(run.info.run_id, status="FAILED")
+        log.warning("train: MLflow run %s: %s", run.info.run_id, reason)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resume_plan(state, *, run_status: str | None, data_version: str, config_hash: str) -> tuple[bool, str]:
+    """Decide whether an interrupted training is resumed into its own MLflow run.
+
+    Args:
+        state: the backup's :class:`pipelines.train.BackupState`, or None.
+        run_status: the MLflow status of ``state.run_id`` (None: no such run in this store).
+        data_version: the data version of this training.
+        config_hash: :func:`pipelines.train.config_hash` of this training.
+
+    Returns:
+        ``(resume, reason)``: resume only when the run exists, is not FINISHED, and the data
+        version and config hash match; ``reason`` says why not (empty when resuming or when there
+        is no backup).
+    """
+    from pipelines.train import resume_mismatch
+
+    if state is None:
+        return False, ""
+    if run_status is None:
+        return False, f"the backup's MLflow run {state.run_id} is not in this tracking store"
+    if run_status == "FINISHED":
+        return False, f"the backup's MLflow run {state.run_id} is already FINISHED"
+    reason = resume_mismatch(state, run_id=state.run_id, data_version=data_version, config_hash=config_hash)
+    return reason is None, reason or ""
+
+
+def _run_status(mc, run_id: str | None) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        run = mc.get_run(run_id)
+    except MlflowException:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else run.info.status
+
+
+def _backfill_epochs(mc, run_id: str, epochs: dict[int, dict[str, float]]) -> int:
+    """Log the backed-up epochs MLflow lacks (a kill between the backup and the MLflow write)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    logged = {m.step for m in mc.get_metric_history(run_id, "val_loss")}
+    now = int(time.time() * 1000)
+    missing = [
+        Metric(k, float(v), now, epoch + 1)
+        for epoch, logs in sorted(epochs.items())
+        if epoch + 1 not in logged
+        for k, v in logs.items()
+    ]
+    if missing:
+        mc.log_batch(run_id, metrics=missing)
+    return len({m.step for m in missing})
+
+
+def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
+    import socket
+
     from pipelines import tracking
     from pipelines.curves.callback import DiagnosisCallback
     from pipelines.prepare import load_manifest
-    from pipelines.train import save_history_csv, save_model, train
+    from pipelines.train import (
+        TrainingInterrupted,
+        config_hash,
+        discard_backup,
+        read_backup_state,
+        save_history_csv,
+        save_model,
+        train,
+    )
 
     paths = params.paths
     validation_metrics = _read_json(paths.metrics_dir / "validation.json", "validate")
@@ -217,34 +368,67 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     mc = tracking.client()
     exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
     data_version = tracking.dvc_content_hash(paths.raw_dir)
-    run = mc.create_run(
-        exp_id,
-        run_name=f"{params.train.model}-{params.base.profile}",
-        tags={
-            tracking.RUN_KIND_TAG: "train",
-            "mlflow.source.git.commit": tracking.git_commit() or "unknown",
-            "curvewatch.data_version": data_version,
-            "curvewatch.profile": params.base.profile,
-        },
+    split_version = tracking.dvc_content_hash(paths.prepared_dir)
+    checkout = str(paths.backup_dir.resolve())
+    state = read_backup_state(paths.backup_dir)
+    resume, why = resume_plan(
+        state,
+        run_status=_run_status(mc, state.run_id if state else None),
+        data_version=split_version,
+        config_hash=config_hash(params.train, params.base.seed, data.input_shape, data.num_classes),
     )
-    run_id = run.info.run_id
-    try:
-        tracking.log_params(mc, run_id, params)
-        mc.log_param(run_id, "data.num_classes", data.num_classes)
-        mc.log_param(run_id, "data.train_examples", len(data.y_train))
-        mc.log_param(run_id, "data.val_examples", len(data.y_val))
-        tracking.log_dataset(
-            mc,
-            run_id,
-            load_manifest(paths.prepared_dir),
-            name=params.base.dataset,
-            source=paths.raw_dir,
-            digest=data_version,
+    close_abandoned_runs(mc, exp_id, checkout, keep=state.run_id if resume and state else None)
+    process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout}
+    if resume and state is not None:
+        run_id = state.run_id
+        mc.update_run(run_id, status="RUNNING")
+        if FAILURE_REASON_TAG in mc.get_run(run_id).data.tags:
+            mc.delete_tag(run_id, FAILURE_REASON_TAG)
+        backfilled = _backfill_epochs(mc, run_id, state.epochs)
+        tracking.set_tags(
+            mc, run_id, process_tags | {"curvewatch.resumed_from_epoch": str(len(state.epochs))}
         )
-        tracking.log_metrics(mc, run_id, _flat(validation_metrics))
-        mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
+        log.info(
+            "train: resuming MLflow run %s after epoch %d (%d epoch(s) logged from the backup)",
+            run_id,
+            len(state.epochs),
+            backfilled,
+        )
+    else:
+        if state is not None:
+            log.warning("train: starting a new MLflow run, not resuming the backup: %s", why)
+            discard_backup(paths.backup_dir)
+        run = mc.create_run(
+            exp_id,
+            run_name=f"{params.train.model}-{params.base.profile}",
+            tags={
+                tracking.RUN_KIND_TAG: "train",
+                "mlflow.source.git.commit": tracking.git_commit() or "unknown",
+                "curvewatch.data_version": data_version,
+                "curvewatch.profile": params.base.profile,
+                **process_tags,
+                **({"curvewatch.fresh_start_reason": why} if why else {}),
+            },
+        )
+        run_id = run.info.run_id
+    try:
+        if not resume:
+            tracking.log_params(mc, run_id, params)
+            mc.log_param(run_id, "data.num_classes", data.num_classes)
+            mc.log_param(run_id, "data.train_examples", len(data.y_train))
+            mc.log_param(run_id, "data.val_examples", len(data.y_val))
+            tracking.log_dataset(
+                mc,
+                run_id,
+                load_manifest(paths.prepared_dir),
+                name=params.base.dataset,
+                source=paths.raw_dir,
+                digest=data_version,
+            )
+            tracking.log_metrics(mc, run_id, _flat(validation_metrics))
+            mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
         baseline = _read_baseline(params)
-        if baseline is not None:
+        if baseline is not None and not resume:
             tracking.log_metrics(mc, run_id, {"baseline.val_accuracy": baseline})
 
         diag_cb = DiagnosisCallback(
@@ -252,7 +436,13 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         )
         callbacks = (tracking.epoch_logger(mc, run_id), diag_cb, *extra_callbacks)
         result = train(
-            params.train, data, seed=params.base.seed, backup_dir=paths.backup_dir, callbacks=callbacks
+            params.train,
+            data,
+            seed=params.base.seed,
+            backup_dir=paths.backup_dir,
+            callbacks=callbacks,
+            run_id=run_id,
+            data_version=split_version,
         )
         save_model(result.model, paths.model_dir / "model.keras")
         save_history_csv(result.history, paths.plots_dir / "history.csv")
@@ -274,7 +464,12 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         }
         tracking.log_metrics(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
         version = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
-    except BaseException:
+    except (TrainingInterrupted, KeyboardInterrupt) as exc:
+        tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{exc}; rerun the same command to resume"})
+        mc.set_terminated(run_id, status="KILLED")
+        raise
+    except BaseException as exc:
+        tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{type(exc).__name__}: {exc}"[:5000]})
         mc.set_terminated(run_id, status="FAILED")
         raise
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")

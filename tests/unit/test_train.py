@@ -176,7 +176,7 @@ def test_backup_of_a_different_configuration_is_discarded(tmp_path: Path, digits
         train(_cfg(epochs=3), digits, seed=0, backup_dir=backup, callbacks=[_InterruptAfter(1)], verbose=0)
     assert (backup / "latest.weights.h5").is_file()
     rec = Recorder()
-    with pytest.warns(RuntimeWarning, match="different configuration"):
+    with pytest.warns(RuntimeWarning, match="training config changed"):
         result = train(
             _cfg(model="small_cnn", epochs=1), digits, seed=0, backup_dir=backup, callbacks=[rec], verbose=0
         )
