@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,10 @@ def _params(params: Path, profile: str | None, overrides: list[str] | None):
     except ConfigError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from exc
+
+
+#: An MLflow run id: 32 lowercase hex characters (a uuid4 without dashes).
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _setup_logging() -> None:
@@ -190,17 +195,30 @@ def diagnose(
         if Path(src).exists():
             try:
                 curves.append((src, load_curve(src, epoch_budget=epoch_budget, num_classes=num_classes)))
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:
                 _fail(exc, code=2)
-        else:
+        elif _RUN_ID.fullmatch(src):
             run_ids.append(src)
+        else:
+            _fail(ValueError(f"{src}: no such file (and not an MLflow run id: 32 hex characters)"), code=2)
     mc = None
     if run_ids or experiment:
         from mlflow.exceptions import MlflowException
 
         from pipelines import tracking
 
-        mc = tracking.client()
+        uri = tracking.tracking_uri()
+        store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if store is not None and not store.is_file():
+            # MLflow would create an empty store here and then report the run as missing.
+            _fail(
+                ValueError(
+                    f"no MLflow store: {store} does not exist; run from the project folder or set "
+                    "MLFLOW_TRACKING_URI"
+                ),
+                code=2,
+            )
+        mc = tracking.client(uri)
         try:
             runs = [mc.get_run(rid) for rid in run_ids]
             if experiment:

@@ -9,8 +9,11 @@ sibling and renamed into place only once everything in them has been written and
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -127,6 +130,44 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> None:
     """
     text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False) + "\n"
     atomic_write_text(path, text)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert ``obj`` recursively to strict-JSON-safe Python (``json.dumps(..., allow_nan=False)``).
+
+    numpy scalars and arrays become Python numbers and lists; NaN and infinities become ``None``;
+    enums their ``value``; paths ``str``; mappings dicts with ``str`` keys; lists, tuples and sets
+    lists; an object's own ``to_dict()``/``as_dict()`` is used when it has one, then dataclass
+    fields, then public attributes; anything else becomes ``str(obj)``.
+    """
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if obj is None or isinstance(obj, bool | str):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in obj]
+    for name in ("to_dict", "as_dict"):
+        method = getattr(obj, name, None)
+        if callable(method) and not isinstance(obj, type):
+            return to_jsonable(method())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "__dict__"):
+        return {k: to_jsonable(v) for k, v in vars(obj).items() if not k.startswith("_")}
+    return str(obj)
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], *, compress: bool = True) -> None:

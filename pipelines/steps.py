@@ -526,13 +526,30 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes) -> str 
 
 
 # ------------------------------------------------------------------------------------------ evaluate
+def load_model_safely(path: Path):
+    """Load a ``.keras`` model with Keras' safe mode on (the default: no Python code deserialised).
+
+    Raises:
+        StageError: one line naming the file and saying the load was refused and why (Keras'
+            first sentence, e.g. a ``Lambda`` layer whose code safe mode will not run), instead
+            of Keras' multi-screen traceback.
+    """
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, TypeError, OSError... for a refused file
+        first = " ".join(str(exc).split())
+        first = first.split(". ")[0][:300] or type(exc).__name__
+        raise StageError(f"{path}: model load refused: {first}") from None
+
+
 def run_evaluate(params: Params):
     """Evaluate the trained model on the official test split; log into the training run.
 
     Writes ``paths.evaluation_dir`` (metrics.json, per_class.csv, confusion_matrix.png,
     predictions.parquet), ``<metrics_dir>/evaluate.json`` and ``<plots_dir>/confusion.csv``.
     """
-    import keras
 
     from pipelines import tracking
     from pipelines.evaluate import evaluate, save_evaluation
@@ -543,7 +560,7 @@ def run_evaluate(params: Params):
     model_path = paths.model_dir / "model.keras"
     if not model_path.is_file():
         raise StageError(f"{model_path}: missing; run the train stage first")
-    model = keras.saving.load_model(model_path)
+    model = load_model_safely(model_path)
     test = load_split(paths.prepared_dir, "test")
     classes = load_classes(paths.prepared_dir)
     result = evaluate(
@@ -659,7 +676,8 @@ def run_compare(params: Params) -> CompareOutcome:
         findings=findings,
         title=f"curvewatch report for run {run_id}",
     )
-    promoted = bool(gate_result.passed) and run_info.get("model_version") is not None
+    blocker = promotion_blocker(challenger_curve, run_info.get("model_version"))
+    promoted = bool(gate_result.passed) and blocker is None
     if promoted:
         tracking.promote(mc, params.tracking.registered_model, run_info["model_version"])
     tags = mlflow_tags(diagnosis) | {
@@ -667,6 +685,7 @@ def run_compare(params: Params) -> CompareOutcome:
         "curvewatch.gate": gate_result.decision,
         "curvewatch.champion_run_id": champion.run_id if champion else None,
         "curvewatch.promoted": str(promoted).lower(),
+        "curvewatch.not_promoted_because": blocker,
     }
     tracking.set_tags(mc, run_id, tags)
     numbers = mlflow_metrics(diagnosis) | {
@@ -699,6 +718,29 @@ def run_compare(params: Params) -> CompareOutcome:
     if not gate_result.passed and cfg.fail_on_regression:
         raise GateFailed(f"regression gate failed: {gate_msg}")
     return outcome
+
+
+def promotion_blocker(curve, model_version: str | None) -> str | None:
+    """Why a challenger may not become champion whatever the gate says, or None.
+
+    Args:
+        curve: the challenger's :class:`pipelines.curves.types.Curve` read from MLflow.
+        model_version: its registered model version (None when registration failed).
+
+    Returns:
+        A sentence when the run has no registered model, is incomplete (not FINISHED, or stopped
+        by a NaN loss), or lacks logged epochs (its epochs are not 1..E); None otherwise.
+    """
+    import numpy as np
+
+    if model_version is None:
+        return "the run has no registered model version"
+    if not curve.complete:
+        return "the run is incomplete (not FINISHED, or stopped by a NaN loss)"
+    epochs = np.asarray(curve.epochs)
+    if epochs.size == 0 or not np.array_equal(epochs, np.arange(1, epochs.size + 1)):
+        return f"the run's logged epochs are not 1..{epochs.size}: per-epoch metrics are missing"
+    return None
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:

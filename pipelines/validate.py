@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -52,6 +51,7 @@ import pandas as pd
 from scipy.stats import entropy
 
 from pipelines.config import ValidateConfig
+from pipelines.io_utils import to_jsonable as _jsonable
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
@@ -702,21 +702,6 @@ def gx_failures(
 
 # --------------------------------------------------------------------------------------------------
 # Reports
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make ``obj`` strict-JSON safe: non-finite floats become None, paths and numpy scalars plain."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def format_failures(result: ValidationResult) -> str:
