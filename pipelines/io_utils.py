@@ -59,21 +59,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         OSError: the directory cannot be created or written; the temporary file is removed and
             any previous ``path`` is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp_name: str) -> None:
+        with open(tmp_name, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        # mkstemp makes the file private (0o600); outputs should be readable like open()'s.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+
+    atomic_write_via(path, write)
 
 
 def atomic_write_via(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -100,6 +93,7 @@ def atomic_write_via(path: str | Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp_name)
+        # mkstemp makes the file private (0o600); outputs should be readable like open()'s.
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:
