@@ -52,3 +52,31 @@ def curvewatch(*args: str, cwd: Path, **kw) -> subprocess.Popen:
         start_new_session=True,
         **kw,
     )
+
+
+def idx_source(directory: Path, *, n_train: int = 60, n_test: int = 20, gz: bool = False) -> dict[str, str]:
+    """Write four valid Fashion-MNIST-shaped IDX files (4x4 images, every class) into ``directory``.
+
+    Returns:
+        File name (without ``.gz``) -> SHA-256 of its decompressed bytes, for ``fetch``'s
+        ``expected_sha256``.
+    """
+    import gzip
+    import hashlib
+
+    from pipelines.idx import encode_idx
+
+    rng = np.random.default_rng(0)
+    files = {
+        "train-images-idx3-ubyte": encode_idx(rng.integers(0, 256, (n_train, 4, 4), dtype=np.uint8)),
+        "train-labels-idx1-ubyte": encode_idx((np.arange(n_train) % 10).astype(np.uint8)),
+        "t10k-images-idx3-ubyte": encode_idx(rng.integers(0, 256, (n_test, 4, 4), dtype=np.uint8)),
+        "t10k-labels-idx1-ubyte": encode_idx((np.arange(n_test) % 10).astype(np.uint8)),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}

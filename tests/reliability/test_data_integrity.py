@@ -20,7 +20,7 @@ from pipelines.fetch import DataError, fetch, load_raw
 from pipelines.idx import encode_idx
 from pipelines.prepare import prepare
 from pipelines.validate import ValidationInputError
-from tests.reliability._support import make_image_folder
+from tests.reliability._support import idx_source, make_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDER = BaseConfig(dataset="folder")
@@ -87,20 +87,8 @@ def test_prepare_refuses_raw_images_changed_after_fetch(tmp_path, image_folder):
 
 
 def test_prepare_refuses_idx_labels_shifted_after_fetch(tmp_path):
-    rng = np.random.default_rng(0)
-    files = {
-        "train-images-idx3-ubyte": encode_idx(rng.integers(0, 256, (60, 4, 4), dtype=np.uint8)),
-        "train-labels-idx1-ubyte": encode_idx((np.arange(60) % 10).astype(np.uint8)),
-        "t10k-images-idx3-ubyte": encode_idx(rng.integers(0, 256, (20, 4, 4), dtype=np.uint8)),
-        "t10k-labels-idx1-ubyte": encode_idx((np.arange(20) % 10).astype(np.uint8)),
-    }
     source = tmp_path / "source"
-    source.mkdir()
-    for name, data in files.items():
-        (source / name).write_bytes(data)
-    import hashlib
-
-    sha = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    sha = idx_source(source)
     raw = tmp_path / "raw"
     fetch(
         FetchConfig(source_dir=source, system_dir=tmp_path / "none"), BaseConfig(), raw, expected_sha256=sha

@@ -3,45 +3,26 @@ damaged IDX files, bad images, parallel writers to one SQLite MLflow store, a ma
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from pipelines import steps
 from pipelines.config import BaseConfig, FetchConfig
 from pipelines.fetch import FASHION_MNIST_FILES, DataError, fetch
-from pipelines.idx import encode_idx
-from tests.reliability._support import make_image_folder
+from tests.reliability._support import idx_source, make_image_folder
 
 FOLDER = BaseConfig(dataset="folder")
 
 
-def _idx_source(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    import hashlib
-
-    rng = np.random.default_rng(0)
-    data = {
-        "train-images-idx3-ubyte": encode_idx(rng.integers(0, 256, (30, 4, 4), dtype=np.uint8)),
-        "train-labels-idx1-ubyte": encode_idx((np.arange(30) % 10).astype(np.uint8)),
-        "t10k-images-idx3-ubyte": encode_idx(rng.integers(0, 256, (10, 4, 4), dtype=np.uint8)),
-        "t10k-labels-idx1-ubyte": encode_idx((np.arange(10) % 10).astype(np.uint8)),
-    }
-    source = tmp_path / "source"
-    source.mkdir()
-    for name, raw in data.items():
-        (source / f"{name}.gz").write_bytes(gzip.compress(raw))
-    return source, {name: hashlib.sha256(raw).hexdigest() for name, raw in data.items()}
-
-
 @pytest.mark.parametrize("damage", ["truncated", "bit-flip"])
 def test_damaged_idx_file_is_refused_naming_the_file(tmp_path, damage):
-    source, sha = _idx_source(tmp_path)
+    source = tmp_path / "source"
+    sha = idx_source(source, n_train=30, n_test=10, gz=True)
     target = source / f"{FASHION_MNIST_FILES[0]}.gz"
     blob = bytearray(target.read_bytes())
     if damage == "truncated":

@@ -71,6 +71,18 @@ def _train_cmd(tmp_path: Path, *extra: str) -> list[str]:
     return ["train", "--params", str(tmp_path / "params.yaml"), *extra]
 
 
+def _rerun(tmp_path: Path, *extra: str) -> None:
+    """Run ``curvewatch train`` again, in a new process, to the end."""
+    rerun = subprocess.run(
+        [sys.executable, "-c", "from pipelines.cli import app; app()", *_train_cmd(tmp_path, *extra)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "delay_s",
@@ -92,14 +104,7 @@ def test_kill_9_loses_at_most_one_epoch_and_no_metric(slow_project, tmp_path, ca
     logged = max(before.get("val_loss", {0: 0}))  # finished epochs MLflow holds after the kill
     assert mc.get_run(run_id).info.status == "RUNNING"  # what kill -9 leaves behind
 
-    rerun = subprocess.run(
-        [sys.executable, "-c", "from pipelines.cli import app; app()", *_train_cmd(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    _rerun(tmp_path)
     info = json.loads((params.paths.model_dir / "run.json").read_text())
     after = _history(mc, info["run_id"])
     run = mc.get_run(info["run_id"])
@@ -146,14 +151,7 @@ def test_signal_keeps_the_backup_marks_killed_and_resumes(slow_project, tmp_path
     assert "rerun the same command to resume" in run.data.tags["curvewatch.failure_reason"]
     assert kept >= 1 and (params.paths.backup_dir / "latest.weights.h5").is_file()
 
-    rerun = subprocess.run(
-        [sys.executable, "-c", "from pipelines.cli import app; app()", *_train_cmd(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    _rerun(tmp_path)
     info = json.loads((params.paths.model_dir / "run.json").read_text())
     run = mc.get_run(info["run_id"])
     assert info["run_id"] == state["run_id"] and run.info.status == "FINISHED"
@@ -175,19 +173,7 @@ def test_run_left_running_by_kill_9_is_failed_with_a_reason_next_start(slow_proj
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     # A changed config cannot resume: the abandoned run must be closed, not left RUNNING.
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from pipelines.cli import app; app()",
-            *_train_cmd(tmp_path, "-S", "train.epochs=1"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    _rerun(tmp_path, "-S", "train.epochs=1")
     old = mc.get_run(state["run_id"])
     assert old.info.status == "FAILED"
     assert f"process {proc.pid}" in old.data.tags["curvewatch.failure_reason"]
