@@ -610,7 +610,8 @@ def run_compare(params: Params) -> CompareOutcome:
     ``compare.recent_runs`` training runs from MLflow. Writes MLflow tags (``curvewatch.verdict``,
     ``curvewatch.plateau_onset_epoch``, ``curvewatch.gate`` ...) and metrics on the run, the report
     (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as run artifacts,
-    ``<metrics_dir>/compare.json``, and moves the ``champion`` alias when the gate passes.
+    ``<metrics_dir>/compare.json``, and moves the ``champion`` alias when the gate passes and
+    :func:`promotion_blocker` finds nothing against the run (an incomplete run is never promoted).
 
     Raises:
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
