@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,6 +48,10 @@ def _quiet_console() -> None:
 def _is_program() -> bool:
     """True when running as the ``curvewatch`` program, not inside a host (pytest's CliRunner)."""
     return Path(sys.argv[0]).name == "curvewatch"
+
+
+#: An MLflow run id: 32 lowercase hex characters (a uuid4 without dashes).
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _setup_logging() -> None:
@@ -118,12 +125,22 @@ def baseline(
 def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Train the configured model and log the run to MLflow."""
     from pipelines.steps import StageError, run_train
+    from pipelines.train import TrainingInterrupted
 
     _setup_logging()
     try:
         outcome = run_train(_params(params, profile, set_))
     except StageError as exc:
         _fail(exc)
+    except TrainingInterrupted as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The backup and the KILLED run are written. Python's teardown of TensorFlow then took
+        # 8-9 s here, longer than a scheduler's grace period may allow: leave now, with the shell's
+        # code for "ended by signal N".
+        os._exit(128 + exc.signum)
     typer.echo(
         f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id} "
         "(the compare stage registers the model once its curves are diagnosed)"
@@ -208,17 +225,30 @@ def diagnose(
         if Path(src).exists():
             try:
                 curves.append((src, load_curve(src, epoch_budget=epoch_budget, num_classes=num_classes)))
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:
                 _fail(exc, code=2)
-        else:
+        elif _RUN_ID.fullmatch(src):
             run_ids.append(src)
+        else:
+            _fail(ValueError(f"{src}: no such file (and not an MLflow run id: 32 hex characters)"), code=2)
     mc = None
     if run_ids or experiment:
         from mlflow.exceptions import MlflowException
 
         from pipelines import tracking
 
-        mc = tracking.client()
+        uri = tracking.tracking_uri()
+        store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if store is not None and not store.is_file():
+            # MLflow would create an empty store here and then report the run as missing.
+            _fail(
+                ValueError(
+                    f"no MLflow store: {store} does not exist; run from the project folder or set "
+                    "MLFLOW_TRACKING_URI"
+                ),
+                code=2,
+            )
+        mc = tracking.client(uri)
         try:
             runs = [mc.get_run(rid) for rid in run_ids]
             if experiment:

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.curves.settings import DiagnoseConfig
 
@@ -24,7 +32,31 @@ class ConfigError(ValueError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # allow_inf_nan=False: a learning rate of .inf or a threshold of .nan is a typo, never a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------------------------- shared rules
+def _count_or_fraction(value: int | float, info: ValidationInfo) -> int | float:
+    """A size given as a count (int >= 1) or as a fraction (float strictly between 0 and 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a count (int >= 1) or a fraction in (0, 1), got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"a count must be >= 1, got {value}")
+    elif not 0 < value < 1:
+        raise ValueError(
+            f"a fraction must lie strictly between 0 and 1, got {value!r} (use an int for a count)"
+        )
+    return value
+
+
+def _ordered_range(value: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+    """A ``[low, high]`` search range: low < high."""
+    low, high = value
+    if not low < high:
+        raise ValueError(f"must be [low, high] with low < high, got [{low!r}, {high!r}]")
+    return value
 
 
 class BaseConfig(_Frozen):
@@ -70,8 +102,10 @@ class FetchConfig(_Frozen):
 
 
 class PrepareConfig(_Frozen):
-    val_size: int | float = Field(10000, gt=0)
-    test_size: int | float = Field(0.2, gt=0)
+    val_size: int | float = 0.16666  # Fashion-MNIST: 10000 of 60000, as its usual split
+    test_size: int | float = 0.2
+
+    _sizes = field_validator("val_size", "test_size")(_count_or_fraction)
 
 
 class ValidateConfig(_Frozen):
@@ -79,8 +113,20 @@ class ValidateConfig(_Frozen):
     max_label_kl: float = Field(0.01, ge=0)
     max_intensity_kl: float = Field(0.02, ge=0)
     intensity_bins: int = Field(32, ge=2)
-    class_share_min: float = Field(0.05, ge=0, le=1)
-    class_share_max: float = Field(0.15, ge=0, le=1)
+    # Each class's share of a split must lie in [min_ratio / K, max_ratio / K] for K classes.
+    class_share_min_ratio: float = Field(0.5, ge=0)
+    class_share_max_ratio: float = Field(1.5, gt=0)
+    # A skew check fails only when its KL also exceeds what sampling noise gives at this size
+    # (permutation test p-value below skew_alpha), see pipelines.validate.skew_p_value.
+    skew_alpha: float = Field(0.001, gt=0, lt=1)
+
+    @field_validator("class_share_max_ratio")
+    @classmethod
+    def _max_above_min(cls, v: float, info: ValidationInfo) -> float:
+        low = info.data.get("class_share_min_ratio")
+        if low is not None and not low < v:
+            raise ValueError(f"must be above class_share_min_ratio ({low:g}), got {v:g}")
+        return v
 
 
 class TrainConfig(_Frozen):
@@ -119,6 +165,29 @@ class TuneConfig(_Frozen):
     dropout: tuple[float, float] = (0.0, 0.5)
     l2: tuple[float, float] = (1e-6, 1e-3)
     batch_sizes: tuple[int, ...] = (64, 128, 256)
+
+    _ranges = field_validator("learning_rate", "dropout", "l2")(_ordered_range)
+
+    @field_validator("learning_rate", "l2")
+    @classmethod
+    def _log_range_positive(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0:
+            raise ValueError(f"a log-uniform range must be positive, got [{v[0]!r}, {v[1]!r}]")
+        return v
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0 or v[1] >= 1:
+            raise ValueError(f"dropout must lie in [0, 1), got [{v[0]!r}, {v[1]!r}]")
+        return v
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 1 or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct integers >= 1, got {list(v)}")
+        return v
 
 
 class TrackingConfig(_Frozen):
@@ -181,6 +250,13 @@ class Params(_Frozen):
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Params:
+        # Raised as (key, message) so load_params names the key, not the whole file.
+        if self.base.dataset == "folder" and self.fetch.image_folder is None:
+            raise ValueError("fetch.image_folder: must be set when base.dataset is 'folder'")
+        return self
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return the resolved config as ``{"train.epochs": 6, ...}`` for logging (``profiles`` omitted)."""
@@ -264,8 +340,19 @@ def load_params(
     try:
         return Params.model_validate(resolved)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{path}: {field}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from exc
+        raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from exc
+
+
+def _describe(path: Path, err: Any) -> str:
+    """One line per pydantic error: ``params.yaml: train.learning_rate: must be finite, got inf``."""
+    loc = [str(p) for p in err["loc"]]
+    if err["type"] == "finite_number":
+        message = f"must be finite, got {err.get('input')!r}"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+    # A cross-field rule names its key itself ("fetch.image_folder: ...").
+    if not loc and ": " in message:
+        return f"{path}: {message}"
+    # Union types (int | float) repeat the key with the member type: keep the key only.
+    loc = [p for p in loc if p not in ("int", "float")]
+    return f"{path}: {'.'.join(loc)}: {message}"

@@ -10,9 +10,7 @@ keep the order and ids of the inputs. :func:`save_evaluation` writes the files a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.io_utils import atomic_write_text
+from pipelines.io_utils import atomic_write_text, atomic_write_via
 
 # Keras clips probabilities to [epsilon, 1 - epsilon] in its cross-entropy (keras.config.epsilon()),
 # so the loss computed here matches Model.evaluate's loss up to float rounding (minus any L2 term).
@@ -198,19 +196,6 @@ def per_class_table(result: EvaluationResult) -> pd.DataFrame:
     return table
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the temp file onto ``path`` (same folder, so atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def plot_confusion_matrix(result: EvaluationResult) -> Any:
     """Return a matplotlib ``Figure`` of the confusion matrix (counts, class names on both axes).
 
@@ -251,13 +236,13 @@ def save_evaluation(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
     fig = plot_confusion_matrix(result)
     paths = {
         "metrics": out_dir / "metrics.json",
-        "per_class": _atomic(
+        "per_class": atomic_write_via(
             out_dir / "per_class.csv", lambda tmp: result.per_class.to_csv(tmp, index=False)
         ),
-        "confusion_matrix": _atomic(
+        "confusion_matrix": atomic_write_via(
             out_dir / "confusion_matrix.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
         ),
-        "predictions": _atomic(
+        "predictions": atomic_write_via(
             out_dir / "predictions.parquet", lambda tmp: result.predictions.to_parquet(tmp, index=False)
         ),
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import urllib.request
@@ -290,18 +291,56 @@ def _fetch_idx(
     )
 
 
-def _read_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """Read one image as ``(H, W, C)`` uint8 in ``mode`` (``"L"`` or ``"RGB"``) resized to ``size``.
+#: Pillow modes holding more than 8 bits per sample: scaled to 8 bits, never clipped.
+_WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
-    Resizing is bilinear, Keras' default for ``image_dataset_from_directory``.
+
+def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
+    """Bring a 16-bit (or 32-bit integer) grayscale image to 8 bits by scaling, not clipping.
+
+    Pillow's ``convert("L")`` clips such pixels at 255, so a 16-bit PNG comes out almost white.
+    Values are divided by 257 (65535 -> 255, the exact inverse of the 8-to-16-bit expansion
+    ``v * 257`` of the PNG specification, section 12.5). A 32-bit ``I`` image whose values fit in
+    8 bits is kept as is.
 
     Raises:
-        DataError: Pillow cannot open or decode the file (unreadable, truncated, not an image).
+        DataError: a floating-point (``F``) image, or an ``I`` image with values outside
+            ``[0, 65535]``: no faithful 8-bit form, so the file is refused.
+    """
+    if image.mode == "F":
+        raise DataError(f"{path}: floating-point image (mode F) is not supported; save it as 8- or 16-bit")
+    if image.mode not in _WIDE_MODES:
+        return image
+    values = np.asarray(image, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise DataError(
+            f"{path}: {image.mode} image with values in [{values.min()}, {values.max()}], outside 16 bits"
+        )
+    if image.mode == "I" and (not values.size or values.max() <= 255):
+        scaled = values
+    else:
+        scaled = (values + 128) // 257  # rounded v / 257
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def _read_image(data: bytes, path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """Decode an image file's bytes to ``(H, W, C)`` uint8 in ``mode`` (``"L"``/``"RGB"``) at ``size``.
+
+    16-bit grayscale is scaled to 8 bits (:func:`_to_8bit`); palette images go through RGBA so
+    their colours (and transparency) are looked up before the conversion. Resizing is bilinear,
+    Keras' default for ``image_dataset_from_directory``.
+
+    Raises:
+        DataError: Pillow cannot open or decode the file (unreadable, truncated, not an image), or
+            its pixel format has no faithful 8-bit form.
     """
     height, width = size
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
+            image = _to_8bit(image, path)
+            if image.mode in ("P", "PA"):
+                image = image.convert("RGBA")
             converted = image.convert(mode)
             if converted.size != (width, height):
                 converted = converted.resize((width, height), Image.Resampling.BILINEAR)
@@ -319,12 +358,17 @@ def _fetch_folder(cfg: FetchConfig, tmp: Path) -> FetchResult:
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{root}: no class subfolders (expected one subfolder of images per class)")
+    if len(class_dirs) < 2:
+        found = f"only {class_dirs[0].name!r}" if class_dirs else "none"
+        raise DataError(
+            f"{root}: a classifier needs at least 2 class subfolders (one subfolder of images per "
+            f"class), found {found}"
+        )
     mode = "L" if cfg.color_mode == "grayscale" else "RGB"
     images: list[np.ndarray] = []
     labels: list[int] = []
     paths: list[str] = []
+    file_hashes: dict[str, str] = {}
     for label, class_dir in enumerate(class_dirs):
         files = sorted(
             p
@@ -334,9 +378,15 @@ def _fetch_folder(cfg: FetchConfig, tmp: Path) -> FetchResult:
         if not files:
             raise DataError(f"{class_dir}: empty class folder (no .png/.jpg/.jpeg images)")
         for path in files:
-            images.append(_read_image(path, mode, cfg.image_size))
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read: {exc}") from exc
+            relative = path.relative_to(root).as_posix()
+            images.append(_read_image(data, path, mode, cfg.image_size))
             labels.append(label)
-            paths.append(path.relative_to(root).as_posix())
+            paths.append(relative)
+            file_hashes[relative] = _sha256(data)
     x = np.stack(images)
     y = np.asarray(labels, dtype=np.int64)
     file_paths = np.asarray(paths, dtype=str)
@@ -355,6 +405,9 @@ def _fetch_folder(cfg: FetchConfig, tmp: Path) -> FetchResult:
             "num_examples": num_examples,
             "image_shape": [int(d) for d in x.shape[1:]],
             "color_mode": cfg.color_mode,
+            # The content hash of every source image, so raw_dir (a DVC output) changes with any
+            # added, removed or edited image even when decoding gives the same pixels.
+            "images": file_hashes,
         },
     )
     return FetchResult(
@@ -397,8 +450,9 @@ def fetch(
         DataError: (message names the file or folder) a gzip file is truncated or corrupt, a
             SHA-256 does not match, an IDX magic number, size or length is wrong, image and label
             counts differ, a label is outside ``[0, 10)``, a download fails, or for a folder: it is
-            missing, has no class subfolders, a class subfolder has no images, or an image cannot
-            be decoded.
+            missing, has fewer than 2 class subfolders, a class subfolder has no images, or an
+            image cannot be decoded or has no faithful 8-bit form (16-bit grayscale is scaled,
+            palette images are looked up; floating-point images are refused).
         ValueError: ``expected_sha256`` lacks one of the four file names.
         OSError: ``raw_dir`` cannot be written.
     """
@@ -433,6 +487,34 @@ def _read_source(raw_dir: Path) -> dict:
     return source
 
 
+def verify_raw(raw_dir: Path, source: Mapping) -> None:
+    """Re-check every data file of ``raw_dir`` against the SHA-256 that fetch recorded in ``source.json``.
+
+    A raw file edited after fetch (images inverted, labels shifted, a file swapped) would otherwise
+    flow into training unnoticed: fetch verified the bytes it wrote, not the bytes read later.
+
+    Raises:
+        DataError: ``source.json`` lists no file hashes, or a file is missing or its SHA-256
+            differs (names the file and both hashes).
+    """
+    files = source.get("files")
+    if not isinstance(files, dict) or not files:
+        raise DataError(f"{raw_dir / SOURCE_FILE}: no 'files' with SHA-256 values; run the fetch stage again")
+    for name, info in files.items():
+        path = raw_dir / name
+        expected = info.get("sha256") if isinstance(info, dict) else None
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read: {exc}") from exc
+        if digest != expected:
+            raise DataError(
+                f"{path}: SHA-256 is {digest} but fetch recorded {expected} in {raw_dir / SOURCE_FILE}: "
+                "the raw data changed after fetch; run the fetch stage again (dvc repro) or restore it "
+                "(dvc checkout)"
+            )
+
+
 def _ids(prefix: str, n: int) -> np.ndarray:
     return np.asarray([f"{prefix}-{i:05d}" for i in range(n)], dtype=str)
 
@@ -450,10 +532,12 @@ def load_raw(raw_dir: Path) -> RawDataset:
 
     Raises:
         DataError: ``source.json`` or a data file is missing or malformed (the message names it),
-            or counts/labels are inconsistent.
+            a file's SHA-256 differs from the one fetch recorded (:func:`verify_raw`), or
+            counts/labels are inconsistent.
     """
     raw_dir = Path(raw_dir)
     source = _read_source(raw_dir)
+    verify_raw(raw_dir, source)
     class_names = [str(c) for c in source["class_names"]]
     if source["dataset"] == "folder":
         path = raw_dir / IMAGES_FILE

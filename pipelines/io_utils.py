@@ -9,13 +9,16 @@ sibling and renamed into place only once everything in them has been written and
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,14 +59,40 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         OSError: the directory cannot be created or written; the temporary file is removed and
             any previous ``path`` is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp_name: str) -> None:
+        with open(tmp_name, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+
+    atomic_write_via(path, write)
+
+
+def atomic_write_via(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Let ``write(tmp_path)`` create the file, then move it onto ``path`` atomically.
+
+    For writers that want a file name rather than bytes (``DataFrame.to_parquet``,
+    ``Figure.savefig``, ``keras.Model.save``). The temporary file is a sibling of ``path`` that
+    keeps its suffix (``.tmp.keras``, ``.tmp.png``), since some writers choose the format from it.
+
+    Args:
+        path: the destination file; the parent directory is created if missing.
+        write: called once with the temporary file's path (a ``str``); it must write the file there.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        Whatever ``write`` raises, and OSError as :func:`atomic_write_bytes`; the temporary file is
+        removed and any previous ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp_name)
         # mkstemp makes the file private (0o600); outputs should be readable like open()'s.
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
@@ -71,6 +100,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
@@ -94,6 +124,44 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> None:
     """
     text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False) + "\n"
     atomic_write_text(path, text)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert ``obj`` recursively to strict-JSON-safe Python (``json.dumps(..., allow_nan=False)``).
+
+    numpy scalars and arrays become Python numbers and lists; NaN and infinities become ``None``;
+    enums their ``value``; paths ``str``; mappings dicts with ``str`` keys; lists, tuples and sets
+    lists; an object's own ``to_dict()``/``as_dict()`` is used when it has one, then dataclass
+    fields, then public attributes; anything else becomes ``str(obj)``.
+    """
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if obj is None or isinstance(obj, bool | str):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in obj]
+    for name in ("to_dict", "as_dict"):
+        method = getattr(obj, name, None)
+        if callable(method) and not isinstance(obj, type):
+            return to_jsonable(method())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "__dict__"):
+        return {k: to_jsonable(v) for k, v in vars(obj).items() if not k.startswith("_")}
+    return str(obj)
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], *, compress: bool = True) -> None:

@@ -103,7 +103,7 @@ class PrepareResult:
 
 
 def stratified_split(
-    y: np.ndarray, size: int | float, seed: int, what: str = "validation"
+    y: np.ndarray, size: int | float, seed: int, what: str = "validation", key: str = "prepare.val_size"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices ``0..len(y)-1`` into (kept, held out), stratified by label.
 
@@ -112,6 +112,7 @@ def stratified_split(
         size: held-out size, a count (int) or a fraction of ``N`` (float in (0, 1)).
         seed: ``random_state`` of :func:`sklearn.model_selection.train_test_split`.
         what: name of the held-out set, for error messages.
+        key: the params.yaml key that set ``size``, named in error messages.
 
     Returns:
         Two sorted int64 index arrays, kept ``(N - n_out,)`` and held out ``(n_out,)``.
@@ -126,8 +127,9 @@ def stratified_split(
         kept, held = train_test_split(indices, test_size=size, stratify=y, random_state=seed, shuffle=True)
     except ValueError as exc:
         raise PreparedDataError(
-            f"cannot split a {what} set of size {size!r} from {len(y)} images stratified by "
-            f"{len(np.unique(y))} classes: {exc}"
+            f"params.yaml: {key}: {size!r} is impossible here: cannot split a {what} set of that size "
+            f"from {len(y)} images stratified by {len(np.unique(y))} classes ({exc}); give a fraction "
+            "such as 0.2, or a count below the number of images"
         ) from exc
     return np.sort(kept), np.sort(held)
 
@@ -199,7 +201,7 @@ def split_dataset(raw: RawDataset, cfg: PrepareConfig, seed: int) -> dict[str, S
     """
     x, y, ids = raw.x_train, raw.y_train, raw.ids_train
     if raw.x_test is None or raw.y_test is None or raw.ids_test is None:
-        rest, test = stratified_split(y, cfg.test_size, seed, what="test")
+        rest, test = stratified_split(y, cfg.test_size, seed, what="test", key="prepare.test_size")
         test_split = Split(x[test], y[test], ids[test])
         x, y, ids = x[rest], y[rest], ids[rest]
     else:
@@ -320,7 +322,7 @@ def load_classes(prepared_dir: Path) -> dict:
     path = _require(Path(prepared_dir) / CLASSES_FILE)
     try:
         classes = json.loads(path.read_text())
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise PreparedDataError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(classes, dict):
         raise PreparedDataError(f"{path}: expected a JSON object")
@@ -334,21 +336,30 @@ def load_classes(prepared_dir: Path) -> dict:
     return classes
 
 
-def load_manifest(prepared_dir: Path) -> pd.DataFrame:
+def load_manifest(prepared_dir: Path, *, check_columns: bool = True) -> pd.DataFrame:
     """Load ``manifest.parquet``.
 
+    Args:
+        prepared_dir: the output of :func:`prepare`.
+        check_columns: require exactly :data:`MANIFEST_COLUMNS` with their dtypes; the validate
+            stage passes False so that its expectation suite reports a schema problem instead.
+
     Returns:
-        One row per image, columns exactly :data:`MANIFEST_COLUMNS` with those dtypes.
+        One row per image, columns exactly :data:`MANIFEST_COLUMNS` with those dtypes (as stored
+        when ``check_columns`` is False).
 
     Raises:
         FileNotFoundError: the file is missing.
-        PreparedDataError: it is not parquet or its columns differ from :data:`MANIFEST_COLUMNS`.
+        PreparedDataError: it is not parquet or (``check_columns``) its columns differ from
+            :data:`MANIFEST_COLUMNS`.
     """
     path = _require(Path(prepared_dir) / MANIFEST_FILE)
     try:
         manifest = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises its own ArrowInvalid, not a ValueError subclass
         raise PreparedDataError(f"{path}: not a readable parquet file: {exc}") from exc
+    if not check_columns:
+        return manifest
     if list(manifest.columns) != list(MANIFEST_COLUMNS):
         raise PreparedDataError(
             f"{path}: columns {list(manifest.columns)} differ from the expected {list(MANIFEST_COLUMNS)}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -198,7 +199,15 @@ def load_train_data(params: Params):
 
 
 def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
-    """Train the configured model, tracking everything in a new MLflow run.
+    """Train the configured model, tracking everything in one MLflow run per training.
+
+    Holds this checkout's training lock (:func:`pipelines.train.training_lock`) throughout. Closes,
+    as FAILED with a ``curvewatch.failure_reason`` tag, any training run of this checkout that a
+    killed process left RUNNING (:func:`close_abandoned_runs`). When ``paths.backup_dir`` holds an
+    interrupted training of the same MLflow run, data version (DVC content hash of
+    ``paths.prepared_dir``) and config hash, resumes it into that same run (epochs the killed
+    process finished but had not logged are logged first); otherwise starts a new run and says
+    why in the log and the ``curvewatch.fresh_start_reason`` tag.
 
     Logs the full resolved config, the git commit, the dataset with its DVC content hash, the
     validation results, per-epoch curves (step = epoch) and the model (Keras flavour; the compare
@@ -207,14 +216,156 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     ``paths.history_plot`` and ``paths.train_metrics``.
 
     Raises:
-        StageError: the prepared data or validation results are missing.
+        StageError: the prepared data or validation results are missing, or another training
+            holds the lock (the message names its pid).
+        pipelines.train.TrainingInterrupted: SIGTERM/SIGINT; the run is marked KILLED and the
+            backup kept, so the same command resumes it.
     """
+    from pipelines.train import TrainingLocked, training_lock
+
+    try:
+        with training_lock(params.paths.backup_dir):
+            return _run_train_locked(params, extra_callbacks)
+    except TrainingLocked as exc:
+        raise StageError(str(exc)) from exc
+
+
+#: Tags that tie a training run to the process and checkout that ran it.
+PID_TAG, HOST_TAG, CHECKOUT_TAG = "curvewatch.pid", "curvewatch.host", "curvewatch.checkout"
+FAILURE_REASON_TAG = "curvewatch.failure_reason"
+
+
+def close_abandoned_runs(mc, experiment_id: str, checkout: str, *, keep: str | None = None) -> list[str]:
+    """Mark FAILED, with a reason, the training runs of ``checkout`` left RUNNING by a dead process.
+
+    Called with the checkout's training lock held, so no live training of this checkout exists:
+    every RUNNING training run tagged with this checkout is abandoned. A RUNNING run of another
+    checkout on this host counts only when its recorded pid is no longer alive.
+
+    Args:
+        mc: an ``MlflowClient``.
+        experiment_id: the experiment searched.
+        checkout: the resolved backup folder identifying the checkout (tag ``curvewatch.checkout``).
+        keep: a run id left alone (the run about to be resumed).
+
+    Returns:
+        The ids of the runs marked FAILED.
+    """
+    import socket
+
+    from pipelines import tracking
+
+    host = socket.gethostname()
+    closed = []
+    running = tracking.search_training_runs(
+        mc,
+        [experiment_id],
+        filter_string=f"tags.`{tracking.RUN_KIND_TAG}` = 'train' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        tags = run.data.tags
+        if run.info.run_id == keep:
+            continue
+        pid = tags.get(PID_TAG, "")
+        mine = tags.get(CHECKOUT_TAG) == checkout
+        dead_here = tags.get(HOST_TAG) == host and pid.isdigit() and not _pid_alive(int(pid))
+        if not (mine or dead_here):
+            continue
+        reason = (
+            f"process {pid or '?'} on {tags.get(HOST_TAG, '?')} ended without closing this run "
+            f"(killed?); closed by the training started by process {os.getpid()}"
+        )
+        tracking.set_tags(mc, run.info.run_id, {FAILURE_REASON_TAG: reason})
+        mc.set_terminated(run.info.run_id, status="FAILED")
+        log.warning("train: MLflow run %s: %s", run.info.run_id, reason)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resume_plan(state, *, run_status: str | None, data_version: str, config_hash: str) -> tuple[bool, str]:
+    """Decide whether an interrupted training is resumed into its own MLflow run.
+
+    Args:
+        state: the backup's :class:`pipelines.train.BackupState`, or None.
+        run_status: the MLflow status of ``state.run_id`` (None: no such run in this store).
+        data_version: the data version of this training.
+        config_hash: :func:`pipelines.train.config_hash` of this training.
+
+    Returns:
+        ``(resume, reason)``: resume only when the run exists, is not FINISHED, and the data
+        version and config hash match; ``reason`` says why not (empty when resuming or when there
+        is no backup).
+    """
+    from pipelines.train import resume_mismatch
+
+    if state is None:
+        return False, ""
+    if run_status is None:
+        return False, f"the backup's MLflow run {state.run_id} is not in this tracking store"
+    if run_status == "FINISHED":
+        return False, f"the backup's MLflow run {state.run_id} is already FINISHED"
+    reason = resume_mismatch(state, run_id=state.run_id, data_version=data_version, config_hash=config_hash)
+    return reason is None, reason or ""
+
+
+def _run_status(mc, run_id: str | None) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        run = mc.get_run(run_id)
+    except MlflowException:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else run.info.status
+
+
+def _backfill_epochs(mc, run_id: str, epochs: dict[int, dict[str, float]]) -> int:
+    """Log the backed-up epochs MLflow lacks (a kill between the backup and the MLflow write)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    logged = {m.step for m in mc.get_metric_history(run_id, "val_loss")}
+    now = int(time.time() * 1000)
+    missing = [
+        Metric(k, float(v), now, epoch + 1)
+        for epoch, logs in sorted(epochs.items())
+        if epoch + 1 not in logged
+        for k, v in logs.items()
+    ]
+    if missing:
+        mc.log_batch(run_id, metrics=missing)
+    return len({m.step for m in missing})
+
+
+def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
+    import socket
+
     import numpy as np
 
     from pipelines import schedule, tracking
     from pipelines.curves.callback import DiagnosisCallback
     from pipelines.prepare import load_manifest
-    from pipelines.train import save_history_csv, save_model, train
+    from pipelines.train import (
+        TrainingInterrupted,
+        config_hash,
+        discard_backup,
+        read_backup_state,
+        save_history_csv,
+        save_model,
+        train,
+    )
 
     paths = params.paths
     validation_metrics = _read_json(paths.validation_metrics, "validate")
@@ -223,35 +374,68 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     mc = tracking.client()
     exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
     data_version = tracking.dvc_content_hash(paths.raw_dir)
-    run = mc.create_run(
-        exp_id,
-        run_name=tracking.run_name(
-            params.train.model, params.train.learning_rate, data_version, datetime.now(UTC)
-        ),
-        tags={
-            tracking.RUN_KIND_TAG: "train",
-            "mlflow.source.git.commit": tracking.git_commit() or "unknown",
-            "curvewatch.data_version": data_version,
-            schedule.PARAMS_TAG: schedule.params_md5(params),  # with data_version: the skip key
-            "curvewatch.profile": params.base.profile,
-        },
+    split_version = tracking.dvc_content_hash(paths.prepared_dir)
+    checkout = str(paths.backup_dir.resolve())
+    state = read_backup_state(paths.backup_dir)
+    resume, why = resume_plan(
+        state,
+        run_status=_run_status(mc, state.run_id if state else None),
+        data_version=split_version,
+        config_hash=config_hash(params.train, params.base.seed, data.input_shape, data.num_classes),
     )
-    run_id = run.info.run_id
-    try:
-        tracking.log_params(mc, run_id, params)
-        mc.log_param(run_id, "data.num_classes", data.num_classes)
-        mc.log_param(run_id, "data.train_examples", len(data.y_train))
-        mc.log_param(run_id, "data.val_examples", len(data.y_val))
-        tracking.log_dataset(
-            mc,
-            run_id,
-            load_manifest(paths.prepared_dir),
-            name=params.base.dataset,
-            source=paths.raw_dir,
-            digest=data_version,
+    close_abandoned_runs(mc, exp_id, checkout, keep=state.run_id if resume and state else None)
+    process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout}
+    if resume and state is not None:
+        run_id = state.run_id
+        mc.update_run(run_id, status="RUNNING")
+        if FAILURE_REASON_TAG in mc.get_run(run_id).data.tags:
+            mc.delete_tag(run_id, FAILURE_REASON_TAG)
+        backfilled = _backfill_epochs(mc, run_id, state.epochs)
+        tracking.set_tags(
+            mc, run_id, process_tags | {"curvewatch.resumed_from_epoch": str(len(state.epochs))}
         )
-        tracking.log_metrics(mc, run_id, _flat(validation_metrics))
-        mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
+        log.info(
+            "train: resuming MLflow run %s after epoch %d (%d epoch(s) logged from the backup)",
+            run_id,
+            len(state.epochs),
+            backfilled,
+        )
+    else:
+        if state is not None:
+            log.warning("train: starting a new MLflow run, not resuming the backup: %s", why)
+            discard_backup(paths.backup_dir)
+        run = mc.create_run(
+            exp_id,
+            run_name=tracking.run_name(
+                params.train.model, params.train.learning_rate, data_version, datetime.now(UTC)
+            ),
+            tags={
+                tracking.RUN_KIND_TAG: "train",
+                "mlflow.source.git.commit": tracking.git_commit() or "unknown",
+                "curvewatch.data_version": data_version,
+                schedule.PARAMS_TAG: schedule.params_md5(params),  # with data_version: the skip key
+                "curvewatch.profile": params.base.profile,
+                **process_tags,
+                **({"curvewatch.fresh_start_reason": why} if why else {}),
+            },
+        )
+        run_id = run.info.run_id
+    try:
+        if not resume:
+            tracking.log_params(mc, run_id, params)
+            mc.log_param(run_id, "data.num_classes", data.num_classes)
+            mc.log_param(run_id, "data.train_examples", len(data.y_train))
+            mc.log_param(run_id, "data.val_examples", len(data.y_val))
+            tracking.log_dataset(
+                mc,
+                run_id,
+                load_manifest(paths.prepared_dir),
+                name=params.base.dataset,
+                source=paths.raw_dir,
+                digest=data_version,
+            )
+            tracking.log_metrics(mc, run_id, _flat(validation_metrics))
+            mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
         # No baseline here: it runs beside training; the compare stage logs it and diagnoses with it.
         diag_cb = DiagnosisCallback(
             epoch_budget=params.train.epochs,
@@ -269,6 +453,8 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
             # Keras' progress bar on a terminal; one line per epoch in a log (its bar would print a
             # new line every 0.05 s when stdout is not a terminal).
             verbose=1 if sys.stdout.isatty() else 2,
+            run_id=run_id,
+            data_version=split_version,
         )
         save_model(result.model, paths.model_file)
         save_history_csv(result.history, paths.history_plot)
@@ -290,7 +476,12 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         }
         tracking.log_metrics(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
         model_info = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
-    except BaseException:
+    except (TrainingInterrupted, KeyboardInterrupt) as exc:
+        tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{exc}; rerun the same command to resume"})
+        mc.set_terminated(run_id, status="KILLED")
+        raise
+    except BaseException as exc:
+        tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{type(exc).__name__}: {exc}"[:5000]})
         mc.set_terminated(run_id, status="FAILED")
         raise
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")
@@ -373,6 +564,24 @@ def run_tune(params: Params, *, trials: int | None = None, storage: str | None =
 
 
 # ------------------------------------------------------------------------------------------ evaluate
+def load_model_safely(path: Path):
+    """Load a ``.keras`` model with Keras' safe mode on (the default: no Python code deserialised).
+
+    Raises:
+        StageError: one line naming the file and saying the load was refused and why (Keras'
+            first sentence, e.g. a ``Lambda`` layer whose code safe mode will not run), instead
+            of Keras' multi-screen traceback.
+    """
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, TypeError, OSError... for a refused file
+        first = " ".join(str(exc).split())
+        first = first.split(". ")[0][:300] or type(exc).__name__
+        raise StageError(f"{path}: model load refused: {first}") from None
+
+
 def run_evaluate(params: Params):
     """Evaluate the trained model on the official test split; log into the training run.
 
@@ -380,7 +589,6 @@ def run_evaluate(params: Params):
     predictions.parquet), ``paths.evaluate_metrics`` and ``paths.confusion_plot``; logs
     ``test_accuracy``/``test_loss`` and the per-class table (``mlflow.log_table``) to the run.
     """
-    import keras
 
     from pipelines import tracking
     from pipelines.evaluate import PER_CLASS_TABLE, evaluate, per_class_table, save_evaluation
@@ -391,7 +599,7 @@ def run_evaluate(params: Params):
     model_path = paths.model_file
     if not model_path.is_file():
         raise StageError(f"{model_path}: missing; run the train stage first")
-    model = keras.saving.load_model(model_path)
+    model = load_model_safely(model_path)
     test = load_split(paths.prepared_dir, "test")
     classes = load_classes(paths.prepared_dir)
     result = evaluate(
@@ -438,7 +646,8 @@ def run_compare(params: Params) -> CompareOutcome:
     description (``mlflow.note.content``: the diagnosis paragraph and a link to the report) and
     metrics on the run, the report (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as
     run artifacts, ``paths.compare_metrics``. Registers the model version and moves the
-    ``champion`` alias as ``pipelines/registry.py`` decides (``compare.promotion``).
+    ``champion`` alias as ``pipelines/registry.py`` decides (``compare.promotion``); a run that
+    :func:`incomplete_reason` finds incomplete is never registered, so never promoted.
 
     Raises:
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
@@ -515,7 +724,7 @@ def run_compare(params: Params) -> CompareOutcome:
         verdict=diagnosis.verdict,
         plateau_onset_epoch=diagnosis.plateau_onset_epoch,
         diagnosis=diag_msg,
-        completed=challenger_curve.complete,
+        completed=incomplete_reason(challenger_curve) is None,
         gate_result=gate_result,
         p_better=p_better,
         rule=cfg.promotion,
@@ -602,6 +811,26 @@ def _best(values) -> float | None:
     finite = np.asarray(values if values is not None else [], dtype=float)
     finite = finite[np.isfinite(finite)]
     return float(finite.max()) if finite.size else None
+
+
+def incomplete_reason(curve) -> str | None:
+    """Why a challenger's run counts as incomplete (so it is neither registered nor promoted), or None.
+
+    Args:
+        curve: the challenger's :class:`pipelines.curves.types.Curve` read from MLflow.
+
+    Returns:
+        A sentence when the run is incomplete (not FINISHED, or stopped by a NaN loss) or lacks
+        logged epochs (its epochs are not 1..E); None otherwise.
+    """
+    import numpy as np
+
+    if not curve.complete:
+        return "the run is incomplete (not FINISHED, or stopped by a NaN loss)"
+    epochs = np.asarray(curve.epochs)
+    if epochs.size == 0 or not np.array_equal(epochs, np.arange(1, epochs.size + 1)):
+        return f"the run's logged epochs are not 1..{epochs.size}: per-epoch metrics are missing"
+    return None
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:

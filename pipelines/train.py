@@ -13,15 +13,19 @@ Great Expectations.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import hashlib
 import io
 import json
 import math
 import os
-import tempfile
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +33,56 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import TrainConfig
-from pipelines.io_utils import atomic_write_text
+from pipelines.io_utils import atomic_write_text, atomic_write_via
 
 #: Keras metric names, in the order of the history CSV (after ``epoch``).
 HISTORY_KEYS: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 #: The quantity EarlyStopping and ReduceLROnPlateau watch, and that defines ``best_epoch``.
 MONITOR = "val_loss"
-# Written next to BackupAndRestore's checkpoint so a resumed run can rebuild the epochs it skips;
+# Written next to BackupAndRestore's checkpoint: which MLflow run, data version and config the
+# backup belongs to, and every finished epoch's logs, so a resumed run rebuilds the epochs it skips.
 # BackupAndRestore deletes the whole folder when training ends normally.
-_HISTORY_BACKUP_NAME = "curvewatch_history.json"
+_HISTORY_BACKUP_NAME = "curvewatch_state.json"
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM (or SIGINT) arrived during :func:`train`; the epoch in progress was abandoned.
+
+    The backup folder holds every finished epoch, so the same call resumes from there.
+
+    Attributes:
+        signum: the signal number (``signal.SIGTERM`` = 15).
+        epochs_done: epochs finished (and backed up) before the signal, including resumed ones.
+    """
+
+    def __init__(self, signum: int, epochs_done: int) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"training stopped by {name} after {epochs_done} finished epoch(s); backup kept")
+        self.signum = signum
+        self.epochs_done = epochs_done
+
+
+class TrainingLocked(RuntimeError):
+    """Another process holds this checkout's training lock (see :func:`training_lock`)."""
+
+
+@dataclass(frozen=True)
+class BackupState:
+    """What a training backup belongs to, read from ``<backup_dir>/curvewatch_state.json``.
+
+    Attributes:
+        run_id: the MLflow run the interrupted training logged to (None when trained without one).
+        data_version: content hash of the training data (see :func:`train`).
+        config_hash: :func:`config_hash` of the interrupted training.
+        epochs: 0-based epoch -> that epoch's logs (Keras metric names), finished epochs only.
+        pid: the process that wrote the backup.
+    """
+
+    run_id: str | None
+    data_version: str
+    config_hash: str
+    epochs: dict[int, dict[str, float]]
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -205,7 +250,7 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _make_callbacks(
-    cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[str, float]], fingerprint: dict[str, Any]
+    cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[str, float]], identity: dict[str, Any]
 ) -> dict[str, Any]:
     """Build the always-on callbacks; classes are defined here so importing keras stays lazy."""
     import keras
@@ -217,6 +262,16 @@ def _make_callbacks(
             super().__init__()
             self.epochs: dict[int, dict[str, float]] = dict(prior)
             self.first_epoch: int | None = None
+
+        def write(self) -> None:
+            state = {**identity, "pid": os.getpid()}
+            state["epochs"] = {str(e): v for e, v in sorted(self.epochs.items())}
+            atomic_write_text(backup_dir / _HISTORY_BACKUP_NAME, json.dumps(state))
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            # Recorded before the first epoch ends, so a run killed in its first epoch still
+            # resumes into the same MLflow run.
+            self.write()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if logs is None:
@@ -232,15 +287,7 @@ def _make_callbacks(
                 # Epochs at or after the resume point are being re-run; drop stale copies.
                 self.epochs = {e: v for e, v in self.epochs.items() if e < epoch}
             self.epochs[epoch] = {k: float(logs[k]) for k in HISTORY_KEYS if k in logs}
-            atomic_write_text(
-                backup_dir / _HISTORY_BACKUP_NAME,
-                json.dumps(
-                    {
-                        "fingerprint": fingerprint,
-                        "epochs": {str(e): v for e, v in sorted(self.epochs.items())},
-                    }
-                ),
-            )
+            self.write()
 
     class RecordingTerminateOnNaN(keras.callbacks.TerminateOnNaN):
         """TerminateOnNaN that remembers whether it fired."""
@@ -276,39 +323,187 @@ _BACKUP_FILES = (
 )
 
 
-def _fingerprint(cfg: TrainConfig, data: TrainData, seed: int) -> dict[str, Any]:
-    """What a backup must match to be resumed; ``epochs`` is left out so a run can be extended."""
-    return {
-        "train": cfg.model_dump(mode="json", exclude={"epochs"}),
-        "seed": seed,
-        "input_shape": list(data.input_shape),
-        "num_classes": data.num_classes,
-    }
+def config_hash(cfg: TrainConfig, seed: int, input_shape: Sequence[int], num_classes: int) -> str:
+    """SHA-256 of everything that defines a training apart from the data: the whole ``train``
+    section (``epochs`` included), the seed and the model's input and output sizes.
 
-
-def _read_prior_history(backup_dir: Path, fingerprint: dict[str, Any]) -> dict[int, dict[str, float]]:
-    """Return the epochs logged by an interrupted run of the same configuration.
-
-    A backup left by a different configuration (or one without our history file) is deleted,
-    file by file, so that BackupAndRestore neither resumes the wrong run nor fails to load
-    mismatched weights.
+    A backup is resumed only under the same hash, so a changed ``train.epochs`` starts afresh
+    rather than mixing two budgets in one run.
     """
-    path = backup_dir / _HISTORY_BACKUP_NAME
+    doc = {
+        "train": cfg.model_dump(mode="json"),
+        "seed": int(seed),
+        "input_shape": [int(d) for d in input_shape],
+        "num_classes": int(num_classes),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def data_fingerprint(data: TrainData) -> str:
+    """SHA-256 of the training and validation arrays (pixels, labels, shapes, dtypes).
+
+    The data version a backup records when the caller gives none (the train stage passes the DVC
+    content hash of the prepared data instead).
+    """
+    digest = hashlib.sha256()
+    for array in (data.x_train, data.y_train, data.x_val, data.y_val):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def read_backup_state(backup_dir: Path) -> BackupState | None:
+    """The state of an interrupted training in ``backup_dir``, or None when there is none (or it
+    is unreadable: a backup without a readable state is never resumed)."""
+    path = Path(backup_dir) / _HISTORY_BACKUP_NAME
     try:
         raw = json.loads(path.read_text())
-        if raw["fingerprint"] == fingerprint:
-            return {int(e): {k: float(v) for k, v in logs.items()} for e, logs in raw["epochs"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    if backup_dir.is_dir() and any((backup_dir / name).exists() for name in _BACKUP_FILES):
-        warnings.warn(
-            f"{backup_dir}: discarding a training backup from a different configuration",
-            RuntimeWarning,
-            stacklevel=3,
+        return BackupState(
+            run_id=raw.get("run_id"),
+            data_version=str(raw["data_version"]),
+            config_hash=str(raw["config_hash"]),
+            epochs={int(e): {k: float(v) for k, v in logs.items()} for e, logs in raw["epochs"].items()},
+            pid=raw.get("pid"),
         )
-        for name in _BACKUP_FILES:
-            (backup_dir / name).unlink(missing_ok=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def resume_mismatch(
+    state: BackupState, *, run_id: str | None, data_version: str, config_hash: str
+) -> str | None:
+    """Why the backup ``state`` cannot be resumed by a training with these identifiers.
+
+    Returns:
+        None when the MLflow run id, the data version and the config hash all match; otherwise a
+        sentence naming each difference, e.g. ``"the data changed (data version 3f2a9c1b0d4e ->
+        77aa01b2c3d4)"``.
+    """
+    reasons = []
+    if state.run_id != run_id:
+        reasons.append(f"it belongs to MLflow run {state.run_id}, not {run_id}")
+    if state.data_version != data_version:
+        reasons.append(f"the data changed (data version {state.data_version[:12]} -> {data_version[:12]})")
+    if state.config_hash != config_hash:
+        reasons.append(
+            f"the training config changed (config hash {state.config_hash[:12]} -> {config_hash[:12]})"
+        )
+    return "; ".join(reasons) or None
+
+
+def discard_backup(backup_dir: Path) -> None:
+    """Delete the files of a training backup (BackupAndRestore's and ours), file by file."""
+    for name in _BACKUP_FILES:
+        (Path(backup_dir) / name).unlink(missing_ok=True)
+
+
+def _prior_history(backup_dir: Path, identity: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """The epochs of an interrupted run with the same identity; any other backup is discarded
+    with a ``RuntimeWarning`` saying why, so BackupAndRestore neither resumes the wrong run nor
+    fails to load mismatched weights."""
+    state = read_backup_state(backup_dir)
+    if state is not None:
+        reason = resume_mismatch(
+            state,
+            run_id=identity["run_id"],
+            data_version=identity["data_version"],
+            config_hash=identity["config_hash"],
+        )
+        if reason is None:
+            return state.epochs
+    elif not (backup_dir.is_dir() and any((backup_dir / name).exists() for name in _BACKUP_FILES)):
+        return {}
+    else:
+        reason = "it has no readable curvewatch state"
+    warnings.warn(f"{backup_dir}: discarding the training backup: {reason}", RuntimeWarning, stacklevel=3)
+    discard_backup(backup_dir)
     return {}
+
+
+@contextlib.contextmanager
+def training_lock(backup_dir: Path) -> Iterator[Path]:
+    """Hold this checkout's training lock while the body runs.
+
+    The lock is ``flock(2)`` on ``<backup_dir>.lock`` (beside the backup folder, which
+    BackupAndRestore deletes when a training ends), holding the owner's pid. The kernel releases
+    it when the process dies, however it dies, so a killed training never leaves a stale lock.
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        TrainingLocked: another process holds the lock; the message names its pid.
+    """
+    backup_dir = Path(backup_dir)
+    lock_path = backup_dir.parent / f"{backup_dir.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise TrainingLocked(
+                f"{lock_path}: another training (pid {holder}) is running in this checkout; "
+                "wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield lock_path
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
+    """Record SIGTERM/SIGINT in ``flag["signum"]`` instead of dying; a second one raises at once.
+
+    Python lets only the main thread install handlers; elsewhere (a Prefect task thread) the
+    process keeps the default behaviour and a killed run is closed by the next training's check.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["signum"] is not None:
+            raise TrainingInterrupted(signum, flag.get("epochs_done") or 0)
+        flag["signum"] = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _stop_callback(flag: dict[str, int | None], recorder: Any) -> Any:
+    """A callback that raises :class:`TrainingInterrupted` at the first batch boundary (training
+    or validation) after a signal, abandoning the epoch in progress, or at the end of the epoch
+    after every other callback has logged it."""
+    import keras
+
+    class StopOnSignal(keras.callbacks.Callback):
+        def _check(self) -> None:
+            flag["epochs_done"] = len(recorder.epochs)
+            if flag["signum"] is not None:
+                raise TrainingInterrupted(int(flag["signum"]), len(recorder.epochs))
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self._check()
+
+        def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self._check()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._check()
+
+    return StopOnSignal()
 
 
 def _best_epoch(values: list[float]) -> int:
@@ -326,6 +521,8 @@ def train(
     backup_dir: Path,
     callbacks: Sequence[Any] = (),
     verbose: int | str = 2,
+    run_id: str | None = None,
+    data_version: str | None = None,
 ) -> TrainResult:
     """Build the model named by ``cfg.model`` and fit it on ``data``.
 
@@ -336,11 +533,14 @@ def train(
     (adds ``learning_rate`` to ``logs``), TerminateOnNaN, EarlyStopping (``val_loss``,
     ``cfg.early_stopping_patience``, best weights restored), ReduceLROnPlateau (``val_loss``,
     ``cfg.reduce_lr_factor``, ``cfg.reduce_lr_patience``), BackupAndRestore(``backup_dir``), then
-    ``callbacks``. If ``backup_dir`` holds the state of an interrupted run with the same train
-    config (``epochs`` aside), seed and data shape, the weights, optimizer state and epoch counter
-    are restored and the returned history also holds the epochs run before the interruption
-    (EarlyStopping/ReduceLROnPlateau counters restart); a backup of any other run is discarded
-    with a ``RuntimeWarning``. ``backup_dir`` is deleted when fitting ends without an exception.
+    ``callbacks``. If ``backup_dir`` holds the state of an interrupted run with the same
+    ``run_id``, ``data_version`` and :func:`config_hash` (the whole train section, seed and data
+    shape), the weights, optimizer state and epoch counter are restored and the returned history
+    also holds the epochs run before the interruption (EarlyStopping/ReduceLROnPlateau counters
+    restart); a backup of any other run is discarded with a ``RuntimeWarning`` that says which of
+    the three differs. ``backup_dir`` is deleted when fitting ends without an exception.
+    SIGTERM or SIGINT (in the main thread) abandons the epoch in progress at the next batch and
+    raises :class:`TrainingInterrupted`; every finished epoch is already in the backup.
     After a NaN loss, EarlyStopping still restores the best finite epoch's weights, if any.
 
     Args:
@@ -351,12 +551,16 @@ def train(
         callbacks: extra ``keras.callbacks.Callback`` objects (e.g. MLflow logging); they receive
             ``logs`` with ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``.
         verbose: passed to ``Model.fit`` (0 silent, 1 progress bar, 2 one line per epoch).
+        run_id: the MLflow run this training logs to, recorded in the backup (None: untracked).
+        data_version: the data's content hash, recorded in the backup; default
+            :func:`data_fingerprint` of ``data``.
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
         ValueError: an unknown model/optimizer name (see :func:`pipelines.models.build_model`).
+        TrainingInterrupted: SIGTERM/SIGINT arrived; ``backup_dir`` is kept for a resume.
         Any exception raised by a callback propagates, leaving ``backup_dir`` in place for a resume.
     """
     import keras
@@ -380,20 +584,27 @@ def train(
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    fingerprint = _fingerprint(cfg, data, seed)
-    prior = _read_prior_history(backup_dir, fingerprint)
-    own = _make_callbacks(cfg, backup_dir, prior, fingerprint)
+    identity = {
+        "run_id": run_id,
+        "data_version": data_version or data_fingerprint(data),
+        "config_hash": config_hash(cfg, seed, data.input_shape, data.num_classes),
+    }
+    prior = _prior_history(backup_dir, identity)
+    own = _make_callbacks(cfg, backup_dir, prior, identity)
+    flag: dict[str, int | None] = {"signum": None, "epochs_done": len(prior)}
+    stop = _stop_callback(flag, own["recorder"])
     start = time.perf_counter()
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        validation_data=(data.x_val, y_val),
-        callbacks=[*own.values(), *callbacks],
-        shuffle=True,
-        verbose=verbose,
-    )
+    with _stop_on_signals(flag):
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=cfg.batch_size,
+            epochs=cfg.epochs,
+            validation_data=(data.x_val, y_val),
+            callbacks=[*own.values(), *callbacks, stop],
+            shuffle=True,
+            verbose=verbose,
+        )
     seconds = time.perf_counter() - start
 
     recorder = own["recorder"]
@@ -461,13 +672,4 @@ def save_model(model: Any, path: Path) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"model path must end in .keras, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
-    os.close(fd)
-    try:
-        model.save(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_via(path, lambda tmp: model.save(tmp, overwrite=True))

@@ -16,11 +16,13 @@ Checks:
   Values that depend on the data or on ``params.yaml`` are written in the JSON as GX suite parameters,
   ``{"$PARAMETER": "name"}``, and filled at run time from :func:`suite_parameters`:
   ``label_max`` (K - 1), ``image_height``/``image_width``/``image_channels`` (classes.json
-  ``image_shape``), ``class_share_min``/``class_share_max`` (``ValidateConfig``). A suite that names a
-  parameter not in that list is rejected before anything runs.
+  ``image_shape``), ``class_share_min``/``class_share_max`` (``ValidateConfig`` ratios over K).
+  A suite that names a parameter not in that list is rejected before anything runs.
 * Cross-split checks in pandas/scipy: leakage (identical ``content_hash`` in two splits) and
   train-vs-validation skew (KL divergence of the label distribution and of the per-image mean
-  intensity histogram).
+  intensity histogram, failing only when above its max *and* unlikely under sampling noise at the
+  validation set's size, by a permutation test: :func:`skew_p_value`). Fewer than 2 classes is
+  refused (:class:`ValidationInputError`).
 
 Outputs (written to a temporary sibling of ``out_dir``, then renamed over it):
 ``results.json`` (every GX result and cross-split check), ``metrics.json`` (the flat metrics),
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -50,6 +51,7 @@ import pandas as pd
 from scipy.stats import entropy
 
 from pipelines.config import ValidateConfig
+from pipelines.io_utils import to_jsonable as _jsonable
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
@@ -126,53 +128,45 @@ class ValidationResult:
 
 
 def load_manifest(prepared_dir: Path) -> pd.DataFrame:
-    """Read ``prepared_dir/manifest.parquet``.
-
-    Returns:
-        The manifest, one row per image (columns as in the module docstring; not checked here).
+    """Read ``prepared_dir/manifest.parquet`` with :func:`pipelines.prepare.load_manifest`, leaving
+    its columns unchecked: a schema problem is the manifest suite's to report.
 
     Raises:
         ValidationInputError: the file is missing or not a readable parquet file.
     """
-    path = Path(prepared_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise ValidationInputError(f"{path}: manifest not found (run the prepare stage first)")
+    from pipelines.prepare import PreparedDataError
+    from pipelines.prepare import load_manifest as read
+
     try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
-        raise ValidationInputError(f"{path}: cannot read manifest: {exc}") from exc
+        return read(prepared_dir, check_columns=False)
+    except (FileNotFoundError, PreparedDataError) as exc:
+        raise ValidationInputError(str(exc)) from exc
 
 
 def load_classes(prepared_dir: Path) -> dict[str, Any]:
-    """Read ``prepared_dir/classes.json``.
+    """Read ``prepared_dir/classes.json`` with :func:`pipelines.prepare.load_classes`.
 
     Returns:
         ``{"class_names": list[str], "num_classes": int, "image_shape": [H, W, C]}``.
 
     Raises:
-        ValidationInputError: the file is missing, not JSON, or lacks ``num_classes`` (a positive
-            int) or ``image_shape`` (three positive ints).
+        ValidationInputError: the file is missing or malformed (as ``load_classes``), or it lists
+            fewer than 2 classes (a classifier needs two; the message names the file and classes).
     """
-    path = Path(prepared_dir) / CLASSES_FILE
-    if not path.is_file():
-        raise ValidationInputError(f"{path}: classes file not found (run the prepare stage first)")
+    from pipelines.prepare import PreparedDataError
+    from pipelines.prepare import load_classes as read
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValidationInputError(f"{path}: cannot read classes JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValidationInputError(f"{path}: expected a JSON object")
-    k = data.get("num_classes")
-    shape = data.get("image_shape")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValidationInputError(f"{path}: num_classes must be a positive integer, got {k!r}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
-    ):
-        raise ValidationInputError(f"{path}: image_shape must be [height, width, channels], got {shape!r}")
-    return data
+        classes = read(prepared_dir)
+    except (FileNotFoundError, PreparedDataError) as exc:
+        raise ValidationInputError(str(exc)) from exc
+    if classes["num_classes"] < 2:
+        raise ValidationInputError(
+            f"{Path(prepared_dir) / CLASSES_FILE}: {classes['num_classes']} class "
+            f"({', '.join(classes['class_names'])}); a classifier needs at least 2: add a subfolder of "
+            "images per class to the image folder"
+        )
+    return classes
 
 
 def load_suite_dict(path: Path) -> dict[str, Any]:
@@ -252,7 +246,8 @@ def suite_parameters(cfg: ValidateConfig, classes: Mapping[str, Any]) -> dict[st
     Returns:
         ``label_max`` (num_classes - 1), ``image_height``, ``image_width``, ``image_channels`` (pixels,
         channels; from classes.json ``image_shape``), ``class_share_min``, ``class_share_max``
-        (fractions of a split; from ``cfg``).
+        (fractions of a split: ``cfg.class_share_min_ratio / K`` and ``cfg.class_share_max_ratio / K``,
+        so the bounds follow the number of classes K).
     """
     height, width, channels = classes["image_shape"]
     return {
@@ -260,8 +255,8 @@ def suite_parameters(cfg: ValidateConfig, classes: Mapping[str, Any]) -> dict[st
         "image_height": int(height),
         "image_width": int(width),
         "image_channels": int(channels),
-        "class_share_min": float(cfg.class_share_min),
-        "class_share_max": float(cfg.class_share_max),
+        "class_share_min": float(cfg.class_share_min_ratio) / int(classes["num_classes"]),
+        "class_share_max": float(cfg.class_share_max_ratio) / int(classes["num_classes"]),
     }
 
 
@@ -393,6 +388,67 @@ def intensity_kl(train_means: pd.Series, val_means: pd.Series, bins: int) -> flo
     return kl_divergence(np.histogram(a, bins=edges)[0], np.histogram(b, bins=edges)[0])
 
 
+def _label_codes(train: pd.Series, val: pd.Series, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels as bin indices over 0..K-1 plus any other label seen (the bins of :func:`label_kl`)."""
+    a = pd.to_numeric(train, errors="coerce").dropna().astype("int64").to_numpy()
+    b = pd.to_numeric(val, errors="coerce").dropna().astype("int64").to_numpy()
+    labels = np.asarray(sorted(set(range(num_classes)) | set(a.tolist()) | set(b.tolist())), dtype=np.int64)
+    return np.searchsorted(labels, a), np.searchsorted(labels, b), len(labels)
+
+
+def _intensity_codes(train: pd.Series, val: pd.Series, bins: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-image means as indices of ``bins`` equal bins over [0, 255] (the bins of :func:`intensity_kl`)."""
+    edges = np.linspace(0.0, 255.0, bins + 1)
+
+    def codes(values: pd.Series) -> np.ndarray:
+        x = np.clip(pd.to_numeric(values, errors="coerce").dropna().to_numpy(np.float64), 0, 255)
+        return np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+
+    return codes(train), codes(val), bins
+
+
+def skew_p_value(
+    train_codes: np.ndarray,
+    val_codes: np.ndarray,
+    n_bins: int,
+    observed: float,
+    *,
+    alpha: float,
+    seed: int = 0,
+) -> float:
+    """Permutation p-value of a train-vs-validation KL divergence: how often a random split of the
+    pooled images, of the same sizes, gives a KL at least as large as ``observed``.
+
+    A KL divergence between histograms grows as the validation set shrinks even when both splits
+    come from one distribution (about ``(B - 1) / (2 n)`` nats for ``B`` bins and ``n`` images, more
+    with smoothing of empty bins), so a fixed threshold fails small folders on noise alone. This
+    test asks whether the observed KL is unusual for splits of this size. ``R = max(999, 2 / alpha)``
+    random splits; p = (1 + #{KL_r >= observed}) / (R + 1) (Phipson and Smyth 2010, "Permutation
+    p-values should never be zero", Stat. Appl. Genet. Mol. Biol. 9(1)).
+
+    Args:
+        train_codes, val_codes: ``(n_train,)`` and ``(n_val,)`` int bin indices in ``[0, n_bins)``.
+        n_bins: number of bins.
+        observed: the KL(train || val) of the actual split, nats (:func:`kl_divergence`).
+        alpha: the significance level the caller will compare with; sets ``R``.
+        seed: seeds ``numpy.random.default_rng``, so the same inputs give the same p-value.
+
+    Returns:
+        The p-value in ``(0, 1]``.
+    """
+    pooled = np.concatenate([train_codes, val_codes])
+    total = np.bincount(pooled, minlength=n_bins)
+    n_val = len(val_codes)
+    rounds = max(999, int(np.ceil(2 / alpha)))
+    rng = np.random.default_rng(seed)
+    at_least = 0
+    for _ in range(rounds):
+        val_counts = np.bincount(pooled[rng.choice(len(pooled), n_val, replace=False)], minlength=n_bins)
+        if kl_divergence(total - val_counts, val_counts) >= observed - 1e-12:
+            at_least += 1
+    return (1 + at_least) / (rounds + 1)
+
+
 def cross_split_checks(
     manifest: pd.DataFrame, cfg: ValidateConfig, num_classes: int
 ) -> tuple[dict[str, Any], list[FailedCheck]]:
@@ -444,13 +500,13 @@ def cross_split_checks(
             for s in _splits_present(frame)
         }
 
-    for name, column, threshold, compute in (
-        ("label_kl", "label", cfg.max_label_kl, lambda a, b: label_kl(a, b, num_classes)),
+    for name, column, threshold, codes in (
+        ("label_kl", "label", cfg.max_label_kl, lambda a, b: _label_codes(a, b, num_classes)),
         (
             "intensity_kl",
             "pixel_mean",
             cfg.max_intensity_kl,
-            lambda a, b: intensity_kl(a, b, cfg.intensity_bins),
+            lambda a, b: _intensity_codes(a, b, cfg.intensity_bins),
         ),
     ):
         if column not in manifest.columns or "split" not in manifest.columns:
@@ -460,21 +516,39 @@ def cross_split_checks(
             val = manifest.loc[manifest["split"] == "val", column]
             error = ""
             try:
-                value = compute(train, val)
+                train_codes, val_codes, n_bins = codes(train, val)
+                value = kl_divergence(
+                    np.bincount(train_codes, minlength=n_bins), np.bincount(val_codes, minlength=n_bins)
+                )
             except ValueError as exc:
                 error = f"train/val {column} cannot be compared: {exc}"
         if error:
             report[name] = {"error": error, "threshold": threshold, "success": False}
             fail(name, column, error, f"{name} cannot be computed: {error}")
             continue
-        ok = value <= threshold
-        report[name] = {"value": value, "threshold": threshold, "success": ok}
+        # Only a KL above the threshold pays for the permutation test.
+        p_value = (
+            skew_p_value(train_codes, val_codes, n_bins, value, alpha=cfg.skew_alpha)
+            if value > threshold
+            else 1.0
+        )
+        ok = value <= threshold or p_value >= cfg.skew_alpha
+        report[name] = {
+            "value": value,
+            "threshold": threshold,
+            "p_value": p_value,
+            "alpha": cfg.skew_alpha,
+            "val_rows": len(val_codes),
+            "success": ok,
+        }
         if not ok:
             fail(
                 name,
                 column,
-                f"{value:.4f} nats",
-                f"{name}: KL(train || val) of {column} = {value:.4f} nats > max {threshold:g}",
+                f"{value:.4f} nats (p = {p_value:.2g})",
+                f"{name}: KL(train || val) of {column} = {value:.4f} nats > max {threshold:g}, more than "
+                f"sampling noise on {len(val_codes)} validation images explains (permutation p = "
+                f"{p_value:.2g} < skew_alpha {cfg.skew_alpha:g})",
             )
     return report, failed
 
@@ -630,21 +704,6 @@ def gx_failures(
 # Reports
 
 
-def _jsonable(obj: Any) -> Any:
-    """Make ``obj`` strict-JSON safe: non-finite floats become None, paths and numpy scalars plain."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def format_failures(result: ValidationResult) -> str:
     """A short plain-text report: one line per failed expectation or check, or a one-line pass."""
     m = result.metrics
@@ -711,7 +770,9 @@ def _summary_markdown(result: ValidationResult, report: Mapping[str, Any], cfg: 
     lines += [
         "",
         f"Intensity histogram: {cfg.intensity_bins} equal bins of the per-image mean over 0-255. "
-        f"Class shares must lie within [{cfg.class_share_min:g}, {cfg.class_share_max:g}] in every split.",
+        f"Class shares must lie within [{cfg.class_share_min_ratio:g}/K, {cfg.class_share_max_ratio:g}/K] "
+        "in every split (K classes). A KL check fails only when it exceeds its max and a permutation "
+        f"test says sampling noise explains it with p < {cfg.skew_alpha:g}.",
         "",
     ]
     return "\n".join(lines)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.curves.diagnose import Diagnosis, diagnose
-from pipelines.curves.types import Curve, Severity
+from pipelines.curves.types import Curve
+from pipelines.io_utils import to_jsonable as _jsonable
 
 #: Verdicts that do not flag a run (exit code 0 of ``curvewatch diagnose``).
 UNFLAGGED = frozenset({"healthy"})
@@ -42,20 +43,6 @@ class RunDiagnosis:
 def diagnose_all(curves: Sequence[tuple[str, Curve]], **kwargs: Any) -> list[RunDiagnosis]:
     """Apply :func:`pipelines.curves.diagnose.diagnose` to each ``(source, curve)``; kwargs pass through."""
     return [RunDiagnosis(source, curve, diagnose(curve, **kwargs)) for source, curve in curves]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Severity):
-        return value.value
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:

@@ -33,6 +33,10 @@ def _to_float(text: str, path: Path | str, column: str, row: int) -> float:
         raise ValueError(f"{path}: column {column!r}, row {row}: {text!r} is not a number") from None
 
 
+def _not_text(path: Path, error: UnicodeDecodeError) -> str:
+    return f"{path}: not a UTF-8 text file (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+
+
 def _check_validation(metrics: dict[str, np.ndarray], source: Path | str) -> None:
     if not any(name in metrics for name in VALIDATION_METRICS):
         raise ValueError(
@@ -71,18 +75,22 @@ def load_csv_logger(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: (naming the file, and the column / row where it applies) no header or no
-            ``epoch`` column, a non-numeric cell, duplicate or decreasing epochs, no rows, or neither
-            ``val_accuracy`` nor ``val_loss``.
+        ValueError: (naming the file, and the column / row where it applies) not UTF-8 text (a
+            byte-order mark is accepted), no header or no ``epoch`` column, a non-numeric cell,
+            duplicate or decreasing epochs, no rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
     path = Path(path)
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = [name.strip() for name in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path}: empty file, expected a CSVLogger header 'epoch,...'") from None
-        rows = [row for row in reader if any(cell.strip() for cell in row)]
+    # utf-8-sig: Excel saves CSV with a byte-order mark, which would otherwise glue to "epoch".
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            try:
+                header = [name.strip() for name in next(reader)]
+            except StopIteration:
+                raise ValueError(f"{path}: empty file, expected a CSVLogger header 'epoch,...'") from None
+            rows = [row for row in reader if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as error:
+        raise ValueError(_not_text(path, error)) from None
     if "epoch" not in header:
         raise ValueError(f"{path}: no 'epoch' column in header {header}")
     if len(set(header)) != len(header):
@@ -202,12 +210,15 @@ def load_history_json(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: (naming the file) invalid JSON, not an object of lists, or the errors of
+        ValueError: (naming the file) not UTF-8 text (a byte-order mark is accepted), invalid
+            JSON, not an object of lists, or the errors of
             :func:`curve_from_history`.
     """
     path = Path(path)
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise ValueError(_not_text(path, error)) from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(payload, dict):

@@ -247,7 +247,9 @@ def test_label_skew_fails_label_kl_only(cfg, suites_dir, prepared, good_manifest
     val = bad.index[bad["split"] == "val"]
     bad.loc[val, "label"] = np.where(np.arange(len(val)) % 2 == 0, 0, bad.loc[val, "label"])
     result = run(
-        cfg.model_copy(update={"class_share_max": 1.0, "class_share_min": 0.0}), prepared(bad), suites_dir
+        cfg.model_copy(update={"class_share_max_ratio": 10.0, "class_share_min_ratio": 0.0}),
+        prepared(bad),
+        suites_dir,
     )
 
     assert failed_keys(result) == {("cross_split", "label_kl", "label")}, format_failures(result)

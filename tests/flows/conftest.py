@@ -42,8 +42,8 @@ def folder_params(params_file, digits_folder, mlflow_uri):
             "fetch": {"image_folder": str(digits_folder), "image_size": [8, 8]},
             "prepare": {"val_size": 0.25, "test_size": 0.3},
             "validate": {
-                "class_share_min": 0.2,
-                "class_share_max": 0.5,
+                "class_share_min_ratio": 0.6,  # of 1/K: shares within [0.2, 0.5] for 3 classes
+                "class_share_max_ratio": 1.5,
                 "max_intensity_kl": 1.0,
                 "max_label_kl": 0.05,
                 "max_leakage_fraction": 0.05,

@@ -75,7 +75,7 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
 
 
 def test_failed_validation_stops_before_training(folder_params):
-    broken = folder_params({"validate": {"class_share_max": 0.1}})
+    broken = folder_params({"validate": {"class_share_min_ratio": 0.1, "class_share_max_ratio": 0.3}})
     with pytest.raises(steps.ValidationFailed) as info:
         retrain(params_path=str(broken))
     assert "class" in str(info.value).lower()

@@ -366,7 +366,7 @@ BAD_FOLDER_CASES: dict[str, tuple[Callable[[Path], str], str]] = {
     "unreadable_image": (_unreadable, "unreadable image"),
     "truncated_image": (_truncated_image, "unreadable image"),
     "empty_class": (_empty_class, "empty class folder"),
-    "no_class_folders": (_no_class_folders, "no class subfolders"),
+    "no_class_folders": (_no_class_folders, "at least 2 class subfolders"),
 }
 
 

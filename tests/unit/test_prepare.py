@@ -157,7 +157,7 @@ def test_prepare_replaces_a_previous_prepared_dir(tmp_path: Path, raw_dir: Path)
 
 
 def test_impossible_split_is_a_clear_error_and_writes_nothing(tmp_path: Path, raw_dir: Path) -> None:
-    with pytest.raises(PreparedDataError, match="validation set of size 5 .* 10 classes"):
+    with pytest.raises(PreparedDataError, match=r"prepare.val_size: 5 is impossible.* 10 classes"):
         prepare(PrepareConfig(val_size=5), BaseConfig(), raw_dir, tmp_path / "prep")
     with pytest.raises(PreparedDataError, match="validation"):
         prepare(PrepareConfig(val_size=N_TRAIN + 1), BaseConfig(), raw_dir, tmp_path / "prep")

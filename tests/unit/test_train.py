@@ -176,7 +176,7 @@ def test_backup_of_a_different_configuration_is_discarded(tmp_path: Path, digits
         train(_cfg(epochs=3), digits, seed=0, backup_dir=backup, callbacks=[_InterruptAfter(1)], verbose=0)
     assert (backup / "latest.weights.h5").is_file()
     rec = Recorder()
-    with pytest.warns(RuntimeWarning, match="different configuration"):
+    with pytest.warns(RuntimeWarning, match="training config changed"):
         result = train(
             _cfg(model="small_cnn", epochs=1), digits, seed=0, backup_dir=backup, callbacks=[rec], verbose=0
         )
@@ -298,3 +298,58 @@ def test_forced_mixed_precision_trains_and_restores_global_policy(tmp_path: Path
     assert result.model.get_layer("probs").compute_dtype == "float32"
     assert np.isfinite(result.history["loss"][0])
     assert keras.config.dtype_policy().name == before
+
+
+class _SignalSelf(keras.callbacks.Callback):
+    """Sends this process ``signum`` during the 3rd batch of the given epoch, as a scheduler would."""
+
+    def __init__(self, signum: int, epoch: int) -> None:
+        super().__init__()
+        self.signum, self.epoch, self.current = signum, epoch, -1
+        self.batches_after: int = 0
+        self.sent = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.current = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.sent:
+            self.batches_after += 1
+        if self.current == self.epoch and batch == 2 and not self.sent:
+            import os
+
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+
+def test_sigterm_abandons_the_epoch_keeps_the_backup_and_resumes(tmp_path: Path, digits: TrainData) -> None:
+    import signal
+
+    from pipelines.train import TrainingInterrupted, read_backup_state
+
+    backup = tmp_path / "backup"
+    before = signal.getsignal(signal.SIGTERM)
+    sender = _SignalSelf(signal.SIGTERM, epoch=1)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM after 1 finished epoch") as info:
+        train(_cfg(epochs=3), digits, seed=0, backup_dir=backup, callbacks=[sender], verbose=0, run_id="r1")
+    assert info.value.signum == signal.SIGTERM and info.value.epochs_done == 1
+    assert sender.batches_after == 0  # the batch in progress finished; no other batch started
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    state = read_backup_state(backup)
+    assert state is not None and state.run_id == "r1" and sorted(state.epochs) == [0]
+
+    rec = Recorder()
+    result = train(_cfg(epochs=3), digits, seed=0, backup_dir=backup, callbacks=[rec], verbose=0, run_id="r1")
+    assert rec.epochs == [1, 2] and result.epochs_run == 3 and result.resumed_from_epoch == 1
+
+
+def test_resume_mismatch_names_each_difference() -> None:
+    from pipelines.train import BackupState, resume_mismatch
+
+    state = BackupState(run_id="a", data_version="d" * 40, config_hash="c" * 64, epochs={})
+    assert resume_mismatch(state, run_id="a", data_version="d" * 40, config_hash="c" * 64) is None
+    reason = resume_mismatch(state, run_id="b", data_version="e" * 40, config_hash="f" * 64)
+    assert reason is not None
+    assert "belongs to MLflow run a, not b" in reason
+    assert "the data changed (data version dddddddddddd -> eeeeeeeeeeee)" in reason
+    assert "the training config changed" in reason

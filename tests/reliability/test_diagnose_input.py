@@ -1,0 +1,59 @@
+"""Reliability rows of ``curvewatch diagnose``'s input handling (exit 2 and one clear line on bad input)."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+runner = CliRunner()
+HEADER = "epoch,accuracy,loss,val_accuracy,val_loss"
+
+
+def _rows(epochs: int = 12) -> list[str]:
+    e = np.arange(epochs)
+    acc = 0.9 - 0.5 * np.exp(-e / 3)
+    return [
+        f"{i},{a + 0.01:.4f},{2.3 * (1 - a):.4f},{a:.4f},{2.3 * (1 - a) + 0.05:.4f}"
+        for i, a in enumerate(acc)
+    ]
+
+
+def test_binary_file_named_csv_names_the_file(tmp_path):
+    bad = tmp_path / "weights.csv"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n\x00\x00\xff\xfe" * 20)
+    result = runner.invoke(app, ["diagnose", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert f"{bad}: not a UTF-8 text file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_mistyped_path_says_no_such_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = runner.invoke(app, ["diagnose", "runs/histroy.csv", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "runs/histroy.csv: no such file" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(("\ufeff" + "\r\n".join([HEADER, *_rows()]) + "\r\n").encode("utf-8"))
+    result = runner.invoke(
+        app, ["diagnose", str(path), "--epoch-budget", "12", "--no-extrapolate", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code in (0, 1), result.output  # diagnosed, not refused
+    assert "excel.csv" in (tmp_path / "r" / "diagnosis.json").read_text()
+
+
+def test_run_id_without_a_store_creates_no_mlflow_db(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = runner.invoke(
+        app, ["diagnose", "0123456789abcdef0123456789abcdef", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert "no MLflow store" in result.output and "MLFLOW_TRACKING_URI" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
