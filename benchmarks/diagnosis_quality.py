@@ -11,7 +11,8 @@ run with :func:`pipelines.curves.diagnose.diagnose`, and prints per split (tune 
 - runs fully right: every expected code found, nothing outside ``expected`` and ``acceptable``;
 - false alarms on healthy runs (``expected == ["healthy"]``): a problem finding that the run's
   ``acceptable`` does not list (in brackets: any problem finding at all);
-- the confusion between findings: for each expected code, what was reported on those runs;
+- the confusion between findings: for each expected code, what was reported on those runs, and
+  on the runs where it was missed;
 - the same for the peer ``sk-autod`` (if installed) on the same curves.
 
 Which findings count: every finding of ``Diagnosis.findings`` whose severity is WARNING or CRITICAL,
@@ -179,7 +180,8 @@ class Quality:
 
     results: list[RunResult]
     codes: dict[str, CodeScore] = field(default_factory=dict)
-    confusion: dict[str, Counter] = field(default_factory=dict)
+    confusion: dict[str, Counter] = field(default_factory=dict)  # expected -> reported, all its runs
+    missed: dict[str, Counter] = field(default_factory=dict)  # ... on the runs where it was missed
 
     @property
     def runs(self) -> int:
@@ -224,6 +226,8 @@ def score(results: Sequence[RunResult]) -> Quality:
             entry.support += 1
             entry.found += result.found(code)
             quality.confusion.setdefault(code, Counter()).update(reported or {"(refused)"})
+            if not result.found(code):
+                quality.missed.setdefault(code, Counter()).update(reported or {"(refused)"})
         for code in reported:
             entry = quality.codes.setdefault(code, CodeScore())
             entry.reported += 1
@@ -391,7 +395,13 @@ def report(title: str, quality: Quality, *, show_misses: bool, out: Callable[[st
     for code in order:
         if code in quality.confusion:
             cells = ", ".join(f"{c} {n}" for c, n in quality.confusion[code].most_common())
-            out(f"  {code} ({quality.codes[code].support}) -> {cells}")
+            line = f"  {code} ({quality.codes[code].support}) -> {cells}"
+            if code in quality.missed:
+                missed = quality.codes[code].support - quality.codes[code].found
+                line += f" | missed {missed} -> " + ", ".join(
+                    f"{c} {n}" for c, n in quality.missed[code].most_common()
+                )
+            out(line)
     if show_misses:
         misses = [r for r in quality.results if not r.fully_right]
         out(f"misses ({len(misses)}):")
