@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipelines.curves.settings import DiagnoseConfig
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -97,7 +99,6 @@ class EvaluateConfig(_Frozen):
 class CompareConfig(_Frozen):
     recent_runs: int = Field(5, ge=0)
     alpha: float = Field(0.05, gt=0, lt=1)
-    stall_min_epochs: int = Field(3, ge=2)
     fail_on_regression: bool = False
 
 
@@ -126,6 +127,7 @@ class Params(_Frozen):
     evaluate: EvaluateConfig = EvaluateConfig()
     compare: CompareConfig = CompareConfig()
     tune: TuneConfig = TuneConfig()
+    diagnose: DiagnoseConfig = DiagnoseConfig()
     tracking: TrackingConfig = TrackingConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -205,6 +205,8 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     Raises:
         StageError: the prepared data or validation results are missing.
     """
+    import numpy as np
+
     from pipelines import tracking
     from pipelines.curves.callback import DiagnosisCallback
     from pipelines.prepare import load_manifest
@@ -248,7 +250,11 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
             tracking.log_metrics(mc, run_id, {"baseline.val_accuracy": baseline})
 
         diag_cb = DiagnosisCallback(
-            epoch_budget=params.train.epochs, num_classes=data.num_classes, baseline_accuracy=baseline
+            epoch_budget=params.train.epochs,
+            num_classes=data.num_classes,
+            class_prior=(np.bincount(data.y_train, minlength=data.num_classes) / data.y_train.size).tolist(),
+            baseline_accuracy=baseline,
+            config=params.diagnose,
         )
         callbacks = (tracking.epoch_logger(mc, run_id), diag_cb, *extra_callbacks)
         result = train(
@@ -430,7 +436,7 @@ def run_compare(params: Params) -> CompareOutcome:
 
     baseline = mc.get_run(run_id).data.metrics.get("baseline.val_accuracy")
     diagnosis = diagnose(
-        challenger_curve, min_plateau_epochs=cfg.stall_min_epochs, baseline_accuracy=baseline
+        challenger_curve, config=params.diagnose, baseline_accuracy=baseline
     )
     import pandas as pd
 

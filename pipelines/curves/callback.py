@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy.special import ndtri
 
-from pipelines.curves.diagnose import Diagnosis, diagnose, plateau_message
+from pipelines.curves.detectors import steady_improvement
+from pipelines.curves.diagnose import Diagnosis, diagnose
+from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS
+from pipelines.curves.noise import estimate_noise
+from pipelines.curves.plateau import Plateau, plateau_message
+from pipelines.curves.settings import DEFAULT, DiagnoseConfig
 from pipelines.curves.types import Curve, Finding, Severity
 
 if TYPE_CHECKING:
@@ -24,11 +31,15 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["DiagnosisCallback", "diagnose_history", "should_stop"]
+__all__ = ["DiagnosisCallback", "StopDecision", "diagnose_history", "should_stop"]
 
 
 def _history_curve(
-    history: Mapping[str, Sequence[float]], epoch_budget: int | None, num_classes: int | None, run: str
+    history: Mapping[str, Sequence[float]],
+    epoch_budget: int | None,
+    num_classes: int | None,
+    run: str,
+    class_prior: Sequence[float] | None = None,
 ) -> Curve:
     metrics = {
         name: np.asarray([math.nan if v is None else float(v) for v in values], dtype=np.float64)
@@ -48,6 +59,7 @@ def _history_curve(
         epoch_budget=epoch_budget,
         complete=True,
         num_classes=num_classes,
+        class_prior=tuple(float(p) for p in class_prior) if class_prior is not None else None,
     )
 
 
@@ -56,6 +68,7 @@ def diagnose_history(
     epoch_budget: int | None = None,
     *,
     num_classes: int | None = None,
+    class_prior: Sequence[float] | None = None,
     run: str = "live",
     **kwargs: Any,
 ) -> Diagnosis:
@@ -65,6 +78,7 @@ def diagnose_history(
         history: Keras-style ``{metric: [value per epoch so far]}``.
         epoch_budget: epochs the run is configured for.
         num_classes: classes of the task, if known.
+        class_prior: the training labels' class shares, if known.
         run: display name.
         **kwargs: passed on to ``diagnose`` (``min_plateau_epochs``, ``baseline_accuracy``, ...).
 
@@ -72,74 +86,172 @@ def diagnose_history(
         ValueError: the history has no ``val_accuracy`` / ``val_loss`` values yet and no finite
             training loss.
     """
-    curve = _history_curve(history, epoch_budget, num_classes, run)
+    curve = _history_curve(history, epoch_budget, num_classes, run, class_prior)
     return diagnose(curve, live=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """What :func:`should_stop` decided.
+
+    Unpacks as ``stop, finding = decision`` (the finding is None when ``stop`` is False).
+
+    Attributes:
+        stop: stop training now.
+        finding: the finding behind the stop: ``divergence``, ``not_learning``, ``plateau`` (a stall,
+            WARNING) or a converged ``plateau`` (INFO, ``evidence["converged"] = True``).
+        reason: one line: why it stopped, the best epoch kept, and what the run would likely have
+            reached by its budget (the learning-curve extrapolation with a 95% interval) when
+            ``forecast`` was asked for; None when ``stop`` is False.
+    """
+
+    stop: bool
+    finding: Finding | None
+    reason: str | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        # Two-value unpacking, as the decision was a (stop, finding) pair before `reason` existed.
+        return iter((self.stop, self.finding))
+
+
+_NO = StopDecision(False, None, None)
+
+
+def _loss_still_falling(history: Mapping[str, Sequence[float]], cfg: DiagnoseConfig) -> bool:
+    """val_loss improving steadily: the ``too_slow`` test of :func:`pipelines.curves.detectors.
+    steady_improvement` on the negated val_loss (last third falling beyond noise, no deceleration)."""
+    values = np.asarray([math.nan if v is None else float(v) for v in history.get("val_loss", [])])
+    epochs = np.arange(1, values.size + 1)
+    ok = np.isfinite(values)
+    g = -values[ok]
+    found = steady_improvement(epochs[ok], g, estimate_noise(g), max(3.0, float(ndtri(1 - cfg.alpha))))
+    return found is not None and found["steadiness"] >= 0.5
 
 
 def should_stop(
     history: Mapping[str, Sequence[float]],
     epoch_budget: int | None = None,
     *,
-    min_plateau_epochs: int = 3,
     num_classes: int | None = None,
+    class_prior: Sequence[float] | None = None,
+    baseline_accuracy: float | None = None,
+    config: DiagnoseConfig | None = None,
     stop_on_divergence: bool = True,
-    **kwargs: Any,
-) -> tuple[bool, Finding | None]:
-    """Whether a run still training should stop now, and the finding that says why.
+    forecast: bool = False,
+    **overrides: Any,
+) -> StopDecision:
+    """Whether a run still training should stop now, and why, in one line.
 
-    Stops when the monitored validation metric (``val_accuracy``, else ``val_loss``) has been flat
-    beyond its own noise for ``min_plateau_epochs`` epochs (:func:`pipelines.curves.diagnose.
-    find_plateau`): a stall *or* a convergence, since more epochs will not help either way; and,
-    with ``stop_on_divergence``, when the loss became NaN/inf or blew up. The finding returned is,
-    in this order: the ``divergence`` finding; the ``not_learning`` one (flat at chance); the
-    diagnosis's ``plateau`` finding for a stall (WARNING, with causes and remedies); or, for a
-    convergence, a ``plateau`` finding of severity INFO with ``evidence["converged"] = True``.
+    The decision, on the history so far (:func:`diagnose_history`, ``live=True``):
+
+    1. ``divergence`` (NaN/inf or exploding loss): stop at once, from epoch 1, with
+       ``stop_on_divergence``.
+    2. ``not_learning`` (at chance with the loss at the prior's entropy) for at least
+       2 x ``live_patience`` epochs: stop.
+    3. A plateau of the monitored metric (:func:`pipelines.curves.plateau.find_plateau`: no
+       improvement beyond the curve's own noise), confirmed by ``live_patience`` epochs since the
+       best epoch, and the validation loss not still improving steadily (the ``too_slow`` test: on
+       a small validation set accuracy moves in coarse steps while the loss keeps improving): stop,
+       whether the plateau is a stall or a convergence, since more epochs help neither.
+
+    Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
+    (https://keras.io/api/callbacks/early_stopping/), which waits ``patience`` epochs after the
+    last improvement of any size: the noise-aware plateau test confirms a stall from the curve's
+    own scatter instead (``benchmarks/early_stop.py`` replays both).
 
     Args:
         history: Keras-style ``{metric: [value per epoch so far]}`` (e.g. ``History.history``, or
             an Optuna trial's intermediate values as ``{"val_accuracy": [...]}``).
         epoch_budget: epochs the run is configured for (None when unknown).
-        min_plateau_epochs: epochs without improvement that confirm a plateau.
         num_classes: classes of the task, if known.
-        stop_on_divergence: also stop on NaN/inf or exploding loss.
-        **kwargs: passed on to ``diagnose``.
+        class_prior: the training labels' class shares, if known (chance = the majority share).
+        baseline_accuracy: a simple baseline's validation accuracy, if known.
+        config: thresholds (default: ``params.yaml``'s ``diagnose`` defaults).
+        stop_on_divergence: stop on NaN/inf or exploding loss.
+        forecast: when stopping, extrapolate the monitored metric to ``epoch_budget``
+            (:mod:`pipelines.curves.extrapolate`, about 0.2 s) and say what the run would likely
+            have reached.
+        **overrides: single thresholds of :class:`DiagnoseConfig` (e.g. ``live_patience=5``).
 
     Returns:
-        (stop, finding): finding is None when ``stop`` is False.
+        A :class:`StopDecision` (unpacks as ``stop, finding``).
 
     Raises:
-        ValueError: no validation metric in ``history`` (nothing to decide on).
+        ValueError: no validation metric in ``history`` (nothing to decide on), or an unknown
+            threshold in ``overrides``.
     """
     if not any(name in history and len(history[name]) > 0 for name in VALIDATION_METRICS):
         raise ValueError(f"history has no {' / '.join(VALIDATION_METRICS)}: found {sorted(history)}")
-    size = max(len(values) for values in history.values())
-    if size < max(min_plateau_epochs + 2, 8):
-        nan_loss = [v for v in history.get("loss", []) if v is None or not math.isfinite(float(v))]
-        if not (stop_on_divergence and nan_loss):
-            return False, None
+    cfg = config or DEFAULT
+    if overrides:
+        cfg = DiagnoseConfig(**(cfg.model_dump() | overrides))
     try:
         diagnosis = diagnose_history(
-            history, epoch_budget, num_classes=num_classes, min_plateau_epochs=min_plateau_epochs, **kwargs
+            history,
+            epoch_budget,
+            num_classes=num_classes,
+            class_prior=class_prior,
+            config=cfg,
+            baseline_accuracy=baseline_accuracy,
         )
     except ValueError:
-        return False, None
-    if stop_on_divergence:
-        for finding in diagnosis.findings:
-            if finding.code == "divergence":
-                return True, finding
-    if diagnosis.plateau_onset_epoch is None:
-        return False, None
-    # A flat curve at chance is reported as not learning, not as a converged plateau.
-    for code in ("not_learning", "plateau"):
-        for finding in diagnosis.findings:
-            if finding.code == code:
-                return True, finding
-    return True, _converged_finding(diagnosis)
+        return _NO
+    size = max(len(values) for values in history.values())
+    chosen: Finding | None = None
+    for finding in diagnosis.findings:
+        if finding.code == Code.DIVERGENCE and stop_on_divergence:
+            chosen = finding
+            break
+        if finding.code == Code.NOT_LEARNING:
+            since = finding.onset_epoch or 1
+            if size - since + 1 >= 2 * cfg.live_patience:
+                chosen = finding
+                break
+    if chosen is None:
+        onset = diagnosis.plateau_onset_epoch
+        best = diagnosis.best_epoch
+        if onset is None or best is None or size - best < cfg.live_patience:
+            return _NO
+        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, cfg):
+            return _NO
+        stall = next((f for f in diagnosis.findings if f.code == Code.PLATEAU), None)
+        chosen = stall if stall is not None else _converged_finding(diagnosis)
+    return StopDecision(True, chosen, _reason(history, diagnosis, chosen, size, epoch_budget, forecast))
+
+
+def _reason(
+    history: Mapping[str, Sequence[float]],
+    diagnosis: Diagnosis,
+    finding: Finding,
+    epoch: int,
+    epoch_budget: int | None,
+    forecast: bool,
+) -> str:
+    line = f"stopped at epoch {epoch}: {finding.message}"
+    monitor = diagnosis.monitor
+    if monitor and diagnosis.best_epoch is not None:
+        values = history[monitor]
+        best = values[diagnosis.best_epoch - 1]
+        line += f"; best {monitor} {fmt(float(best))} at epoch {diagnosis.best_epoch} (weights kept)"
+        if forecast and epoch_budget and epoch_budget > epoch and finding.code != Code.DIVERGENCE:
+            from pipelines.curves.extrapolate import extrapolate
+
+            y = np.asarray([math.nan if v is None else float(v) for v in values])
+            x = np.arange(1, y.size + 1)
+            ok = np.isfinite(y)
+            if ok.sum() >= 5:
+                fit = extrapolate(x[ok], y[ok], epoch_budget, higher_is_better=monitor != "val_loss")
+                if math.isfinite(fit.value_at_budget):
+                    half = 1.96 * fit.value_std
+                    line += (
+                        f"; training on to epoch {epoch_budget} would likely have reached "
+                        f"{fmt(fit.value_at_budget)} (95% interval {fmt(fit.value_at_budget - half)}"
+                        f" to {fmt(fit.value_at_budget + half)})"
+                    )
+    return line
 
 
 def _converged_finding(diagnosis: Diagnosis) -> Finding:
-    from pipelines.curves.diagnose import Plateau
-
     assert diagnosis.plateau_onset_epoch is not None and diagnosis.plateau_level is not None
     plateau = Plateau(
         metric=diagnosis.monitor or "",
@@ -151,20 +263,19 @@ def _converged_finding(diagnosis: Diagnosis) -> Finding:
         trend_z=0.0,
         onset_index=0,
     )
-    return Finding(
-        code="plateau",
-        severity=Severity.INFO,
-        onset_epoch=diagnosis.plateau_onset_epoch,
-        evidence={
+    return make_finding(
+        Code.PLATEAU,
+        Severity.INFO,
+        diagnosis.plateau_onset_epoch,
+        {
             "metric": diagnosis.monitor,
             "level": diagnosis.plateau_level,
             "spread": diagnosis.plateau_spread,
             "noise": diagnosis.noise,
             "converged": True,
         },
-        message=plateau_message(plateau),
-        causes=("the model has converged at this configuration",),
-        remedies=("stop here; to go higher change the model, data or schedule, not the epoch count",),
+        plateau_message(plateau),
+        (CONVERGED,),
     )
 
 
@@ -194,10 +305,13 @@ def _build_callback_class() -> type:
             *,
             stop_on_plateau: bool = False,
             stop_on_divergence: bool = True,
-            min_plateau_epochs: int = 3,
+            min_plateau_epochs: int | None = None,
             num_classes: int | None = None,
+            class_prior: Sequence[float] | None = None,
             baseline_accuracy: float | None = None,
-            restore_best_weights: bool = False,
+            restore_best_weights: bool = True,
+            config: DiagnoseConfig | None = None,
+            forecast: bool = True,
             run: str = "live",
             logger: logging.Logger | None = None,
         ) -> None:
@@ -207,10 +321,15 @@ def _build_callback_class() -> type:
                 epoch_budget: the run's epochs (default: ``epochs`` passed to ``fit``).
                 stop_on_plateau: stop once a plateau (stall or convergence) is confirmed.
                 stop_on_divergence: with ``stop_on_plateau``, also stop on NaN / exploding loss.
-                min_plateau_epochs: epochs without improvement that confirm a plateau.
+                min_plateau_epochs: epochs without improvement that confirm a plateau (default:
+                    ``config.min_plateau_epochs``).
                 num_classes: classes of the task, if known (enables not-learning / low-level checks).
+                class_prior: the training labels' class shares, if known (chance = majority share).
                 baseline_accuracy: a simple baseline's validation accuracy, if known.
-                restore_best_weights: on stopping, restore the weights of the best monitored epoch.
+                restore_best_weights: on stopping, restore the weights of the best monitored epoch,
+                    as ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` does.
+                config: thresholds (default: ``params.yaml``'s ``diagnose`` defaults).
+                forecast: on stopping, say what the run would likely have reached by its budget.
                 run: name used in log messages.
                 logger: where findings go (default: this module's logger).
             """
@@ -218,7 +337,15 @@ def _build_callback_class() -> type:
             self.epoch_budget = epoch_budget
             self.stop_on_plateau = stop_on_plateau
             self.stop_on_divergence = stop_on_divergence
-            self.min_plateau_epochs = min_plateau_epochs
+            cfg = config or DEFAULT
+            if min_plateau_epochs is not None:
+                cfg = DiagnoseConfig(
+                    **(cfg.model_dump() | {"min_plateau_epochs": min_plateau_epochs})
+                    | {"live_patience": max(cfg.live_patience, min_plateau_epochs)}
+                )
+            self.config = cfg
+            self.forecast = forecast
+            self.class_prior = class_prior
             self.num_classes = num_classes
             self.baseline_accuracy = baseline_accuracy
             self.restore_best_weights = restore_best_weights
@@ -255,8 +382,9 @@ def _build_callback_class() -> type:
                     self.history,
                     self.epoch_budget,
                     num_classes=self.num_classes,
+                    class_prior=self.class_prior,
                     run=self.run,
-                    min_plateau_epochs=self.min_plateau_epochs,
+                    config=self.config,
                     baseline_accuracy=self.baseline_accuracy,
                 )
             except ValueError as error:
@@ -273,19 +401,21 @@ def _build_callback_class() -> type:
                 )
             if not self.stop_on_plateau:
                 return
-            stop, finding = should_stop(
+            decision = should_stop(
                 self.history,
                 self.epoch_budget,
-                min_plateau_epochs=self.min_plateau_epochs,
                 num_classes=self.num_classes,
+                class_prior=self.class_prior,
+                config=self.config,
                 stop_on_divergence=self.stop_on_divergence,
                 baseline_accuracy=self.baseline_accuracy,
+                forecast=self.forecast,
             )
-            if stop and finding is not None:
+            if decision.stop and decision.finding is not None:
                 self.model.stop_training = True
                 self.stopped_epoch = epoch + 1
-                self.stop_finding = finding
-                self.stop_reason = f"stopped at epoch {epoch + 1}: {finding.message}"
+                self.stop_finding = decision.finding
+                self.stop_reason = decision.reason
                 self.logger.warning("%s: %s", self.run, self.stop_reason)
                 if self.restore_best_weights and self._best_weights is not None:
                     self.model.set_weights(self._best_weights)

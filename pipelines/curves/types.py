@@ -31,6 +31,11 @@ class Curve:
             before it without early stopping is ``complete=False``.
         complete: False for a run that was killed, is still running, or has missing epochs.
         num_classes: classes of the task (None when unknown); chance level is 1 / num_classes.
+        class_prior: (K,) class shares of the training labels when known (fractions summing to
+            1); chance level is then the majority share and the loss of a constant guess the
+            prior's entropy.
+        num_val_examples: validation examples behind ``val_accuracy`` when known (else the engine
+            reads n off the accuracy grid).
         params: the run's config (flat ``{"train.learning_rate": ...}``) when known.
         tags: free-form tags (e.g. MLflow run tags).
     """
@@ -41,6 +46,8 @@ class Curve:
     epoch_budget: int | None = None
     complete: bool = True
     num_classes: int | None = None
+    class_prior: tuple[float, ...] | None = None
+    num_val_examples: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 

@@ -116,7 +116,8 @@ def test_plateau_message_format() -> None:
     level, spread = finding.evidence["level"], finding.evidence["spread"]
     assert (
         finding.message
-        == f"val_accuracy flat at {level:.3f} ± {spread:.3f} since epoch {finding.onset_epoch}"
+        == f"val_accuracy flat at {level:.3f} ± {spread:.3f} since epoch {finding.onset_epoch}, "
+        f"{finding.evidence['flat_epochs']} epochs on the plateau before the end"
     )
     assert finding.causes and finding.remedies
 
@@ -398,14 +399,15 @@ def test_too_slow() -> None:
     assert _hits(healthy, "too_slow") == 0.0
 
 
-def test_incomplete_is_never_a_stall() -> None:
+def test_incomplete_comes_first_and_hides_nothing() -> None:
+    # A killed run says so first; what its curves already show (a stall) is still reported.
     for seed in range(5):
         base = stall(seed)
         short = Curve("r", {k: v[:15] for k, v in base.metrics.items()}, base.epochs[:15], 30, False, 10)
         diagnosis = diagnose(short)
         assert diagnosis.verdict == "incomplete"
-        assert diagnosis.codes == ["incomplete"]
-        assert diagnosis.plateau_onset_epoch is not None  # still measured, just not judged
+        assert diagnosis.codes[:2] == ["incomplete", "plateau"]
+        assert diagnosis.plateau_onset_epoch is not None
 
 
 def test_short_run_without_early_stopping_is_incomplete() -> None:
@@ -596,12 +598,13 @@ def test_below_baseline_margin_covers_seed_spread_on_the_validation_set() -> Non
         assert finding.evidence["stall_reasons"] == ["below_baseline"]
 
 
-def test_oscillation_explains_a_level_below_the_baseline() -> None:
-    # A learning rate that overshoots keeps accuracy down: one cause, one finding (oscillation).
+def test_oscillation_never_hides_a_primary_finding() -> None:
+    # A secondary finding (swings) is reported beside the level below the baseline, not instead.
     for seed in range(5):
         diagnosis = diagnose(oscillating(seed), baseline_accuracy=0.95)
         assert diagnosis.has("oscillation"), diagnosis.codes
-        assert not diagnosis.has("underfitting") and not diagnosis.has("plateau"), diagnosis.codes
+        assert diagnosis.has("plateau") or diagnosis.has("underfitting"), diagnosis.codes
+        assert diagnosis.codes.index("oscillation") > 0, diagnosis.codes
     # Without the oscillation the same baseline still makes a low run an underfit / stall.
     assert diagnose(underfitting(0), baseline_accuracy=0.9).has("underfitting")
 

@@ -1,0 +1,1058 @@
+"""One pure detector per finding: each takes the run's :class:`Context` and returns a Finding or None.
+
+The :class:`Context` is computed once per run (monitored metric, its noise, the plateau, chance
+level, the validation set's size); detectors never call each other, and they never decide
+precedence: :func:`pipelines.curves.arbitrate.arbitrate` does, in one place.
+
+Thresholds come from :class:`pipelines.curves.settings.DiagnoseConfig` and are multiples of a noise
+SD: the curve's own epoch-to-epoch scatter (:func:`pipelines.curves.noise.estimate_noise`), or the
+binomial SD of an accuracy on the validation set's n examples, with n given by the caller or read
+off the accuracy grid (:func:`pipelines.curves.noise.infer_num_examples`).
+
+Chance level is the majority class's share when the class prior is known (an imbalanced task sits
+there while predicting one class), else 1 / num_classes, else, from the curve alone, a validation
+accuracy frozen at one value while the loss stays flat.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.special import ndtri
+
+from pipelines.curves.findings import (
+    CAPACITY,
+    CONVERGED,
+    DEAD,
+    EXPLODING,
+    INPUTS,
+    INTERRUPTED,
+    LR_HIGH,
+    LR_LOW,
+    MAJORITY,
+    MEMORISING,
+    SPLITS,
+    Code,
+    Group,
+    fmt,
+    make_finding,
+)
+from pipelines.curves.noise import estimate_noise, infer_num_examples
+from pipelines.curves.plateau import (
+    Plateau,
+    baseline_margin,
+    binomial_sd,
+    find_plateau,
+    finite_series,
+    plateau_message,
+    projected_gain,
+    slope_z,
+)
+from pipelines.curves.settings import DiagnoseConfig
+from pipelines.curves.types import Curve, Finding, Severity
+
+if TYPE_CHECKING:
+    from pipelines.curves.extrapolate import Extrapolation
+
+# Fewer epochs than this and a curve has no trend to speak of: two values are one difference.
+MIN_JUDGE_EPOCHS = 3
+# Swings need this many epochs: the noise estimate is a MAD of second differences, and from fewer
+# than 6 of them one bump (one lucky epoch, as in a sound 6-epoch run) reads as an oscillation.
+MIN_SWING_EPOCHS = 8
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything the detectors share about one run, computed once.
+
+    Attributes:
+        curve: the run.
+        cfg: thresholds.
+        monitor: ``val_accuracy`` (preferred) or ``val_loss``.
+        higher: True when larger values of ``monitor`` are better.
+        x: (M,) int64 epochs of the finite ``monitor`` values.
+        values: (M,) float64 finite ``monitor`` values.
+        g: (M,) ``values`` oriented so that larger is better.
+        sigma: epoch-to-epoch noise SD of ``monitor``.
+        plateau: the flat tail of ``monitor`` (stall or convergence), or None.
+        best_epoch: epoch of the best ``monitor`` value.
+        chance: accuracy of a constant guess (majority share, else 1 / K), or None when unknown.
+        chance_source: where ``chance`` came from: ``class_prior``, ``num_classes`` or None.
+        prior_entropy: cross-entropy of predicting the class prior (nats): H(prior), or ln K.
+        n_val: validation examples (given, else read off the val_accuracy grid), or None.
+        baseline: a simple baseline's validation accuracy on the same split, or None.
+        live: the run is still training.
+        extrapolation: learning-curve forecast of ``monitor`` (when requested), or None.
+    """
+
+    curve: Curve
+    cfg: DiagnoseConfig
+    monitor: str
+    higher: bool
+    x: np.ndarray
+    values: np.ndarray
+    g: np.ndarray
+    sigma: float
+    plateau: Plateau | None
+    best_epoch: int
+    chance: float | None
+    chance_source: str | None
+    prior_entropy: float | None
+    n_val: int | None
+    baseline: float | None
+    live: bool
+    extrapolation: Extrapolation | None = None
+
+    @property
+    def horizon(self) -> int:
+        """Epochs the run is judged against: its budget, or the epochs run when that is unknown."""
+        return max(self.curve.epoch_budget or 0, int(self.curve.epochs[-1]) if self.curve.epochs.size else 0)
+
+    def accuracy_sd(self, level: float) -> float:
+        """Binomial SD of a validation accuracy at ``level`` (0.0 when n is unknown)."""
+        return binomial_sd(level, self.n_val) if self.n_val else 0.0
+
+
+def monitor_of(curve: Curve) -> tuple[str, bool] | None:
+    """The validation metric to judge: ``val_accuracy`` when it has two finite values, else ``val_loss``.
+
+    Returns:
+        (name, higher_is_better), or None when neither has two finite values.
+    """
+    for name, higher in (("val_accuracy", True), ("val_loss", False)):
+        values = curve.get(name)
+        if values is not None and np.isfinite(np.asarray(values, dtype=np.float64)).sum() >= 2:
+            return name, higher
+    return None
+
+
+def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
+    """(chance accuracy, its source, the prior's entropy in nats) from what the curve carries.
+
+    A known class prior gives the majority share and H(prior); a class count K gives 1 / K and ln K.
+    """
+    prior = curve.class_prior
+    if prior:
+        p = np.asarray(prior, dtype=np.float64)
+        p = p[p > 0] / p.sum()
+        return float(p.max()), "class_prior", float(-(p * np.log(p)).sum())
+    if curve.num_classes and curve.num_classes > 1:
+        return 1.0 / curve.num_classes, "num_classes", math.log(curve.num_classes)
+    return None, None, None
+
+
+def build_context(
+    curve: Curve,
+    cfg: DiagnoseConfig,
+    *,
+    baseline_accuracy: float | None = None,
+    live: bool = False,
+    extrapolate: bool = False,
+) -> Context | None:
+    """Compute the shared statistics of a run; None when it has no validation metric to judge.
+
+    Args:
+        curve: the run.
+        cfg: thresholds.
+        baseline_accuracy: a simple baseline's validation accuracy, fraction in [0, 1].
+        live: the run is still training.
+        extrapolate: fit the learning-curve families (:mod:`pipelines.curves.extrapolate`, about
+            0.1-0.3 s a run) to ``monitor``.
+    """
+    chosen = monitor_of(curve)
+    if chosen is None:
+        return None
+    monitor, higher = chosen
+    x, values = finite_series(curve, monitor)  # type: ignore[misc]
+    g = values if higher else -values
+    sigma = estimate_noise(g)
+    plateau = find_plateau(
+        values,
+        x,
+        higher_is_better=higher,
+        min_plateau_epochs=cfg.min_plateau_epochs,
+        alpha=cfg.alpha,
+        noise=sigma,
+        metric=monitor,
+    )
+    chance, source, entropy = chance_of(curve)
+    n_val = curve.num_val_examples
+    if n_val is None:
+        val_acc = finite_series(curve, "val_accuracy")
+        n_val = infer_num_examples(val_acc[1]) if val_acc is not None else None
+    forecast = None
+    if extrapolate and values.size >= 5:
+        from pipelines.curves.extrapolate import extrapolate as fit_curves
+
+        horizon = max(curve.epoch_budget or 0, int(x[-1]))
+        forecast = fit_curves(x, values, horizon, higher_is_better=higher)
+    return Context(
+        curve=curve,
+        cfg=cfg,
+        monitor=monitor,
+        higher=higher,
+        x=x,
+        values=values,
+        g=g,
+        sigma=sigma,
+        plateau=plateau,
+        best_epoch=int(x[int(np.argmax(g))]),
+        chance=chance,
+        chance_source=source,
+        prior_entropy=entropy,
+        n_val=n_val,
+        baseline=baseline_accuracy,
+        live=live,
+        extrapolation=forecast,
+    )
+
+
+def _z_crit(cfg: DiagnoseConfig) -> float:
+    return float(ndtri(1 - cfg.alpha))
+
+
+def _tail(series: tuple[np.ndarray, np.ndarray] | None, start_epoch: int) -> np.ndarray:
+    if series is None:
+        return np.empty(0)
+    return series[1][series[0] >= start_epoch]
+
+
+# ----------------------------------------------------------------------------------------------
+# divergence
+# ----------------------------------------------------------------------------------------------
+
+
+def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
+    """Training diverged: a NaN/inf loss, a loss that blew up and stayed up, or a blow-up then death.
+
+    1. NaN/inf training loss (or inf val_loss): the first such epoch is the onset.
+    2. Blow-up: the last training loss exceeds max(``blowup_factor`` x its minimum, minimum + 10
+       noise SDs), or ln(K) after having been below ln(K) / 2; onset: the first epoch after the
+       minimum from which the loss stays above that.
+    3. Blow-up then death: a first-epoch training loss above 100 x ln(K) (or 100 x the final loss
+       when K is unknown), after which the loss sits at the prior's entropy (within 10%) with
+       accuracy at chance: the weights were thrown so far that every unit died, and the network
+       now predicts the prior. A single val_loss spike that recovers is none of these: every rule
+       reads the training loss or the run's end.
+
+    Does not need the Context (a run whose validation metrics are all NaN still diverged).
+    """
+    epochs = np.asarray(curve.epochs)
+    loss = curve.get("loss")
+    val_loss = curve.get("val_loss")
+    # Training loss is logged every epoch, so a NaN there is the optimiser's; a NaN val_loss next to
+    # a finite loss is more likely a skipped validation (validation_freq) and counts as missing.
+    bad_epochs: list[tuple[int, str]] = []
+    if loss is not None:
+        idx = np.flatnonzero(~np.isfinite(np.asarray(loss, dtype=np.float64)))
+        if idx.size:
+            bad_epochs.append((int(epochs[idx[0]]), "loss"))
+    if val_loss is not None:
+        idx = np.flatnonzero(np.isinf(np.asarray(val_loss, dtype=np.float64)))
+        if idx.size:
+            bad_epochs.append((int(epochs[idx[0]]), "val_loss"))
+    if bad_epochs:
+        onset, name = min(bad_epochs)
+        return make_finding(
+            Code.DIVERGENCE,
+            Severity.CRITICAL,
+            onset,
+            {"metric": name, "first_non_finite_epoch": onset},
+            f"{name} became NaN/inf at epoch {onset}: training diverged",
+            (LR_HIGH, EXPLODING),
+        )
+    series = finite_series(curve, "loss")
+    if series is None or series[1].size < 2:
+        return None
+    x, y = series
+    chance, _, entropy = chance_of(curve)
+    # Rule 3: blow-up then death.
+    if y.size >= 2:
+        reference = entropy if entropy is not None else float(y[-1])
+        rest = y[1:]
+        acc = finite_series(curve, "accuracy")
+        acc_at_chance = (
+            acc is None
+            or chance is None
+            or float(np.max(acc[1][1:] if acc[1].size > 1 else acc[1])) <= chance + 0.15 * (1 - chance)
+        )
+        dead = entropy is not None and bool(np.all(np.abs(rest - entropy) <= 0.1 * entropy))
+        if y[0] > 100 * max(reference, 1e-6) and (dead or entropy is None) and acc_at_chance:
+            return make_finding(
+                Code.DIVERGENCE,
+                Severity.CRITICAL,
+                int(x[0]),
+                {"loss_first": float(y[0]), "loss_last": float(y[-1]), "prior_entropy": entropy},
+                f"loss exploded to {fmt(float(y[0]))} at epoch {int(x[0])} and the network then died: loss "
+                f"stuck at {fmt(float(np.median(rest)))}"
+                + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else "")
+                + " with accuracy at chance",
+                (LR_HIGH, EXPLODING, DEAD),
+            )
+    if y.size < 3:
+        return None
+    sigma = estimate_noise(y)
+    best = int(np.argmin(y))
+    floor = float(y[best])
+    threshold = max(cfg.blowup_factor * floor, floor + 10 * sigma)
+    if entropy is not None and floor < 0.5 * entropy:
+        # Above the loss of predicting the prior after having been well below it: worse than
+        # knowing nothing.
+        threshold = min(threshold, entropy)
+    above = y > threshold
+    if best == y.size - 1 or not above[-1]:
+        return None
+    below_after = np.flatnonzero(~above[best:]) + best
+    start = int(below_after[-1]) + 1
+    onset = int(x[start])
+    return make_finding(
+        Code.DIVERGENCE,
+        Severity.CRITICAL,
+        onset,
+        {
+            "loss_min": floor,
+            "loss_min_epoch": int(x[best]),
+            "loss_last": float(y[-1]),
+            "threshold": threshold,
+            "noise": sigma,
+        },
+        f"loss blew up from its minimum {fmt(floor)} (epoch {int(x[best])}) to {fmt(float(y[-1]))}; "
+        f"above {fmt(threshold)} since epoch {onset}",
+        (LR_HIGH,),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# not learning
+# ----------------------------------------------------------------------------------------------
+
+
+def _frozen_span(values: np.ndarray, step: float) -> int:
+    """Length of the trailing run of values all within ``step`` of the last one."""
+    last = values[-1]
+    far = np.flatnonzero(np.abs(values - last) > step)
+    return int(values.size - (far[-1] + 1 if far.size else 0))
+
+
+def detect_not_learning(ctx: Context) -> Finding | None:
+    """Validation accuracy at chance (and loss at the prior's entropy) from some epoch to the end.
+
+    With a known chance level: accuracy within max(15% of the way from chance to 1.0, 3 noise SDs,
+    2 binomial SDs on the validation set) of chance, and the loss at least 0.85 x the prior's
+    entropy (ln K for balanced classes, H(prior) for imbalanced ones, where a model that predicts
+    the prior scores exactly the majority share), over at least the last half of the run. Short
+    runs need no trend: one epoch at chance with such a loss suffices, since chance level is a
+    level, not a trend.
+
+    Without a chance level, from the curve alone: validation accuracy frozen at one value (every
+    value of the last half within half a grid step, or 1e-6 when the grid is unknown) while the
+    training accuracy is frozen too or no better, and the training loss does not fall beyond noise:
+    a network predicting one class on any task. Frozen at >= 0.99 is excluded (a solved task).
+    """
+    curve, cfg = ctx.curve, ctx.cfg
+    acc_name = "val_accuracy" if finite_series(curve, "val_accuracy") is not None else "accuracy"
+    loss_name = "val_loss" if finite_series(curve, "val_loss") is not None else "loss"
+    accuracy, loss = finite_series(curve, acc_name), finite_series(curve, loss_name)
+    if accuracy is None and loss is None:
+        return None
+    epochs = np.asarray(curve.epochs)
+    if ctx.chance is not None and ctx.prior_entropy is not None:
+        chance = ctx.chance
+        acc_limit = chance + max(0.15 * (1 - chance), 3 * ctx.sigma, 2 * ctx.accuracy_sd(chance))
+        loss_limit = 0.85 * ctx.prior_entropy
+        ok = np.ones(epochs.size, dtype=bool)
+        if accuracy is not None:
+            ok &= ~np.isin(epochs, accuracy[0][accuracy[1] > acc_limit])
+        if loss is not None:
+            ok &= ~np.isin(epochs, loss[0][loss[1] < loss_limit])
+        bad = np.flatnonzero(~ok)
+        start = int(bad[-1]) + 1 if bad.size else 0
+        if epochs.size - start < max(1, (epochs.size + 1) // 2):
+            return None
+        onset = int(epochs[start])
+        acc_tail, loss_tail = _tail(accuracy, onset), _tail(loss, onset)
+        if acc_tail.size == 0 and loss_tail.size == 0:
+            return None
+        evidence: dict[str, Any] = {
+            "chance": chance,
+            "chance_source": ctx.chance_source,
+            "prior_entropy": ctx.prior_entropy,
+            "since_epoch": onset,
+        }
+        parts = []
+        if acc_tail.size:
+            evidence[f"{acc_name}_max"] = float(np.max(acc_tail))
+            parts.append(f"{acc_name} at most {fmt(float(np.max(acc_tail)))} (chance {fmt(chance)})")
+        if loss_tail.size:
+            evidence[f"{loss_name}_min"] = float(np.min(loss_tail))
+            name = "ln K" if ctx.chance_source == "num_classes" else "the class prior's entropy"
+            parts.append(
+                f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({name} {fmt(ctx.prior_entropy)})"
+            )
+        groups: tuple[Group, ...] = (INPUTS, LR_HIGH, DEAD)
+        if ctx.chance_source == "class_prior" and chance >= 0.6:
+            groups = (MAJORITY, INPUTS, DEAD)
+        when = " throughout" if start == 0 else f" since epoch {onset}"
+        return make_finding(
+            Code.NOT_LEARNING,
+            Severity.CRITICAL,
+            onset,
+            evidence,
+            "not learning: " + " and ".join(parts) + when,
+            groups,
+        )
+    # From the curve alone: frozen accuracy.
+    if accuracy is None or accuracy[1].size < MIN_JUDGE_EPOCHS:
+        return None
+    n = ctx.n_val
+    step = 0.5 / n if n else 1e-6
+    span = _frozen_span(accuracy[1], step)
+    level = float(accuracy[1][-1])
+    if span < max(MIN_JUDGE_EPOCHS, (accuracy[1].size + 1) // 2) or level >= 0.99:
+        return None
+    onset = int(accuracy[0][-span])
+    train_acc = finite_series(curve, "accuracy") if acc_name == "val_accuracy" else None
+    if train_acc is not None:
+        t_tail = _tail(train_acc, onset)
+        t_noise = estimate_noise(train_acc[1])
+        if t_tail.size and float(np.max(t_tail)) > level + max(0.02, 3 * t_noise):
+            return None  # training accuracy is better: the model learns something
+    train_loss = finite_series(curve, "loss")
+    if train_loss is not None:
+        mask = train_loss[0] >= onset
+        if mask.sum() >= 3:
+            sigma_l = estimate_noise(train_loss[1])
+            if slope_z(train_loss[0][mask].astype(float), train_loss[1][mask], sigma_l) < -_z_crit(cfg):
+                return None  # the loss still falls: learning, just not visible in accuracy yet
+    evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
+    return make_finding(
+        Code.NOT_LEARNING,
+        Severity.CRITICAL,
+        onset,
+        evidence,
+        f"not learning: {acc_name} frozen at {fmt(level)} for {span} epochs since epoch {onset} while the "
+        "loss stays flat: the network predicts the same class(es) for every example (on an imbalanced "
+        "task that is the majority share)",
+        (MAJORITY, INPUTS, DEAD),
+    )
+
+
+def fits_training_set(ctx: Context) -> bool:
+    """Training accuracy over the last half above the not-learning limit (memorising random labels)."""
+    train = finite_series(ctx.curve, "accuracy")
+    if ctx.chance is None or train is None:
+        return True
+    tail = train[1][train[1].size // 2 :]
+    return bool(np.max(tail) > ctx.chance + max(0.15 * (1 - ctx.chance), 3 * ctx.sigma))
+
+
+# ----------------------------------------------------------------------------------------------
+# overfitting
+# ----------------------------------------------------------------------------------------------
+
+
+def detect_overfitting(ctx: Context) -> Finding | None:
+    """val_loss rising from its minimum beyond noise while the training loss keeps improving.
+
+    Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum, an upward OLS trend
+    over them with z >= max(3, z_(1-alpha)) under the curve's noise, a rise of the last
+    ``min_plateau_epochs`` epochs' mean over the mean around the minimum of >= 4 noise SDs, and a
+    non-increasing training-loss trend over the same epochs. Falls back to (negated) val_accuracy
+    / accuracy when there are no losses. The onset is the best epoch.
+    """
+    curve, cfg = ctx.curve, ctx.cfg
+    m = cfg.min_plateau_epochs
+    series = finite_series(curve, "val_loss")
+    train = finite_series(curve, "loss")
+    sign = 1.0
+    name, train_name = "val_loss", "loss"
+    if series is None:
+        series, train, sign = finite_series(curve, "val_accuracy"), finite_series(curve, "accuracy"), -1.0
+        name, train_name = "val_accuracy", "accuracy"
+    if series is None or train is None:
+        return None
+    x, v = series[0], sign * series[1]  # oriented: lower is better
+    if v.size < m + 3:
+        return None
+    best = int(np.argmin(v))
+    if v.size - 1 - best < m:
+        return None
+    sigma = estimate_noise(v)
+    z_up = slope_z(x[best:].astype(float), v[best:], sigma)
+    width = min(m, v.size - 1 - best)
+    # The minimum itself is a low noise draw: compare against the mean around it, not the minimum.
+    around = float(np.mean(v[max(0, best - 1) : best + 2]))
+    rise = float(np.mean(v[-width:])) - around
+    if z_up < max(3.0, _z_crit(cfg)) or rise < 4 * sigma:
+        return None
+    tx, tv = train[0], sign * train[1]
+    mask = tx >= x[best]
+    if mask.sum() < 2:
+        return None
+    if slope_z(tx[mask].astype(float), tv[mask], estimate_noise(tv)) > 0:
+        return None
+    common, iv, it = np.intersect1d(x, tx, return_indices=True)
+    gap = v[iv] - tv[it]
+    at_best = np.searchsorted(common, x[best])
+    gap_growth = float(gap[-1] - gap[min(at_best, gap.size - 1)])
+    best_epoch = int(x[best])
+    raw, raw_train = series[1], train[1]
+    evidence = {
+        "metric": name,
+        "best_epoch": best_epoch,
+        f"{name}_best": float(raw[best]),
+        f"{name}_last": float(raw[-1]),
+        "rise": rise if sign > 0 else -rise,
+        "noise": sigma,
+        "trend_z": z_up,
+        f"{train_name}_at_best": float(raw_train[np.searchsorted(tx, x[best])]) if x[best] in tx else None,
+        f"{train_name}_last": float(raw_train[-1]),
+        "gap_growth": gap_growth if sign > 0 else -gap_growth,
+        "epochs_since_best": int(x[-1]) - best_epoch,
+    }
+    verb = "rose" if sign > 0 else "fell"
+    return make_finding(
+        Code.OVERFITTING,
+        Severity.WARNING,
+        best_epoch,
+        evidence,
+        f"{name} {verb} from {fmt(float(raw[best]))} at epoch {best_epoch} to {fmt(float(raw[-1]))} "
+        f"while {train_name} kept improving ({fmt(float(raw_train[0]))} -> {fmt(float(raw_train[-1]))}); "
+        f"best epoch {best_epoch}, {int(x[-1]) - best_epoch} epochs ago",
+        (MEMORISING,),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# plateau (a stall) versus convergence
+# ----------------------------------------------------------------------------------------------
+
+
+def _train_gap(ctx: Context, plateau: Plateau) -> dict[str, float]:
+    """Train-minus-validation accuracy over the plateau: its mean, its growth and training's trend z."""
+    val_acc = finite_series(ctx.curve, "val_accuracy")
+    train_acc = finite_series(ctx.curve, "accuracy")
+    if val_acc is None or train_acc is None:
+        return {}
+    common, iv, it = np.intersect1d(val_acc[0], train_acc[0], return_indices=True)
+    mask = common >= plateau.onset_epoch
+    if mask.sum() < 2:
+        return {}
+    gap = train_acc[1][it][mask] - val_acc[1][iv][mask]
+    t_sigma = estimate_noise(train_acc[1])
+    t_mask = train_acc[0] >= plateau.onset_epoch
+    train_z = slope_z(train_acc[0][t_mask].astype(float), train_acc[1][t_mask], t_sigma)
+    # Growth from the first third of the plateau to the last third: averages, not single epochs.
+    third = max(1, gap.size // 3)
+    growth = float(np.mean(gap[-third:]) - np.mean(gap[:third]))
+    # Training still climbing over the last third of the plateau: a model at 100% training
+    # accuracy has nothing left to memorise, and its flat validation curve is a convergence.
+    t_tail = train_acc[0][t_mask].astype(float)
+    last = max(3, t_tail.size // 3)
+    end_z = slope_z(t_tail[-last:], train_acc[1][t_mask][-last:], t_sigma) if t_tail.size >= 3 else 0.0
+    return {
+        "train_val_gap": float(np.mean(gap)),
+        "gap_growth": growth,
+        "train_trend_z": train_z,
+        "train_end_trend_z": end_z,
+    }
+
+
+def stall_reasons(ctx: Context, overfitting: Finding | None) -> dict[str, Any]:
+    """Why the flat tail of ``ctx.monitor`` is a stall rather than a convergence ({} = converged).
+
+    1. ``low_level``: less than ``low_level_fraction`` of the way from chance to 1.0.
+    2. ``below_baseline``: below the baseline by more than :func:`baseline_margin`.
+    3. ``premature``: began in the first ``stall_onset_fraction`` of the horizon right after a
+       clear climb whose continuation (:func:`projected_gain`) predicts more than ``stall_k`` noise
+       SDs above what the plateau gained.
+    4. ``memorising``: the run overfits (val_loss rising while training improves).
+    5. ``gap_widening``: training accuracy keeps rising beyond noise (OLS z >= 3, over the plateau
+       and over its last third) through a plateau of at least a third of the run, and the
+       train-validation gap grows by more than 3 noise SDs and ``gap_widening_sd`` binomial SDs:
+       the model learns its training set and validation no longer follows.
+    6. ``loss_above_uniform``: val_loss over the plateau at or above the prior's entropy while
+       accuracy is well above chance: wildly overconfident logits, the mark of unnormalised inputs.
+    """
+    plateau = ctx.plateau
+    if plateau is None:
+        return {}
+    cfg = ctx.cfg
+    reasons: dict[str, Any] = {}
+    if overfitting is not None:
+        reasons["memorising"] = overfitting.onset_epoch
+    is_accuracy = ctx.higher and "acc" in plateau.metric
+    if is_accuracy and ctx.chance is not None:
+        fraction = (plateau.level - ctx.chance) / (1 - ctx.chance)
+        if fraction < cfg.low_level_fraction:
+            reasons["low_level"] = round(fraction, 4)
+        if ctx.prior_entropy is not None:
+            tail = _tail(finite_series(ctx.curve, "val_loss"), plateau.onset_epoch)
+            if tail.size and float(np.mean(tail)) >= ctx.prior_entropy and fraction >= cfg.low_level_fraction:
+                reasons["loss_above_uniform"] = round(float(np.mean(tail)), 4)
+    if is_accuracy and ctx.baseline is not None:
+        margin = baseline_margin(ctx.baseline, plateau.noise, plateau.flat_epochs + 1, ctx.values)
+        if plateau.level < ctx.baseline - margin:
+            reasons["below_baseline"] = ctx.baseline
+    if plateau.onset_epoch <= cfg.stall_onset_fraction * ctx.horizon:
+        projected = projected_gain(ctx.g, plateau.onset_index, plateau.flat_epochs)
+        # The climb into the plateau must itself be clear of noise (the SD of M3 - M2 is
+        # sigma * sqrt(2 / w)), or there is no trajectory to project.
+        if projected is not None and projected[1] > 3 * plateau.noise * math.sqrt(2 / projected[2]):
+            if projected[0] > cfg.stall_k * plateau.noise:
+                reasons["premature"] = round(projected[0], 6)
+    if is_accuracy:
+        gap = _train_gap(ctx, plateau)
+        long_enough = plateau.flat_epochs + 1 >= max(2 * cfg.min_plateau_epochs, ctx.values.size / 3)
+        widening = max(3 * plateau.noise, cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
+        climbing = gap and gap["train_trend_z"] >= 3 and gap["train_end_trend_z"] >= 3
+        if climbing and long_enough and gap["gap_growth"] > widening:
+            reasons["gap_widening"] = round(gap["gap_growth"], 4)
+    return reasons
+
+
+def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) -> tuple[Group, ...]:
+    """Causes for a stall: memorising or capacity (never both), then inputs where the level says so."""
+    plateau = ctx.plateau
+    assert plateau is not None
+    memorising = "memorising" in reasons or "gap_widening" in reasons
+    if not memorising and gap:
+        memorising = gap["train_val_gap"] > max(5 * plateau.noise, 0.05) or (
+            gap["train_trend_z"] > 3 and gap["train_val_gap"] > 3 * plateau.noise
+        )
+    groups: list[Group] = []
+    if "loss_above_uniform" in reasons:
+        groups.append(INPUTS)
+    groups.append(MEMORISING if memorising else CAPACITY)
+    if ("low_level" in reasons or "below_baseline" in reasons) and INPUTS not in groups:
+        groups.append(INPUTS)
+    return tuple(groups)
+
+
+def detect_plateau(ctx: Context, overfitting: Finding | None) -> Finding | None:
+    """A stall: the monitored metric's flat tail, when :func:`stall_reasons` gives a reason.
+
+    The message says the level, since when, how many epochs the plateau lasted before the end, and
+    the train-validation gap when training keeps pulling away.
+    """
+    plateau = ctx.plateau
+    reasons = stall_reasons(ctx, overfitting)
+    if plateau is None or not reasons:
+        return None
+    gap = _train_gap(ctx, plateau) if "acc" in plateau.metric else {}
+    evidence: dict[str, Any] = {
+        "metric": ctx.monitor,
+        "level": plateau.level,
+        "spread": plateau.spread,
+        "noise": plateau.noise,
+        "flat_epochs": plateau.flat_epochs,
+        "trend_z": plateau.trend_z,
+        "best_epoch": ctx.best_epoch,
+        "stall_reasons": sorted(reasons),
+        **{f"stall_{k}": v for k, v in reasons.items()},
+        **gap,
+    }
+    message = plateau_message(plateau) + f", {plateau.flat_epochs} epochs on the plateau before the end"
+    if "gap_widening" in reasons and gap:
+        message += f"; the train-validation gap widened by {fmt(gap['gap_growth'])} meanwhile"
+    if "below_baseline" in reasons:
+        message += f"; below the baseline's {fmt(float(reasons['below_baseline']))}"
+    return make_finding(
+        Code.PLATEAU,
+        Severity.WARNING,
+        plateau.onset_epoch,
+        evidence,
+        message,
+        _stall_groups(ctx, reasons, gap),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# underfitting
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_low(ctx: Context, level: float, noise: float, values: np.ndarray | None, tail_epochs: int) -> bool:
+    if ctx.chance is not None and (level - ctx.chance) / (1 - ctx.chance) < ctx.cfg.low_level_fraction:
+        return True
+    if ctx.baseline is not None:
+        return level < ctx.baseline - baseline_margin(ctx.baseline, noise, tail_epochs, values)
+    return False
+
+
+def detect_underfitting(ctx: Context) -> Finding | None:
+    """Training and validation accuracy both flat, together, at a low level.
+
+    Both must plateau (:func:`find_plateau`). "Low" is, in this order of evidence: below the
+    baseline by more than :func:`baseline_margin`, or less than ``low_level_fraction`` of the way
+    from chance to 1.0; without either (a file run with no baseline), the model fits its training
+    set no better than its validation set (mean gap over the plateau within max(3 noise SDs,
+    2 binomial SDs)) while its training error stays at or above ``underfit_error``: a model that
+    cannot even fit the data it is trained on, and is not held back by memorising.
+    """
+    plateau, cfg = ctx.plateau, ctx.cfg
+    if plateau is None or plateau.metric != "val_accuracy":
+        return None
+    train = finite_series(ctx.curve, "accuracy")
+    if train is None:
+        return None
+    train_plateau = find_plateau(
+        train[1], train[0], min_plateau_epochs=cfg.min_plateau_epochs, alpha=cfg.alpha, metric="accuracy"
+    )
+    if train_plateau is None:
+        return None
+    val_low = _is_low(ctx, plateau.level, plateau.noise, ctx.values, plateau.flat_epochs + 1)
+    train_low = _is_low(
+        ctx, train_plateau.level, train_plateau.noise, train[1], train_plateau.flat_epochs + 1
+    )
+    basis = "chance / baseline"
+    if not (val_low and train_low):
+        gap = train_plateau.level - plateau.level
+        close = gap <= max(3 * plateau.noise, 2 * ctx.accuracy_sd(plateau.level), 0.01)
+        if not (close and 1.0 - train_plateau.level >= cfg.underfit_error):
+            return None
+        basis = "fit"
+    onset = max(plateau.onset_epoch, train_plateau.onset_epoch)
+    evidence = {
+        "val_accuracy_level": plateau.level,
+        "accuracy_level": train_plateau.level,
+        "chance": ctx.chance,
+        "baseline_accuracy": ctx.baseline,
+        "basis": basis,
+    }
+    against = []
+    if ctx.chance is not None:
+        against.append(f"chance {fmt(ctx.chance)}")
+    if ctx.baseline is not None:
+        against.append(f"baseline {fmt(ctx.baseline)}")
+    if basis == "fit":
+        against.append("training no better than validation")
+    return make_finding(
+        Code.UNDERFITTING,
+        Severity.WARNING,
+        onset,
+        evidence,
+        f"training and validation accuracy both flat at a low level ({fmt(train_plateau.level)} / "
+        f"{fmt(plateau.level)}; {', '.join(against)}) since epoch {onset}",
+        (CAPACITY, INPUTS),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# oscillation and noisy validation
+# ----------------------------------------------------------------------------------------------
+
+
+def swing(y: np.ndarray) -> tuple[float, float, float]:
+    """(noise / trend extent, share of sign changes of first differences, noise SD) of a series.
+
+    The trend is a 5-epoch moving average (it averages swings out); the noise is
+    :func:`estimate_noise` with no leading epochs skipped. (0, 0, 0) for fewer than
+    :data:`MIN_SWING_EPOCHS` values.
+    """
+    if y.size < MIN_SWING_EPOCHS:
+        return 0.0, 0.0, 0.0
+    sigma = estimate_noise(y, skip_fraction=0.0)
+    padded = np.concatenate((y[:1], y[:1], y, y[-1:], y[-1:]))
+    trend = np.convolve(padded, np.full(5, 0.2), mode="valid")
+    extent = float(np.ptp(trend))
+    d = np.diff(y)
+    signs = np.sign(d[np.abs(d) > 1e-12])
+    changes = float(np.mean(signs[1:] != signs[:-1])) if signs.size > 1 else 0.0
+    return (sigma / extent if extent > 0 else math.inf), changes, sigma
+
+
+def detect_oscillation(ctx: Context) -> Finding | None:
+    """Losses swinging up and down from epoch to epoch, large against their trend: a learning rate
+    too high.
+
+    The training loss swings when its noise-to-trend ratio is at least ``oscillation_ratio`` / 2
+    with sign changes in at least 20% of its steps (it averages over the whole training set, so
+    sampling noise does not move it). The validation loss swings at ``oscillation_ratio`` with 30%
+    sign changes, and only counts when the validation accuracy's own epoch-to-epoch scatter exceeds
+    ``swing_z`` binomial SDs of an accuracy on the validation set: on a small validation set a
+    jittery val_loss is the set's size, not the optimiser (binomial sampling SD of an accuracy,
+    sqrt(p (1 - p) / n)). When n is unknown and cannot be read off the grid, val_loss alone decides.
+    """
+    curve, cfg = ctx.curve, ctx.cfg
+    stats: dict[str, tuple[float, float, float]] = {}
+    for name in ("loss", "val_loss", "val_accuracy", "accuracy"):
+        series = finite_series(curve, name)
+        if series is not None:
+            stats[name] = swing(series[1])
+    swinging: list[str] = []
+    if "loss" in stats and stats["loss"][0] >= cfg.oscillation_ratio / 2 and stats["loss"][1] >= 0.2:
+        swinging.append("loss")
+    if "val_loss" in stats and stats["val_loss"][0] >= cfg.oscillation_ratio and stats["val_loss"][1] >= 0.3:
+        beyond_sampling = True
+        if ctx.n_val and "val_accuracy" in stats:
+            level = float(np.median(finite_series(curve, "val_accuracy")[1]))  # type: ignore[index]
+            beyond_sampling = stats["val_accuracy"][2] > cfg.swing_z * ctx.accuracy_sd(level)
+        if beyond_sampling:
+            swinging.append("val_loss")
+    if not swinging:
+        return None
+    evidence: dict[str, Any] = {
+        f"{k}_noise_to_trend": round(v[0], 4) for k, v in stats.items() if math.isfinite(v[0])
+    }
+    evidence.update({f"{k}_sign_changes": round(v[1], 3) for k, v in stats.items()})
+    evidence["n_val"] = ctx.n_val
+    verb = "swings" if len(swinging) == 1 else "swing"
+    pronoun = "its" if len(swinging) == 1 else "their"
+    return make_finding(
+        Code.OSCILLATION,
+        Severity.WARNING,
+        None,
+        evidence,
+        f"{', '.join(swinging)} {verb} up and down from epoch to epoch, large against {pronoun} trend",
+        (LR_HIGH,),
+    )
+
+
+def detect_noisy_validation(ctx: Context) -> Finding | None:
+    """Validation accuracy much noisier than training accuracy (an INFO note, not a verdict).
+
+    Noise-to-trend ratio of val_accuracy >= 0.075 with >= 40% sign changes and a noise SD at least
+    5x the training accuracy's (real runs: about 3x).
+    """
+    val = finite_series(ctx.curve, "val_accuracy")
+    if val is None:
+        return None
+    ratio, changes, val_sigma = swing(val[1])
+    if changes < 0.4 or ratio < 0.075:
+        return None
+    train = finite_series(ctx.curve, "accuracy")
+    train_sigma = estimate_noise(train[1], skip_fraction=0.0) if train is not None else 0.0
+    if val_sigma < 5 * max(train_sigma, 1e-12):
+        return None
+    return make_finding(
+        Code.NOISY_VALIDATION,
+        Severity.INFO,
+        None,
+        {"val_accuracy_noise_to_trend": round(ratio, 4), "val_accuracy_noise": val_sigma, "n_val": ctx.n_val},
+        "validation accuracy is much noisier than training accuracy",
+        (SPLITS,),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# too slow
+# ----------------------------------------------------------------------------------------------
+
+
+def steady_improvement(x: np.ndarray, g: np.ndarray, sigma: float, z_min: float) -> dict[str, float] | None:
+    """Whether an oriented curve (larger is better) still improves steadily at its end.
+
+    Args:
+        x: (M,) epochs.
+        g: (M,) oriented values.
+        sigma: noise SD of ``g``.
+        z_min: OLS slope z the last third must reach.
+
+    Returns:
+        ``{"slope_last_third", "steadiness" (last third's slope / first third's), "trend_z"}`` when
+        the last third improves with z >= ``z_min``, else None (also for fewer than 9 values).
+    """
+    size = g.size
+    if size < 9:
+        return None
+    third = size // 3
+    z_last = slope_z(x[-third:].astype(float), g[-third:], sigma)
+    if z_last < z_min:
+        return None
+    slope_first = float(np.polyfit(x[:third].astype(float), g[:third], 1)[0])
+    slope_last = float(np.polyfit(x[-third:].astype(float), g[-third:], 1)[0])
+    steadiness = slope_last / slope_first if slope_first > 0 else math.inf
+    return {"slope_last_third": slope_last, "steadiness": steadiness, "trend_z": z_last}
+
+
+def detect_too_slow(ctx: Context) -> Finding | None:
+    """Still improving steadily at the end: the budget ends far from the asymptote.
+
+    The monitored metric's last third must improve with OLS z >= max(3, z_(1-alpha)) and its
+    slope be at least half the first third's (no deceleration), or, with an extrapolation, the
+    fitted curve plateau only after twice the horizon. When validation accuracy is coarse (a small
+    validation set moves it in steps of 1/n) the validation loss is judged the same way: a
+    val_loss that falls steadily all run is a learning rate too low even while accuracy barely
+    moves.
+    """
+    z_min = max(3.0, _z_crit(ctx.cfg))
+    found = steady_improvement(ctx.x, ctx.g, ctx.sigma, z_min)
+    metric, sign = ctx.monitor, 1.0 if ctx.higher else -1.0
+    if (found is None or found["steadiness"] < 0.5) and ctx.monitor == "val_accuracy":
+        val_loss = finite_series(ctx.curve, "val_loss")
+        if val_loss is not None:
+            gl = -val_loss[1]
+            alt = steady_improvement(val_loss[0], gl, estimate_noise(gl), z_min)
+            if alt is not None and alt["steadiness"] >= 0.5:
+                found, metric, sign = alt, "val_loss", -1.0
+    if found is None:
+        return None
+    slow = found["steadiness"] >= 0.5
+    evidence: dict[str, Any] = {
+        "metric": metric,
+        "slope_last_third": found["slope_last_third"] * sign,
+        "steadiness": found["steadiness"],
+        "trend_z": found["trend_z"],
+    }
+    forecast = ctx.extrapolation
+    if forecast is not None and metric == ctx.monitor and math.isfinite(forecast.asymptote):
+        evidence.update(
+            asymptote=forecast.asymptote,
+            value_at_budget=forecast.value_at_budget,
+            plateau_epoch=forecast.plateau_epoch,
+        )
+        slow = forecast.plateau_epoch is None or forecast.plateau_epoch > 2 * ctx.horizon
+    if not slow:
+        return None
+    message = (
+        f"{metric} still improving steadily at the end ({fmt(found['slope_last_third'] * sign)} per epoch, "
+        "no deceleration): at this pace the run ends far from its ceiling"
+    )
+    if forecast is not None and metric == ctx.monitor and math.isfinite(forecast.asymptote):
+        when = forecast.plateau_epoch
+        message += f" (extrapolated {fmt(forecast.asymptote)}" + (
+            f", reached around epoch {when})" if when is not None else ")"
+        )
+    return make_finding(Code.TOO_SLOW, Severity.WARNING, None, evidence, message, (LR_LOW,))
+
+
+# ----------------------------------------------------------------------------------------------
+# split mismatch, incomplete, healthy
+# ----------------------------------------------------------------------------------------------
+
+
+def detect_split_mismatch(ctx: Context) -> Finding | None:
+    """Validation accuracy far below training accuracy from the first epoch on.
+
+    At the first epoch the gap must be at least max(0.1, 10 noise SDs), and so must the median
+    gap. (At epoch 1 training accuracy is averaged over a model still learning, so it normally sits
+    below validation.)
+    """
+    val_acc, train_acc = finite_series(ctx.curve, "val_accuracy"), finite_series(ctx.curve, "accuracy")
+    if val_acc is None or train_acc is None:
+        return None
+    common, iv, it = np.intersect1d(val_acc[0], train_acc[0], return_indices=True)
+    if common.size < 2:
+        return None
+    gap = train_acc[1][it] - val_acc[1][iv]
+    threshold = max(0.1, 10 * ctx.sigma)
+    if gap[0] < threshold or float(np.median(gap)) < threshold:
+        return None
+    return make_finding(
+        Code.SPLIT_MISMATCH,
+        Severity.WARNING,
+        int(common[0]),
+        {"gap_first_epoch": float(gap[0]), "gap_median": float(np.median(gap)), "noise": ctx.sigma},
+        f"validation accuracy is {fmt(float(gap[0]))} below training from epoch {int(common[0])} on",
+        (SPLITS,),
+    )
+
+
+def _early_stopped(ctx: Context) -> bool:
+    curve = ctx.curve
+    if curve.tags.get("stop_reason") or curve.tags.get("early_stopped") in {"1", "true", "True"}:
+        return True
+    if ctx.plateau is not None:
+        # Ended on a confirmed plateau: what EarlyStopping with a min_delta, or DiagnosisCallback,
+        # stops on. A run killed there instead must say so with complete=False.
+        return True
+    patience = curve.params.get("train.early_stopping_patience")
+    patience = (
+        int(patience) if isinstance(patience, int | float) and patience > 0 else ctx.cfg.min_plateau_epochs
+    )
+    # EarlyStopping stops `patience` epochs after the best one.
+    return int(curve.epochs[-1]) - ctx.best_epoch >= patience
+
+
+def detect_incomplete(ctx: Context) -> Finding | None:
+    """``complete=False``, missing epochs (gaps, or NaN in the monitored metric), or a run that ended
+    before its budget without having early-stopped. Never for a live run."""
+    if ctx.live:
+        return None
+    curve = ctx.curve
+    epochs = np.asarray(curve.epochs)
+    reasons: list[str] = []
+    evidence: dict[str, Any] = {"epochs_run": int(epochs.size), "epoch_budget": curve.epoch_budget}
+    if not curve.complete:
+        reasons.append("the run is marked incomplete (killed or still running)")
+    missing = sorted(set(range(1, int(epochs[-1]) + 1)) - set(epochs.tolist())) if epochs.size else []
+    values = np.asarray(curve.metrics[ctx.monitor], dtype=np.float64)
+    missing = sorted(set(missing) | set(epochs[~np.isfinite(values)].tolist()))
+    if missing:
+        evidence["missing_epochs"] = missing[:20]
+        reasons.append(f"{len(missing)} epoch(s) missing ({', '.join(map(str, missing[:5]))})")
+    if curve.epoch_budget is not None and int(epochs[-1]) < curve.epoch_budget and not _early_stopped(ctx):
+        reasons.append(f"stopped at epoch {int(epochs[-1])} of {curve.epoch_budget} without early stopping")
+    if not reasons:
+        return None
+    return make_finding(
+        Code.INCOMPLETE,
+        Severity.WARNING,
+        int(epochs[-1]) if epochs.size else None,
+        evidence,
+        "incomplete run: " + "; ".join(reasons),
+        (INTERRUPTED,),
+    )
+
+
+def healthy_finding(ctx: Context) -> Finding:
+    """The INFO finding for a run with no problem: converged, still improving, or too short/unclear."""
+    plateau, values, x = ctx.plateau, ctx.values, ctx.x
+    if plateau is not None:
+        return make_finding(
+            Code.HEALTHY,
+            Severity.INFO,
+            plateau.onset_epoch,
+            {
+                "metric": ctx.monitor,
+                "level": plateau.level,
+                "spread": plateau.spread,
+                "flat_epochs": plateau.flat_epochs,
+                "converged": True,
+            },
+            "converged: "
+            + plateau_message(plateau).replace(" flat at ", " at ")
+            + f" ({plateau.flat_epochs} epochs on the plateau before the end)",
+            (CONVERGED,),
+        )
+    evidence: dict[str, Any] = {"metric": ctx.monitor, "last": float(values[-1]), "converged": False}
+    if ctx.g.size < MIN_JUDGE_EPOCHS:
+        evidence["too_short"] = True
+        return make_finding(
+            Code.HEALTHY,
+            Severity.INFO,
+            None,
+            evidence,
+            f"too short to judge a trend: {ctx.g.size} epoch(s) of {ctx.monitor} "
+            f"(last {fmt(float(values[-1]))} at epoch {int(x[-1])}); no chance-level, exploding or "
+            "collapsing curve seen",
+        )
+    recent = max(3, ctx.g.size // 3)
+    recent_z = slope_z(x[-recent:].astype(float), ctx.g[-recent:], ctx.sigma)
+    evidence["recent_trend_z"] = round(recent_z, 3)
+    if recent_z < ctx.cfg.improving_z:
+        return make_finding(
+            Code.HEALTHY,
+            Severity.INFO,
+            None,
+            evidence,
+            f"{ctx.monitor} shows no clear trend yet at epoch {int(x[-1])} ({fmt(float(values[-1]))}; "
+            f"last {recent} epochs neither improving beyond noise nor flat long enough to call converged)",
+        )
+    message = f"{ctx.monitor} still improving at epoch {int(x[-1])} ({fmt(float(values[-1]))})"
+    remedies: tuple[Group, ...] = ()
+    forecast = ctx.extrapolation
+    if forecast is not None and math.isfinite(forecast.asymptote):
+        gain = (forecast.asymptote - float(values[-1])) * (1 if ctx.higher else -1)
+        evidence.update(asymptote=forecast.asymptote, plateau_epoch=forecast.plateau_epoch)
+        if gain > 3 * ctx.sigma:
+            message += f"; extrapolated ceiling {fmt(forecast.asymptote)}: train longer"
+            remedies = (((), ("train longer",)),)
+    elif recent_z > 3:
+        message += ": train longer"
+        remedies = (((), ("train longer",)),)
+    return make_finding(Code.HEALTHY, Severity.INFO, None, evidence, message, remedies)

@@ -1,0 +1,154 @@
+"""Finding codes and the cause/remedy catalogue: what each finding means and what to try.
+
+One place for every text a finding shows besides its own message, so that adding a finding is one
+enum member here, one detector in :mod:`pipelines.curves.detectors` and one precedence entry in
+:mod:`pipelines.curves.arbitrate`. Within one finding, causes and remedies never contradict each
+other: each finding takes the groups its evidence supports (e.g. a stall on a memorising model gets
+the regularisation remedies, a stall on a model that cannot fit its training set the capacity ones,
+never both).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any
+
+from pipelines.curves.types import Finding, Severity
+
+
+class Code(str, Enum):
+    """Stable machine names of findings (str-valued, so they serialise as plain strings).
+
+    Per-run findings come from :func:`pipelines.curves.diagnose.diagnose`; the cross-run ones
+    (``curve_regression``, ``regression``, ``series_stall``, ``tuning_optimism``) from
+    :mod:`pipelines.curves.compare` and :mod:`pipelines.curves.gate`.
+    """
+
+    DIVERGENCE = "divergence"
+    NOT_LEARNING = "not_learning"
+    INCOMPLETE = "incomplete"
+    OVERFITTING = "overfitting"
+    PLATEAU = "plateau"
+    UNDERFITTING = "underfitting"
+    OSCILLATION = "oscillation"
+    TOO_SLOW = "too_slow"
+    SPLIT_MISMATCH = "split_mismatch"
+    HEALTHY = "healthy"
+    NOISY_VALIDATION = "noisy_validation"
+    CURVE_REGRESSION = "curve_regression"
+    REGRESSION = "regression"
+    SERIES_STALL = "series_stall"
+    TUNING_OPTIMISM = "tuning_optimism"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# (causes, remedies): groups a finding picks from by its evidence.
+Group = tuple[tuple[str, ...], tuple[str, ...]]
+
+MEMORISING: Group = (
+    ("training accuracy keeps rising far above validation: the model memorises the training set",),
+    (
+        "add data augmentation (random flips / translations)",
+        "raise dropout",
+        "add L2 weight decay",
+        "collect more training data",
+        "use EarlyStopping(restore_best_weights=True) to keep the best epoch",
+    ),
+)
+CAPACITY: Group = (
+    ("training accuracy is as low as validation: too little capacity or poor optimisation",),
+    (
+        "use a deeper or wider model (more filters / layers, a ResNet-style block)",
+        "try a different learning rate or a schedule (ReduceLROnPlateau)",
+        "train longer",
+    ),
+)
+INPUTS: Group = (
+    ("a plateau near chance or at a low level often means badly scaled inputs or wrong labels",),
+    ("check input normalisation / feature scaling", "check that labels match their images"),
+)
+SPLITS: Group = (
+    (
+        "training and validation splits differ in distribution, or the validation set is too small",
+        "time-ordered data split at random leaks the future into training",
+    ),
+    (
+        "look at the validation stage's skew (label / intensity KL) and leakage results",
+        "enlarge the validation set",
+        "for time-ordered data, use a temporal split (train on the past, validate on the future)",
+    ),
+)
+LR_HIGH: Group = (
+    ("learning rate too high (or batch too small): updates overshoot",),
+    ("lower the learning rate", "enlarge the batch size"),
+)
+LR_LOW: Group = (
+    ("learning rate too low: steady but slow progress",),
+    ("raise the learning rate", "use a learning-rate warm-up"),
+)
+EXPLODING: Group = (
+    ("exploding gradients or a numerically unstable loss",),
+    ("clip gradients (clipnorm)", "check inputs for NaN/inf and normalise them"),
+)
+DEAD: Group = (
+    ("a frozen or dead network (all ReLUs off, or every output pushed to one class)",),
+    ("try a learning rate 10x lower and 10x higher", "check the last layer's activation and the loss"),
+)
+MAJORITY: Group = (
+    (
+        "the model predicts the majority class for every example: on an imbalanced task that alone "
+        "scores the majority share",
+    ),
+    (
+        "weight the classes (class_weight) or resample the training set",
+        "watch a metric that sees the minority class (balanced accuracy, per-class recall)",
+    ),
+)
+INTERRUPTED: Group = (
+    ("the run was interrupted, is still running, or logged only some epochs",),
+    ("resume or rerun it before comparing it (BackupAndRestore resumes interrupted training)",),
+)
+CONVERGED: Group = (
+    ("the model has converged at this configuration",),
+    ("stop here; to go higher change the model, data or schedule, not the epoch count",),
+)
+
+
+def fmt(value: float) -> str:
+    """A metric value for a message: 3 decimals, or 4 significant digits from 100 up."""
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
+
+
+def make_finding(
+    code: Code,
+    severity: Severity,
+    onset: int | None,
+    evidence: dict[str, Any],
+    message: str,
+    groups: tuple[Group, ...] = (),
+) -> Finding:
+    """Build a :class:`Finding`, merging the causes and remedies of ``groups`` in order (no repeats).
+
+    Args:
+        code: the finding's code.
+        severity: how much the user should care.
+        onset: epoch where it began, in the curve's epoch numbering (None when not tied to one).
+        evidence: the numbers behind it; floats are rounded to 6 decimals for JSON.
+        message: one plain sentence.
+        groups: cause/remedy groups from this module.
+
+    Returns:
+        The finding; ``code`` is stored as its plain string value.
+    """
+    causes: list[str] = []
+    remedies: list[str] = []
+    for group_causes, group_remedies in groups:
+        causes += [c for c in group_causes if c not in causes]
+        remedies += [r for r in group_remedies if r not in remedies]
+    clean = {
+        k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in evidence.items()
+    }
+    return Finding(Code(code).value, severity, onset, clean, message, tuple(causes), tuple(remedies))

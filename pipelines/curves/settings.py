@@ -1,0 +1,64 @@
+"""The diagnosis engine's thresholds, in one frozen config (``params.yaml`` section ``diagnose``).
+
+Every threshold is either a significance level or a multiple of a noise SD that the engine measures
+on the curve itself (:func:`pipelines.curves.noise.estimate_noise`) or derives from the validation
+set's size (binomial SD of an accuracy on n examples; n read off the accuracy grid when unknown).
+None is an absolute ``min_delta``. The detectors receive this object, never long argument lists.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DiagnoseConfig(BaseModel):
+    """Thresholds of :func:`pipelines.curves.diagnose.diagnose` and the live stop.
+
+    Attributes:
+        min_plateau_epochs: epochs without improvement beyond noise that make a plateau (>= 1).
+        alpha: one-sided significance level of the trend / plateau tests, in (0, 0.5).
+        low_level_fraction: a plateau less than this share of the way from chance to 1.0 is "low".
+        stall_onset_fraction: a plateau that began in this first share of the horizon can be a
+            premature stall.
+        stall_k: noise SDs the projected continuation of the climb must exceed the plateau by for
+            it to be a premature stall.
+        blowup_factor: a training loss above this multiple of its minimum at the end is divergence.
+        swing_z: a swinging val_loss counts as oscillation only when val_accuracy's epoch-to-epoch
+            scatter exceeds this many binomial SDs of an accuracy on the validation set (on a
+            fixed set, sound runs scatter by 0.3-0.5 binomial SDs: measured on the fixtures).
+        gap_widening_sd: binomial SDs of an accuracy on the validation set (and at least 3 noise
+            SDs) the train-validation accuracy gap must grow by over a plateau to make it a stall.
+        oscillation_ratio: noise SD / trend extent of a loss above which it swings.
+        improving_z: OLS slope z over the last third above which a curve is "still improving".
+        underfit_error: training error (1 - accuracy) at or above which a model that fits its
+            training set no better than its validation set underfits when chance is unknown.
+        live_patience: epochs without improvement beyond noise (on val_accuracy AND val_loss)
+            before the live stop may fire; the plateau test decides earlier when it can.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_plateau_epochs: int = Field(3, ge=1)
+    alpha: float = Field(0.01, gt=0.0, lt=0.5)
+    low_level_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    stall_onset_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    stall_k: float = Field(5.0, gt=0.0)
+    blowup_factor: float = Field(3.0, gt=1.0)
+    swing_z: float = Field(0.75, gt=0.0)
+    gap_widening_sd: float = Field(4.0, gt=0.0)
+    oscillation_ratio: float = Field(0.065, gt=0.0)
+    improving_z: float = Field(2.0, gt=0.0)
+    underfit_error: float = Field(0.15, gt=0.0, lt=1.0)
+    live_patience: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DiagnoseConfig:
+        if self.live_patience < self.min_plateau_epochs:
+            raise ValueError(
+                f"live_patience ({self.live_patience}) must be >= min_plateau_epochs "
+                f"({self.min_plateau_epochs}): the live stop cannot fire before a plateau is confirmed"
+            )
+        return self
+
+
+DEFAULT = DiagnoseConfig()
