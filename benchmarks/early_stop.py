@@ -4,7 +4,8 @@ Every corpus run trained to its full budget (labels ``early_stopped`` false and 
 :mod:`benchmarks.replay`) is replayed epoch by epoch, as if it were training now, through:
 
 - ``curvewatch should_stop``: :func:`pipelines.curves.callback.should_stop` on the history so far
-  (``History.history`` style, every logged metric), with the run's epoch budget and class count;
+  (``History.history`` style, every logged metric), with the run's epoch budget, class count and
+  class prior;
 - ``ES(val_loss, p=5)``, ``ES(val_loss, p=10)``, ``ES(val_accuracy, p=5)``: the real
   ``keras.callbacks.EarlyStopping`` (https://keras.io/api/callbacks/early_stopping/), set on a
   one-layer dummy model, fed ``on_epoch_end(epoch, logs)`` with the logged values, stopping when it
@@ -151,7 +152,10 @@ def stop_curvewatch(curve: Any, run: LabelledRun) -> tuple[int | None, str]:
     """First epoch (1-based) after which ``should_stop`` says stop, and its reason; None if never."""
     for epoch in range(1, curve.epochs.size + 1):
         stop, reason = curvewatch_should_stop(
-            keras_history(curve, epoch), epoch_budget=run.epoch_budget, num_classes=run.num_classes
+            keras_history(curve, epoch),
+            epoch_budget=run.epoch_budget,
+            num_classes=run.num_classes,
+            class_prior=run.class_prior,
         )
         if stop:
             return epoch, reason

@@ -8,13 +8,14 @@ plus a ``labels.json`` mapping each file name to its labels:
 - ``acceptable``: codes that are not false alarms on this run (optional, default none);
 - ``split``: ``"tune"`` (rules may be fitted on it) or ``"test"`` (never looked at by whoever fits
   rules); absent in the older fixtures of ``tests/fixtures/curves``, which count as ``"tune"``;
-- ``dataset``, ``num_classes``, ``n_val``, ``epoch_budget``, ``early_stopped``, ``complete``,
+- ``dataset``, ``num_classes``, ``class_prior``, ``n_val``, ``epoch_budget``, ``early_stopped``, ``complete``,
   ``baseline_accuracy``, ``stall``: optional facts about the run (the older fixtures keep the
   dataset under ``config.dataset``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ class LabelledRun:
         complete: False for a run killed mid-way.
         baseline_accuracy: a simple baseline's validation accuracy (fraction) on the run's split.
         stall: the corpus marks the run as a stall (True/False), or None when it does not say.
+        class_prior: (K,) class shares of the training labels, or None.
     """
 
     name: str
@@ -64,6 +66,7 @@ class LabelledRun:
     complete: bool = True
     baseline_accuracy: float | None = None
     stall: bool | None = None
+    class_prior: tuple[float, ...] | None = None
 
 
 def _codes(value: Any, labels_path: Path, name: str, key: str) -> frozenset[str]:
@@ -72,6 +75,19 @@ def _codes(value: Any, labels_path: Path, name: str, key: str) -> frozenset[str]
             f"{labels_path}: run {name!r}: {key!r} must be a list of finding codes, got {value!r}"
         )
     return frozenset(value)
+
+
+def _prior(value: Any, labels_path: Path, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):  # {class: share}
+        value = [value[key] for key in sorted(value, key=str)]
+    try:
+        return tuple(float(share) for share in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{labels_path}: run {name!r}: 'class_prior' must be a list of class shares, got {value!r}"
+        ) from None
 
 
 def load_runs(corpus: Path, splits: Iterable[str] = SPLITS) -> list[LabelledRun]:
@@ -124,6 +140,7 @@ def load_runs(corpus: Path, splits: Iterable[str] = SPLITS) -> list[LabelledRun]
                 complete=bool(meta.get("complete", True)),
                 baseline_accuracy=None if baseline is None else float(baseline),
                 stall=meta.get("stall"),
+                class_prior=_prior(meta.get("class_prior"), labels_path, name),
             )
         )
     return runs
@@ -139,7 +156,8 @@ def read_curve(run: LabelledRun, *, blind: bool = False) -> Any:
 
     Args:
         run: the labelled run.
-        blind: pass neither the epoch budget nor the class count (a user who knows only the file).
+        blind: pass neither the epoch budget nor the class count and prior (a user who knows only
+            the file).
 
     Raises:
         ValueError: malformed CSV (the reader's message names the file and column).
@@ -148,7 +166,10 @@ def read_curve(run: LabelledRun, *, blind: bool = False) -> Any:
 
     if blind:
         return load_curve(run.path)
-    return load_curve(run.path, epoch_budget=run.epoch_budget, num_classes=run.num_classes)
+    curve = load_curve(run.path, epoch_budget=run.epoch_budget, num_classes=run.num_classes)
+    if run.class_prior is not None:
+        curve = dataclasses.replace(curve, class_prior=run.class_prior)
+    return curve
 
 
 def keras_history(curve: Any, epochs: int | None = None) -> dict[str, list[float]]:
@@ -163,17 +184,22 @@ def code_name(code: Any) -> str:
 
 
 def curvewatch_should_stop(
-    history: Mapping[str, Sequence[float]], *, epoch_budget: int | None, num_classes: int | None
+    history: Mapping[str, Sequence[float]],
+    *,
+    epoch_budget: int | None,
+    num_classes: int | None,
+    class_prior: Sequence[float] | None = None,
 ) -> tuple[bool, str]:
     """Ask :func:`pipelines.curves.callback.should_stop` whether to stop now, and why.
 
-    The one place that knows ``should_stop``'s signature and return type, so a change there is a
-    one-line change here.
+    The one place that knows ``should_stop``'s signature and its ``StopDecision``, so a change
+    there is a one-line change here.
 
     Args:
         history: Keras-style ``{metric: [value per epoch so far]}``.
         epoch_budget: epochs the run is configured for (``fit(epochs=...)``).
         num_classes: classes of the task, if known.
+        class_prior: the training labels' class shares, if known.
 
     Returns:
         (stop, reason): the reason is the stopping finding's code ("" when not stopping).
@@ -181,13 +207,10 @@ def curvewatch_should_stop(
     from pipelines.curves.callback import should_stop
 
     try:
-        decision = should_stop(history, epoch_budget=epoch_budget, num_classes=num_classes)
+        decision = should_stop(history, epoch_budget, num_classes=num_classes, class_prior=class_prior)
     except ValueError:  # no validation value yet: nothing to decide on
         return False, ""
-    if isinstance(decision, tuple):
-        stop, finding = decision
-        return bool(stop), code_name(finding.code) if finding is not None else ""
-    return bool(decision.stop), str(decision.reason)
+    return decision.stop, code_name(decision.finding.code) if decision.finding is not None else ""
 
 
 def ratio(numerator: float, denominator: float) -> float:
