@@ -21,19 +21,21 @@ never fires). Per method it prints:
 
 - on **stall** runs: median epochs saved against the full run, median epochs earlier than
   ``ES(val_loss, p=5)`` (the stop-epoch difference, positive = earlier), and mean regret;
-- on **healthy / slow** runs still improving: false stops (regret > 0.005) and mean regret;
+- on **healthy / still improving** runs: false stops (regret > 0.005) and mean regret;
 - over all runs: the share of epochs saved.
 
 Regret: best val_accuracy of the whole run minus the best up to the stop, i.e. what is lost when
 the best weights so far are kept (``restore_best_weights=True`` semantics).
 
-Groups, from the labels and the curve: a run is a **stall** when the corpus marks it (``stall``
-label true), when it expects ``plateau``, ``overfitting`` or ``not_learning``, or when its
-val_accuracy came within 0.005 of its best at least max(5, a quarter of the run) epochs before the
-end (its best was reached well before the end: a converged healthy run is a stall too, since more
-epochs bring nothing). A run is **healthy / slow** when it is not a stall and expects ``healthy``
-or ``too_slow``: it was still improving at the end, and stopping it early costs accuracy. Other
-runs (e.g. oscillating, diverging) count only in the all-runs figures.
+Groups, from the labels and the curve. A run is a **stall** when the corpus marks it so (its
+``stall`` label: the best val_accuracy reached, within the binomial noise of the validation set,
+at least max(5, a quarter of the run) epochs before the end). Where the corpus has no ``stall``
+label (the older fixtures), a run is a stall when it expects ``plateau``, ``overfitting`` or
+``not_learning``, or when its val_accuracy came within 0.005 of its best at least max(5, a quarter
+of the run) epochs before the end. A converged healthy run can be a stall: more epochs bring it
+nothing. A run is **healthy / still improving** when it is not a stall and the corpus marks it
+``still_improving`` or it expects ``healthy`` or ``too_slow``: stopping it early costs accuracy.
+Other runs (e.g. at chance, diverging) count only in the all-runs figures.
 
 Targets (issue 6, on the test split), against ``ES(val_loss, p=5)``: stalls stopped a median of at
 least 3 epochs earlier; mean regret on stalls no higher; no more false stops. Also printed: the
@@ -136,14 +138,17 @@ def flat_tail(val_accuracy: np.ndarray, tolerance: float = REGRET_TOLERANCE) -> 
 
 
 def group(run: LabelledRun, val_accuracy: np.ndarray) -> str:
-    """``"stall"``, ``"improving"`` (healthy / slow, still improving) or ``"other"``; see module docstring."""
-    epochs = val_accuracy.size
-    stalled_curve = flat_tail(val_accuracy) >= max(
-        FLAT_TAIL_MIN_EPOCHS, math.ceil(FLAT_TAIL_FRACTION * epochs)
-    )
-    if run.stall or (run.stall is None and (run.expected & STALL_CODES or stalled_curve)):
+    """``"stall"``, ``"improving"`` (healthy / still improving) or ``"other"``; see module docstring."""
+    if run.stall is not None:
+        stall = run.stall
+    else:
+        flat = flat_tail(val_accuracy) >= max(
+            FLAT_TAIL_MIN_EPOCHS, math.ceil(FLAT_TAIL_FRACTION * val_accuracy.size)
+        )
+        stall = bool(run.expected & STALL_CODES) or flat
+    if stall:
         return "stall"
-    if run.expected & IMPROVING_CODES:
+    if run.still_improving or run.expected & IMPROVING_CODES:
         return "improving"
     return "other"
 
@@ -305,7 +310,7 @@ def report(title: str, replayed: Sequence[Replayed], out: Callable[[str], None] 
     summaries = {m: summarise(replayed, m) for m in METHODS}
     first = summaries[CURVEWATCH]
     out(
-        f"stall runs: {first.stall_runs}; healthy/slow runs still improving: {first.improving_runs}; "
+        f"stall runs: {first.stall_runs}; healthy / still improving runs: {first.improving_runs}; "
         f"other: {len(replayed) - first.stall_runs - first.improving_runs}"
     )
     out(

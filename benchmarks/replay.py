@@ -9,7 +9,7 @@ plus a ``labels.json`` mapping each file name to its labels:
 - ``split``: ``"tune"`` (rules may be fitted on it) or ``"test"`` (never looked at by whoever fits
   rules); absent in the older fixtures of ``tests/fixtures/curves``, which count as ``"tune"``;
 - ``dataset``, ``num_classes``, ``class_prior``, ``n_val``, ``epoch_budget``, ``early_stopped``, ``complete``,
-  ``baseline_accuracy``, ``stall``: optional facts about the run (the older fixtures keep the
+  ``baseline_accuracy``, ``stall``, ``still_improving``: optional facts about the run (the older fixtures keep the
   dataset under ``config.dataset``).
 """
 
@@ -50,6 +50,7 @@ class LabelledRun:
         complete: False for a run killed mid-way.
         baseline_accuracy: a simple baseline's validation accuracy (fraction) on the run's split.
         stall: the corpus marks the run as a stall (True/False), or None when it does not say.
+        still_improving: the corpus marks the run as still improving at its end, or None.
         class_prior: (K,) class shares of the training labels, or None.
     """
 
@@ -66,6 +67,7 @@ class LabelledRun:
     complete: bool = True
     baseline_accuracy: float | None = None
     stall: bool | None = None
+    still_improving: bool | None = None
     class_prior: tuple[float, ...] | None = None
 
 
@@ -140,6 +142,7 @@ def load_runs(corpus: Path, splits: Iterable[str] = SPLITS) -> list[LabelledRun]
                 complete=bool(meta.get("complete", True)),
                 baseline_accuracy=None if baseline is None else float(baseline),
                 stall=meta.get("stall"),
+                still_improving=meta.get("still_improving"),
                 class_prior=_prior(meta.get("class_prior"), labels_path, name),
             )
         )
