@@ -33,7 +33,7 @@ setup: venv dataset ## everything `run` needs: environment and dataset
 run: setup ## run the Prefect flow `retrain` (quick profile; PROFILE=full for the full one)
 	$(UV) run --frozen curvewatch flow retrain $(PROFILE_ARG)
 
-run-full: ## the full profile (larger CNN, augmentation, 30 epochs)
+run-full: ## the full profile (small CNN, 20 epochs, more dropout: see profiles.full in params.yaml)
 	$(MAKE) run PROFILE=full
 
 repro: setup ## run the same stages with DVC (`dvc repro`)

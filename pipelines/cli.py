@@ -163,9 +163,12 @@ def diagnose(
     epoch_budget: Annotated[int | None, typer.Option(help="epoch budget of file runs")] = None,
     num_classes: Annotated[int | None, typer.Option(help="number of classes of file runs")] = None,
     extrapolate: Annotated[bool, typer.Option(help="fit learning-curve families (slower)")] = True,
-    out: Annotated[Path, typer.Option(help="where diagnosis.md / diagnosis.json go")] = Path(
-        "reports/diagnose"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="where diagnosis.md / .json and each run's HTML / PNG report go")
+    ] = Path("reports/diagnose"),
+    html: Annotated[
+        bool, typer.Option(help="also write each run's HTML and PNG report (out/<run>/report.html)")
+    ] = True,
     write_tags: Annotated[
         bool, typer.Option(help="write verdict tags and metrics back to MLflow runs")
     ] = True,
@@ -214,7 +217,7 @@ def diagnose(
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
         curves += [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
     results = batch.diagnose_all(curves, extrapolate=extrapolate)
-    table = Table(title="curvewatch diagnosis")
+    table = Table(title="curvewatch diagnosis", caption=batch.EPOCH_CONVENTION.replace("`", ""))
     for column in ("run", "verdict", "onset epoch", "evidence"):
         table.add_column(column, overflow="fold")
     for r in results:
@@ -224,6 +227,11 @@ def diagnose(
     Console().print(table)
     md, js = batch.write_report(results, out)
     typer.echo(f"report: {md} ({js})")
+    if html:
+        pages = batch.write_run_reports(results, out)
+        typer.echo(
+            f"per-run HTML / PNG reports: {len(pages)} under {out}/ (e.g. {pages[0]})" if pages else ""
+        )
     if mc is not None and write_tags:
         from pipelines import tracking
 

@@ -444,9 +444,9 @@ def run_compare(params: Params) -> CompareOutcome:
     with tempfile.TemporaryDirectory() as tmp:
         champion_preds = tracking.download_predictions(mc, champion.run_id, Path(tmp)) if champion else None
     seed_accuracies = (
-        tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id)
+        tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id, exclude=[run_id])
         if champion
-        else []
+        else {}
     )
     gate_result = gate(
         challenger_preds, champion_preds, alpha=cfg.alpha, champion_seed_accuracies=seed_accuracies

@@ -351,30 +351,39 @@ def fetch_curves(
     return [_curve_from_series(r, series[r.info.run_id]) for r in runs]
 
 
-#: Params that differ between runs of one config without changing it (seed, data sizes, lineage).
-_NOT_CONFIG = ("seed", "data.", "paths.")
-
-
 def same_config_test_accuracies(
-    mlflow_client: MlflowClient, experiment_id: str, reference_run_id: str, *, max_runs: int = 500
-) -> list[float]:
-    """``test_accuracy`` of every finished training run whose config equals the reference run's
-    apart from the seed (and data sizes / paths), the reference run included.
+    mlflow_client: MlflowClient,
+    experiment_id: str,
+    reference_run_id: str,
+    *,
+    exclude: Sequence[str] = (),
+    max_runs: int = 500,
+) -> dict[str, float]:
+    """``test_accuracy`` per distinct seed of the finished training runs with the reference run's
+    config on its data (:func:`pipelines.curves.configs.same_config`), the reference run included.
 
-    Feeds the regression gate's seed-spread rule: a challenger is judged against the spread of the
-    champion's config over seeds, not against one lucky or unlucky run.
+    One value per seed: a seed run twice is one draw of the seed spread, not two (the reference
+    run's value is kept for its own seed, else the newest run's). Runs that logged no seed are
+    left out, since they cannot be told apart from a repeat. Feeds the regression gate's seed
+    rule: a challenger is judged against the spread of the champion's config over seeds, not
+    against one lucky or unlucky run. Pass the challenger's run id in ``exclude``: the seed bound
+    predicts one *more* seed, so the run being judged must not widen its own yardstick.
+
+    Returns:
+        ``{seed: test_accuracy}`` (seed as logged, a string), in [0, 1].
     """
+    from pipelines.curves.configs import run_seed, same_config
+
     ref = mlflow_client.get_run(reference_run_id)
-
-    def config(run) -> dict[str, str]:
-        return {k: v for k, v in run.data.params.items() if not any(s in k for s in _NOT_CONFIG)}
-
-    target = config(ref)
-    out = []
-    for run in search_training_runs(
+    runs = search_training_runs(
         mlflow_client, [experiment_id], filter_string=FINISHED_TRAINING, max_runs=max_runs
-    ):
+    )
+    out: dict[str, float] = {}
+    for run in [ref, *runs]:  # newest first, after the reference: the first value per seed wins
         acc = run.data.metrics.get("test_accuracy")
-        if acc is not None and config(run) == target:
-            out.append(float(acc))
+        seed = run_seed(run.data.params)
+        if acc is None or seed is None or seed in out or run.info.run_id in exclude:
+            continue
+        if same_config(run.data.params, ref.data.params, run.data.tags, ref.data.tags):
+            out[seed] = float(acc)
     return out

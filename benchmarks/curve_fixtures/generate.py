@@ -606,11 +606,12 @@ VARIANTS: tuple[Variant, ...] = (
         optimizer="sgd",
         learning_rate=1e-2,
         epochs=30,
-        expected=("not_learning",),
+        expected=("divergence",),
         notes=(
             "Half the pixels scaled by 1e3..1e5, SGD 1e-2: epoch-0 loss ~1e9, then a dead network "
             "predicting one class (val_accuracy 0.077, train 0.11) with val_loss frozen (seeds 0, 2: 3.9e5 "
-            "and 2.2e6; seed 1: 2.3). Finite throughout."
+            "and 2.2e6; seed 1: 2.3). Finite throughout. Relabelled divergence (was not_learning): the "
+            "blow-up then death of issue 6's failure class 6; the network is dead because it diverged."
         ),
         model_kwargs={"hidden": (64,)},
     ),

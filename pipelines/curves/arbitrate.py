@@ -3,17 +3,18 @@
 Detectors (:mod:`pipelines.curves.detectors`) each report what they see; :func:`arbitrate` decides
 which of those findings the user is shown and in what order. The rules:
 
-1. ``divergence`` explains everything downstream of the blow-up: of the other problems only
-   ``not_learning`` (the network died after it) and ``incomplete`` stay.
+1. ``divergence`` explains everything downstream of the blow-up (a network at chance after it
+   died of it; its message says so): of the other problems only ``incomplete`` stays.
 2. ``not_learning`` explains a low plateau, underfitting, slowness, swings and a split gap; a
    memorising ``overfitting`` stays when the training set is fitted (random labels).
-3. A run whose validation loss still falls steadily (``too_slow`` read on val_loss) is not
-   stalled on a plateau of its coarse accuracy, nor underfitting: its plateau and underfitting
-   findings go unless the plateau has a reason of its own beyond level (memorising, a widening
-   gap, an overconfident loss).
-4. A stall whose validation loss sits above the prior's entropy names the inputs as the cause;
+3. A stall whose validation loss sits above the prior's entropy names the inputs as the cause;
    ``underfitting`` (the capacity) is not reported beside it.
-5. ``too_slow`` is not reported next to a plateau on the monitored metric or an oscillation.
+4. A run still improving steadily at its end (``too_slow``: the last third's slope z >= 3 on the
+   monitored metric or, for coarse accuracy, on val_loss) is not stalled on a short flat stretch of
+   a noisy curve, nor underfitting: a plateau whose only reasons are its level, an underfit or
+   prematurity goes, with the underfitting finding. A plateau with a reason of its own
+   (memorising, a widening gap, an overconfident loss) stays, and then ``too_slow`` goes.
+5. ``too_slow`` is not reported next to an oscillation (the learning rate is too high, not low).
 6. Secondary findings never suppress primary ones: ``oscillation``, ``split_mismatch`` and
    ``incomplete`` are reported beside ``overfitting``, ``plateau`` and ``underfitting``, never
    instead of them.
@@ -42,7 +43,7 @@ ORDER: tuple[Code, ...] = (
     Code.NOISY_VALIDATION,
 )
 _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
-_LEVEL_ONLY_REASONS = {"low_level", "below_baseline", "premature"}
+_LEVEL_ONLY_REASONS = {"low_level", "below_baseline", "premature", "underfit"}
 
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:
@@ -69,23 +70,20 @@ def arbitrate(
     """
     found = {code: f for code, f in candidates.items() if f is not None}
     if Code.DIVERGENCE in found:
-        found = {c: f for c, f in found.items() if c in {Code.DIVERGENCE, Code.NOT_LEARNING, Code.INCOMPLETE}}
+        found = {c: f for c, f in found.items() if c in {Code.DIVERGENCE, Code.INCOMPLETE}}
     if Code.NOT_LEARNING in found:
         drop = {Code.PLATEAU, Code.UNDERFITTING, Code.TOO_SLOW, Code.OSCILLATION, Code.SPLIT_MISMATCH}
         if not fits_training_set:
             drop.add(Code.OVERFITTING)
         found = {c: f for c, f in found.items() if c not in drop}
-    slow = found.get(Code.TOO_SLOW)
-    if slow is not None and slow.evidence.get("metric") == "val_loss":
-        plateau = found.get(Code.PLATEAU)
-        if plateau is not None and set(plateau.evidence.get("stall_reasons", ())) <= _LEVEL_ONLY_REASONS:
-            found.pop(Code.PLATEAU)
-        found.pop(Code.UNDERFITTING, None)
     plateau = found.get(Code.PLATEAU)
     if plateau is not None and "loss_above_uniform" in plateau.evidence.get("stall_reasons", ()):
         found.pop(Code.UNDERFITTING, None)
-    if Code.TOO_SLOW in found and (Code.PLATEAU in found or Code.OSCILLATION in found):
-        if found[Code.TOO_SLOW].evidence.get("metric") != "val_loss" or Code.OSCILLATION in found:
+    if Code.TOO_SLOW in found:
+        if plateau is not None and set(plateau.evidence.get("stall_reasons", ())) <= _LEVEL_ONLY_REASONS:
+            found.pop(Code.PLATEAU)
+            found.pop(Code.UNDERFITTING, None)
+        elif plateau is not None or Code.OSCILLATION in found:
             found.pop(Code.TOO_SLOW)
     findings = list(found.values())
     if healthy is not None and not any(Severity(f.severity) != Severity.INFO for f in findings):

@@ -101,6 +101,8 @@ def to_markdown(results: Sequence[RunDiagnosis]) -> str:
         "",
         f"{sum(r.flagged for r in results)} of {len(results)} runs flagged.",
         "",
+        EPOCH_CONVENTION,
+        "",
         "| run | verdict | onset epoch | evidence |",
         "| --- | --- | --- | --- |",
     ]
@@ -119,6 +121,48 @@ def to_markdown(results: Sequence[RunDiagnosis]) -> str:
             for remedy in f.remedies:
                 lines.append(f"  - try: {remedy}")
     return "\n".join(lines) + "\n"
+
+
+EPOCH_CONVENTION = (
+    "Epochs are counted from 1, as Keras prints them: epoch N is the row `epoch = N - 1` of a "
+    "Keras `CSVLogger` file (which counts from 0)."
+)
+
+
+def report_dir_name(source: str) -> str:
+    """A folder name for one run's report: the file's stem or the run id, made filesystem-safe."""
+    stem = Path(source).stem if Path(source).suffix else source
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "run"
+
+
+def write_run_reports(results: Sequence[RunDiagnosis], out_dir: Path) -> list[Path]:
+    """Write each run's HTML / PNG / markdown / JSON report (:func:`pipelines.curves.report.
+    render_report`) into ``out_dir/<run>/``.
+
+    Args:
+        results: diagnosed runs.
+        out_dir: parent folder; one subfolder per run (names from :func:`report_dir_name`, with
+            ``-2``, ``-3`` ... appended when two runs share one).
+
+    Returns:
+        The HTML report paths, in the order of ``results``.
+    """
+    from pipelines.curves.report import render_report
+
+    used: set[str] = set()
+    pages = []
+    for r in results:
+        name = base = report_dir_name(r.source)
+        k = 1
+        while name in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name)
+        paths = render_report(
+            Path(out_dir) / name, challenger=r.curve, diagnosis=r.diagnosis, title=f"curvewatch: {r.source}"
+        )
+        pages.append(paths.html)
+    return pages
 
 
 def write_report(results: Sequence[RunDiagnosis], out_dir: Path) -> tuple[Path, Path]:

@@ -22,7 +22,7 @@ from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS
 from pipelines.curves.noise import estimate_noise
-from pipelines.curves.plateau import Plateau, plateau_message
+from pipelines.curves.plateau import Plateau, plateau_message, slope_z
 from pipelines.curves.settings import DEFAULT, DiagnoseConfig
 from pipelines.curves.types import Curve, Finding, Severity
 
@@ -117,15 +117,33 @@ class StopDecision:
 _NO = StopDecision(False, None, None)
 
 
-def _loss_still_falling(history: Mapping[str, Sequence[float]], cfg: DiagnoseConfig) -> bool:
-    """val_loss improving steadily: the ``too_slow`` test of :func:`pipelines.curves.detectors.
-    steady_improvement` on the negated val_loss (last third falling beyond noise, no deceleration)."""
-    values = np.asarray([math.nan if v is None else float(v) for v in history.get("val_loss", [])])
+def _loss_still_falling(history: Mapping[str, Sequence[float]], since: int, cfg: DiagnoseConfig) -> bool:
+    """val_loss (else the training loss) still falling: steadily over the run, or beyond noise lately.
+
+    True when either (a) the loss improves steadily over the whole run (the ``too_slow`` rule,
+    :func:`pipelines.curves.detectors.steady_improvement`: last third falling with OLS z >= 3 and
+    at least half the first third's slope), or (b) its OLS slope from epoch ``since`` on is
+    negative with z <= -z_(1-alpha) under the loss's own noise (:func:`pipelines.curves.noise.
+    estimate_noise`). Accuracy on a small validation set moves in coarse steps, and a slow start
+    sits at chance for epochs, while the loss already improves: such a run is still learning.
+    """
+    name = (
+        "val_loss"
+        if any(v is not None and math.isfinite(float(v)) for v in history.get("val_loss", []))
+        else "loss"
+    )
+    values = np.asarray([math.nan if v is None else float(v) for v in history.get(name, [])])
     epochs = np.arange(1, values.size + 1)
     ok = np.isfinite(values)
-    g = -values[ok]
-    found = steady_improvement(epochs[ok], g, estimate_noise(g), max(3.0, float(ndtri(1 - cfg.alpha))))
-    return found is not None and found["steadiness"] >= 0.5
+    if ok.sum() < 3:
+        return False
+    sigma = estimate_noise(values[ok])
+    z_crit = float(ndtri(1 - cfg.alpha))
+    steady = steady_improvement(epochs[ok], -values[ok], sigma, max(3.0, z_crit))
+    if steady is not None and steady["steadiness"] >= 0.5:
+        return True
+    mask = ok & (epochs >= since)
+    return mask.sum() >= 3 and slope_z(epochs[mask].astype(float), values[mask], sigma) <= -z_crit
 
 
 def should_stop(
@@ -147,11 +165,17 @@ def should_stop(
     1. ``divergence`` (NaN/inf or exploding loss): stop at once, from epoch 1, with
        ``stop_on_divergence``.
     2. ``not_learning`` (at chance with the loss at the prior's entropy) for at least
-       2 x ``live_patience`` epochs: stop.
+       2 x ``live_patience`` epochs, its loss not falling beyond noise over the last
+       2 x ``live_patience`` epochs (a slow start sits at chance while its loss already falls):
+       stop.
     3. A plateau of the monitored metric (:func:`pipelines.curves.plateau.find_plateau`: no
        improvement beyond the curve's own noise), confirmed by ``live_patience`` epochs since the
-       best epoch, and the validation loss not still improving steadily (the ``too_slow`` test: on
-       a small validation set accuracy moves in coarse steps while the loss keeps improving): stop,
+       best epoch when the diagnosis calls it a stall for a reason of substance (a low level, below
+       the baseline, memorising, a widening gap, an underfit, an overconfident loss), and by
+       2 x ``live_patience`` when it is only premature or a convergence (a sound run's bump looks
+       like those for a few epochs), and the validation loss not falling beyond noise over the
+       plateau's last 2 x ``live_patience`` epochs (on a small validation set accuracy moves in
+       coarse steps while the loss keeps improving): stop,
        whether the plateau is a stall or a convergence, since more epochs help neither.
 
     Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
@@ -204,17 +228,21 @@ def should_stop(
             break
         if finding.code == Code.NOT_LEARNING:
             since = finding.onset_epoch or 1
-            if size - since + 1 >= 2 * cfg.live_patience:
+            recent = max(since, size - 2 * cfg.live_patience + 1)
+            if size - since + 1 >= 2 * cfg.live_patience and not _loss_still_falling(history, recent, cfg):
                 chosen = finding
                 break
     if chosen is None:
         onset = diagnosis.plateau_onset_epoch
         best = diagnosis.best_epoch
-        if onset is None or best is None or size - best < cfg.live_patience:
-            return _NO
-        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, cfg):
-            return _NO
         stall = next((f for f in diagnosis.findings if f.code == Code.PLATEAU), None)
+        confident = stall is not None and bool(set(stall.evidence.get("stall_reasons", ())) - {"premature"})
+        patience = cfg.live_patience if confident else 2 * cfg.live_patience
+        if onset is None or best is None or size - best < patience:
+            return _NO
+        recent = max(onset, size - 2 * cfg.live_patience + 1)
+        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg):
+            return _NO
         chosen = stall if stall is not None else _converged_finding(diagnosis)
     return StopDecision(True, chosen, _reason(history, diagnosis, chosen, size, epoch_budget, forecast))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from scipy import stats
 from statsmodels.nonparametric.smoothers_lowess import lowess
 from statsmodels.stats.proportion import proportions_ztest
 
+from pipelines.curves.configs import run_seed, same_config
 from pipelines.curves.noise import estimate_noise, infer_num_examples
 from pipelines.curves.types import Curve, Finding, Severity
 
@@ -84,13 +85,15 @@ def compare_curves(
     comparisons cost nothing extra. Values rounded before logging (e.g. to 3 decimals) read as
     a grid of 1,000 and widen the tolerance accordingly; pass ``num_val_examples`` to be exact.
 
-    Seed runs: runs in ``recent`` with the champion's config (equal ``params`` except keys
-    containing ``seed``; runs without params never match) measure how far seeds alone move a
-    whole curve, which per-epoch noise does not capture. With the champion and at least two
-    such runs (k >= 3), each rule also requires the challenger to fall below the lower one-sided
-    (1 - a) normal prediction bound of those runs, ``mean - t_{1-a, k-1} sd sqrt(1 + 1/k)``
-    (``scipy.stats.t``; Hahn & Meeker, *Statistical Intervals*, 1991): on the tail mean for
-    "lower", on the smoothed value at ``E*`` for "later".
+    Seed runs: runs in ``recent`` with the champion's config on the champion's data
+    (:func:`pipelines.curves.configs.same_config`: equal params except the seed, ``paths.*`` and
+    ``data.*``, and the same data version; runs without params never match), one per distinct
+    seed other than the champion's (runs without a known seed, and the challenger, left out),
+    measure how far seeds alone move a whole curve, which per-epoch noise does not capture. With
+    the champion and at least two such runs (k >= 3), each rule also requires the challenger to
+    fall below the lower one-sided (1 - a) normal prediction bound of those runs,
+    ``mean - t_{1-a, k-1} sd sqrt(1 + 1/k)`` (``scipy.stats.t``; Hahn & Meeker, *Statistical
+    Intervals*, 1991): on the tail mean for "lower", on the smoothed value at ``E*`` for "later".
 
     Args:
         challenger: the new run; ``metric`` is an (E,) float array (NaN = not logged) and needs
@@ -147,13 +150,7 @@ def compare_curves(
     kinds: list[str] = []
     onset: int | None = None
 
-    seed_runs = [
-        r
-        for run in recent
-        if run is not champion and run.run != champion.run and _same_config(run, champion)
-        for r in [_finite(run, metric)]
-        if r is not None
-    ]
+    seed_runs = _seed_runs(challenger, champion, recent, metric)
     lower = _plateaus_lower(ch, cp, seed_runs, tol=tol, alpha=alpha_each, tail_fraction=tail_fraction)
     slower = _reaches_later(ch, cp, seed_runs, tol=tol, alpha=alpha_each)
     if (lower is not None and lower["lower"]) or (slower is not None and slower["slower"]):
@@ -420,6 +417,33 @@ def _finite(curve: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     return x[ok], y[ok]
 
 
+def _seed_runs(
+    challenger: Curve, champion: Curve, recent: Sequence[Curve], metric: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Finite ``metric`` of the runs in ``recent`` that are other seeds of the champion's config.
+
+    Same config on the same data (:func:`pipelines.curves.configs.same_config`), one run per
+    distinct seed other than the champion's (a seed rerun is the same draw again; the first run
+    of each seed in ``recent`` is kept), runs without a known seed left out, and never the
+    challenger itself (the bound it is judged by must not include it).
+    """
+    seen = {run_seed(champion.params)}
+    out = []
+    for run in recent:
+        if run is champion or run is challenger or run.run in (champion.run, challenger.run):
+            continue
+        seed = run_seed(run.params)
+        if seed is None or seed in seen:
+            continue
+        if not same_config(run.params, champion.params, run.tags, champion.tags):
+            continue
+        r = _finite(run, metric)
+        if r is not None:
+            seen.add(seed)
+            out.append(r)
+    return out
+
+
 def _plateaus_lower(
     ch: tuple[np.ndarray, np.ndarray],
     cp: tuple[np.ndarray, np.ndarray],
@@ -566,24 +590,6 @@ def _grid_size(champion: np.ndarray, challenger: np.ndarray) -> int | None:
     """
     n = infer_num_examples(champion)
     return n if n is not None else infer_num_examples(challenger)
-
-
-_SEED_KEY = "seed"
-
-
-def _same_config(a: Curve, b: Curve) -> bool:
-    """True when both runs have params and they agree on every key not naming a seed."""
-    if not a.params or not b.params:
-        return False
-    pa = {k: v for k, v in a.params.items() if _SEED_KEY not in k.lower()}
-    pb = {k: v for k, v in b.params.items() if _SEED_KEY not in k.lower()}
-    return _params_equal(pa, pb)
-
-
-def _params_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    if a.keys() != b.keys():
-        return False
-    return all(str(a[k]) == str(b[k]) for k in a)
 
 
 def _pts(x: float) -> str:

@@ -290,7 +290,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
                 f"stuck at {fmt(float(np.median(rest)))}"
                 + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else "")
                 + " with accuracy at chance",
-                (LR_HIGH, EXPLODING, DEAD),
+                (LR_HIGH, EXPLODING),
             )
     if y.size < 3:
         return None
@@ -392,8 +392,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
             parts.append(
                 f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({name} {fmt(ctx.prior_entropy)})"
             )
-        groups: tuple[Group, ...] = (INPUTS, LR_HIGH, DEAD)
-        if ctx.chance_source == "class_prior" and chance >= 0.6:
+        groups: tuple[Group, ...] = (INPUTS, DEAD)
+        k = len(ctx.curve.class_prior or ()) or 2
+        if ctx.chance_source == "class_prior" and chance > 1.05 / k:
             groups = (MAJORITY, INPUTS, DEAD)
         when = " throughout" if start == 0 else f" since epoch {onset}"
         return make_finding(
@@ -561,7 +562,9 @@ def _train_gap(ctx: Context, plateau: Plateau) -> dict[str, float]:
     }
 
 
-def stall_reasons(ctx: Context, overfitting: Finding | None) -> dict[str, Any]:
+def stall_reasons(
+    ctx: Context, overfitting: Finding | None, underfitting: Finding | None = None
+) -> dict[str, Any]:
     """Why the flat tail of ``ctx.monitor`` is a stall rather than a convergence ({} = converged).
 
     1. ``low_level``: less than ``low_level_fraction`` of the way from chance to 1.0.
@@ -569,7 +572,9 @@ def stall_reasons(ctx: Context, overfitting: Finding | None) -> dict[str, Any]:
     3. ``premature``: began in the first ``stall_onset_fraction`` of the horizon right after a
        clear climb whose continuation (:func:`projected_gain`) predicts more than ``stall_k`` noise
        SDs above what the plateau gained.
-    4. ``memorising``: the run overfits (val_loss rising while training improves).
+    4. ``memorising``: the run overfits (val_loss rising while training improves); ``underfit``:
+       it underfits (:func:`detect_underfitting`): a model that cannot fit its training set stops
+       short of what the data allows.
     5. ``gap_widening``: training accuracy keeps rising beyond noise (OLS z >= 3, over the plateau
        and over its last third) through a plateau of at least a third of the run, and the
        train-validation gap grows by more than 3 noise SDs and ``gap_widening_sd`` binomial SDs:
@@ -584,6 +589,8 @@ def stall_reasons(ctx: Context, overfitting: Finding | None) -> dict[str, Any]:
     reasons: dict[str, Any] = {}
     if overfitting is not None:
         reasons["memorising"] = overfitting.onset_epoch
+    if underfitting is not None:
+        reasons["underfit"] = underfitting.evidence.get("basis")
     is_accuracy = ctx.higher and "acc" in plateau.metric
     if is_accuracy and ctx.chance is not None:
         fraction = (plateau.level - ctx.chance) / (1 - ctx.chance)
@@ -627,19 +634,23 @@ def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) 
     if "loss_above_uniform" in reasons:
         groups.append(INPUTS)
     groups.append(MEMORISING if memorising else CAPACITY)
-    if ("low_level" in reasons or "below_baseline" in reasons) and INPUTS not in groups:
+    if (
+        "low_level" in reasons or "below_baseline" in reasons or "underfit" in reasons
+    ) and INPUTS not in groups:
         groups.append(INPUTS)
     return tuple(groups)
 
 
-def detect_plateau(ctx: Context, overfitting: Finding | None) -> Finding | None:
+def detect_plateau(
+    ctx: Context, overfitting: Finding | None, underfitting: Finding | None = None
+) -> Finding | None:
     """A stall: the monitored metric's flat tail, when :func:`stall_reasons` gives a reason.
 
     The message says the level, since when, how many epochs the plateau lasted before the end, and
     the train-validation gap when training keeps pulling away.
     """
     plateau = ctx.plateau
-    reasons = stall_reasons(ctx, overfitting)
+    reasons = stall_reasons(ctx, overfitting, underfitting)
     if plateau is None or not reasons:
         return None
     gap = _train_gap(ctx, plateau) if "acc" in plateau.metric else {}
@@ -873,8 +884,8 @@ def detect_too_slow(ctx: Context) -> Finding | None:
     """Still improving steadily at the end: the budget ends far from the asymptote.
 
     The monitored metric's last third must improve with OLS z >= max(3, z_(1-alpha)) and its
-    slope be at least half the first third's (no deceleration), or, with an extrapolation, the
-    fitted curve plateau only after twice the horizon. When validation accuracy is coarse (a small
+    slope be at least half the first third's (no deceleration), and, with an extrapolation, the
+    fitted curve must also plateau only after twice the horizon. When validation accuracy is coarse (a small
     validation set moves it in steps of 1/n) the validation loss is judged the same way: a
     val_loss that falls steadily all run is a learning rate too low even while accuracy barely
     moves.
@@ -905,7 +916,9 @@ def detect_too_slow(ctx: Context) -> Finding | None:
             value_at_budget=forecast.value_at_budget,
             plateau_epoch=forecast.plateau_epoch,
         )
-        slow = forecast.plateau_epoch is None or forecast.plateau_epoch > 2 * ctx.horizon
+        # The forecast can only confirm a steady climb, not make one: its plateau epoch is measured
+        # against the curve's noise, and a calm curve's asymptote is approached for ever.
+        slow = slow and (forecast.plateau_epoch is None or forecast.plateau_epoch > 2 * ctx.horizon)
     if not slow:
         return None
     message = (

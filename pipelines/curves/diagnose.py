@@ -152,13 +152,14 @@ def diagnose(
             raise ValueError(f"{curve.run}: no val_accuracy / val_loss with two finite values to diagnose")
         return Diagnosis(run=curve.run, verdict=divergence.code, findings=[divergence])
     overfitting = detect_overfitting(ctx)
+    underfitting = detect_underfitting(ctx)
     candidates: dict[Code, Finding | None] = {
         Code.DIVERGENCE: divergence,
         Code.NOT_LEARNING: detect_not_learning(ctx),
         Code.INCOMPLETE: detect_incomplete(ctx),
         Code.OVERFITTING: overfitting,
-        Code.PLATEAU: detect_plateau(ctx, overfitting),
-        Code.UNDERFITTING: detect_underfitting(ctx),
+        Code.PLATEAU: detect_plateau(ctx, overfitting, underfitting),
+        Code.UNDERFITTING: underfitting,
         Code.OSCILLATION: detect_oscillation(ctx),
         Code.TOO_SLOW: detect_too_slow(ctx),
         Code.SPLIT_MISMATCH: detect_split_mismatch(ctx),

@@ -117,6 +117,16 @@ CONVERGED: Group = (
 )
 
 
+# Remedies that pull in opposite directions: one finding never carries both.
+CONTRADICTORY: tuple[tuple[str, str], ...] = (
+    ("lower the learning rate", "raise the learning rate"),
+    ("lower the learning rate", "try a learning rate 10x lower and 10x higher"),
+    ("raise the learning rate", "try a learning rate 10x lower and 10x higher"),
+    ("raise dropout", "use a deeper or wider model (more filters / layers, a ResNet-style block)"),
+    ("add L2 weight decay", "use a deeper or wider model (more filters / layers, a ResNet-style block)"),
+)
+
+
 def fmt(value: float) -> str:
     """A metric value for a message: 3 decimals, or 4 significant digits from 100 up."""
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
@@ -142,12 +152,19 @@ def make_finding(
 
     Returns:
         The finding; ``code`` is stored as its plain string value.
+
+    Raises:
+        ValueError: ``groups`` merge two remedies listed in :data:`CONTRADICTORY` (a programming
+            error in a detector: its causes and remedies must not contradict each other).
     """
     causes: list[str] = []
     remedies: list[str] = []
     for group_causes, group_remedies in groups:
         causes += [c for c in group_causes if c not in causes]
         remedies += [r for r in group_remedies if r not in remedies]
+    for a, b in CONTRADICTORY:
+        if a in remedies and b in remedies:
+            raise ValueError(f"{code}: contradictory remedies {a!r} and {b!r}")
     clean = {
         k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in evidence.items()
     }

@@ -96,24 +96,6 @@ def estimate_noise(
     return max(sigma, floor)
 
 
-def noise_floor_for_accuracy(num_examples: int | None) -> float:
-    """Binomial standard deviation floor of an accuracy measured on ``num_examples`` examples.
-
-    sqrt(p (1 - p) / n) at p = 0.5 is the largest sampling noise an accuracy on n examples can
-    have; one quantisation step is 1 / n. Returns half a step, the smallest change the metric can
-    show, or 0.0 when ``num_examples`` is unknown.
-
-    Args:
-        num_examples: validation examples behind the metric, or None.
-
-    Returns:
-        A noise floor in accuracy units (fraction, not percent).
-    """
-    if not num_examples or num_examples <= 0:
-        return 0.0
-    return 0.5 / num_examples
-
-
 def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000) -> int | None:
     """Number of examples behind an accuracy curve, read off the grid its values lie on.
 

@@ -621,12 +621,10 @@ def _gate_rows(g: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("only champion right / only challenger right", f"{disc[0]:,} / {disc[1]:,}"))
     s = g.get("seed_spread")
     if isinstance(s, Mapping):
-        rows.append(
-            (
-                f"champion config over {s['n_seeds']} seeds",
-                f"mean {s['mean']:.4f}, sd {s['sd']:.4f}, lower bound {s['lower_bound']:.4f}",
-            )
-        )
+        k = int(s["n_seeds"])
+        label = f"champion config over {k} seeds" if k > 1 else "champion config (the champion's seed only)"
+        sd = "" if s.get("sd") is None else f", sd {s['sd']:.4f}"
+        rows.append((label, f"mean {s['mean']:.4f}{sd}, lower bound {s['lower_bound']:.4f}"))
     return rows
 
 

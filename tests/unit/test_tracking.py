@@ -115,18 +115,49 @@ def test_bulk_fetch_agrees_with_per_run_api(mlflow_uri):
     assert np.isnan(bulk[0].metrics["loss"][1])
 
 
+def _seed_run(mc, exp, seed, lr, acc, *, data_version="v1", train_examples=None):
+    rid = _train_run(mc, exp, {"val_accuracy": [0.5]})
+    params = {
+        "base.seed": seed,
+        "train.learning_rate": lr,
+        "data.train_examples": train_examples or 100 + seed,
+    }
+    for k, v in params.items():
+        mc.log_param(rid, k, v)
+    mc.set_tag(rid, "curvewatch.data_version", data_version)
+    mc.log_metric(rid, "test_accuracy", acc)
+    return rid
+
+
 def test_same_config_accuracies_ignore_seed_but_not_config(mlflow_uri):
     mc = tracking.client()
     exp = tracking.ensure_experiment(mc, "t")
+    ref = _seed_run(mc, exp, 1, 0.001, 0.90)
+    _seed_run(mc, exp, 2, 0.001, 0.91)
+    _seed_run(mc, exp, 3, 0.01, 0.50)  # another config
+    _seed_run(mc, exp, 4, 0.001, 0.70, data_version="v2")  # same config, other data
+    assert tracking.same_config_test_accuracies(mc, exp, ref) == {"1": 0.90, "2": 0.91}
 
-    def run(seed, lr, acc):
-        rid = _train_run(mc, exp, {"val_accuracy": [0.5]})
-        for k, v in {"base.seed": seed, "train.learning_rate": lr, "data.train_examples": 100 + seed}.items():
-            mc.log_param(rid, k, v)
-        mc.log_metric(rid, "test_accuracy", acc)
-        return rid
 
-    ref = run(1, 0.001, 0.90)
-    run(2, 0.001, 0.91)
-    run(3, 0.01, 0.50)
-    assert sorted(tracking.same_config_test_accuracies(mc, exp, ref)) == [0.90, 0.91]
+def test_same_config_accuracies_count_distinct_seeds_only(mlflow_uri):
+    # A seed run twice is one draw of the spread: two runs of seed 1 are not a 2-seed range (sd 0).
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    ref = _seed_run(mc, exp, 1, 0.001, 0.90)
+    _seed_run(mc, exp, 1, 0.001, 0.905)  # newer rerun of the reference's seed: the reference wins
+    _seed_run(mc, exp, 2, 0.001, 0.91)
+    _seed_run(mc, exp, 2, 0.001, 0.92)  # newest run of seed 2 wins
+    assert tracking.same_config_test_accuracies(mc, exp, ref) == {"1": 0.90, "2": 0.92}
+    only_reruns = tracking.ensure_experiment(mc, "reruns")
+    ref = _seed_run(mc, only_reruns, 5, 0.001, 0.90)
+    _seed_run(mc, only_reruns, 5, 0.001, 0.90)
+    assert len(tracking.same_config_test_accuracies(mc, only_reruns, ref)) == 1
+
+
+def test_same_config_accuracies_exclude_the_challenger(mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    ref = _seed_run(mc, exp, 1, 0.001, 0.90)
+    _seed_run(mc, exp, 2, 0.001, 0.91)
+    challenger = _seed_run(mc, exp, 3, 0.001, 0.85)
+    assert tracking.same_config_test_accuracies(mc, exp, ref, exclude=[challenger]) == {"1": 0.90, "2": 0.91}

@@ -51,9 +51,11 @@ def test_should_stop_never_on_a_climbing_curve() -> None:
 
 def test_should_stop_on_converged_run_is_info() -> None:
     rng = np.random.default_rng(0)
-    val = 0.95 - 0.4 * np.exp(-np.arange(25) / 2) + rng.normal(0, 0.002, 25)
-    stop, finding = should_stop({"val_accuracy": val.tolist(), "accuracy": (val + 0.01).tolist()}, 100)
-    assert stop and finding is not None
+    val = 0.95 - 0.4 * np.exp(-np.arange(40) / 2) + rng.normal(0, 0.002, 40)
+    history = {"val_accuracy": val.tolist(), "accuracy": (val + 0.01).tolist()}
+    decisions = [should_stop({k: v[:e] for k, v in history.items()}, 100) for e in range(3, 41)]
+    stop, finding = next(d for d in decisions if d.stop)
+    assert finding is not None
     assert finding.severity == Severity.INFO and finding.evidence["converged"]
     assert finding.message.startswith("val_accuracy flat at 0.9")
 

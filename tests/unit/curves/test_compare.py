@@ -221,3 +221,49 @@ def test_tuning_optimism_rejects_bad_input():
         tuning_optimism(92.0, 0.9, n_val=100, n_test=100)
     with pytest.raises(ValueError):
         tuning_optimism(0.92, 0.9, n_val=0, n_test=100)
+
+
+def test_seed_runs_follow_the_one_same_config_definition():
+    # Same config up to seed, paths and data facts -> seed runs; other data -> not seed runs.
+    kw = dict(sigma=0.001)
+    tags = {"curvewatch.data_version": "v1"}
+    champion = _curve("champ", 0, **kw, params={**PARAMS, "base.seed": 0})
+    champion.tags.update(tags)
+    challenger = _curve("chall", 1, level=0.89, **kw, params={**PARAMS, "base.seed": 1})
+    spread = [0.885, 0.91, 0.895, 0.905, 0.89]
+    extra = {"paths.model_dir": "elsewhere", "data.train_examples": "49000"}
+    seed_runs = [
+        _curve(f"s{i}", 10 + i, level=lv, **kw, params={**PARAMS, **extra, "base.seed": 10 + i})
+        for i, lv in enumerate(spread)
+    ]
+    for r in seed_runs:
+        r.tags.update(tags)
+    flagged = compare_curves(challenger, champion, [])
+    assert flagged
+    assert compare_curves(challenger, champion, seed_runs) == []
+    other_data = [
+        Curve(c.run, c.metrics, c.epochs, params=c.params, tags={"curvewatch.data_version": "v2"})
+        for c in seed_runs
+    ]
+    assert compare_curves(challenger, champion, other_data) == flagged
+
+
+def test_reruns_of_one_seed_count_once_in_the_seed_spread():
+    # Ten reruns of the champion's own seed are one draw, not ten: counted as seeds they would
+    # shrink the spread's sd towards 0 (the "11-run range with sd ~0").
+    kw = dict(sigma=0.001)
+    champion = _curve("champ", 0, **kw, params={**PARAMS, "base.seed": 0})
+    seed_runs = [
+        _curve(f"s{i}", 10 + i, level=lv, **kw, params={**PARAMS, "base.seed": 10 + i})
+        for i, lv in enumerate([0.885, 0.91, 0.895])
+    ]
+    reruns = [
+        Curve(f"rerun{i}", champion.metrics, champion.epochs, params=champion.params) for i in range(10)
+    ]
+    # Runs without a seed cannot be told from a rerun: left out too.
+    unseeded = [Curve(f"u{i}", champion.metrics, champion.epochs, params=dict(PARAMS)) for i in range(5)]
+    worse = _curve("worse", 2, level=0.86, **kw, params={**PARAMS, "base.seed": 2})
+    (f,) = compare_curves(worse, champion, seed_runs)
+    (g,) = compare_curves(worse, champion, seed_runs + reruns + unseeded + [worse])
+    assert f.evidence["seed_n"] == g.evidence["seed_n"] == 4  # the champion and 3 other seeds
+    assert g.evidence["seed_lower_bound"] == f.evidence["seed_lower_bound"]

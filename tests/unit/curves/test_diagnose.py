@@ -595,7 +595,7 @@ def test_below_baseline_margin_covers_seed_spread_on_the_validation_set() -> Non
         diagnosis = diagnose(far, baseline_accuracy=0.967)
         assert diagnosis.has("plateau"), seed
         finding = next(f for f in diagnosis.findings if f.code == "plateau")
-        assert finding.evidence["stall_reasons"] == ["below_baseline"]
+        assert "below_baseline" in finding.evidence["stall_reasons"]
 
 
 def test_oscillation_never_hides_a_primary_finding() -> None:

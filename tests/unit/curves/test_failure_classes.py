@@ -1,0 +1,316 @@
+"""The failure classes seen on held-out curves (issue 6), one test each, on curves built to show them.
+
+Each curve is synthetic but shaped like the real case described in the issue; the thresholds they
+exercise come from the curve's noise and the validation set's size, not from these numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipelines.curves.callback import should_stop
+from pipelines.curves.diagnose import diagnose
+from pipelines.curves.types import Curve
+
+
+def _curve(metrics: dict[str, np.ndarray], budget: int | None = None, **kwargs: object) -> Curve:
+    size = len(next(iter(metrics.values())))
+    return Curve(
+        "run",
+        {k: np.asarray(v, dtype=np.float64) for k, v in metrics.items()},
+        np.arange(1, size + 1),
+        budget if budget is not None else size,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _grid(values: np.ndarray, n: int) -> np.ndarray:
+    """Accuracies as Keras logs them on n examples: k / n in float32."""
+    return (np.round(np.clip(values, 0, 1) * n) / n).astype(np.float32).astype(np.float64)
+
+
+def _entropy(prior: list[float]) -> float:
+    p = np.asarray(prior)
+    return float(-(p * np.log(p)).sum())
+
+
+# 1. Chance is not always 1 / K ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("majority", [0.55, 0.67, 0.94])
+def test_imbalanced_task_at_the_majority_share_is_not_learning(majority: float) -> None:
+    rng = np.random.default_rng(0)
+    prior = [majority, 1 - majority]
+    h = _entropy(prior)
+    epochs = 30
+    loss = h + rng.normal(0, 0.002, epochs)
+    metrics = {
+        "accuracy": np.full(epochs, majority) + rng.normal(0, 0.001, epochs),
+        "loss": loss,
+        "val_accuracy": _grid(np.full(epochs, majority), 400),
+        "val_loss": h + rng.normal(0, 0.002, epochs),
+    }
+    # With the class prior known ...
+    known = diagnose(_curve(metrics, num_classes=2, class_prior=tuple(prior)))
+    assert known.verdict == "not_learning", known.codes
+    finding = known.findings[0]
+    assert finding.evidence["chance"] == pytest.approx(majority)
+    assert "majority" in " ".join(finding.causes)
+    # ... and from the curve alone: accuracy frozen at one value with a flat loss.
+    alone = diagnose(_curve(metrics))
+    assert alone.verdict == "not_learning", alone.codes
+    assert alone.findings[0].evidence["frozen_level"] == pytest.approx(majority, abs=1e-3)
+
+
+def test_a_healthy_imbalanced_run_is_not_called_not_learning() -> None:
+    rng = np.random.default_rng(1)
+    t = np.arange(30)
+    val = 0.94 + 0.04 * (1 - np.exp(-t / 5))
+    metrics = {
+        "accuracy": val + 0.005 + rng.normal(0, 0.001, 30),
+        "loss": 0.25 * np.exp(-t / 8) + 0.05,
+        "val_accuracy": _grid(val + rng.normal(0, 0.003, 30), 1000),
+        "val_loss": 0.24 * np.exp(-t / 8) + 0.07 + rng.normal(0, 0.002, 30),
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=2, class_prior=(0.94, 0.06)))
+    assert not diagnosis.has("not_learning"), diagnosis.codes
+
+
+# 2. Underfitting without a baseline ------------------------------------------------------------------
+
+
+def test_train_and_validation_low_and_flat_together_is_underfitting_without_a_baseline() -> None:
+    rng = np.random.default_rng(2)
+    t = np.arange(40)
+    level = 0.62 - 0.3 * np.exp(-t / 3)
+    metrics = {
+        "accuracy": level + rng.normal(0, 0.003, 40),
+        "loss": 1.1 + 0.8 * np.exp(-t / 3) + rng.normal(0, 0.003, 40),
+        "val_accuracy": _grid(level - 0.005 + rng.normal(0, 0.006, 40), 2000),
+        "val_loss": 1.12 + 0.8 * np.exp(-t / 3) + rng.normal(0, 0.006, 40),
+    }
+    diagnosis = diagnose(_curve(metrics))  # no num_classes, no baseline: a file run
+    assert diagnosis.has("underfitting"), diagnosis.codes
+    finding = next(f for f in diagnosis.findings if f.code == "underfitting")
+    assert finding.evidence["basis"] == "fit"
+    # The same run with a model that fits its training set far better is not underfitting.
+    metrics["accuracy"] = np.minimum(level + 0.3 * (1 - np.exp(-t / 10)), 0.99)
+    assert not diagnose(_curve(metrics)).has("underfitting")
+
+
+# 3. Oscillation judged against the validation set's size; never hides the primary finding -----------
+
+
+def _overfit_small_val(seed: int, n_val: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(60)
+    val_loss = 0.6 + 0.9 * np.exp(-t / 4) + 0.012 * np.maximum(t - 15, 0)
+    # A small validation set: each example moves val_loss a lot, accuracy in steps of 1 / n.
+    val_loss = val_loss + rng.normal(0, 0.08, 60)
+    return {
+        "accuracy": np.minimum(0.6 + 0.4 * (1 - np.exp(-t / 10)), 1.0),
+        "loss": 1.0 * np.exp(-t / 10) + 0.01,
+        "val_accuracy": _grid(0.8 - 0.2 * np.exp(-t / 4) + rng.normal(0, 0.3 / n_val**0.5 * 0.4, 60), n_val),
+        "val_loss": val_loss,
+    }
+
+
+def test_jittery_val_loss_on_a_small_validation_set_is_not_oscillation() -> None:
+    for seed in range(5):
+        diagnosis = diagnose(_curve(_overfit_small_val(seed, 40), num_classes=3))
+        assert not diagnosis.has("oscillation"), (seed, diagnosis.codes)
+        assert diagnosis.has("overfitting"), (seed, diagnosis.codes)
+
+
+# 4. Too slow on coarse accuracy ------------------------------------------------------------------
+
+
+def test_val_loss_falling_steadily_on_a_coarse_accuracy_is_too_slow() -> None:
+    rng = np.random.default_rng(4)
+    t = np.arange(100)
+    val_loss = 1.09 - 0.004 * t + rng.normal(0, 0.004, 100)  # ln 3 falling steadily all run
+    acc = 0.5 + 0.0015 * t
+    metrics = {
+        "accuracy": acc + rng.normal(0, 0.004, 100),
+        "loss": val_loss - 0.01,
+        "val_accuracy": _grid(acc + rng.normal(0, 0.01, 100), 40),
+        "val_loss": val_loss,
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=3))
+    assert diagnosis.verdict == "too_slow", diagnosis.codes
+    assert not diagnosis.has("not_learning") and not diagnosis.has("plateau"), diagnosis.codes
+    # And the live stop never fires on it.
+    history = {k: v.tolist() for k, v in metrics.items()}
+    for epochs in range(5, 101, 5):
+        assert not should_stop({k: v[:epochs] for k, v in history.items()}, 100, num_classes=3).stop, epochs
+
+
+# 5. Short runs: chance, exploding loss and collapse need no trend ---------------------------------
+
+
+def test_two_epochs_at_chance_with_an_exploded_loss_is_not_healthy() -> None:
+    metrics = {
+        "accuracy": np.array([0.10, 0.10]),
+        "loss": np.array([5e5, 3e5]),
+        "val_accuracy": np.array([0.1, 0.1]),
+        "val_loss": np.array([2.1e5, 194124.0]),
+    }
+    diagnosis = diagnose(_curve(metrics, budget=2, num_classes=10))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    assert not diagnosis.has("healthy")
+
+
+def test_a_short_run_collapsing_to_chance_is_flagged() -> None:
+    metrics = {
+        "accuracy": np.array([0.55, 0.70, 0.76, 0.80, 0.82, 0.83]),
+        "loss": np.array([1.3, 0.85, 0.68, 0.58, 0.52, 0.49]),
+        "val_accuracy": np.array([0.42, 0.33, 0.26, 0.22, 0.21, 0.21]),
+        "val_loss": np.array([2.0, 2.6, 3.4, 4.2, 4.9, 5.3]),
+    }
+    diagnosis = diagnose(_curve(metrics, budget=6, num_classes=10))
+    assert not diagnosis.has("healthy"), diagnosis.codes
+    assert diagnosis.has("not_learning"), diagnosis.codes
+
+
+# 6. Divergence then death; a single spike is not divergence ----------------------------------
+
+
+def test_divergence_then_death() -> None:
+    epochs = 20
+    metrics = {
+        "accuracy": np.r_[0.12, np.full(epochs - 1, 0.10)],
+        "loss": np.r_[552030.0, np.full(epochs - 1, math.log(10))],
+        "val_accuracy": np.full(epochs, 0.10),
+        "val_loss": np.full(epochs, math.log(10)),
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=10))
+    assert diagnosis.verdict == "divergence", diagnosis.codes
+    assert diagnosis.findings[0].onset_epoch == 1
+    assert "died" in diagnosis.findings[0].message
+    # The live stop says so at once.
+    decision = should_stop({k: v[:2].tolist() for k, v in metrics.items()}, 20, num_classes=10)
+    assert decision.stop and decision.finding is not None and decision.finding.code == "divergence"
+
+
+def test_a_single_val_loss_spike_that_recovers_is_not_divergence() -> None:
+    t = np.arange(30)
+    val_loss = 0.3 + 1.5 * np.exp(-t / 4)
+    val_loss[12] = 789.0
+    metrics = {
+        "accuracy": 0.95 - 0.5 * np.exp(-t / 4),
+        "loss": 0.25 + 1.5 * np.exp(-t / 4),
+        "val_accuracy": _grid(0.93 - 0.5 * np.exp(-t / 4), 1000),
+        "val_loss": val_loss,
+    }
+    assert not diagnose(_curve(metrics, num_classes=10)).has("divergence")
+
+
+# 7. A stall with a widening gap is not "healthy: converged" -----------------------------------
+
+
+def test_flat_validation_while_training_climbs_is_a_stall_with_its_length_and_gap() -> None:
+    rng = np.random.default_rng(7)
+    t = np.arange(30)
+    val = np.where(t < 9, 0.45 + 0.29 * t / 9, 0.742) + rng.normal(0, 0.004, 30)
+    train = np.where(t < 9, 0.45 + 0.29 * t / 9, 0.74 + 0.14 * (t - 9) / 20) + rng.normal(0, 0.002, 30)
+    metrics = {
+        "accuracy": train,
+        "loss": 1.6 - train,
+        "val_accuracy": _grid(val, 2000),
+        "val_loss": 1.0 - 0.3 * np.minimum(t, 9) / 9 + 0.004 * np.maximum(t - 9, 0),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.has("plateau"), diagnosis.codes
+    finding = next(f for f in diagnosis.findings if f.code == "plateau")
+    assert "gap_widening" in finding.evidence["stall_reasons"]
+    assert f"{finding.evidence['flat_epochs']} epochs on the plateau before the end" in finding.message
+    assert "gap widened" in finding.message
+    assert any("augmentation" in r for r in finding.remedies)
+    assert not any("deeper or wider" in r for r in finding.remedies)  # no contradicting remedies
+
+
+def test_a_converged_run_at_full_training_accuracy_is_not_a_stall() -> None:
+    rng = np.random.default_rng(8)
+    t = np.arange(60)
+    val = 0.973 - 0.3 * np.exp(-t / 3) + rng.normal(0, 0.001, 60)
+    metrics = {
+        "accuracy": np.minimum(1.0, 0.999 - 0.4 * np.exp(-t / 4)),
+        "loss": 0.002 + np.exp(-t / 4),
+        "val_accuracy": _grid(val, 600),
+        "val_loss": 0.08 + 0.8 * np.exp(-t / 4),
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=10))
+    assert diagnosis.verdict == "healthy", diagnosis.codes
+
+
+# 8. The live stop: stalls early, never a run still improving ---------------------------------
+
+
+def _early_stopping_epoch(val_loss: list[float], patience: int = 5) -> int:
+    """Epoch (1-based) at which keras.callbacks.EarlyStopping(monitor="val_loss", patience) stops."""
+    best, wait = math.inf, 0
+    for epoch, value in enumerate(val_loss, start=1):
+        if value < best:
+            best, wait = value, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return epoch
+    return len(val_loss)
+
+
+def test_live_stop_on_a_stall_comes_before_early_stopping_and_keeps_the_best() -> None:
+    earlier = []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        t = np.arange(40)
+        val = np.where(t < 8, 0.3 + 0.17 * t / 8, 0.47) + rng.normal(0, 0.004, 40)
+        # val_loss keeps creeping down by less than its noise: EarlyStopping's min_delta=0 waits.
+        val_loss = 1.6 - 0.3 * np.minimum(t, 8) / 8 - 0.0008 * np.maximum(t - 8, 0) + rng.normal(0, 0.002, 40)
+        history = {"val_accuracy": _grid(val, 5000).tolist(), "val_loss": val_loss.tolist()}
+        stop_at = next(
+            e
+            for e in range(1, 41)
+            if should_stop({k: v[:e] for k, v in history.items()}, 40, num_classes=10).stop
+        )
+        regret = max(history["val_accuracy"]) - max(history["val_accuracy"][:stop_at])
+        assert regret < 0.01, (seed, regret)
+        earlier.append(_early_stopping_epoch(history["val_loss"]) - stop_at)
+    assert np.median(earlier) >= 3, earlier
+
+
+def test_live_stop_never_fires_on_a_run_still_improving_beyond_its_noise() -> None:
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        t = np.arange(50)
+        val = 0.9 - 0.5 * np.exp(-t / 20) + rng.normal(0, 0.002, 50)
+        history = {
+            "val_accuracy": _grid(val, 10000).tolist(),
+            "val_loss": (0.3 + 1.2 * np.exp(-t / 20) + rng.normal(0, 0.003, 50)).tolist(),
+        }
+        for epochs in range(3, 51):
+            decision = should_stop({k: v[:epochs] for k, v in history.items()}, 50, num_classes=10)
+            if decision.stop:
+                regret = max(history["val_accuracy"]) - max(history["val_accuracy"][:epochs])
+                assert regret <= 0.005, (seed, epochs, regret, decision.reason)
+
+
+def test_no_finding_carries_contradictory_remedies() -> None:
+    from pipelines.curves.findings import CONTRADICTORY, LR_HIGH, LR_LOW, Code, make_finding
+    from pipelines.curves.types import Severity
+
+    with pytest.raises(ValueError, match="contradictory remedies"):
+        make_finding(Code.OSCILLATION, Severity.WARNING, None, {}, "x", (LR_HIGH, LR_LOW))
+    # Every finding the engine makes on the labelled real curves passes the same check.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_curve
+
+    fixtures = Path(__file__).parents[2] / "fixtures" / "curves"
+    for path in sorted(fixtures.glob("*.csv")):
+        for finding in diagnose(load_curve(path, num_classes=10), extrapolate=False).findings:
+            for a, b in CONTRADICTORY:
+                assert not (a in finding.remedies and b in finding.remedies), (path.name, finding.code)
