@@ -2,7 +2,8 @@
 
 Used by :mod:`benchmarks.diagnosis_quality` and :mod:`benchmarks.early_stop`. A corpus is a folder
 of Keras ``CSVLogger`` files (0-based ``epoch`` column, https://keras.io/api/callbacks/csv_logger/)
-plus a ``labels.json`` mapping each file name to its labels:
+plus a ``labels.json`` mapping each file name to its labels (``benchmarks/corpus/README.md``; read
+with :func:`benchmarks.corpus.load_corpus`):
 
 - ``expected``: finding codes a correct tool must report (``["healthy"]`` for a sound run);
 - ``acceptable``: codes that are not false alarms on this run (optional, default none);
@@ -92,8 +93,24 @@ def _prior(value: Any, labels_path: Path, name: str) -> tuple[float, ...] | None
         ) from None
 
 
+def _older_fixtures(labels_path: Path) -> list[tuple[str, str, Any, Any, dict[str, Any]]]:
+    """(name, split, expected, acceptable, label) of the older fixtures' ``labels.json`` (no split:
+    all ``tune``; no acceptable codes)."""
+    raw = json.loads(labels_path.read_text())
+    entries = []
+    for name, meta in sorted(raw.items()):
+        if not isinstance(meta, dict) or "expected" not in meta:
+            raise ValueError(f"{labels_path}: run {name!r}: no 'expected' list")
+        entries.append((name, meta.get("split", "tune"), meta["expected"], meta.get("acceptable", []), meta))
+    return entries
+
+
 def load_runs(corpus: Path, splits: Iterable[str] = SPLITS) -> list[LabelledRun]:
-    """Read a corpus's ``labels.json`` (see the module docstring), sorted by file name.
+    """The labelled runs of a corpus (see the module docstring), sorted by file name.
+
+    Reads the corpus with :func:`benchmarks.corpus.load_corpus`; a ``labels.json`` without
+    ``split`` / ``acceptable`` keys (the older fixtures of ``tests/fixtures/curves``) is read as
+    all ``tune``, with no acceptable codes.
 
     Args:
         corpus: the folder holding ``labels.json`` and the CSV files it names.
@@ -105,25 +122,29 @@ def load_runs(corpus: Path, splits: Iterable[str] = SPLITS) -> list[LabelledRun]
     Raises:
         FileNotFoundError: ``labels.json`` or a CSV it names is missing.
         ValueError: (naming the file and run) no ``expected`` list, codes that are not a list of
-            strings, or a ``split`` other than ``"tune"`` / ``"test"``.
+            strings, a ``split`` other than ``"tune"`` / ``"test"``, or a malformed ``class_prior``.
     """
-    labels_path = Path(corpus) / "labels.json"
+    from benchmarks.corpus import load_corpus
+
+    corpus = Path(corpus)
+    labels_path = corpus / "labels.json"
     if not labels_path.is_file():
         raise FileNotFoundError(f"{labels_path}: no labels.json in the corpus folder")
-    raw = json.loads(labels_path.read_text())
-    runs = []
+    try:
+        entries = [
+            (r.name, r.split, list(r.expected), list(r.acceptable), r.label)
+            for r in load_corpus(None, corpus)
+        ]
+    except KeyError:
+        entries = _older_fixtures(labels_path)
     wanted = set(splits)
-    for name, meta in sorted(raw.items()):
-        if not isinstance(meta, dict):
-            raise ValueError(f"{labels_path}: run {name!r}: expected an object of labels")
-        if "expected" not in meta:
-            raise ValueError(f"{labels_path}: run {name!r}: no 'expected' list")
-        split = meta.get("split", "tune")
+    runs = []
+    for name, split, expected, acceptable, meta in entries:
         if split not in SPLITS:
             raise ValueError(f"{labels_path}: run {name!r}: 'split' must be one of {SPLITS}, got {split!r}")
         if split not in wanted:
             continue
-        path = labels_path.parent / name
+        path = corpus / name
         if not path.is_file():
             raise FileNotFoundError(f"{labels_path}: run {name!r}: no such file {path}")
         baseline = meta.get("baseline_accuracy")
@@ -133,8 +154,8 @@ def load_runs(corpus: Path, splits: Iterable[str] = SPLITS) -> list[LabelledRun]
                 path=path,
                 split=split,
                 dataset=str(meta.get("dataset") or (meta.get("config") or {}).get("dataset") or ""),
-                expected=_codes(meta["expected"], labels_path, name, "expected"),
-                acceptable=_codes(meta.get("acceptable", []), labels_path, name, "acceptable"),
+                expected=_codes(expected, labels_path, name, "expected"),
+                acceptable=_codes(acceptable, labels_path, name, "acceptable"),
                 num_classes=meta.get("num_classes"),
                 epoch_budget=meta.get("epoch_budget"),
                 n_val=meta.get("n_val"),

@@ -40,18 +40,28 @@ def test_load_runs_filters_splits_and_names_bad_labels(tmp_path: Path) -> None:
     write_corpus(
         tmp_path,
         {
-            "a.csv": (curve, {"expected": ["healthy"], "split": "tune", "dataset": "d1"}),
+            "a.csv": (curve, {"expected": ["healthy"], "acceptable": [], "split": "tune", "dataset": "d1"}),
             "b.csv": (curve, {"expected": ["plateau"], "acceptable": ["overfitting"], "split": "test"}),
         },
     )
     assert [r.name for r in load_runs(tmp_path, ["test"])] == ["b.csv"]
     (b,) = load_runs(tmp_path, ["test"])
     assert b.acceptable == {"overfitting"} and b.complete and not b.early_stopped
+    assert [r.dataset for r in load_runs(tmp_path, ["tune"])] == ["d1"]
     labels = json.loads((tmp_path / "labels.json").read_text())
     labels["a.csv"]["split"] = "train"
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     with pytest.raises(ValueError, match=r"labels.json: run 'a.csv': 'split'"):
         load_runs(tmp_path)
+
+
+def test_load_runs_reads_the_older_fixtures_as_tune(tmp_path: Path) -> None:
+    write_corpus(
+        tmp_path, {"a.csv": ({"val_loss": [2.0, 1.9]}, {"expected": ["plateau"], "config": {"dataset": "x"}})}
+    )
+    (run,) = load_runs(tmp_path)
+    assert (run.split, run.dataset, run.expected, run.acceptable) == ("tune", "x", {"plateau"}, frozenset())
+    assert load_runs(tmp_path, ["test"]) == []
 
 
 def result(expected: set[str], reported: set[str] | None, acceptable: set[str] = frozenset()) -> dq.RunResult:
