@@ -22,7 +22,7 @@ never fires). Per method it prints:
 - on **stall** runs: median epochs saved against the full run, median epochs earlier than
   ``ES(val_loss, p=5)`` (the stop-epoch difference, positive = earlier), and mean regret;
 - on **healthy / still improving** runs: false stops (regret > 0.005) and mean regret;
-- over all runs: the share of epochs saved.
+- over all runs: the share of epochs saved and mean regret.
 
 Regret: best val_accuracy of the whole run minus the best up to the stop, i.e. what is lost when
 the best weights so far are kept (``restore_best_weights=True`` semantics).
