@@ -297,10 +297,12 @@ SHAPES = ("horizontal bar", "vertical bar", "square outline", "diagonal", "cross
 
 
 def _draw(kind: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    # Shapes sit near the centre with a few pixels of jitter in position and size: an MLP can
+    # learn them from ~1,000 examples (anywhere in the frame, it could not: 0.55 with noise 0.25).
     img = np.zeros((size, size), dtype="float32")
-    a, b = sorted(rng.integers(2, size - 2, size=2))
-    b = min(size, max(b, a + 4))
-    c = int(rng.integers(2, size - 2))
+    a = int(rng.integers(2, 6))
+    b = int(rng.integers(size - 6, size - 2))
+    c = int(rng.integers(size // 2 - 3, size // 2 + 2))
     w = int(rng.integers(1, 3))
     if kind == 0:
         img[c : c + w, a:b] = 1.0

@@ -165,7 +165,9 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     # the run does not recover from (it ends at chance or still far above the prior's loss).
     max_tl = float(np.nanmax(np.where(np.isfinite(tl), tl, np.nan))) if np.isfinite(tl).any() else math.inf
     blown = max_tl > DIVERGENCE_FACTOR * ctx.prior_loss
-    ends_dead = va[-1] <= band or not np.isfinite(tl[-1]) or tl[-1] > 3 * ctx.prior_loss
+    # (Keras adds L2 penalties to loss and val_loss: a large loss alone is not divergence, so a
+    # blown-up loss counts only when the run ends at chance.)
+    ends_dead = va[-1] <= band or not np.isfinite(tl[-1])
     # Collapse: the run learned (beyond chance), then its training loss rose > 10x above its
     # lowest value and it ends at chance (a learning rate ramped past the stable range).
     collapse = False
@@ -256,7 +258,7 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     if (
         ctx.ceiling is not None
         and not never_beyond_chance
-        and ta_end < ctx.ceiling - gap_floor(ctx.ceiling)
+        and ta_end < ctx.ceiling - max(0.05, gap_floor(ctx.ceiling))
         and abs(ta_end - va_end) <= max(0.05, Z * binomial_sd(va_end, ctx.n_val))
         and flat_end
         and not steady
