@@ -1,9 +1,20 @@
-"""The Prefect flow ``retrain``: fetch -> prepare -> validate -> baseline -> train -> evaluate -> compare.
+"""The Prefect flow ``retrain``: fetch -> prepare -> validate -> baseline | train -> evaluate -> compare.
 
 Orchestration only: each task wraps one ``pipelines.steps.run_*`` function, the same function that
-the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``. I/O-bound tasks retry; the
-train task retries once too, resuming from Keras' ``BackupAndRestore`` state rather than starting
-over. A failed data validation stops the flow before training.
+the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the decisions live in
+``pipelines.schedule`` and ``pipelines.versioning``:
+
+* after fetching, the run is skipped when the data version and params equal those of the last
+  successful run (:func:`pipelines.schedule.decide_retrain`), in one log line;
+* inside the DVC project, prepare, validate and baseline run only when ``dvc status`` says they
+  changed (as ``dvc repro`` would); the baseline runs beside training;
+* at the end the stages that ran are recorded with ``dvc commit`` and pushed (``dvc.lock`` is then
+  clean), and ``dvc.lock`` is attached to the MLflow run;
+* a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
+  ``curvewatch.series_stall``.
+
+I/O-bound tasks retry; the train task retries once too, resuming from Keras' ``BackupAndRestore``
+state rather than starting over. A failed data validation stops the flow before training.
 """
 
 from __future__ import annotations
@@ -15,13 +26,24 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import steps
+from pipelines import schedule, steps, versioning
 from pipelines.config import Params, load_params
 
 
 @task(name="fetch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def fetch_task(params: Params):
     return steps.run_fetch(params)
+
+
+@task(name="decide", cache_policy=NO_CACHE)
+def decide_task(params: Params, force: bool) -> schedule.RetrainDecision:
+    current = schedule.current_fingerprint(params)
+    return schedule.decide_retrain(current, schedule.last_successful_fingerprint(params), force=force)
+
+
+@task(name="dvc-status", cache_policy=NO_CACHE)
+def changed_task(project: versioning.DvcProject, stages: list[str]) -> set[str]:
+    return versioning.changed_stages(project, stages)
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
@@ -49,9 +71,49 @@ def evaluate_task(params: Params):
     return steps.run_evaluate(params)
 
 
-@task(name="compare", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def _not_a_gate_failure(task, task_run, state) -> bool:
+    """Retry compare on I/O trouble, never on a failed gate (the same runs give the same verdict)."""
+    return not isinstance(state.result(raise_on_failure=False), steps.GateFailed)
+
+
+@task(
+    name="compare",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_not_a_gate_failure,
+    cache_policy=NO_CACHE,
+)
 def compare_task(params: Params) -> steps.CompareOutcome:
     return steps.run_compare(params)
+
+
+@task(name="dvc-commit-data", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def commit_data_task(project: versioning.DvcProject, stages: list[str]) -> None:
+    versioning.commit_and_push(project, stages, push=False)
+
+
+@task(name="dvc-commit", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def version_task(project: versioning.DvcProject, stages: list[str], run_id: str) -> str:
+    versioning.commit_and_push(project, stages)
+    return versioning.record_in_run(project, run_id)
+
+
+@task(name="series-watch", cache_policy=NO_CACHE)
+def watch_task(params: Params, outcome: steps.CompareOutcome) -> list[str]:
+    from prefect.events import emit_event
+
+    model = params.tracking.registered_model
+    events = schedule.watch_events(outcome.gate_decision, outcome.findings)
+    for e in events:
+        emit_event(
+            event=e.event,
+            resource={
+                "prefect.resource.id": schedule.MODEL_RESOURCE_PREFIX + model,
+                "prefect.resource.name": model,
+            },
+            payload={"message": e.message, "mlflow_run_id": outcome.run_id, "gate": outcome.gate_decision},
+        )
+    return [e.event for e in events]
 
 
 @dataclass
@@ -67,13 +129,17 @@ class RetrainSummary:
     promoted: bool | None = None
     gate: str | None = None
     report: Path | None = None
+    skipped: str | None = None  # the one-line reason when training was skipped
+    dvc_lock_md5: str | None = None
     ui_command: str = "make ui"
 
     def render(self) -> str:
         lines = ["", "curvewatch retrain summary", "-" * 26]
-        lines.append(
-            f"data validation : {'passed' if self.validation_passed else 'FAILED'}  {self.validation_message}"
-        )
+        if self.skipped:
+            lines.append(f"skipped         : {self.skipped}")
+        else:
+            verdict = "passed" if self.validation_passed else "FAILED"
+            lines.append(f"data validation : {verdict}  {self.validation_message}")
         if self.run_id:
             lines += [
                 f"MLflow run      : {self.run_id}",
@@ -83,48 +149,102 @@ class RetrainSummary:
                 f" ({self.gate})",
                 f"report          : {self.report}",
             ]
+            if self.dvc_lock_md5:
+                lines.append(f"dvc.lock        : md5 {self.dvc_lock_md5} (committed and pushed)")
         lines.append(f"MLflow UI       : {self.ui_command}")
         return "\n".join(lines)
 
 
+def _report_artifact(outcome: steps.CompareOutcome) -> None:
+    create_markdown_artifact(
+        outcome.report_markdown.read_text(), key="curvewatch-report", description="curvewatch curve diagnosis"
+    )
+
+
+def _expectations_checked(params: Params) -> float:
+    """Expectations counted by the last validation (``paths.validation_metrics``)."""
+    import json
+
+    metrics = json.loads(params.paths.validation_metrics.read_text())
+    return float(metrics.get("validation", {}).get("expectations_evaluated", 0))
+
+
 @flow(name="retrain", log_prints=True)
-def retrain(params_path: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None):
+def retrain(
+    params_path: str = "params.yaml",
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+    force: bool = False,
+) -> RetrainSummary:
     """Retrain on the configured dataset, diagnose the curves and gate against the champion.
 
     Args:
         params_path: the params file (``params.yaml``).
         profile: ``quick`` or ``full`` (default: ``base.profile`` in the file).
         overrides: ``section.key=value`` strings, e.g. ``["train.epochs=2"]``.
+        force: retrain even when the data version and params equal the last successful run's.
 
     Returns:
-        RetrainSummary. Raises ``ValidationFailed`` (flow state Failed) when the data fails its
-        suites, and ``GateFailed`` when the gate fails and ``compare.fail_on_regression`` is set.
+        RetrainSummary (``skipped`` set when nothing changed). Raises ``ValidationFailed`` (flow
+        state Failed) when the data fails its suites, ``GateFailed`` when the gate fails and
+        ``compare.fail_on_regression`` is set, and ``VersioningError`` when DVC cannot record the run.
     """
     logger = get_run_logger()
     params = load_params(params_path, profile=profile, overrides=overrides)
+    project, not_versioned = versioning.dvc_project(params_path, profile=profile, overrides=overrides)
+    if project is None:
+        logger.info("not recorded in dvc.lock: %s", not_versioned)
     fetch_task(params)
-    prepare_task(params)
-    try:
-        validation = validate_task(params)
-    except steps.ValidationFailed as exc:
-        create_markdown_artifact(
-            f"# Data validation failed\n\n```\n{exc}\n```\n",
-            key="data-validation",
-            description="curvewatch data validation",
-        )
-        logger.error(str(exc))
-        raise
-    baseline_task(params)
+    decision = decide_task(params, force)
+    logger.info(decision.reason)
+    if not decision.retrain:
+        return RetrainSummary(validation_passed=True, validation_message="", skipped=decision.reason)
+
+    skippable = list(schedule.SKIPPABLE_STAGES)
+    run = schedule.stages_to_run(changed_task(project, skippable) if project else set(skippable))
+    skipped = [s for s in skippable if s not in run]
+    if skipped:
+        logger.info("unchanged since dvc.lock, not rerun: %s", ", ".join(skipped))
+    if "prepare" in run:
+        prepare_task(params)
+    if "validate" in run:
+        try:
+            validate_task(params)
+        except steps.ValidationFailed as exc:
+            create_markdown_artifact(
+                f"# Data validation failed\n\n```\n{exc}\n```\n",
+                key="data-validation",
+                description="curvewatch data validation",
+            )
+            logger.error(str(exc))
+            raise
+    # The baseline does not feed training (compare reads it): run it beside the train task, and so
+    # is the dvc commit of the data stages that ran (training reads but never writes them).
+    baseline = baseline_task.submit(params) if "baseline" in run else None
+    data_stages = ["fetch", *(s for s in ("prepare", "validate") if s in run)]
+    committed = commit_data_task.submit(project, data_stages) if project and data_stages else None
     trained = train_task(params)
+    if baseline is not None:
+        baseline.result()
+    if committed is not None:
+        committed.result()
     evaluate_task(params)
-    outcome = compare_task(params)
-    create_markdown_artifact(
-        outcome.report_markdown.read_text(), key="curvewatch-report", description="curvewatch curve diagnosis"
-    )
-    checked = validation.metrics.get("validation.expectations_evaluated", 0)
-    summary = RetrainSummary(
+    try:
+        outcome = compare_task(params)
+    except steps.GateFailed as exc:
+        if exc.outcome is not None:  # the report and the series watch still go out
+            _report_artifact(exc.outcome)
+            watch_task(params, exc.outcome)
+        raise
+    _report_artifact(outcome)
+    watch_task(params, outcome)
+    lock_md5 = None
+    if project is not None:
+        stages = [*(["baseline"] if "baseline" in run else []), "train", "evaluate", "compare"]
+        lock_md5 = version_task(project, stages, trained.run_id)
+    return RetrainSummary(
         validation_passed=True,
-        validation_message=f"({checked:.0f} expectations)",
+        validation_message=f"({_expectations_checked(params):.0f} expectations)",
         run_id=trained.run_id,
         test_accuracy=outcome.test_accuracy,
         verdict=outcome.verdict,
@@ -132,5 +252,5 @@ def retrain(params_path: str = "params.yaml", profile: str | None = None, overri
         promoted=outcome.promoted,
         gate=outcome.gate_message,
         report=outcome.report_markdown,
+        dvc_lock_md5=lock_md5,
     )
-    return summary

@@ -172,6 +172,10 @@ def diagnose(
     write_tags: Annotated[
         bool, typer.Option(help="write verdict tags and metrics back to MLflow runs")
     ] = True,
+    params: Annotated[
+        Path,
+        typer.Option("--params", "-p", help="thresholds from this file's `diagnose` section, if it exists"),
+    ] = Path("params.yaml"),
 ) -> None:
     """Diagnose training curves; exit 1 when any run is flagged, 0 when all are healthy, 2 on bad input."""
     from rich.console import Console
@@ -216,7 +220,8 @@ def diagnose(
         except MlflowException as exc:
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
         curves += [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
-    results = batch.diagnose_all(curves, extrapolate=extrapolate)
+    config = _params(params, None, None).diagnose if params.exists() else None
+    results = batch.diagnose_all(curves, extrapolate=extrapolate, config=config)
     table = Table(title="curvewatch diagnosis", caption=batch.EPOCH_CONVENTION.replace("`", ""))
     for column in ("run", "verdict", "onset epoch", "evidence"):
         table.add_column(column, overflow="fold")
@@ -251,16 +256,12 @@ def tune(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
 ) -> None:
     """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""
-    from pipelines.prepare import load_split
-    from pipelines.steps import load_train_data
-    from pipelines.tune import tune as run_tune
+    from pipelines.steps import run_tune
 
     _setup_logging()
     p = _params(params, profile, set_)
-    data, _ = load_train_data(p)
-    test = load_split(p.paths.prepared_dir, "test")
     try:
-        result = run_tune(p, data, n_trials=trials, test=(test.x, test.y), storage=storage)
+        result = run_tune(p, trials=trials, storage=storage)
     except ValueError as exc:
         _fail(exc)
     for t in result.trials:
@@ -301,16 +302,22 @@ def ensure_prefect_server() -> str:
 
 @flow_app.command("retrain")
 def flow_retrain(
-    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="retrain even when data version and params are unchanged")
+    ] = False,
 ) -> None:
-    """Run the Prefect flow ``retrain`` end to end and print its summary."""
+    """Run the Prefect flow ``retrain`` end to end and print its summary (training is skipped when
+    the data version and params equal the last successful run's, unless --force)."""
     _params(params, profile, set_)  # fail fast on a bad params file, before Prefect starts
     ensure_prefect_server()
     from flows.retrain import RetrainSummary, retrain
     from pipelines.steps import GateFailed, ValidationFailed
 
     try:
-        summary = retrain(params_path=str(params), profile=profile, overrides=list(set_ or []))
+        summary = retrain(params_path=str(params), profile=profile, overrides=list(set_ or []), force=force)
     except ValidationFailed as exc:
         failed = RetrainSummary(validation_passed=False, validation_message=str(exc))
         typer.echo(failed.render())

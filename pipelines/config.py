@@ -37,11 +37,18 @@ class PathsConfig(_Frozen):
     raw_dir: Path = Path("data/raw")
     prepared_dir: Path = Path("data/prepared")
     validation_dir: Path = Path("reports/validation")
-    model_dir: Path = Path("models")
     evaluation_dir: Path = Path("reports/evaluation")
     compare_dir: Path = Path("reports/compare")
-    metrics_dir: Path = Path("metrics")
-    plots_dir: Path = Path("plots")
+    # Every output file is named once, here; dvc.yaml interpolates the same keys (${paths.*}).
+    model_file: Path = Path("models/model.keras")
+    run_file: Path = Path("models/run.json")
+    validation_metrics: Path = Path("metrics/validation.json")
+    baseline_metrics: Path = Path("metrics/baseline.json")
+    train_metrics: Path = Path("metrics/train.json")
+    evaluate_metrics: Path = Path("metrics/evaluate.json")
+    compare_metrics: Path = Path("metrics/compare.json")
+    history_plot: Path = Path("plots/history.csv")
+    confusion_plot: Path = Path("plots/confusion.csv")
     backup_dir: Path = Path(".curvewatch/backup")
     expectations_dir: Path = Path("expectations")
 
@@ -115,6 +122,43 @@ class TrackingConfig(_Frozen):
     registered_model: str = "curvewatch-fashion-mnist-classifier"
 
 
+class ScheduleConfig(_Frozen):
+    """When the ``retrain`` deployment runs (``flows/deployments.py``).
+
+    ``retrain_cron`` is a standard 5-field cron string (minute hour day-of-month month
+    day-of-week), as Prefect's ``CronSchedule`` takes it; ``timezone`` is an IANA name.
+    """
+
+    retrain_cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+
+        if len(v.split()) != 5:
+            raise ValueError(f"{v!r} is not a 5-field cron string (minute hour day month weekday)")
+        try:
+            CronSim(v, datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"{v!r} is not a valid cron string: {exc}") from exc
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{v!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)") from exc
+        return v
+
+
 class Params(_Frozen):
     """The whole resolved ``params.yaml``; ``profiles`` is already applied and kept for reference."""
 
@@ -129,6 +173,7 @@ class Params(_Frozen):
     tune: TuneConfig = TuneConfig()
     diagnose: DiagnoseConfig = DiagnoseConfig()
     tracking: TrackingConfig = TrackingConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

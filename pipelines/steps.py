@@ -5,7 +5,7 @@ task of the Prefect flow ``retrain`` (``flows/retrain.py``); nothing is implemen
 logic lives in the stage modules (``fetch``, ``prepare``, ``validate``, ``train``, ``evaluate``,
 ``curves``); this module only wires files and MLflow around them.
 
-Runs are linked across stages through ``<model_dir>/run.json``, written by the train stage: the
+Runs are linked across stages through ``paths.run_file``, written by the train stage: the
 evaluate and compare stages log into the same MLflow run.
 """
 
@@ -23,8 +23,6 @@ from pipelines.io_utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
-
 
 class StageError(RuntimeError):
     """A stage cannot run: an input from an earlier stage is missing or the gate failed."""
@@ -40,7 +38,12 @@ class ValidationFailed(StageError):
 
 
 class GateFailed(StageError):
-    """The challenger failed the regression gate and ``compare.fail_on_regression`` is set."""
+    """The challenger failed the regression gate and ``compare.fail_on_regression`` is set.
+    ``outcome`` is the compare stage's :class:`CompareOutcome` (everything was written first)."""
+
+    def __init__(self, message: str, outcome: CompareOutcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def _read_json(path: Path, stage: str) -> dict[str, Any]:
@@ -72,7 +75,7 @@ def run_prepare(params: Params):
 def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
     """Validate the prepared data with the suites in ``expectations/``.
 
-    Writes ``<metrics_dir>/validation.json`` (DVC metrics). On failure, records the failed
+    Writes ``paths.validation_metrics`` (DVC metrics). On failure, records the failed
     validation as an MLflow run (status FAILED, ``curvewatch.run_kind=validation``) so that it is
     visible next to the training runs, then raises.
 
@@ -87,7 +90,7 @@ def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
         params.paths.validation_dir,
         suites_dir=params.paths.expectations_dir,
     )
-    atomic_write_json(params.paths.metrics_dir / "validation.json", _nested(result.metrics))
+    atomic_write_json(params.paths.validation_metrics, _nested(result.metrics))
     if not result.success:
         run_id = _log_failed_validation(params, result) if log_failure_to_mlflow else None
         raise ValidationFailed(
@@ -133,21 +136,19 @@ def _log_failed_validation(params: Params, result) -> str:
 
 
 # ------------------------------------------------------------------------------------------ baseline
-BASELINE_FILE = "baseline.json"
-
-
 def run_baseline(params: Params) -> float:
     """Validation accuracy of a scikit-learn logistic regression on the same split.
 
     The curve diagnosis judges a plateau "low" against it (:func:`pipelines.baseline.baseline_accuracy`).
     It depends only on the prepared data and the seed, so it is computed once per data version
-    (DVC content hash of ``paths.prepared_dir``) and kept in ``<metrics_dir>/baseline.json``; a
-    scheduled retrain on unchanged data reuses it.
+    (DVC content hash of ``paths.prepared_dir``) and kept in ``paths.baseline_metrics``; a
+    scheduled retrain on unchanged data reuses it. It does not feed training, so the flow runs it
+    beside the train task; the compare stage reads it.
     """
     from pipelines import tracking
     from pipelines.baseline import baseline_accuracy
 
-    path = params.paths.metrics_dir / BASELINE_FILE
+    path = params.paths.baseline_metrics
     key = {"data_version": tracking.dvc_content_hash(params.paths.prepared_dir), "seed": params.base.seed}
     if path.is_file():
         try:
@@ -163,7 +164,7 @@ def run_baseline(params: Params) -> float:
 
 
 def _read_baseline(params: Params) -> float | None:
-    path = params.paths.metrics_dir / BASELINE_FILE
+    path = params.paths.baseline_metrics
     if not path.is_file():
         return None
     return float(_read_json(path, "baseline")["baseline"]["val_accuracy"])
@@ -199,21 +200,21 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
 
     Logs the full resolved config, the git commit, the dataset with its DVC content hash, the
     validation results, per-epoch curves (step = epoch), the model (Keras flavour, registered as a
-    new version of ``tracking.registered_model``). Writes ``<model_dir>/model.keras``,
-    ``<model_dir>/run.json``, ``<plots_dir>/history.csv`` and ``<metrics_dir>/train.json``.
+    new version of ``tracking.registered_model``). Writes ``paths.model_file``, ``paths.run_file``,
+    ``paths.history_plot`` and ``paths.train_metrics``.
 
     Raises:
         StageError: the prepared data or validation results are missing.
     """
     import numpy as np
 
-    from pipelines import tracking
+    from pipelines import schedule, tracking
     from pipelines.curves.callback import DiagnosisCallback
     from pipelines.prepare import load_manifest
     from pipelines.train import save_history_csv, save_model, train
 
     paths = params.paths
-    validation_metrics = _read_json(paths.metrics_dir / "validation.json", "validate")
+    validation_metrics = _read_json(paths.validation_metrics, "validate")
     data, classes = load_train_data(params)
 
     mc = tracking.client()
@@ -226,6 +227,7 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
             tracking.RUN_KIND_TAG: "train",
             "mlflow.source.git.commit": tracking.git_commit() or "unknown",
             "curvewatch.data_version": data_version,
+            schedule.PARAMS_TAG: schedule.params_md5(params),  # with data_version: the skip key
             "curvewatch.profile": params.base.profile,
         },
     )
@@ -245,23 +247,19 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         )
         tracking.log_metrics(mc, run_id, _flat(validation_metrics))
         mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
-        baseline = _read_baseline(params)
-        if baseline is not None:
-            tracking.log_metrics(mc, run_id, {"baseline.val_accuracy": baseline})
-
+        # No baseline here: it runs beside training; the compare stage logs it and diagnoses with it.
         diag_cb = DiagnosisCallback(
             epoch_budget=params.train.epochs,
             num_classes=data.num_classes,
             class_prior=(np.bincount(data.y_train, minlength=data.num_classes) / data.y_train.size).tolist(),
-            baseline_accuracy=baseline,
             config=params.diagnose,
         )
         callbacks = (tracking.epoch_logger(mc, run_id), diag_cb, *extra_callbacks)
         result = train(
             params.train, data, seed=params.base.seed, backup_dir=paths.backup_dir, callbacks=callbacks
         )
-        save_model(result.model, paths.model_dir / "model.keras")
-        save_history_csv(result.history, paths.plots_dir / "history.csv")
+        save_model(result.model, paths.model_file)
+        save_history_csv(result.history, paths.history_plot)
         tracking.set_tags(
             mc,
             run_id,
@@ -285,10 +283,10 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         raise
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")
     atomic_write_json(
-        paths.model_dir / RUN_FILE,
+        paths.run_file,
         {"run_id": run_id, "model_version": version, "experiment_id": exp_id, "data_version": data_version},
     )
-    atomic_write_json(paths.metrics_dir / "train.json", {"train": summary})
+    atomic_write_json(paths.train_metrics, {"train": summary})
     return TrainOutcome(
         run_id=run_id,
         model_version=version,
@@ -336,12 +334,28 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes) -> str 
     return str(info.registered_model_version) if info.registered_model_version is not None else None
 
 
+# --------------------------------------------------------------------------------------------- tune
+def run_tune(params: Params, *, trials: int | None = None, storage: str | None = None):
+    """Optuna search around ``train`` on the prepared data (see :func:`pipelines.tune.tune`); the
+    best trial is scored on the test split. Used by ``curvewatch tune`` and the Prefect flow ``tune``.
+
+    Raises:
+        ValueError: as :func:`pipelines.tune.tune` (bad trial count, every trial pruned or failed).
+    """
+    from pipelines.prepare import load_split
+    from pipelines.tune import tune
+
+    data, _ = load_train_data(params)
+    test = load_split(params.paths.prepared_dir, "test")
+    return tune(params, data, n_trials=trials, test=(test.x, test.y), storage=storage)
+
+
 # ------------------------------------------------------------------------------------------ evaluate
 def run_evaluate(params: Params):
     """Evaluate the trained model on the official test split; log into the training run.
 
     Writes ``paths.evaluation_dir`` (metrics.json, per_class.csv, confusion_matrix.png,
-    predictions.parquet), ``<metrics_dir>/evaluate.json`` and ``<plots_dir>/confusion.csv``.
+    predictions.parquet), ``paths.evaluate_metrics`` and ``paths.confusion_plot``.
     """
     import keras
 
@@ -350,8 +364,8 @@ def run_evaluate(params: Params):
     from pipelines.prepare import load_classes, load_split
 
     paths = params.paths
-    run_info = _read_json(paths.model_dir / RUN_FILE, "train")
-    model_path = paths.model_dir / "model.keras"
+    run_info = _read_json(paths.run_file, "train")
+    model_path = paths.model_file
     if not model_path.is_file():
         raise StageError(f"{model_path}: missing; run the train stage first")
     model = keras.saving.load_model(model_path)
@@ -362,11 +376,10 @@ def run_evaluate(params: Params):
     )
     save_evaluation(result, paths.evaluation_dir)
     summary = {"test_loss": float(result.test_loss), "test_accuracy": float(result.test_accuracy)}
-    atomic_write_json(paths.metrics_dir / "evaluate.json", {"evaluate": summary})
+    atomic_write_json(paths.evaluate_metrics, {"evaluate": summary})
     preds = result.predictions
-    paths.plots_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
-        paths.plots_dir / "confusion.csv",
+        paths.confusion_plot,
         preds[["label", "predicted"]].rename(columns={"label": "actual"}).to_csv(index=False),
     )
     mc = tracking.client()
@@ -404,7 +417,7 @@ def run_compare(params: Params) -> CompareOutcome:
     ``compare.recent_runs`` training runs from MLflow. Writes MLflow tags (``curvewatch.verdict``,
     ``curvewatch.plateau_onset_epoch``, ``curvewatch.gate`` ...) and metrics on the run, the report
     (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as run artifacts,
-    ``<metrics_dir>/compare.json``, and moves the ``champion`` alias when the gate passes.
+    ``paths.compare_metrics``, and moves the ``champion`` alias when the gate passes.
 
     Raises:
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
@@ -418,7 +431,7 @@ def run_compare(params: Params) -> CompareOutcome:
     from pipelines.curves.report import render_report
 
     paths, cfg = params.paths, params.compare
-    run_info = _read_json(paths.model_dir / RUN_FILE, "train")
+    run_info = _read_json(paths.run_file, "train")
     run_id = run_info["run_id"]
     mc = tracking.client()
     challenger_curve = tracking.run_curve(mc, run_id)
@@ -434,15 +447,22 @@ def run_compare(params: Params) -> CompareOutcome:
     recent = tracking.fetch_curves(mc, recent_runs)  # the Run objects are in hand: one bulk read
     champion_curve = tracking.run_curve(mc, champion.run_id) if champion else None
 
-    baseline = mc.get_run(run_id).data.metrics.get("baseline.val_accuracy")
-    diagnosis = diagnose(
-        challenger_curve, config=params.diagnose, baseline_accuracy=baseline
-    )
+    baseline = _read_baseline(params)
+    if baseline is not None:
+        tracking.log_metrics(mc, run_id, {"baseline.val_accuracy": baseline})
+    diagnosis = diagnose(challenger_curve, config=params.diagnose, baseline_accuracy=baseline)
     import pandas as pd
 
     challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
     with tempfile.TemporaryDirectory() as tmp:
         champion_preds = tracking.download_predictions(mc, champion.run_id, Path(tmp)) if champion else None
+    if champion_preds is not None and set(champion_preds["id"]) != set(challenger_preds["id"]):
+        # A new data version (e.g. images added to the folder) moved the test split: a paired gate
+        # needs both models scored on the same examples, so score the champion on this one.
+        log.info(
+            "the test split changed since the champion's run: scoring champion v%s on it", champion.version
+        )
+        champion_preds = _rescore_champion(params, mc, champion)
     seed_accuracies = (
         tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id, exclude=[run_id])
         if champion
@@ -488,9 +508,7 @@ def run_compare(params: Params) -> CompareOutcome:
     tracking.log_metrics(mc, run_id, numbers)
     for p in (report.markdown, report.html, report.png, report.json):
         mc.log_artifact(run_id, str(p), "curvewatch")
-    atomic_write_json(
-        paths.metrics_dir / "compare.json", {"compare": _finite(numbers) | {"promoted": promoted}}
-    )
+    atomic_write_json(paths.compare_metrics, {"compare": _finite(numbers) | {"promoted": promoted}})
 
     diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
     gate_msg = gate_result.finding.message if gate_result.finding else _gate_sentence(gate_result)
@@ -508,8 +526,28 @@ def run_compare(params: Params) -> CompareOutcome:
         findings=[{"code": f.code, "message": f.message} for f in diagnosis.findings + findings],
     )
     if not gate_result.passed and cfg.fail_on_regression:
-        raise GateFailed(f"regression gate failed: {gate_msg}")
+        raise GateFailed(f"regression gate failed: {gate_msg}", outcome)
     return outcome
+
+
+def _rescore_champion(params: Params, mc, champion):
+    """The champion's per-example predictions on the current test split (``evaluate`` format).
+
+    Raises:
+        ValueError: the champion cannot score this split (other image shape or class count).
+    """
+    import mlflow
+    import mlflow.keras
+
+    from pipelines.evaluate import evaluate
+    from pipelines.prepare import load_classes, load_split
+
+    mlflow.set_tracking_uri(mc.tracking_uri)
+    mlflow.set_registry_uri(mc.tracking_uri)
+    model = mlflow.keras.load_model(f"models:/{params.tracking.registered_model}/{champion.version}")
+    test = load_split(params.paths.prepared_dir, "test")
+    names = load_classes(params.paths.prepared_dir)["class_names"]
+    return evaluate(model, test.x, test.y, test.ids, names, batch_size=params.evaluate.batch_size).predictions
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:

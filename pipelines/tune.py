@@ -61,10 +61,10 @@ def pruning_callback(trial, *, epoch_budget: int, num_classes: int | None):
                 self.history.setdefault(key, []).append(float(value))
             if "val_accuracy" in (logs or {}):
                 trial.report(float(logs["val_accuracy"]), step=epoch + 1)
-            stop, finding = should_stop(self.history, epoch_budget=epoch_budget, num_classes=num_classes)
-            if stop:
-                reason = finding.message if finding is not None else "stall confirmed"
-                trial.set_user_attr("pruned_because", f"epoch {epoch + 1}: {reason}")
+            decision = should_stop(self.history, epoch_budget=epoch_budget, num_classes=num_classes)
+            if decision.stop:
+                reason = decision.reason or f"stopped at epoch {epoch + 1}"
+                trial.set_user_attr("pruned_because", reason)
                 raise optuna.TrialPruned(reason)
 
     return StallPruning()

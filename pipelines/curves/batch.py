@@ -189,9 +189,15 @@ def mlflow_tags(d: Diagnosis) -> dict[str, str | None]:
 def mlflow_metrics(d: Diagnosis) -> dict[str, float]:
     """Numeric metrics written on an MLflow run (``diagnosis.*``)."""
     out: dict[str, float] = {"diagnosis.findings": float(len(d.findings))}
-    for name in ("plateau_onset_epoch", "plateau_level", "plateau_spread", "best_epoch", "noise"):
-        value = getattr(d, name, None)
+    values = {
+        "plateau_onset_epoch": d.plateau_onset_epoch,
+        "plateau_level": d.plateau_level,
+        "plateau_spread": d.plateau_spread,
+        "best_epoch": d.best_epoch,
+        "noise": d.noise,
+    }
+    for name, value in values.items():
         if value is not None and math.isfinite(float(value)):
             out[f"diagnosis.{name}"] = float(value)
-    out["diagnosis.stalled"] = float(bool(getattr(d, "stalled", False)))
+    out["diagnosis.stalled"] = float(d.stalled)
     return out

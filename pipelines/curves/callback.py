@@ -117,7 +117,9 @@ class StopDecision:
 _NO = StopDecision(False, None, None)
 
 
-def _loss_still_falling(history: Mapping[str, Sequence[float]], since: int, cfg: DiagnoseConfig) -> bool:
+def _loss_still_falling(
+    history: Mapping[str, Sequence[float]], since: int, cfg: DiagnoseConfig, budget: int | None = None
+) -> bool:
     """val_loss (else the training loss) still falling: steadily over the run, or beyond noise lately.
 
     True when either (a) the loss improves steadily over the whole run (the ``too_slow`` rule,
@@ -143,7 +145,18 @@ def _loss_still_falling(history: Mapping[str, Sequence[float]], since: int, cfg:
     if steady is not None and steady["steadiness"] >= 0.5:
         return True
     mask = ok & (epochs >= since)
-    return mask.sum() >= 3 and slope_z(epochs[mask].astype(float), values[mask], sigma) <= -z_crit
+    if mask.sum() < 3:
+        return False
+    x, y = epochs[mask].astype(float), values[mask]
+    if slope_z(x, y, sigma) > -z_crit:
+        return False
+    # Practically significant: at its recent pace the loss would fall by at least ``live_loss_fall``
+    # of its level over the epochs left (twice the window when the budget is unknown); a loss
+    # creeping down by a fraction of a percent an epoch leaves accuracy where it is.
+    slope = float(np.polyfit(x, y, 1)[0])
+    left = (budget - int(epochs[-1])) if budget else 2 * int(mask.sum())
+    level = float(np.mean(y[-3:]))
+    return -slope * max(left, 1) >= cfg.live_loss_fall * abs(level)
 
 
 def should_stop(
@@ -163,7 +176,8 @@ def should_stop(
     The decision, on the history so far (:func:`diagnose_history`, ``live=True``):
 
     1. ``divergence`` (NaN/inf or exploding loss): stop at once, from epoch 1, with
-       ``stop_on_divergence``.
+       ``stop_on_divergence``; a blow-up followed by a dead network once that has lasted
+       ``live_patience`` epochs.
     2. ``not_learning`` (at chance with the loss at the prior's entropy) for at least
        2 x ``live_patience`` epochs, its loss not falling beyond noise over the last
        2 x ``live_patience`` epochs (a slow start sits at chance while its loss already falls):
@@ -224,12 +238,18 @@ def should_stop(
     chosen: Finding | None = None
     for finding in diagnosis.findings:
         if finding.code == Code.DIVERGENCE and stop_on_divergence:
-            chosen = finding
-            break
+            # NaN/inf or a loss still blown up: stop now. A blow-up followed by a dead network
+            # (loss back at the prior's entropy) is confirmed over live_patience epochs first.
+            dead_after_peak = "loss_peak" in finding.evidence
+            if not dead_after_peak or size - (finding.onset_epoch or 1) >= cfg.live_patience:
+                chosen = finding
+                break
         if finding.code == Code.NOT_LEARNING:
             since = finding.onset_epoch or 1
             recent = max(since, size - 2 * cfg.live_patience + 1)
-            if size - since + 1 >= 2 * cfg.live_patience and not _loss_still_falling(history, recent, cfg):
+            if size - since + 1 >= 2 * cfg.live_patience and not _loss_still_falling(
+                history, recent, cfg, epoch_budget
+            ):
                 chosen = finding
                 break
     if chosen is None:
@@ -241,7 +261,7 @@ def should_stop(
         if onset is None or best is None or size - best < patience:
             return _NO
         recent = max(onset, size - 2 * cfg.live_patience + 1)
-        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg):
+        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):
             return _NO
         chosen = stall if stall is not None else _converged_finding(diagnosis)
     return StopDecision(True, chosen, _reason(history, diagnosis, chosen, size, epoch_budget, forecast))

@@ -168,7 +168,17 @@ def build_context(
     monitor, higher = chosen
     x, values = finite_series(curve, monitor)  # type: ignore[misc]
     g = values if higher else -values
+    chance, source, entropy = chance_of(curve)
+    n_val = curve.num_val_examples
+    if n_val is None:
+        val_acc = finite_series(curve, "val_accuracy")
+        n_val = infer_num_examples(val_acc[1]) if val_acc is not None else None
     sigma = estimate_noise(g)
+    if monitor == "val_accuracy" and n_val:
+        # An accuracy on n examples moves in steps of 1 / n: a change of less than one step cannot
+        # be seen, so the noise is at least half a step, however calm the curve (a small set can
+        # sit on one value for epochs, and its MAD of second differences is then zero).
+        sigma = max(sigma, 0.5 / n_val)
     plateau = find_plateau(
         values,
         x,
@@ -178,11 +188,6 @@ def build_context(
         noise=sigma,
         metric=monitor,
     )
-    chance, source, entropy = chance_of(curve)
-    n_val = curve.num_val_examples
-    if n_val is None:
-        val_acc = finite_series(curve, "val_accuracy")
-        n_val = infer_num_examples(val_acc[1]) if val_acc is not None else None
     forecast = None
     if extrapolate and values.size >= 5:
         from pipelines.curves.extrapolate import extrapolate as fit_curves
@@ -232,11 +237,13 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     2. Blow-up: the last training loss exceeds max(``blowup_factor`` x its minimum, minimum + 10
        noise SDs), or ln(K) after having been below ln(K) / 2; onset: the first epoch after the
        minimum from which the loss stays above that.
-    3. Blow-up then death: a first-epoch training loss above 100 x ln(K) (or 100 x the final loss
-       when K is unknown), after which the loss sits at the prior's entropy (within 10%) with
-       accuracy at chance: the weights were thrown so far that every unit died, and the network
-       now predicts the prior. A single val_loss spike that recovers is none of these: every rule
-       reads the training loss or the run's end.
+    3. Blow-up then death: a training loss above 10 x the prior's entropy at some epoch (a first
+       epoch above 100 x the final loss when the classes are unknown), and the run ending at
+       chance (with no chance level: the loss fixed within 10% after the peak): the weights were
+       thrown so far that every unit died, and the network now predicts the prior.
+
+    A single val_loss spike that recovers is none of these: every rule reads the training loss or
+    the run's end.
 
     Does not need the Context (a run whose validation metrics are all NaN still diverged).
     """
@@ -271,25 +278,27 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     chance, _, entropy = chance_of(curve)
     # Rule 3: blow-up then death.
     if y.size >= 2:
-        reference = entropy if entropy is not None else float(y[-1])
-        rest = y[1:]
-        acc = finite_series(curve, "accuracy")
-        acc_at_chance = (
-            acc is None
-            or chance is None
-            or float(np.max(acc[1][1:] if acc[1].size > 1 else acc[1])) <= chance + 0.15 * (1 - chance)
-        )
-        dead = entropy is not None and bool(np.all(np.abs(rest - entropy) <= 0.1 * entropy))
-        if y[0] > 100 * max(reference, 1e-6) and (dead or entropy is None) and acc_at_chance:
+        peak = int(np.argmax(y))
+        if entropy is not None:
+            exploded = float(y[peak]) > 10 * entropy
+        else:
+            exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6)
+        acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
+        if chance is not None and acc is not None:
+            ends_at_chance = float(acc[1][-1]) <= chance + 0.15 * (1 - chance)
+        else:
+            # Without a chance level: a loss fixed at one value after the blow-up (a dead network).
+            rest = y[peak + 1 :]
+            ends_at_chance = rest.size >= 1 and bool(np.all(np.abs(rest - y[-1]) <= 0.1 * abs(y[-1]) + 1e-9))
+        if exploded and ends_at_chance and peak < y.size - 1:
             return make_finding(
                 Code.DIVERGENCE,
                 Severity.CRITICAL,
-                int(x[0]),
-                {"loss_first": float(y[0]), "loss_last": float(y[-1]), "prior_entropy": entropy},
-                f"loss exploded to {fmt(float(y[0]))} at epoch {int(x[0])} and the network then died: loss "
-                f"stuck at {fmt(float(np.median(rest)))}"
-                + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else "")
-                + " with accuracy at chance",
+                int(x[peak]),
+                {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": entropy},
+                f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and the network died: it "
+                f"ends at chance with loss {fmt(float(y[-1]))}"
+                + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else ""),
                 (LR_HIGH, EXPLODING),
             )
     if y.size < 3:
@@ -458,11 +467,12 @@ def fits_training_set(ctx: Context) -> bool:
 def detect_overfitting(ctx: Context) -> Finding | None:
     """val_loss rising from its minimum beyond noise while the training loss keeps improving.
 
-    Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum, an upward OLS trend
-    over them with z >= max(3, z_(1-alpha)) under the curve's noise, a rise of the last
-    ``min_plateau_epochs`` epochs' mean over the mean around the minimum of >= 4 noise SDs, and a
-    non-increasing training-loss trend over the same epochs. Falls back to (negated) val_accuracy
-    / accuracy when there are no losses. The onset is the best epoch.
+    Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum; the last
+    ``min_plateau_epochs`` epochs each above the mean around the minimum by more than 2 noise SDs,
+    and their mean by more than max(4 noise SDs, ``overfit_rise`` x that level); and a
+    non-increasing training-loss trend since the minimum. A level test, not a trend test: a
+    val_loss that spiked and came part of the way back is still above its minimum. Falls back to
+    (negated) val_accuracy / accuracy when there are no losses. The onset is the best epoch.
     """
     curve, cfg = ctx.curve, ctx.cfg
     m = cfg.min_plateau_epochs
@@ -486,8 +496,12 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     width = min(m, v.size - 1 - best)
     # The minimum itself is a low noise draw: compare against the mean around it, not the minimum.
     around = float(np.mean(v[max(0, best - 1) : best + 2]))
-    rise = float(np.mean(v[-width:])) - around
-    if z_up < max(3.0, _z_crit(cfg)) or rise < 4 * sigma:
+    tail = v[-width:]
+    rise = float(np.mean(tail)) - around
+    # Sustained: every one of the last epochs sits above the minimum beyond noise; practically
+    # significant: by a tenth of the loss's own level (``overfit_rise``) and 4 noise SDs.
+    floor = max(4 * sigma, cfg.overfit_rise * abs(around)) if sign > 0 else 4 * sigma
+    if rise < floor or bool(np.any(tail <= around + 2 * sigma)):
         return None
     tx, tv = train[0], sign * train[1]
     mask = tx >= x[best]
@@ -644,14 +658,17 @@ def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) 
 def detect_plateau(
     ctx: Context, overfitting: Finding | None, underfitting: Finding | None = None
 ) -> Finding | None:
-    """A stall: the monitored metric's flat tail, when :func:`stall_reasons` gives a reason.
+    """A stall: the monitored metric's flat tail, when :func:`stall_reasons` gives a reason other
+    than ``premature`` (which only supports another).
 
     The message says the level, since when, how many epochs the plateau lasted before the end, and
     the train-validation gap when training keeps pulling away.
     """
     plateau = ctx.plateau
     reasons = stall_reasons(ctx, overfitting, underfitting)
-    if plateau is None or not reasons:
+    # Prematurity alone is no stall: a sound run on an easy task reaches its ceiling quickly and
+    # looks exactly like it (measured on the corpus' tune split). It supports a stall of substance.
+    if plateau is None or not set(reasons) - {"premature"}:
         return None
     gap = _train_gap(ctx, plateau) if "acc" in plateau.metric else {}
     evidence: dict[str, Any] = {

@@ -3,20 +3,20 @@
 ``render_report`` writes four files into one folder, each atomically (temporary sibling, then
 :func:`os.replace`, via :mod:`pipelines.io_utils`):
 
-- ``report.md``: verdict, findings table, each finding's plain sentence with causes and remedies,
-  the gate decision with its numbers, and the curve image;
+- ``report.md``: verdict, the epoch convention, findings table, each finding's plain sentence with
+  causes and remedies, the gate decision with its numbers, and the curve image;
 - ``report.html``: the same content as one standalone HTML page (no external assets but the PNG);
 - ``val_curves.png``: validation accuracy of the challenger, champion and recent runs, with the
-  plateau, the overfitting region and the extrapolation drawn in;
+  flat tail (stall or convergence), the overfitting region and the extrapolation drawn in;
 - ``report.json``: all of the above as JSON (numpy types converted, NaN -> null).
 
 Markdown and HTML are both rendered from one structured ``content`` dict (the same one dumped to
 JSON), so the three never disagree and no markdown library is needed.
 
-The diagnosis object comes from ``pipelines.curves.diagnose`` (fields ``run``, ``verdict``,
-``findings``, ``plateau_onset_epoch``, ``plateau_level``, ``plateau_spread``, ``best_epoch``,
-``extrapolation``); it is read with ``getattr`` so any object (or None) with a subset of those
-fields works.
+Inputs are the engine's own types: :class:`pipelines.curves.diagnose.Diagnosis`,
+:class:`pipelines.curves.types.Curve` / :class:`~pipelines.curves.types.Finding`,
+:class:`pipelines.curves.gate.GateResult` (read in :func:`_gate_content` only) and the diagnosis'
+:class:`pipelines.curves.extrapolate.Extrapolation`.
 """
 
 from __future__ import annotations
@@ -27,22 +27,46 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.curves.types import Curve, Finding
+from pipelines.curves.batch import EPOCH_CONVENTION
+from pipelines.curves.diagnose import Diagnosis
+from pipelines.curves.findings import Code
+from pipelines.curves.types import Curve, Finding, Severity
 from pipelines.io_utils import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from pipelines.curves.extrapolate import Extrapolation
+    from pipelines.curves.gate import GateResult
 
 MARKDOWN_NAME = "report.md"
 HTML_NAME = "report.html"
 PNG_NAME = "val_curves.png"
 JSON_NAME = "report.json"
 
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+_SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+# How the report names a flat tail: a stall (``plateau`` finding), a convergence (``healthy``
+# finding), or a flat tail under another verdict (e.g. an oscillating or dead run), named neutrally.
+_PLATEAU_TEXT = {
+    "stalled": "stalled on a plateau",
+    "converged": "converged",
+    "flat": "flat (no improvement beyond noise)",
+}
+# (fill, band) colours of the flat tail in the plot.
+_PLATEAU_COLOURS = {
+    "stalled": ("gold", "goldenrod"),
+    "converged": ("palegreen", "green"),
+    "flat": ("0.85", "0.5"),
+}
 
 
 @dataclass(frozen=True)
@@ -59,10 +83,10 @@ def render_report(
     out_dir: Path,
     *,
     challenger: Curve,
-    diagnosis: Any,
+    diagnosis: Diagnosis,
     champion: Curve | None = None,
     recent: Sequence[Curve] = (),
-    gate_result: Any = None,
+    gate_result: GateResult | None = None,
     findings: Sequence[Finding] = (),
     title: str = "curvewatch report",
 ) -> ReportPaths:
@@ -75,11 +99,11 @@ def render_report(
     Args:
         out_dir: output folder; created if missing. Existing report files are replaced.
         challenger: the run being reported on (its ``val_accuracy`` is drawn bold).
-        diagnosis: the challenger's ``Diagnosis`` (see module docstring), or None.
+        diagnosis: the challenger's diagnosis (:func:`pipelines.curves.diagnose.diagnose`).
         champion: the production model's curve, drawn dashed black, or None.
         recent: other recent runs' curves, drawn thin and light.
-        gate_result: a ``pipelines.curves.gate.GateResult`` (or any object with its fields), or
-            None when the gate was not run.
+        gate_result: the regression gate's result (:func:`pipelines.curves.gate.gate`), or None
+            when the gate was not run.
         findings: extra findings (e.g. curve regression, series stall, tuning optimism).
         title: the report's heading.
 
@@ -98,6 +122,7 @@ def render_report(
         png=out_dir / PNG_NAME,
         json=out_dir / JSON_NAME,
     )
+    all_findings = _collect_findings(diagnosis, findings, gate_result)
     content = build_report_content(
         challenger=challenger,
         diagnosis=diagnosis,
@@ -107,8 +132,13 @@ def render_report(
         findings=findings,
         title=title,
     )
+    fig = plot_val_curves(
+        challenger, diagnosis=diagnosis, champion=champion, recent=recent, findings=all_findings
+    )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     # The image first: the markdown and HTML link to it, so it should exist when they appear.
-    atomic_write_bytes(paths.png, _png_bytes(challenger, diagnosis, champion, recent, content))
+    atomic_write_bytes(paths.png, buf.getvalue())
     atomic_write_text(paths.json, json.dumps(content, indent=2, ensure_ascii=False, allow_nan=False))
     atomic_write_text(paths.markdown, render_markdown(content))
     atomic_write_text(paths.html, render_html(content))
@@ -118,20 +148,22 @@ def render_report(
 def build_report_content(
     *,
     challenger: Curve,
-    diagnosis: Any,
+    diagnosis: Diagnosis,
     champion: Curve | None = None,
     recent: Sequence[Curve] = (),
-    gate_result: Any = None,
+    gate_result: GateResult | None = None,
     findings: Sequence[Finding] = (),
     title: str = "curvewatch report",
 ) -> dict[str, Any]:
     """The report as one JSON-serialisable dict (what ``report.json`` holds).
 
-    Keys: ``title``, ``run``, ``champion_run``, ``recent_runs``, ``verdict``, ``diagnosis``
-    (plateau / best epoch / extrapolation), ``findings`` (list of dicts with ``code``,
-    ``severity``, ``onset_epoch``, ``evidence``, ``message``, ``causes``, ``remedies``),
-    ``gate`` (the gate result's fields, or None), ``images`` (file names) and ``curves`` (per
-    run: epochs and metrics, NaN as null).
+    Keys: ``title``, ``run``, ``champion_run``, ``recent_runs``, ``verdict``,
+    ``epoch_convention`` (how epochs are numbered, :data:`pipelines.curves.batch.EPOCH_CONVENTION`),
+    ``diagnosis`` (monitor, flat tail: onset epoch, level, spread, kind ``stalled`` / ``converged``
+    / ``flat`` and ``plateau_epochs`` it lasted before the end; best epoch; extrapolation),
+    ``findings`` (list of dicts with ``code``, ``severity``, ``onset_epoch``, ``evidence``,
+    ``message``, ``causes``, ``remedies``), ``gate`` (the gate's numbers, or None), ``images``
+    (file names) and ``curves`` (per run: epochs and metrics, NaN as null).
 
     Args: as :func:`render_report`.
 
@@ -139,19 +171,6 @@ def build_report_content(
         Plain Python data: str, int, float (finite), bool, None, lists and dicts only.
     """
     all_findings = _collect_findings(diagnosis, findings, gate_result)
-    diag = {
-        "verdict": _jsonable(getattr(diagnosis, "verdict", None)),
-        "plateau_onset_epoch": _jsonable(getattr(diagnosis, "plateau_onset_epoch", None)),
-        "plateau_level": _jsonable(getattr(diagnosis, "plateau_level", None)),
-        "plateau_spread": _jsonable(getattr(diagnosis, "plateau_spread", None)),
-        "stalled": bool(getattr(diagnosis, "stalled", True)),
-        "best_epoch": _jsonable(getattr(diagnosis, "best_epoch", None)),
-        "extrapolation": _jsonable(getattr(diagnosis, "extrapolation", None)),
-    }
-    gate_dict: dict[str, Any] | None = None
-    if gate_result is not None:
-        to_dict = getattr(gate_result, "to_dict", None)
-        gate_dict = _jsonable(to_dict() if callable(to_dict) else gate_result)
     curves = [_curve_dict(challenger, "challenger")]
     if champion is not None:
         curves.append(_curve_dict(champion, "champion"))
@@ -161,10 +180,11 @@ def build_report_content(
         "run": challenger.run,
         "champion_run": None if champion is None else champion.run,
         "recent_runs": [c.run for c in recent],
-        "verdict": diag["verdict"],
-        "diagnosis": diag,
+        "verdict": diagnosis.verdict,
+        "epoch_convention": EPOCH_CONVENTION,
+        "diagnosis": _diagnosis_content(diagnosis, challenger),
         "findings": [_finding_dict(f) for f in all_findings],
-        "gate": gate_dict,
+        "gate": None if gate_result is None else _gate_content(gate_result),
         "images": {"val_curves": PNG_NAME},
         "curves": curves,
     }
@@ -174,16 +194,19 @@ def render_markdown(content: Mapping[str, Any]) -> str:
     """Markdown text of a report built by :func:`build_report_content`."""
     out: list[str] = [f"# {content['title']}", ""]
     out.append(f"Run: `{content['run']}`")
-    if content.get("champion_run"):
+    if content["champion_run"]:
         out.append(f"  \nChampion: `{content['champion_run']}`")
-    if content.get("recent_runs"):
+    if content["recent_runs"]:
         out.append(f"  \nRecent runs compared: {len(content['recent_runs'])}")
+    out += ["", f"_{content['epoch_convention']}_"]
     out += ["", "## Verdict", ""]
     out.append(f"**{_verdict_text(content)}**")
-    for line in _diagnosis_lines(content.get("diagnosis") or {}):
-        out.append(f"- {line}")
+    lines = _diagnosis_lines(content["diagnosis"])
+    if lines:
+        out.append("")
+        out += [f"- {line}" for line in lines]
     out += ["", "## Findings", ""]
-    fnds = content.get("findings") or []
+    fnds = content["findings"]
     if not fnds:
         out.append("No findings.")
     else:
@@ -205,15 +228,13 @@ def render_markdown(content: Mapping[str, Any]) -> str:
             if f["remedies"]:
                 out += ["", "What to try:", ""] + [f"- {r}" for r in f["remedies"]]
     out += ["", "## Regression gate", ""]
-    g = content.get("gate")
+    g = content["gate"]
     if g is None:
         out.append("The gate was not run.")
     else:
         out.append(f"**{_gate_headline(g)}**")
-        rows = _gate_rows(g)
-        if rows:
-            out += ["", "| quantity | value |", "| --- | --- |"]
-            out += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in rows]
+        out += ["", "| quantity | value |", "| --- | --- |"]
+        out += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in _gate_rows(g)]
     img = content["images"]["val_curves"]
     out += ["", "## Curves", "", f"![validation accuracy]({img})", ""]
     out.append(f"Files: [{img}]({img}), [{JSON_NAME}]({JSON_NAME}), [{HTML_NAME}]({HTML_NAME})")
@@ -231,22 +252,23 @@ def render_html(content: Mapping[str, Any]) -> str:
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;"
         "text-align:left;vertical-align:top}.critical{color:#b00020}.warning{color:#a15c00}"
-        "img{max-width:100%}</style>",
+        ".note{color:#555;font-size:90%}img{max-width:100%}</style>",
         "</head><body>",
         f"<h1>{e(str(content['title']))}</h1>",
         f"<p>Run: <code>{e(str(content['run']))}</code>",
     ]
-    if content.get("champion_run"):
+    if content["champion_run"]:
         out.append(f"<br>Champion: <code>{e(str(content['champion_run']))}</code>")
-    if content.get("recent_runs"):
+    if content["recent_runs"]:
         out.append(f"<br>Recent runs compared: {len(content['recent_runs'])}")
     out.append("</p>")
+    out.append(f'<p class="note">{_html_inline_code(content["epoch_convention"])}</p>')
     out += ["<h2>Verdict</h2>", f"<p><strong>{e(_verdict_text(content))}</strong></p>"]
-    lines = _diagnosis_lines(content.get("diagnosis") or {})
+    lines = _diagnosis_lines(content["diagnosis"])
     if lines:
         out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>")
     out.append("<h2>Findings</h2>")
-    fnds = content.get("findings") or []
+    fnds = content["findings"]
     if not fnds:
         out.append("<p>No findings.</p>")
     else:
@@ -273,16 +295,14 @@ def render_html(content: Mapping[str, Any]) -> str:
                     "<p>What to try:</p><ul>" + "".join(f"<li>{e(r)}</li>" for r in f["remedies"]) + "</ul>"
                 )
     out.append("<h2>Regression gate</h2>")
-    g = content.get("gate")
+    g = content["gate"]
     if g is None:
         out.append("<p>The gate was not run.</p>")
     else:
         out.append(f"<p><strong>{e(_gate_headline(g))}</strong></p>")
-        rows = _gate_rows(g)
-        if rows:
-            out.append("<table><tr><th>quantity</th><th>value</th></tr>")
-            out += [f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows]
-            out.append("</table>")
+        out.append("<table><tr><th>quantity</th><th>value</th></tr>")
+        out += [f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in _gate_rows(g)]
+        out.append("</table>")
     img = e(content["images"]["val_curves"])
     out += [
         "<h2>Curves</h2>",
@@ -298,81 +318,96 @@ def render_html(content: Mapping[str, Any]) -> str:
 def plot_val_curves(
     challenger: Curve,
     *,
-    diagnosis: Any = None,
+    diagnosis: Diagnosis,
     champion: Curve | None = None,
     recent: Sequence[Curve] = (),
-    findings: Sequence[Mapping[str, Any] | Finding] = (),
-) -> Any:
+    findings: Sequence[Finding] = (),
+) -> Figure:
     """Matplotlib ``Figure`` of ``val_accuracy`` per epoch (x: 1-based epochs, y: accuracy).
 
-    Challenger bold, champion dashed black, recent runs thin and light. Shaded: the plateau from
-    ``diagnosis.plateau_onset_epoch`` to the challenger's last epoch, with the band
-    ``plateau_level ± plateau_spread``; the overfitting region from ``diagnosis.best_epoch``
-    when an ``overfitting`` finding exists. The extrapolation (``diagnosis.extrapolation``) is
-    drawn dashed when it holds predictions.
+    Challenger bold (its best epoch marked), champion dashed black, recent runs thin and light.
+    Shaded: the flat tail from ``diagnosis.plateau_onset_epoch`` to the challenger's last epoch,
+    gold when it is a stall (``diagnosis.stalled``), green when it is a convergence (a ``healthy``
+    finding), grey otherwise, with the band ``plateau_level ± plateau_spread``; hatched red from the
+    ``overfitting`` finding's onset epoch (in ``findings``) to the end. The extrapolation
+    (``diagnosis.extrapolation``) is drawn dashed (:func:`_extrapolation_xy`), with its long-run
+    limit dotted. Level, band and extrapolation are drawn only when the diagnosis monitored
+    ``val_accuracy`` (a ``val_loss`` level does not belong on an accuracy axis).
 
     Uses ``matplotlib.figure.Figure`` directly (no pyplot), so no global backend or figure
     registry is touched and nothing leaks between calls.
+
+    Args:
+        challenger: the run reported on.
+        diagnosis: its diagnosis.
+        champion: the production model's curve, or None.
+        recent: other recent runs' curves.
+        findings: all findings shown in the report (the diagnosis' and the cross-run ones).
+
+    Returns:
+        The figure, 800 x 450 pixels at its 100 dpi.
     """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     for i, run in enumerate(recent):
-        x, y = _xy(run, "val_accuracy")
-        if x is not None:
-            ax.plot(x, y, color="0.6", lw=0.8, alpha=0.6, label="recent runs" if i == 0 else None)
+        xy = _xy(run, "val_accuracy")
+        if xy is not None:
+            ax.plot(*xy, color="0.6", lw=0.8, alpha=0.6, label="recent runs" if i == 0 else None)
     if champion is not None:
-        x, y = _xy(champion, "val_accuracy")
-        if x is not None:
-            ax.plot(x, y, color="black", ls="--", lw=1.5, label=f"champion ({champion.run})")
-    x_ch, y_ch = _xy(challenger, "val_accuracy")
-    if x_ch is not None:
-        ax.plot(x_ch, y_ch, color="C0", lw=2.5, label=f"challenger ({challenger.run})")
-        last_epoch = float(x_ch[-1])
+        xy = _xy(champion, "val_accuracy")
+        if xy is not None:
+            ax.plot(*xy, color="black", ls="--", lw=1.5, label=f"champion ({champion.run})")
+    xy_ch = _xy(challenger, "val_accuracy")
+    last_epoch = _last_epoch(challenger)
+    if xy_ch is not None:
+        ax.plot(*xy_ch, color="C0", lw=2.5, label=f"challenger ({challenger.run})")
     else:
         ax.text(0.5, 0.5, "no val_accuracy logged", transform=ax.transAxes, ha="center")
-        last_epoch = None
+    same_units = diagnosis.monitor == "val_accuracy"
+    best = diagnosis.best_epoch
+    if same_units and best is not None and xy_ch is not None:
+        at = np.flatnonzero(xy_ch[0] == best)
+        if at.size:
+            ax.plot([best], [xy_ch[1][at[0]]], "*", color="C0", ms=11, label=f"best epoch {best}")
 
-    onset = _num(getattr(diagnosis, "plateau_onset_epoch", None))
-    level = _num(getattr(diagnosis, "plateau_level", None))
-    spread = _num(getattr(diagnosis, "plateau_spread", None))
-    # The diagnosis falls back to val_loss when val_accuracy is missing; its level and its
-    # extrapolation are then in loss units and do not belong on an accuracy axis.
-    monitor = getattr(diagnosis, "monitor", None)
-    same_units = monitor in (None, "val_accuracy")
-    if onset is not None and last_epoch is not None and last_epoch >= onset:
-        # A stall and a healthy convergence are both flat tails; colour and name say which.
-        stalled = bool(getattr(diagnosis, "stalled", True))
-        name, fill, band = (
-            ("stalled", "gold", "goldenrod") if stalled else ("converged", "palegreen", "green")
+    onset = diagnosis.plateau_onset_epoch
+    kind = _plateau_kind(diagnosis)
+    if onset is not None and kind is not None and last_epoch is not None and last_epoch >= onset:
+        fill, band = _PLATEAU_COLOURS[kind]
+        length = _plateau_epochs(diagnosis, challenger)
+        label = f"{kind} since epoch {onset} ({length} epochs before the end)"
+        ax.axvspan(onset, last_epoch, color=fill, alpha=0.2, label=label)
+        if same_units and diagnosis.plateau_level is not None:
+            level, spread = diagnosis.plateau_level, diagnosis.plateau_spread or 0.0
+            if math.isfinite(level) and math.isfinite(spread):
+                ax.fill_between(
+                    [onset, last_epoch], level - spread, level + spread, color=band, alpha=0.3, lw=0
+                )
+    overfit = next((f for f in findings if f.code == Code.OVERFITTING), None)
+    if overfit is not None and overfit.onset_epoch is not None and last_epoch is not None:
+        start = overfit.onset_epoch
+        ax.axvspan(
+            start, last_epoch, color="red", alpha=0.08, hatch="//", label=f"overfitting since epoch {start}"
         )
-        ax.axvspan(onset, last_epoch, color=fill, alpha=0.15, label=f"{name} since epoch {onset:g}")
-        if level is not None and same_units:
-            s = spread or 0.0
-            ax.fill_between([onset, last_epoch], level - s, level + s, color=band, alpha=0.3, lw=0)
-    codes = {(f.get("code") if isinstance(f, Mapping) else getattr(f, "code", None)) for f in findings}
-    best = _num(getattr(diagnosis, "best_epoch", None))
-    if "overfitting" in codes and best is not None and last_epoch is not None and last_epoch >= best:
-        label = f"overfitting after epoch {best:g}"
-        ax.axvspan(best, last_epoch, color="red", alpha=0.08, hatch="//", label=label)
-        ax.axvline(best, color="red", lw=0.8, alpha=0.6)
-    ex = None
-    if same_units and last_epoch is not None:
-        last_value = float(y_ch[np.isfinite(y_ch)][-1])
-        extrapolation = getattr(diagnosis, "extrapolation", None)
-        ex = _extrapolation_xy(extrapolation, last_epoch, last_value, challenger.epoch_budget)
-        ceiling = _num(_field(extrapolation, ("asymptote",))) if extrapolation is not None else None
-        if ceiling is not None:
-            ax.axhline(
-                ceiling, color="C0", ls=":", lw=1.0, alpha=0.7, label=f"extrapolated ceiling {ceiling:.3f}"
-            )
-    if ex is not None:
-        ex_x, ex_y, lo, hi = ex
-        ax.plot(ex_x, ex_y, color="C0", ls="--", lw=1.5, marker="o", markevery=[-1], label="extrapolation")
+        ax.axvline(start, color="red", lw=0.8, alpha=0.6)
+    ex = diagnosis.extrapolation
+    if same_units and ex is not None and last_epoch is not None:
+        x_ex, y_ex, lo, hi = _extrapolation_xy(ex, last_epoch)
+        ax.plot(x_ex, y_ex, color="C0", ls="--", lw=1.5, label=f"extrapolation to epoch {int(x_ex[-1])}")
         if lo is not None and hi is not None:
-            ax.fill_between(ex_x, lo, hi, color="C0", alpha=0.12, lw=0)
-    ax.set_xlabel("epoch")
+            ax.fill_between(x_ex, lo, hi, color="C0", alpha=0.12, lw=0)
+        if math.isfinite(ex.asymptote):
+            ax.axhline(
+                ex.asymptote,
+                color="C0",
+                ls=":",
+                lw=1.0,
+                alpha=0.7,
+                label=f"extrapolated limit {ex.asymptote:.3f}",
+            )
+    ax.set_xlabel("epoch (counted from 1)")
     ax.set_ylabel("val_accuracy")
     ax.set_title(f"validation accuracy: {challenger.run}")
     ax.grid(True, alpha=0.3)
@@ -386,47 +421,31 @@ def plot_val_curves(
 # helpers
 
 
-def _png_bytes(
-    challenger: Curve, diagnosis: Any, champion: Curve | None, recent: Sequence[Curve], content: Mapping
-) -> bytes:
-    fig = plot_val_curves(
-        challenger, diagnosis=diagnosis, champion=champion, recent=recent, findings=content["findings"]
-    )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _collect_findings(diagnosis: Any, extra: Sequence[Finding], gate_result: Any) -> list[Any]:
-    found: list[Any] = list(getattr(diagnosis, "findings", None) or [])
-    found += list(extra)
-    gate_finding = getattr(gate_result, "finding", None)
-    if gate_finding is not None:
-        found.append(gate_finding)
+def _collect_findings(
+    diagnosis: Diagnosis, extra: Sequence[Finding], gate_result: GateResult | None
+) -> list[Finding]:
+    found = [*diagnosis.findings, *extra]
+    if gate_result is not None and gate_result.finding is not None:
+        found.append(gate_result.finding)
     seen: set[tuple[str, str]] = set()
     unique = []
     for f in found:
-        key = (str(getattr(f, "code", "")), str(getattr(f, "message", "")))
+        key = (f.code, f.message)
         if key not in seen:
             seen.add(key)
             unique.append(f)
-    return sorted(unique, key=lambda f: _SEVERITY_ORDER.get(_sev(f), 3))
+    return sorted(unique, key=lambda f: _SEVERITY_ORDER[f.severity])
 
 
-def _sev(f: Any) -> str:
-    s = getattr(f, "severity", "")
-    return str(getattr(s, "value", s))
-
-
-def _finding_dict(f: Any) -> dict[str, Any]:
+def _finding_dict(f: Finding) -> dict[str, Any]:
     return {
-        "code": str(getattr(f, "code", "")),
-        "severity": _sev(f),
-        "onset_epoch": _jsonable(getattr(f, "onset_epoch", None)),
-        "evidence": _jsonable(dict(getattr(f, "evidence", {}) or {})),
-        "message": str(getattr(f, "message", "")),
-        "causes": [str(c) for c in getattr(f, "causes", ()) or ()],
-        "remedies": [str(r) for r in getattr(f, "remedies", ()) or ()],
+        "code": str(f.code),
+        "severity": f.severity.value,
+        "onset_epoch": _jsonable(f.onset_epoch),
+        "evidence": _jsonable(f.evidence),
+        "message": f.message,
+        "causes": list(f.causes),
+        "remedies": list(f.remedies),
     }
 
 
@@ -439,6 +458,85 @@ def _curve_dict(c: Curve, role: str) -> dict[str, Any]:
         "complete": bool(c.complete),
         "epoch_budget": _jsonable(c.epoch_budget),
     }
+
+
+def _diagnosis_content(d: Diagnosis, challenger: Curve) -> dict[str, Any]:
+    return {
+        "verdict": d.verdict,
+        "monitor": d.monitor,
+        "plateau_onset_epoch": _jsonable(d.plateau_onset_epoch),
+        "plateau_level": _jsonable(d.plateau_level),
+        "plateau_spread": _jsonable(d.plateau_spread),
+        "plateau_kind": _plateau_kind(d),
+        "plateau_epochs": _plateau_epochs(d, challenger),
+        "last_epoch": _last_epoch(challenger),
+        "stalled": bool(d.stalled),
+        "best_epoch": _jsonable(d.best_epoch),
+        "extrapolation": _jsonable(d.extrapolation),
+    }
+
+
+def _gate_content(g: GateResult) -> dict[str, Any]:
+    """The gate's numbers the report shows: the one place that reads :class:`GateResult`."""
+    s = g.seed_spread
+    return _jsonable(
+        {
+            "decision": g.decision,
+            "passed": g.passed,
+            "n_examples": g.n_examples,
+            "challenger_accuracy": g.challenger_accuracy,
+            "champion_accuracy": g.champion_accuracy,
+            "delta": g.delta,
+            "delta_ci": g.delta_ci,
+            "confidence": g.confidence,
+            "test": g.test,
+            "p_value": g.p_value,
+            "p_value_two_sided": g.p_value_two_sided,
+            "discordant": g.discordant,
+            "seed_spread": None
+            if s is None
+            else {
+                "n_seeds": s.n_seeds,
+                "mean": s.mean,
+                "sd": s.sd,
+                "lower_bound": s.lower_bound,
+                "below": s.below,
+            },
+            "finding": None if g.finding is None else _finding_dict(g.finding),
+        }
+    )
+
+
+def _plateau_kind(d: Diagnosis) -> str | None:
+    """``stalled``, ``converged`` or ``flat`` for the diagnosis' flat tail; None without one."""
+    if d.plateau_onset_epoch is None:
+        return None
+    if d.stalled:
+        return "stalled"
+    if d.has(Code.HEALTHY):
+        return "converged"
+    return "flat"
+
+
+def _plateau_epochs(d: Diagnosis, challenger: Curve) -> int | None:
+    """Epochs the flat tail lasted before the end of the run, or None without a flat tail.
+
+    The engine's own count (``flat_epochs`` in the evidence of the finding that describes the tail,
+    ``plateau`` or ``healthy``) when there is one, so that the report says what the finding's
+    message says; else the challenger's last epoch minus the onset.
+    """
+    onset = d.plateau_onset_epoch
+    if onset is None:
+        return None
+    for f in d.findings:
+        if f.onset_epoch == onset and "flat_epochs" in f.evidence:
+            return int(f.evidence["flat_epochs"])
+    last = _last_epoch(challenger)
+    return None if last is None else last - onset
+
+
+def _last_epoch(c: Curve) -> int | None:
+    return int(c.epochs[-1]) if len(c.epochs) else None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -478,152 +576,104 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _xy(c: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+def _xy(c: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(epochs, values) as float arrays for plotting (NaN kept as gaps), or None when none is finite."""
     y = c.get(metric)
     if y is None or len(y) == 0 or not np.any(np.isfinite(np.asarray(y, dtype=float))):
-        return None, None
+        return None
     return np.asarray(c.epochs, dtype=float), np.asarray(y, dtype=float)
 
 
-def _field(obj: Any, names: Sequence[str]) -> Any:
-    for name in names:
-        if isinstance(obj, Mapping) and name in obj:
-            return obj[name]
-        if not isinstance(obj, Mapping) and getattr(obj, name, None) is not None:
-            return getattr(obj, name)
-    return None
-
-
 def _extrapolation_xy(
-    ex: Any, last_epoch: float, last_value: float, epoch_budget: int | None
-) -> tuple[np.ndarray, np.ndarray, Any, Any] | None:
-    """(epochs, predicted, lower, upper) from whatever the extrapolation object holds, or None.
+    ex: Extrapolation, last_epoch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(epochs, forecast, lower, upper) of the dashed extrapolation, from the last epoch on.
 
-    ``pipelines.curves.extrapolate.Extrapolation`` forecasts one point, ``value_at_budget`` ±
-    ``value_std`` at epoch ``budget``: drawn as a dashed segment from the last observed value.
-    Also accepted (the type may grow): per-epoch arrays under the likely spellings (attributes
-    or mapping keys), a ``{epoch: value}`` mapping of predictions, or a ``predict(epochs)``
-    method (evaluated from the last epoch to the epoch budget, or to twice the last epoch).
-    Anything else gives None: a missing dashed line is better than a failed report.
+    The forecast is :meth:`Extrapolation.predict` from ``last_epoch`` to ``ex.budget`` when the
+    budget lies beyond the last epoch (a run stopped early), else to twice the last epoch (how the
+    curve would go on if trained as long again). Its SD ``value_std`` is known at the budget
+    only: the band (lower, upper) widens linearly from 0 at the last epoch to ± ``value_std`` at
+    the budget, and is None when the forecast runs past the budget.
     """
-    if ex is None:
-        return None
-    budget = _num(_field(ex, ("budget",)))
-    at_budget = _num(_field(ex, ("value_at_budget",)))
-    if budget is not None and at_budget is not None and budget > last_epoch:
-        std = _num(_field(ex, ("value_std",)))
-        x = np.array([last_epoch, budget])
-        y = np.array([last_value, at_budget])
-        if std is None:
-            return x, y, None, None
-        return x, y, np.array([last_value, at_budget - std]), np.array([last_value, at_budget + std])
-    preds = _field(ex, ("predictions", "predicted", "prediction", "values", "mean", "y"))
-    xs = _field(ex, ("epochs", "future_epochs", "horizon_epochs", "x"))
-    if isinstance(preds, Mapping):
-        items = sorted((float(k), float(v)) for k, v in preds.items() if _num(k) is not None)
-        if not items:
-            return None
-        xs = [k for k, _ in items]
-        preds = [v for _, v in items]
-    predict = getattr(ex, "predict", None)
-    if (preds is None or xs is None) and callable(predict):
-        end = float(epoch_budget) if epoch_budget and epoch_budget > last_epoch else 2.0 * last_epoch
-        xs = np.arange(last_epoch, end + 1.0)
-        try:
-            preds = predict(xs)
-        except Exception:  # a fit that cannot evaluate should not break the report
-            return None
-    if preds is None or xs is None:
-        return None
-    try:
-        x = np.asarray(xs, dtype=float).ravel()
-        y = np.asarray(preds, dtype=float).ravel()
-    except (TypeError, ValueError):
-        return None
-    if x.size == 0 or x.size != y.size or not np.any(np.isfinite(y)):
-        return None
-    lo = _field(ex, ("lower", "low", "lo"))
-    hi = _field(ex, ("upper", "high", "hi"))
-    try:
-        lo_a = None if lo is None else np.asarray(lo, dtype=float).ravel()
-        hi_a = None if hi is None else np.asarray(hi, dtype=float).ravel()
-    except (TypeError, ValueError):
-        lo_a = hi_a = None
-    if lo_a is None or hi_a is None or lo_a.size != x.size or hi_a.size != x.size:
-        lo_a = hi_a = None
-    return x, y, lo_a, hi_a
+    end = ex.budget if ex.budget > last_epoch else 2 * last_epoch
+    x = np.arange(last_epoch, end + 1, dtype=float)
+    y = np.asarray(ex.predict(x), dtype=float)
+    if end != ex.budget or not math.isfinite(ex.value_std):
+        return x, y, None, None
+    half = ex.value_std * (x - last_epoch) / (end - last_epoch)
+    return x, y, y - half, y + half
 
 
 def _verdict_text(content: Mapping[str, Any]) -> str:
-    v = content.get("verdict")
-    text = f"verdict: {v}" if v is not None else "verdict: (no diagnosis)"
-    g = content.get("gate")
-    if g is not None and g.get("decision") is not None:
-        text += f"; gate: {g['decision']} ({'promoted' if g.get('passed') else 'not promoted'})"
+    text = f"verdict: {content['verdict']}"
+    g = content["gate"]
+    if g is not None:
+        text += f"; gate: {g['decision']} ({'promoted' if g['passed'] else 'not promoted'})"
     return text
 
 
 def _diagnosis_lines(d: Mapping[str, Any]) -> list[str]:
     lines = []
-    if d.get("best_epoch") is not None:
-        lines.append(f"best epoch: {d['best_epoch']}")
-    if d.get("plateau_onset_epoch") is not None:
-        kind = "stalled on a plateau" if d.get("stalled", True) else "converged"
-        line = f"{kind} since epoch {d['plateau_onset_epoch']}"
-        if d.get("plateau_level") is not None:
-            line += f" at {d['plateau_level']:.3f}"
-            if d.get("plateau_spread") is not None:
+    monitor = d["monitor"]
+    if d["best_epoch"] is not None:
+        lines.append(f"best epoch: {d['best_epoch']} (by {monitor})")
+    if d["plateau_kind"] is not None:
+        line = f"{_PLATEAU_TEXT[d['plateau_kind']]} since epoch {d['plateau_onset_epoch']}"
+        if d["plateau_level"] is not None:
+            line += f": {monitor} {d['plateau_level']:.3f}"
+            if d["plateau_spread"] is not None:
                 line += f" ± {d['plateau_spread']:.3f}"
+        if d["plateau_epochs"] is not None:
+            line += f", {d['plateau_epochs']} epochs on the plateau before the end (epoch {d['last_epoch']})"
+        lines.append(line)
+    ex = d["extrapolation"]
+    if ex is not None and ex["value_at_budget"] is not None:
+        line = f"extrapolated {monitor} at epoch {ex['budget']}: {ex['value_at_budget']:.3f}"
+        if ex["value_std"] is not None:
+            line += f" ± {ex['value_std']:.3f}"
+        if ex["asymptote"] is not None:
+            line += f"; long-run limit {ex['asymptote']:.3f}"
         lines.append(line)
     return lines
 
 
 def _gate_headline(g: Mapping[str, Any]) -> str:
-    decision = g.get("decision")
-    promoted = "promoted" if g.get("passed") else "not promoted"
-    text = f"decision: {decision} (challenger {promoted})"
-    f = g.get("finding")
-    if isinstance(f, Mapping) and f.get("message"):
-        text += f": {f['message']}"
+    promoted = "promoted" if g["passed"] else "not promoted"
+    text = f"decision: {g['decision']} (challenger {promoted})"
+    if g["finding"] is not None:
+        text += f": {g['finding']['message']}"
     return text
 
 
-def _fmt(x: Any, spec: str) -> str:
+def _fmt(x: float | None, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
 def _gate_rows(g: Mapping[str, Any]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    rows.append(("test examples", f"{g['n_examples']:,}" if g.get("n_examples") is not None else "n/a"))
-    rows.append(("challenger accuracy", _fmt(g.get("challenger_accuracy"), ".4f")))
-    rows.append(("champion accuracy", _fmt(g.get("champion_accuracy"), ".4f")))
-    d = g.get("delta")
+    rows = [
+        ("test examples", f"{g['n_examples']:,}"),
+        ("challenger accuracy", _fmt(g["challenger_accuracy"], ".4f")),
+        ("champion accuracy", _fmt(g["champion_accuracy"], ".4f")),
+    ]
+    d = g["delta"]
     rows.append(("difference (points)", "n/a" if d is None else f"{d * 100:+.2f}"))
-    ci = g.get("delta_ci")
-    if ci:
-        level = f"{float(g.get('confidence') or 0.95) * 100:.0f}%"
+    ci = g["delta_ci"]
+    if ci is not None:
+        level = f"{g['confidence'] * 100:.0f}%"
         rows.append((f"{level} CI of difference (points)", f"{ci[0] * 100:+.2f} to {ci[1] * 100:+.2f}"))
-    if g.get("test"):
-        rows.append(("test", str(g["test"])))
-    rows.append(("p-value (one-sided, challenger worse)", _fmt(g.get("p_value"), ".3g")))
-    if g.get("p_value_two_sided") is not None:
-        rows.append(("p-value (two-sided McNemar)", _fmt(g.get("p_value_two_sided"), ".3g")))
-    disc = g.get("discordant")
-    if disc:
+    if g["test"] is not None:
+        rows.append(("test", g["test"]))
+    rows.append(("p-value (one-sided, challenger worse)", _fmt(g["p_value"], ".3g")))
+    if g["p_value_two_sided"] is not None:
+        rows.append(("p-value (two-sided McNemar)", _fmt(g["p_value_two_sided"], ".3g")))
+    disc = g["discordant"]
+    if disc is not None:
         rows.append(("only champion right / only challenger right", f"{disc[0]:,} / {disc[1]:,}"))
-    s = g.get("seed_spread")
-    if isinstance(s, Mapping):
-        k = int(s["n_seeds"])
+    s = g["seed_spread"]
+    if s is not None:
+        k = s["n_seeds"]
         label = f"champion config over {k} seeds" if k > 1 else "champion config (the champion's seed only)"
-        sd = "" if s.get("sd") is None else f", sd {s['sd']:.4f}"
+        sd = "" if s["sd"] is None else f", sd {s['sd']:.4f}"
         rows.append((label, f"mean {s['mean']:.4f}{sd}, lower bound {s['lower_bound']:.4f}"))
     return rows
 
@@ -646,3 +696,8 @@ def _evidence_text(ev: Mapping[str, Any], limit: int = 6) -> str:
 def _md_cell(s: str) -> str:
     # A pipe would end the table cell, a newline the row.
     return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _html_inline_code(text: str) -> str:
+    """Escaped HTML of a sentence whose markdown `code` spans become <code> elements."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))

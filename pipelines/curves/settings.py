@@ -29,9 +29,14 @@ class DiagnoseConfig(BaseModel):
         gap_widening_sd: binomial SDs of an accuracy on the validation set (and at least 3 noise
             SDs) the train-validation accuracy gap must grow by over a plateau to make it a stall.
         oscillation_ratio: noise SD / trend extent of a loss above which it swings.
+        overfit_rise: share of its own level val_loss must rise above its minimum, sustained over
+            the last ``min_plateau_epochs`` epochs, to be overfitting (smaller rises leave the best
+            epoch's choice to noise).
         improving_z: OLS slope z over the last third above which a curve is "still improving".
         underfit_error: training error (1 - accuracy) at or above which a model that fits its
             training set no better than its validation set underfits when chance is unknown.
+        live_loss_fall: share of its level the validation loss must be on course to lose by the
+            budget (at its recent pace, falling beyond noise) for the live stop to wait.
         live_patience: epochs without improvement beyond noise (on val_accuracy AND val_loss)
             before the live stop may fire; the plateau test decides earlier when it can.
     """
@@ -47,9 +52,11 @@ class DiagnoseConfig(BaseModel):
     swing_z: float = Field(0.75, gt=0.0)
     gap_widening_sd: float = Field(4.0, gt=0.0)
     oscillation_ratio: float = Field(0.065, gt=0.0)
+    overfit_rise: float = Field(0.1, gt=0.0)
     improving_z: float = Field(2.0, gt=0.0)
     underfit_error: float = Field(0.15, gt=0.0, lt=1.0)
     live_patience: int = Field(3, ge=1)
+    live_loss_fall: float = Field(0.05, gt=0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> DiagnoseConfig:

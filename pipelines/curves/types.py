@@ -1,7 +1,8 @@
 """Data types shared by the curve-diagnosis engine: curves in, findings out.
 
 Metric names are Keras' own (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
-``learning_rate``); epochs are 1-based, as Keras' ``CSVLogger`` writes them.
+``learning_rate``); epochs are 1-based, as Keras prints them (its ``CSVLogger`` writes 0-based
+epochs: the readers in :mod:`pipelines.curves.io` add 1).
 """
 
 from __future__ import annotations

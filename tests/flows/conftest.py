@@ -58,3 +58,55 @@ def folder_params(params_file, digits_folder, mlflow_uri):
         return params_file(merged, name=name)
 
     return make
+
+
+TINY = {
+    "base": {"dataset": "folder"},
+    "prepare": {"val_size": 0.25, "test_size": 0.3},
+    "validate": {
+        "class_share_min": 0.2,
+        "class_share_max": 0.5,
+        "max_intensity_kl": 1.0,
+        "max_label_kl": 0.05,
+        "max_leakage_fraction": 0.05,
+    },
+    "train": {"model": "mlp", "epochs": 2, "batch_size": 32, "learning_rate": 0.01},
+    "tracking": {"experiment": "flow-test", "registered_model": "flow-test-model"},
+}
+
+
+@pytest.fixture
+def dvc_folder_project(tmp_path, digits_folder, mlflow_uri, monkeypatch):
+    """A scratch DVC project (git + ``dvc init``, this repository's dvc.yaml and code) whose
+    params.yaml is the real one shrunk to ``digits_folder`` and 2 epochs of the MLP, with the
+    working directory moved into it. ``updates`` are merged over the sections."""
+    import yaml
+
+    from pipelines.versioning import scratch_project
+    from tests.conftest import REPO
+
+    def make(updates: dict | None = None):
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        for section, values in {
+            **TINY,
+            "fetch": {"image_folder": str(digits_folder), "image_size": [8, 8]},
+        }.items():
+            raw.setdefault(section, {}).update(values)
+        for section, values in (updates or {}).items():
+            raw.setdefault(section, {}).update(values)
+        project = scratch_project(tmp_path / "project", raw, source=REPO)
+        monkeypatch.chdir(project.root)
+        return project
+
+    return make
+
+
+def dvc_status(root) -> str:
+    """``dvc status`` in ``root``, as a user would run it."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "status"], cwd=root, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()

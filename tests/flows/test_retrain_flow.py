@@ -7,10 +7,27 @@ import json
 import pytest
 
 from flows.retrain import RetrainSummary, retrain
-from pipelines import steps, tracking
+from pipelines import schedule, steps, tracking
 from pipelines.config import load_params
 
 pytestmark = pytest.mark.flow
+
+
+def _events(name: str, timeout: float = 30.0) -> list:
+    """Events named ``name`` on the Prefect server (they are persisted asynchronously)."""
+    import time
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            # limit: the client defaults to 100, over the server's maximum of 50.
+            events = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50).events
+            if events or time.monotonic() > deadline:
+                return events
+            time.sleep(1)
 
 
 def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params):
@@ -39,7 +56,7 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
     assert run.inputs.dataset_inputs, "dataset not logged with mlflow.log_input"
     artifacts = {a.path for a in mc.list_artifacts(summary.run_id, "curvewatch")}
     assert "curvewatch/report.md" in artifacts and "curvewatch/val_curves.png" in artifacts
-    assert json.loads((params.paths.metrics_dir / "compare.json").read_text())["compare"]["promoted"] is True
+    assert json.loads(params.paths.compare_metrics.read_text())["compare"]["promoted"] is True
 
     # A challenger that learns nothing (learning rate 1e-7, 1 epoch) must not replace the champion,
     # and with fail_on_regression the flow fails.
@@ -49,6 +66,7 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
     )
     with pytest.raises(steps.GateFailed, match="regression gate failed"):
         retrain(params_path=str(bad))
+    assert _events(schedule.REGRESSION_EVENT), "no curvewatch.regression event reached the Prefect server"
     assert tracking.get_champion(mc, "flow-test-model").run_id == summary.run_id
     latest = tracking.recent_training_runs(mc, run.info.experiment_id, limit=1)[0]
     assert latest.info.run_id != summary.run_id
@@ -62,7 +80,7 @@ def test_failed_validation_stops_before_training(folder_params):
         retrain(params_path=str(broken))
     assert "class" in str(info.value).lower()
     params = load_params(broken)
-    assert not (params.paths.model_dir / "model.keras").exists()
+    assert not params.paths.model_file.exists()
     assert (params.paths.validation_dir / "results.json").is_file()
     mc = tracking.client()
     run = mc.get_run(info.value.run_id)

@@ -90,6 +90,7 @@ def test_mlflow_runs_by_id_and_experiment_get_tags(tmp_path, mlflow_uri):
             mc.log_metric(run.info.run_id, "val_accuracy", float(v), step=epoch)
             mc.log_metric(run.info.run_id, "accuracy", float(v) + 0.02, step=epoch)
         mc.log_param(run.info.run_id, "train.epochs", 20)
+        mc.log_param(run.info.run_id, "data.num_classes", 10)  # as the train stage logs it
         mc.set_terminated(run.info.run_id)
         ids.append(run.info.run_id)
     result = runner.invoke(app, ["diagnose", ids[0], "--out", str(tmp_path / "r1"), "--no-extrapolate"])

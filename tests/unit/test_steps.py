@@ -40,7 +40,7 @@ def test_baseline_is_computed_once_per_data_version(tiny_params, monkeypatch):
     params = tiny_params
     first = steps.run_baseline(params)
     assert 0.8 < first <= 1.0  # digits 0/1/2 are easy for a logistic regression
-    stored = json.loads((params.paths.metrics_dir / "baseline.json").read_text())["baseline"]
+    stored = json.loads(params.paths.baseline_metrics.read_text())["baseline"]
     assert stored["val_accuracy"] == first and stored["data_version"].endswith(".dir")
 
     calls = []

@@ -159,7 +159,7 @@ def test_two_epochs_at_chance_with_an_exploded_loss_is_not_healthy() -> None:
         "val_loss": np.array([2.1e5, 194124.0]),
     }
     diagnosis = diagnose(_curve(metrics, budget=2, num_classes=10))
-    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    assert diagnosis.verdict == "divergence", diagnosis.codes  # a loss 1e5 x ln 10, ending at chance
     assert not diagnosis.has("healthy")
 
 
@@ -190,8 +190,9 @@ def test_divergence_then_death() -> None:
     assert diagnosis.verdict == "divergence", diagnosis.codes
     assert diagnosis.findings[0].onset_epoch == 1
     assert "died" in diagnosis.findings[0].message
-    # The live stop says so at once.
-    decision = should_stop({k: v[:2].tolist() for k, v in metrics.items()}, 20, num_classes=10)
+    # The live stop says so once the network has stayed dead for live_patience (3) epochs.
+    assert not should_stop({k: v[:3].tolist() for k, v in metrics.items()}, 20, num_classes=10).stop
+    decision = should_stop({k: v[:4].tolist() for k, v in metrics.items()}, 20, num_classes=10)
     assert decision.stop and decision.finding is not None and decision.finding.code == "divergence"
 
 

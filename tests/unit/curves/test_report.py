@@ -1,57 +1,62 @@
-"""Tests for the report writer (markdown, HTML, PNG, JSON)."""
+"""Tests for the report writer (markdown, HTML, PNG, JSON) on the engine's real objects.
+
+Diagnoses come from :func:`pipelines.curves.diagnose.diagnose` on the real-curve fixtures
+(``tests/fixtures/curves``) or on small synthetic curves, gate results from
+:func:`pipelines.curves.gate.gate` on synthetic prediction frames, forecasts from
+:func:`pipelines.curves.extrapolate.extrapolate`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 from PIL import Image
 
+from pipelines.curves import report as report_module
+from pipelines.curves.batch import EPOCH_CONVENTION
+from pipelines.curves.diagnose import Diagnosis, diagnose
+from pipelines.curves.extrapolate import extrapolate
 from pipelines.curves.gate import gate
-from pipelines.curves.report import ReportPaths, build_report_content, render_report
+from pipelines.curves.io import load_curve
+from pipelines.curves.report import ReportPaths, build_report_content, plot_val_curves, render_report
 from pipelines.curves.types import Curve, Finding, Severity
 
-
-@dataclass
-class FakeExtrapolation:
-    epochs: np.ndarray
-    predictions: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-
-
-@dataclass
-class FakeDiagnosis:
-    """The subset of ``pipelines.curves.diagnose.Diagnosis`` the report reads."""
-
-    run: str
-    verdict: str
-    findings: list[Finding] = field(default_factory=list)
-    plateau_onset_epoch: int | None = None
-    plateau_level: float | None = None
-    plateau_spread: float | None = None
-    best_epoch: int | None = None
-    extrapolation: Any = None
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "curves"
+# 40 epochs of a bottlenecked MLP: val_loss rises from epoch 20 (overfitting) and val_accuracy has
+# stalled since epoch 16 (plateau): both shadings at once.
+STALLED = "plateau-bottleneck-2-s0.csv"
+CONVERGED = "healthy-digits-cnn-s0.csv"  # 25 epochs, converged since epoch 15
+OSCILLATING = "lr-high-adam-0.02-s0.csv"  # 40 epochs, a flat tail under an oscillation verdict
 
 
-def _curve(run: str, shift: float = 0.0, epochs: int = 20, seed: int = 0) -> Curve:
+def _fixture(name: str) -> Curve:
+    label = json.loads((FIXTURES / "labels.json").read_text())[name]
+    return load_curve(FIXTURES / name, epoch_budget=label["epoch_budget"], num_classes=label["num_classes"])
+
+
+def _synthetic(run: str, shift: float = 0.0, epochs: int = 20, seed: int = 0) -> Curve:
+    """A smooth rising curve with noise and one missing epoch (epoch 4)."""
     rng = np.random.default_rng(seed)
     e = np.arange(1, epochs + 1)
     val = 0.9 - 0.5 * np.exp(-e / 4) + shift + rng.normal(0, 0.003, epochs)
     val[3] = np.nan  # a missing epoch must not break the plot or the JSON
     return Curve(
         run=run,
-        metrics={"val_accuracy": val, "accuracy": val + 0.02, "val_loss": np.float32(1) - val},
+        metrics={"val_accuracy": val, "accuracy": val + 0.02, "val_loss": 1.0 - val, "loss": 0.98 - val},
         epochs=e.astype(np.int64),
         epoch_budget=epochs,
+        num_classes=10,
     )
 
 
-def _gate_result():
+def _regression_gate():
+    """Champion 0.889 on 10,000 examples; the challenger loses 300 of them and wins 120."""
     rng = np.random.default_rng(0)
     n = 10_000
     champ = np.zeros(n, dtype=bool)
@@ -63,45 +68,33 @@ def _gate_result():
     return gate(pd.DataFrame({"id": ids, "correct": chall}), pd.DataFrame({"id": ids, "correct": champ}))
 
 
-def _diagnosis() -> FakeDiagnosis:
-    return FakeDiagnosis(
-        run="challenger",
-        verdict="overfitting",
-        findings=[
-            Finding(
-                code="overfitting",
-                severity=Severity.WARNING,
-                onset_epoch=12,
-                evidence={"best_epoch": 12, "gap": np.float64(0.031), "n": np.int64(20)},
-                message="val_loss has risen since epoch 12 | while loss kept falling",
-                causes=("too many epochs for the data",),
-                remedies=("early stopping on val_loss",),
-            )
-        ],
-        plateau_onset_epoch=10,
-        plateau_level=np.float64(0.88),
-        plateau_spread=0.004,
-        best_epoch=12,
-        extrapolation=FakeExtrapolation(
-            epochs=np.arange(21, 31),
-            predictions=np.linspace(0.89, 0.895, 10),
-            lower=np.linspace(0.88, 0.87, 10),
-            upper=np.linspace(0.90, 0.92, 10),
-        ),
-    )
+def _finding(diagnosis: Diagnosis, code: str) -> Finding:
+    return next(f for f in diagnosis.findings if f.code == code)
+
+
+def _legend(fig) -> dict[str, object]:
+    """Legend label -> its handle, for the figure's only axes."""
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    return dict(zip(labels, handles, strict=True))
 
 
 def test_render_report_writes_all_files(tmp_path):
-    g = _gate_result()
-    extra = Finding("series_stall", Severity.INFO, None, {"n": 3}, "the last 3 retrains did not improve")
+    curve = _fixture(STALLED)
+    d = diagnose(curve, extrapolate=True)
+    assert d.codes == ["overfitting", "plateau"] and d.stalled and d.extrapolation is not None
+    overfitting, plateau = _finding(d, "overfitting"), _finding(d, "plateau")
+    g = _regression_gate()
+    extra = Finding(
+        "series_stall", Severity.INFO, None, {"n": 3}, "the last 3 retrains did not improve | champion kept"
+    )
     paths = render_report(
         tmp_path / "report",
-        challenger=_curve("challenger", -0.01),
-        diagnosis=_diagnosis(),
-        champion=_curve("champion", seed=1),
-        recent=[_curve(f"r{i}", seed=10 + i) for i in range(3)],
+        challenger=curve,
+        diagnosis=d,
+        champion=_synthetic("champion", seed=1),
+        recent=[_synthetic(f"r{i}", seed=10 + i) for i in range(3)],
         gate_result=g,
-        findings=[extra],
+        findings=[extra, g.finding],  # as steps.run_compare passes it: the gate's finding too
         title="MNIST retrain",
     )
     assert isinstance(paths, ReportPaths)
@@ -121,96 +114,264 @@ def test_render_report_writes_all_files(tmp_path):
         assert im.format == "PNG" and im.size[0] > 300
 
     md = paths.markdown.read_text(encoding="utf-8")
-    assert "# MNIST retrain" in md
-    assert "verdict: overfitting" in md
-    assert "gate: regression" in md
+    assert md.startswith("# MNIST retrain\n")
+    assert EPOCH_CONVENTION in md
+    assert "verdict: overfitting; gate: regression (not promoted)" in md
     assert "0.8710" in md and "0.8890" in md and "-1.80" in md  # accuracies and delta in points
     assert "mcnemar_chi2_cc" in md and "300 / 120" in md
-    assert g.finding.message in md
-    assert "| `overfitting` | warning | 12 |" in md
-    assert "\\|" in md  # the pipe in a message is escaped inside the table
-    assert "early stopping on val_loss" in md and "too many epochs for the data" in md
+    assert g.finding is not None and g.finding.message in md
+    assert f"| `overfitting` | warning | {overfitting.onset_epoch} |" in md
+    assert "retrains did not improve \\| champion kept" in md  # a pipe is escaped inside the table
+    assert overfitting.remedies[0] in md and overfitting.causes[0] in md
+    assert f"best epoch: {d.best_epoch} (by val_accuracy)" in md
+    # The plateau says how long it lasted: the finding's own count, up to the run's last epoch.
+    flat = plateau.evidence["flat_epochs"]
+    assert flat == 40 - d.plateau_onset_epoch
+    assert (
+        f"stalled on a plateau since epoch {d.plateau_onset_epoch}: val_accuracy {d.plateau_level:.3f}" in md
+    )
+    assert f"{flat} epochs on the plateau before the end (epoch 40)" in md
+    assert f"extrapolated val_accuracy at epoch 40: {d.extrapolation.value_at_budget:.3f}" in md
     assert "![validation accuracy](val_curves.png)" in md
-    # Most severe first: the gate's critical regression before the warning and the info.
-    assert md.index("### regression") < md.index("### overfitting") < md.index("### series_stall")
+    # Most severe first: the gate's critical regression, the warnings, then the info; the gate's
+    # finding, given twice, is shown once.
+    assert md.count("### regression") == 1
+    assert md.index("### regression") < md.index("### overfitting") < md.index("### plateau")
+    assert md.index("### plateau") < md.index("### series_stall")
 
     page = paths.html.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page
     assert '<img src="val_curves.png"' in page
+    assert "Epochs are counted from 1" in page and "<code>epoch = N - 1</code>" in page
     assert "regression" in page and "0.8710" in page
+    assert f"{flat} epochs on the plateau before the end" in page
 
     data = json.loads(paths.json.read_text(encoding="utf-8"))
-    assert data["verdict"] == "overfitting"
-    assert data["gate"]["decision"] == "regression"
+    assert data == build_report_content(
+        challenger=curve,
+        diagnosis=d,
+        champion=_synthetic("champion", seed=1),
+        recent=[_synthetic(f"r{i}", seed=10 + i) for i in range(3)],
+        gate_result=g,
+        findings=[extra, g.finding],
+        title="MNIST retrain",
+    )
+    assert data["verdict"] == "overfitting" and data["epoch_convention"] == EPOCH_CONVENTION
+    assert data["gate"]["decision"] == "regression" and data["gate"]["passed"] is False
     assert data["gate"]["discordant"] == [300, 120]
-    assert [f["code"] for f in data["findings"]] == ["regression", "overfitting", "series_stall"]
-    assert data["findings"][1]["evidence"] == {"best_epoch": 12, "gap": 0.031, "n": 20}
-    assert data["diagnosis"]["plateau_level"] == pytest.approx(0.88)
-    assert data["diagnosis"]["extrapolation"]["epochs"][0] == 21
-    assert data["curves"][0]["metrics"]["val_accuracy"][3] is None  # NaN -> null
+    assert data["gate"]["challenger_accuracy"] == pytest.approx(0.871)
+    assert [f["code"] for f in data["findings"]] == ["regression", "overfitting", "plateau", "series_stall"]
+    assert data["findings"][1]["evidence"] == json.loads(json.dumps(overfitting.evidence))
+    assert data["findings"][1]["severity"] == "warning"
+    diag = data["diagnosis"]
+    assert diag["plateau_level"] == pytest.approx(d.plateau_level)
+    assert diag["plateau_kind"] == "stalled" and diag["plateau_epochs"] == flat and diag["last_epoch"] == 40
+    assert diag["extrapolation"]["budget"] == 40
+    assert diag["extrapolation"]["value_at_budget"] == pytest.approx(d.extrapolation.value_at_budget)
+    assert data["curves"][1]["metrics"]["val_accuracy"][3] is None  # the champion's NaN -> null
     assert [c["role"] for c in data["curves"]] == ["challenger", "champion", "recent", "recent", "recent"]
-    # Round trip: what was written is exactly what build_report_content returns.
-    assert json.loads(json.dumps(data)) == data
 
 
-def test_report_without_champion_gate_or_diagnosis_fields(tmp_path):
-    class Bare:  # a diagnosis with almost nothing in it
-        verdict = "healthy"
+def test_plot_shades_the_stall_and_the_overfitting_and_dashes_the_extrapolation():
+    curve = _fixture(STALLED)
+    d = diagnose(curve, extrapolate=True)
+    onset, flat = d.plateau_onset_epoch, _finding(d, "plateau").evidence["flat_epochs"]
+    overfit_onset = _finding(d, "overfitting").onset_epoch
+    fig = plot_val_curves(curve, diagnosis=d, champion=_synthetic("champion"), findings=d.findings)
+    legend = _legend(fig)
+    stall = legend[f"stalled since epoch {onset} ({flat} epochs before the end)"]
+    assert to_rgb(stall.get_facecolor()) == to_rgb("gold")
+    # The overfitting region starts where the finding says (val_loss's best epoch), not at the
+    # best val_accuracy epoch.
+    assert overfit_onset != d.best_epoch
+    overfit = legend[f"overfitting since epoch {overfit_onset}"]
+    assert to_rgb(overfit.get_facecolor()) == to_rgb("red") and overfit.get_hatch() == "//"
+    assert f"best epoch {d.best_epoch}" in legend
+    # A completed run is extrapolated as far again: dashed, from the last epoch to twice it.
+    ex_line = legend["extrapolation to epoch 80"]
+    assert ex_line.get_linestyle() == "--"
+    x = ex_line.get_xdata()
+    assert x[0] == 40 and x[-1] == 80
+    np.testing.assert_allclose(ex_line.get_ydata(), d.extrapolation.predict(x))
+    assert f"extrapolated limit {d.extrapolation.asymptote:.3f}" in legend
+    assert legend["champion (champion)"].get_linestyle() == "--"
+    # Without an overfitting finding, no overfitting region.
+    without = [f for f in d.findings if f.code != "overfitting"]
+    assert not any(
+        k.startswith("overfitting") for k in _legend(plot_val_curves(curve, diagnosis=d, findings=without))
+    )
 
-    paths = render_report(tmp_path, challenger=_curve("only"), diagnosis=Bare())
+
+@pytest.mark.parametrize(
+    ("name", "kind", "text", "colour"),
+    [
+        (CONVERGED, "converged", "converged", "palegreen"),
+        (OSCILLATING, "flat", "flat (no improvement beyond noise)", "0.85"),
+    ],
+)
+def test_a_flat_tail_that_is_not_a_stall_is_not_called_one(tmp_path, name, kind, text, colour):
+    curve = _fixture(name)
+    d = diagnose(curve)
+    assert not d.stalled and d.plateau_onset_epoch is not None
+    last = int(curve.epochs[-1])
+    length = last - d.plateau_onset_epoch
+    if kind == "converged":  # the healthy finding's own count agrees with the curve
+        assert _finding(d, "healthy").evidence["flat_epochs"] == length
+    paths = render_report(tmp_path, challenger=curve, diagnosis=d)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert f"- {text} since epoch {d.plateau_onset_epoch}: val_accuracy" in md
+    assert f"{length} epochs on the plateau before the end (epoch {last})" in md
+    assert "stalled" not in md
+    legend = _legend(plot_val_curves(curve, diagnosis=d, findings=d.findings))
+    span = legend[f"{kind} since epoch {d.plateau_onset_epoch} ({length} epochs before the end)"]
+    assert to_rgb(span.get_facecolor()) == to_rgb(colour)
+    assert not any(k.startswith("stalled") for k in legend)
+    assert json.loads(paths.json.read_text())["diagnosis"]["plateau_kind"] == kind
+
+
+def test_report_without_champion_gate_or_findings(tmp_path):
+    curve = _synthetic("only")
+    d = Diagnosis(run="only", verdict="healthy", findings=[])  # what diagnose returns with nothing found
+    paths = render_report(tmp_path, challenger=curve, diagnosis=d)
     md = paths.markdown.read_text(encoding="utf-8")
     assert "verdict: healthy" in md and "No findings." in md and "The gate was not run." in md
+    assert "gate:" not in md and "since epoch" not in md
     with Image.open(paths.png) as im:
         im.verify()
     data = json.loads(paths.json.read_text(encoding="utf-8"))
     assert data["gate"] is None and data["champion_run"] is None and data["findings"] == []
+    assert data["diagnosis"]["plateau_kind"] is None and data["diagnosis"]["plateau_epochs"] is None
 
 
 def test_first_champion_gate_and_rerender_replaces_files(tmp_path):
+    curve = _synthetic("a")
+    d = diagnose(curve)
     ids = np.arange(100)
     g = gate(pd.DataFrame({"id": ids, "correct": ids % 10 != 0}), None)
-    render_report(tmp_path, challenger=_curve("a"), diagnosis=None, title="first")
-    paths = render_report(tmp_path, challenger=_curve("a"), diagnosis=None, gate_result=g, title="second")
+    render_report(tmp_path, challenger=curve, diagnosis=d, title="first")
+    paths = render_report(tmp_path, challenger=curve, diagnosis=d, gate_result=g, title="second")
     md = paths.markdown.read_text(encoding="utf-8")
     assert md.startswith("# second")
-    assert "first_champion" in md and "0.9000" in md
+    assert "decision: first_champion (challenger promoted)" in md and "0.9000" in md
+    assert "| champion accuracy | n/a |" in md and "| test examples | 100 |" in md
     assert len(list(tmp_path.iterdir())) == 4
 
 
-def test_content_is_json_serialisable_with_numpy_everywhere():
-    d = _diagnosis()
-    d.plateau_spread = np.float32("nan")
-    content = build_report_content(challenger=_curve("c"), diagnosis=d)
+def test_gate_seed_rule_row_with_the_champion_alone_and_with_seeds(tmp_path):
+    curve = _synthetic("c")
+    d = diagnose(curve)
+    alone = _regression_gate()
+    assert alone.seed_spread is not None and alone.seed_spread.sd is None
+    md = render_report(tmp_path / "a", challenger=curve, diagnosis=d, gate_result=alone).markdown
+    row = (
+        f"| champion config (the champion's seed only) | mean {alone.seed_spread.mean:.4f}, "
+        f"lower bound {alone.seed_spread.lower_bound:.4f} |"
+    )
+    assert row in md.read_text(encoding="utf-8")
+    ids = np.arange(1000)
+    champion = pd.DataFrame({"id": ids, "correct": ids % 10 != 0})  # 0.900
+    challenger = pd.DataFrame({"id": ids, "correct": ids % 10 > 1})  # 0.800
+    seeds = gate(challenger, champion, champion_seed_accuracies={1: 0.900, 2: 0.905, 3: 0.895})
+    s = seeds.seed_spread
+    assert s is not None and s.n_seeds == 3 and s.sd is not None
+    md = render_report(tmp_path / "b", challenger=curve, diagnosis=d, gate_result=seeds).markdown
+    spread = f"mean {s.mean:.4f}, sd {s.sd:.4f}, lower bound {s.lower_bound:.4f}"
+    row = f"| champion config over 3 seeds | {spread} |"
+    assert row in md.read_text(encoding="utf-8")
+
+
+def test_a_failed_write_keeps_the_files_not_yet_replaced(tmp_path, monkeypatch):
+    curve = _synthetic("c")
+    d = diagnose(curve)
+    render_report(tmp_path, challenger=curve, diagnosis=d, title="first")
+    real = report_module.atomic_write_text
+
+    def fail_on_markdown(path, text, *args, **kwargs):
+        if Path(path).name == "report.md":
+            raise OSError("disk full")
+        return real(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(report_module, "atomic_write_text", fail_on_markdown)
+    with pytest.raises(OSError, match="disk full"):
+        render_report(tmp_path, challenger=curve, diagnosis=d, title="second")
+    assert json.loads((tmp_path / "report.json").read_text())["title"] == "second"  # written before
+    assert (tmp_path / "report.md").read_text().startswith("# first")
+    assert "<h1>first</h1>" in (tmp_path / "report.html").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "report.html",
+        "report.json",
+        "report.md",
+        "val_curves.png",
+    ]
+
+
+def test_content_is_json_serialisable_with_numpy_and_nan():
+    curve = _fixture(STALLED)
+    d = dataclasses.replace(diagnose(curve), plateau_spread=float("nan"))
+    content = build_report_content(challenger=curve, diagnosis=d)
     text = json.dumps(content, allow_nan=False)
     assert json.loads(text)["diagnosis"]["plateau_spread"] is None
+    assert isinstance(content["curves"][0]["epochs"][0], int)
 
 
-@dataclass(frozen=True)
-class FakePointForecast:
-    """Shape of ``pipelines.curves.extrapolate.Extrapolation``: one forecast at the budget."""
+def test_extrapolation_to_the_budget_of_a_stopped_run_has_a_band(tmp_path):
+    curve = _fixture("lr-low-sgd-1e-3-s0.csv")  # 30 epochs, still climbing
+    d = diagnose(curve)
+    x, y = curve.epochs, curve.metrics["val_accuracy"]
+    forecast = extrapolate(x, y, 60, higher_is_better=True)
+    d = dataclasses.replace(d, extrapolation=forecast)
+    fig = plot_val_curves(curve, diagnosis=d, findings=d.findings)
+    line = _legend(fig)["extrapolation to epoch 60"]
+    assert line.get_linestyle() == "--" and line.get_xdata()[0] == 30 and line.get_xdata()[-1] == 60
+    # The band: zero width at the last epoch, ± value_std at the budget.
+    (band,) = fig.axes[0].collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.max() - ys.min() >= 2 * forecast.value_std > 0
+    paths = render_report(tmp_path, challenger=curve, diagnosis=d)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert (
+        f"extrapolated val_accuracy at epoch 60: {forecast.value_at_budget:.3f} ± {forecast.value_std:.3f}"
+        f"; long-run limit {forecast.asymptote:.3f}" in md
+    )
+    assert json.loads(paths.json.read_text())["diagnosis"]["extrapolation"]["budget"] == 60
 
-    budget: int
-    value_at_budget: float
-    value_std: float
-    asymptote: float
-    families: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"budget": self.budget, "value_at_budget": self.value_at_budget, "asymptote": self.asymptote}
-
-
-def test_point_forecast_extrapolation_and_loss_monitor(tmp_path):
-    d = _diagnosis()
-    d.extrapolation = FakePointForecast(60, np.float64(0.91), 0.004, 0.912, families={"exp3": object()})
-    paths = render_report(tmp_path / "a", challenger=_curve("c"), diagnosis=d)
-    data = json.loads(paths.json.read_text(encoding="utf-8"))
-    # The object's own summary is used, not its raw fields (which hold unserialisable fits).
-    assert data["diagnosis"]["extrapolation"] == {"budget": 60, "value_at_budget": 0.91, "asymptote": 0.912}
+def test_a_loss_monitored_diagnosis_draws_nothing_in_loss_units_on_the_accuracy_axis(tmp_path):
+    rng = np.random.default_rng(0)
+    e = np.arange(1, 31)
+    val_loss = np.where(e < 10, 2.3 - 0.18 * e, 0.68) + rng.normal(0, 0.004, e.size)
+    curve = Curve(
+        "loss-only",
+        {"loss": val_loss - 0.3 * (e / 30), "val_loss": val_loss},
+        e.astype(np.int64),
+        epoch_budget=30,
+    )
+    d = diagnose(curve, extrapolate=True)
+    assert d.monitor == "val_loss" and d.plateau_onset_epoch is not None and d.extrapolation is not None
+    fig = plot_val_curves(curve, diagnosis=d, findings=d.findings)
+    ax = fig.axes[0]
+    assert any(t.get_text() == "no val_accuracy logged" for t in ax.texts)
+    labels = _legend(fig)
+    assert not any(k.startswith(("extrapolat", "best epoch")) for k in labels)
+    assert not ax.collections  # no level band, no forecast band
+    paths = render_report(tmp_path, challenger=curve, diagnosis=d)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert f"best epoch: {d.best_epoch} (by val_loss)" in md and ": val_loss 0.6" in md
     with Image.open(paths.png) as im:
         im.verify()
-    # A diagnosis that monitored val_loss: its plateau level is in loss units; still renders.
-    d.monitor = "val_loss"
-    d.plateau_level = 0.35
-    paths = render_report(tmp_path / "b", challenger=_curve("c"), diagnosis=d)
-    with Image.open(paths.png) as im:
-        im.verify()
+
+
+def test_plateau_length_is_the_findings_own_count_when_an_epoch_is_missing(tmp_path):
+    curve = _fixture(STALLED)
+    val = curve.metrics["val_accuracy"].copy()
+    val[34] = np.nan  # epoch 35 not logged: 23 logged epochs after the onset, 24 epochs of run
+    curve = dataclasses.replace(curve, metrics=curve.metrics | {"val_accuracy": val})
+    d = diagnose(curve)
+    plateau = _finding(d, "plateau")
+    flat = plateau.evidence["flat_epochs"]
+    assert flat == 40 - d.plateau_onset_epoch - 1
+    md = render_report(tmp_path, challenger=curve, diagnosis=d).markdown.read_text(encoding="utf-8")
+    # The diagnosis line says what the finding's message says, not a second count.
+    assert f"{flat} epochs on the plateau before the end" in plateau.message
+    assert f"{flat} epochs on the plateau before the end (epoch 40)" in md
+    assert f"{flat + 1} epochs on the plateau" not in md

@@ -1,0 +1,190 @@
+"""DVC versioning of a ``retrain`` flow run: which stages to skip, and recording what ran.
+
+The flow runs the same ``pipelines.steps`` functions as the ``dvc.yaml`` stages, in one process
+(importing TensorFlow once instead of once per stage). It then does what DVC documents for outputs
+produced outside ``dvc repro``: ``dvc commit`` of the stages that ran, so that ``dvc.lock``
+describes the run and ``dvc status`` is clean, then ``dvc push`` to the default remote of
+``.dvc/config`` (https://dvc.org/doc/command-reference/commit,
+https://dvc.org/doc/command-reference/push). Before running a stage it asks DVC, as ``dvc repro``
+does, whether the stage changed since ``dvc.lock`` (https://dvc.org/doc/command-reference/status).
+
+This only applies when the run is what ``dvc.yaml`` describes: the project's own ``params.yaml``,
+with no overrides and its own profile. Any other run (a params file elsewhere, ``-S`` overrides)
+still runs every stage and is tracked in MLflow, but is not recorded in ``dvc.lock``, which would
+otherwise claim params the run did not use (``dvc exp run -S`` is DVC's way to run variants).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "dvc.lock"
+PARAMS_FILE = "params.yaml"
+#: MLflow tag on the training run: MD5 of the ``dvc.lock`` that records it.
+LOCK_TAG = "curvewatch.dvc_lock_md5"
+#: MLflow artifact path of that ``dvc.lock``.
+LOCK_ARTIFACT = "dvc"
+
+
+class VersioningError(RuntimeError):
+    """DVC could not read the project, commit the stages or push to the remote."""
+
+
+@dataclass(frozen=True)
+class DvcProject:
+    """A DVC project whose ``dvc.yaml`` describes the run (``root`` holds ``dvc.yaml``, ``.dvc/``)."""
+
+    root: Path
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+
+def dvc_project(
+    params_path: str | Path, *, profile: str | None = None, overrides: Sequence[str] | None = None
+) -> tuple[DvcProject | None, str]:
+    """The DVC project a run with these arguments belongs to, or ``None`` and the reason why not.
+
+    Args:
+        params_path: the params file the run reads.
+        profile: the profile asked for (``None``: the file's ``base.profile``).
+        overrides: ``section.key=value`` overrides of the run.
+
+    Returns:
+        ``(project, "")`` when ``params_path`` is ``params.yaml`` beside a ``dvc.yaml`` and a
+        ``.dvc/`` folder, without overrides, with the file's own profile; else ``(None, reason)``.
+    """
+    path = Path(params_path).resolve()
+    root = path.parent
+    if path.name != PARAMS_FILE or not (root / "dvc.yaml").is_file() or not (root / ".dvc").is_dir():
+        return (
+            None,
+            f"{params_path} is not the params.yaml of a DVC project (no dvc.yaml and .dvc/ beside it)",
+        )
+    if root != Path.cwd().resolve():
+        return None, f"the working directory is not {root} (params.yaml's paths are relative to it)"
+    if overrides:
+        return None, f"the run overrides params ({', '.join(overrides)}) that dvc.lock would not show"
+    if profile is not None:
+        raw = yaml.safe_load(path.read_text()) or {}
+        own = (raw.get("base") or {}).get("profile", "quick")
+        if profile != own:
+            return None, f"profile {profile!r} differs from base.profile {own!r} that dvc.yaml runs with"
+    return DvcProject(root), ""
+
+
+def scratch_project(dst: Path, params: dict, *, source: Path | None = None) -> DvcProject:
+    """A new DVC project (a git repository) in ``dst`` with this repository's ``dvc.yaml``, code
+    (``pipelines/``, ``flows/``), expectation suites and ``.dvc/config`` (remote ``dst/.dvc-storage``),
+    and ``params`` as its ``params.yaml``. For tests and benchmarks that run the flow in isolation.
+
+    Raises:
+        subprocess.CalledProcessError: ``git`` or ``dvc init`` failed.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    source = source or Path(__file__).resolve().parent.parent
+    dst.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("pipelines", "flows", "expectations"):
+        shutil.copytree(source / folder, dst / folder, ignore=ignore)
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy2(source / name, dst / name)
+    (dst / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q", str(dst)], check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "-q"], cwd=dst, check=True)
+    shutil.copy2(source / ".dvc" / "config", dst / ".dvc" / "config")
+    return DvcProject(dst.resolve())
+
+
+def _repo(project: DvcProject):
+    from dvc.repo import Repo
+
+    return Repo(str(project.root))
+
+
+def changed_stages(project: DvcProject, stages: Iterable[str]) -> set[str]:
+    """The stages among ``stages`` whose deps, params, outputs or command differ from ``dvc.lock``
+    (or that ``dvc.lock`` does not record yet), as ``dvc status <stage>`` reports them.
+
+    Raises:
+        VersioningError: DVC cannot read the project.
+    """
+    from dvc.exceptions import DvcException
+
+    stages = list(stages)
+    try:
+        with _repo(project) as repo:
+            status = repo.status(targets=stages)
+    except DvcException as exc:
+        raise VersioningError(f"{project.root}: dvc status failed: {exc}") from exc
+    return {name for name in stages if name in status}
+
+
+def lock_md5(project: DvcProject) -> str:
+    """MD5 of ``dvc.lock``'s bytes (what the MLflow tag :data:`LOCK_TAG` records).
+
+    Raises:
+        FileNotFoundError: there is no ``dvc.lock`` yet.
+    """
+    return hashlib.md5(project.lock_file.read_bytes()).hexdigest()
+
+
+def commit_and_push(project: DvcProject, stages: Sequence[str], *, push: bool = True) -> str:
+    """``dvc commit`` the ``stages`` that ran (outputs into the cache, ``dvc.lock`` rewritten), then
+    ``dvc push`` to the default remote.
+
+    Args:
+        project: the DVC project.
+        stages: names of the ``dvc.yaml`` stages this run executed.
+        push: also push the cache to the default remote (skipped when none is configured).
+
+    Returns:
+        The MD5 of the new ``dvc.lock`` (:func:`lock_md5`).
+
+    Raises:
+        VersioningError: a stage's outputs are missing, or the push failed (the commit is kept:
+            ``dvc push`` can be retried by hand).
+    """
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo(project) as repo:
+            for stage in stages:
+                repo.commit(stage, force=True)
+            if push and repo.config["core"].get("remote"):
+                pushed = repo.push()
+                log.info("dvc push: %d file(s) sent to remote %r", pushed, repo.config["core"]["remote"])
+    except DvcException as exc:
+        raise VersioningError(f"{project.root}: dvc commit/push failed: {exc}") from exc
+    return lock_md5(project)
+
+
+def record_in_run(project: DvcProject, run_id: str) -> str:
+    """Log ``dvc.lock`` as an artifact of MLflow run ``run_id`` and tag the run with its MD5.
+
+    With the git commit the run already records, this restores the run's exact data:
+    ``mlflow artifacts download -r RUN_ID -a dvc/dvc.lock -d .`` then ``dvc pull``.
+
+    Returns:
+        The MD5 of ``dvc.lock``.
+    """
+    from pipelines import tracking
+
+    md5 = lock_md5(project)
+    mc = tracking.client()
+    mc.log_artifact(run_id, str(project.lock_file), LOCK_ARTIFACT)
+    tracking.set_tags(mc, run_id, {LOCK_TAG: md5})
+    return md5

@@ -1,0 +1,64 @@
+"""A retrain with nothing changed skips training; a user adding images gives a new data version that
+is validated, trained on, diagnosed and gated. Each run is recorded by DVC (``dvc status`` clean)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.retrain import retrain
+from pipelines import schedule, tracking, versioning
+from tests.flows.conftest import dvc_status
+
+pytestmark = pytest.mark.flow
+
+
+def _add_images(folder, n: int = 12) -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label, name in enumerate(["zero", "one", "two"]):
+        for i, img in enumerate(digits.images[digits.target == label][90 : 90 + n]):
+            Image.fromarray((img * 15.9375).astype(np.uint8), mode="L").save(
+                folder / name / f"new{i:03d}.png"
+            )
+
+
+def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits_folder):
+    project = dvc_folder_project()
+    start = time.perf_counter()
+    first = retrain()
+    full_s = time.perf_counter() - start
+    assert first.skipped is None and first.promoted
+    assert dvc_status(project.root) == "Data and pipelines are up to date."
+    mc = tracking.client()
+    run = mc.get_run(first.run_id)
+    assert run.data.tags[versioning.LOCK_TAG] == versioning.lock_md5(project) == first.dvc_lock_md5
+    assert run.data.tags[schedule.PARAMS_TAG] and run.data.tags[schedule.DATA_TAG].endswith(".dir")
+    assert "dvc/dvc.lock" in {a.path for a in mc.list_artifacts(first.run_id, "dvc")}
+    assert (project.root / ".dvc-storage").is_dir(), "dvc push did not fill the default local remote"
+    lock = (project.root / "dvc.lock").read_text()
+    assert run.data.tags[schedule.DATA_TAG] in lock  # dvc.lock records the data the run used
+
+    start = time.perf_counter()
+    second = retrain()
+    skip_s = time.perf_counter() - start
+    assert second.skipped and second.skipped.startswith("skipped training") and first.run_id in second.skipped
+    assert second.run_id is None and "\n" not in second.skipped
+    assert (project.root / "dvc.lock").read_text() == lock
+    assert skip_s < full_s / 2, f"skip took {skip_s:.1f} s against {full_s:.1f} s for the full run"
+    print(f"full run {full_s:.1f} s, skipped run {skip_s:.1f} s")
+
+    _add_images(digits_folder)
+    third = retrain()
+    assert third.skipped is None and third.run_id not in (None, first.run_id)
+    new = mc.get_run(third.run_id)
+    assert new.data.tags[schedule.DATA_TAG] != run.data.tags[schedule.DATA_TAG]
+    assert int(new.data.params["data.train_examples"]) > int(run.data.params["data.train_examples"])
+    assert new.data.tags["curvewatch.gate"] and new.data.tags["curvewatch.verdict"]
+    assert new.data.metrics["validation.rows"] > run.data.metrics["validation.rows"]  # validated anew
+    assert dvc_status(project.root) == "Data and pipelines are up to date."
+    assert new.data.tags[schedule.DATA_TAG] in (project.root / "dvc.lock").read_text()

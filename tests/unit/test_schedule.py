@@ -1,0 +1,139 @@
+"""The retrain-or-skip decision, the series-watch events and the ``schedule`` params section."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from pipelines.config import ConfigError, load_params
+from pipelines.schedule import (
+    DATA_TAG,
+    MODEL_RESOURCE_PREFIX,
+    PARAMS_TAG,
+    REGRESSION_EVENT,
+    SERIES_STALL_EVENT,
+    Fingerprint,
+    decide_retrain,
+    last_fingerprint,
+    params_md5,
+    stages_to_run,
+    watch_events,
+)
+
+
+def test_unchanged_data_and_params_skip_in_one_line():
+    last = Fingerprint("abc.dir", "p1", run_id="r1")
+    decision = decide_retrain(Fingerprint("abc.dir", "p1"), last)
+    assert decision.retrain is False
+    assert "\n" not in decision.reason and "r1" in decision.reason and "skipped" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("current", "changed"),
+    [
+        (Fingerprint("new.dir", "p1"), "data version"),
+        (Fingerprint("abc.dir", "p2"), "params"),
+        (Fingerprint("new.dir", "p2"), "data version and params"),
+    ],
+)
+def test_a_change_retrains_and_names_it(current, changed):
+    decision = decide_retrain(current, Fingerprint("abc.dir", "p1", run_id="r1"))
+    assert decision.retrain is True
+    assert decision.reason.startswith(f"retraining: {changed} changed")
+
+
+def test_first_run_and_force_retrain():
+    assert decide_retrain(Fingerprint("a", "p"), None).retrain is True
+    assert decide_retrain(Fingerprint("a", "p"), Fingerprint("a", "p"), force=True).retrain is True
+
+
+def _run(run_id, status="FINISHED", **tags):
+    return SimpleNamespace(
+        info=SimpleNamespace(run_id=run_id, status=status), data=SimpleNamespace(tags=tags)
+    )
+
+
+def test_last_fingerprint_takes_the_newest_run_that_went_through_the_gate():
+    full = {DATA_TAG: "d", PARAMS_TAG: "p", "curvewatch.gate": "promote"}
+    runs = [
+        _run("crashed-in-evaluate", **{DATA_TAG: "d2", PARAMS_TAG: "p2"}),  # no gate tag
+        _run("failed", status="FAILED", **full),
+        _run("good", **full),
+        _run("older", **full),
+    ]
+    assert last_fingerprint(runs) == Fingerprint("d", "p", "good")
+    assert last_fingerprint(runs[:2]) is None
+
+
+def test_params_md5_ignores_schedule_and_tune_only(params_file):
+    base = load_params(params_file())
+    assert params_md5(base) == params_md5(
+        load_params(params_file({"schedule": {"retrain_cron": "5 1 * * 1"}}))
+    )
+    assert params_md5(base) == params_md5(load_params(params_file({"tune": {"n_trials": 2}})))
+    assert params_md5(base) != params_md5(load_params(params_file({"train": {"epochs": 2}})))
+    assert len(params_md5(base)) == 32
+
+
+def test_watch_events_for_gate_failure_and_series_stall():
+    regression = {"code": "regression", "message": "challenger worse (p = 0.01)"}
+    stall = {"code": "series_stall", "message": "last 3 retrains did not beat the champion"}
+    assert watch_events("promote", []) == []
+    events = watch_events("regression", [regression, stall])
+    assert [e.event for e in events] == [REGRESSION_EVENT, SERIES_STALL_EVENT]
+    assert events[0].message == regression["message"] and events[1].message == stall["message"]
+    assert [e.event for e in watch_events("keep_champion", [stall])] == [SERIES_STALL_EVENT]
+
+
+def test_schedule_section_defaults_to_nightly(params_file):
+    params = load_params(params_file())
+    assert params.schedule.retrain_cron == "0 3 * * *" and params.schedule.timezone == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"retrain_cron": "61 3 * * *"}, "schedule.retrain_cron"),
+        ({"retrain_cron": "0 3 * *"}, "schedule.retrain_cron"),
+        ({"retrain_cron": "@daily"}, "schedule.retrain_cron"),
+        ({"timezone": "Mars/Olympus"}, "schedule.timezone"),
+        ({"retrain_crn": "0 3 * * *"}, "schedule.retrain_crn"),
+    ],
+)
+def test_bad_schedule_names_the_key(params_file, section, key):
+    path = params_file({"schedule": section})
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert f"{path}: {key}:" in str(info.value)
+
+
+def test_documented_automation_is_valid_and_triggers_on_the_emitted_events():
+    from fnmatch import fnmatch
+
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    from tests.conftest import REPO
+
+    automation = AutomationCore.model_validate(
+        yaml.safe_load((REPO / "flows" / "automations" / "notify.yaml").read_text())
+    )
+    assert automation.trigger.expect == {REGRESSION_EVENT, SERIES_STALL_EVENT}
+    pattern = automation.trigger.match.root["prefect.resource.id"]
+    assert fnmatch(MODEL_RESOURCE_PREFIX + "curvewatch-fashion-mnist-classifier", pattern)
+    assert automation.actions[0].type == "send-notification"
+
+
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [
+        (set(), []),
+        ({"prepare"}, ["prepare", "validate", "baseline"]),  # a new split: everything reading it
+        ({"validate"}, ["validate"]),  # e.g. an expectation suite edited
+        ({"baseline"}, ["baseline"]),
+        ({"validate", "baseline"}, ["validate", "baseline"]),
+    ],
+)
+def test_stages_to_run_follow_changes_downstream(changed, expected):
+    assert stages_to_run(changed) == expected
