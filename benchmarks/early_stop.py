@@ -250,6 +250,8 @@ class MethodSummary:
     stall_runs: int
     saved_median: float  # epochs, stall runs, against the full run
     earlier_median: float  # epochs earlier than the reference method, stall runs
+    earlier_runs: int  # stall runs stopped earlier than by the reference method
+    later_runs: int  # ... later
     stall_regret: float  # mean regret, stall runs
     improving_runs: int
     false_stops: int  # improving runs with regret > REGRET_TOLERANCE
@@ -276,6 +278,8 @@ def summarise(replayed: Sequence[Replayed], method: str, reference: str = REFERE
         stall_runs=len(stalls),
         saved_median=_median([r.epochs - r.stops[method] for r in stalls]),
         earlier_median=_median([r.stops[reference] - r.stops[method] for r in stalls]),
+        earlier_runs=sum(r.stops[method] < r.stops[reference] for r in stalls),
+        later_runs=sum(r.stops[method] > r.stops[reference] for r in stalls),
         stall_regret=_mean([r.regret(method) for r in stalls]),
         improving_runs=len(improving),
         false_stops=sum(r.regret(method) > REGRET_TOLERANCE for r in improving),
@@ -293,7 +297,8 @@ def targets(ours: MethodSummary, reference: MethodSummary) -> list[str]:
 
     return [
         f"stalls stopped a median >= {TARGET_EARLIER_EPOCHS} epochs earlier than {REFERENCE}: "
-        f"{fmt(ours.earlier_median, 1)} -> {verdict(ours.earlier_median >= TARGET_EARLIER_EPOCHS)}",
+        f"{fmt(ours.earlier_median, 1)} -> {verdict(ours.earlier_median >= TARGET_EARLIER_EPOCHS)} "
+        f"(earlier on {ours.earlier_runs}, later on {ours.later_runs} of {ours.stall_runs} stall runs)",
         f"mean regret on stalls no higher: {fmt(ours.stall_regret, 4)} vs {fmt(reference.stall_regret, 4)} -> "
         f"{verdict(ours.stall_regret <= reference.stall_regret)}",
         f"no more false stops: {ours.false_stops} vs {reference.false_stops} -> "

@@ -182,6 +182,11 @@ def test_early_stop_replay_matches_hand_computed_stops(tmp_path: Path) -> None:
     assert reference.saved_share == pytest.approx((11 + 0 + 12) / 60)
     pruner = es.summarise(list(replayed.values()), es.OPTUNA)
     assert (pruner.saved_median, pruner.earlier_median, pruner.false_stops) == (10, -1, 0)
+    assert (pruner.earlier_runs, pruner.later_runs) == (0, 1)
     assert pruner.stall_regret == 0.0
     lines = es.targets(pruner, reference)
-    assert lines[0].endswith("NOT met") and lines[1].endswith("-> met") and lines[2].endswith("-> met")
+    assert (
+        "-> NOT met (earlier on 0, later on 1 of 1" in lines[0]
+        and lines[1].endswith("-> met")
+        and lines[2].endswith("-> met")
+    )
