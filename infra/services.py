@@ -107,6 +107,15 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def start_time(pid: int) -> str:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid it
+    names one process for good, so a recycled pid is never taken for our server."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -115,7 +124,7 @@ def cmdline(pid: int) -> str:
 
 
 def http(
-    url: str, *, method: str = "GET", body: dict | None = None, auth: str | None = None, timeout: float = 5
+    url: str, *, method: str = "GET", body: dict | None = None, auth: str | None = None, timeout: float = 20
 ) -> tuple[int, str]:
     """(status, body) of one HTTP request; status 0 when nothing answered. ``auth``: ``user:password``."""
     data = json.dumps(body).encode() if body is not None else None
@@ -179,12 +188,13 @@ class State:
 
 
 def choose_port(state: State, env: str, default: int) -> int:
-    """The port a service starts on: the recorded one if free, else ``$env`` (0 = any free port; a
-    held explicit port is an error), else ``default`` if free, else a free port."""
+    """The port a service starts on: the recorded one if free (unless ``$env`` names another), else
+    ``$env`` (0 = any free port; a held explicit port is an error), else ``default`` if free, else a
+    free port."""
     recorded = state.read("port")
-    if recorded and port_free(int(recorded)) and env not in os.environ:
-        return int(recorded)
     wanted = os.environ.get(env)
+    if recorded and port_free(int(recorded)) and wanted in (None, "0", recorded):
+        return int(recorded)
     if wanted is not None:
         try:
             port = int(wanted)
@@ -378,7 +388,7 @@ class Postgres:
             )
         data = self.data_dir if (self.data_dir / "PG_VERSION").exists() else self._pick_data_dir()
         if not (data / "PG_VERSION").exists():
-            pwfile = self.state.dir / "cluster" / ".pwfile"
+            pwfile = data.parent / ".pwfile"  # beside the data folder: reachable by the postgres user
             write_private(pwfile, self.password() + "\n")
             if self.as_postgres:
                 pw = pwd.getpwnam("postgres")
@@ -389,7 +399,8 @@ class Postgres:
             ])
             pwfile.unlink(missing_ok=True)
             if r.returncode != 0:
-                raise ServiceError(f"postgres: initdb failed: {r.stderr.strip().splitlines()[-1:]}")
+                last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ServiceError(f"postgres: initdb failed: {last}")
         port = choose_port(self.state, self.env_port, 5432)
         log = data.parent / "server.log"
         opts = f"-c listen_addresses={HOST} -c port={port} -c unix_socket_directories={data.parent}"
@@ -468,7 +479,11 @@ class HttpService:
         if pid is None or port is None or not pid_alive(pid):
             return False
         line = cmdline(pid)
-        return self.process_marker in line and f"--port {port}" in line
+        return (
+            start_time(pid) == self.state.read("pid_start")
+            and self.process_marker in line
+            and f"--port {port}" in line
+        )
 
     # subclasses
     def auth(self) -> str | None:
@@ -496,18 +511,16 @@ class HttpService:
         if self.owned():
             say(f"{self.name}: already running at {self.url()} (pid {self.pid()})")
             return
-        pid = self.pid()
-        if pid is not None and pid_alive(pid) and self.process_marker in cmdline(pid):
-            raise ServiceError(
-                f"{self.name}: our server (pid {pid}) runs but fails the ownership check at "
-                f"{self.base_url()}; stop it with its stop command"
-            )
+        if self.process_ok():
+            say(f"{self.name}: our server (pid {self.pid()}) fails the ownership check at {self.base_url()}; restarting it")
+            self.stop()
         self.before_start()
         port = choose_port(self.state, self.env_port, self.default_port)
         args, env = self.command(port)
         self.state.dir.mkdir(parents=True, exist_ok=True)
         pid = spawn(args, env, self.state.log, cwd=self.state.dir)
         self.state.write("pid", str(pid))
+        self.state.write("pid_start", start_time(pid))
         self.state.write("port", str(port))
         try:
             wait_for(lambda: self.healthy(port), self.startup_timeout, f"{self.name} server", pid, self.state.log)
@@ -525,7 +538,7 @@ class HttpService:
         pid = self.pid()
         if pid is None or not pid_alive(pid):
             say(f"{self.name}: not running")
-        elif self.process_marker not in cmdline(pid):
+        elif not self.process_ok():
             say(f"{self.name}: pid {pid} in {self.state.dir / 'pid'} is not our server; left alone")
         else:
             stop_group(pid, self.name)
@@ -571,8 +584,17 @@ class MlflowServer(HttpService):
         if not pg.owned():
             pg.start()
 
+    def owned(self) -> bool:
+        """Our process and token, and still on our PostgreSQL's current port (a cluster restarted
+        on another port leaves the server talking to whatever now holds the old one)."""
+        if not super().owned():
+            return False
+        pg = Postgres()
+        return self.state.read("backend_port") == str(pg.port()) and pg.owned()
+
     def command(self, port: int) -> tuple[list[str], dict[str, str]]:
         pg = Postgres()
+        self.state.write("backend_port", str(pg.port()))
         dest = os.environ.get("CURVEWATCH_ARTIFACTS_DESTINATION") or str(self.state.dir / "artifacts")
         env = dict(os.environ, PGPASSFILE=str(pg.pgpass()), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         args = [
@@ -598,11 +620,18 @@ class MlflowServer(HttpService):
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", "",
             ]))
             env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=password)
+            # the auth app's CSRF protection needs a static key; keep one per state folder
+            if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+                key = self.state.read("flask_secret_key")
+                if key is None:
+                    key = secrets.token_hex(32)
+                    self.state.write("flask_secret_key", key)
+                env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = key
             args += ["--app-name", "basic-auth"]
         return args, env
 
     def healthy(self, port: int) -> bool:
-        return http(f"http://{HOST}:{port}/health")[0] == 200
+        return http(f"http://{HOST}:{port}/health", timeout=5)[0] == 200
 
     def write_token(self) -> None:
         status, body = http(
@@ -657,7 +686,7 @@ class PrefectServer(HttpService):
         return [venv_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)], env
 
     def healthy(self, port: int) -> bool:
-        return http(f"http://{HOST}:{port}/api/health")[0] == 200
+        return http(f"http://{HOST}:{port}/api/health", timeout=5)[0] == 200
 
     def write_token(self) -> None:
         url = f"{self.url()}/variables/"
@@ -704,7 +733,12 @@ class PrefectWorker:
 
     def owned(self) -> bool:
         pid = self.pid()
-        return pid is not None and pid_alive(pid) and f"--pool {self.state.read('pool')}" in cmdline(pid)
+        return (
+            pid is not None
+            and pid_alive(pid)
+            and start_time(pid) == self.state.read("pid_start")
+            and f"--pool {self.state.read('pool')}" in cmdline(pid)
+        )
 
     def start(self) -> None:
         if self.owned():
@@ -724,6 +758,7 @@ class PrefectWorker:
                 "--name", f"curvewatch-{socket.gethostname()}"]
         pid = spawn(args, env, self.state.log, cwd=ROOT)
         self.state.write("pid", str(pid))
+        self.state.write("pid_start", start_time(pid))
         self.state.write("pool", pool)
         # the worker creates the pool and registers itself; wait until the server lists it
         def registered() -> bool:
@@ -743,7 +778,7 @@ class PrefectWorker:
         pid = self.pid()
         if pid is None or not pid_alive(pid):
             say("prefect-worker: not running")
-        elif "worker" not in cmdline(pid):
+        elif not self.owned():
             say(f"prefect-worker: pid {pid} is not our worker; left alone")
         else:
             stop_group(pid, "prefect-worker")

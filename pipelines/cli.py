@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,8 +34,23 @@ def _params(params: Path, profile: str | None, overrides: list[str] | None):
         raise typer.Exit(2) from exc
 
 
+@app.callback()
+def _quiet_console() -> None:
+    # Before any command imports TensorFlow or MLflow: their start-up noise is decided on load.
+    from pipelines.console import quiet
+
+    quiet(filter_native=_is_program())
+
+
+def _is_program() -> bool:
+    """True when running as the ``curvewatch`` program, not inside a host (pytest's CliRunner)."""
+    return Path(sys.argv[0]).name == "curvewatch"
+
+
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines.console import quiet
+
+    quiet(filter_native=_is_program())  # idempotent; also for commands called directly
 
 
 def _fail(exc: Exception, code: int = 1):
@@ -111,8 +125,8 @@ def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
     except StageError as exc:
         _fail(exc)
     typer.echo(
-        f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id}, "
-        f"model version {outcome.model_version}"
+        f"trained {outcome.epochs_run} epochs in {outcome.train_seconds:.0f} s; MLflow run {outcome.run_id} "
+        "(the compare stage registers the model once its curves are diagnosed)"
     )
 
 
@@ -275,6 +289,24 @@ def tune(
         typer.secho(result.optimism.message, fg="yellow")
 
 
+@app.command("ui-url")
+def ui_url(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    base: Annotated[
+        str | None, typer.Option(help="the MLflow UI's address (default: the tracking server, else :5000)")
+    ] = None,
+) -> None:
+    """Print the link to the experiment's runs table in the "curvewatch diagnosis" view (for ``make ui``)."""
+    from pipelines import tracking
+
+    p = _params(params, profile, set_)
+    mc = tracking.client()
+    exp_id = tracking.ensure_experiment(mc, p.tracking.experiment)
+    typer.echo(tracking.run_table_url(base or tracking.ui_base_url(mc.tracking_uri), exp_id))
+
+
 def ensure_prefect_server() -> str:
     """Point Prefect at ``$PREFECT_API_URL``, or start/reuse the local server (``infra/prefect-server.sh``).
 
@@ -325,3 +357,40 @@ def flow_retrain(
     except GateFailed as exc:
         _fail(exc, code=3)
     typer.echo(summary.render())
+
+
+@app.command("migrate-store")
+def migrate_store_cmd(
+    to: Annotated[
+        str | None, typer.Option("--to", help="destination tracking URI (default: $MLFLOW_TRACKING_URI)")
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="source tracking URI (default: sqlite:///./mlflow.db)")
+    ] = None,
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", "-e", help="copy only this experiment (repeatable)")
+    ] = None,
+) -> None:
+    """Copy runs, logged models and registered models from the local SQLite store to a tracking server.
+
+    Run it again to copy only what is new (copies are tagged ``curvewatch.migrated_from``).
+    """
+    import os
+
+    from pipelines.migrate_store import migrate_store
+    from pipelines.tracking import TrackingUnavailable
+
+    src = from_ or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    dst = to or os.environ.get("MLFLOW_TRACKING_URI")
+    if not dst:
+        _fail(ValueError("migrate-store: give --to URI or set MLFLOW_TRACKING_URI to the tracking server"), 2)
+    if src.startswith("sqlite:///") and not Path(src.removeprefix("sqlite:///")).exists():
+        _fail(FileNotFoundError(f"migrate-store: no SQLite store at {src.removeprefix('sqlite:///')}"), 2)
+    try:
+        result = migrate_store(src, dst, experiments=experiment, echo=typer.echo)
+    except (ValueError, TrackingUnavailable) as exc:
+        _fail(exc, 2)
+    typer.echo(
+        f"copied {result.runs} runs ({result.runs_skipped} already there), {result.logged_models} logged "
+        f"models and {result.model_versions} model versions from {src} to {dst}"
+    )

@@ -107,6 +107,10 @@ class CompareConfig(_Frozen):
     recent_runs: int = Field(5, ge=0)
     alpha: float = Field(0.05, gt=0, lt=1)
     fail_on_regression: bool = False
+    # Promotion rule of the `champion` alias (pipelines/registry.py): significantly_better or
+    # not_worse (within `margin`, accuracy units).
+    promotion: Literal["significantly_better", "not_worse"] = "significantly_better"
+    margin: float = Field(0.005, ge=0, lt=1)
 
 
 class TuneConfig(_Frozen):

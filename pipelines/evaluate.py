@@ -171,6 +171,33 @@ def evaluate(
     )
 
 
+#: Run-relative artifact of the per-class table (``MlflowClient.log_table``, JSON "split" format).
+PER_CLASS_TABLE = "evaluation/per_class_table.json"
+
+
+def per_class_table(result: EvaluationResult) -> pd.DataFrame:
+    """The per-class scores as one table for ``mlflow.log_table`` (pure).
+
+    Returns:
+        One row per class in class-index order: ``class_name`` (str), ``precision``, ``recall``,
+        ``f1`` (float64 in [0, 1], rounded to 4 decimals) and ``support`` (int64, test images), then
+        a ``macro avg`` row (unweighted means; support = all test images), as scikit-learn's
+        ``classification_report`` lays it out.
+    """
+    table = result.per_class[["class_name", "precision", "recall", "f1", "support"]].copy()
+    macro = {
+        "class_name": "macro avg",
+        "precision": float(table["precision"].mean()),
+        "recall": float(table["recall"].mean()),
+        "f1": float(table["f1"].mean()),
+        "support": int(table["support"].sum()),
+    }
+    table = pd.concat([table, pd.DataFrame([macro])], ignore_index=True)
+    table[["precision", "recall", "f1"]] = table[["precision", "recall", "f1"]].astype(np.float64).round(4)
+    table["support"] = table["support"].astype(np.int64)
+    return table
+
+
 def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then move the temp file onto ``path`` (same folder, so atomic)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")

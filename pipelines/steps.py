@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +201,9 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     """Train the configured model, tracking everything in a new MLflow run.
 
     Logs the full resolved config, the git commit, the dataset with its DVC content hash, the
-    validation results, per-epoch curves (step = epoch), the model (Keras flavour, registered as a
-    new version of ``tracking.registered_model``). Writes ``paths.model_file``, ``paths.run_file``,
+    validation results, per-epoch curves (step = epoch) and the model (Keras flavour; the compare
+    stage registers it once the curves are diagnosed, see ``pipelines/registry.py``). The run is
+    named by :func:`pipelines.tracking.run_name`. Writes ``paths.model_file``, ``paths.run_file``,
     ``paths.history_plot`` and ``paths.train_metrics``.
 
     Raises:
@@ -222,7 +225,9 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     data_version = tracking.dvc_content_hash(paths.raw_dir)
     run = mc.create_run(
         exp_id,
-        run_name=f"{params.train.model}-{params.base.profile}",
+        run_name=tracking.run_name(
+            params.train.model, params.train.learning_rate, data_version, datetime.now(UTC)
+        ),
         tags={
             tracking.RUN_KIND_TAG: "train",
             "mlflow.source.git.commit": tracking.git_commit() or "unknown",
@@ -256,7 +261,14 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         )
         callbacks = (tracking.epoch_logger(mc, run_id), diag_cb, *extra_callbacks)
         result = train(
-            params.train, data, seed=params.base.seed, backup_dir=paths.backup_dir, callbacks=callbacks
+            params.train,
+            data,
+            seed=params.base.seed,
+            backup_dir=paths.backup_dir,
+            callbacks=callbacks,
+            # Keras' progress bar on a terminal; one line per epoch in a log (its bar would print a
+            # new line every 0.05 s when stdout is not a terminal).
+            verbose=1 if sys.stdout.isatty() else 2,
         )
         save_model(result.model, paths.model_file)
         save_history_csv(result.history, paths.history_plot)
@@ -277,19 +289,26 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
             "best_val_accuracy": max(result.history.get("val_accuracy", [float("nan")])),
         }
         tracking.log_metrics(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
-        version = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
+        model_info = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
     except BaseException:
         mc.set_terminated(run_id, status="FAILED")
         raise
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")
     atomic_write_json(
         paths.run_file,
-        {"run_id": run_id, "model_version": version, "experiment_id": exp_id, "data_version": data_version},
+        {
+            "run_id": run_id,
+            "model_version": None,  # registered by the compare stage, after the diagnosis (registry.py)
+            "model_uri": model_info.model_uri,
+            "model_id": model_info.model_id,
+            "experiment_id": exp_id,
+            "data_version": data_version,
+        },
     )
     atomic_write_json(paths.train_metrics, {"train": summary})
     return TrainOutcome(
         run_id=run_id,
-        model_version=version,
+        model_version=None,
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         completed=result.completed,
@@ -309,8 +328,9 @@ def _flat(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _log_model(mc, run_id: str, params: Params, model, example, classes) -> str | None:
-    """Log the Keras model to the run and register it; returns the new registered version."""
+def _log_model(mc, run_id: str, params: Params, model, example, classes):
+    """Log the Keras model to the run (not registered: the compare stage decides, see
+    ``pipelines/registry.py``); returns MLflow's ``ModelInfo`` (``model_uri``, ``model_id``)."""
     import mlflow
     import mlflow.keras
     from mlflow.models import infer_signature
@@ -328,10 +348,9 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes) -> str 
             name="model",
             signature=signature,
             pip_requirements=requirements,
-            registered_model_name=params.tracking.registered_model,
             metadata={"class_names": classes.get("class_names")},
         )
-    return str(info.registered_model_version) if info.registered_model_version is not None else None
+    return info
 
 
 # --------------------------------------------------------------------------------------------- tune
@@ -342,12 +361,15 @@ def run_tune(params: Params, *, trials: int | None = None, storage: str | None =
     Raises:
         ValueError: as :func:`pipelines.tune.tune` (bad trial count, every trial pruned or failed).
     """
+    from pipelines import tracking
     from pipelines.prepare import load_split
     from pipelines.tune import tune
 
     data, _ = load_train_data(params)
     test = load_split(params.paths.prepared_dir, "test")
-    return tune(params, data, n_trials=trials, test=(test.x, test.y), storage=storage)
+    return tune(
+        params, data, n_trials=trials, test=(test.x, test.y), storage=storage, mlflow_client=tracking.client()
+    )
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -355,12 +377,13 @@ def run_evaluate(params: Params):
     """Evaluate the trained model on the official test split; log into the training run.
 
     Writes ``paths.evaluation_dir`` (metrics.json, per_class.csv, confusion_matrix.png,
-    predictions.parquet), ``paths.evaluate_metrics`` and ``paths.confusion_plot``.
+    predictions.parquet), ``paths.evaluate_metrics`` and ``paths.confusion_plot``; logs
+    ``test_accuracy``/``test_loss`` and the per-class table (``mlflow.log_table``) to the run.
     """
     import keras
 
     from pipelines import tracking
-    from pipelines.evaluate import evaluate, save_evaluation
+    from pipelines.evaluate import PER_CLASS_TABLE, evaluate, per_class_table, save_evaluation
     from pipelines.prepare import load_classes, load_split
 
     paths = params.paths
@@ -384,12 +407,8 @@ def run_evaluate(params: Params):
     )
     mc = tracking.client()
     tracking.log_metrics(mc, run_info["run_id"], summary)
-    per_class = {}
-    for row in result.per_class.itertuples(index=False):
-        name = str(getattr(row, "class_name", getattr(row, "label", ""))).replace("/", "_").replace(" ", "_")
-        per_class[f"test_precision.{name}"] = float(row.precision)
-        per_class[f"test_recall.{name}"] = float(row.recall)
-    tracking.log_metrics(mc, run_info["run_id"], per_class)
+    # One browsable table instead of 2 x K scalar charts (MLflow UI: Artifacts / Evaluation tab).
+    mc.log_table(run_info["run_id"], per_class_table(result), PER_CLASS_TABLE)
     mc.log_artifacts(run_info["run_id"], str(paths.evaluation_dir), "evaluation")
     return result
 
@@ -415,15 +434,17 @@ def run_compare(params: Params) -> CompareOutcome:
 
     Reads this run, the champion (alias ``champion`` of ``tracking.registered_model``) and the last
     ``compare.recent_runs`` training runs from MLflow. Writes MLflow tags (``curvewatch.verdict``,
-    ``curvewatch.plateau_onset_epoch``, ``curvewatch.gate`` ...) and metrics on the run, the report
-    (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as run artifacts,
-    ``paths.compare_metrics``, and moves the ``champion`` alias when the gate passes.
+    ``curvewatch.plateau_onset_epoch``, ``curvewatch.gate``, ``curvewatch.decision`` ...), the run
+    description (``mlflow.note.content``: the diagnosis paragraph and a link to the report) and
+    metrics on the run, the report (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as
+    run artifacts, ``paths.compare_metrics``. Registers the model version and moves the
+    ``champion`` alias as ``pipelines/registry.py`` decides (``compare.promotion``).
 
     Raises:
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
             still written first).
     """
-    from pipelines import tracking
+    from pipelines import registry, tracking
     from pipelines.curves.batch import mlflow_metrics, mlflow_tags
     from pipelines.curves.compare import compare_curves, series_stall
     from pipelines.curves.diagnose import diagnose
@@ -480,25 +501,50 @@ def run_compare(params: Params) -> CompareOutcome:
         if stall is not None:
             findings.append(stall)
 
+    diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
+    # One-sided p for "the challenger is better": the same paired test with the roles swapped.
+    p_better = (
+        gate(champion_preds, challenger_preds, alpha=cfg.alpha).p_value
+        if champion_preds is not None
+        else None
+    )
+    reg = registry.apply_policy(
+        mc,
+        params.tracking.registered_model,
+        run_info=run_info,
+        verdict=diagnosis.verdict,
+        plateau_onset_epoch=diagnosis.plateau_onset_epoch,
+        diagnosis=diag_msg,
+        completed=challenger_curve.complete,
+        gate_result=gate_result,
+        p_better=p_better,
+        rule=cfg.promotion,
+        alpha=cfg.alpha,
+        margin=cfg.margin,
+        best_val_accuracy=_best(challenger_curve.metrics.get("val_accuracy")),
+        best_epoch=diagnosis.best_epoch,
+    )
+    promoted = reg.promoted
     report = render_report(
         paths.compare_dir,
         challenger=challenger_curve,
         diagnosis=diagnosis,
         champion=champion_curve,
         recent=recent,
-        gate_result=gate_result,
+        # The gate's numbers with the decision taken under compare.promotion, as on the run.
+        gate_result=replace(gate_result, decision=reg.decision.code, passed=promoted),
         findings=findings,
         title=f"curvewatch report for run {run_id}",
     )
-    promoted = bool(gate_result.passed) and run_info.get("model_version") is not None
-    if promoted:
-        tracking.promote(mc, params.tracking.registered_model, run_info["model_version"])
-    tags = mlflow_tags(diagnosis) | {
-        "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings})) or "none",
-        "curvewatch.gate": gate_result.decision,
-        "curvewatch.champion_run_id": champion.run_id if champion else None,
-        "curvewatch.promoted": str(promoted).lower(),
-    }
+    tags = (
+        mlflow_tags(diagnosis)
+        | reg.run_tags
+        | {
+            "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings}))
+            or "none",
+            "curvewatch.champion_run_id": champion.run_id if champion else None,
+        }
+    )
     tracking.set_tags(mc, run_id, tags)
     numbers = mlflow_metrics(diagnosis) | {
         "gate.p_value": gate_result.p_value,
@@ -510,14 +556,13 @@ def run_compare(params: Params) -> CompareOutcome:
         mc.log_artifact(run_id, str(p), "curvewatch")
     atomic_write_json(paths.compare_metrics, {"compare": _finite(numbers) | {"promoted": promoted}})
 
-    diag_msg = "; ".join(f.message for f in diagnosis.findings) or diagnosis.verdict
-    gate_msg = gate_result.finding.message if gate_result.finding else _gate_sentence(gate_result)
+    gate_msg = gate_result.finding.message if gate_result.finding else reg.decision.text
     outcome = CompareOutcome(
         run_id=run_id,
         verdict=diagnosis.verdict,
         diagnosis_message=diag_msg,
         promoted=promoted,
-        gate_decision=gate_result.decision,
+        gate_decision=reg.decision.code,
         gate_message=gate_msg,
         report_markdown=report.markdown,
         report_html=report.html,
@@ -550,6 +595,15 @@ def _rescore_champion(params: Params, mc, champion):
     return evaluate(model, test.x, test.y, test.ids, names, batch_size=params.evaluate.batch_size).predictions
 
 
+def _best(values) -> float | None:
+    """Largest finite value of a per-epoch series (None when there is none)."""
+    import numpy as np
+
+    finite = np.asarray(values if values is not None else [], dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) if finite.size else None
+
+
 def _finite(values: dict[str, Any]) -> dict[str, Any]:
     import math
 
@@ -560,12 +614,3 @@ def _finite(values: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(v, int | float) and math.isfinite(v):
             out[k] = v
     return out
-
-
-def _gate_sentence(g) -> str:
-    if g.champion_accuracy is None:
-        return f"no champion yet: this run ({g.challenger_accuracy:.4f} test accuracy) becomes the first"
-    return (
-        f"{g.decision}: challenger {g.challenger_accuracy:.4f} vs champion {g.champion_accuracy:.4f} "
-        f"on {g.n_examples} paired test images ({g.test}, p = {g.p_value:.3g})"
-    )

@@ -20,6 +20,7 @@ import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,8 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking server or its database does not answer; the message names the URI."""
+    """The MLflow tracking server or its database does not answer (at the start, or for longer
+    than a :class:`MetricBuffer` waits to send what it holds); the message names the URI."""
 
 
 _STORES_CHECKED: set[str] = set()
@@ -164,13 +166,167 @@ def check_tracking_store(uri: str, *, timeout: float = 10.0) -> None:
 
 
 def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
-    """Return the id of experiment ``name``, creating it (artifacts under :func:`artifact_root`)."""
+    """Return the id of experiment ``name``, creating it (artifacts under :func:`artifact_root`).
+
+    Also makes the experiment open the way a curvewatch user needs it in the MLflow UI, on new and
+    existing experiments alike (tags are only written when missing or different):
+
+    - ``mlflow.experimentKind = custom_model_development``: the experiment's kind as MLflow's API
+      records it (MLflow 3.x UIs without the GenAI / "Model training" switch open such an
+      experiment on its runs table; 3.17.2's switch is set by :func:`run_table_url`);
+    - the saved view :data:`DIAGNOSIS_VIEW_NAME` (:func:`diagnosis_view_tag`), listed under
+      "Views" on the runs page and opened by :func:`run_table_url`.
+    """
     exp = mlflow_client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    uri = mlflow_client.tracking_uri
-    location = artifact_root() if uri.startswith("sqlite:") or uri.startswith("file:") else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        uri = mlflow_client.tracking_uri
+        location = artifact_root() if uri.startswith("sqlite:") or uri.startswith("file:") else None
+        exp_id = mlflow_client.create_experiment(name, artifact_location=location)
+        tags: dict[str, str] = {}
+    else:
+        exp_id, tags = exp.experiment_id, dict(exp.tags)
+    if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        mlflow_client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    key, value = diagnosis_view_tag()
+    if _view_state(tags.get(key)) != diagnosis_view_state():
+        mlflow_client.set_experiment_tag(exp_id, key, value)
+    return exp_id
+
+
+#: Experiment tag MLflow 3.x reads to choose the experiment's landing page (and its value for
+#: model training: the runs table instead of the GenAI traces overview).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+#: MLflow 3.17's saved views of the runs table are experiment tags ``mlflow.sharedViewState.<id>``
+#: (the "Views" menu and the ``viewStateShareKey`` URL parameter of the runs page read them).
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+DIAGNOSIS_VIEW_ID = "curvewatch-diagnosis"
+DIAGNOSIS_VIEW_NAME = "curvewatch diagnosis"
+#: Run-table columns of the diagnosis view (MLflow's canonical column ids) with their widths in
+#: pixels, in display order: wide enough to read on a 1440-pixel screen without scrolling.
+DIAGNOSIS_VIEW_COLUMNS: dict[str, int] = {
+    "attributes.`Run Name`": 300,
+    "tags.`curvewatch.verdict`": 150,
+    "tags.`curvewatch.plateau_onset_epoch`": 230,
+    "tags.`curvewatch.gate`": 150,
+    "metrics.`test_accuracy`": 120,
+    "tags.`curvewatch.decision`": 560,
+}
+_VIEW_CREATED_MS = 1_764_000_000_000  # fixed, so that re-writing the view is idempotent
+
+
+def diagnosis_view_state() -> dict[str, Any]:
+    """The runs-table state of the saved view :data:`DIAGNOSIS_VIEW_NAME` (pure).
+
+    Keys are those MLflow 3.17's runs page restores from a saved view: its search facets
+    (``searchFilter``, ``orderByKey``, ``orderByAsc``, ``startTime``, ``lifecycleFilter``,
+    ``modelVersionFilter``, ``datasetsFilter``) and its UI state (``selectedColumns``,
+    ``columnWidths``, ...). Newest runs first; the verdict, plateau onset, gate and registry
+    decision columns shown, wide enough to read.
+    """
+    return {
+        "searchFilter": "",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": [c for c in DIAGNOSIS_VIEW_COLUMNS if not c.startswith("attributes.")],
+        "columnOrder": list(DIAGNOSIS_VIEW_COLUMNS),
+        "columnWidths": dict(DIAGNOSIS_VIEW_COLUMNS),
+        "runsHiddenMode": "FIRST_10_RUNS",
+    }
+
+
+def diagnosis_view_tag() -> tuple[str, str]:
+    """``(key, value)`` of the experiment tag holding the saved view (pure).
+
+    The value is the envelope MLflow 3.17's UI writes for a saved view (``name``, ``createdAt``,
+    ``updatedAt`` in ms, and ``state``: the JSON text of :func:`diagnosis_view_state`).
+    """
+    value = json.dumps(
+        {
+            "name": DIAGNOSIS_VIEW_NAME,
+            "createdAt": _VIEW_CREATED_MS,
+            "updatedAt": _VIEW_CREATED_MS,
+            "state": json.dumps(diagnosis_view_state(), sort_keys=True),
+        }
+    )
+    return SAVED_VIEW_PREFIX + DIAGNOSIS_VIEW_ID, value
+
+
+def _view_state(tag_value: str | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(json.loads(tag_value)["state"]) if tag_value else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def ui_base_url(uri: str | None = None) -> str:
+    """Address of the MLflow UI for tracking URI ``uri``: the server itself for ``http(s)://``,
+    else ``http://127.0.0.1:5000`` (where ``make ui`` serves a local store)."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def run_table_url(base_url: str, experiment_id: str) -> str:
+    """Link to the experiment's runs table in the diagnosis view (pure), e.g.
+    ``http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=curvewatch-diagnosis``.
+
+    ``workflowType=machine_learning`` is needed because MLflow 3.17.2's UI takes an experiment's
+    kind from its GenAI / "Model training" switch (``workflowType`` in the URL, else the browser's
+    last choice, GenAI on a first visit), not from the ``mlflow.experimentKind`` tag.
+    """
+    query = f"workflowType=machine_learning&viewStateShareKey={DIAGNOSIS_VIEW_ID}"
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def report_url(experiment_id: str, run_id: str, artifact_path: str) -> str:
+    """Relative UI link (``#/experiments/...``) to a run artifact, opened in MLflow's artifact
+    viewer in the model-training mode (see :func:`run_table_url`)."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{artifact_path}"
+    return f"{path}?workflowType=machine_learning"
+
+
+def _short_number(x: float) -> str:
+    """``0.001 -> '1e-3'``, ``0.00032 -> '3.2e-4'``, ``0.1 -> '1e-1'`` (learning rates in run names)."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def run_name(
+    model: str,
+    learning_rate: float,
+    data_version: str | None,
+    started: datetime,
+    *,
+    trial: int | None = None,
+) -> str:
+    """A run name built from what differs between curvewatch runs (pure).
+
+    ``small_cnn lr=1e-3 d=ab12cd 2026-11-25T21:06`` for a training run: the model, the learning
+    rate, the first 6 hex digits of the data version (DVC content hash) and the start time (UTC, to
+    the minute); ``trial 7 small_cnn lr=3.2e-4 ...`` for Optuna trial 7.
+
+    Args:
+        model: ``train.model``.
+        learning_rate: ``train.learning_rate`` (> 0).
+        data_version: DVC content hash (``<md5>`` or ``<md5>.dir``), or None when unknown.
+        started: the run's start time; naive values are taken as UTC.
+        trial: Optuna trial number, for tuning runs.
+    """
+    if started.tzinfo is not None:
+        started = started.astimezone(UTC)
+    parts = [f"trial {trial}"] if trial is not None else []
+    parts += [model, f"lr={_short_number(learning_rate)}"]
+    if data_version:
+        parts.append(f"d={data_version[:6]}")
+    parts.append(started.strftime("%Y-%m-%dT%H:%M"))
+    return " ".join(parts)
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -256,18 +412,128 @@ def log_params(mlflow_client: MlflowClient, run_id: str, params: Params) -> None
     mlflow_client.log_dict(run_id, params.model_dump(mode="json", by_alias=True), "config/params.json")
 
 
-def epoch_logger(mlflow_client: MlflowClient, run_id: str):
+class MetricBuffer:
+    """Per-epoch metrics on their way to the tracking server, kept until the server took them.
+
+    A sender thread sends the oldest pending metrics with ``send`` (one ``log_batch`` call of at
+    most 1,000 values, MLflow's batch limit) and, while the server is down (a restart, a network
+    blip), keeps them and tries again with exponential backoff (``first_backoff_s`` doubling up to
+    ``max_backoff_s``), so training never waits for the server and nothing is dropped. MLflow's own
+    asynchronous logging (``log_batch(synchronous=False)``) drops a batch whose request failed,
+    hence this buffer. A value sent twice (the server stored it but the answer was lost) is one
+    row: MLflow keys metric values by run, key, step, timestamp and value.
+
+    Args:
+        send: sends one list of ``mlflow.entities.Metric``; raises on failure.
+        target: what to name in errors (the tracking URI and run id).
+        first_backoff_s, max_backoff_s: retry delays, seconds.
+    """
+
+    def __init__(
+        self, send, *, target: str, first_backoff_s: float = 1.0, max_backoff_s: float = 30.0
+    ) -> None:
+        import threading
+
+        self._send = send
+        self._target = target
+        self._first = first_backoff_s
+        self._max = max_backoff_s
+        self._pending: list = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._failures = 0
+        self.last_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="curvewatch-metrics", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Metric values not yet accepted by the server."""
+        with self._cond:
+            return len(self._pending)
+
+    def put(self, metrics) -> None:
+        """Queue metrics (returns at once)."""
+        with self._cond:
+            self._pending.extend(metrics)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        import logging
+        import time
+
+        log = logging.getLogger(__name__)
+        delay = self._first
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = self._pending[:1000]
+            try:
+                self._send(batch)
+            except Exception as exc:  # any transport or server error: keep the batch, retry
+                self.last_error = exc
+                self._failures += 1
+                if self._failures == 1:
+                    log.warning(
+                        "%s: tracking server unreachable (%s); buffering per-epoch metrics", self._target, exc
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, self._max)
+                continue
+            if self._failures:
+                log.warning("%s: tracking server back; buffered metrics sent", self._target)
+            self._failures, delay = 0, self._first
+            with self._cond:
+                del self._pending[: len(batch)]
+                self._cond.notify_all()
+
+    def close(self, timeout_s: float = 600.0) -> None:
+        """Wait until every queued value was sent, at most ``timeout_s`` seconds.
+
+        Raises:
+            TrackingUnavailable: values are still unsent after ``timeout_s``; the message names
+                the target, the count and the last error.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive() or self.pending:
+            raise TrackingUnavailable(
+                f"{self._target}: {self.pending} per-epoch metric values could not be sent in "
+                f"{timeout_s:.0f} s (last error: {self.last_error})"
+            )
+
+
+def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: float = 600.0):
     """A Keras callback that logs each epoch's ``logs`` to ``run_id`` with ``step`` = 1-based epoch.
 
-    One ``log_batch`` call per epoch, so a long run costs one round trip per epoch. Built in a
-    function so that importing this module does not import Keras.
+    Values go through a :class:`MetricBuffer`: one ``log_batch`` per epoch while the tracking
+    server answers, buffered and re-sent when it is back after a restart; training never blocks on
+    the server. At the end of training the callback waits up to ``flush_timeout_s`` seconds for the
+    buffer to drain and raises :class:`TrackingUnavailable` if it cannot. Built in a function so
+    that importing this module does not import Keras.
     """
     import time
 
     import keras
     from mlflow.entities import Metric
 
+    target = f"{mlflow_client.tracking_uri} run {run_id}"
+
     class MlflowEpochLogger(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.buffer: MetricBuffer | None = None
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.buffer = MetricBuffer(
+                lambda batch: mlflow_client.log_batch(run_id, metrics=batch), target=target
+            )
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             now = int(time.time() * 1000)
             metrics = [
@@ -275,8 +541,12 @@ def epoch_logger(mlflow_client: MlflowClient, run_id: str):
                 for k, v in (logs or {}).items()
                 if isinstance(v, int | float | np.floating | np.integer) or np.ndim(v) == 0
             ]
-            if metrics:
-                mlflow_client.log_batch(run_id, metrics=metrics)
+            if metrics and self.buffer is not None:
+                self.buffer.put(metrics)
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            if self.buffer is not None:
+                self.buffer.close(flush_timeout_s)
 
     return MlflowEpochLogger()
 

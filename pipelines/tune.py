@@ -80,6 +80,21 @@ def _sample(trial, base: TrainConfig, space: TuneConfig) -> TrainConfig:
     return base.model_copy(update=update)
 
 
+def _trial_run(mlflow_client, params: Params, number: int):
+    """Open the MLflow run of trial ``number``; returns its id and its per-epoch logging callback."""
+    from datetime import UTC, datetime
+
+    from pipelines import tracking
+
+    exp = tracking.ensure_experiment(mlflow_client, params.tracking.experiment)
+    name = tracking.run_name(
+        params.train.model, params.train.learning_rate, None, datetime.now(UTC), trial=number
+    )
+    run = mlflow_client.create_run(exp, run_name=name, tags={tracking.RUN_KIND_TAG: "trial"})
+    tracking.log_params(mlflow_client, run.info.run_id, params)
+    return run.info.run_id, tracking.epoch_logger(mlflow_client, run.info.run_id)
+
+
 def tune(
     params: Params,
     data,
@@ -88,6 +103,7 @@ def tune(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     storage: str | None = None,
     study_name: str = "curvewatch-tune",
+    mlflow_client=None,
 ) -> TuneResult:
     """Search hyperparameters for ``params.train`` on ``data`` (a :class:`pipelines.train.TrainData`).
 
@@ -100,6 +116,9 @@ def tune(
         storage: an Optuna storage URL (e.g. ``sqlite:///optuna.db``) to keep the study; in memory
             when None.
         study_name: the study's name in ``storage``.
+        mlflow_client: when given, each trial is an MLflow run of ``tracking.experiment`` named
+            ``trial <number> <model> lr=<learning rate> <time>`` (``curvewatch.run_kind=trial``),
+            with its params and per-epoch curves; ended FINISHED, KILLED (pruned) or FAILED.
 
     Returns:
         TuneResult.
@@ -124,15 +143,31 @@ def tune(
 
     def objective(trial) -> float:
         cfg = _sample(trial, params.train, space)
-        with tempfile.TemporaryDirectory(prefix="curvewatch-trial-") as backup:
-            result = train(
-                cfg,
-                data,
-                seed=params.base.seed,
-                backup_dir=Path(backup),
-                callbacks=(pruning_callback(trial, epoch_budget=cfg.epochs, num_classes=data.num_classes),),
-                verbose=0,
-            )
+        callbacks = [pruning_callback(trial, epoch_budget=cfg.epochs, num_classes=data.num_classes)]
+        run_id = logger = None
+        if mlflow_client is not None:
+            run_id, logger = _trial_run(mlflow_client, params.model_copy(update={"train": cfg}), trial.number)
+            callbacks.append(logger)
+        status = "FAILED"
+        try:
+            with tempfile.TemporaryDirectory(prefix="curvewatch-trial-") as backup:
+                result = train(
+                    cfg,
+                    data,
+                    seed=params.base.seed,
+                    backup_dir=Path(backup),
+                    callbacks=tuple(callbacks),
+                    verbose=0,
+                )
+            status = "FINISHED"
+        except optuna.TrialPruned:
+            status = "KILLED"
+            raise
+        finally:
+            if run_id is not None:
+                if logger.buffer is not None:
+                    logger.buffer.close()  # a pruned fit never reaches on_train_end
+                mlflow_client.set_terminated(run_id, status=status)
         values = [v for v in result.history.get("val_accuracy", []) if np.isfinite(v)]
         if not values:
             raise optuna.TrialPruned("no finite val_accuracy")

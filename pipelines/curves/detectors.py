@@ -881,7 +881,8 @@ def steady_improvement(x: np.ndarray, g: np.ndarray, sigma: float, z_min: float)
         z_min: OLS slope z the last third must reach.
 
     Returns:
-        ``{"slope_last_third", "steadiness" (last third's slope / first third's), "trend_z"}`` when
+        ``{"slope_last_third", "steadiness" (last third's slope / first third's), "trend_z",
+        "late_share" (share of the run's total improvement made in its last third)}`` when
         the last third improves with z >= ``z_min``, else None (also for fewer than 9 values).
     """
     size = g.size
@@ -894,7 +895,17 @@ def steady_improvement(x: np.ndarray, g: np.ndarray, sigma: float, z_min: float)
     slope_first = float(np.polyfit(x[:third].astype(float), g[:third], 1)[0])
     slope_last = float(np.polyfit(x[-third:].astype(float), g[-third:], 1)[0])
     steadiness = slope_last / slope_first if slope_first > 0 else math.inf
-    return {"slope_last_third": slope_last, "steadiness": steadiness, "trend_z": z_last}
+    # Share of the whole run's improvement made in its last third (3-epoch means at the ends).
+    k = min(3, third)
+    total = float(np.mean(g[-k:]) - np.mean(g[:k]))
+    late = float(np.mean(g[-k:]) - np.mean(g[-third - k // 2 : -third + k - k // 2]))
+    late_share = late / total if total > 0 else 0.0
+    return {
+        "slope_last_third": slope_last,
+        "steadiness": steadiness,
+        "trend_z": z_last,
+        "late_share": late_share,
+    }
 
 
 def detect_too_slow(ctx: Context) -> Finding | None:
@@ -910,17 +921,32 @@ def detect_too_slow(ctx: Context) -> Finding | None:
     z_min = max(3.0, _z_crit(ctx.cfg))
     found = steady_improvement(ctx.x, ctx.g, ctx.sigma, z_min)
     metric, sign = ctx.monitor, 1.0 if ctx.higher else -1.0
-    if (found is None or found["steadiness"] < 0.5) and ctx.monitor == "val_accuracy":
+
+    def steady(f: dict[str, float] | None) -> bool:
+        return f is not None and (f["steadiness"] >= 0.5 or f["late_share"] >= ctx.cfg.slow_late_share)
+
+    if not steady(found) and ctx.monitor == "val_accuracy":
         val_loss = finite_series(ctx.curve, "val_loss")
         if val_loss is not None:
             gl = -val_loss[1]
             alt = steady_improvement(val_loss[0], gl, estimate_noise(gl), z_min)
-            if alt is not None and alt["steadiness"] >= 0.5:
+            if steady(alt):
                 found, metric, sign = alt, "val_loss", -1.0
     if found is None:
         return None
-    slow = found["steadiness"] >= 0.5
+    slow = steady(found)
+    down_share = None
+    val_loss = finite_series(ctx.curve, "val_loss")
+    if slow and val_loss is not None and val_loss[1].size >= 9:
+        # The loss must still be falling too, most of the time: the share of the second half's
+        # epochs that lower val_loss is at least ``slow_down_share`` (a sign test; under no trend
+        # 70% of 15 steps down has p ~ 0.06). An accuracy creeping up while the loss wanders is a
+        # convergence on a noisy curve, not a learning rate too low.
+        half = val_loss[1][val_loss[1].size // 2 :]
+        down_share = float(np.mean(np.diff(half) < 0))
+        slow = down_share >= ctx.cfg.slow_down_share
     evidence: dict[str, Any] = {
+        "val_loss_down_share": down_share,
         "metric": metric,
         "slope_last_third": found["slope_last_third"] * sign,
         "steadiness": found["steadiness"],

@@ -32,6 +32,11 @@ class DiagnoseConfig(BaseModel):
         overfit_rise: share of its own level val_loss must rise above its minimum, sustained over
             the last ``min_plateau_epochs`` epochs, to be overfitting (smaller rises leave the best
             epoch's choice to noise).
+        slow_late_share: a run still improving beyond noise at its end whose last third made at
+            least this share of its total improvement is too slow (an exponential approach with a
+            time constant of a third of the run makes 9% there: it has not converged).
+        slow_down_share: share of the second half's epochs that must lower val_loss for a run to
+            be too slow (the loss still falling most of the time).
         improving_z: OLS slope z over the last third above which a curve is "still improving".
         underfit_error: training error (1 - accuracy) at or above which a model that fits its
             training set no better than its validation set underfits when chance is unknown.
@@ -53,6 +58,8 @@ class DiagnoseConfig(BaseModel):
     gap_widening_sd: float = Field(4.0, gt=0.0)
     oscillation_ratio: float = Field(0.065, gt=0.0)
     overfit_rise: float = Field(0.1, gt=0.0)
+    slow_late_share: float = Field(0.1, gt=0.0, lt=1.0)
+    slow_down_share: float = Field(0.7, gt=0.0, le=1.0)
     improving_z: float = Field(2.0, gt=0.0)
     underfit_error: float = Field(0.15, gt=0.0, lt=1.0)
     live_patience: int = Field(3, ge=1)

@@ -146,3 +146,15 @@ def test_real_keras_model_loss_matches_keras_evaluate() -> None:
     keras_logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
     assert res.loss == pytest.approx(keras_logs["loss"], rel=1e-4)
     assert res.accuracy == pytest.approx(keras_logs["accuracy"])
+
+
+def test_per_class_table_is_one_row_per_class_plus_macro(result: EvaluationResult) -> None:
+    from pipelines.evaluate import per_class_table
+
+    table = per_class_table(result)
+    assert list(table.columns) == ["class_name", "precision", "recall", "f1", "support"]
+    assert list(table["class_name"]) == [*CLASSES, "macro avg"]
+    np.testing.assert_allclose(table["recall"][:-1], result.per_class["recall"].round(4))
+    assert table["precision"].iloc[-1] == pytest.approx(result.per_class["precision"].mean(), abs=1e-4)
+    assert table["support"].iloc[-1] == result.per_class["support"].sum()
+    assert table["support"].dtype == np.int64

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,61 @@ def test_same_config_accuracies_ignore_seed_but_not_config(mlflow_uri):
     _seed_run(mc, exp, 3, 0.01, 0.50)  # another config
     _seed_run(mc, exp, 4, 0.001, 0.70, data_version="v2")  # same config, other data
     assert tracking.same_config_test_accuracies(mc, exp, ref) == {"1": 0.90, "2": 0.91}
+
+
+def test_run_names_tell_runs_apart():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    t = datetime(2026, 11, 25, 21, 6, 59, tzinfo=UTC)
+    assert (
+        tracking.run_name("small_cnn", 1e-3, "ab12cd34ef.dir", t)
+        == "small_cnn lr=1e-3 d=ab12cd 2026-11-25T21:06"
+    )
+    assert tracking.run_name("mlp", 3.2e-4, None, t, trial=7) == "trial 7 mlp lr=3.2e-4 2026-11-25T21:06"
+    assert tracking.run_name("mlp", 0.1, "ff", t) == "mlp lr=1e-1 d=ff 2026-11-25T21:06"
+    # Times are shown in UTC whatever the zone they come in.
+    paris = t.astimezone(timezone(timedelta(hours=1)))
+    assert tracking.run_name("mlp", 0.01, None, paris).endswith("2026-11-25T21:06")
+    names = {tracking.run_name("small_cnn", lr, "ab12cd", t) for lr in (1e-2, 1e-3, 1e-4)}
+    assert len(names) == 3
+
+
+def test_diagnosis_view_is_mlflow_saved_view_envelope():
+    key, value = tracking.diagnosis_view_tag()
+    assert key == "mlflow.sharedViewState." + tracking.DIAGNOSIS_VIEW_ID
+    envelope = json.loads(value)
+    # The envelope MLflow 3.17's UI validates: string name, number createdAt, string state.
+    assert envelope["name"] == tracking.DIAGNOSIS_VIEW_NAME and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    assert state == tracking.diagnosis_view_state()
+    for col in ("curvewatch.verdict", "curvewatch.plateau_onset_epoch", "curvewatch.gate"):
+        assert f"tags.`{col}`" in state["selectedColumns"]
+    assert tracking.run_table_url("http://127.0.0.1:5000/", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+        "&viewStateShareKey=curvewatch-diagnosis"
+    )
+
+
+def test_ensure_experiment_sets_kind_and_view_once(mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    tags = mc.get_experiment(exp).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    key, value = tracking.diagnosis_view_tag()
+    assert tags[key] == value
+    # An experiment made elsewhere (no tags) gets them too.
+    other = mc.create_experiment("made-by-hand")
+    assert tracking.ensure_experiment(mc, "made-by-hand") == other
+    assert mc.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
+    calls = []
+    real = mc.set_experiment_tag
+    mc.set_experiment_tag = lambda *a: calls.append(a) or real(*a)
+    assert tracking.ensure_experiment(mc, "t") == exp
+    assert calls == []  # nothing rewritten when the tags are already right
+    mc.set_experiment_tag(exp, key, "not a view")
+    calls.clear()
+    tracking.ensure_experiment(mc, "t")
+    assert [c[1] for c in calls] == [key] and mc.get_experiment(exp).tags[key] == value
 
 
 def test_same_config_accuracies_count_distinct_seeds_only(mlflow_uri):

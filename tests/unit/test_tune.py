@@ -24,11 +24,23 @@ def digits_data():
     return TrainData(x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va, num_classes=10), (x_te, y_te)
 
 
-def test_tune_runs_trials_and_scores_best_on_test(params_file, digits_data):
+def test_tune_runs_trials_and_scores_best_on_test(params_file, digits_data, mlflow_uri):
+    from pipelines import tracking
+
     data, test = digits_data
     params = load_params(params_file({"train": {"model": "mlp", "epochs": 3}, "tune": {"n_trials": 2}}))
-    result = tune(params, data, test=test)
+    mc = tracking.client()
+    result = tune(params, data, test=test, mlflow_client=mc)
     assert len(result.trials) == 2
+    # Each trial is an MLflow run named by its trial number, with its curves.
+    runs = mc.search_runs([mc.get_experiment_by_name(params.tracking.experiment).experiment_id])
+    by_name = {r.info.run_name.split(" mlp ")[0]: r for r in runs}
+    assert set(by_name) == {"trial 0", "trial 1"}
+    for number, r in enumerate(sorted(by_name.values(), key=lambda r: r.info.run_name)):
+        lr = result.trials[number]["params"]["learning_rate"]
+        assert f"lr={tracking._short_number(lr)}" in r.info.run_name
+        assert r.data.tags[tracking.RUN_KIND_TAG] == "trial" and r.info.status in ("FINISHED", "KILLED")
+        assert len(mc.get_metric_history(r.info.run_id, "val_accuracy")) >= 1
     assert 0.5 < result.best_val_accuracy <= 1.0
     assert result.test_accuracy is not None and 0.5 < result.test_accuracy <= 1.0
     assert set(result.best_params) == {"learning_rate", "dropout", "l2", "batch_size"}

@@ -34,7 +34,7 @@ def test_training_config_drops_seed_paths_and_data_facts_only():
 
 def test_same_config_ignores_seed_paths_and_data_facts():
     a = _params() | {"data.train_examples": "50000"}
-    b = _flat(Params(base={"seed": 7}, paths={"model_dir": "elsewhere"})) | {"data.train_examples": "49999"}
+    b = _flat(Params(base={"seed": 7}, paths={"raw_dir": "elsewhere"})) | {"data.train_examples": "49999"}
     assert same_config(a, b)
     assert same_config(b, a)
 

@@ -1,0 +1,104 @@
+"""Per-epoch metrics survive a tracking server that goes away: buffered, re-sent, nothing lost."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mlflow.entities import Metric
+
+from pipelines import tracking
+from tests.mlflow_process import MlflowServer
+
+
+def _epoch(step: int) -> list[Metric]:
+    return [
+        Metric("val_accuracy", 0.5 + step / 100, 1_000 + step, step),
+        Metric("loss", 1.0 / step, 1_000 + step, step),
+    ]
+
+
+def test_buffer_retries_until_the_server_takes_everything_in_order():
+    received: list[Metric] = []
+    failures = iter([True, True, True, False] + [False] * 100)
+
+    def send(batch):
+        if next(failures):
+            raise ConnectionError("connection refused")
+        received.extend(batch)
+
+    buf = tracking.MetricBuffer(send, target="http://x run r", first_backoff_s=0.01, max_backoff_s=0.02)
+    for step in range(1, 6):
+        buf.put(_epoch(step))
+    buf.close(timeout_s=10)
+    assert [(m.key, m.step) for m in received] == [(m.key, m.step) for s in range(1, 6) for m in _epoch(s)]
+    assert buf.pending == 0 and isinstance(buf.last_error, ConnectionError)
+
+
+def test_buffer_sends_at_most_1000_values_per_request():
+    sizes = []
+    buf = tracking.MetricBuffer(lambda b: sizes.append(len(b)), target="t", first_backoff_s=0.01)
+    buf.put([Metric("m", 0.0, 0, i) for i in range(2500)])
+    buf.close(timeout_s=10)
+    assert sum(sizes) == 2500 and max(sizes) <= 1000
+
+
+def test_buffer_says_what_it_could_not_send():
+    def down(batch):
+        raise ConnectionError("connection refused")
+
+    buf = tracking.MetricBuffer(
+        down, target="http://127.0.0.1:9 run abc", first_backoff_s=0.01, max_backoff_s=0.01
+    )
+    buf.put(_epoch(1))
+    with pytest.raises(
+        tracking.TrackingUnavailable, match=r"http://127.0.0.1:9 run abc: 2 per-epoch metric values"
+    ):
+        buf.close(timeout_s=0.5)
+
+
+def test_metrics_logged_while_a_real_server_restarts_all_arrive(tmp_path, monkeypatch):
+    # Fail fast inside each request; the buffer does the waiting.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    server = MlflowServer(tmp_path / "server")
+    url = server.start()
+    try:
+        mc = tracking.client(url)
+        run_id = mc.create_run(mc.create_experiment("restart")).info.run_id
+        buf = tracking.MetricBuffer(
+            lambda b: mc.log_batch(run_id, metrics=b), target=f"{url} run {run_id}", max_backoff_s=2
+        )
+        buf.put(_epoch(1))
+        deadline = time.monotonic() + 30
+        while buf.pending and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert buf.pending == 0
+        server.stop()
+        for step in (2, 3, 4):  # epochs that end while the server is away
+            buf.put(_epoch(step))
+        time.sleep(3)
+        assert buf.pending == 6 and buf.last_error is not None
+        server.start()
+        buf.put(_epoch(5))
+        buf.close(timeout_s=120)
+        for key in ("val_accuracy", "loss"):
+            assert [m.step for m in mc.get_metric_history(run_id, key)] == [1, 2, 3, 4, 5]
+    finally:
+        server.stop()
+
+
+def test_epoch_logger_sends_every_epoch_by_the_end_of_training(mlflow_uri):
+    import keras
+    import numpy as np
+
+    mc = tracking.client()
+    run_id = mc.create_run(tracking.ensure_experiment(mc, "t")).info.run_id
+    logger = tracking.epoch_logger(mc, run_id)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    x = np.zeros((16, 2), np.float32)
+    model.fit(x, x[:, 0], validation_data=(x, x[:, 0]), epochs=3, verbose=0, callbacks=[logger])
+    assert logger.buffer.pending == 0  # on_train_end waited for the buffer to drain
+    for key in ("loss", "val_loss"):
+        assert [m.step for m in mc.get_metric_history(run_id, key)] == [1, 2, 3]
