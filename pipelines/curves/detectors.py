@@ -242,8 +242,10 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        chance (with no chance level: the loss fixed within 10% after the peak): the weights were
        thrown so far that every unit died, and the network now predicts the prior.
 
-    A single val_loss spike that recovers is none of these: every rule reads the training loss or
-    the run's end.
+    4. A validation loss that never comes below 10 x the prior's entropy (at least 3 epochs).
+
+    A single val_loss spike that recovers is none of these: every rule reads the training loss,
+    the run's end, or the validation loss's minimum.
 
     Does not need the Context (a run whose validation metrics are all NaN still diverged).
     """
@@ -301,6 +303,20 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
                 + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else ""),
                 (LR_HIGH, EXPLODING),
             )
+    # Rule 4: a validation loss that never came below 10 x the prior's entropy: predictions so
+    # overconfident and wrong that the run never recovered from its blow-up.
+    vl = finite_series(curve, "val_loss")
+    if entropy is not None and vl is not None and vl[1].size >= 3 and float(np.min(vl[1])) > 10 * entropy:
+        return make_finding(
+            Code.DIVERGENCE,
+            Severity.CRITICAL,
+            int(vl[0][0]),
+            {"val_loss_min": float(np.min(vl[1])), "prior_entropy": entropy},
+            f"val_loss never came below {fmt(float(np.min(vl[1])))}, over 10 x the prior's entropy "
+            f"({fmt(entropy)}): the predictions are wildly overconfident and wrong (blown-up weights or "
+            "unscaled inputs)",
+            (LR_HIGH, EXPLODING, INPUTS),
+        )
     if y.size < 3:
         return None
     sigma = estimate_noise(y)
@@ -383,6 +399,15 @@ def detect_not_learning(ctx: Context) -> Finding | None:
             return None
         onset = int(epochs[start])
         acc_tail, loss_tail = _tail(accuracy, onset), _tail(loss, onset)
+        recent = loss_tail[loss_tail.size // 2 :]
+        if loss is not None and recent.size >= 5:
+            # A loss still falling steadily at chance is a slow start, not a dead network: over the
+            # span's second half, beyond noise (OLS z <= -3) and by at least a tenth of its level.
+            lx = loss[0][loss[0] >= onset].astype(float)[loss_tail.size // 2 :]
+            z = slope_z(lx, recent, estimate_noise(loss[1]))
+            fall = float(np.mean(recent[:2]) - np.mean(recent[-2:]))
+            if z <= -max(3.0, _z_crit(cfg)) and fall >= 0.1 * float(np.mean(recent[:2])):
+                return None
         if acc_tail.size == 0 and loss_tail.size == 0:
             return None
         evidence: dict[str, Any] = {

@@ -647,7 +647,8 @@ def test_real_keras_curves_with_their_baselines() -> None:
         if name.startswith(("underfit-mlp-l2-fmnist", "plateau-bottleneck-2")):
             assert "plateau" in codes, (name, codes)
         if name.startswith("bad-scaling-adam"):
-            assert "plateau" in codes and "underfitting" not in codes, (name, codes)
+            # val_loss ~100-200, never below 10 x ln 10: the inputs' scale blew the logits up.
+            assert codes[0] == "divergence" and "underfitting" not in codes, (name, codes)
 
 
 def test_sound_six_epoch_quick_profile_run_is_healthy():
