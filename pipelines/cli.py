@@ -264,11 +264,13 @@ def tune(
     except ValueError as exc:
         _fail(exc)
     for t in result.trials:
-        why = f"  pruned: {t['pruned_because']}" if t["pruned_because"] else ""
-        typer.echo(f"trial {t['number']}: {t['state']:<8} value={t['value']} {t['params']}{why}")
+        why = f"  pruned: {t.pruned_because}" if t.pruned_because else ""
+        typer.echo(f"trial {t.number}: {t.state:<8} value={t.value} epochs={t.epochs_run} {t.params}{why}")
+    test_text = f"{result.test_accuracy:.4f}" if result.test_accuracy is not None else "n/a"
     typer.echo(
-        f"best: val_accuracy {result.best_val_accuracy:.4f} with {result.best_params}; "
-        f"test accuracy {result.test_accuracy:.4f}"
+        f"best: trial {result.best_number}, val_accuracy {result.best_val_accuracy:.4f} with "
+        f"{result.best_params}; test accuracy {test_text}; epochs {result.epochs_spent} "
+        f"(without pruning: {result.epochs_without_pruning})"
     )
     if result.optimism is not None:
         typer.secho(result.optimism.message, fg="yellow")
