@@ -204,7 +204,10 @@ def methods() -> dict[str, tuple[str, Callable[[], Any]]]:
     return {
         "random, no pruning": ("random", optuna.pruners.NopPruner),
         "TPE, no pruning": ("tpe", optuna.pruners.NopPruner),
-        "TPE + MedianPruner": ("tpe", lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)),
+        "TPE + MedianPruner": (
+            "tpe",
+            lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        ),
         "TPE + HyperbandPruner": (
             "tpe",
             lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=EPOCHS, reduction_factor=3),
@@ -318,7 +321,9 @@ def summarise(table: Table, traces: list[SearchTrace], n_trials: int) -> dict[st
     }
 
 
-def replay(table_path: Path, seeds: int, n_trials: int, only: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def replay(
+    table_path: Path, seeds: int, n_trials: int, only: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Replay every method of :func:`methods` over ``seeds`` sampler seeds and print the table."""
     import optuna
 
@@ -353,7 +358,11 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     base = results.get("TPE, no pruning", {}).get("to_goal_median", math.nan)
     for name, r in results.items():
-        speed = base / r["to_goal_median"] if r["to_goal_median"] and math.isfinite(r["to_goal_median"]) else math.nan
+        speed = (
+            base / r["to_goal_median"]
+            if r["to_goal_median"] and math.isfinite(r["to_goal_median"])
+            else math.nan
+        )
         to_goal = f"{r['to_goal_median']:.0f} ({r['reached']}/{r['seeds']})"
         lines.append(
             f"{name:32s} {r['total_epochs']:7.0f} {to_goal:>18s} {speed:7.2f}x "
@@ -367,6 +376,7 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
     )
     curve = results.get("TPE + CurvePruner")
     if curve:
+
         def ok(flag: bool) -> str:
             return "met" if flag else "NOT met"
 

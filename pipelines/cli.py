@@ -301,6 +301,23 @@ def ensure_prefect_server() -> str:
     return url
 
 
+@flow_app.command("tune")
+def flow_tune(
+    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+) -> None:
+    """Run the Prefect flow ``tune`` (Optuna trials in MLflow, best trial gated); print its summary."""
+    _params(params, profile, set_)  # a bad search space fails here, before Prefect or any trial starts
+    ensure_prefect_server()
+    from flows.tune import tune as tune_flow
+    from pipelines.steps import ValidationFailed
+
+    try:
+        summary = tune_flow(params_path=str(params), profile=profile, overrides=list(set_ or []))
+    except (ValidationFailed, ValueError) as exc:
+        _fail(exc)
+    typer.echo(summary.render())
+
+
 @flow_app.command("retrain")
 def flow_retrain(
     params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None

@@ -43,6 +43,7 @@ class PathsConfig(_Frozen):
     metrics_dir: Path = Path("metrics")
     plots_dir: Path = Path("plots")
     backup_dir: Path = Path(".curvewatch/backup")
+    tune_dir: Path = Path(".curvewatch/tune")
     expectations_dir: Path = Path("expectations")
 
 

@@ -531,3 +531,279 @@ def _gate_sentence(g) -> str:
         f"{g.decision}: challenger {g.challenger_accuracy:.4f} vs champion {g.champion_accuracy:.4f} "
         f"on {g.n_examples} paired test images ({g.test}, p = {g.p_value:.3g})"
     )
+
+
+# ---------------------------------------------------------------------------------------------- tune
+@dataclass
+class TuneOutcome:
+    """What :func:`run_tune` returns (no models: they are on disk and in MLflow)."""
+
+    parent_run_id: str
+    experiment_id: str
+    study_name: str
+    storage: str
+    best_run_id: str
+    best_number: int
+    best_params: dict[str, Any]
+    best_val_accuracy: float
+    model_version: str | None
+    epochs_spent: int
+    epochs_without_pruning: int
+    states: dict[str, int] = field(default_factory=dict)
+
+
+def optuna_storage_url(params: Params) -> str:
+    """``CURVEWATCH_OPTUNA_STORAGE`` from the environment (e.g. PostgreSQL for parallel workers),
+    else a SQLite file ``<paths.tune_dir>/optuna.db``."""
+    import os
+
+    url = os.environ.get("CURVEWATCH_OPTUNA_STORAGE")
+    if url:
+        return url
+    params.paths.tune_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{params.paths.tune_dir.resolve() / 'optuna.db'}"
+
+
+class MlflowTrialHooks:
+    """One nested MLflow child run per trial: parameters, per-epoch curves, the engine's verdict,
+    ``curvewatch.pruned_because``; ended FINISHED (complete or pruned) or FAILED, never left RUNNING."""
+
+    def __init__(self, mc, experiment_id: str, parent_run_id: str, params: Params, num_classes: int) -> None:
+        self.mc, self.experiment_id, self.parent_run_id = mc, experiment_id, parent_run_id
+        self.params, self.num_classes = params, num_classes
+        self.run_ids: dict[int, str] = {}
+
+    def start(self, number: int, sampled: dict[str, Any], cfg) -> tuple:
+        from mlflow.entities import Param
+
+        from pipelines import tracking
+
+        run = self.mc.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}",
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                tracking.RUN_KIND_TAG: "tune_trial",
+                "curvewatch.trial": str(number),
+                "mlflow.source.git.commit": tracking.git_commit() or "unknown",
+            },
+        )
+        run_id = run.info.run_id
+        self.run_ids[number] = run_id
+        flat = {f"train.{k}": v for k, v in cfg.model_dump(mode="json").items()}
+        self.mc.log_batch(run_id, params=[Param(k, str(v)) for k, v in flat.items()])
+        return (tracking.epoch_logger(self.mc, run_id),)
+
+    def finish(self, record) -> None:
+        from pipelines import tracking
+        from pipelines.curves.batch import mlflow_metrics, mlflow_tags
+        from pipelines.curves.callback import diagnose_history
+
+        run_id = self.run_ids.get(record.number)
+        if run_id is None:
+            return
+        try:
+            tags: dict[str, Any] = {"curvewatch.trial_state": record.state}
+            if record.pruned_because:
+                tags["curvewatch.pruned_because"] = record.pruned_because
+            history = {k: v for k, v in record.history.items() if v}
+            if any(history.get(k) for k in ("val_accuracy", "val_loss")):
+                try:
+                    diagnosis = diagnose_history(
+                        history,
+                        self.params.train.epochs,
+                        num_classes=self.num_classes,
+                        config=self.params.diagnose,
+                    )
+                    tags |= mlflow_tags(diagnosis)
+                    tracking.log_metrics(self.mc, run_id, mlflow_metrics(diagnosis))
+                except ValueError:
+                    pass
+            tracking.set_tags(self.mc, run_id, tags)
+            metrics = {"trial.epochs_run": record.epochs_run}
+            if record.value is not None:
+                metrics["trial.best_val_accuracy"] = record.value
+            tracking.log_metrics(self.mc, run_id, metrics)
+        finally:
+            self.mc.set_terminated(run_id, status="FAILED" if record.state == "FAIL" else "FINISHED")
+
+
+def _log_study_plots(mc, run_id: str, study) -> None:
+    """Optuna's plots (matplotlib backend) as PNG artifacts under ``optuna/`` of the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ov
+
+    plots = {
+        "optimization_history": ov.plot_optimization_history,
+        "parallel_coordinate": ov.plot_parallel_coordinate,
+        "param_importances": ov.plot_param_importances,
+        "intermediate_values": ov.plot_intermediate_values,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, plot in plots.items():
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                # e.g. importances need two completed trials with varying parameters.
+                log.info("optuna plot %s skipped: %s", name, exc)
+                continue
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(10, 6)
+            fig.tight_layout()
+            fig.savefig(Path(tmp) / f"{name}.png", dpi=90)
+            plt.close(fig)
+        mc.log_artifacts(run_id, tmp, "optuna")
+
+
+def run_tune(params: Params, *, n_trials: int | None = None) -> TuneOutcome:
+    """Run the Optuna study on the validated data, tracked in MLflow, and stage its best model.
+
+    A parent run (kind ``tune``) holds the search space, the best parameters, epochs spent and
+    Optuna's plots; each trial is a nested child run (:class:`MlflowTrialHooks`). Trial models are
+    written under ``<paths.tune_dir>/<study>/`` as they finish. The best trial's model is logged to
+    its child run and registered, and written to ``<model_dir>/model.keras`` with ``run.json``
+    naming the child run, so that :func:`run_evaluate` and :func:`run_compare` gate it exactly like
+    a retrain.
+
+    Raises:
+        StageError: the validation results are missing (run the validate stage first).
+        ValueError: no trial completed.
+    """
+    import optuna
+
+    from pipelines import tracking
+    from pipelines.tune import tune
+
+    paths = params.paths
+    _read_json(paths.metrics_dir / "validation.json", "validate")
+    data, classes = load_train_data(params)
+    mc = tracking.client()
+    exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
+    data_version = tracking.dvc_content_hash(paths.raw_dir)
+    parent = mc.create_run(
+        exp_id,
+        run_name=f"tune-{params.tune.study_name}",
+        tags={
+            tracking.RUN_KIND_TAG: "tune",
+            "mlflow.source.git.commit": tracking.git_commit() or "unknown",
+            "curvewatch.data_version": data_version,
+            "curvewatch.profile": params.base.profile,
+        },
+    )
+    parent_id = parent.info.run_id
+    storage = optuna_storage_url(params)
+    study_name = f"{params.tune.study_name}-{parent_id[:8]}"
+    hooks = MlflowTrialHooks(mc, exp_id, parent_id, params, data.num_classes)
+    try:
+        tracking.log_params(mc, parent_id, params)
+        mc.log_dict(parent_id, params.tune.model_dump(mode="json"), "tune/search_space.json")
+        tracking.set_tags(
+            mc,
+            parent_id,
+            {"curvewatch.study": study_name, "curvewatch.optuna_storage": storage.split("@")[-1]},
+        )
+        result = tune(
+            params,
+            data,
+            n_trials=n_trials,
+            storage=storage,
+            study_name=study_name,
+            trial_dir=paths.tune_dir / study_name,
+            hooks=hooks,
+        )
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        _log_study_plots(mc, parent_id, study)
+        states: dict[str, int] = {}
+        for t in study.trials:
+            states[t.state.name] = states.get(t.state.name, 0) + 1
+        tracking.log_metrics(
+            mc,
+            parent_id,
+            {
+                "tune.best_val_accuracy": result.best_val_accuracy,
+                "tune.epochs_spent": result.epochs_spent,
+                "tune.epochs_without_pruning": result.epochs_without_pruning,
+                **{f"tune.trials_{k.lower()}": v for k, v in states.items()},
+            },
+        )
+        mc.log_dict(parent_id, result.best_params, "tune/best_params.json")
+        tracking.set_tags(mc, parent_id, {f"best.{k}": v for k, v in result.best_params.items()})
+        best_run_id = hooks.run_ids[result.best_number]
+        import keras
+
+        from pipelines.train import save_model
+
+        assert result.best_model_path is not None
+        model = keras.saving.load_model(result.best_model_path)
+        save_model(model, paths.model_dir / "model.keras")
+        tracking.set_tags(mc, best_run_id, {tracking.RUN_KIND_TAG: "train", "curvewatch.tune_best": "true"})
+        version = _log_model(mc, best_run_id, params, model, data.x_val[:2], classes)
+        del model
+    except BaseException:
+        mc.set_terminated(parent_id, status="FAILED")
+        for run_id in hooks.run_ids.values():
+            if mc.get_run(run_id).info.status == "RUNNING":
+                mc.set_terminated(run_id, status="FAILED")
+        raise
+    mc.set_terminated(parent_id, status="FINISHED")
+    atomic_write_json(
+        paths.model_dir / RUN_FILE,
+        {
+            "run_id": best_run_id,
+            "model_version": version,
+            "experiment_id": exp_id,
+            "data_version": data_version,
+            "tune_parent_run_id": parent_id,
+        },
+    )
+    return TuneOutcome(
+        parent_run_id=parent_id,
+        experiment_id=exp_id,
+        study_name=study_name,
+        storage=storage,
+        best_run_id=best_run_id,
+        best_number=result.best_number,
+        best_params=result.best_params,
+        best_val_accuracy=result.best_val_accuracy,
+        model_version=version,
+        epochs_spent=result.epochs_spent,
+        epochs_without_pruning=result.epochs_without_pruning,
+        states=states,
+    )
+
+
+def run_tune_optimism(params: Params, outcome: TuneOutcome) -> tuple[float, Any]:
+    """After :func:`run_evaluate` scored the best trial on the test split: the tuning optimism
+    (best validation accuracy minus its test accuracy) and the engine's ``tuning_optimism`` finding
+    (None when validation and test agree), logged on the parent run.
+
+    Returns:
+        ``(test_accuracy, finding_or_None)``.
+    """
+    from pipelines import tracking
+    from pipelines.curves.compare import tuning_optimism
+
+    test_accuracy = float(
+        _read_json(params.paths.metrics_dir / "evaluate.json", "evaluate")["evaluate"]["test_accuracy"]
+    )
+    data_val = load_train_data(params)[0].y_val
+    from pipelines.prepare import load_split
+
+    n_test = len(load_split(params.paths.prepared_dir, "test").y)
+    finding = tuning_optimism(outcome.best_val_accuracy, test_accuracy, n_val=len(data_val), n_test=n_test)
+    mc = tracking.client()
+    tracking.log_metrics(
+        mc,
+        outcome.parent_run_id,
+        {
+            "tune.best_test_accuracy": test_accuracy,
+            "tune.optimism": outcome.best_val_accuracy - test_accuracy,
+        },
+    )
+    tracking.set_tags(
+        mc, outcome.parent_run_id, {"curvewatch.tuning_optimism": finding.message if finding else "none"}
+    )
+    return test_accuracy, finding

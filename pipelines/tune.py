@@ -137,7 +137,9 @@ def make_pruner(params: Params, num_classes: int | None) -> Any:
         return optuna.pruners.NopPruner()
     if space.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    return CurvePruner(epochs, threshold=space.prune_threshold, num_classes=num_classes, config=params.diagnose)
+    return CurvePruner(
+        epochs, threshold=space.prune_threshold, num_classes=num_classes, config=params.diagnose
+    )
 
 
 def make_storage(

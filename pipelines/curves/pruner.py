@@ -93,7 +93,9 @@ def _forecast(epochs: tuple[int, ...], values: tuple[float, ...], budget: int, h
 
 
 @functools.lru_cache(maxsize=8192)
-def _engine(metric: str, values: tuple[float, ...], budget: int, num_classes: int | None, config: DiagnoseConfig):
+def _engine(
+    metric: str, values: tuple[float, ...], budget: int, num_classes: int | None, config: DiagnoseConfig
+):
     from pipelines.curves.callback import should_stop
 
     return should_stop({metric: list(values)}, budget, num_classes=num_classes, config=config, forecast=False)
@@ -263,13 +265,18 @@ class CurvePruner(optuna.pruners.BasePruner):
         ):
             return PruneDecision(False, epoch=epoch, target=target)
         fit = _forecast(
-            tuple(int(e) for e in epochs[finite]), tuple(float(v) for v in values[finite]), self.epoch_budget, higher
+            tuple(int(e) for e in epochs[finite]),
+            tuple(float(v) for v in values[finite]),
+            self.epoch_budget,
+            higher,
         )
         probability = self._probability(fit, epoch, target, higher)
         if probability is None or probability >= self.threshold:
             return PruneDecision(False, epoch=epoch, probability=probability, target=target)
-        what = "the best completed trial" if self.target_quantile == 1.0 else (
-            f"the top {100 * (1 - self.target_quantile):.0f}% of completed trials"
+        what = (
+            "the best completed trial"
+            if self.target_quantile == 1.0
+            else (f"the top {100 * (1 - self.target_quantile):.0f}% of completed trials")
         )
         sd = math.hypot(_model_sd(fit), fit.noise)
         forecast = (
@@ -277,7 +284,9 @@ class CurvePruner(optuna.pruners.BasePruner):
             f"{self.epoch_budget}; P(beating {what}, {fmt(target)}) = {probability:.3f} < {self.threshold:g}"
         )
         if plateau is not None:
-            return PruneDecision(True, Code.PLATEAU.value, f"{plateau.reason}; {forecast}", epoch, probability, target)
+            return PruneDecision(
+                True, Code.PLATEAU.value, f"{plateau.reason}; {forecast}", epoch, probability, target
+            )
         reason = f"stopped at epoch {epoch}: {forecast}; best so far {fmt(best_so_far)}"
         return PruneDecision(True, "forecast", reason, epoch, probability, target)
 

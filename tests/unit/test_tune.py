@@ -45,7 +45,12 @@ def test_tune_runs_trials_writes_models_and_scores_best_on_test(params_file, dig
         params_file(
             {
                 "train": {"model": "mlp", "epochs": 3},
-                "tune": {"n_trials": 2, "models": ["mlp"], "augment": [False, True], "reduce_lr_factor": [0.2, 0.5]},
+                "tune": {
+                    "n_trials": 2,
+                    "models": ["mlp"],
+                    "augment": [False, True],
+                    "reduce_lr_factor": [0.2, 0.5],
+                },
             }
         )
     )
@@ -55,7 +60,13 @@ def test_tune_runs_trials_writes_models_and_scores_best_on_test(params_file, dig
     assert 0.5 < result.best_val_accuracy <= 1.0
     assert result.test_accuracy is not None and 0.5 < result.test_accuracy <= 1.0
     assert set(result.best_params) == {
-        "learning_rate", "dropout", "l2", "batch_size", "augment", "model", "reduce_lr_factor"
+        "learning_rate",
+        "dropout",
+        "l2",
+        "batch_size",
+        "augment",
+        "model",
+        "reduce_lr_factor",
     }
     lo, hi = params.tune.learning_rate
     assert lo <= result.best_params["learning_rate"] <= hi
@@ -63,7 +74,9 @@ def test_tune_runs_trials_writes_models_and_scores_best_on_test(params_file, dig
     assert result.best_model_path.is_file()
     complete = [r for r in result.trials if r.state == "COMPLETE"]
     assert all(r.model_path is not None and r.model_path.is_file() for r in complete)
-    assert result.epochs_spent == sum(r.epochs_run for r in result.trials) <= result.epochs_without_pruning == 6
+    assert (
+        result.epochs_spent == sum(r.epochs_run for r in result.trials) <= result.epochs_without_pruning == 6
+    )
 
 
 def test_tune_on_sqlite_storage_resumes_the_same_study(params_file, digits_data, tmp_path):

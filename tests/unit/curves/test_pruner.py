@@ -13,7 +13,9 @@ from pipelines.curves.pruner import CurvePruner
 BUDGET = 30
 
 
-def curve(top: float, start: float = 0.3, tau: float = 4.0, noise: float = 0.003, seed: int = 0) -> list[float]:
+def curve(
+    top: float, start: float = 0.3, tau: float = 4.0, noise: float = 0.003, seed: int = 0
+) -> list[float]:
     """A saturating val_accuracy curve: epochs 1..BUDGET, ``start`` -> ``top`` with time constant ``tau``."""
     rng = np.random.default_rng(seed)
     e = np.arange(1, BUDGET + 1)
