@@ -7,7 +7,7 @@ PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: help setup uv venv dataset run run-full repro test test-slow lint ui services-up services-down bench clean tune tune-ui
+.PHONY: help setup uv venv dataset system-deps run run-full repro test test-slow lint ui services-up services-down bench clean tune tune-ui
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -28,6 +28,16 @@ dataset: ## install Debian's dataset-fashion-mnist when apt exists and the IDX f
 	  echo "no apt: the fetch stage will download Fashion-MNIST from params.yaml's fetch.url"; \
 	fi
 
+system-deps: ## install Debian's postgresql and chromium (for the server and browser tests) when absent
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing$$missing (apt-get)"; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
 setup: venv dataset ## everything `run` needs: environment and dataset
 
 run: setup ## run the Prefect flow `retrain` (quick profile; PROFILE=full for the full one)
@@ -46,7 +56,8 @@ run-full: ## the full profile (small CNN, 20 epochs, more dropout: see profiles.
 repro: setup ## run the same stages with DVC (`dvc repro`)
 	$(UV) run --frozen dvc repro
 
-test: venv ## run the test suite (not the `slow` end-to-end tests)
+test: venv system-deps ## check the environment (uv pip check), then run the tests (not the `slow` ones)
+	$(UV) pip check
 	$(UV) run --frozen pytest
 
 test-slow: venv ## run only the slow end-to-end tests (real Fashion-MNIST subset)
@@ -55,17 +66,29 @@ test-slow: venv ## run only the slow end-to-end tests (real Fashion-MNIST subset
 lint: venv ## ruff
 	$(UV) run --frozen ruff check pipelines flows tests benchmarks
 
-ui: venv ## open the MLflow UI on this repository's runs (http://127.0.0.1:5000)
+ui: venv ## the MLflow UI on the configured store (MLFLOW_TRACKING_URI's server, else mlflow.db on :5000)
 	infra/mlflow-ui.sh
 
-services-up: venv ## start the local Prefect server (127.0.0.1:4200), reused by every run
+services-up: venv system-deps ## start PostgreSQL, the MLflow server, the Prefect server (UI) and a worker
+	infra/postgres.sh start
+	infra/mlflow-server.sh start
 	infra/prefect-server.sh start
+	infra/prefect-worker.sh start
+	@echo; echo "MLflow UI and tracking server: $$(infra/mlflow-server.sh url)"; \
+	echo "Prefect UI: $$(infra/prefect-server.sh url | sed 's|/api$$||')"; \
+	echo "Point runs at them with:"; \
+	echo "  export MLFLOW_TRACKING_URI=$$(infra/mlflow-server.sh url)"; \
+	echo "  export PREFECT_API_URL=$$(infra/prefect-server.sh url)"
 
-services-down: ## stop the local Prefect server
-	infra/prefect-server.sh stop
+services-down: ## stop the worker, the Prefect server, the MLflow server and PostgreSQL
+	-infra/prefect-worker.sh stop
+	-infra/prefect-server.sh stop
+	-infra/mlflow-server.sh stop
+	-infra/postgres.sh stop
 
 bench: setup ## benchmark: the retrain flow vs a bare Keras fit (prints both and the ratio)
 	$(UV) run --frozen python benchmarks/overhead.py
 
-clean: ## remove run outputs (keeps the MLflow store and the DVC cache)
-	rm -rf data/prepared reports metrics plots models .curvewatch
+clean: ## remove run outputs (keeps the MLflow store, the DVC cache and the services' state)
+	rm -rf data/prepared reports metrics plots models
+	@if [ -d .curvewatch ]; then find .curvewatch -mindepth 1 -maxdepth 1 ! -name services -exec rm -rf {} +; fi

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Open the MLflow UI on curvewatch's runs: the embedded SQLite store <repo>/mlflow.db (or
-# $MLFLOW_TRACKING_URI), served on 127.0.0.1 only. Usage: infra/mlflow-ui.sh [port]
+# `make ui`: the MLflow UI on the configured store. With MLFLOW_TRACKING_URI set to a tracking server
+# it checks the server answers and prints its address; otherwise it serves the SQLite store
+# <repo>/mlflow.db (or $MLFLOW_TRACKING_URI) on 127.0.0.1 and exits non-zero when the port is taken.
+# Usage: infra/mlflow-ui.sh [port]   (default $CURVEWATCH_UI_PORT or 5000)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
-PORT=${1:-${CURVEWATCH_MLFLOW_PORT:-5000}}
-STORE=${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlflow.db}
-echo "MLflow UI on http://127.0.0.1:$PORT (store: $STORE); Ctrl-C stops it"
-exec "$VENV/bin/mlflow" ui --backend-store-uri "$STORE" --host 127.0.0.1 --port "$PORT"
+export VENV
+exec "$VENV/bin/python" "$ROOT/infra/services.py" ui "$@"

@@ -337,3 +337,40 @@ def flow_retrain(
     except GateFailed as exc:
         _fail(exc, code=3)
     typer.echo(summary.render())
+
+
+@app.command("migrate-store")
+def migrate_store_cmd(
+    to: Annotated[
+        str | None, typer.Option("--to", help="destination tracking URI (default: $MLFLOW_TRACKING_URI)")
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="source tracking URI (default: sqlite:///./mlflow.db)")
+    ] = None,
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", "-e", help="copy only this experiment (repeatable)")
+    ] = None,
+) -> None:
+    """Copy runs, logged models and registered models from the local SQLite store to a tracking server.
+
+    Run it again to copy only what is new (copies are tagged ``curvewatch.migrated_from``).
+    """
+    import os
+
+    from pipelines.migrate_store import migrate_store
+    from pipelines.tracking import TrackingUnavailable
+
+    src = from_ or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    dst = to or os.environ.get("MLFLOW_TRACKING_URI")
+    if not dst:
+        _fail(ValueError("migrate-store: give --to URI or set MLFLOW_TRACKING_URI to the tracking server"), 2)
+    if src.startswith("sqlite:///") and not Path(src.removeprefix("sqlite:///")).exists():
+        _fail(FileNotFoundError(f"migrate-store: no SQLite store at {src.removeprefix('sqlite:///')}"), 2)
+    try:
+        result = migrate_store(src, dst, experiments=experiment, echo=typer.echo)
+    except (ValueError, TrackingUnavailable) as exc:
+        _fail(exc, 2)
+    typer.echo(
+        f"copied {result.runs} runs ({result.runs_skipped} already there), {result.logged_models} logged "
+        f"models and {result.model_versions} model versions from {src} to {dst}"
+    )

@@ -14,6 +14,7 @@ Conventions (MLflow docs, "Tracking" and "Model Registry"):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -55,11 +56,111 @@ def artifact_root(root: Path | None = None) -> str:
 
 
 def client(uri: str | None = None) -> MlflowClient:
-    """An ``MlflowClient`` on ``uri`` (default :func:`tracking_uri`); the model registry uses it too."""
+    """An ``MlflowClient`` on ``uri`` (default :func:`tracking_uri`); the model registry uses it too.
+
+    The first client on a server or database URI checks the store answers
+    (:func:`check_tracking_store`), so a run fails at its start, not minutes later in MLflow's retries.
+
+    Raises:
+        TrackingUnavailable: the tracking server or database does not answer.
+    """
     from mlflow import MlflowClient
 
     uri = uri or tracking_uri()
+    if uri not in _STORES_CHECKED:
+        check_tracking_store(uri)
+        _STORES_CHECKED.add(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server or its database does not answer; the message names the URI."""
+
+
+_STORES_CHECKED: set[str] = set()
+
+
+def _redact(uri: str) -> str:
+    """``uri`` without its password (``postgresql+psycopg://user:***@host:port/db``)."""
+    import re
+
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", uri)
+
+
+def check_tracking_store(uri: str, *, timeout: float = 10.0) -> None:
+    """Fail fast, in one line, when the tracking store at ``uri`` cannot be used.
+
+    - ``http(s)://`` server: one experiment search (it reads the server's database) with a
+      ``timeout``-second limit and no retries; MLflow's client would retry for minutes.
+    - ``postgresql``/``mysql`` database: one connection with a ``timeout``-second connect limit.
+    - other stores (SQLite, file): nothing to check.
+
+    Raises:
+        TrackingUnavailable: nothing answers, credentials are refused (401/403), or the server
+            answers with an error because its database is down; the message names ``uri``
+            (password hidden) and says what to do.
+    """
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    shown = _redact(uri)
+    if scheme in ("http", "https"):
+        import requests
+
+        creds = _host_creds(uri)
+        auth = (creds.username, creds.password) if creds.username and creds.password else None
+        headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else None
+        try:
+            resp = requests.get(
+                f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+                params={"max_results": 1},
+                auth=auth,
+                headers=headers,
+                timeout=timeout,
+                verify=not creds.ignore_tls_verification,
+            )
+        except requests.RequestException as exc:
+            if isinstance(exc, requests.Timeout):
+                reason = f"no answer within {timeout:.0f} s"
+            elif isinstance(exc, requests.ConnectionError):
+                reason = "connection refused"
+            else:
+                reason = type(exc).__name__
+            raise TrackingUnavailable(
+                f"MLflow tracking server {shown} is not reachable ({reason}); start it with "
+                "`make services-up` or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+            ) from None
+        if resp.status_code in (401, 403):
+            raise TrackingUnavailable(
+                f"MLflow tracking server {shown} refused our credentials (HTTP {resp.status_code}); "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            )
+        if resp.status_code != 200:
+            try:
+                detail = str(resp.json().get("message", ""))
+            except ValueError:
+                detail = resp.text
+            first = next((line for line in detail.splitlines() if line.strip()), "")[:300]
+            raise TrackingUnavailable(
+                f"MLflow tracking server {shown} answered HTTP {resp.status_code}: {first or 'no detail'}"
+                " (is its database up? infra/postgres.sh status)"
+            )
+    elif scheme in ("postgresql", "mysql"):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(
+            uri, connect_args={"connect_timeout": int(timeout)}, poolclass=sa.pool.NullPool
+        )
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            first = next((line for line in str(orig).splitlines() if line.strip()), type(orig).__name__)
+            raise TrackingUnavailable(
+                f"MLflow database {shown} refused the connection: {first.strip()[:300]} "
+                "(start it with infra/postgres.sh start)"
+            ) from None
+        finally:
+            engine.dispose()
 
 
 def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
@@ -307,6 +408,54 @@ def search_training_runs(
     return runs
 
 
+#: MLflow server endpoint that the UI's charts use: one metric's full history for up to 100 runs in one
+#: request (one SQL query on a database-backed server), at most 25,000 values per response.
+BULK_HISTORY_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+_BULK_MAX_RUNS = 100
+_BULK_MAX_RESULTS = 25_000
+
+
+def _host_creds(uri: str):
+    """Credentials for ``uri`` from the same environment variables MLflow's own client reads
+    (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, ``_TOKEN``, ``_INSECURE_TLS``, ``_SERVER_CERT_PATH``,
+    ``_CLIENT_CERT_PATH``)."""
+    from mlflow import environment_variables as env
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    return MlflowHostCreds(
+        host=uri.rstrip("/"),
+        username=env.MLFLOW_TRACKING_USERNAME.get(),
+        password=env.MLFLOW_TRACKING_PASSWORD.get(),
+        token=env.MLFLOW_TRACKING_TOKEN.get(),
+        ignore_tls_verification=env.MLFLOW_TRACKING_INSECURE_TLS.get(),
+        client_cert_path=env.MLFLOW_TRACKING_CLIENT_CERT_PATH.get(),
+        server_cert_path=env.MLFLOW_TRACKING_SERVER_CERT_PATH.get(),
+    )
+
+
+def _http_bulk_history(creds, run_ids: list[str], key: str) -> list[dict]:
+    """All values of metric ``key`` for ``run_ids`` (<= 100) from the server's bulk endpoint; a
+    response that hits the server's 25,000-value cap is split in halves and fetched again."""
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    params = [("run_id", r) for r in run_ids] + [("metric_key", key), ("max_results", _BULK_MAX_RESULTS)]
+    response = http_request(creds, BULK_HISTORY_ENDPOINT, "GET", params=params)
+    values = verify_rest_response(response, BULK_HISTORY_ENDPOINT).json().get("metrics", [])
+    if len(values) >= _BULK_MAX_RESULTS and len(run_ids) > 1:
+        half = len(run_ids) // 2
+        return _http_bulk_history(creds, run_ids[:half], key) + _http_bulk_history(creds, run_ids[half:], key)
+    if len(values) >= _BULK_MAX_RESULTS:
+        raise ValueError(f"run {run_ids[0]}: metric {key!r} has more than {_BULK_MAX_RESULTS} values")
+    return values
+
+
+@functools.lru_cache(maxsize=8)
+def _sql_engine(uri: str):
+    import sqlalchemy as sa
+
+    return sa.create_engine(uri)
+
+
 def fetch_curves(
     mlflow_client: MlflowClient,
     runs: Sequence,
@@ -314,30 +463,53 @@ def fetch_curves(
     metrics: Iterable[str] = EPOCH_METRICS,
     chunk: int = 500,
     bulk: bool = True,
+    workers: int = 8,
 ) -> list[Curve]:
     """Curves of many runs at once (``runs``: ``mlflow.entities.Run`` objects, e.g. from
     :func:`search_training_runs`).
 
-    On a SQL store (SQLite, PostgreSQL...) this issues one query per ``chunk`` runs for all
-    metrics, straight on MLflow's ``metrics`` table (columns ``run_uuid, key, step, value,
-    timestamp, is_nan``) with SQLAlchemy Core, instead of one ``get_metric_history`` call (and one
-    ORM object per value) per run and metric; where a step was logged twice the latest timestamp
-    wins, as in the MLflow UI. Other stores (an HTTP tracking server) fall back to the per-run
-    calls, and so does ``bulk=False``. Returns one :class:`Curve` per run, in the order given.
+    How the values are read depends on ``mlflow_client.tracking_uri`` (public API only):
+    - an ``http(s)://`` tracking server: the server's bulk metric-history endpoint
+      (:data:`BULK_HISTORY_ENDPOINT`, the one the MLflow UI's charts call), one request per metric
+      per 100 runs, ``workers`` requests in flight at once, with the credentials MLflow's client
+      reads from the environment;
+    - a SQL store (``sqlite:``, ``postgresql...:``, ``mysql...:``): one query per ``chunk`` runs for
+      all metrics on MLflow's ``metrics`` table (columns ``run_uuid, key, step, value, timestamp,
+      is_nan``, MLflow's documented database schema) through an engine made from the URI;
+    - anything else, or ``bulk=False``: ``get_metric_history`` per run and metric.
+    Where a step was logged twice the latest timestamp wins, as in the MLflow UI.
+
+    Returns:
+        One :class:`Curve` per run, in the order given.
+
+    Raises:
+        mlflow.exceptions.MlflowException: the server refused a request (after MLflow's retries).
+        ValueError: one run's metric has more than 25,000 values (the server's bulk cap).
     """
     metrics = tuple(metrics)
-    store = getattr(getattr(mlflow_client, "_tracking_client", None), "store", None)
     series: dict[str, dict[str, dict[int, float]]] = {r.info.run_id: {} for r in runs}
-    engine = getattr(store, "engine", None) if bulk else None
-    if engine is not None:
+    ids = list(series)
+    uri = mlflow_client.tracking_uri
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if bulk and ids and scheme in ("http", "https"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        creds = _host_creds(uri)
+        jobs = [
+            (ids[i : i + _BULK_MAX_RUNS], key) for i in range(0, len(ids), _BULK_MAX_RUNS) for key in metrics
+        ]
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for values in pool.map(lambda job: _http_bulk_history(creds, *job), jobs):
+                for m in sorted(values, key=lambda m: int(m.get("timestamp", 0))):
+                    series[m["run_id"]].setdefault(m["key"], {})[int(m.get("step", 0))] = float(m["value"])
+    elif bulk and ids and scheme in ("sqlite", "postgresql", "mysql", "mssql"):
         import sqlalchemy as sa
 
         query = sa.text(
             "SELECT run_uuid, key, step, value, is_nan FROM metrics "
             "WHERE run_uuid IN :ids AND key IN :keys ORDER BY timestamp"
         ).bindparams(sa.bindparam("ids", expanding=True), sa.bindparam("keys", expanding=True))
-        ids = list(series)
-        with engine.connect() as conn:
+        with _sql_engine(uri).connect() as conn:
             for start in range(0, len(ids), chunk):
                 rows = conn.execute(query, {"ids": ids[start : start + chunk], "keys": list(metrics)})
                 for run_id, key, step, value, is_nan in rows:

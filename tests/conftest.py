@@ -10,6 +10,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Real PostgreSQL / MLflow / Prefect servers, once per session (fixtures `mlflow_server`, `prefect_server`).
+pytest_plugins = ["tests.services.plugin"]
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

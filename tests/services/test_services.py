@@ -1,0 +1,243 @@
+"""The project's service scripts against real servers: ownership, auth, and faults at the start."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.services.plugin import Services, make_services, remove_services
+
+# Looks like an MLflow server from outside: same command-line words as ours, answers /health and the
+# experiment API with 200, and accepts any POST; only the token it reports is not ours.
+FAKE_MLFLOW = r"""
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def _ok(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+    def do_GET(self):
+        self._ok({"experiment": {"experiment_id": "0", "tags": [
+            {"key": "curvewatch.server_token", "value": "someone-elses"}]}})
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0))); self._ok({})
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[-1])), H).serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def fake_mlflow(tmp_path: Path):
+    """A foreign MLflow look-alike on a free port; yields (port, pid)."""
+    port = free_port()
+    script = tmp_path / "mlflow_fake.py"
+    script.write_text(FAKE_MLFLOW)
+    proc = subprocess.Popen([sys.executable, str(script), "mlflow", "server", "--port", str(port)])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield port, proc.pid
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def scratch_services():
+    svc = make_services("curvewatch-test-scratch-")
+    yield svc
+    remove_services(svc)
+
+
+def test_status_does_not_trust_a_look_alike_on_the_recorded_port(fake_mlflow, scratch_services: Services):
+    port, pid = fake_mlflow
+    state = scratch_services.dir / "mlflow"
+    state.mkdir(parents=True)
+    start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    for key, value in {"port": port, "pid": pid, "pid_start": start, "token": "ours"}.items():
+        (state / key).write_text(f"{value}\n")
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok  # it answers like MLflow
+    status = scratch_services.run("mlflow-server.sh", "status", check=False)
+    assert status.returncode == 1
+    assert "not running" in status.stdout  # same pid, start time, command words and port: the token differs
+    # and stop leaves a process that is not ours alone
+    (state / "pid_start").write_text("0\n")
+    stop = scratch_services.run("mlflow-server.sh", "stop")
+    assert "not our server; left alone" in stop.stdout
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok
+
+
+def test_postgres_never_takes_a_held_port(scratch_services: Services):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    held = holder.getsockname()[1]
+    try:
+        explicit = scratch_services.run(
+            "postgres.sh", "start", check=False, CURVEWATCH_POSTGRES_PORT=str(held)
+        )
+        assert explicit.returncode == 1
+        assert f"127.0.0.1:{held} is held by another process" in explicit.stderr
+        # a recorded port that something else took meanwhile: a free port, recorded, and ours
+        (scratch_services.dir / "postgres" / "port").write_text(f"{held}\n")
+        url = scratch_services.start("postgres.sh")
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert port != held
+        assert (scratch_services.dir / "postgres" / "port").read_text().strip() == str(port)
+        assert scratch_services.run("postgres.sh", "status").returncode == 0
+    finally:
+        holder.close()
+
+
+def test_ui_fails_loudly_when_its_port_is_held():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+        proc = subprocess.run(
+            ["bash", "infra/mlflow-ui.sh", str(port)], capture_output=True, text=True, env=env, timeout=60
+        )
+    finally:
+        holder.close()
+    assert proc.returncode == 1
+    assert f"cannot bind 127.0.0.1:{port}" in proc.stderr
+
+
+def test_worker_without_a_server_says_so_and_fails(scratch_services: Services):
+    proc = scratch_services.run("prefect-worker.sh", "start", check=False)
+    assert proc.returncode == 1
+    assert "no Prefect server is up" in proc.stderr
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    proc = scratch_services.run("prefect-worker.sh", "start", check=False, PREFECT_API_URL=dead)
+    assert proc.returncode == 1
+    assert f"no Prefect server answers at {dead}" in proc.stderr
+
+
+def test_tracking_server_down_at_the_start_fails_fast_naming_the_uri(monkeypatch):
+    import mlflow  # noqa: F401  (imported before the clock starts: the import is not the check)
+
+    from pipelines import tracking
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingUnavailable, match=uri.replace(".", r"\.")) as info:
+        tracking.client()
+    assert time.monotonic() - start < 30
+    assert "\n" not in str(info.value)
+
+
+def test_prefect_server_is_reused_only_as_ours(prefect_server):
+    svc = prefect_server.services
+    again = svc.run("prefect-server.sh", "start")
+    assert "already running" in again.stdout
+    health = requests.get(f"{prefect_server.url}/health", timeout=10)
+    assert health.status_code == 200
+    ui = requests.get(prefect_server.url.removesuffix("/api"), timeout=10)
+    assert ui.status_code == 200 and "<html" in ui.text.lower()
+
+
+# ------------------------------------------------------------------ MLflow server with basic auth
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    """A second MLflow server, basic auth on, whose recorded port a foreign look-alike now holds."""
+    svc = make_services("curvewatch-test-auth-")
+    password = secrets.token_urlsafe(12)
+    svc.env.update(
+        CURVEWATCH_MLFLOW_AUTH="basic", MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password
+    )
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    held = holder.getsockname()[1]
+    (svc.dir / "mlflow").mkdir()
+    (svc.dir / "mlflow" / "port").write_text(f"{held}\n")
+    try:
+        url = svc.start("mlflow-server.sh")
+        yield url, held, ("admin", password), svc
+    finally:
+        holder.close()
+        remove_services(svc)
+
+
+def test_server_moves_off_a_port_held_by_another_process(auth_server):
+    url, held, _, _ = auth_server
+    assert not url.endswith(f":{held}")
+
+
+def test_auth_refuses_anonymous_and_serves_the_admin(auth_server):
+    url, _, creds, _ = auth_server
+    endpoint = f"{url}/api/2.0/mlflow/experiments/search"
+    assert requests.get(endpoint, params={"max_results": 1}, timeout=30).status_code == 401
+    assert (
+        requests.get(endpoint, params={"max_results": 1}, auth=("admin", "wrong"), timeout=30).status_code
+        == 401
+    )
+    ok = requests.get(endpoint, params={"max_results": 1}, auth=creds, timeout=30)
+    assert ok.status_code == 200
+
+
+def test_fetch_curves_bulk_over_an_authenticated_server(auth_server, monkeypatch):
+    from mlflow.entities import Metric
+
+    from pipelines import tracking
+
+    url, _, (user, password), _ = auth_server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    mc = tracking.client(url)
+    exp = mc.create_experiment(f"auth-{uuid.uuid4().hex[:8]}")
+    run = mc.create_run(exp, tags={tracking.RUN_KIND_TAG: "train"})
+    mc.log_batch(
+        run.info.run_id, metrics=[Metric("val_accuracy", 0.5 + e / 10, 1000 + e, e) for e in (1, 2, 3)]
+    )
+    mc.set_terminated(run.info.run_id)
+    (curve,) = tracking.fetch_curves(mc, [mc.get_run(run.info.run_id)])
+    assert curve.metrics["val_accuracy"].tolist() == pytest.approx([0.6, 0.7, 0.8])
+
+
+def test_postgres_refusing_connections_is_one_clear_line(auth_server, monkeypatch):
+    from pipelines import tracking
+
+    url, _, (user, password), svc = auth_server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    db_url = svc.run("postgres.sh", "url").stdout.strip()
+    tracking.check_tracking_store(db_url)
+    tracking.check_tracking_store(url)
+    svc.run("postgres.sh", "stop")
+    try:
+        start = time.monotonic()
+        with pytest.raises(tracking.TrackingUnavailable) as direct:
+            tracking.check_tracking_store(db_url)
+        message = str(direct.value)
+        assert "refused the connection" in message and "\n" not in message
+        assert password not in message and "***" in message  # the database password stays hidden
+        with pytest.raises(tracking.TrackingUnavailable) as via_server:
+            tracking.check_tracking_store(url)
+        assert url in str(via_server.value) and "\n" not in str(via_server.value)
+        assert "Traceback" not in str(via_server.value)
+        assert time.monotonic() - start < 30
+    finally:
+        svc.run("postgres.sh", "start")
