@@ -1,8 +1,11 @@
 """The Prefect flow ``tune``: the retrain flow's validated data -> Optuna study -> the same gate.
 
-Orchestration only: fetch / prepare / validate are the retrain flow's own tasks; ``tune`` wraps
-:func:`pipelines.steps.run_tune` (MLflow parent run, a nested child run per trial, trials pruned by
-:class:`pipelines.curves.pruner.CurvePruner`); the best trial's model then goes through the retrain
+Orchestration only: fetch / prepare / validate are the retrain flow's own tasks; ``tune-start``
+opens the MLflow parent run, ``tune.workers`` workers run the trials (one in process, or N
+concurrent tasks each running ``curvewatch tune-worker`` in its own process against the shared
+Optuna storage: ``CURVEWATCH_OPTUNA_STORAGE``, e.g. ``infra/postgres.sh url optuna``), each trial a
+nested MLflow run pruned by :class:`pipelines.curves.pruner.CurvePruner`; ``tune-finish`` closes
+the study. The best trial's model then goes through the retrain
 flow's ``evaluate`` and ``compare`` tasks (the regression gate against the champion), and the
 tuning optimism (best validation accuracy against its test accuracy) lands on the parent run.
 """
@@ -20,9 +23,62 @@ from pipelines import steps
 from pipelines.config import Params, load_params
 
 
-@task(name="tune", cache_policy=NO_CACHE)
-def tune_task(params: Params) -> steps.TuneOutcome:
-    return steps.run_tune(params)
+@task(name="tune-start", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def start_task(params: Params) -> steps.TuneStudy:
+    return steps.start_tune(params)
+
+
+@task(name="tune-worker", cache_policy=NO_CACHE)
+def worker_task(params: Params, study: steps.TuneStudy) -> None:
+    steps.run_tune_worker(params, study)
+
+
+def worker_command(
+    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str]
+) -> list[str]:
+    """The ``curvewatch tune-worker`` command line of one worker process of ``study``."""
+    import sys
+    from pathlib import Path
+
+    command = [
+        str(Path(sys.executable).with_name("curvewatch")),
+        "tune-worker",
+        "--study-name",
+        study.study_name,
+        "--parent-run-id",
+        study.parent_run_id,
+        "--experiment-id",
+        study.experiment_id,
+        "--data-version",
+        study.data_version,
+        "--params",
+        params_path,
+    ]
+    command += ["--profile", profile] if profile else []
+    for override in overrides:
+        command += ["--set", override]
+    return command
+
+
+@task(name="tune-worker-process", cache_policy=NO_CACHE)
+def worker_process_task(
+    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str]
+) -> int:
+    """One worker in its own process (``curvewatch tune-worker``); returns its exit code. A worker
+    that dies (e.g. SIGKILL) does not fail the flow: its trial is retried by the others, and
+    ``finish_task`` judges the study."""
+    import subprocess
+
+    command = worker_command(study, params_path, profile, overrides)
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        get_run_logger().warning("tuning worker exited with %d; its trial is retried by the others", code)
+    return code
+
+
+@task(name="tune-finish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def finish_task(params: Params, study: steps.TuneStudy) -> steps.TuneOutcome:
+    return steps.finish_tune(params, study)
 
 
 @task(name="tuning-optimism", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -82,7 +138,17 @@ def tune(params_path: str = "params.yaml", profile: str | None = None, overrides
     fetch_task(params)
     prepare_task(params)
     validate_task(params)
-    outcome = tune_task(params)
+    study = start_task(params)
+    if params.tune.workers == 1:
+        worker_task(params, study)
+    else:
+        workers = [
+            worker_process_task.submit(study, params_path, profile, list(overrides or []))
+            for _ in range(params.tune.workers)
+        ]
+        codes = [w.result() for w in workers]
+        logger.info("%d tuning workers finished with exit codes %s", len(codes), codes)
+    outcome = finish_task(params, study)
     evaluate_task(params)
     compared = compare_task(params)
     test_accuracy, finding = optimism_task(params, outcome)

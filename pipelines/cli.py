@@ -301,6 +301,27 @@ def ensure_prefect_server() -> str:
     return url
 
 
+@app.command("tune-worker", hidden=True)
+def tune_worker(
+    study_name: Annotated[str, typer.Option(help="the shared Optuna study")],
+    parent_run_id: Annotated[str, typer.Option(help="the MLflow parent run of the study")],
+    experiment_id: Annotated[str, typer.Option(help="the MLflow experiment id")],
+    data_version: Annotated[str, typer.Option(help="DVC content hash of the data")] = "unknown",
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """One parallel tuning worker (started by the ``tune`` flow): trials until ``tune.n_trials``
+    of the study are complete or pruned. The storage URL comes from ``CURVEWATCH_OPTUNA_STORAGE``
+    (never the command line: it may hold a password), else the SQLite file under ``paths.tune_dir``."""
+    from pipelines.steps import TuneStudy, optuna_storage_url, run_tune_worker
+
+    _setup_logging()
+    p = _params(params, profile, set_)
+    study = TuneStudy(parent_run_id, experiment_id, study_name, optuna_storage_url(p), data_version)
+    run_tune_worker(p, study)
+
+
 @flow_app.command("tune")
 def flow_tune(
     params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None

@@ -122,6 +122,7 @@ class TuneConfig(_Frozen):
     pruner: Literal["curve", "median", "none"] = "curve"
     prune_threshold: float = Field(0.05, gt=0, lt=1)
     workers: int = Field(1, ge=1)
+    heartbeat_grace_s: int = Field(20, ge=2)
     study_name: str = Field("curvewatch-tune", min_length=1)
 
     @field_validator("learning_rate", "l2")

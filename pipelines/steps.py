@@ -658,28 +658,27 @@ def _log_study_plots(mc, run_id: str, study) -> None:
         mc.log_artifacts(run_id, tmp, "optuna")
 
 
-def run_tune(params: Params, *, n_trials: int | None = None) -> TuneOutcome:
-    """Run the Optuna study on the validated data, tracked in MLflow, and stage its best model.
+@dataclass(frozen=True)
+class TuneStudy:
+    """The study a tuning run's workers share: its MLflow parent run and Optuna storage."""
 
-    A parent run (kind ``tune``) holds the search space, the best parameters, epochs spent and
-    Optuna's plots; each trial is a nested child run (:class:`MlflowTrialHooks`). Trial models are
-    written under ``<paths.tune_dir>/<study>/`` as they finish. The best trial's model is logged to
-    its child run and registered, and written to ``<model_dir>/model.keras`` with ``run.json``
-    naming the child run, so that :func:`run_evaluate` and :func:`run_compare` gate it exactly like
-    a retrain.
+    parent_run_id: str
+    experiment_id: str
+    study_name: str
+    storage: str
+    data_version: str
+
+
+def start_tune(params: Params) -> TuneStudy:
+    """Open the MLflow parent run (kind ``tune``: resolved config, search space) and name the study.
 
     Raises:
         StageError: the validation results are missing (run the validate stage first).
-        ValueError: no trial completed.
     """
-    import optuna
-
     from pipelines import tracking
-    from pipelines.tune import tune
 
     paths = params.paths
     _read_json(paths.metrics_dir / "validation.json", "validate")
-    data, classes = load_train_data(params)
     mc = tracking.client()
     exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
     data_version = tracking.dvc_content_hash(paths.raw_dir)
@@ -696,57 +695,111 @@ def run_tune(params: Params, *, n_trials: int | None = None) -> TuneOutcome:
     parent_id = parent.info.run_id
     storage = optuna_storage_url(params)
     study_name = f"{params.tune.study_name}-{parent_id[:8]}"
-    hooks = MlflowTrialHooks(mc, exp_id, parent_id, params, data.num_classes)
     try:
         tracking.log_params(mc, parent_id, params)
         mc.log_dict(parent_id, params.tune.model_dump(mode="json"), "tune/search_space.json")
         tracking.set_tags(
             mc,
             parent_id,
+            # Only the host part of the storage URL: it may carry a password.
             {"curvewatch.study": study_name, "curvewatch.optuna_storage": storage.split("@")[-1]},
         )
-        result = tune(
+    except BaseException:
+        mc.set_terminated(parent_id, status="FAILED")
+        raise
+    return TuneStudy(parent_id, exp_id, study_name, storage, data_version)
+
+
+def run_tune_worker(params: Params, study: TuneStudy, *, until_finished: int | None = None) -> None:
+    """One worker of ``study``: trials (each a nested MLflow run) until ``until_finished`` trials
+    of the study are complete or pruned (default ``tune.n_trials``). Several may run at once, in
+    separate processes, on one RDB storage."""
+    from pipelines import tracking
+    from pipelines.tune import tune
+
+    data, _ = load_train_data(params)
+    mc = tracking.client()
+    hooks = MlflowTrialHooks(mc, study.experiment_id, study.parent_run_id, params, data.num_classes)
+    try:
+        tune(
             params,
             data,
-            n_trials=n_trials,
-            storage=storage,
-            study_name=study_name,
-            trial_dir=paths.tune_dir / study_name,
+            storage=study.storage,
+            study_name=study.study_name,
+            trial_dir=params.paths.tune_dir / study.study_name,
             hooks=hooks,
+            until_finished=until_finished or params.tune.n_trials,
         )
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        _log_study_plots(mc, parent_id, study)
+    except ValueError as exc:
+        if "completed" not in str(exc):  # "no trial completed" is for finish_tune to judge
+            raise
+
+
+def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
+    """Close the study: Optuna's plots and the best parameters on the parent run, orphaned child
+    runs (a killed worker's) ended FAILED, and the best trial's model staged for the gate.
+
+    The best trial's model is logged to its child run and registered, and written to
+    ``<model_dir>/model.keras`` with ``run.json`` naming the child run, so that
+    :func:`run_evaluate` and :func:`run_compare` gate it exactly like a retrain.
+
+    Raises:
+        ValueError: no trial of the study completed.
+    """
+    import keras
+    import optuna
+
+    from pipelines import tracking
+    from pipelines.train import save_model
+
+    paths = params.paths
+    mc = tracking.client()
+    parent_id = study.parent_run_id
+    try:
+        children = mc.search_runs(
+            [study.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000
+        )
+        for child in children:
+            if child.info.status == "RUNNING":  # its worker died mid-trial; Optuna retried the trial
+                tracking.set_tags(mc, child.info.run_id, {"curvewatch.trial_state": "FAIL"})
+                mc.set_terminated(child.info.run_id, status="FAILED")
+        runs = {c.data.tags.get("curvewatch.trial"): c.info.run_id for c in children}
+        optuna_study = optuna.load_study(study_name=study.study_name, storage=study.storage)
+        done = (optuna.trial.TrialState.COMPLETE,)
+        if not optuna_study.get_trials(deepcopy=False, states=done):
+            raise ValueError(
+                f"tune: none of the {len(optuna_study.trials)} trials of study {study.study_name!r} "
+                "completed (all pruned or failed); widen the search space in params.yaml (tune.*)"
+            )
+        _log_study_plots(mc, parent_id, optuna_study)
         states: dict[str, int] = {}
-        for t in study.trials:
+        for t in optuna_study.trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
+        finished = [t for t in optuna_study.trials if t.state.is_finished()]
+        epochs_spent = sum(len(t.intermediate_values) for t in finished)
+        trials_run = sum(1 for t in finished if t.state != optuna.trial.TrialState.FAIL)
+        best = optuna_study.best_trial
         tracking.log_metrics(
             mc,
             parent_id,
             {
-                "tune.best_val_accuracy": result.best_val_accuracy,
-                "tune.epochs_spent": result.epochs_spent,
-                "tune.epochs_without_pruning": result.epochs_without_pruning,
+                "tune.best_val_accuracy": float(best.value),
+                "tune.epochs_spent": epochs_spent,
+                "tune.epochs_without_pruning": trials_run * params.train.epochs,
                 **{f"tune.trials_{k.lower()}": v for k, v in states.items()},
             },
         )
-        mc.log_dict(parent_id, result.best_params, "tune/best_params.json")
-        tracking.set_tags(mc, parent_id, {f"best.{k}": v for k, v in result.best_params.items()})
-        best_run_id = hooks.run_ids[result.best_number]
-        import keras
-
-        from pipelines.train import save_model
-
-        assert result.best_model_path is not None
-        model = keras.saving.load_model(result.best_model_path)
+        mc.log_dict(parent_id, best.params, "tune/best_params.json")
+        tracking.set_tags(mc, parent_id, {f"best.{k}": v for k, v in best.params.items()})
+        best_run_id = runs[str(best.number)]
+        data, classes = load_train_data(params)
+        model = keras.saving.load_model(Path(best.user_attrs["model_path"]))
         save_model(model, paths.model_dir / "model.keras")
         tracking.set_tags(mc, best_run_id, {tracking.RUN_KIND_TAG: "train", "curvewatch.tune_best": "true"})
         version = _log_model(mc, best_run_id, params, model, data.x_val[:2], classes)
         del model
     except BaseException:
         mc.set_terminated(parent_id, status="FAILED")
-        for run_id in hooks.run_ids.values():
-            if mc.get_run(run_id).info.status == "RUNNING":
-                mc.set_terminated(run_id, status="FAILED")
         raise
     mc.set_terminated(parent_id, status="FINISHED")
     atomic_write_json(
@@ -754,25 +807,38 @@ def run_tune(params: Params, *, n_trials: int | None = None) -> TuneOutcome:
         {
             "run_id": best_run_id,
             "model_version": version,
-            "experiment_id": exp_id,
-            "data_version": data_version,
+            "experiment_id": study.experiment_id,
+            "data_version": study.data_version,
             "tune_parent_run_id": parent_id,
         },
     )
     return TuneOutcome(
         parent_run_id=parent_id,
-        experiment_id=exp_id,
-        study_name=study_name,
-        storage=storage,
+        experiment_id=study.experiment_id,
+        study_name=study.study_name,
+        storage=study.storage.split("@")[-1],
         best_run_id=best_run_id,
-        best_number=result.best_number,
-        best_params=result.best_params,
-        best_val_accuracy=result.best_val_accuracy,
+        best_number=best.number,
+        best_params=dict(best.params),
+        best_val_accuracy=float(best.value),
         model_version=version,
-        epochs_spent=result.epochs_spent,
-        epochs_without_pruning=result.epochs_without_pruning,
+        epochs_spent=epochs_spent,
+        epochs_without_pruning=trials_run * params.train.epochs,
         states=states,
     )
+
+
+def run_tune(params: Params) -> TuneOutcome:
+    """:func:`start_tune`, one in-process :func:`run_tune_worker`, :func:`finish_tune`."""
+    study = start_tune(params)
+    try:
+        run_tune_worker(params, study)
+    except BaseException:
+        from pipelines import tracking
+
+        tracking.client().set_terminated(study.parent_run_id, status="FAILED")
+        raise
+    return finish_tune(params, study)
 
 
 def run_tune_optimism(params: Params, outcome: TuneOutcome) -> tuple[float, Any]:

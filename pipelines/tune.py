@@ -31,7 +31,8 @@ import numpy as np
 from pipelines.config import Params, TrainConfig, TuneConfig
 from pipelines.curves.types import Finding
 
-#: Seconds between a running trial's heartbeats, and without one before it counts as failed.
+#: Defaults of :func:`make_storage`: seconds between a running trial's heartbeats, and without one
+#: before it counts as failed (``tune.heartbeat_grace_s`` in params.yaml).
 HEARTBEAT_INTERVAL_S = 5
 HEARTBEAT_GRACE_S = 20
 
@@ -203,6 +204,7 @@ def tune(
     study_name: str | None = None,
     trial_dir: Path | None = None,
     hooks: TrialHooks | None = None,
+    until_finished: int | None = None,
 ) -> TuneResult:
     """Search hyperparameters for ``params.train`` on ``data`` (a :class:`pipelines.train.TrainData`).
 
@@ -219,6 +221,9 @@ def tune(
         trial_dir: where finished trials' models are written (``trial-NNNN.keras``); a temporary
             folder, removed at the end, when None (then ``best_model_path`` is None).
         hooks: per-trial callbacks (e.g. MLflow logging), see :class:`TrialHooks`.
+        until_finished: for one of several workers on a shared ``storage``: ignore ``n_trials``
+            and run trials until the study holds this many complete or pruned trials
+            (``optuna.study.MaxTrialsCallback``); a failed trial's retry counts once finished.
 
     Returns:
         TuneResult.
@@ -243,7 +248,11 @@ def tune(
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=params.base.seed),
             pruner=make_pruner(params, data.num_classes),
-            storage=make_storage(storage),
+            storage=make_storage(
+                storage,
+                heartbeat_interval=max(1, space.heartbeat_grace_s // 4),
+                grace_period=space.heartbeat_grace_s,
+            ),
             study_name=name,
             load_if_exists=True,
         )
@@ -291,7 +300,13 @@ def tune(
                     hooks.finish(record)
                 _clear_backend()
 
-        study.optimize(objective, n_trials=n_trials, catch=())
+        if until_finished is not None:
+            done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            if len(study.get_trials(deepcopy=False, states=done)) < until_finished:
+                stop = optuna.study.MaxTrialsCallback(until_finished, states=done)
+                study.optimize(objective, n_trials=None, catch=(), callbacks=[stop])
+        else:
+            study.optimize(objective, n_trials=n_trials, catch=())
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not complete:
             raise ValueError(
