@@ -28,7 +28,7 @@ Usage::
 
     uv run python benchmarks/tuning.py record      # once; then `dvc add benchmarks/tuning_table.csv`
     uv run python benchmarks/tuning.py             # replay (default), 10 seeds
-    uv run python benchmarks/tuning.py live --trials 12
+    uv run python benchmarks/tuning.py live --trials 10 --epochs 15   # about 10 wall-minutes
 """
 
 from __future__ import annotations
@@ -396,6 +396,54 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def live(n_trials: int, epochs: int) -> None:
+    """TPE + CurvePruner against TPE without pruning, actually training with :func:`pipelines.tune.tune`
+    (the same trials count and epoch budget, the same seed, the same subset as the table)."""
+    import optuna
+
+    from pipelines.config import Params
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = _subset(SEED)
+    from pipelines.tune import tune
+
+    rows = []
+    for pruner in ("none", "curve"):
+        params = Params.model_validate(
+            {
+                "base": {"seed": SEED},
+                "train": {
+                    "model": "mlp",
+                    "epochs": epochs,
+                    "early_stopping_patience": epochs + 1,
+                    "mixed_precision": "off",
+                },
+                "tune": {
+                    "n_trials": n_trials,
+                    "learning_rate": [1e-4, 1e-1],
+                    "l2": [1e-6, 1e-3],
+                    "batch_sizes": [64, 256],
+                    "models": ["mlp"],
+                    "pruner": pruner,
+                },
+            }
+        )
+        t0 = time.perf_counter()
+        result = tune(params, data)
+        seconds = time.perf_counter() - t0
+        pruned = [r for r in result.trials if r.state == "PRUNED"]
+        rows.append((pruner, result, seconds, pruned))
+    print(f"\nlive: {n_trials} TPE trials x {epochs} epochs, mlp on {N_TRAIN}/{N_VAL} Fashion-MNIST images")
+    print(f"{'pruner':8s} {'epochs':>7s} {'wall s':>7s} {'pruned':>7s} {'best val_accuracy':>18s}")
+    for pruner, result, seconds, pruned in rows:
+        print(
+            f"{pruner:8s} {result.epochs_spent:7d} {seconds:7.0f} {len(pruned):7d} {result.best_val_accuracy:18.4f}"
+        )
+    for pruner, _, _, pruned in rows:
+        for r in pruned:
+            print(f"  {pruner} trial {r.number}: {r.pruned_because}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -406,9 +454,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--trials", type=int, default=40, help="trials per search (default 40)")
     rep.add_argument("--table", type=Path, default=TABLE)
     rep.add_argument("--only", action="append", help="run only this method (repeatable)")
+    liv = sub.add_parser("live", help="TPE + CurvePruner vs TPE alone, actually training")
+    liv.add_argument("--trials", type=int, default=10)
+    liv.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args(argv)
     if args.command == "record":
         record(TABLE, args.limit)
+    elif args.command == "live":
+        live(args.trials, args.epochs)
     else:
         replay(
             getattr(args, "table", TABLE),
