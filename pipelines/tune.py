@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -302,9 +303,16 @@ def tune(
 
         if until_finished is not None:
             done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            if len(study.get_trials(deepcopy=False, states=done)) < until_finished:
-                stop = optuna.study.MaxTrialsCallback(until_finished, states=done)
-                study.optimize(objective, n_trials=None, catch=(), callbacks=[stop])
+            stop = optuna.study.MaxTrialsCallback(until_finished, states=done)
+            while len(study.get_trials(deepcopy=False, states=done)) < until_finished:
+                try:
+                    study.optimize(objective, n_trials=None, catch=(), callbacks=[stop])
+                except optuna.exceptions.UpdateFinishedTrialError as exc:
+                    # Another worker took this trial's heartbeat for stale (a starved heartbeat thread
+                    # on a loaded machine) and failed it; its retry runs elsewhere. Carry on.
+                    warnings.warn(
+                        f"tuning worker: {exc}; continuing with the next trial", RuntimeWarning, stacklevel=2
+                    )
         else:
             study.optimize(objective, n_trials=n_trials, catch=())
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -28,20 +28,22 @@ def optuna_postgres(services) -> str:
 
 
 def test_killed_worker_trial_is_retried_and_no_run_left_running(
-    folder_params, optuna_postgres, monkeypatch, tmp_path
+    folder_params, optuna_postgres, mlflow_server, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("CURVEWATCH_OPTUNA_STORAGE", optuna_postgres)
+    # Three processes log at once: the PostgreSQL-backed MLflow server, as a team would run it.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     path = folder_params(
         {
-            "train": {"model": "mlp", "epochs": 8, "batch_size": 16, "learning_rate": 0.003},
+            "train": {"model": "mlp", "epochs": 10, "batch_size": 16, "learning_rate": 0.003},
             "tune": {
-                "n_trials": 6,
+                "n_trials": 8,
                 "workers": 3,
                 "models": ["mlp"],
                 "augment": [False],
                 "batch_sizes": [16],
-                "heartbeat_grace_s": 4,
-                "study_name": f"kill-{tmp_path.name[-12:]}",
+                "heartbeat_grace_s": 15,  # a starved heartbeat thread on 2 busy cores must not look dead
+                "study_name": "kill",
             },
         }
     )
@@ -50,31 +52,51 @@ def test_killed_worker_trial_is_retried_and_no_run_left_running(
     steps.run_prepare(params)
     steps.run_validate(params)
     study = steps.start_tune(params)
+    logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
     procs = [
-        subprocess.Popen(worker_command(study, str(path), None, []), env=os.environ.copy()) for _ in range(3)
+        subprocess.Popen(
+            worker_command(study, str(path), None, []),
+            env=os.environ.copy(),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
     ]
+
+    def tail(i: int) -> str:
+        return logs[i].read_text()[-3000:]
+
     storage = optuna.storages.RDBStorage(optuna_postgres)
     deadline = time.monotonic() + 300
     # Kill worker 0 once every worker holds a running trial that has reported an epoch.
     while time.monotonic() < deadline:
-        trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+        try:
+            trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+        except KeyError:  # no worker has created the study yet
+            trials = []
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
         if len(running) == 3:
             break
-        assert all(p.poll() is None for p in procs), "a worker ended before all three were training"
+        ended = [i for i, p in enumerate(procs) if p.poll() is not None]
+        assert not ended, f"worker {ended} ended before all three were training:\n{tail(ended[0])}"
         time.sleep(0.5)
     else:
         pytest.fail("the three workers never ran trials at the same time")
     procs[0].send_signal(signal.SIGKILL)
-    for p in procs[1:]:
-        assert p.wait(timeout=600) == 0
+    try:
+        for i, p in enumerate(procs[1:], start=1):
+            assert p.wait(timeout=600) == 0, f"worker {i} failed:\n{tail(i)}"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     assert procs[0].wait() == -signal.SIGKILL
     outcome = steps.finish_tune(params, study)
 
     trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
     states = [t.state for t in trials]
     finished = [s for s in states if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    assert len(finished) >= 6  # every requested trial complete or pruned
+    assert len(finished) >= 8  # every requested trial complete or pruned
     assert states.count(optuna.trial.TrialState.FAIL) == 1  # the killed worker's trial
     assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.WAITING not in states
     failed = next(t for t in trials if t.state == optuna.trial.TrialState.FAIL)
