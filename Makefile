@@ -7,7 +7,7 @@ PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: help setup uv venv dataset system-deps run run-full repro test test-slow lint ui services-up services-down serve bench clean
+.PHONY: help setup uv venv dataset system-deps run run-full repro test test-slow lint ui services-up services-down serve bench clean tune tune-ui
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ setup: venv dataset ## everything `run` needs: environment and dataset
 
 run: setup ## run the Prefect flow `retrain` (quick profile; PROFILE=full for the full one)
 	$(UV) run --frozen curvewatch flow retrain $(PROFILE_ARG)
+
+tune: setup ## run the Prefect flow `tune`: tune.n_trials Optuna trials pruned by their curves, in MLflow, best gated
+	$(UV) run --frozen curvewatch flow tune $(PROFILE_ARG)
+
+tune-ui: venv ## optuna-dashboard on the tuning study store (127.0.0.1:8080), when installed
+	@$(UV) run --frozen python -c "import optuna_dashboard" 2>/dev/null || { echo "optuna-dashboard is not installed (not in uv.lock): ask for it in pyproject.toml, or 'uv pip install optuna-dashboard'"; exit 2; }
+	$(UV) run --frozen optuna-dashboard --host 127.0.0.1 --port 8080 "$${CURVEWATCH_OPTUNA_STORAGE:-sqlite:///$$(pwd)/.curvewatch/tune/optuna.db}"
 
 run-full: ## the full profile (small CNN, 20 epochs, more dropout: see profiles.full in params.yaml)
 	$(MAKE) run PROFILE=full

@@ -1,55 +1,166 @@
-"""The Prefect flow ``tune``: the Optuna search of ``curvewatch tune``, on demand.
+"""The Prefect flow ``tune``: the retrain flow's validated data -> Optuna study -> the same gate.
 
-Orchestration only: fetch and prepare (the same tasks as ``retrain``), then
-:func:`pipelines.steps.run_tune`, the function the CLI command calls.
+Orchestration only: fetch / prepare / validate are the retrain flow's own tasks; ``tune-start``
+opens the MLflow parent run, ``tune.workers`` workers run the trials (one in process, or N
+concurrent tasks each running ``curvewatch tune-worker`` in its own process against the shared
+Optuna storage: ``CURVEWATCH_OPTUNA_STORAGE``, e.g. ``infra/postgres.sh url optuna``), each trial a
+nested MLflow run pruned by :class:`pipelines.curves.pruner.CurvePruner`; ``tune-finish`` closes
+the study. The best trial's model then goes through the retrain
+flow's ``evaluate`` and ``compare`` tasks (the regression gate against the champion), and the
+tuning optimism (best validation accuracy against its test accuracy) lands on the parent run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.retrain import fetch_task, prepare_task
+from flows.retrain import compare_task, evaluate_task, fetch_task, prepare_task, validate_task
 from pipelines import steps
 from pipelines.config import Params, load_params
 
 
-@task(name="tune", cache_policy=NO_CACHE)
-def tune_task(params: Params, trials: int | None, storage: str | None):
-    return steps.run_tune(params, trials=trials, storage=storage)
+@task(name="tune-start", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def start_task(params: Params) -> steps.TuneStudy:
+    return steps.start_tune(params)
+
+
+@task(name="tune-worker", cache_policy=NO_CACHE)
+def worker_task(params: Params, study: steps.TuneStudy) -> None:
+    steps.run_tune_worker(params, study)
+
+
+def worker_command(
+    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str]
+) -> list[str]:
+    """The ``curvewatch tune-worker`` command line of one worker process of ``study``."""
+    import sys
+    from pathlib import Path
+
+    command = [
+        str(Path(sys.executable).with_name("curvewatch")),
+        "tune-worker",
+        "--study-name",
+        study.study_name,
+        "--parent-run-id",
+        study.parent_run_id,
+        "--experiment-id",
+        study.experiment_id,
+        "--data-version",
+        study.data_version,
+        "--params",
+        params_path,
+    ]
+    command += ["--profile", profile] if profile else []
+    for override in overrides:
+        command += ["--set", override]
+    return command
+
+
+@task(name="tune-worker-process", cache_policy=NO_CACHE)
+def worker_process_task(
+    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str]
+) -> int:
+    """One worker in its own process (``curvewatch tune-worker``); returns its exit code. A worker
+    that dies (e.g. SIGKILL) does not fail the flow: its trial is retried by the others, and
+    ``finish_task`` judges the study."""
+    import subprocess
+
+    command = worker_command(study, params_path, profile, overrides)
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        get_run_logger().warning("tuning worker exited with %d; its trial is retried by the others", code)
+    return code
+
+
+@task(name="tune-finish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def finish_task(params: Params, study: steps.TuneStudy) -> steps.TuneOutcome:
+    return steps.finish_tune(params, study)
+
+
+@task(name="tuning-optimism", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def optimism_task(params: Params, outcome: steps.TuneOutcome):
+    return steps.run_tune_optimism(params, outcome)
+
+
+@dataclass
+class TuneSummary:
+    """What ``make tune`` prints at the end of the flow."""
+
+    outcome: steps.TuneOutcome
+    test_accuracy: float
+    optimism: str
+    promoted: bool
+    gate: str
+    ui_command: str = "make ui"
+
+    def render(self) -> str:
+        o = self.outcome
+        saved = 1 - o.epochs_spent / o.epochs_without_pruning if o.epochs_without_pruning else 0.0
+        trials = ", ".join(f"{n} {s.lower()}" for s, n in sorted(o.states.items()))
+        return "\n".join(
+            [
+                "",
+                "curvewatch tune summary",
+                "-" * 23,
+                f"study           : {o.study_name} ({trials})",
+                f"best trial      : #{o.best_number} {o.best_params}",
+                f"val accuracy    : {o.best_val_accuracy:.4f}",
+                f"test accuracy   : {self.test_accuracy:.4f}",
+                f"optimism        : {o.best_val_accuracy - self.test_accuracy:+.4f} (val - test):"
+                f" {self.optimism}",
+                f"epochs          : {o.epochs_spent} with pruning, {o.epochs_without_pruning} without"
+                f" ({100 * saved:.0f}% saved)",
+                f"champion        : {'promoted to champion' if self.promoted else 'kept the old champion'}"
+                f" ({self.gate})",
+                f"MLflow          : parent run {o.parent_run_id}, trials nested under it; {self.ui_command}",
+            ]
+        )
 
 
 @flow(name="tune", log_prints=True)
-def tune(
-    params_path: str = "params.yaml",
-    profile: str | None = None,
-    overrides: list[str] | None = None,
-    trials: int | None = None,
-    storage: str | None = None,
-) -> dict:
-    """Search learning rate, dropout, L2 and batch size around ``train`` (``params.yaml: tune``).
+def tune(params_path: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None):
+    """Tune ``train`` on the validated data, log the study to MLflow, gate the best trial.
 
     Args:
-        params_path: the params file.
-        profile: ``quick`` or ``full`` (default: ``base.profile``).
-        overrides: ``section.key=value`` strings.
-        trials: trials to run (default ``tune.n_trials``).
-        storage: an Optuna storage URL to keep the study (in memory when None).
+        params_path: the params file (``params.yaml``).
+        profile: ``quick`` or ``full`` (default: ``base.profile`` in the file).
+        overrides: ``section.key=value`` strings, e.g. ``["tune.n_trials=4"]``.
 
     Returns:
-        ``{"best_params", "best_val_accuracy", "test_accuracy", "optimism"}``.
+        TuneSummary. Raises ``ValidationFailed`` when the data fails its suites (no trial runs).
     """
     logger = get_run_logger()
     params = load_params(params_path, profile=profile, overrides=overrides)
     fetch_task(params)
     prepare_task(params)
-    result = tune_task(params, trials, storage)
-    for t in result.trials:
-        why = f"  pruned: {t['pruned_because']}" if t["pruned_because"] else ""
-        logger.info("trial %s: %s value=%s %s%s", t["number"], t["state"], t["value"], t["params"], why)
-    return {
-        "best_params": result.best_params,
-        "best_val_accuracy": result.best_val_accuracy,
-        "test_accuracy": result.test_accuracy,
-        "optimism": result.optimism.message if result.optimism else None,
-    }
+    validate_task(params)
+    study = start_task(params)
+    if params.tune.workers == 1:
+        worker_task(params, study)
+    else:
+        workers = [
+            worker_process_task.submit(study, params_path, profile, list(overrides or []))
+            for _ in range(params.tune.workers)
+        ]
+        codes = [w.result() for w in workers]
+        logger.info("%d tuning workers finished with exit codes %s", len(codes), codes)
+    outcome = finish_task(params, study)
+    evaluate_task(params)
+    compared = compare_task(params)
+    test_accuracy, finding = optimism_task(params, outcome)
+    summary = TuneSummary(
+        outcome=outcome,
+        test_accuracy=test_accuracy,
+        optimism=finding.message if finding else "validation and test agree",
+        promoted=compared.promoted,
+        gate=compared.gate_message,
+    )
+    create_markdown_artifact(
+        f"```\n{summary.render()}\n```\n", key="curvewatch-tune", description="curvewatch tune summary"
+    )
+    logger.info("best trial #%d: val_accuracy %.4f", outcome.best_number, outcome.best_val_accuracy)
+    return summary

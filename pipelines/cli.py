@@ -300,20 +300,26 @@ def tune(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
 ) -> None:
     """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""
-    from pipelines.steps import run_tune
+    from pipelines.prepare import load_split
+    from pipelines.steps import load_train_data
+    from pipelines.tune import tune as run_tune
 
     _setup_logging()
     p = _params(params, profile, set_)
+    data, _ = load_train_data(p)
+    test = load_split(p.paths.prepared_dir, "test")
     try:
-        result = run_tune(p, trials=trials, storage=storage)
+        result = run_tune(p, data, n_trials=trials, test=(test.x, test.y), storage=storage)
     except ValueError as exc:
         _fail(exc)
     for t in result.trials:
-        why = f"  pruned: {t['pruned_because']}" if t["pruned_because"] else ""
-        typer.echo(f"trial {t['number']}: {t['state']:<8} value={t['value']} {t['params']}{why}")
+        why = f"  pruned: {t.pruned_because}" if t.pruned_because else ""
+        typer.echo(f"trial {t.number}: {t.state:<8} value={t.value} epochs={t.epochs_run} {t.params}{why}")
+    test_text = f"{result.test_accuracy:.4f}" if result.test_accuracy is not None else "n/a"
     typer.echo(
-        f"best: val_accuracy {result.best_val_accuracy:.4f} with {result.best_params}; "
-        f"test accuracy {result.test_accuracy:.4f}"
+        f"best: trial {result.best_number}, val_accuracy {result.best_val_accuracy:.4f} with "
+        f"{result.best_params}; test accuracy {test_text}; epochs {result.epochs_spent} "
+        f"(without pruning: {result.epochs_without_pruning})"
     )
     if result.optimism is not None:
         typer.secho(result.optimism.message, fg="yellow")
@@ -360,6 +366,44 @@ def ensure_prefect_server() -> str:
     url = subprocess.run(["bash", str(script), "url"], env=env, capture_output=True, text=True).stdout.strip()
     os.environ["PREFECT_API_URL"] = url
     return url
+
+
+@app.command("tune-worker", hidden=True)
+def tune_worker(
+    study_name: Annotated[str, typer.Option(help="the shared Optuna study")],
+    parent_run_id: Annotated[str, typer.Option(help="the MLflow parent run of the study")],
+    experiment_id: Annotated[str, typer.Option(help="the MLflow experiment id")],
+    data_version: Annotated[str, typer.Option(help="DVC content hash of the data")] = "unknown",
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """One parallel tuning worker (started by the ``tune`` flow): trials until ``tune.n_trials``
+    of the study are complete or pruned. The storage URL comes from ``CURVEWATCH_OPTUNA_STORAGE``
+    (never the command line: it may hold a password), else the SQLite file under ``paths.tune_dir``."""
+    from pipelines.steps import TuneStudy, optuna_storage_url, run_tune_worker
+
+    _setup_logging()
+    p = _params(params, profile, set_)
+    study = TuneStudy(parent_run_id, experiment_id, study_name, optuna_storage_url(p), data_version)
+    run_tune_worker(p, study)
+
+
+@flow_app.command("tune")
+def flow_tune(
+    params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
+) -> None:
+    """Run the Prefect flow ``tune`` (Optuna trials in MLflow, best trial gated); print its summary."""
+    _params(params, profile, set_)  # a bad search space fails here, before Prefect or any trial starts
+    ensure_prefect_server()
+    from flows.tune import tune as tune_flow
+    from pipelines.steps import ValidationFailed
+
+    try:
+        summary = tune_flow(params_path=str(params), profile=profile, overrides=list(set_ or []))
+    except (ValidationFailed, ValueError) as exc:
+        _fail(exc)
+    typer.echo(summary.render())
 
 
 @flow_app.command("retrain")

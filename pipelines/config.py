@@ -82,6 +82,7 @@ class PathsConfig(_Frozen):
     history_plot: Path = Path("plots/history.csv")
     confusion_plot: Path = Path("plots/confusion.csv")
     backup_dir: Path = Path(".curvewatch/backup")
+    tune_dir: Path = Path(".curvewatch/tune")
     expectations_dir: Path = Path("expectations")
 
 
@@ -160,11 +161,68 @@ class CompareConfig(_Frozen):
 
 
 class TuneConfig(_Frozen):
+    """The ``tune`` section: the search space around ``train`` and how the search runs.
+
+    Ranges are ``[low, high]`` with ``low < high`` (log-uniform for ``learning_rate`` and ``l2``,
+    which must then be > 0); choice lists are non-empty without repeats. ``reduce_lr_factor`` tunes
+    the learning-rate schedule (Keras' ReduceLROnPlateau factor that ``train`` always installs).
+    """
+
     n_trials: int = Field(8, ge=1)
     learning_rate: tuple[float, float] = (1e-4, 1e-2)
     dropout: tuple[float, float] = (0.0, 0.5)
     l2: tuple[float, float] = (1e-6, 1e-3)
     batch_sizes: tuple[int, ...] = (64, 128, 256)
+    augment: tuple[bool, ...] = (False,)
+    models: tuple[Literal["small_cnn", "large_cnn", "mlp"], ...] = ("small_cnn",)
+    reduce_lr_factor: tuple[float, float] = (0.5, 0.5)
+    pruner: Literal["curve", "median", "none"] = "curve"
+    prune_threshold: float = Field(0.05, gt=0, lt=1)
+    workers: int = Field(1, ge=1)
+    heartbeat_grace_s: int = Field(20, ge=2)
+    study_name: str = Field("curvewatch-tune", min_length=1)
+
+    @field_validator("learning_rate", "l2")
+    @classmethod
+    def _log_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0:
+            raise ValueError(f"[low, high] is sampled log-uniformly, so low must be > 0; got {list(v)}")
+        return cls._range(v)
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0 or v[1] >= 1:
+            raise ValueError(f"dropout must lie in [0, 1); got {list(v)}")
+        return cls._range(v)
+
+    @field_validator("reduce_lr_factor")
+    @classmethod
+    def _factor_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0 or v[1] >= 1:
+            raise ValueError(f"reduce_lr_factor must lie in (0, 1); got {list(v)}")
+        if v[0] > v[1]:
+            raise ValueError(f"inverted range: low {v[0]} > high {v[1]}")
+        return v
+
+    @field_validator("batch_sizes", "augment", "models")
+    @classmethod
+    def _choices(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not v:
+            raise ValueError("empty list: give at least one choice")
+        if len(set(v)) != len(v):
+            raise ValueError(f"repeated choices in {list(v)}")
+        if any(isinstance(x, int) and not isinstance(x, bool) and x < 1 for x in v):
+            raise ValueError(f"batch sizes must be >= 1, got {list(v)}")
+        return v
+
+    @staticmethod
+    def _range(v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"inverted range: low {v[0]} > high {v[1]}")
+        if v[0] == v[1]:
+            raise ValueError(f"empty range: low = high = {v[0]}")
+        return v
 
     _ranges = field_validator("learning_rate", "dropout", "l2")(_ordered_range)
 

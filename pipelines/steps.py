@@ -544,25 +544,6 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes):
     return info
 
 
-# --------------------------------------------------------------------------------------------- tune
-def run_tune(params: Params, *, trials: int | None = None, storage: str | None = None):
-    """Optuna search around ``train`` on the prepared data (see :func:`pipelines.tune.tune`); the
-    best trial is scored on the test split. Used by ``curvewatch tune`` and the Prefect flow ``tune``.
-
-    Raises:
-        ValueError: as :func:`pipelines.tune.tune` (bad trial count, every trial pruned or failed).
-    """
-    from pipelines import tracking
-    from pipelines.prepare import load_split
-    from pipelines.tune import tune
-
-    data, _ = load_train_data(params)
-    test = load_split(params.paths.prepared_dir, "test")
-    return tune(
-        params, data, n_trials=trials, test=(test.x, test.y), storage=storage, mlflow_client=tracking.client()
-    )
-
-
 # ------------------------------------------------------------------------------------------ evaluate
 def load_model_safely(path: Path):
     """Load a ``.keras`` model with Keras' safe mode on (the default: no Python code deserialised).
@@ -843,3 +824,343 @@ def _finite(values: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(v, int | float) and math.isfinite(v):
             out[k] = v
     return out
+
+
+# ---------------------------------------------------------------------------------------------- tune
+@dataclass
+class TuneOutcome:
+    """What :func:`run_tune` returns (no models: they are on disk and in MLflow)."""
+
+    parent_run_id: str
+    experiment_id: str
+    study_name: str
+    storage: str
+    best_run_id: str
+    best_number: int
+    best_params: dict[str, Any]
+    best_val_accuracy: float
+    model_version: str | None
+    epochs_spent: int
+    epochs_without_pruning: int
+    states: dict[str, int] = field(default_factory=dict)
+
+
+def optuna_storage_url(params: Params) -> str:
+    """``CURVEWATCH_OPTUNA_STORAGE`` from the environment (e.g. PostgreSQL for parallel workers),
+    else a SQLite file ``<paths.tune_dir>/optuna.db``."""
+    import os
+
+    url = os.environ.get("CURVEWATCH_OPTUNA_STORAGE")
+    if url:
+        return url
+    params.paths.tune_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{params.paths.tune_dir.resolve() / 'optuna.db'}"
+
+
+class MlflowTrialHooks:
+    """One nested MLflow child run per trial: parameters, per-epoch curves, the engine's verdict,
+    ``curvewatch.pruned_because``; ended FINISHED (complete or pruned) or FAILED, never left RUNNING."""
+
+    def __init__(self, mc, experiment_id: str, parent_run_id: str, params: Params, num_classes: int) -> None:
+        self.mc, self.experiment_id, self.parent_run_id = mc, experiment_id, parent_run_id
+        self.params, self.num_classes = params, num_classes
+        self.run_ids: dict[int, str] = {}
+
+    def start(self, number: int, sampled: dict[str, Any], cfg) -> tuple:
+        from mlflow.entities import Param
+
+        from pipelines import tracking
+
+        run = self.mc.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}",
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                tracking.RUN_KIND_TAG: "tune_trial",
+                "curvewatch.trial": str(number),
+                "mlflow.source.git.commit": tracking.git_commit() or "unknown",
+            },
+        )
+        run_id = run.info.run_id
+        self.run_ids[number] = run_id
+        flat = {f"train.{k}": v for k, v in cfg.model_dump(mode="json").items()}
+        self.mc.log_batch(run_id, params=[Param(k, str(v)) for k, v in flat.items()])
+        return (tracking.epoch_logger(self.mc, run_id),)
+
+    def finish(self, record) -> None:
+        from pipelines import tracking
+        from pipelines.curves.batch import mlflow_metrics, mlflow_tags
+        from pipelines.curves.callback import diagnose_history
+
+        run_id = self.run_ids.get(record.number)
+        if run_id is None:
+            return
+        try:
+            tags: dict[str, Any] = {"curvewatch.trial_state": record.state}
+            if record.pruned_because:
+                tags["curvewatch.pruned_because"] = record.pruned_because
+            history = {k: v for k, v in record.history.items() if v}
+            if any(history.get(k) for k in ("val_accuracy", "val_loss")):
+                try:
+                    diagnosis = diagnose_history(
+                        history,
+                        self.params.train.epochs,
+                        num_classes=self.num_classes,
+                        config=self.params.diagnose,
+                    )
+                    tags |= mlflow_tags(diagnosis)
+                    tracking.log_metrics(self.mc, run_id, mlflow_metrics(diagnosis))
+                except ValueError:
+                    pass
+            tracking.set_tags(self.mc, run_id, tags)
+            metrics = {"trial.epochs_run": record.epochs_run}
+            if record.value is not None:
+                metrics["trial.best_val_accuracy"] = record.value
+            tracking.log_metrics(self.mc, run_id, metrics)
+        finally:
+            self.mc.set_terminated(run_id, status="FAILED" if record.state == "FAIL" else "FINISHED")
+
+
+def _log_study_plots(mc, run_id: str, study) -> None:
+    """Optuna's plots (matplotlib backend) as PNG artifacts under ``optuna/`` of the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ov
+
+    plots = {
+        "optimization_history": ov.plot_optimization_history,
+        "parallel_coordinate": ov.plot_parallel_coordinate,
+        "param_importances": ov.plot_param_importances,
+        "intermediate_values": ov.plot_intermediate_values,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, plot in plots.items():
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                # e.g. importances need two completed trials with varying parameters.
+                log.info("optuna plot %s skipped: %s", name, exc)
+                continue
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(10, 6)
+            fig.tight_layout()
+            fig.savefig(Path(tmp) / f"{name}.png", dpi=90)
+            plt.close(fig)
+        mc.log_artifacts(run_id, tmp, "optuna")
+
+
+@dataclass(frozen=True)
+class TuneStudy:
+    """The study a tuning run's workers share: its MLflow parent run and Optuna storage."""
+
+    parent_run_id: str
+    experiment_id: str
+    study_name: str
+    storage: str
+    data_version: str
+
+
+def start_tune(params: Params) -> TuneStudy:
+    """Open the MLflow parent run (kind ``tune``: resolved config, search space) and name the study.
+
+    Raises:
+        StageError: the validation results are missing (run the validate stage first).
+    """
+    from pipelines import tracking
+
+    paths = params.paths
+    _read_json(paths.validation_metrics, "validate")
+    mc = tracking.client()
+    exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
+    data_version = tracking.dvc_content_hash(paths.raw_dir)
+    parent = mc.create_run(
+        exp_id,
+        run_name=f"tune-{params.tune.study_name}",
+        tags={
+            tracking.RUN_KIND_TAG: "tune",
+            "mlflow.source.git.commit": tracking.git_commit() or "unknown",
+            "curvewatch.data_version": data_version,
+            "curvewatch.profile": params.base.profile,
+        },
+    )
+    parent_id = parent.info.run_id
+    storage = optuna_storage_url(params)
+    study_name = f"{params.tune.study_name}-{parent_id[:8]}"
+    try:
+        tracking.log_params(mc, parent_id, params)
+        mc.log_dict(parent_id, params.tune.model_dump(mode="json"), "tune/search_space.json")
+        tracking.set_tags(
+            mc,
+            parent_id,
+            # Only the host part of the storage URL: it may carry a password.
+            {"curvewatch.study": study_name, "curvewatch.optuna_storage": storage.split("@")[-1]},
+        )
+    except BaseException:
+        mc.set_terminated(parent_id, status="FAILED")
+        raise
+    return TuneStudy(parent_id, exp_id, study_name, storage, data_version)
+
+
+def run_tune_worker(params: Params, study: TuneStudy, *, until_finished: int | None = None) -> None:
+    """One worker of ``study``: trials (each a nested MLflow run) until ``until_finished`` trials
+    of the study are complete or pruned (default ``tune.n_trials``). Several may run at once, in
+    separate processes, on one RDB storage."""
+    from pipelines import tracking
+    from pipelines.tune import tune
+
+    data, _ = load_train_data(params)
+    mc = tracking.client()
+    hooks = MlflowTrialHooks(mc, study.experiment_id, study.parent_run_id, params, data.num_classes)
+    try:
+        tune(
+            params,
+            data,
+            storage=study.storage,
+            study_name=study.study_name,
+            trial_dir=params.paths.tune_dir / study.study_name,
+            hooks=hooks,
+            until_finished=until_finished or params.tune.n_trials,
+        )
+    except ValueError as exc:
+        if "completed" not in str(exc):  # "no trial completed" is for finish_tune to judge
+            raise
+
+
+def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
+    """Close the study: Optuna's plots and the best parameters on the parent run, orphaned child
+    runs (a killed worker's) ended FAILED, and the best trial's model staged for the gate.
+
+    The best trial's model is logged to its child run and registered, and written to
+    ``paths.model_file`` with ``paths.run_file`` naming the child run, so that
+    :func:`run_evaluate` and :func:`run_compare` gate it exactly like a retrain.
+
+    Raises:
+        ValueError: no trial of the study completed.
+    """
+    import keras
+    import optuna
+
+    from pipelines import tracking
+    from pipelines.train import save_model
+
+    paths = params.paths
+    mc = tracking.client()
+    parent_id = study.parent_run_id
+    try:
+        children = mc.search_runs(
+            [study.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000
+        )
+        for child in children:
+            if child.info.status == "RUNNING":  # its worker died mid-trial; Optuna retried the trial
+                tracking.set_tags(mc, child.info.run_id, {"curvewatch.trial_state": "FAIL"})
+                mc.set_terminated(child.info.run_id, status="FAILED")
+        runs = {c.data.tags.get("curvewatch.trial"): c.info.run_id for c in children}
+        optuna_study = optuna.load_study(study_name=study.study_name, storage=study.storage)
+        done = (optuna.trial.TrialState.COMPLETE,)
+        if not optuna_study.get_trials(deepcopy=False, states=done):
+            raise ValueError(
+                f"tune: none of the {len(optuna_study.trials)} trials of study {study.study_name!r} "
+                "completed (all pruned or failed); widen the search space in params.yaml (tune.*)"
+            )
+        _log_study_plots(mc, parent_id, optuna_study)
+        states: dict[str, int] = {}
+        for t in optuna_study.trials:
+            states[t.state.name] = states.get(t.state.name, 0) + 1
+        finished = [t for t in optuna_study.trials if t.state.is_finished()]
+        epochs_spent = sum(len(t.intermediate_values) for t in finished)
+        trials_run = sum(1 for t in finished if t.state != optuna.trial.TrialState.FAIL)
+        best = optuna_study.best_trial
+        tracking.log_metrics(
+            mc,
+            parent_id,
+            {
+                "tune.best_val_accuracy": float(best.value),
+                "tune.epochs_spent": epochs_spent,
+                "tune.epochs_without_pruning": trials_run * params.train.epochs,
+                **{f"tune.trials_{k.lower()}": v for k, v in states.items()},
+            },
+        )
+        mc.log_dict(parent_id, best.params, "tune/best_params.json")
+        tracking.set_tags(mc, parent_id, {f"best.{k}": v for k, v in best.params.items()})
+        best_run_id = runs[str(best.number)]
+        data, classes = load_train_data(params)
+        model = keras.saving.load_model(Path(best.user_attrs["model_path"]))
+        save_model(model, paths.model_file)
+        tracking.set_tags(mc, best_run_id, {tracking.RUN_KIND_TAG: "train", "curvewatch.tune_best": "true"})
+        version = _log_model(mc, best_run_id, params, model, data.x_val[:2], classes)
+        del model
+    except BaseException:
+        mc.set_terminated(parent_id, status="FAILED")
+        raise
+    mc.set_terminated(parent_id, status="FINISHED")
+    atomic_write_json(
+        paths.run_file,
+        {
+            "run_id": best_run_id,
+            "model_version": version,
+            "experiment_id": study.experiment_id,
+            "data_version": study.data_version,
+            "tune_parent_run_id": parent_id,
+        },
+    )
+    return TuneOutcome(
+        parent_run_id=parent_id,
+        experiment_id=study.experiment_id,
+        study_name=study.study_name,
+        storage=study.storage.split("@")[-1],
+        best_run_id=best_run_id,
+        best_number=best.number,
+        best_params=dict(best.params),
+        best_val_accuracy=float(best.value),
+        model_version=version,
+        epochs_spent=epochs_spent,
+        epochs_without_pruning=trials_run * params.train.epochs,
+        states=states,
+    )
+
+
+def run_tune(params: Params) -> TuneOutcome:
+    """:func:`start_tune`, one in-process :func:`run_tune_worker`, :func:`finish_tune`."""
+    study = start_tune(params)
+    try:
+        run_tune_worker(params, study)
+    except BaseException:
+        from pipelines import tracking
+
+        tracking.client().set_terminated(study.parent_run_id, status="FAILED")
+        raise
+    return finish_tune(params, study)
+
+
+def run_tune_optimism(params: Params, outcome: TuneOutcome) -> tuple[float, Any]:
+    """After :func:`run_evaluate` scored the best trial on the test split: the tuning optimism
+    (best validation accuracy minus its test accuracy) and the engine's ``tuning_optimism`` finding
+    (None when validation and test agree), logged on the parent run.
+
+    Returns:
+        ``(test_accuracy, finding_or_None)``.
+    """
+    from pipelines import tracking
+    from pipelines.curves.compare import tuning_optimism
+
+    test_accuracy = float(_read_json(params.paths.evaluate_metrics, "evaluate")["evaluate"]["test_accuracy"])
+    data_val = load_train_data(params)[0].y_val
+    from pipelines.prepare import load_split
+
+    n_test = len(load_split(params.paths.prepared_dir, "test").y)
+    finding = tuning_optimism(outcome.best_val_accuracy, test_accuracy, n_val=len(data_val), n_test=n_test)
+    mc = tracking.client()
+    tracking.log_metrics(
+        mc,
+        outcome.parent_run_id,
+        {
+            "tune.best_test_accuracy": test_accuracy,
+            "tune.optimism": outcome.best_val_accuracy - test_accuracy,
+        },
+    )
+    tracking.set_tags(
+        mc, outcome.parent_run_id, {"curvewatch.tuning_optimism": finding.message if finding else "none"}
+    )
+    return test_accuracy, finding

@@ -1,11 +1,18 @@
 """Hyperparameter tuning with Optuna, calling the same :func:`pipelines.train.train` as training.
 
-Each trial trains ``params.train`` with the sampled values replaced (learning rate, dropout, L2,
-batch size). A trial is pruned when the curve-diagnosis engine confirms a stall
-(:func:`pipelines.curves.callback.should_stop`, the same decision as the Keras
-``DiagnosisCallback``), and the reason is kept in the trial's user attribute ``pruned_because``.
-After the search the best trial's model is scored on the held-out test split, and the engine's
-``tuning_optimism`` check says whether the search overfit its validation split.
+Each trial trains ``params.train`` with the sampled values replaced (:func:`sample_config`: learning
+rate, batch size, dropout, L2, augmentation, model, the learning-rate schedule's ReduceLROnPlateau
+factor), reports ``val_accuracy`` every epoch and is pruned by
+:class:`pipelines.curves.pruner.CurvePruner` (``tune.pruner: curve``, the default): a trial whose
+forecast will not beat the best, or that the diagnosis engine finds diverging, not learning or
+stalled, stops, and the reason stays in the trial's user attribute ``pruned_because``. A finished
+trial's model is written to disk at once (never held in memory); its value is its best epoch's
+``val_accuracy``.
+
+Storage: in memory, or any Optuna RDB URL (SQLite for one machine, PostgreSQL for parallel
+workers). With an RDB storage a heartbeat marks the trial of a killed worker failed and
+``RetryFailedTrialCallback`` enqueues it again
+(https://optuna.readthedocs.io/en/stable/reference/generated/optuna.storages.RetryFailedTrialCallback.html).
 
 Optuna: Akiba et al., "Optuna: A Next-generation Hyperparameter Optimization Framework", KDD 2019;
 TPE sampler (Bergstra et al., NeurIPS 2011).
@@ -13,15 +20,48 @@ TPE sampler (Bergstra et al., NeurIPS 2011).
 
 from __future__ import annotations
 
+import math
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipelines.config import Params, TrainConfig, TuneConfig
 from pipelines.curves.types import Finding
+
+#: Defaults of :func:`make_storage`: seconds between a running trial's heartbeats, and without one
+#: before it counts as failed (``tune.heartbeat_grace_s`` in params.yaml).
+HEARTBEAT_INTERVAL_S = 5
+HEARTBEAT_GRACE_S = 20
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial (complete, pruned or failed).
+
+    Attributes:
+        number: Optuna's trial number.
+        state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
+        value: best ``val_accuracy`` (fraction) for a complete trial; the best seen before the
+            prune for a pruned one; None when failed.
+        params: the sampled values.
+        epochs_run: epochs trained.
+        pruned_because: the pruner's one-line reason, or None.
+        model_path: the saved ``.keras`` model of a complete trial, or None.
+        history: Keras metric name -> per-epoch values.
+    """
+
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    epochs_run: int
+    pruned_because: str | None = None
+    model_path: Path | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -29,176 +69,292 @@ class TuneResult:
     """Outcome of :func:`tune`.
 
     Attributes:
-        best_params: the sampled values of the best trial.
+        study_name: the Optuna study.
+        best_number: the best trial's number.
+        best_params: its sampled values.
         best_val_accuracy: its best validation accuracy (fraction in [0, 1]).
-        test_accuracy: the best trial's model on the test split (None when no test data given).
+        best_model_path: its saved model.
+        test_accuracy: the best model on the test split (None when no test data given).
         optimism: the engine's ``tuning_optimism`` finding, or None when validation and test agree.
-        trials: one dict per trial: number, state, value, params, pruned_because.
+        trials: the trials this call ran, in order.
+        epochs_spent: epochs trained over those trials.
+        epochs_without_pruning: what the same trials would have cost unpruned (trials x
+            ``train.epochs``; an upper bound, as ``train``'s own EarlyStopping may end a run sooner).
     """
 
+    study_name: str
+    best_number: int
     best_params: dict[str, Any]
     best_val_accuracy: float
+    best_model_path: Path | None
     test_accuracy: float | None
     optimism: Finding | None
-    trials: list[dict[str, Any]] = field(default_factory=list)
+    trials: list[TrialRecord] = field(default_factory=list)
+    epochs_spent: int = 0
+    epochs_without_pruning: int = 0
 
 
-def pruning_callback(trial, *, epoch_budget: int, num_classes: int | None):
-    """A Keras callback reporting ``val_accuracy`` to ``trial`` each epoch and raising
-    ``optuna.TrialPruned`` when :func:`should_stop` confirms a stall on the history so far."""
-    import keras
-    import optuna
+class TrialHooks(Protocol):
+    """What a caller (e.g. MLflow logging in :func:`pipelines.steps.run_tune`) sees of each trial."""
 
-    from pipelines.curves.callback import should_stop
+    def start(self, number: int, params: dict[str, Any], cfg: TrainConfig) -> tuple[Any, ...]:
+        """Called before training; returns extra Keras callbacks for this trial."""
 
-    class StallPruning(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.history: dict[str, list[float]] = {}
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            if "val_accuracy" in (logs or {}):
-                trial.report(float(logs["val_accuracy"]), step=epoch + 1)
-            decision = should_stop(self.history, epoch_budget=epoch_budget, num_classes=num_classes)
-            if decision.stop:
-                reason = decision.reason or f"stopped at epoch {epoch + 1}"
-                trial.set_user_attr("pruned_because", reason)
-                raise optuna.TrialPruned(reason)
-
-    return StallPruning()
+    def finish(self, record: TrialRecord) -> None:
+        """Called once per trial with its outcome (also for pruned and failed trials)."""
 
 
-def _sample(trial, base: TrainConfig, space: TuneConfig) -> TrainConfig:
-    update = {
+def sample_config(trial: Any, base: TrainConfig, space: TuneConfig) -> TrainConfig:
+    """Sample one configuration of ``space`` around ``base`` (fixed when a range has one value).
+
+    Args:
+        trial: an ``optuna.Trial``.
+        base: ``params.train``; what the space does not name stays as it is.
+        space: ``params.tune``.
+
+    Returns:
+        The trial's ``TrainConfig``.
+    """
+    update: dict[str, Any] = {
         "learning_rate": trial.suggest_float("learning_rate", *space.learning_rate, log=True),
         "dropout": trial.suggest_float("dropout", *space.dropout),
         "l2": trial.suggest_float("l2", *space.l2, log=True),
         "batch_size": trial.suggest_categorical("batch_size", list(space.batch_sizes)),
+        "augment": trial.suggest_categorical("augment", list(space.augment)),
+        "model": trial.suggest_categorical("model", list(space.models)),
     }
+    lo, hi = space.reduce_lr_factor
+    update["reduce_lr_factor"] = trial.suggest_float("reduce_lr_factor", lo, hi) if lo < hi else lo
     return base.model_copy(update=update)
 
 
-def _trial_run(mlflow_client, params: Params, number: int):
-    """Open the MLflow run of trial ``number``; returns its id and its per-epoch logging callback."""
-    from datetime import UTC, datetime
+def make_pruner(params: Params, num_classes: int | None) -> Any:
+    """The Optuna pruner named by ``tune.pruner`` (``curve``, ``median`` or ``none``)."""
+    import optuna
 
-    from pipelines import tracking
+    from pipelines.curves.pruner import CurvePruner
 
-    exp = tracking.ensure_experiment(mlflow_client, params.tracking.experiment)
-    name = tracking.run_name(
-        params.train.model, params.train.learning_rate, None, datetime.now(UTC), trial=number
+    space, epochs = params.tune, params.train.epochs
+    if space.pruner == "none" or epochs < 2:
+        return optuna.pruners.NopPruner()
+    if space.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return CurvePruner(
+        epochs, threshold=space.prune_threshold, num_classes=num_classes, config=params.diagnose
     )
-    run = mlflow_client.create_run(exp, run_name=name, tags={tracking.RUN_KIND_TAG: "trial"})
-    tracking.log_params(mlflow_client, run.info.run_id, params)
-    return run.info.run_id, tracking.epoch_logger(mlflow_client, run.info.run_id)
+
+
+def make_storage(
+    url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVAL_S, grace_period: int = HEARTBEAT_GRACE_S
+) -> Any:
+    """``None`` (in memory) or an ``RDBStorage`` for ``url`` with heartbeat and retry of failed trials.
+
+    A worker killed mid-trial stops beating; after ``grace_period`` seconds the next worker to ask
+    for a trial marks it ``FAIL`` and ``RetryFailedTrialCallback`` enqueues the same parameters
+    again (at most twice).
+    """
+    if url is None:
+        return None
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    # SQLite serialises writers: wait for the lock instead of failing at once when workers overlap.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return RDBStorage(
+        url,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2),
+        engine_kwargs=engine,
+    )
+
+
+def reporting_callback(trial: Any):
+    """A Keras callback reporting ``val_accuracy`` to ``trial`` each epoch (step = 1-based epoch)
+    and raising ``optuna.TrialPruned`` with the pruner's reason when ``trial.should_prune()``."""
+    import keras
+    import optuna
+
+    class ReportToOptuna(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs = 0
+            self.history: dict[str, list[float]] = {}
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.epochs = epoch + 1
+            for key, value in (logs or {}).items():
+                self.history.setdefault(key, []).append(float(value))
+            if "val_accuracy" not in (logs or {}):
+                return
+            trial.report(float(logs["val_accuracy"]), step=epoch + 1)
+            if trial.should_prune():
+                # The pruner wrote its reason through the storage; the Trial's own cache lags.
+                reason = trial.storage.get_trial_user_attrs(trial._trial_id).get("pruned_because")
+                raise optuna.TrialPruned(reason or f"pruned at epoch {epoch + 1}")
+
+    return ReportToOptuna()
 
 
 def tune(
     params: Params,
-    data,
+    data: Any,
     *,
     n_trials: int | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     storage: str | None = None,
-    study_name: str = "curvewatch-tune",
-    mlflow_client=None,
+    study_name: str | None = None,
+    trial_dir: Path | None = None,
+    hooks: TrialHooks | None = None,
+    until_finished: int | None = None,
 ) -> TuneResult:
     """Search hyperparameters for ``params.train`` on ``data`` (a :class:`pipelines.train.TrainData`).
 
     Args:
         params: the resolved params; ``train`` is the base config the search perturbs and ``tune``
-            holds the ranges sampled (log-uniform for the learning rate and L2).
+            the search space, pruner and study name.
         data: training and validation splits (uint8 images, int64 labels).
-        n_trials: trials to run (>= 1); default ``params.tune.n_trials``.
+        n_trials: trials this call runs (>= 1); default ``params.tune.n_trials``. Several calls on
+            one RDB ``storage`` and ``study_name`` (workers) share one study.
         test: ``(x_test, y_test)`` to score the best trial's model on, for the optimism check.
-        storage: an Optuna storage URL (e.g. ``sqlite:///optuna.db``) to keep the study; in memory
+        storage: an Optuna storage URL (``sqlite:///optuna.db``, ``postgresql://...``); in memory
             when None.
-        study_name: the study's name in ``storage``.
-        mlflow_client: when given, each trial is an MLflow run of ``tracking.experiment`` named
-            ``trial <number> <model> lr=<learning rate> <time>`` (``curvewatch.run_kind=trial``),
-            with its params and per-epoch curves; ended FINISHED, KILLED (pruned) or FAILED.
+        study_name: the study's name in ``storage`` (default ``tune.study_name``).
+        trial_dir: where finished trials' models are written (``trial-NNNN.keras``); a temporary
+            folder, removed at the end, when None (then ``best_model_path`` is None).
+        hooks: per-trial callbacks (e.g. MLflow logging), see :class:`TrialHooks`.
+        until_finished: for one of several workers on a shared ``storage``: ignore ``n_trials``
+            and run trials until the study holds this many complete or pruned trials
+            (``optuna.study.MaxTrialsCallback``); a failed trial's retry counts once finished.
 
     Returns:
         TuneResult.
 
     Raises:
-        ValueError: ``n_trials`` < 1, or every trial was pruned or failed.
+        ValueError: ``n_trials`` < 1, or no trial of the study completed.
     """
     import optuna
 
     from pipelines.curves.compare import tuning_optimism
-    from pipelines.train import train
+    from pipelines.train import save_model, train
 
     space = params.tune
     n_trials = space.n_trials if n_trials is None else n_trials
     if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
-    sampler = optuna.samplers.TPESampler(seed=params.base.seed)
-    study = optuna.create_study(
-        direction="maximize", sampler=sampler, storage=storage, study_name=study_name, load_if_exists=True
-    )
-    models: dict[int, Any] = {}
+        raise ValueError(f"n_trials must be >= 1, got {n_trials} (params.yaml: tune.n_trials)")
+    name = study_name or space.study_name
+    with tempfile.TemporaryDirectory(prefix="curvewatch-tune-") as tmp:
+        models_dir = Path(trial_dir) if trial_dir is not None else Path(tmp)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=params.base.seed),
+            pruner=make_pruner(params, data.num_classes),
+            storage=make_storage(
+                storage,
+                heartbeat_interval=max(1, space.heartbeat_grace_s // 4),
+                grace_period=space.heartbeat_grace_s,
+            ),
+            study_name=name,
+            load_if_exists=True,
+        )
+        records: list[TrialRecord] = []
 
-    def objective(trial) -> float:
-        cfg = _sample(trial, params.train, space)
-        callbacks = [pruning_callback(trial, epoch_budget=cfg.epochs, num_classes=data.num_classes)]
-        run_id = logger = None
-        if mlflow_client is not None:
-            run_id, logger = _trial_run(mlflow_client, params.model_copy(update={"train": cfg}), trial.number)
-            callbacks.append(logger)
-        status = "FAILED"
-        try:
-            with tempfile.TemporaryDirectory(prefix="curvewatch-trial-") as backup:
-                result = train(
-                    cfg,
-                    data,
-                    seed=params.base.seed,
-                    backup_dir=Path(backup),
-                    callbacks=tuple(callbacks),
-                    verbose=0,
-                )
-            status = "FINISHED"
-        except optuna.TrialPruned:
-            status = "KILLED"
-            raise
-        finally:
-            if run_id is not None:
-                if logger.buffer is not None:
-                    logger.buffer.close()  # a pruned fit never reaches on_train_end
-                mlflow_client.set_terminated(run_id, status=status)
-        values = [v for v in result.history.get("val_accuracy", []) if np.isfinite(v)]
-        if not values:
-            raise optuna.TrialPruned("no finite val_accuracy")
-        models[trial.number] = result.model
-        return float(max(values))
+        def objective(trial: optuna.Trial) -> float:
+            cfg = sample_config(trial, params.train, space)
+            extra = hooks.start(trial.number, dict(trial.params), cfg) if hooks else ()
+            reporter = reporting_callback(trial)
+            record = TrialRecord(trial.number, "FAIL", None, dict(trial.params), 0)
+            try:
+                with tempfile.TemporaryDirectory(prefix="curvewatch-trial-") as backup:
+                    result = train(
+                        cfg,
+                        data,
+                        seed=params.base.seed,
+                        backup_dir=Path(backup),
+                        callbacks=(reporter, *extra),
+                        verbose=0,
+                    )
+                values = [v for v in result.history.get("val_accuracy", []) if math.isfinite(v)]
+                record.history, record.epochs_run = result.history, result.epochs_run
+                if not values:
+                    trial.set_user_attr("pruned_because", "no finite val_accuracy")
+                    raise optuna.TrialPruned("no finite val_accuracy")
+                path = models_dir / f"trial-{trial.number:04d}.keras"
+                save_model(result.model, path)
+                del result  # the model lives on disk from here on
+                trial.set_user_attr("model_path", str(path))
+                trial.set_user_attr("epochs_run", record.epochs_run)
+                record.state, record.value, record.model_path = "COMPLETE", float(max(values)), path
+                return record.value
+            except optuna.TrialPruned as pruned:
+                record.state = "PRUNED"
+                record.epochs_run = record.epochs_run or reporter.epochs
+                record.history = record.history or reporter.history
+                record.pruned_because = str(pruned) or None
+                finite = [v for v in reporter.history.get("val_accuracy", []) if math.isfinite(v)]
+                record.value = max(finite) if finite else None
+                trial.set_user_attr("epochs_run", record.epochs_run)
+                raise
+            finally:
+                records.append(record)
+                if hooks:
+                    hooks.finish(record)
+                _clear_backend()
 
-    study.optimize(objective, n_trials=n_trials, catch=())
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise ValueError(f"tune: all {n_trials} trials were pruned or failed; widen the search space")
-    best = study.best_trial
-    test_accuracy = optimism = None
-    if test is not None and best.number in models:
-        x_test, y_test = test
-        probs = models[best.number].predict(x_test, verbose=0)
-        test_accuracy = float(np.mean(np.argmax(probs, axis=1) == y_test))
-        optimism = tuning_optimism(best.value, test_accuracy, n_val=len(data.y_val), n_test=len(y_test))
-    trials = [
-        {
-            "number": t.number,
-            "state": t.state.name,
-            "value": t.value,
-            "params": t.params,
-            "pruned_because": t.user_attrs.get("pruned_because"),
-        }
-        for t in study.trials
-    ]
-    return TuneResult(
-        best_params=best.params,
-        best_val_accuracy=float(best.value),
-        test_accuracy=test_accuracy,
-        optimism=optimism,
-        trials=trials,
-    )
+        if until_finished is not None:
+            done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            stop = optuna.study.MaxTrialsCallback(until_finished, states=done)
+            while len(study.get_trials(deepcopy=False, states=done)) < until_finished:
+                try:
+                    study.optimize(objective, n_trials=None, catch=(), callbacks=[stop])
+                except optuna.exceptions.UpdateFinishedTrialError as exc:
+                    # Another worker took this trial's heartbeat for stale (a starved heartbeat thread
+                    # on a loaded machine) and failed it; its retry runs elsewhere. Carry on.
+                    warnings.warn(
+                        f"tuning worker: {exc}; continuing with the next trial", RuntimeWarning, stacklevel=2
+                    )
+        else:
+            study.optimize(objective, n_trials=n_trials, catch=())
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not complete:
+            raise ValueError(
+                f"tune: none of the {len(study.trials)} trials of study {name!r} completed (all pruned or "
+                "failed); widen the search space in params.yaml (tune.*)"
+            )
+        best = study.best_trial
+        best_path = Path(best.user_attrs["model_path"]) if "model_path" in best.user_attrs else None
+        test_accuracy = optimism = None
+        if test is not None and best_path is not None and best_path.is_file():
+            test_accuracy = score(best_path, *test)
+            optimism = tuning_optimism(
+                float(best.value), test_accuracy, n_val=len(data.y_val), n_test=len(test[1])
+            )
+        result = TuneResult(
+            study_name=name,
+            best_number=best.number,
+            best_params=dict(best.params),
+            best_val_accuracy=float(best.value),
+            best_model_path=best_path if trial_dir is not None else None,
+            test_accuracy=test_accuracy,
+            optimism=optimism,
+            trials=records,
+            epochs_spent=sum(r.epochs_run for r in records),
+            epochs_without_pruning=len(records) * params.train.epochs,
+        )
+    return result
+
+
+def score(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy (fraction) of the saved model at ``model_path`` on ``x`` (uint8 images) / ``y``."""
+    import keras
+
+    model = keras.saving.load_model(model_path)
+    probs = model.predict(x, verbose=0, batch_size=512)
+    return float(np.mean(np.argmax(probs, axis=1) == y))
+
+
+def _clear_backend() -> None:
+    # Each trial builds a new model; without this Keras' global graph state grows trial by trial.
+    import keras
+
+    keras.backend.clear_session()

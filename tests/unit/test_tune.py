@@ -1,4 +1,4 @@
-"""Optuna tuning calls the same train() and prunes stalled trials with the engine's reason."""
+"""Optuna tuning calls the same train(), writes trial models to disk, and prunes with a reason."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import optuna
 import pytest
 
-from pipelines.config import load_params
+from pipelines.config import ConfigError, load_params
+from pipelines.curves.pruner import CurvePruner
 from pipelines.train import TrainData
-from pipelines.tune import pruning_callback, tune
+from pipelines.tune import TrialRecord, make_pruner, make_storage, reporting_callback, tune
 
 
 @pytest.fixture
@@ -24,56 +25,130 @@ def digits_data():
     return TrainData(x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va, num_classes=10), (x_te, y_te)
 
 
-def test_tune_runs_trials_and_scores_best_on_test(params_file, digits_data, mlflow_uri):
-    from pipelines import tracking
+class Recorder:
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.finished: list[TrialRecord] = []
 
+    def start(self, number, params, cfg):
+        self.started.append(number)
+        assert cfg.learning_rate == params["learning_rate"]
+        return ()
+
+    def finish(self, record):
+        self.finished.append(record)
+
+
+def test_tune_runs_trials_writes_models_and_scores_best_on_test(params_file, digits_data, tmp_path):
     data, test = digits_data
-    params = load_params(params_file({"train": {"model": "mlp", "epochs": 3}, "tune": {"n_trials": 2}}))
-    mc = tracking.client()
-    result = tune(params, data, test=test, mlflow_client=mc)
-    assert len(result.trials) == 2
-    # Each trial is an MLflow run named by its trial number, with its curves.
-    runs = mc.search_runs([mc.get_experiment_by_name(params.tracking.experiment).experiment_id])
-    by_name = {r.info.run_name.split(" mlp ")[0]: r for r in runs}
-    assert set(by_name) == {"trial 0", "trial 1"}
-    for number, r in enumerate(sorted(by_name.values(), key=lambda r: r.info.run_name)):
-        lr = result.trials[number]["params"]["learning_rate"]
-        assert f"lr={tracking._short_number(lr)}" in r.info.run_name
-        assert r.data.tags[tracking.RUN_KIND_TAG] == "trial" and r.info.status in ("FINISHED", "KILLED")
-        assert len(mc.get_metric_history(r.info.run_id, "val_accuracy")) >= 1
+    params = load_params(
+        params_file(
+            {
+                "train": {"model": "mlp", "epochs": 3},
+                "tune": {
+                    "n_trials": 2,
+                    "models": ["mlp"],
+                    "augment": [False, True],
+                    "reduce_lr_factor": [0.2, 0.5],
+                },
+            }
+        )
+    )
+    hooks = Recorder()
+    result = tune(params, data, test=test, trial_dir=tmp_path / "trials", hooks=hooks)
+    assert [r.number for r in result.trials] == hooks.started == [r.number for r in hooks.finished] == [0, 1]
     assert 0.5 < result.best_val_accuracy <= 1.0
     assert result.test_accuracy is not None and 0.5 < result.test_accuracy <= 1.0
-    assert set(result.best_params) == {"learning_rate", "dropout", "l2", "batch_size"}
+    assert set(result.best_params) == {
+        "learning_rate",
+        "dropout",
+        "l2",
+        "batch_size",
+        "augment",
+        "model",
+        "reduce_lr_factor",
+    }
     lo, hi = params.tune.learning_rate
     assert lo <= result.best_params["learning_rate"] <= hi
+    assert result.best_model_path == tmp_path / "trials" / f"trial-{result.best_number:04d}.keras"
+    assert result.best_model_path.is_file()
+    complete = [r for r in result.trials if r.state == "COMPLETE"]
+    assert all(r.model_path is not None and r.model_path.is_file() for r in complete)
+    assert (
+        result.epochs_spent == sum(r.epochs_run for r in result.trials) <= result.epochs_without_pruning == 6
+    )
+
+
+def test_tune_on_sqlite_storage_resumes_the_same_study(params_file, digits_data, tmp_path):
+    data, _ = digits_data
+    params = load_params(params_file({"train": {"model": "mlp", "epochs": 2}, "tune": {"models": ["mlp"]}}))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tune(params, data, n_trials=1, storage=url, study_name="s")
+    tune(params, data, n_trials=1, storage=url, study_name="s")
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
 
 
 def test_n_trials_must_be_positive(params_file, digits_data):
     data, _ = digits_data
-    with pytest.raises(ValueError, match="n_trials"):
+    with pytest.raises(ValueError, match="tune.n_trials"):
         tune(load_params(params_file()), data, n_trials=0)
 
 
-def test_pruning_callback_prunes_a_stall_with_its_reason():
-    study = optuna.create_study(direction="maximize")
+@pytest.mark.parametrize(
+    ("tune_section", "key", "message"),
+    [
+        ({"learning_rate": [0.01, 0.0001]}, "tune.learning_rate", "inverted range"),
+        ({"dropout": [0.3, 0.3]}, "tune.dropout", "empty range"),
+        ({"l2": [0.0, 0.001]}, "tune.l2", "log-uniform"),
+        ({"batch_sizes": []}, "tune.batch_sizes", "empty list"),
+        ({"models": ["resnet"]}, "tune.models", "small_cnn"),
+        ({"n_trials": 0}, "tune.n_trials", "greater than or equal to 1"),
+        ({"momentum": [0.8, 0.99]}, "tune.momentum", "Extra inputs"),
+        ({"reduce_lr_factor": [0.5, 0.2]}, "tune.reduce_lr_factor", "inverted range"),
+    ],
+)
+def test_bad_search_space_names_the_params_key(params_file, tune_section, key, message):
+    with pytest.raises(ConfigError, match=rf"params.yaml: {key}[.0-9]*: .*{message}"):
+        load_params(params_file({"tune": tune_section}))
+
+
+def test_reporting_callback_prunes_a_hopeless_trial_with_the_pruners_reason():
+    study = optuna.create_study(direction="maximize", pruner=CurvePruner(30, num_classes=10))
+    for top in (0.86, 0.88, 0.9):
+        t = study.ask()
+        study.tell(t, top)
+    # Completed trials need no curves for the target; the running one does.
     trial = study.ask()
-    cb = pruning_callback(trial, epoch_budget=30, num_classes=10)
-    rng = np.random.default_rng(0)
-    with pytest.raises(optuna.TrialPruned):
+    cb = reporting_callback(trial)
+    with pytest.raises(optuna.TrialPruned, match=r"stopped at epoch \d+: val_accuracy forecast"):
         for epoch in range(30):
-            v = (0.3 + 0.03 * epoch if epoch < 6 else 0.472) + rng.normal(0, 0.004)
-            cb.on_epoch_end(
-                epoch, {"val_accuracy": v, "accuracy": v + 0.01, "loss": 2 - v, "val_loss": 2 - v}
-            )
-    assert "flat" in trial.user_attrs["pruned_because"]
-    assert epoch < 29  # stopped well before the budget
+            v = 0.7 - 0.4 * np.exp(-epoch / 3)
+            cb.on_epoch_end(epoch, {"val_accuracy": v, "loss": 1 - v})
+    assert cb.epochs < 15
+    assert study.trials[trial.number].user_attrs["pruned_rule"] == "forecast"
 
 
-def test_pruning_callback_lets_a_healthy_run_finish():
-    study = optuna.create_study(direction="maximize")
-    trial = study.ask()
-    cb = pruning_callback(trial, epoch_budget=15, num_classes=10)
-    for epoch in range(15):
-        v = 0.9 - 0.6 * np.exp(-epoch / 6)
-        cb.on_epoch_end(epoch, {"val_accuracy": v, "accuracy": v + 0.01, "loss": 1 - v, "val_loss": 1 - v})
-    assert "pruned_because" not in trial.user_attrs
+def test_make_pruner_follows_params(params_file):
+    assert isinstance(make_pruner(load_params(params_file({"train": {"epochs": 5}})), 10), CurvePruner)
+    p = load_params(params_file({"tune": {"pruner": "median"}}))
+    assert isinstance(make_pruner(p, 10), optuna.pruners.MedianPruner)
+    p = load_params(params_file({"tune": {"pruner": "none"}}))
+    assert isinstance(make_pruner(p, 10), optuna.pruners.NopPruner)
+    assert make_storage(None) is None
+
+
+def test_killed_trial_is_failed_by_heartbeat_and_retried(tmp_path):
+    import time
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = make_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="hb", direction="maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    # A running trial that stops beating (its worker was SIGKILLed): record one beat, then nothing.
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(3)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    assert states[1] == optuna.trial.TrialState.WAITING  # the retry, same parameters
+    assert study.trials[1].system_attrs["failed_trial"] == 0

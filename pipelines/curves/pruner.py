@@ -1,0 +1,343 @@
+"""An Optuna pruner that reads each trial's learning curve: ``CurvePruner``.
+
+Two rules, checked at every step a trial reports:
+
+1. **Predictive termination** (Domhan, Springenberg & Hutter, "Speeding up Automatic
+   Hyperparameter Optimization of Deep Neural Networks by Extrapolation of Learning Curves",
+   IJCAI 2015, sec. 3.2): the trial's intermediate values are extrapolated to the epoch budget
+   with the engine's parametric learning-curve families (:func:`pipelines.curves.extrapolate.
+   extrapolate`, an Akaike-weighted ensemble with an uncertainty), and the trial is pruned when the
+   probability that it ends better than a target falls below ``threshold``. The target is the best
+   completed trial's value (``target_quantile=1.0``) or a top quantile of the completed values.
+   Domhan et al. use an MCMC posterior and a 5% threshold; here the forecast is Gaussian: the
+   ensemble's uncertainty of the mean curve (shared by all epochs) plus the curve's own
+   epoch-to-epoch noise (independent per epoch), and a trial's value is its best epoch's (the
+   probability that *some* remaining epoch beats the target; see :meth:`CurvePruner._probability`),
+   since the completed trials' values are maxima of noisy curves too.
+2. **The diagnosis engine** (:func:`pipelines.curves.callback.should_stop` on the intermediate
+   values): divergence (also a NaN/inf intermediate value) and not-learning prune at once; a stall
+   prunes while no trial has completed; once there is a target, a confirmed plateau (stall or
+   convergence) has its forecast checked at once, warm-up and interval aside.
+
+A trial whose best value so far already reaches the target is never pruned: it is the study's
+best, and Optuna counts only completed trials.
+
+Every prune records why, in the trial's user attributes: ``pruned_because`` (one line, starting
+``stopped at epoch N:``), ``pruned_epoch`` (int) and ``pruned_rule`` (``forecast``,
+``divergence``, ``not_learning`` or ``plateau``).
+
+Usage, like any Optuna pruner (https://optuna.readthedocs.io/en/stable/reference/pruners.html)::
+
+    study = optuna.create_study(direction="maximize", pruner=CurvePruner(epoch_budget=30))
+
+    def objective(trial):
+        ...
+        for epoch in range(1, 31):
+            val_accuracy = train_one_epoch(...)
+            trial.report(val_accuracy, step=epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(trial.user_attrs.get("pruned_because"))
+        return best_val_accuracy
+
+Steps are epochs, 1-based; a trial whose first reported step is 0 is read as 0-based.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+from scipy.stats import norm
+
+from pipelines.curves.findings import Code, fmt
+from pipelines.curves.settings import DEFAULT, DiagnoseConfig
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial
+
+__all__ = ["CurvePruner", "PruneDecision"]
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    """What :meth:`CurvePruner.decide` concluded for one trial at its latest step.
+
+    Attributes:
+        prune: prune the trial now.
+        rule: ``forecast``, ``divergence``, ``not_learning`` or ``plateau`` when ``prune``; else None.
+        reason: one line starting ``stopped at epoch N:`` when ``prune``; else None.
+        epoch: the 1-based epoch the decision is for (0 when nothing was reported).
+        probability: the probability of beating the target (None when no forecast was made).
+        target: the value to beat (None before ``n_startup_trials`` trials completed).
+    """
+
+    prune: bool
+    rule: str | None = None
+    reason: str | None = None
+    epoch: int = 0
+    probability: float | None = None
+    target: float | None = None
+
+
+@functools.lru_cache(maxsize=8192)
+def _forecast(epochs: tuple[int, ...], values: tuple[float, ...], budget: int, higher: bool):
+    # Cached: a replayed or resumed trial re-asks the same question, and a fit costs ~0.1 s.
+    from pipelines.curves.extrapolate import extrapolate
+
+    return extrapolate(np.asarray(epochs), np.asarray(values), budget, higher_is_better=higher)
+
+
+@functools.lru_cache(maxsize=8192)
+def _engine(
+    metric: str, values: tuple[float, ...], budget: int, num_classes: int | None, config: DiagnoseConfig
+):
+    from pipelines.curves.callback import should_stop
+
+    return should_stop({metric: list(values)}, budget, num_classes=num_classes, config=config, forecast=False)
+
+
+def _model_sd(fit) -> float:
+    """SD of the forecast at the budget: the ensemble's own (Akaike-weighted, delta method) combined
+    with the unweighted spread of the families' forecasts.
+
+    With the few epochs a pruner sees, AICc weights pile onto one family and the delta method
+    understates a nonlinear fit's uncertainty (Burnham & Anderson 2002, sec. 4.3: weights from
+    small samples are unreliable); on synthetic curves 5-8 epochs in, the weighted SD alone missed
+    the true value by 3-4 SDs (tests/unit/curves/test_pruner.py), the families' plain spread
+    covers it.
+    """
+    spread = np.std([f.value_at_budget for f in fit.families.values()]) if len(fit.families) > 1 else 0.0
+    return float(math.hypot(fit.value_std, spread))
+
+
+class CurvePruner(optuna.pruners.BasePruner):
+    """Prune trials whose learning curve will not beat the best, or that the engine says are stuck.
+
+    See the module docstring for the two rules and their sources.
+
+    Args:
+        epoch_budget: epochs a trial runs when not pruned (>= 2); forecasts are for this epoch.
+        threshold: prune when the probability of beating the target is below this, in (0, 1)
+            (Domhan et al. 2015 use 0.05).
+        target_quantile: 1.0 = beat the best completed trial; e.g. 0.9 = beat the 90th percentile
+            of completed trials' values (for minimisation, the 10th), in (0, 1].
+        n_startup_trials: completed trials needed before the forecast rule may prune (>= 1).
+        n_warmup_steps: epochs a trial runs before the forecast rule may prune it (>= 1); the
+            default 6 is the first epoch at which all six extrapolation families can be fitted
+            (a family with k parameters needs more than k + 1 values).
+        interval_steps: check the forecast rule every this many epochs after the warm-up (>= 1).
+        objective: what a completed trial's value is: ``best`` = its best epoch's value (what
+            :func:`pipelines.tune.tune` returns, as Keras' ``restore_best_weights`` keeps), or
+            ``last`` = the value at the budget.
+        use_diagnosis: also prune on the engine's divergence / not-learning / plateau findings.
+        metric: name the engine reads the values as: ``val_accuracy`` or ``val_loss``; default
+            ``val_accuracy`` for a maximised study and ``val_loss`` for a minimised one.
+        num_classes: classes of the task, if known (enables the engine's not-learning check).
+        config: the engine's thresholds (default: ``params.yaml``'s ``diagnose`` defaults).
+
+    Raises:
+        ValueError: an argument outside the ranges above (the message names it).
+    """
+
+    def __init__(
+        self,
+        epoch_budget: int,
+        *,
+        threshold: float = 0.05,
+        target_quantile: float = 1.0,
+        n_startup_trials: int = 3,
+        n_warmup_steps: int = 6,
+        interval_steps: int = 1,
+        objective: str = "best",
+        use_diagnosis: bool = True,
+        metric: str | None = None,
+        num_classes: int | None = None,
+        config: DiagnoseConfig | None = None,
+    ) -> None:
+        if int(epoch_budget) != epoch_budget or epoch_budget < 2:
+            raise ValueError(f"CurvePruner: epoch_budget must be an integer >= 2, got {epoch_budget!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"CurvePruner: threshold must lie in (0, 1), got {threshold!r}")
+        if not 0.0 < target_quantile <= 1.0:
+            raise ValueError(f"CurvePruner: target_quantile must lie in (0, 1], got {target_quantile!r}")
+        for name, value in (
+            ("n_startup_trials", n_startup_trials),
+            ("n_warmup_steps", n_warmup_steps),
+            ("interval_steps", interval_steps),
+        ):
+            if int(value) != value or value < 1:
+                raise ValueError(f"CurvePruner: {name} must be an integer >= 1, got {value!r}")
+        if objective not in ("best", "last"):
+            raise ValueError(f"CurvePruner: objective must be 'best' or 'last', got {objective!r}")
+        if metric is not None and metric not in ("val_accuracy", "val_loss"):
+            raise ValueError(f"CurvePruner: metric must be 'val_accuracy' or 'val_loss', got {metric!r}")
+        if num_classes is not None and num_classes < 2:
+            raise ValueError(f"CurvePruner: num_classes must be >= 2, got {num_classes!r}")
+        self.epoch_budget = int(epoch_budget)
+        self.threshold = float(threshold)
+        self.target_quantile = float(target_quantile)
+        self.n_startup_trials = int(n_startup_trials)
+        self.n_warmup_steps = int(n_warmup_steps)
+        self.interval_steps = int(interval_steps)
+        self.objective = objective
+        self.use_diagnosis = use_diagnosis
+        self.metric = metric
+        self.num_classes = num_classes
+        self.config = config or DEFAULT
+
+    # -- Optuna's interface -------------------------------------------------------------------
+    def prune(self, study: Study, trial: FrozenTrial) -> bool:
+        """Optuna's hook (called by ``Trial.should_prune``): decide, and record the reason.
+
+        Raises:
+            NotImplementedError: a multi-objective study (Optuna's pruners support one objective).
+        """
+        if len(study.directions) > 1:
+            raise NotImplementedError("CurvePruner supports single-objective studies only")
+        decision = self.decide(study, trial)
+        if decision.prune:
+            # Optuna hands pruners a FrozenTrial; its own pruners write through the study's storage
+            # the same way (SuccessiveHalvingPruner's rung attributes), so the reason persists in
+            # any storage and is visible to every worker.
+            storage, trial_id = study._storage, trial._trial_id
+            storage.set_trial_user_attr(trial_id, "pruned_because", decision.reason)
+            storage.set_trial_user_attr(trial_id, "pruned_epoch", decision.epoch)
+            storage.set_trial_user_attr(trial_id, "pruned_rule", decision.rule)
+        return decision.prune
+
+    # -- The decision, pure -------------------------------------------------------------------
+    def decide(self, study: Study, trial: FrozenTrial) -> PruneDecision:
+        """The pruning decision for ``trial`` at its latest reported step, without side effects.
+
+        Args:
+            study: the study (its direction and completed trials define the target).
+            trial: the running trial; its ``intermediate_values`` are the curve so far.
+
+        Returns:
+            A :class:`PruneDecision`.
+        """
+        higher = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        values_by_step = trial.intermediate_values
+        if not values_by_step:
+            return PruneDecision(False)
+        steps = np.asarray(sorted(values_by_step), dtype=np.int64)
+        values = np.asarray([values_by_step[s] for s in steps], dtype=np.float64)
+        epochs = steps + 1 if steps[0] == 0 else steps
+        epoch = int(epochs[-1])
+        metric = self.metric or ("val_accuracy" if higher else "val_loss")
+        if epoch >= self.epoch_budget:
+            return PruneDecision(False, epoch=epoch)
+        if not math.isfinite(values[-1]):
+            return PruneDecision(
+                True,
+                Code.DIVERGENCE.value,
+                f"stopped at epoch {epoch}: {metric} became NaN/inf at epoch {epoch}: training diverged",
+                epoch,
+            )
+        target = self._target(study, higher)
+        finite = np.isfinite(values)
+        best_so_far = float(np.max(values[finite]) if higher else np.min(values[finite]))
+        if target is not None and (best_so_far >= target if higher else best_so_far <= target):
+            # Already the study's best: it must complete, or Optuna would never count its value.
+            return PruneDecision(False, epoch=epoch, target=target)
+
+        plateau = None
+        if self.use_diagnosis:
+            engine = self._engine(metric, values)
+            if engine is not None and engine.finding is not None:
+                code = Code(engine.finding.code)
+                if code in (Code.DIVERGENCE, Code.NOT_LEARNING):
+                    return PruneDecision(True, code.value, engine.reason, epoch, target=target)
+                plateau = engine
+                converged = bool(engine.finding.evidence.get("converged"))
+                if target is None and not converged:
+                    return PruneDecision(True, Code.PLATEAU.value, engine.reason, epoch)
+
+        if target is None:
+            return PruneDecision(False, epoch=epoch)
+        if plateau is None and (
+            epoch < self.n_warmup_steps or (epoch - self.n_warmup_steps) % self.interval_steps
+        ):
+            return PruneDecision(False, epoch=epoch, target=target)
+        fit = _forecast(
+            tuple(int(e) for e in epochs[finite]),
+            tuple(float(v) for v in values[finite]),
+            self.epoch_budget,
+            higher,
+        )
+        probability = self._probability(fit, epoch, target, higher)
+        if probability is None or probability >= self.threshold:
+            return PruneDecision(False, epoch=epoch, probability=probability, target=target)
+        what = (
+            "the best completed trial"
+            if self.target_quantile == 1.0
+            else (f"the top {100 * (1 - self.target_quantile):.0f}% of completed trials")
+        )
+        sd = math.hypot(_model_sd(fit), fit.noise)
+        forecast = (
+            f"{metric} forecast {fmt(fit.value_at_budget)} ± {fmt(1.96 * sd)} (95%) at epoch "
+            f"{self.epoch_budget}; P(beating {what}, {fmt(target)}) = {probability:.3f} < {self.threshold:g}"
+        )
+        if plateau is not None:
+            return PruneDecision(
+                True, Code.PLATEAU.value, f"{plateau.reason}; {forecast}", epoch, probability, target
+            )
+        reason = f"stopped at epoch {epoch}: {forecast}; best so far {fmt(best_so_far)}"
+        return PruneDecision(True, "forecast", reason, epoch, probability, target)
+
+    def _probability(self, fit, epoch: int, target: float, higher: bool) -> float | None:
+        """P(the trial's value beats ``target``), or None when the forecast is not finite.
+
+        ``objective="best"``: the value is the best epoch's, so this is the probability that at
+        least one remaining epoch beats the target: with the ensemble's uncertainty ``s`` shared by
+        all epochs (an offset ``d ~ N(0, s^2)`` of the whole curve) and the curve's noise ``sigma``
+        independent per epoch, ``P = E_d[1 - prod_e Phi((target - f(e) - d) / sigma)]``, by
+        Gauss-Hermite quadrature. ``objective="last"``: ``P(y_budget beats target)`` with the
+        variance ``s^2 + sigma^2``.
+        """
+        sign = 1.0 if higher else -1.0
+        s, sigma = _model_sd(fit), float(fit.noise)
+        if self.objective == "last":
+            mean = float(fit.value_at_budget)
+            if not math.isfinite(mean):
+                return None
+            sd = math.hypot(s, sigma)
+            gap = sign * (mean - target)
+            return float(norm.cdf(gap / sd)) if sd > 0 else float(gap > 0)
+        remaining = np.arange(epoch + 1, self.epoch_budget + 1, dtype=np.float64)
+        f = sign * (fit.predict(remaining) - target)  # > 0: that epoch's forecast beats the target
+        if not np.all(np.isfinite(f)):
+            return None
+        nodes, weights = np.polynomial.hermite_e.hermegauss(24)
+        offsets = s * nodes if s > 0 else np.zeros(1)
+        weights = weights / weights.sum() if s > 0 else np.ones(1)
+        if sigma > 0:
+            # log P(every remaining epoch misses), per offset, summed in logs for stability.
+            log_miss = norm.logcdf(-(f[None, :] + offsets[:, None]) / sigma).sum(axis=1)
+            miss = np.exp(log_miss)
+        else:
+            miss = np.all(f[None, :] + offsets[:, None] <= 0, axis=1).astype(np.float64)
+        return float(np.clip(1.0 - weights @ miss, 0.0, 1.0))
+
+    def _target(self, study: Study, higher: bool) -> float | None:
+        states = (optuna.trial.TrialState.COMPLETE,)
+        done = [t.value for t in study.get_trials(deepcopy=False, states=states)]
+        done = [float(v) for v in done if v is not None and math.isfinite(v)]
+        if len(done) < self.n_startup_trials:
+            return None
+        q = self.target_quantile if higher else 1.0 - self.target_quantile
+        return float(np.quantile(done, q))
+
+    def _engine(self, metric: str, values: np.ndarray):
+        try:
+            decision = _engine(
+                metric, tuple(float(v) for v in values), self.epoch_budget, self.num_classes, self.config
+            )
+        except ValueError:
+            return None
+        return decision if decision.stop else None

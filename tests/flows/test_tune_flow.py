@@ -1,0 +1,69 @@
+"""The Prefect flow ``tune`` end to end on a tiny image folder, against a real MLflow store."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.tune import TuneSummary, tune
+from pipelines import tracking
+from pipelines.config import ConfigError, load_params
+
+
+def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folder_params):
+    path = folder_params(
+        {
+            "train": {"model": "mlp", "epochs": 6, "batch_size": 32, "learning_rate": 0.01},
+            "tune": {
+                "n_trials": 4,
+                "models": ["mlp"],
+                "augment": [False],
+                "batch_sizes": [32],
+                "learning_rate": [0.00001, 0.03],
+            },
+        }
+    )
+    summary = tune(params_path=str(path))
+    assert isinstance(summary, TuneSummary)
+    o = summary.outcome
+    params = load_params(path)
+    text = summary.render()
+    assert f"best trial      : #{o.best_number}" in text and "with pruning" in text and "optimism" in text
+    assert o.epochs_without_pruning == 4 * 6 and 0 < o.epochs_spent <= o.epochs_without_pruning
+    assert sum(o.states.values()) == 4 and o.states.get("COMPLETE", 0) >= 1
+
+    mc = tracking.client()
+    parent = mc.get_run(o.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[tracking.RUN_KIND_TAG] == "tune"
+    assert parent.data.metrics["tune.best_val_accuracy"] == pytest.approx(o.best_val_accuracy)
+    assert "tune.optimism" in parent.data.metrics and "tune.best_test_accuracy" in parent.data.metrics
+    assert parent.data.tags["curvewatch.tuning_optimism"]
+    assert {f"best.{k}" for k in o.best_params} <= set(parent.data.tags)
+    plots = {a.path for a in mc.list_artifacts(o.parent_run_id, "optuna")}
+    assert {"optuna/optimization_history.png", "optuna/intermediate_values.png"} <= plots
+    assert {a.path for a in mc.list_artifacts(o.parent_run_id, "tune")} >= {"tune/search_space.json"}
+
+    children = mc.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{o.parent_run_id}'"
+    )
+    assert len(children) == 4
+    assert all(c.info.status == "FINISHED" for c in children)  # none left RUNNING
+    for child in children:
+        tags = child.data.tags
+        assert tags["curvewatch.trial_state"] in ("COMPLETE", "PRUNED")
+        assert tags["curvewatch.verdict"]
+        assert "params.train.learning_rate" not in tags and "train.learning_rate" in child.data.params
+        assert mc.get_metric_history(child.info.run_id, "val_accuracy")
+        if tags["curvewatch.trial_state"] == "PRUNED":
+            assert tags["curvewatch.pruned_because"].startswith("stopped at epoch")
+    # The best trial went through the retrain's gate: first champion of this registry.
+    assert summary.promoted
+    champion = tracking.get_champion(mc, params.tracking.registered_model)
+    assert champion is not None and champion.run_id == o.best_run_id
+    assert (params.paths.tune_dir / o.study_name / f"trial-{o.best_number:04d}.keras").is_file()
+
+
+def test_bad_search_space_fails_before_any_trial(folder_params):
+    path = folder_params({"tune": {"learning_rate": [0.01, 0.001]}})
+    with pytest.raises(ConfigError, match="tune.learning_rate: .*inverted range"):
+        tune(params_path=str(path))

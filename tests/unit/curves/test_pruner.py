@@ -1,0 +1,235 @@
+"""CurvePruner on synthetic intermediate values in real Optuna studies (in memory and SQLite)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from pipelines.curves.pruner import CurvePruner
+
+BUDGET = 30
+
+
+def curve(
+    top: float, start: float = 0.3, tau: float = 4.0, noise: float = 0.003, seed: int = 0
+) -> list[float]:
+    """A saturating val_accuracy curve: epochs 1..BUDGET, ``start`` -> ``top`` with time constant ``tau``."""
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, BUDGET + 1)
+    return list(top - (top - start) * np.exp(-(e - 1) / tau) + rng.normal(0, noise, e.size))
+
+
+def run(study: optuna.Study, values: list[float], first_step: int = 1) -> optuna.trial.FrozenTrial:
+    """Report ``values`` epoch by epoch until pruned; complete with the best value otherwise."""
+    trial = study.ask()
+    for i, v in enumerate(values):
+        trial.report(v, step=first_step + i)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return study.trials[trial.number]
+    finite = [v for v in values if math.isfinite(v)]
+    study.tell(trial, max(finite) if study.direction.name == "MAXIMIZE" else min(finite))
+    return study.trials[trial.number]
+
+
+def study_with(pruner: CurvePruner, tops=(0.86, 0.88, 0.90), direction="maximize", **kwargs):
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    for i, top in enumerate(tops):
+        t = run(study, kwargs.get("make", curve)(top, seed=100 + i))
+        assert t.state == optuna.trial.TrialState.COMPLETE  # the startup trials themselves run to the end
+    return study
+
+
+def test_hopeless_trial_is_pruned_early_by_the_forecast_with_its_reason():
+    study = study_with(CurvePruner(BUDGET, num_classes=10))
+    t = run(study, curve(0.75, seed=1))
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_rule"] == "forecast"
+    epoch = t.user_attrs["pruned_epoch"]
+    assert 6 <= epoch <= 12, epoch  # from the warm-up on, long before the 30-epoch budget
+    reason = t.user_attrs["pruned_because"]
+    assert reason.startswith(f"stopped at epoch {epoch}:")
+    assert "P(beating the best completed trial, 0.9" in reason and "< 0.05" in reason
+
+
+def test_a_trial_that_will_beat_the_best_runs_to_the_end():
+    study = study_with(CurvePruner(BUDGET, num_classes=10))
+    # Starts lower and climbs slower than the incumbents, but ends above them.
+    t = run(study, curve(0.93, start=0.2, tau=6.0, seed=2))
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert study.best_trial.number == t.number
+    assert "pruned_because" not in t.user_attrs
+
+
+def test_close_competitor_is_not_pruned():
+    # Within the noise of the best: some remaining epoch may well beat it.
+    study = study_with(CurvePruner(BUDGET, num_classes=10))
+    t = run(study, curve(0.899, seed=3))
+    # Only near the budget, with few epochs left to beat it, may it be given up.
+    assert t.state == optuna.trial.TrialState.COMPLETE or t.user_attrs["pruned_epoch"] >= 24
+
+
+def test_no_forecast_prune_before_startup_trials_or_warmup():
+    pruner = CurvePruner(BUDGET, num_classes=10, n_startup_trials=4, use_diagnosis=False)
+    study = study_with(pruner)  # only 3 completed: no target yet
+    t = run(study, curve(0.75, seed=1))
+    assert t.state == optuna.trial.TrialState.COMPLETE
+
+    pruner = CurvePruner(BUDGET, num_classes=10, n_warmup_steps=12, use_diagnosis=False)
+    study = study_with(pruner)
+    t = run(study, curve(0.75, seed=1))
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_epoch"] == 12
+
+
+def test_interval_steps_checks_only_every_nth_epoch_after_warmup():
+    pruner = CurvePruner(BUDGET, num_classes=10, n_warmup_steps=5, interval_steps=4, use_diagnosis=False)
+    study = study_with(pruner)
+    t = run(study, curve(0.75, seed=1))
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert (t.user_attrs["pruned_epoch"] - 5) % 4 == 0
+
+
+def test_trial_already_at_the_target_is_never_pruned():
+    study = study_with(CurvePruner(BUDGET, num_classes=10, use_diagnosis=False))
+    # Jumps above the best at once, then sags: its forecast at the budget is below the target,
+    # but it has already beaten it (its value is the best epoch).
+    values = [0.5, 0.7, 0.85, 0.95] + [0.80] * (BUDGET - 4)
+    t = run(study, values)
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.value == pytest.approx(0.95)
+
+
+def test_target_quantile_lowers_the_bar():
+    tops = (0.80, 0.82, 0.84, 0.86, 0.90)
+    best_bar = study_with(CurvePruner(BUDGET, num_classes=10), tops=tops)
+    assert run(best_bar, curve(0.855, seed=4)).state == optuna.trial.TrialState.PRUNED
+    median_bar = study_with(CurvePruner(BUDGET, num_classes=10, target_quantile=0.5), tops=tops)
+    t = run(median_bar, curve(0.855, seed=4))
+    assert t.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_nan_value_prunes_at_once_as_divergence():
+    study = optuna.create_study(direction="maximize", pruner=CurvePruner(BUDGET))
+    t = run(study, [0.3, 0.4, float("nan"), 0.5])
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_rule"] == "divergence"
+    assert t.user_attrs["pruned_epoch"] == 3
+    assert "NaN/inf" in t.user_attrs["pruned_because"]
+
+
+def test_not_learning_is_pruned_without_any_completed_trial():
+    study = optuna.create_study(direction="maximize", pruner=CurvePruner(BUDGET, num_classes=10))
+    rng = np.random.default_rng(5)
+    t = run(study, list(0.1 + rng.normal(0, 0.002, BUDGET).clip(-0.002, 0.0)))
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_rule"] == "not_learning"
+    assert t.user_attrs["pruned_epoch"] < 12
+    assert "not learning" in t.user_attrs["pruned_because"]
+
+
+def test_low_stall_is_pruned_without_a_target_but_a_sound_convergence_completes():
+    study = optuna.create_study(direction="maximize", pruner=CurvePruner(BUDGET, num_classes=10))
+    rng = np.random.default_rng(6)
+    stalled = [0.2 + 0.05 * e for e in range(5)] + list(0.42 + rng.normal(0, 0.003, BUDGET - 5))
+    t = run(study, stalled)
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_rule"] == "plateau"
+    # A healthy run that converges high is the study's first result: it must complete.
+    t = run(study, curve(0.9, tau=3.0, seed=7))
+    assert t.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_converged_below_the_target_is_pruned_by_plateau_or_forecast():
+    study = study_with(CurvePruner(BUDGET, num_classes=10, n_warmup_steps=25))  # forecast held back
+    t = run(study, curve(0.80, tau=2.0, seed=8))
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_rule"] == "plateau"
+    assert "flat at" in t.user_attrs["pruned_because"]
+    assert "P(beating the best completed trial, 0.9" in t.user_attrs["pruned_because"]
+    assert t.user_attrs["pruned_epoch"] < 25
+
+
+def test_minimisation_prunes_the_high_loss_trial():
+    def loss_curve(bottom: float, seed: int) -> list[float]:
+        return [2.3 - v for v in curve(2.3 - bottom, start=0.0, seed=seed)]
+
+    study = optuna.create_study(direction="minimize", pruner=CurvePruner(BUDGET, num_classes=10))
+    for i, bottom in enumerate((0.35, 0.32, 0.30)):
+        assert run(study, loss_curve(bottom, 10 + i)).state == optuna.trial.TrialState.COMPLETE
+    t = run(study, loss_curve(0.6, 14))
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert "val_loss forecast" in t.user_attrs["pruned_because"]
+    assert run(study, loss_curve(0.27, 15)).state == optuna.trial.TrialState.COMPLETE
+
+
+def test_zero_based_steps_are_read_as_epochs():
+    study = study_with(CurvePruner(BUDGET, num_classes=10, n_warmup_steps=8, use_diagnosis=False))
+    t = run(study, curve(0.75, seed=1), first_step=0)
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_epoch"] == max(t.intermediate_values) + 1 == 8
+
+
+def test_decide_has_no_side_effects_and_reports_the_probability():
+    pruner = CurvePruner(BUDGET, num_classes=10)
+    study = study_with(pruner)
+    trial = study.ask()
+    for e, v in enumerate(curve(0.75, seed=1)[:8], start=1):
+        trial.report(v, step=e)
+    frozen = study.trials[trial.number]
+    decision = pruner.decide(study, frozen)
+    assert decision.prune and decision.rule == "forecast" and decision.epoch == 8
+    assert decision.probability is not None and decision.probability < 0.05
+    assert decision.target == pytest.approx(max(t.value for t in study.trials if t.value is not None))
+    assert study.trials[trial.number].user_attrs == {}
+
+
+def test_reason_persists_in_an_rdb_storage(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(
+        direction="maximize", pruner=CurvePruner(BUDGET, num_classes=10), storage=storage, study_name="s"
+    )
+    for i, top in enumerate((0.86, 0.88, 0.90)):
+        run(study, curve(top, seed=100 + i))
+    run(study, curve(0.75, seed=1))
+    loaded = optuna.load_study(study_name="s", storage=storage)
+    pruned = [t for t in loaded.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == 1 and pruned[0].user_attrs["pruned_because"].startswith("stopped at epoch")
+
+
+def test_the_last_epoch_is_never_pruned():
+    pruner = CurvePruner(BUDGET, num_classes=10)
+    study = study_with(pruner)
+    trial = study.ask()
+    for e, v in enumerate(curve(0.75, seed=1), start=1):
+        trial.report(v, step=e)
+    assert not pruner.decide(study, study.trials[trial.number]).prune
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"epoch_budget": 1}, "epoch_budget"),
+        ({"epoch_budget": 10, "threshold": 0.0}, "threshold"),
+        ({"epoch_budget": 10, "threshold": 1.0}, "threshold"),
+        ({"epoch_budget": 10, "target_quantile": 0.0}, "target_quantile"),
+        ({"epoch_budget": 10, "n_startup_trials": 0}, "n_startup_trials"),
+        ({"epoch_budget": 10, "n_warmup_steps": 0}, "n_warmup_steps"),
+        ({"epoch_budget": 10, "interval_steps": 1.5}, "interval_steps"),
+        ({"epoch_budget": 10, "metric": "accuracy"}, "metric"),
+        ({"epoch_budget": 10, "num_classes": 1}, "num_classes"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        CurvePruner(**kwargs)
+
+
+def test_multi_objective_is_refused():
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=CurvePruner(BUDGET))
+    trial = study.ask()
+    with pytest.raises(NotImplementedError):
+        trial.should_prune()
