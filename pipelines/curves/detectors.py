@@ -117,14 +117,14 @@ class Context:
 
 
 def monitor_of(curve: Curve) -> tuple[str, bool] | None:
-    """The validation metric to judge: ``val_accuracy`` when it has two finite values, else ``val_loss``.
+    """The validation metric to judge: ``val_accuracy`` when it has a finite value, else ``val_loss``.
 
     Returns:
-        (name, higher_is_better), or None when neither has two finite values.
+        (name, higher_is_better), or None when neither has a finite value.
     """
     for name, higher in (("val_accuracy", True), ("val_loss", False)):
         values = curve.get(name)
-        if values is not None and np.isfinite(np.asarray(values, dtype=np.float64)).sum() >= 2:
+        if values is not None and np.isfinite(np.asarray(values, dtype=np.float64)).sum() >= 1:
             return name, higher
     return None
 

@@ -133,7 +133,7 @@ def diagnose(
         The :class:`Diagnosis`; its findings are sorted by severity, then by :data:`ORDER`.
 
     Raises:
-        ValueError: the curve has neither ``val_accuracy`` nor ``val_loss`` with two finite values
+        ValueError: the curve has neither ``val_accuracy`` nor ``val_loss`` with a finite value
             and its training loss did not diverge (nothing to diagnose); or an override names no
             threshold of :class:`DiagnoseConfig` or has an invalid value.
     """
@@ -149,7 +149,7 @@ def diagnose(
     ctx = build_context(curve, cfg, baseline_accuracy=baseline_accuracy, live=live, extrapolate=extrapolate)
     if ctx is None:
         if divergence is None:
-            raise ValueError(f"{curve.run}: no val_accuracy / val_loss with two finite values to diagnose")
+            raise ValueError(f"{curve.run}: no finite val_accuracy / val_loss value to diagnose")
         return Diagnosis(run=curve.run, verdict=divergence.code, findings=[divergence])
     overfitting = detect_overfitting(ctx)
     underfitting = detect_underfitting(ctx)

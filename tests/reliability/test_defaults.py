@@ -18,10 +18,7 @@ from tests.reliability._support import prepared
 def test_default_stages_run_end_to_end_on_a_3_class_folder_of_102_images(
     params_file, image_folder, mlflow_uri
 ):
-    """Only base.dataset, fetch.image_folder (and 2 epochs, for time) differ from params.yaml.
-
-    Two epochs, not one: the compare stage's diagnosis needs two finite values of val_loss.
-    """
+    """Only base.dataset, fetch.image_folder (and 2 epochs, for time) differ from params.yaml."""
     from pipelines.config import load_params
 
     params = load_params(

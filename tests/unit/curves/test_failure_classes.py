@@ -315,3 +315,10 @@ def test_no_finding_carries_contradictory_remedies() -> None:
         for finding in diagnose(load_curve(path, num_classes=10), extrapolate=False).findings:
             for a, b in CONTRADICTORY:
                 assert not (a in finding.remedies and b in finding.remedies), (path.name, finding.code)
+
+
+def test_a_one_epoch_run_is_diagnosed_not_refused() -> None:
+    # The compare stage diagnoses whatever trained, even a single epoch.
+    metrics = {"loss": [0.5], "accuracy": [0.8], "val_loss": [0.6], "val_accuracy": [0.78]}
+    diagnosis = diagnose(_curve({k: np.asarray(v) for k, v in metrics.items()}, budget=1, num_classes=10))
+    assert diagnosis.verdict == "healthy" and diagnosis.findings[0].evidence["too_short"]
