@@ -14,7 +14,9 @@ from typing import Any
 from benchmarks.curve_fixtures.generate import bottleneck, cnn, linear, mlp
 
 
-def dead_mlp(input_shape: tuple[int, ...], classes: int, hidden: Sequence[int] = (64,)) -> Any:
+def dead_mlp(
+    input_shape: tuple[int, ...], classes: int, hidden: Sequence[int] = (64,), dropout: float = 0.0
+) -> Any:
     """An MLP whose ReLU units start dead (bias -20): no gradient reaches them, ever.
 
     Only the output layer's bias can learn, so the network converges to predicting the class
@@ -28,13 +30,17 @@ def dead_mlp(input_shape: tuple[int, ...], classes: int, hidden: Sequence[int] =
         layers.append(
             keras.layers.Dense(width, activation="relu", bias_initializer=keras.initializers.Constant(-20.0))
         )
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(classes, activation="softmax"))
     return keras.Sequential(layers)
 
 
-def frozen_mlp(input_shape: tuple[int, ...], classes: int, hidden: Sequence[int] = (64,)) -> Any:
+def frozen_mlp(
+    input_shape: tuple[int, ...], classes: int, hidden: Sequence[int] = (64,), dropout: float = 0.0
+) -> Any:
     """An MLP with every layer ``trainable=False`` (a forgotten unfreeze): the loss never moves."""
-    model = mlp(input_shape, classes, hidden=hidden)
+    model = mlp(input_shape, classes, hidden=hidden, dropout=dropout)
     for layer in model.layers:
         layer.trainable = False
     return model

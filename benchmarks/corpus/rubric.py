@@ -70,8 +70,8 @@ OVERFIT_RISE = 0.10  # relative rise of val_loss above its minimum (and 3x its e
 PLATEAU_GAP = 0.03  # plateau/underfitting/healthy: accuracy gap to the ceiling (floor)
 STALL_EPOCHS = 5  # a stall lasts at least this many epochs (and a quarter of the run)
 SLOW_LOSS_FACTOR = 1.5  # too_slow: lowest val_loss above 1.5x the healthy runs' lowest
-OSC_SWING = 0.15
-STEADY_LATE_SHARE = 0.10  # too_slow: the last third brings >= 10 % of val_loss's total fall  # oscillation: median epoch-to-epoch val_loss change over median val_loss
+OSC_SWING = 0.05  # oscillation: floor of val_loss's median epoch-to-epoch change over its median
+STEADY_LATE_SHARE = 0.10  # too_slow: the last third brings >= 10 % of val_loss's total fall
 
 
 def binomial_sd(p: float, n: int) -> float:
@@ -325,11 +325,11 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
         # 3 / sqrt(n_val) of the level are within what resampling the validation set would give.
         loss_noise = 3.0 / math.sqrt(ctx.n_val)
         f["val_loss_noise"] = round(loss_noise, 4)
-        if (
-            flips >= 0.4
-            and swing >= max(OSC_SWING, loss_noise)
-            and (swing >= 2 * OSC_SWING or acc_swing > acc_noise)
-        ):
+        loss_swings = swing >= max(OSC_SWING, loss_noise)
+        # or val_accuracy itself jumps by more than twice the noise of the difference of two
+        # binomial estimates, epoch after epoch, with val_loss moving too
+        acc_swings = acc_swing > 2 * acc_noise and swing >= OSC_SWING
+        if flips >= 0.4 and (loss_swings or acc_swings):
             v.findings.add("oscillation")
         elif flips >= 0.3 and swing >= max(OSC_SWING, loss_noise) / 2:
             v.borderline.add("oscillation")
@@ -444,6 +444,11 @@ def label_run(
         exp, acc, why = OVERRIDES[run["file"]]
         expected, acceptable = set(exp), set(acc)
         notes += f". Override: {why}"
+    elif not intended:
+        # A sound run killed early: whatever the rubric sees on its prefix, beside incomplete.
+        expected = found - {"healthy"}
+        acceptable = found & {"healthy"}
+        notes += f". Killed after {len(curve['val_accuracy'])} of {run['epochs']} epochs"
     elif confirmed:
         expected = set(confirmed)
         acceptable = found - confirmed
@@ -471,7 +476,8 @@ def label_run(
         expected.add("incomplete")
     acceptable |= verdict.borderline
     acceptable -= expected
-    acceptable.discard("healthy")  # healthy is never an acceptable extra: it would excuse a miss
+    if complete:
+        acceptable.discard("healthy")  # healthy is never an acceptable extra: it would excuse a miss
     traj = verdict.facts["trajectory"]
     label = {
         "file": run["file"],

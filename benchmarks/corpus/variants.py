@@ -1283,6 +1283,91 @@ def _specials() -> list[Variant]:
     ]
 
 
+def _oscillation_extras() -> list[Variant]:
+    """More lr-too-high runs where the first batch showed oscillation beyond the rubric's noise
+    (low healthy val_loss, enough validation examples): Adam 0.05-0.1 on digits, breast_cancer,
+    the 0.95-majority Fashion-MNIST bag task and the 0.95 synthetic task."""
+    rows = [
+        ("osc2-digits-adam-0.05", "digits", {"hidden": (64,)}, 0.05, 30, (1, 2), 32),
+        ("osc2-bc-adam-0.1", "bc", {"hidden": (32,)}, 0.1, 30, (0, 1, 2), 32),
+        ("osc2-fmnist-bag-adam-0.05", "fmnist-bag-0.95", {"hidden": (128,)}, 0.05, 20, (0, 1), 64),
+        ("osc2-synth-0.95-adam-0.1", "synth-bin-0.95", {"hidden": (64, 64)}, 0.1, 30, (0,), 64),
+        ("osc2-blobs-adam-0.1", "blobs", {"hidden": (32,)}, 0.1, 40, (0, 1), 64),
+    ]
+    return [
+        Variant(
+            name,
+            "lr_too_high",
+            view,
+            "mlp",
+            "adam",
+            lr,
+            epochs,
+            ("oscillation",),
+            seeds,
+            batch,
+            kwargs,
+            generation=2,
+            notes=f"Adam at {lr} (constant): swinging losses",
+        )
+        for name, view, kwargs, lr, epochs, seeds, batch in rows
+    ]
+
+
+def _underfitting_extras() -> list[Variant]:
+    """Capacity-starved MLPs (1-2 hidden units) on the test families, where heavy L2 alone left
+    the first batch near the reference (breast_cancer, blobs and shapes are easy to fit a little)."""
+    rows = [
+        ("uf2-fmnist-2-units", "fmnist", {"hidden": (2,)}, 20, 64),
+        ("uf2-blobs-1-unit", "blobs", {"hidden": (1,)}, 40, 64),
+        ("uf2-shapes-2-units", "shapes", {"hidden": (2,)}, 30, 64),
+    ]
+    return [
+        Variant(
+            name,
+            "underfitting",
+            view,
+            "mlp",
+            "adam",
+            1e-2,
+            epochs,
+            ("underfitting",),
+            (0, 1, 2),
+            batch,
+            kwargs,
+            generation=2,
+            notes=f"MLP with {kwargs['hidden'][0]} hidden unit(s), Adam 1e-2: too little capacity",
+        )
+        for name, view, kwargs, epochs, batch in rows
+    ]
+
+
+def _still_improving_extras() -> list[Variant]:
+    """Each family's sound configuration with a third of its budget: near the reference and still
+    improving when the budget ends (the healthy runs an early stop must not cut)."""
+    out = []
+    for family, f in FAMILIES.items():
+        mk: dict[str, Any] = {"hidden": f["hidden"], **({"dropout": f["dropout"]} if "dropout" in f else {})}
+        out.append(
+            Variant(
+                f"hi2-{family.replace('_', '-')}-third-budget",
+                "healthy",
+                f["view"],
+                "mlp",
+                "adam",
+                f["lr"],
+                max(6, f["epochs"] // 3),
+                ("healthy",),
+                (0, 1),
+                f["batch"],
+                mk,
+                generation=2,
+                notes="the sound configuration with a third of its budget: still improving at the end",
+            )
+        )
+    return out
+
+
 def all_variants() -> list[Variant]:
     """Every variant of the corpus, families first, in a fixed order.
 
@@ -1293,6 +1378,9 @@ def all_variants() -> list[Variant]:
     for family, settings in FAMILIES.items():
         out += _family_variants(family, settings)
     out += _specials()
+    out += _oscillation_extras()
+    out += _underfitting_extras()
+    out += _still_improving_extras()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:
