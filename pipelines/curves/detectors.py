@@ -401,12 +401,15 @@ def detect_not_learning(ctx: Context) -> Finding | None:
         acc_tail, loss_tail = _tail(accuracy, onset), _tail(loss, onset)
         recent = loss_tail[loss_tail.size // 2 :]
         if loss is not None and recent.size >= 5:
-            # A loss still falling steadily at chance is a slow start, not a dead network: over the
-            # span's second half, beyond noise (OLS z <= -3) and by at least a tenth of its level.
+            # A loss still falling steadily at chance, already below the prior's entropy, is a slow
+            # start, not a dead network: over the span's second half, beyond noise (OLS z <= -3)
+            # and by at least a tenth of its level. (Falling towards the prior's entropy from above
+            # is a dead network learning the prior through its output bias.)
             lx = loss[0][loss[0] >= onset].astype(float)[loss_tail.size // 2 :]
             z = slope_z(lx, recent, estimate_noise(loss[1]))
             fall = float(np.mean(recent[:2]) - np.mean(recent[-2:]))
-            if z <= -max(3.0, _z_crit(cfg)) and fall >= 0.1 * float(np.mean(recent[:2])):
+            below_prior = float(np.mean(recent[-2:])) < 0.95 * ctx.prior_entropy
+            if below_prior and z <= -max(3.0, _z_crit(cfg)) and fall >= 0.1 * float(np.mean(recent[:2])):
                 return None
         if acc_tail.size == 0 and loss_tail.size == 0:
             return None
@@ -494,7 +497,8 @@ def detect_overfitting(ctx: Context) -> Finding | None:
 
     Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum; the last
     ``min_plateau_epochs`` epochs each above the mean around the minimum by more than 2 noise SDs,
-    and their mean by more than max(4 noise SDs, ``overfit_rise`` x that level); and a
+    and their mean by more than max(4 noise SDs, ``overfit_rise`` x that level, 1.5 x that level /
+    sqrt(n) with n validation examples); and a
     non-increasing training-loss trend since the minimum. A level test, not a trend test: a
     val_loss that spiked and came part of the way back is still above its minimum. Falls back to
     (negated) val_accuracy / accuracy when there are no losses. The onset is the best epoch.
@@ -526,6 +530,11 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     # Sustained: every one of the last epochs sits above the minimum beyond noise; practically
     # significant: by a tenth of the loss's own level (``overfit_rise``) and 4 noise SDs.
     floor = max(4 * sigma, cfg.overfit_rise * abs(around)) if sign > 0 else 4 * sigma
+    if sign > 0 and ctx.n_val:
+        # A mean loss over n examples moves by about 1.5 x level / sqrt(n) between validation sets
+        # of that size (a per-example cross-entropy's SD is of the order of 1.5 x its mean): a
+        # rise within that is the set's choice, however steady the curve.
+        floor = max(floor, 1.5 * abs(around) / math.sqrt(ctx.n_val))
     if rise < floor or bool(np.any(tail <= around + 2 * sigma)):
         return None
     tx, tv = train[0], sign * train[1]
@@ -937,39 +946,59 @@ def detect_too_slow(ctx: Context) -> Finding | None:
     """Still improving steadily at the end: the budget ends far from the asymptote.
 
     The monitored metric's last third must improve with OLS z >= max(3, z_(1-alpha)) and its
-    slope be at least half the first third's (no deceleration), and, with an extrapolation, the
-    fitted curve must also plateau only after twice the horizon. When validation accuracy is coarse (a small
+    slope be at least half the first third's or its last third make at least ``slow_late_share``
+    of the run's gain; val_loss must confirm it (falling in ``slow_down_share`` of the second
+    half's epochs, by ``live_loss_fall`` of its level, below the prior's entropy), an accuracy's
+    last-third gain must exceed two binomial SDs, and, with an extrapolation, the fitted curve
+    must also plateau only after twice the horizon. When validation accuracy is coarse (a small
     validation set moves it in steps of 1/n) the validation loss is judged the same way: a
     val_loss that falls steadily all run is a learning rate too low even while accuracy barely
     moves.
     """
     z_min = max(3.0, _z_crit(ctx.cfg))
-    found = steady_improvement(ctx.x, ctx.g, ctx.sigma, z_min)
-    metric, sign = ctx.monitor, 1.0 if ctx.higher else -1.0
+    val_loss = finite_series(ctx.curve, "val_loss")
 
     def steady(f: dict[str, float] | None) -> bool:
         return f is not None and (f["steadiness"] >= 0.5 or f["late_share"] >= ctx.cfg.slow_late_share)
 
-    if not steady(found) and ctx.monitor == "val_accuracy":
-        val_loss = finite_series(ctx.curve, "val_loss")
-        if val_loss is not None:
-            gl = -val_loss[1]
-            alt = steady_improvement(val_loss[0], gl, estimate_noise(gl), z_min)
-            if steady(alt):
-                found, metric, sign = alt, "val_loss", -1.0
-    if found is None:
-        return None
-    slow = steady(found)
-    down_share = None
-    val_loss = finite_series(ctx.curve, "val_loss")
-    if slow and val_loss is not None and val_loss[1].size >= 9:
+    def loss_confirms() -> tuple[bool, float | None]:
+        if val_loss is None or val_loss[1].size < 9:
+            return True, None
         # The loss must still be falling too, most of the time: the share of the second half's
         # epochs that lower val_loss is at least ``slow_down_share`` (a sign test; under no trend
         # 70% of 15 steps down has p ~ 0.06). An accuracy creeping up while the loss wanders is a
-        # convergence on a noisy curve, not a learning rate too low.
+        # convergence on a noisy curve, not a learning rate too low. And by an amount that
+        # matters: at least ``live_loss_fall`` of its level over the run, ending below the prior's
+        # entropy (a loss falling towards the prior's entropy is a network learning the class
+        # prior, not the task).
         half = val_loss[1][val_loss[1].size // 2 :]
-        down_share = float(np.mean(np.diff(half) < 0))
-        slow = down_share >= ctx.cfg.slow_down_share
+        share = float(np.mean(np.diff(half) < 0))
+        first, last = float(np.mean(val_loss[1][:3])), float(np.mean(val_loss[1][-3:]))
+        ok = share >= ctx.cfg.slow_down_share and first - last >= ctx.cfg.live_loss_fall * abs(first)
+        if ctx.prior_entropy is not None:
+            ok = ok and last < 0.95 * ctx.prior_entropy
+        return ok, share
+
+    confirmed, down_share = loss_confirms()
+    found: dict[str, float] | None = None
+    metric, sign = ctx.monitor, 1.0 if ctx.higher else -1.0
+    monitor_found = steady_improvement(ctx.x, ctx.g, ctx.sigma, z_min)
+    if steady(monitor_found) and confirmed:
+        found = monitor_found
+        if ctx.monitor == "val_accuracy" and ctx.n_val:
+            # The accuracy's own gain over the last third must exceed two binomial SDs of the set.
+            third = max(3, ctx.g.size // 3)
+            gain = float(np.mean(ctx.g[-3:]) - np.mean(ctx.g[-third : -third + 3]))
+            if gain < 2 * ctx.accuracy_sd(float(ctx.values[-1])):
+                found = None
+    if found is None and ctx.monitor == "val_accuracy" and val_loss is not None and confirmed:
+        gl = -val_loss[1]
+        alt = steady_improvement(val_loss[0], gl, estimate_noise(gl), z_min)
+        if steady(alt):
+            found, metric, sign = alt, "val_loss", -1.0
+    if found is None:
+        return None
+    slow = True
     evidence: dict[str, Any] = {
         "val_loss_down_share": down_share,
         "metric": metric,
