@@ -51,14 +51,6 @@ def _count_or_fraction(value: int | float, info: ValidationInfo) -> int | float:
     return value
 
 
-def _ordered_range(value: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
-    """A ``[low, high]`` search range: low < high."""
-    low, high = value
-    if not low < high:
-        raise ValueError(f"must be [low, high] with low < high, got [{low!r}, {high!r}]")
-    return value
-
-
 class BaseConfig(_Frozen):
     seed: int = 42
     dataset: Literal["fashion-mnist", "folder"] = "fashion-mnist"
@@ -222,29 +214,6 @@ class TuneConfig(_Frozen):
             raise ValueError(f"inverted range: low {v[0]} > high {v[1]}")
         if v[0] == v[1]:
             raise ValueError(f"empty range: low = high = {v[0]}")
-        return v
-
-    _ranges = field_validator("learning_rate", "dropout", "l2")(_ordered_range)
-
-    @field_validator("learning_rate", "l2")
-    @classmethod
-    def _log_range_positive(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[0] <= 0:
-            raise ValueError(f"a log-uniform range must be positive, got [{v[0]!r}, {v[1]!r}]")
-        return v
-
-    @field_validator("dropout")
-    @classmethod
-    def _dropout_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[0] < 0 or v[1] >= 1:
-            raise ValueError(f"dropout must lie in [0, 1), got [{v[0]!r}, {v[1]!r}]")
-        return v
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _batch_sizes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or min(v) < 1 or len(set(v)) != len(v):
-            raise ValueError(f"must be distinct integers >= 1, got {list(v)}")
         return v
 
 

@@ -51,8 +51,22 @@ def _seed_run(url: str, root: Path, name: str, lr: float, curve_csv: str, correc
         {
             "paths": {
                 key: str(work / key)
-                for key in ("raw_dir", "prepared_dir", "validation_dir", "model_dir", "evaluation_dir")
-                + ("compare_dir", "metrics_dir", "plots_dir", "backup_dir")
+                for key in ("raw_dir", "prepared_dir", "validation_dir", "evaluation_dir")
+                + ("compare_dir", "backup_dir", "tune_dir")
+            }
+            | {
+                key: str(work / sub / name)
+                for key, sub, name in (
+                    ("model_file", "models", "model.keras"),
+                    ("run_file", "models", "run.json"),
+                    ("validation_metrics", "metrics", "validation.json"),
+                    ("baseline_metrics", "metrics", "baseline.json"),
+                    ("train_metrics", "metrics", "train.json"),
+                    ("evaluate_metrics", "metrics", "evaluate.json"),
+                    ("compare_metrics", "metrics", "compare.json"),
+                    ("history_plot", "plots", "history.csv"),
+                    ("confusion_plot", "plots", "confusion.csv"),
+                )
             },
             "train": {"epochs": len(history), "learning_rate": lr},
             "tracking": {"experiment": EXPERIMENT, "registered_model": "ui-test-classifier"},
@@ -76,8 +90,8 @@ def _seed_run(url: str, root: Path, name: str, lr: float, curve_csv: str, correc
     mc.log_text(rid, "artifact_path: model\nflavors: {}\n", "model/MLmodel")
     tracking.set_tags(mc, rid, {"curvewatch.completed": "true"})
     mc.set_terminated(rid)
-    params.paths.model_dir.mkdir(parents=True)
-    (params.paths.model_dir / "run.json").write_text(
+    params.paths.run_file.parent.mkdir(parents=True)
+    params.paths.run_file.write_text(
         json.dumps(
             {
                 "run_id": rid,

@@ -36,7 +36,7 @@ def test_default_stages_run_end_to_end_on_a_3_class_folder_of_102_images(
     steps.run_evaluate(params)
     compare = steps.run_compare(params)
     assert outcome.epochs_run == 2 and compare.run_id == outcome.run_id
-    rows = json.loads((params.paths.metrics_dir / "validation.json").read_text())["validation"]
+    rows = json.loads(params.paths.validation_metrics.read_text())["validation"]
     assert rows["success"] == 1.0 and rows["rows_val"] < 29
 
 

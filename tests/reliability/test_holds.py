@@ -93,9 +93,9 @@ def _malicious_model(path: Path, marker: Path) -> None:
 def test_malicious_model_is_refused_in_one_line(folder_project, tmp_path):
     params = folder_project()
     marker = tmp_path / "pwned"
-    params.paths.model_dir.mkdir(parents=True)
-    _malicious_model(params.paths.model_dir / "model.keras", marker)
-    (params.paths.model_dir / "run.json").write_text(json.dumps({"run_id": "0" * 32}))
+    params.paths.model_file.parent.mkdir(parents=True)
+    _malicious_model(params.paths.model_file, marker)
+    params.paths.run_file.write_text(json.dumps({"run_id": "0" * 32}))
 
     result = CliRunner().invoke(
         __import__("pipelines.cli", fromlist=["app"]).app,
@@ -107,4 +107,4 @@ def test_malicious_model_is_refused_in_one_line(folder_project, tmp_path):
     assert "model.keras: model load refused" in lines[0] and "Lambda" in lines[0]
     assert not marker.exists()
     with pytest.raises(steps.StageError, match="model load refused"):
-        steps.load_model_safely(params.paths.model_dir / "model.keras")
+        steps.load_model_safely(params.paths.model_file)

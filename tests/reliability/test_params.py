@@ -26,11 +26,14 @@ from pipelines.config import ConfigError, load_params
         ),
         (
             {"tune": {"learning_rate": [0.01, 0.0001]}},
-            "params.yaml: tune.learning_rate: must be [low, high] with low < high, got [0.01, 0.0001]",
+            "params.yaml: tune.learning_rate: inverted range: low 0.01 > high 0.0001",
         ),
-        ({"tune": {"l2": [-0.001, 0.001]}}, "params.yaml: tune.l2: a log-uniform range must be positive"),
+        (
+            {"tune": {"l2": [-0.001, 0.001]}},
+            "params.yaml: tune.l2: [low, high] is sampled log-uniformly, so low must be > 0",
+        ),
         ({"tune": {"dropout": [0.2, 1.5]}}, "params.yaml: tune.dropout: dropout must lie in [0, 1)"),
-        ({"tune": {"batch_sizes": [64, 0]}}, "params.yaml: tune.batch_sizes: must be distinct integers >= 1"),
+        ({"tune": {"batch_sizes": [64, 0]}}, "params.yaml: tune.batch_sizes: batch sizes must be >= 1"),
         (
             {"prepare": {"val_size": 1.5}},
             "params.yaml: prepare.val_size: a fraction must lie strictly between 0 and 1, got 1.5",

@@ -105,7 +105,7 @@ def test_kill_9_loses_at_most_one_epoch_and_no_metric(slow_project, tmp_path, ca
     assert mc.get_run(run_id).info.status == "RUNNING"  # what kill -9 leaves behind
 
     _rerun(tmp_path)
-    info = json.loads((params.paths.model_dir / "run.json").read_text())
+    info = json.loads(params.paths.run_file.read_text())
     after = _history(mc, info["run_id"])
     run = mc.get_run(info["run_id"])
 
@@ -152,7 +152,7 @@ def test_signal_keeps_the_backup_marks_killed_and_resumes(slow_project, tmp_path
     assert kept >= 1 and (params.paths.backup_dir / "latest.weights.h5").is_file()
 
     _rerun(tmp_path)
-    info = json.loads((params.paths.model_dir / "run.json").read_text())
+    info = json.loads(params.paths.run_file.read_text())
     run = mc.get_run(info["run_id"])
     assert info["run_id"] == state["run_id"] and run.info.status == "FINISHED"
     assert "curvewatch.failure_reason" not in run.data.tags
@@ -178,7 +178,7 @@ def test_run_left_running_by_kill_9_is_failed_with_a_reason_next_start(slow_proj
     assert old.info.status == "FAILED"
     assert f"process {proc.pid}" in old.data.tags["curvewatch.failure_reason"]
     assert "ended without closing this run" in old.data.tags["curvewatch.failure_reason"]
-    new = mc.get_run(json.loads((params.paths.model_dir / "run.json").read_text())["run_id"])
+    new = mc.get_run(json.loads(params.paths.run_file.read_text())["run_id"])
     assert new.info.run_id != old.info.run_id and new.info.status == "FINISHED"
     assert "training config changed" in new.data.tags["curvewatch.fresh_start_reason"]
 

@@ -231,7 +231,7 @@ def test_seed_runs_follow_the_one_same_config_definition():
     champion.tags.update(tags)
     challenger = _curve("chall", 1, level=0.89, **kw, params={**PARAMS, "base.seed": 1})
     spread = [0.885, 0.91, 0.895, 0.905, 0.89]
-    extra = {"paths.model_dir": "elsewhere", "data.train_examples": "49000"}
+    extra = {"paths.model_file": "elsewhere", "data.train_examples": "49000"}
     seed_runs = [
         _curve(f"s{i}", 10 + i, level=lv, **kw, params={**PARAMS, **extra, "base.seed": 10 + i})
         for i, lv in enumerate(spread)
