@@ -1089,7 +1089,7 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
         model = keras.saving.load_model(Path(best.user_attrs["model_path"]))
         save_model(model, paths.model_file)
         tracking.set_tags(mc, best_run_id, {tracking.RUN_KIND_TAG: "train", "curvewatch.tune_best": "true"})
-        version = _log_model(mc, best_run_id, params, model, data.x_val[:2], classes)
+        model_info = _log_model(mc, best_run_id, params, model, data.x_val[:2], classes)
         del model
     except BaseException:
         mc.set_terminated(parent_id, status="FAILED")
@@ -1099,7 +1099,9 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
         paths.run_file,
         {
             "run_id": best_run_id,
-            "model_version": version,
+            "model_version": None,  # registered by the compare stage, after the diagnosis (registry.py)
+            "model_uri": model_info.model_uri,
+            "model_id": model_info.model_id,
             "experiment_id": study.experiment_id,
             "data_version": study.data_version,
             "tune_parent_run_id": parent_id,
@@ -1114,7 +1116,7 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
         best_number=best.number,
         best_params=dict(best.params),
         best_val_accuracy=float(best.value),
-        model_version=version,
+        model_version=None,
         epochs_spent=epochs_spent,
         epochs_without_pruning=trials_run * params.train.epochs,
         states=states,

@@ -64,8 +64,8 @@ TINY = {
     "base": {"dataset": "folder"},
     "prepare": {"val_size": 0.25, "test_size": 0.3},
     "validate": {
-        "class_share_min": 0.2,
-        "class_share_max": 0.5,
+        "class_share_min_ratio": 0.6,  # 3 classes: shares within [0.2, 0.5]
+        "class_share_max_ratio": 1.5,
         "max_intensity_kl": 1.0,
         "max_label_kl": 0.05,
         "max_leakage_fraction": 0.05,
