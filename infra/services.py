@@ -797,6 +797,15 @@ class PrefectWorker:
 # make ui
 
 
+def _say_view_link(base: str) -> None:
+    """Print the link that opens the experiment's runs table in the saved "curvewatch diagnosis"
+    view (verdict, plateau onset and gate as loaded; ``curvewatch ui-url``). Best effort: the UI
+    still starts when the link cannot be made (e.g. no params.yaml here)."""
+    r = subprocess.run([venv_bin("curvewatch"), "ui-url", "--base", base], capture_output=True, text=True, cwd=ROOT)
+    if r.returncode == 0 and r.stdout.strip():
+        say(f"runs with their diagnosis (verdict, plateau onset, gate): {r.stdout.strip()}")
+
+
 def ui(port_arg: str | None) -> int:
     """Open the MLflow UI on the configured store: print the server's address when
     ``MLFLOW_TRACKING_URI`` is an http(s) server (after checking it answers), else serve the
@@ -808,6 +817,7 @@ def ui(port_arg: str | None) -> int:
         if status != 200:
             raise ServiceError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers there (start it: make services-up)")
         say(f"MLflow UI (tracking server): {uri}")
+        _say_view_link(uri)
         return 0
     port = int(port_arg or os.environ.get("CURVEWATCH_UI_PORT", "5000"))
     if not port_free(port):
@@ -820,6 +830,7 @@ def ui(port_arg: str | None) -> int:
         raise ServiceError(f"make ui: cannot bind 127.0.0.1:{port}, it is held{hint}; pick another with "
                            "CURVEWATCH_UI_PORT=<port>")
     say(f"MLflow UI on http://{HOST}:{port} (store: {uri}); Ctrl-C stops it")
+    _say_view_link(f"http://{HOST}:{port}")
     r = subprocess.run([venv_bin("mlflow"), "ui", "--backend-store-uri", uri, "--host", HOST, "--port", str(port)])
     return r.returncode
 
