@@ -126,6 +126,14 @@ def promotion_decision(
         raise ValueError(f"compare.margin must be >= 0, got {margin}")
     g = gate_result
     ch = g.challenger_accuracy
+    if g.decision == "regression" and g.champion_accuracy is not None:
+        return PromotionDecision(
+            False,
+            "regression",
+            rule,
+            f"champion kept: regression, {ch:.4f} vs champion {g.champion_accuracy:.4f}, one-sided "
+            f"p(worse) = {g.p_value:.3g} < {alpha:g} (rule {rule}: a regression is never promoted)",
+        )
     if not registered:
         return PromotionDecision(
             False, "not_registered", rule, "champion unchanged: this run has no registered model version"

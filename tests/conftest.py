@@ -29,6 +29,24 @@ def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_mlflow_global_uri_leaks():
+    """Each test starts without a process-wide MLflow tracking / registry URI left by another.
+
+    The stages call ``mlflow.set_tracking_uri`` (model logging and loading go through the fluent
+    API); inside one pytest process that global would outlive the test and point the next test's
+    clients at a deleted tmp_path store.
+    """
+    yield
+    import sys
+
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_db: Path) -> str:
     """A fresh SQLite MLflow store of this test's own under tmp_path (artifacts beside it)."""
