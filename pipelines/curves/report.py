@@ -21,8 +21,6 @@ Inputs are the engine's own types: :class:`pipelines.curves.diagnose.Diagnosis`,
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import html
 import io
 import json
@@ -39,7 +37,7 @@ from pipelines.curves.batch import EPOCH_CONVENTION
 from pipelines.curves.diagnose import Diagnosis
 from pipelines.curves.findings import Code
 from pipelines.curves.types import Curve, Finding, Severity
-from pipelines.io_utils import atomic_write_bytes, atomic_write_text
+from pipelines.io_utils import atomic_write_bytes, atomic_write_text, to_jsonable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -540,40 +538,13 @@ def _last_epoch(c: Curve) -> int | None:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Recursively convert to JSON-safe Python (numpy -> builtins, NaN/inf -> None, enums -> value)."""
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, enum.Enum):
-        return _jsonable(obj.value)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in obj]
+    """JSON-safe Python (:func:`pipelines.io_utils.to_jsonable`), with the report's own shapes for a
+    top-level :class:`Finding` and :class:`Curve`."""
     if isinstance(obj, Finding):
         return _finding_dict(obj)
     if isinstance(obj, Curve):
         return _curve_dict(obj, "curve")
-    # An object's own summary wins over its raw fields (e.g. Extrapolation.as_dict drops fits).
-    for name in ("to_dict", "as_dict"):
-        method = getattr(obj, name, None)
-        if callable(method) and not isinstance(obj, type):
-            return _jsonable(method())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if hasattr(obj, "__dict__"):
-        return {k: _jsonable(v) for k, v in vars(obj).items() if not k.startswith("_")}
-    return str(obj)
+    return to_jsonable(obj)
 
 
 def _xy(c: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
