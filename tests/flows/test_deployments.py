@@ -111,7 +111,7 @@ def test_scheduled_retrain_runs_on_the_worker_and_a_failing_run_keeps_the_champi
         # A run that fails (its data fails validation) is Failed with the reason; the champion stays.
         failed = run_deployment(
             f"retrain/{RETRAIN_DEPLOYMENT}",
-            parameters={"overrides": ["validate.class_share_max_ratio=0.3"]},
+            parameters={"overrides": ["validate.class_share_min_ratio=1.2"]},
             timeout=0,
             as_subflow=False,
         )

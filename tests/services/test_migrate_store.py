@@ -84,6 +84,9 @@ def test_migrate_store_copies_runs_models_and_aliases(mlflow_uri, mlflow_server,
     assert copy.tags[MIGRATED_FROM].startswith("m-") and copy.tags[MIGRATED_FROM] != copy.model_id
     import mlflow.artifacts
 
+    # A models:/ URI is resolved by the registry: point it at the server too (the store's own
+    # registry, as a user with MLFLOW_TRACKING_URI set to the server has it).
+    mlflow.set_registry_uri(mlflow_server.url)
     mlmodel = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{model_name}@champion",
         dst_path=str(tmp_path / "model-dl"),
