@@ -137,6 +137,10 @@ def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
+        # os._exit skips atexit: hand what the stderr filter still holds to the real stderr first.
+        from pipelines.console import stop_filter
+
+        stop_filter()
         # The backup and the KILLED run are written. Python's teardown of TensorFlow then took
         # 8-9 s here, longer than a scheduler's grace period may allow: leave now, with the shell's
         # code for "ended by signal N".

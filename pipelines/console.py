@@ -135,6 +135,12 @@ class NativeStderrFilter:
 _native_filter = NativeStderrFilter()
 
 
+def stop_filter() -> None:
+    """Stop the stderr filter of :func:`quiet` now, delivering every line it holds (for a process
+    about to leave with ``os._exit``, which skips the ``atexit`` hook that would do it)."""
+    _native_filter.stop()
+
+
 def quiet(level: int = logging.INFO, *, filter_native: bool = True) -> None:
     """All of the above: call once from an entry point, before importing TensorFlow or MLflow.
 
