@@ -21,11 +21,11 @@ import pytest
 
 from pipelines import steps, tracking
 from pipelines.config import Params
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.mlflow_process import MlflowServer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 EXPERIMENT = "curvewatch-ui-test"
 
 
@@ -148,23 +148,15 @@ def seeded(mlflow_ui, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page():
-    if not CHROMIUM.is_file():
+    if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (make test installs it)")
     from playwright.sync_api import sync_playwright
 
     # Playwright gives the browser a fresh temporary profile and never downloads one here.
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
         )
         context = browser.new_context(viewport={"width": 1920, "height": 1000})
         context.set_default_timeout(90_000)  # the UI's first load compiles ~27 MB of JS on 2 cores

@@ -61,10 +61,8 @@ def idx_source(directory: Path, *, n_train: int = 60, n_test: int = 20, gz: bool
         File name (without ``.gz``) -> SHA-256 of its decompressed bytes, for ``fetch``'s
         ``expected_sha256``.
     """
-    import gzip
-    import hashlib
-
     from pipelines.idx import encode_idx
+    from tests.unit.test_fetch import write_idx_dir
 
     rng = np.random.default_rng(0)
     files = {
@@ -73,10 +71,4 @@ def idx_source(directory: Path, *, n_train: int = 60, n_test: int = 20, gz: bool
         "t10k-images-idx3-ubyte": encode_idx(rng.integers(0, 256, (n_test, 4, 4), dtype=np.uint8)),
         "t10k-labels-idx1-ubyte": encode_idx((np.arange(n_test) % 10).astype(np.uint8)),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        if gz:
-            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (directory / name).write_bytes(data)
-    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    return write_idx_dir(directory, files, gz=gz)
