@@ -21,8 +21,8 @@ from pipelines.curves.detectors import steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS
-from pipelines.curves.noise import estimate_noise
-from pipelines.curves.plateau import Plateau, plateau_message, slope_z
+from pipelines.curves.noise import estimate_noise, infer_num_examples
+from pipelines.curves.plateau import Plateau, binomial_sd, plateau_message, slope_z
 from pipelines.curves.settings import DEFAULT, DiagnoseConfig
 from pipelines.curves.types import Curve, Finding, Severity
 
@@ -159,6 +159,57 @@ def _loss_still_falling(
     return -slope * max(left, 1) >= cfg.live_loss_fall * abs(level)
 
 
+def _min_delta(values: Sequence[float | None], diagnosis: Diagnosis) -> float:
+    """The smallest change of the monitored metric that counts as an improvement.
+
+    The curve's epoch-to-epoch noise SD, capped for val_accuracy by the binomial SD of one
+    measurement on the validation set (its size read off the accuracy grid,
+    :func:`pipelines.curves.noise.infer_num_examples`): an oscillating run's jitter is not the
+    measurement's noise, and a real gain of a few examples must still restart the count.
+    """
+    noise = diagnosis.noise or 0.0
+    if diagnosis.monitor != "val_accuracy":
+        return noise
+    y = np.asarray([math.nan if v is None else float(v) for v in values])
+    y = y[np.isfinite(y)]
+    n = infer_num_examples(y) if y.size else None
+    if not n:
+        return noise
+    return min(noise, binomial_sd(float(np.max(y)), n))
+
+
+def last_improvement_epoch(
+    values: Sequence[float | None], min_delta: float, *, higher_is_better: bool = True
+) -> int | None:
+    """1-based epoch of the last improvement by more than ``min_delta`` over the best so far.
+
+    Keras' ``EarlyStopping`` counts its patience from the last epoch that beat the best by more
+    than ``min_delta`` (https://keras.io/api/callbacks/early_stopping/); here ``min_delta`` is the
+    metric's own epoch-to-epoch noise SD (:func:`pipelines.curves.noise.estimate_noise`), so a new
+    best by one example of a large validation set does not restart the count.
+
+    Args:
+        values: (E,) metric per epoch (None/NaN skipped).
+        min_delta: the smallest change that counts as an improvement (units of the metric, >= 0).
+        higher_is_better: True for accuracies, False for losses.
+
+    Returns:
+        The epoch, or None when no value is finite.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    best = -math.inf
+    epoch = None
+    for index, value in enumerate(values, start=1):
+        if value is None or not math.isfinite(float(value)):
+            continue
+        v = sign * float(value)
+        if epoch is None or v > best + min_delta:
+            best, epoch = v, index
+        else:
+            best = max(best, v)
+    return epoch
+
+
 def should_stop(
     history: Mapping[str, Sequence[float]],
     epoch_budget: int | None = None,
@@ -238,10 +289,18 @@ def should_stop(
     chosen: Finding | None = None
     for finding in diagnosis.findings:
         if finding.code == Code.DIVERGENCE and stop_on_divergence:
-            # NaN/inf or a loss still blown up: stop now. A blow-up followed by a dead network
-            # (loss back at the prior's entropy) is confirmed over live_patience epochs first.
-            dead_after_peak = "loss_peak" in finding.evidence
-            if not dead_after_peak or size - (finding.onset_epoch or 1) >= cfg.live_patience:
+            # NaN/inf: stop now (the weights are NaN; no later epoch recovers). A finite blow-up
+            # (a loss above its threshold, a dead network, a val_loss far above the prior's
+            # entropy) is confirmed first: it has lasted live_patience epochs and the loss is not
+            # coming back down beyond noise (a spike that recovers is not divergence).
+            non_finite = "first_non_finite_epoch" in finding.evidence
+            lasted = size - (finding.onset_epoch or 1) >= cfg.live_patience
+            if non_finite or (
+                lasted
+                and not _loss_still_falling(
+                    history, max(1, size - 2 * cfg.live_patience + 1), cfg, epoch_budget
+                )
+            ):
                 chosen = finding
                 break
         if finding.code == Code.NOT_LEARNING:
@@ -258,7 +317,15 @@ def should_stop(
         stall = next((f for f in diagnosis.findings if f.code == Code.PLATEAU), None)
         confident = stall is not None and bool(set(stall.evidence.get("stall_reasons", ())) - {"premature"})
         patience = cfg.live_patience if confident else 2 * cfg.live_patience
-        if onset is None or best is None or size - best < patience:
+        if onset is None or best is None:
+            return _NO
+        monitored = history.get(diagnosis.monitor or "", ())
+        improved = last_improvement_epoch(
+            monitored,
+            _min_delta(monitored, diagnosis),
+            higher_is_better=diagnosis.monitor != "val_loss",
+        )
+        if size - (improved or best) < patience:
             return _NO
         recent = max(onset, size - 2 * cfg.live_patience + 1)
         if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):

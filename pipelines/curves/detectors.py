@@ -293,10 +293,12 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             rest = y[peak + 1 :]
             ends_at_chance = rest.size >= 1 and bool(np.all(np.abs(rest - y[-1]) <= 0.1 * abs(y[-1]) + 1e-9))
         if exploded and ends_at_chance and peak < y.size - 1:
+            # Onset: the first epoch of the blow-up (above 10 x the prior's entropy), not its peak.
+            first = int(np.flatnonzero(y > 10 * entropy)[0]) if entropy is not None else peak
             return make_finding(
                 Code.DIVERGENCE,
                 Severity.CRITICAL,
-                int(x[peak]),
+                int(x[first]),
                 {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": entropy},
                 f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and the network died: it "
                 f"ends at chance with loss {fmt(float(y[-1]))}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.curves.callback import diagnose_history, should_stop
+from pipelines.curves.callback import diagnose_history, last_improvement_epoch, should_stop
 from pipelines.curves.types import Severity
 
 
@@ -65,6 +65,59 @@ def test_should_stop_on_nan_loss() -> None:
     stop, finding = should_stop(history, 30)
     assert stop and finding is not None and finding.code == "divergence"
     assert not should_stop(history, 30, stop_on_divergence=False).stop
+
+
+def _spike_history(recover: bool) -> dict[str, list[float]]:
+    """A 3-class run learning well, whose training loss jumps to 40x its level at epoch 6."""
+    loss = [1.0, 0.7, 0.5, 0.4, 0.35, 14.0]
+    val_loss = [0.95, 0.7, 0.55, 0.45, 0.4, 9.0]
+    acc = [0.5, 0.7, 0.8, 0.85, 0.87, 0.4]
+    if recover:  # back on course the next epoch, and improving again
+        loss += [0.6, 0.45, 0.38, 0.33, 0.3, 0.28]
+        val_loss += [0.6, 0.48, 0.42, 0.38, 0.36, 0.34]
+        acc += [0.78, 0.84, 0.87, 0.88, 0.89, 0.9]
+    else:  # stays blown up
+        loss += [15.0, 16.0, 15.5, 17.0, 16.0, 18.0]
+        val_loss += [9.5, 10.0, 9.8, 11.0, 10.5, 12.0]
+        acc += [0.35, 0.34, 0.36, 0.33, 0.34, 0.33]
+    return {"loss": loss, "val_loss": val_loss, "val_accuracy": acc, "accuracy": acc}
+
+
+def test_should_stop_confirms_a_finite_blow_up_before_stopping() -> None:
+    # A spike that recovers is never a divergence stop (issue 6, class 6) ...
+    recovering = _spike_history(recover=True)
+    for epochs in range(1, 13):
+        stop, finding = should_stop({k: v[:epochs] for k, v in recovering.items()}, 30, num_classes=3)
+        assert not (stop and finding.code == "divergence"), epochs
+    # ... a loss that stays blown up stops once that has lasted live_patience (3) epochs.
+    blown = _spike_history(recover=False)
+    first = next(
+        e for e in range(1, 13) if should_stop({k: v[:e] for k, v in blown.items()}, 30, num_classes=3).stop
+    )
+    assert first == 6 + 3
+    assert should_stop({k: v[:first] for k, v in blown.items()}, 30, num_classes=3).finding.code == "divergence"
+
+
+def test_last_improvement_epoch_ignores_gains_within_min_delta() -> None:
+    values = [0.5, 0.7, 0.8, 0.801, 0.79, 0.802, None, 0.83, 0.829]
+    assert last_improvement_epoch(values, 0.0) == 8
+    assert last_improvement_epoch(values, 0.005) == 8  # 0.83 beats 0.802 by more than 0.005
+    assert last_improvement_epoch(values[:7], 0.005) == 3  # 0.801 and 0.802 are within noise
+    assert last_improvement_epoch([2.0, 1.0, 1.2, 0.999], 0.01, higher_is_better=False) == 2
+    assert last_improvement_epoch([None, math.nan], 0.0) is None
+
+
+def test_should_stop_does_not_restart_patience_on_a_new_best_within_noise() -> None:
+    # A real corpus run (1,000 validation examples): val_accuracy reaches 0.925 at epoch 11 and
+    # gains one example (0.926) at epoch 16, while val_loss has risen since epoch 8.
+    import pandas as pd
+
+    csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "synth-tabular-healthy-rlrop-s0.csv"
+    frame = pd.read_csv(csv)
+    history = {c: frame[c].tolist() for c in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    assert int(np.argmax(frame["val_accuracy"])) + 1 == 16
+    stops = [e for e in range(3, 41) if should_stop({k: v[:e] for k, v in history.items()}, 40).stop]
+    assert stops and stops[0] < 16 + 3  # patience counted from epoch 16's within-noise best waits longer
 
 
 def test_should_stop_at_chance_says_not_learning() -> None:
