@@ -357,11 +357,87 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
 # ----------------------------------------------------------------------------------------------
 
 
+#: A frozen accuracy's training loss must fall by at least this share of its level over the frozen
+#: span to count as still learning: a loss creeping by hundredths of a percent (a learning rate
+#: orders of magnitude too small) leaves every prediction where it is.
+FROZEN_LOSS_FALL = 0.01
+
+
 def _frozen_span(values: np.ndarray, step: float) -> int:
     """Length of the trailing run of values all within ``step`` of the last one."""
     last = values[-1]
     far = np.flatnonzero(np.abs(values - last) > step)
     return int(values.size - (far[-1] + 1 if far.size else 0))
+
+
+def _not_learning_at_chance(
+    ctx: Context,
+    accuracy: tuple[np.ndarray, np.ndarray] | None,
+    loss: tuple[np.ndarray, np.ndarray] | None,
+    acc_name: str,
+    loss_name: str,
+) -> Finding | None:
+    """The known-chance rule of :func:`detect_not_learning` (chance and prior entropy known)."""
+    assert ctx.chance is not None and ctx.prior_entropy is not None
+    cfg = ctx.cfg
+    epochs = np.asarray(ctx.curve.epochs)
+    chance = ctx.chance
+    acc_limit = chance + max(0.15 * (1 - chance), 3 * ctx.sigma, 2 * ctx.accuracy_sd(chance))
+    loss_limit = 0.85 * ctx.prior_entropy
+    ok = np.ones(epochs.size, dtype=bool)
+    if accuracy is not None:
+        ok &= ~np.isin(epochs, accuracy[0][accuracy[1] > acc_limit])
+    if loss is not None:
+        ok &= ~np.isin(epochs, loss[0][loss[1] < loss_limit])
+    bad = np.flatnonzero(~ok)
+    start = int(bad[-1]) + 1 if bad.size else 0
+    if epochs.size - start < max(1, (epochs.size + 1) // 2):
+        return None
+    onset = int(epochs[start])
+    acc_tail, loss_tail = _tail(accuracy, onset), _tail(loss, onset)
+    recent = loss_tail[loss_tail.size // 2 :]
+    if loss is not None and recent.size >= 5:
+        # A loss still falling steadily at chance, already below the prior's entropy, is a slow
+        # start, not a dead network: over the span's second half, beyond noise (OLS z <= -3)
+        # and by at least a tenth of its level. (Falling towards the prior's entropy from above
+        # is a dead network learning the prior through its output bias.)
+        lx = loss[0][loss[0] >= onset].astype(float)[loss_tail.size // 2 :]
+        z = slope_z(lx, recent, estimate_noise(loss[1]))
+        fall = float(np.mean(recent[:2]) - np.mean(recent[-2:]))
+        below_prior = float(np.mean(recent[-2:])) < 0.95 * ctx.prior_entropy
+        if below_prior and z <= -max(3.0, _z_crit(cfg)) and fall >= 0.1 * float(np.mean(recent[:2])):
+            return None
+    if acc_tail.size == 0 and loss_tail.size == 0:
+        return None
+    evidence: dict[str, Any] = {
+        "chance": chance,
+        "chance_source": ctx.chance_source,
+        "prior_entropy": ctx.prior_entropy,
+        "since_epoch": onset,
+    }
+    parts = []
+    if acc_tail.size:
+        evidence[f"{acc_name}_max"] = float(np.max(acc_tail))
+        parts.append(f"{acc_name} at most {fmt(float(np.max(acc_tail)))} (chance {fmt(chance)})")
+    if loss_tail.size:
+        evidence[f"{loss_name}_min"] = float(np.min(loss_tail))
+        name = "ln K" if ctx.chance_source == "num_classes" else "the class prior's entropy"
+        parts.append(
+            f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({name} {fmt(ctx.prior_entropy)})"
+        )
+    groups: tuple[Group, ...] = (INPUTS, DEAD)
+    k = len(ctx.curve.class_prior or ()) or 2
+    if ctx.chance_source == "class_prior" and chance > 1.05 / k:
+        groups = (MAJORITY, INPUTS, DEAD)
+    when = " throughout" if start == 0 else f" since epoch {onset}"
+    return make_finding(
+        Code.NOT_LEARNING,
+        Severity.CRITICAL,
+        onset,
+        evidence,
+        "not learning: " + " and ".join(parts) + when,
+        groups,
+    )
 
 
 def detect_not_learning(ctx: Context) -> Finding | None:
@@ -374,10 +450,13 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     runs need no trend: one epoch at chance with such a loss suffices, since chance level is a
     level, not a trend.
 
-    Without a chance level, from the curve alone: validation accuracy frozen at one value (every
-    value of the last half within half a grid step, or 1e-6 when the grid is unknown) while the
-    training accuracy is frozen too or no better, and the training loss does not fall beyond noise:
-    a network predicting one class on any task. Frozen at >= 0.99 is excluded (a solved task).
+    Otherwise (no chance level, or one the accuracy is above: the validation set's class shares
+    may differ from the training prior), from the curve alone: validation accuracy frozen at one
+    value (every value of the last half within half a grid step, or 1e-6 when the grid is unknown)
+    while the training accuracy is frozen too or no better, the training loss does not fall both
+    beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level, and, when the classes are
+    known, the loss stays at least 0.85 x the prior's entropy: a network predicting one class on
+    any task. Frozen at >= 0.99 is excluded (a solved task).
     """
     curve, cfg = ctx.curve, ctx.cfg
     acc_name = "val_accuracy" if finite_series(curve, "val_accuracy") is not None else "accuracy"
@@ -385,65 +464,10 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     accuracy, loss = finite_series(curve, acc_name), finite_series(curve, loss_name)
     if accuracy is None and loss is None:
         return None
-    epochs = np.asarray(curve.epochs)
     if ctx.chance is not None and ctx.prior_entropy is not None:
-        chance = ctx.chance
-        acc_limit = chance + max(0.15 * (1 - chance), 3 * ctx.sigma, 2 * ctx.accuracy_sd(chance))
-        loss_limit = 0.85 * ctx.prior_entropy
-        ok = np.ones(epochs.size, dtype=bool)
-        if accuracy is not None:
-            ok &= ~np.isin(epochs, accuracy[0][accuracy[1] > acc_limit])
-        if loss is not None:
-            ok &= ~np.isin(epochs, loss[0][loss[1] < loss_limit])
-        bad = np.flatnonzero(~ok)
-        start = int(bad[-1]) + 1 if bad.size else 0
-        if epochs.size - start < max(1, (epochs.size + 1) // 2):
-            return None
-        onset = int(epochs[start])
-        acc_tail, loss_tail = _tail(accuracy, onset), _tail(loss, onset)
-        recent = loss_tail[loss_tail.size // 2 :]
-        if loss is not None and recent.size >= 5:
-            # A loss still falling steadily at chance, already below the prior's entropy, is a slow
-            # start, not a dead network: over the span's second half, beyond noise (OLS z <= -3)
-            # and by at least a tenth of its level. (Falling towards the prior's entropy from above
-            # is a dead network learning the prior through its output bias.)
-            lx = loss[0][loss[0] >= onset].astype(float)[loss_tail.size // 2 :]
-            z = slope_z(lx, recent, estimate_noise(loss[1]))
-            fall = float(np.mean(recent[:2]) - np.mean(recent[-2:]))
-            below_prior = float(np.mean(recent[-2:])) < 0.95 * ctx.prior_entropy
-            if below_prior and z <= -max(3.0, _z_crit(cfg)) and fall >= 0.1 * float(np.mean(recent[:2])):
-                return None
-        if acc_tail.size == 0 and loss_tail.size == 0:
-            return None
-        evidence: dict[str, Any] = {
-            "chance": chance,
-            "chance_source": ctx.chance_source,
-            "prior_entropy": ctx.prior_entropy,
-            "since_epoch": onset,
-        }
-        parts = []
-        if acc_tail.size:
-            evidence[f"{acc_name}_max"] = float(np.max(acc_tail))
-            parts.append(f"{acc_name} at most {fmt(float(np.max(acc_tail)))} (chance {fmt(chance)})")
-        if loss_tail.size:
-            evidence[f"{loss_name}_min"] = float(np.min(loss_tail))
-            name = "ln K" if ctx.chance_source == "num_classes" else "the class prior's entropy"
-            parts.append(
-                f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({name} {fmt(ctx.prior_entropy)})"
-            )
-        groups: tuple[Group, ...] = (INPUTS, DEAD)
-        k = len(ctx.curve.class_prior or ()) or 2
-        if ctx.chance_source == "class_prior" and chance > 1.05 / k:
-            groups = (MAJORITY, INPUTS, DEAD)
-        when = " throughout" if start == 0 else f" since epoch {onset}"
-        return make_finding(
-            Code.NOT_LEARNING,
-            Severity.CRITICAL,
-            onset,
-            evidence,
-            "not learning: " + " and ".join(parts) + when,
-            groups,
-        )
+        found = _not_learning_at_chance(ctx, accuracy, loss, acc_name, loss_name)
+        if found is not None:
+            return found
     # From the curve alone: frozen accuracy.
     if accuracy is None or accuracy[1].size < MIN_JUDGE_EPOCHS:
         return None
@@ -465,8 +489,18 @@ def detect_not_learning(ctx: Context) -> Finding | None:
         mask = train_loss[0] >= onset
         if mask.sum() >= 3:
             sigma_l = estimate_noise(train_loss[1])
-            if slope_z(train_loss[0][mask].astype(float), train_loss[1][mask], sigma_l) < -_z_crit(cfg):
+            tail = train_loss[1][mask]
+            falls = float(tail[0] - tail[-1]) >= FROZEN_LOSS_FALL * abs(float(tail[0]))
+            if falls and slope_z(train_loss[0][mask].astype(float), tail, sigma_l) < -_z_crit(cfg):
                 return None  # the loss still falls: learning, just not visible in accuracy yet
+    if ctx.prior_entropy is not None:
+        # Known classes: a network predicting a constant class keeps its loss near the prior's
+        # entropy (it cannot do better than the prior); a loss well below it learned something.
+        level_loss = finite_series(curve, loss_name)
+        if level_loss is not None:
+            tail = _tail(level_loss, onset)
+            if tail.size and float(np.min(tail)) < 0.85 * ctx.prior_entropy:
+                return None
     evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
     return make_finding(
         Code.NOT_LEARNING,

@@ -65,6 +65,25 @@ def test_imbalanced_task_at_the_majority_share_is_not_learning(majority: float) 
     assert alone.findings[0].evidence["frozen_level"] == pytest.approx(majority, abs=1e-3)
 
 
+def test_frozen_above_the_training_prior_chance_is_not_learning() -> None:
+    # The validation split's majority share (0.57) is above the training prior's (0.35): the
+    # known-chance rule cannot see it, the frozen curve can. A learning rate orders of magnitude too
+    # small moves the loss by 1e-5 an epoch: significant, but nothing.
+    t = np.arange(40)
+    metrics = {
+        "accuracy": np.full(40, 14 / 30, dtype=np.float32).astype(float),
+        "val_accuracy": np.full(40, 17 / 30, dtype=np.float32).astype(float),
+        "loss": 1.2734 - 1e-5 * t,
+        "val_loss": 1.1897 - 1e-5 * t,
+    }
+    prior = (0.3, 0.35, 0.35)
+    diagnosis = diagnose(_curve(metrics, 40, num_classes=3, class_prior=prior))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    # The same frozen accuracy with a loss well below the prior's entropy learned something.
+    learned = dict(metrics, loss=np.full(40, 0.4), val_loss=np.full(40, 0.5))
+    assert not diagnose(_curve(learned, 40, num_classes=3, class_prior=prior)).has("not_learning")
+
+
 def test_a_healthy_imbalanced_run_is_not_called_not_learning() -> None:
     rng = np.random.default_rng(1)
     t = np.arange(30)
