@@ -221,9 +221,13 @@ def methods() -> dict[str, tuple[str, Callable[[], Any]]]:
             ),
         ),
         "TPE + CurvePruner": ("tpe", lambda: CurvePruner(EPOCHS, num_classes=10)),
-        "TPE + CurvePruner(startup=1)": (
+        "TPE + CurvePruner(startup=3)": (
             "tpe",
-            lambda: CurvePruner(EPOCHS, num_classes=10, n_startup_trials=1),
+            lambda: CurvePruner(EPOCHS, num_classes=10, n_startup_trials=3),
+        ),
+        "TPE + CurvePruner(warmup=4)": (
+            "tpe",
+            lambda: CurvePruner(EPOCHS, num_classes=10, n_warmup_steps=4),
         ),
     }
 
@@ -254,7 +258,11 @@ def replay_search(
         if sampler_kind == "random"
         else optuna.samplers.TPESampler(seed=seed)
     )
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    # A fixed study name: HyperbandPruner assigns trials to brackets by hashing the study's name
+    # with the trial number, and a generated name would make its rows change from run to run.
+    study = optuna.create_study(
+        study_name=f"replay-{sampler_kind}-{seed}", direction="maximize", sampler=sampler, pruner=pruner
+    )
     trace = SearchTrace([], [], [], [])
     goal = float(np.max(table.values)) - WITHIN
     reached = False
