@@ -141,7 +141,55 @@ def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
         return float(p.max()), "class_prior", float(-(p * np.log(p)).sum())
     if curve.num_classes and curve.num_classes > 1:
         return 1.0 / curve.num_classes, "num_classes", math.log(curve.num_classes)
+    k = uniform_output_classes(curve)
+    if k is not None:
+        return 1.0 / k, "uniform_loss", math.log(k)
     return None, None, None
+
+
+#: Largest class count read off a loss at ln K, and the relative tolerance around ln K.
+MAX_INFERRED_CLASSES = 1000
+UNIFORM_LOSS_TOLERANCE = 0.03
+
+
+def uniform_output_classes(curve: Curve) -> int | None:
+    """K when the loss sits at ln K over the run's second half: outputs uniform over K classes.
+
+    A softmax whose outputs are uniform over K classes has cross-entropy exactly ln K on any labels
+    (and a dead network predicting the prior sits close to it on a balanced task): a validation
+    loss (else training loss) within ``UNIFORM_LOSS_TOLERANCE`` (3%) of ln K at every finite epoch
+    of the second half, for an integer 2 <= K <= ``MAX_INFERRED_CLASSES``, with the matching
+    accuracy no higher than 1 / K + 0.15 (1 - 1 / K) + 0.05 over those epochs, gives the class
+    count when the caller did not. A learning run crosses ln K once; it does not stay there.
+
+    Returns:
+        K, or None (no loss, a level matching no integer K, or a loss that moves off it).
+    """
+    for name in ("val_loss", "loss"):
+        series = finite_series(curve, name)
+        if series is None:
+            continue
+        y = series[1][series[1].size // 2 :]
+        if y.size == 0:
+            return None
+        level = float(np.median(y))
+        if not 0.0 < level < math.log(MAX_INFERRED_CLASSES + 0.5):
+            return None
+        k = int(round(math.exp(level)))
+        if k < 2:
+            return None
+        ln_k = math.log(k)
+        if not bool(np.all(np.abs(y - ln_k) <= UNIFORM_LOSS_TOLERANCE * ln_k)):
+            return None
+        # Uniform outputs score the share of whichever class the argmax picks: an accuracy far
+        # above 1 / K over the same epochs is a learning run whose loss happens to pass ln K.
+        acc = finite_series(curve, "val_accuracy" if name == "val_loss" else "accuracy")
+        if acc is not None:
+            tail = acc[1][acc[1].size // 2 :]
+            if tail.size and float(np.max(tail)) > 1.0 / k + 0.15 * (1.0 - 1.0 / k) + 0.05:
+                return None
+        return k
+    return None
 
 
 def build_context(
@@ -363,6 +411,13 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
 FROZEN_LOSS_FALL = 0.01
 
 
+def binary_entropy(p: float) -> float:
+    """H2(p) = -p ln p - (1 - p) ln(1 - p), in nats (0 at p = 0 or 1)."""
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return float(-(p * math.log(p) + (1 - p) * math.log(1 - p)))
+
+
 def _frozen_span(values: np.ndarray, step: float) -> int:
     """Length of the trailing run of values all within ``step`` of the last one."""
     last = values[-1]
@@ -421,7 +476,7 @@ def _not_learning_at_chance(
         parts.append(f"{acc_name} at most {fmt(float(np.max(acc_tail)))} (chance {fmt(chance)})")
     if loss_tail.size:
         evidence[f"{loss_name}_min"] = float(np.min(loss_tail))
-        name = "ln K" if ctx.chance_source == "num_classes" else "the class prior's entropy"
+        name = "ln K" if ctx.chance_source in ("num_classes", "uniform_loss") else "the class prior's entropy"
         parts.append(
             f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({name} {fmt(ctx.prior_entropy)})"
         )
@@ -484,22 +539,29 @@ def detect_not_learning(ctx: Context) -> Finding | None:
         t_noise = estimate_noise(train_acc[1])
         if t_tail.size and float(np.max(t_tail)) > level + max(0.02, 3 * t_noise):
             return None  # training accuracy is better: the model learns something
+    # The loss floor of a constant prediction: the prior's entropy when the classes are known;
+    # else H2(level), the binary entropy of the frozen accuracy, a lower bound for any task (a
+    # constant prediction scoring ``level`` has cross-entropy >= H(labels) by Gibbs' inequality,
+    # and H(labels) >= H2(majority share) by the grouping property of entropy; Cover & Thomas,
+    # "Elements of Information Theory", 2nd ed., Thms 2.6.3 and 2.5.1 / ex. 2.27).
+    floor = ctx.prior_entropy if ctx.prior_entropy is not None else binary_entropy(level)
+    level_loss = finite_series(curve, loss_name)
+    loss_tail = _tail(level_loss, onset) if level_loss is not None else np.empty(0)
+    if loss_tail.size and float(np.min(loss_tail)) < 0.85 * floor:
+        return None  # below anything a constant prediction reaches: it learned something
+    # Predictions that never changed (frozen from the first epoch) with a loss above the floor: a
+    # falling loss is a constant output being calibrated to the prior, not learning.
+    above_floor = span == accuracy[1].size and bool(loss_tail.size) and float(np.min(loss_tail)) >= floor
     train_loss = finite_series(curve, "loss")
-    if train_loss is not None:
+    if train_loss is not None and not above_floor:
         mask = train_loss[0] >= onset
         if mask.sum() >= 3:
             sigma_l = estimate_noise(train_loss[1])
             tail = train_loss[1][mask]
             falls = float(tail[0] - tail[-1]) >= FROZEN_LOSS_FALL * abs(float(tail[0]))
             if falls and slope_z(train_loss[0][mask].astype(float), tail, sigma_l) < -_z_crit(cfg):
-                return None  # the loss still falls: learning, just not visible in accuracy yet
-    if ctx.prior_entropy is not None:
-        # Known classes: a network predicting a constant class keeps its loss near the prior's
-        # entropy (it cannot do better than the prior); a loss well below it learned something.
-        level_loss = finite_series(curve, loss_name)
-        if level_loss is not None:
-            tail = _tail(level_loss, onset)
-            if tail.size and float(np.min(tail)) < 0.85 * ctx.prior_entropy:
+                # The loss still falls below the floor: learning, just not visible in accuracy yet.
+                # (Above the floor it is a dead network fitting the prior through its output bias.)
                 return None
     evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
     return make_finding(

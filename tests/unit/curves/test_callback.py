@@ -95,7 +95,9 @@ def test_should_stop_confirms_a_finite_blow_up_before_stopping() -> None:
         e for e in range(1, 13) if should_stop({k: v[:e] for k, v in blown.items()}, 30, num_classes=3).stop
     )
     assert first == 6 + 3
-    assert should_stop({k: v[:first] for k, v in blown.items()}, 30, num_classes=3).finding.code == "divergence"
+    assert (
+        should_stop({k: v[:first] for k, v in blown.items()}, 30, num_classes=3).finding.code == "divergence"
+    )
 
 
 def test_last_improvement_epoch_ignores_gains_within_min_delta() -> None:

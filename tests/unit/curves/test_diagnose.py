@@ -335,9 +335,14 @@ def test_not_learning_at_chance() -> None:
     assert diagnosis.verdict == "not_learning"
     assert diagnosis.findings[0].severity == Severity.CRITICAL
     assert not diagnosis.has("plateau")  # the stall is reported as not learning, not twice
-    # Without num_classes there is no chance level to compare with.
+    # Without num_classes, a loss sitting at ln K (uniform outputs over K classes) gives K ...
     unknown = diagnose(Curve("r", chance_level(0).metrics, np.arange(1, E + 1), E, True, None))
-    assert not unknown.has("not_learning")
+    assert unknown.verdict == "not_learning"
+    assert unknown.findings[0].evidence["chance_source"] == "uniform_loss"
+    assert unknown.findings[0].evidence["chance"] == pytest.approx(0.1)
+    # ... and a loss elsewhere gives no chance level to compare with.
+    off = {k: (v * 0.8 if "loss" in k else v) for k, v in chance_level(0).metrics.items()}
+    assert not diagnose(Curve("r", off, np.arange(1, E + 1), E, True, None)).has("not_learning")
 
 
 def test_memorising_random_labels_is_not_learning_and_overfitting() -> None:

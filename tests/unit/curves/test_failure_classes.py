@@ -59,10 +59,15 @@ def test_imbalanced_task_at_the_majority_share_is_not_learning(majority: float) 
     finding = known.findings[0]
     assert finding.evidence["chance"] == pytest.approx(majority)
     assert "majority" in " ".join(finding.causes)
-    # ... and from the curve alone: accuracy frozen at one value with a flat loss.
+    # ... and from the curve alone: accuracy frozen at one value with a flat loss (at 0.55 the
+    # prior's entropy, 0.688, is also within 3% of ln 2: read as uniform outputs over 2 classes).
     alone = diagnose(_curve(metrics))
     assert alone.verdict == "not_learning", alone.codes
-    assert alone.findings[0].evidence["frozen_level"] == pytest.approx(majority, abs=1e-3)
+    evidence = alone.findings[0].evidence
+    if evidence["chance_source"] == "uniform_loss":
+        assert majority == 0.55 and evidence["chance"] == pytest.approx(0.5)
+    else:
+        assert evidence["frozen_level"] == pytest.approx(majority, abs=1e-3)
 
 
 def test_frozen_above_the_training_prior_chance_is_not_learning() -> None:
@@ -82,6 +87,34 @@ def test_frozen_above_the_training_prior_chance_is_not_learning() -> None:
     # The same frozen accuracy with a loss well below the prior's entropy learned something.
     learned = dict(metrics, loss=np.full(40, 0.4), val_loss=np.full(40, 0.5))
     assert not diagnose(_curve(learned, 40, num_classes=3, class_prior=prior)).has("not_learning")
+
+
+def test_a_dead_network_is_not_learning_from_the_file_alone() -> None:
+    # Uniform outputs over 3 classes: the loss sits at ln 3 whatever the labels; no class count given.
+    rng = np.random.default_rng(4)
+    metrics = {
+        "accuracy": _grid(np.full(30, 0.34), 120),
+        "loss": math.log(3) + rng.normal(0, 0.002, 30),
+        "val_accuracy": _grid(np.full(30, 0.383), 60),
+        "val_loss": math.log(3) + 0.004 + rng.normal(0, 0.002, 30),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    # A binary dead network fitting the prior through its output bias: predictions frozen from
+    # epoch 1 at the majority share while the loss falls towards, never below, H2(0.888) = 0.35.
+    t = np.arange(15)
+    biased = {
+        "accuracy": _grid(np.full(15, 0.85), 1000),
+        "loss": 0.42 + 0.26 * np.exp(-t / 2),
+        "val_accuracy": _grid(np.full(15, 0.888), 600),
+        "val_loss": 0.43 + 0.2 * np.exp(-t / 2),
+    }
+    assert diagnose(_curve(biased)).verdict == "not_learning"
+    # The same frozen accuracy reached after learning (not from epoch 1) with such a loss is not.
+    learned = {k: v.copy() for k, v in biased.items()}
+    learned["val_accuracy"][:4] = [0.6, 0.7, 0.8, 0.85]
+    learned["accuracy"][:4] = [0.6, 0.7, 0.8, 0.84]
+    assert not diagnose(_curve(learned)).has("not_learning")
 
 
 def test_a_healthy_imbalanced_run_is_not_called_not_learning() -> None:
