@@ -297,6 +297,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        chance (with no chance level: the loss fixed within 10% after the peak): the weights were
        thrown so far that every unit died, and the network now predicts the prior.
 
+    3b. Without a chance level, a collapse: the training loss rose to 10 x its minimum after it, and
+       val_accuracy ends frozen (within 2.5 grid steps) for max(3, a fifth of the run) epochs more
+       than max(0.1, a quarter of it) below its best.
     4. A validation loss that never comes below 10 x the prior's entropy (at least 3 epochs).
 
     A single val_loss spike that recovers is none of these: every rule reads the training loss,
@@ -358,6 +361,38 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
                 f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and the network died: it "
                 f"ends at chance with loss {fmt(float(y[-1]))}"
                 + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else ""),
+                (LR_HIGH, EXPLODING),
+            )
+    # Rule 3b, without a chance level: a collapse. The run learned, its training loss then blew up
+    # to 10x its minimum, and its validation accuracy now sits frozen on one value far below its
+    # best (a network predicting one class): dead, whatever the task's chance level is.
+    acc = finite_series(curve, "val_accuracy")
+    if chance is None and acc is not None and acc[1].size >= MIN_SWING_EPOCHS:
+        low = int(np.argmin(y))
+        n = infer_num_examples(acc[1])
+        # Frozen up to an example or two flickering (2.5 grid steps; 0.005 when n is unknown).
+        span = _frozen_span(acc[1], 2.5 / n if n else 0.005)
+        best_acc, last_acc = float(np.max(acc[1])), float(acc[1][-1])
+        if (
+            float(np.max(y[low:])) > 10 * max(float(y[low]), 1e-12)
+            and span >= max(MIN_JUDGE_EPOCHS, acc[1].size // 5)
+            and best_acc - last_acc > max(0.1, 0.25 * best_acc)
+        ):
+            onset = int(acc[0][-span])
+            return make_finding(
+                Code.DIVERGENCE,
+                Severity.CRITICAL,
+                onset,
+                {
+                    "loss_min": float(y[low]),
+                    "loss_max_after": float(np.max(y[low:])),
+                    "val_accuracy_best": best_acc,
+                    "val_accuracy_last": last_acc,
+                    "frozen_epochs": span,
+                },
+                f"the run collapsed: loss rose from its minimum {fmt(float(y[low]))} to "
+                f"{fmt(float(np.max(y[low:])))} and val_accuracy fell from {fmt(best_acc)} to "
+                f"{fmt(last_acc)}, frozen there since epoch {onset} (the network predicts one class)",
                 (LR_HIGH, EXPLODING),
             )
     # Rule 4: a validation loss that never came below 10 x the prior's entropy: predictions so

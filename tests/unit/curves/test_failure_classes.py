@@ -248,6 +248,28 @@ def test_divergence_then_death() -> None:
     assert decision.stop and decision.finding is not None and decision.finding.code == "divergence"
 
 
+def test_a_collapse_is_divergence_from_the_file_alone() -> None:
+    # Learns to 0.93, then the learning rate ramps past the stable range: the training loss blows
+    # up 60x and val_accuracy drops to one class's share, flickering by an example (n = 1000).
+    t = np.arange(25)
+    rng = np.random.default_rng(5)
+    loss = np.where(t < 12, 0.7 * np.exp(-t / 3) + 0.1, 0.7 + 5 * rng.random(25))
+    val = np.where(t < 12, 0.93 - 0.2 * np.exp(-t / 3), 0.482)
+    val[t >= 14] = 0.482 - 0.001 * (t[t >= 14] % 2)
+    metrics = {
+        "loss": loss,
+        "accuracy": val + 0.01,
+        "val_loss": loss * 0.9,
+        "val_accuracy": _grid(val, 1000),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "divergence", diagnosis.codes
+    assert "collapsed" in diagnosis.findings[0].message
+    # A run that settles on a lower level without any blow-up of its loss is not a collapse.
+    calm = dict(metrics, loss=np.where(t < 12, 0.7 * np.exp(-t / 3) + 0.1, 0.25), val_loss=np.full(25, 0.3))
+    assert not diagnose(_curve(calm)).has("divergence")
+
+
 def test_a_single_val_loss_spike_that_recovers_is_not_divergence() -> None:
     t = np.arange(30)
     val_loss = 0.3 + 1.5 * np.exp(-t / 4)
