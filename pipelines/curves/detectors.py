@@ -885,15 +885,54 @@ def _is_low(ctx: Context, level: float, noise: float, values: np.ndarray | None,
     return False
 
 
+def _practically_flat(
+    series: tuple[np.ndarray, np.ndarray], over: Plateau, cfg: DiagnoseConfig
+) -> Plateau | None:
+    """The training accuracy over the validation plateau's epochs, when flat for practical purposes.
+
+    :func:`find_plateau` rejects a tail with a statistically significant creep, however small; on a
+    large training set a rise of a few thousandths over twenty epochs is significant and still
+    nothing. Flat here: the range over those epochs at most max(3 noise SDs, 2 binomial SDs on the
+    training set's size read off its grid (:func:`infer_num_examples`), 0.01).
+
+    Returns:
+        A :class:`Plateau` of the training accuracy from the validation plateau's onset, or None.
+    """
+    x, y = series
+    mask = x >= over.onset_epoch
+    tail = y[mask]
+    if tail.size < cfg.min_plateau_epochs + 1:
+        return None
+    noise = estimate_noise(y)
+    level = float(np.mean(tail))
+    n = infer_num_examples(y)
+    allowed = max(3 * noise, 2 * binomial_sd(level, n) if n else 0.0, 0.01)
+    if float(np.ptp(tail)) > allowed:
+        return None
+    first = int(np.flatnonzero(mask)[0])
+    return Plateau(
+        metric="accuracy",
+        onset_epoch=int(x[first]),
+        level=level,
+        spread=float(np.std(tail)),
+        flat_epochs=int(tail.size - 1),
+        noise=noise,
+        trend_z=slope_z(x[mask].astype(float), tail, noise),
+        onset_index=first,
+    )
+
+
 def detect_underfitting(ctx: Context) -> Finding | None:
     """Training and validation accuracy both flat, together, at a low level.
 
-    Both must plateau (:func:`find_plateau`). "Low" is, in this order of evidence: below the
-    baseline by more than :func:`baseline_margin`, or less than ``low_level_fraction`` of the way
-    from chance to 1.0; without either (a file run with no baseline), the model fits its training
-    set no better than its validation set (mean gap over the plateau within max(3 noise SDs,
-    2 binomial SDs)) while its training error stays at or above ``underfit_error``: a model that
-    cannot even fit the data it is trained on, and is not held back by memorising.
+    Both must plateau (:func:`find_plateau`; the training accuracy may instead be flat for
+    practical purposes over the validation plateau, :func:`_practically_flat`). "Low" is, in this
+    order of evidence: below the baseline by more than :func:`baseline_margin`, or less than
+    ``low_level_fraction`` of the way from chance to 1.0; without either (a file run with no
+    baseline), the model fits its training set no better than its validation set (mean gap over
+    the plateau within max(3 noise SDs, 2 binomial SDs)) while its training error stays at or
+    above ``underfit_error``: a model that cannot even fit the data it is trained on, and is not
+    held back by memorising.
     """
     plateau, cfg = ctx.plateau, ctx.cfg
     if plateau is None or plateau.metric != "val_accuracy":
@@ -903,7 +942,7 @@ def detect_underfitting(ctx: Context) -> Finding | None:
         return None
     train_plateau = find_plateau(
         train[1], train[0], min_plateau_epochs=cfg.min_plateau_epochs, alpha=cfg.alpha, metric="accuracy"
-    )
+    ) or _practically_flat(train, plateau, cfg)
     if train_plateau is None:
         return None
     val_low = _is_low(ctx, plateau.level, plateau.noise, ctx.values, plateau.flat_epochs + 1)
