@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import ndtri
+from scipy.stats import entropy as shannon_entropy
 
 from pipelines.curves.findings import (
     CAPACITY,
@@ -138,7 +139,7 @@ def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
     if prior:
         p = np.asarray(prior, dtype=np.float64)
         p = p[p > 0] / p.sum()
-        return float(p.max()), "class_prior", float(-(p * np.log(p)).sum())
+        return float(p.max()), "class_prior", float(shannon_entropy(p))
     if curve.num_classes and curve.num_classes > 1:
         return 1.0 / curve.num_classes, "num_classes", math.log(curve.num_classes)
     k = uniform_output_classes(curve)
@@ -454,10 +455,9 @@ FROZEN_LOSS_FALL = 0.01
 
 
 def binary_entropy(p: float) -> float:
-    """H2(p) = -p ln p - (1 - p) ln(1 - p), in nats (0 at p = 0 or 1)."""
-    if p <= 0.0 or p >= 1.0:
-        return 0.0
-    return float(-(p * math.log(p) + (1 - p) * math.log(1 - p)))
+    """H2(p) = -p ln p - (1 - p) ln(1 - p), in nats (0 at p = 0 or 1; ``scipy.stats.entropy``)."""
+    p = min(max(float(p), 0.0), 1.0)
+    return float(shannon_entropy([p, 1.0 - p]))
 
 
 def _frozen_span(values: np.ndarray, step: float) -> int:
