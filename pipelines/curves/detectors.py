@@ -744,6 +744,7 @@ def _train_gap(ctx: Context, plateau: Plateau) -> dict[str, float]:
     end_z = slope_z(t_tail[-last:], train_acc[1][t_mask][-last:], t_sigma) if t_tail.size >= 3 else 0.0
     return {
         "train_val_gap": float(np.mean(gap)),
+        "train_val_gap_end": float(np.mean(gap[-third:])),
         "gap_growth": growth,
         "train_trend_z": train_z,
         "train_end_trend_z": end_z,
@@ -765,7 +766,8 @@ def stall_reasons(
        short of what the data allows.
     5. ``gap_widening``: training accuracy keeps rising beyond noise (OLS z >= 3, over the plateau
        and over its last third) through a plateau of at least a third of the run, and the
-       train-validation gap grows by more than 3 noise SDs and ``gap_widening_sd`` binomial SDs:
+       train-validation gap grows by more than 3 noise SDs and ``gap_widening_sd`` binomial SDs,
+       ending with training above validation by as much:
        the model learns its training set and validation no longer follows.
     6. ``loss_above_uniform``: val_loss over the plateau at or above the prior's entropy while
        accuracy is well above chance: wildly overconfident logits, the mark of unnormalised inputs.
@@ -804,7 +806,10 @@ def stall_reasons(
         long_enough = plateau.flat_epochs + 1 >= max(2 * cfg.min_plateau_epochs, ctx.values.size / 3)
         widening = max(3 * plateau.noise, cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
         climbing = gap and gap["train_trend_z"] >= 3 and gap["train_end_trend_z"] >= 3
-        if climbing and long_enough and gap["gap_growth"] > widening:
+        # Widening means training ends above validation: a training accuracy climbing up to a
+        # validation accuracy it started below (dropout, augmentation) closes a gap instead.
+        above = gap and gap["train_val_gap_end"] > widening
+        if climbing and long_enough and above and gap["gap_growth"] > widening:
             reasons["gap_widening"] = round(gap["gap_growth"], 4)
     return reasons
 

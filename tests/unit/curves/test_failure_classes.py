@@ -320,6 +320,24 @@ def test_flat_validation_while_training_climbs_is_a_stall_with_its_length_and_ga
     assert not any("deeper or wider" in r for r in finding.remedies)  # no contradicting remedies
 
 
+def test_training_climbing_up_to_a_higher_validation_accuracy_is_no_widening_gap() -> None:
+    # Heavy dropout: training accuracy (measured with dropout on) climbs 0.74 -> 0.88 towards a
+    # validation accuracy flat at 0.95 above it; the gap closes, it does not widen.
+    rng = np.random.default_rng(9)
+    t = np.arange(30)
+    val = np.where(t < 9, 0.6 + 0.35 * t / 9, 0.95) + rng.normal(0, 0.003, 30)
+    train = np.where(t < 9, 0.45 + 0.29 * t / 9, 0.74 + 0.14 * (t - 9) / 20) + rng.normal(0, 0.002, 30)
+    metrics = {
+        "accuracy": train,
+        "loss": 1.6 - train,
+        "val_accuracy": _grid(val, 2000),
+        "val_loss": 0.9 - 0.7 * np.minimum(t, 9) / 9,
+    }
+    diagnosis = diagnose(_curve(metrics))
+    plateau = next((f for f in diagnosis.findings if f.code == "plateau"), None)
+    assert plateau is None or "gap_widening" not in plateau.evidence.get("stall_reasons", ()), diagnosis.codes
+
+
 def test_a_converged_run_at_full_training_accuracy_is_not_a_stall() -> None:
     rng = np.random.default_rng(8)
     t = np.arange(60)
