@@ -344,6 +344,35 @@ def tune(
     return result
 
 
+def serve_dashboard(storage: str, *, port: int = 8080) -> None:
+    """Serve Optuna's own dashboard (``optuna-dashboard``) on ``storage``, bound to 127.0.0.1; blocks.
+
+    The storage URL stays in this process (never on a command line, where ``ps`` would show a
+    PostgreSQL password). The server is the dashboard's own Python interface ``run_server``
+    (Bottle's wsgiref server; https://pypi.org/project/optuna-dashboard/, "Python Interface"); it
+    stops on SIGINT / SIGTERM.
+
+    Args:
+        storage: an Optuna RDB storage URL (``sqlite:///.../optuna.db``, ``postgresql+psycopg://...``).
+        port: TCP port on 127.0.0.1 (1-65535).
+
+    A store without tables yet (no tuning has run) gets Optuna's empty schema and an empty dashboard.
+
+    Raises:
+        ValueError: ``port`` outside 1-65535.
+        OSError: the port is already in use (another server answers there: it is never reused).
+    """
+    import optuna_dashboard
+    from optuna.storages import RDBStorage
+
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in 1-65535, got {port}")
+    # Optuna's own storage class creates its tables in a store no tuning has written yet (a fresh
+    # checkout before `make tune`); optuna-dashboard given the bare URL skips that and fails with
+    # "no such table: version_info".
+    optuna_dashboard.run_server(RDBStorage(storage), host="127.0.0.1", port=port)
+
+
 def score(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy (fraction) of the saved model at ``model_path`` on ``x`` (uint8 images) / ``y``."""
     import keras
