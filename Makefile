@@ -5,6 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 DATASET_DIR := /usr/share/datasets/fashion-mnist
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
+TUNE_UI_PORT ?= 8080
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 .PHONY: help setup uv venv dataset system-deps run run-full repro test test-slow lint ui services-up services-down serve bench clean tune tune-ui
@@ -46,9 +47,8 @@ run: setup ## run the Prefect flow `retrain` (quick profile; PROFILE=full for th
 tune: setup ## run the Prefect flow `tune`: tune.n_trials Optuna trials pruned by their curves, in MLflow, best gated
 	$(UV) run --frozen curvewatch flow tune $(PROFILE_ARG)
 
-tune-ui: venv ## optuna-dashboard on the tuning study store (127.0.0.1:8080), when installed
-	@$(UV) run --frozen python -c "import optuna_dashboard" 2>/dev/null || { echo "optuna-dashboard is not installed (not in uv.lock): ask for it in pyproject.toml, or 'uv pip install optuna-dashboard'"; exit 2; }
-	$(UV) run --frozen optuna-dashboard --host 127.0.0.1 --port 8080 "$${CURVEWATCH_OPTUNA_STORAGE:-sqlite:///$$(pwd)/.curvewatch/tune/optuna.db}"
+tune-ui: venv ## optuna-dashboard on the tuning studies (CURVEWATCH_OPTUNA_STORAGE, else paths.tune_dir), 127.0.0.1:$(TUNE_UI_PORT)
+	$(UV) run --frozen curvewatch tune-ui $(PROFILE_ARG) --port $(TUNE_UI_PORT)
 
 run-full: ## the full profile (small CNN, 20 epochs, more dropout: see profiles.full in params.yaml)
 	$(MAKE) run PROFILE=full

@@ -329,6 +329,33 @@ def tune(
         typer.secho(result.optimism.message, fg="yellow")
 
 
+@app.command("tune-ui")
+def tune_ui(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the tuning studies (for ``make tune-ui``), bound to 127.0.0.1.
+
+    The storage is the ``tune`` flow's: ``CURVEWATCH_OPTUNA_STORAGE``, else the SQLite file under
+    ``paths.tune_dir``."""
+    from pipelines.steps import optuna_storage_url
+    from pipelines.tune import serve_dashboard
+
+    p = _params(params, profile, set_)
+    storage = optuna_storage_url(p)
+    sqlite_file = Path(storage.removeprefix("sqlite:///")) if storage.startswith("sqlite:///") else None
+    where = sqlite_file or "CURVEWATCH_OPTUNA_STORAGE"  # a server URL may hold a password: not printed
+    typer.echo(f"optuna-dashboard on {where}: http://127.0.0.1:{port}/dashboard (Ctrl-C stops it)")
+    if sqlite_file is not None and (not sqlite_file.is_file() or sqlite_file.stat().st_size == 0):
+        typer.echo("no tuning study there yet: `make tune` (curvewatch flow tune) makes one")
+    try:
+        serve_dashboard(storage, port=port)
+    except (OSError, ValueError) as exc:
+        _fail(ValueError(f"optuna-dashboard could not serve on 127.0.0.1:{port}: {exc}"), code=2)
+
+
 @app.command("ui-url")
 def ui_url(
     params: ParamsOpt = Path("params.yaml"),

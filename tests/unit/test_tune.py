@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import optuna
 import pytest
@@ -152,3 +154,11 @@ def test_killed_trial_is_failed_by_heartbeat_and_retried(tmp_path):
     assert states[0] == optuna.trial.TrialState.FAIL
     assert states[1] == optuna.trial.TrialState.WAITING  # the retry, same parameters
     assert study.trials[1].system_attrs["failed_trial"] == 0
+
+
+def test_make_pruner_warns_when_the_budget_leaves_the_forecast_rule_no_epoch(params_file):
+    with pytest.warns(RuntimeWarning, match="train.epochs = 6 is within CurvePruner's 6-epoch warm-up"):
+        make_pruner(load_params(params_file({"train": {"epochs": 6}})), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(make_pruner(load_params(params_file({"train": {"epochs": 12}})), 10), CurvePruner)
