@@ -17,8 +17,9 @@ Three parts:
    parameters), reports the recorded ``val_accuracy`` epoch by epoch, and stops when its pruner
    says so; its value is the best ``val_accuracy`` it reached (what :func:`pipelines.tune.tune`
    returns). Printed per method: total epochs spent, epochs until the search first reaches within
-   0.2 points of the best configuration, the best configuration found, and how often the truly best
-   configuration was pruned whenever it was sampled.
+   0.2 points of the best configuration, the best configuration found, how often the truly best
+   configuration was pruned whenever it was sampled, and how often it was lost (every sampling of
+   it pruned). ``--budget N`` cuts every curve to N epochs: a shorter tuning budget.
 3. ``live`` (a few wall-minutes): TPE + ``CurvePruner`` against TPE without pruning, actually
    training, on the same number of trials.
 
@@ -30,6 +31,7 @@ Usage::
 
     uv run python benchmarks/tuning.py record      # once; then `dvc commit benchmarks/tuning_table.csv.dvc`
     uv run python benchmarks/tuning.py             # replay (default), 10 seeds
+    uv run python benchmarks/tuning.py replay --budget 6   # the same table cut to 6 epochs a trial
     uv run python benchmarks/tuning.py live --trials 10 --epochs 15   # about 10 wall-minutes
 """
 
@@ -198,7 +200,7 @@ def load_table(path: Path) -> Table:
 
 
 #: Method name -> (sampler kind, pruner factory). Optuna defaults unless the docs' examples differ.
-def methods() -> dict[str, tuple[str, Callable[[], Any]]]:
+def methods(budget: int = EPOCHS) -> dict[str, tuple[str, Callable[[], Any]]]:
     import optuna
 
     from pipelines.curves.pruner import CurvePruner
@@ -212,7 +214,7 @@ def methods() -> dict[str, tuple[str, Callable[[], Any]]]:
         ),
         "TPE + HyperbandPruner": (
             "tpe",
-            lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=EPOCHS, reduction_factor=3),
+            lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=budget, reduction_factor=3),
         ),
         "TPE + PatientPruner(Median, 3)": (
             "tpe",
@@ -220,14 +222,14 @@ def methods() -> dict[str, tuple[str, Callable[[], Any]]]:
                 optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1), patience=3
             ),
         ),
-        "TPE + CurvePruner": ("tpe", lambda: CurvePruner(EPOCHS, num_classes=10)),
+        "TPE + CurvePruner": ("tpe", lambda: CurvePruner(budget, num_classes=10)),
         "TPE + CurvePruner(startup=3)": (
             "tpe",
-            lambda: CurvePruner(EPOCHS, num_classes=10, n_startup_trials=3),
+            lambda: CurvePruner(budget, num_classes=10, n_startup_trials=3),
         ),
         "TPE + CurvePruner(warmup=4)": (
             "tpe",
-            lambda: CurvePruner(EPOCHS, num_classes=10, n_warmup_steps=4),
+            lambda: CurvePruner(budget, num_classes=10, n_warmup_steps=4),
         ),
     }
 
@@ -301,7 +303,7 @@ def summarise(table: Table, traces: list[SearchTrace], n_trials: int) -> dict[st
     total = [sum(t.epochs[:n_trials]) for t in traces]
     to_goal: list[float] = []
     found: list[float] = []
-    best_pruned = best_sampled = 0
+    best_pruned = best_sampled = best_lost = 0
     for t in traces:
         spent, reached = 0, math.inf
         best_found = -math.inf
@@ -317,6 +319,9 @@ def summarise(table: Table, traces: list[SearchTrace], n_trials: int) -> dict[st
         sampled = [p for c, p in zip(t.configs, t.pruned, strict=True) if c == best_config]
         best_sampled += bool(sampled)
         best_pruned += any(sampled)
+        # Lost: every sampling of the best configuration pruned, so the search never got its value
+        # (TPE re-samples categorical points; pruning a repeat of a completed one loses nothing).
+        best_lost += bool(sampled) and all(sampled)
     reached = [x for x in to_goal if math.isfinite(x)]
     return {
         "total_epochs": float(np.mean(total)),
@@ -332,17 +337,31 @@ def summarise(table: Table, traces: list[SearchTrace], n_trials: int) -> dict[st
         ),
         "best_sampled": best_sampled,
         "best_pruned": best_pruned,
+        "best_lost": best_lost,
     }
 
 
 def replay(
-    table_path: Path, seeds: int, n_trials: int, only: Sequence[str] | None = None
+    table_path: Path,
+    seeds: int,
+    n_trials: int,
+    only: Sequence[str] | None = None,
+    budget: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Replay every method of :func:`methods` over ``seeds`` sampler seeds and print the table."""
+    """Replay every method of :func:`methods` over ``seeds`` sampler seeds and print the table.
+
+    ``budget``: truncate every curve to its first ``budget`` epochs (a shorter tuning budget, e.g.
+    the quick profile's 6), so the search, its best configuration and the pruners' budget are those
+    of that budget; default the table's full ``EPOCHS``.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = load_table(table_path)
+    if budget is not None:
+        if not 2 <= budget <= EPOCHS:
+            raise ValueError(f"--budget must lie in 2..{EPOCHS}, got {budget}")
+        table = Table(table.params, [c[:budget] for c in table.curves])
     values = table.values
     best = int(np.argmax(values))
     near = int(np.sum(values >= values[best] - WITHIN))
@@ -353,7 +372,7 @@ def replay(
     )
     print(f"{seeds} sampler seeds x {n_trials} trials per method\n")
     results: dict[str, dict[str, Any]] = {}
-    for name, (kind, make) in methods().items():
+    for name, (kind, make) in methods(budget or EPOCHS).items():
         if only and name not in only:
             continue
         t0 = time.perf_counter()
@@ -367,7 +386,7 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
     """The printed table, with the issue's targets beside the CurvePruner row."""
     header = (
         f"{'method':32s} {'epochs':>7s} {'to within 0.2 pts':>18s} {'speed-up':>8s} "
-        f"{'best found':>10s} {'best cfg found':>14s} {'best pruned':>11s}"
+        f"{'best found':>10s} {'best cfg found':>14s} {'best pruned':>11s} {'best lost':>9s}"
     )
     lines = [header, "-" * len(header)]
     base = results.get("TPE, no pruning", {}).get("to_goal_median", math.nan)
@@ -381,12 +400,14 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"{name:32s} {r['total_epochs']:7.0f} {to_goal:>18s} {speed:7.2f}x "
             f"{r['best_found_mean']:10.4f} {r['found_best_config']:>9d}/{r['seeds']:<4d} "
-            f"{r['best_pruned']:>4d}/{r['best_sampled']:<2d}of{r['seeds']:<3d}"
+            f"{r['best_pruned']:>4d}/{r['best_sampled']:<2d}of{r['seeds']:<3d} "
+            f"{r['best_lost']:>5d}/{r['best_sampled']:<2d}"
         )
     lines.append(
         "epochs: mean total over seeds; to within 0.2 pts: median epochs until a completed trial is within "
         "0.2 points of the best configuration (seeds that got there); speed-up: TPE without pruning / this; "
-        "best found: mean best true value; best pruned: seeds in which the best configuration was pruned / seeds that sampled it"
+        "best found: mean best true value; best pruned: seeds in which the best configuration was pruned / seeds that sampled it; "
+        "best lost: seeds in which every sampling of it was pruned (a repeat of a completed configuration can only tie)"
     )
     curve = results.get("TPE + CurvePruner")
     if curve:
@@ -468,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--trials", type=int, default=40, help="trials per search (default 40)")
     rep.add_argument("--table", type=Path, default=TABLE)
     rep.add_argument("--only", action="append", help="run only this method (repeatable)")
+    rep.add_argument(
+        "--budget", type=int, default=None, help=f"epochs per trial (2..{EPOCHS}; default {EPOCHS})"
+    )
     liv = sub.add_parser("live", help="TPE + CurvePruner vs TPE alone, actually training")
     liv.add_argument("--trials", type=int, default=10)
     liv.add_argument("--epochs", type=int, default=15)
@@ -482,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             getattr(args, "seeds", 10),
             getattr(args, "trials", 40),
             getattr(args, "only", None),
+            getattr(args, "budget", None),
         )
     return 0
 

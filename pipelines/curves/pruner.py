@@ -131,9 +131,12 @@ class CurvePruner(optuna.pruners.BasePruner):
             completed one: with one completed trial the target is lower, so it prunes less, not
             wrongly (``benchmarks/tuning.py``: 1 startup trial reached the best configuration
             sooner than 3, and pruned it in none of the seeds that sampled it).
-        n_warmup_steps: epochs a trial runs before the forecast rule may prune it (>= 1); the
-            default 6 is the first epoch at which all six extrapolation families can be fitted
-            (a family with k parameters needs more than k + 1 values).
+        n_warmup_steps: epochs a trial runs before the forecast rule may prune it (>= 1). Default
+            (None): 6, the first epoch at which all six extrapolation families can be fitted (a
+            family with k parameters needs more than k + 1 values), or ``epoch_budget - 2`` (at
+            least 2) for budgets under 8, so that a short budget still leaves the rule an epoch
+            before the last (``benchmarks/tuning.py replay --budget 6``: warm-up 4 saved 20% of the
+            epochs and lost the best configuration in no seed; warm-up 3 lost it in every seed).
         interval_steps: check the forecast rule every this many epochs after the warm-up (>= 1).
         objective: what a completed trial's value is: ``best`` = its best epoch's value (what
             :func:`pipelines.tune.tune` returns, as Keras' ``restore_best_weights`` keeps), or
@@ -155,7 +158,7 @@ class CurvePruner(optuna.pruners.BasePruner):
         threshold: float = 0.05,
         target_quantile: float = 1.0,
         n_startup_trials: int = 1,
-        n_warmup_steps: int = 6,
+        n_warmup_steps: int | None = None,
         interval_steps: int = 1,
         objective: str = "best",
         use_diagnosis: bool = True,
@@ -171,7 +174,7 @@ class CurvePruner(optuna.pruners.BasePruner):
             raise ValueError(f"CurvePruner: target_quantile must lie in (0, 1], got {target_quantile!r}")
         for name, value in (
             ("n_startup_trials", n_startup_trials),
-            ("n_warmup_steps", n_warmup_steps),
+            ("n_warmup_steps", 1 if n_warmup_steps is None else n_warmup_steps),
             ("interval_steps", interval_steps),
         ):
             if int(value) != value or value < 1:
@@ -186,7 +189,9 @@ class CurvePruner(optuna.pruners.BasePruner):
         self.threshold = float(threshold)
         self.target_quantile = float(target_quantile)
         self.n_startup_trials = int(n_startup_trials)
-        self.n_warmup_steps = int(n_warmup_steps)
+        self.n_warmup_steps = (
+            int(n_warmup_steps) if n_warmup_steps is not None else min(6, max(2, int(epoch_budget) - 2))
+        )
         self.interval_steps = int(interval_steps)
         self.objective = objective
         self.use_diagnosis = use_diagnosis

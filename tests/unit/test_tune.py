@@ -157,8 +157,10 @@ def test_killed_trial_is_failed_by_heartbeat_and_retried(tmp_path):
 
 
 def test_make_pruner_warns_when_the_budget_leaves_the_forecast_rule_no_epoch(params_file):
-    with pytest.warns(RuntimeWarning, match="train.epochs = 6 is within CurvePruner's 6-epoch warm-up"):
-        make_pruner(load_params(params_file({"train": {"epochs": 6}})), 10)
+    with pytest.warns(RuntimeWarning, match="train.epochs = 2 is within CurvePruner's 2-epoch warm-up"):
+        make_pruner(load_params(params_file({"train": {"epochs": 2}})), 10)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert isinstance(make_pruner(load_params(params_file({"train": {"epochs": 12}})), 10), CurvePruner)
+        for epochs in (6, 12):  # the quick profile's 6: the warm-up shrinks to 4 (budget - 2)
+            pruner = make_pruner(load_params(params_file({"train": {"epochs": epochs}})), 10)
+            assert isinstance(pruner, CurvePruner) and pruner.n_warmup_steps == min(6, epochs - 2)
