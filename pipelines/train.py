@@ -172,6 +172,44 @@ class TrainResult:
     backend: str = field(default="tensorflow")
 
 
+def enable_memory_growth() -> list[str]:
+    """Let GPU memory grow as needed instead of being taken whole at start-up.
+
+    Tuning trials run one after another on one GPU in one process; a backend that preallocates
+    the whole card leaves nothing to anything else on it. Per backend:
+
+    - ``tensorflow``: ``tf.config.experimental.set_memory_growth(gpu, True)`` for every visible GPU
+      (https://www.tensorflow.org/guide/gpu#limiting_gpu_memory_growth). It must come before
+      TensorFlow initialises the GPUs; afterwards TensorFlow raises ``RuntimeError``, which is
+      logged as a warning and leaves the setting as it was.
+    - ``jax``: ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` unless already set
+      (https://docs.jax.dev/en/latest/gpu_memory_allocation.html), read when JAX starts its GPU
+      backend.
+    - ``torch``: nothing to do; its caching allocator grows on demand.
+
+    Returns:
+        The GPUs set to grow (device names; empty on a CPU-only machine or for jax / torch).
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        return []
+    if backend != "tensorflow":
+        return []
+    import tensorflow as tf
+
+    grown = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+            grown.append(gpu.name)
+        except RuntimeError as error:  # GPUs already initialised in this process
+            warnings.warn(f"memory growth not set on {gpu.name}: {error}", RuntimeWarning, stacklevel=2)
+    return grown
+
+
 def detect_device() -> str:
     """Return ``"gpu:<name>"`` if the active Keras backend sees a GPU, else ``"cpu"``.
 
@@ -568,6 +606,7 @@ def train(
     from pipelines.models import build_model
 
     backup_dir = Path(backup_dir)
+    enable_memory_growth()  # before anything touches the GPU (seeding included)
     keras.utils.set_random_seed(seed)
     x_train, y_train = data.x_train, data.y_train.astype(np.int64, copy=False)
     if cfg.max_train_examples is not None and cfg.max_train_examples < len(y_train):

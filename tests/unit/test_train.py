@@ -353,3 +353,35 @@ def test_resume_mismatch_names_each_difference() -> None:
     assert "belongs to MLflow run a, not b" in reason
     assert "the data changed (data version dddddddddddd -> eeeeeeeeeeee)" in reason
     assert "the training config changed" in reason
+
+
+def test_enable_memory_growth_sets_every_gpu_and_survives_late_calls(monkeypatch) -> None:
+    import tensorflow as tf
+
+    from pipelines.train import enable_memory_growth
+
+    class FakeGPU:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    set_calls: list[tuple[str, bool]] = []
+
+    def set_memory_growth(gpu: FakeGPU, enable: bool) -> None:
+        if gpu.name.endswith(":1"):
+            raise RuntimeError("Physical devices cannot be modified after being initialized")
+        set_calls.append((gpu.name, enable))
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [FakeGPU("GPU:0"), FakeGPU("GPU:1")])
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", set_memory_growth)
+    with pytest.warns(RuntimeWarning, match="memory growth not set on GPU:1"):
+        assert enable_memory_growth() == ["GPU:0"]
+    assert set_calls == [("GPU:0", True)]
+
+
+def test_enable_memory_growth_names_the_real_gpus() -> None:
+    import tensorflow as tf
+
+    from pipelines.train import enable_memory_growth
+
+    # Empty on a CPU-only machine; every GPU TensorFlow sees on a GPU one.
+    assert enable_memory_growth() == [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
