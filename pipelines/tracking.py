@@ -392,6 +392,46 @@ def log_metrics(mlflow_client: MlflowClient, run_id: str, metrics: Mapping[str, 
         mlflow_client.log_batch(run_id, metrics=batch[start : start + 900])
 
 
+#: What a run's "Model metrics" tab shows first: the per-epoch Keras curves and the test scores.
+#: Only these (and the data-validation statistics ``validation.*``, which sort after them) are
+#: MLflow metrics of a training run; its single-value summaries are tags (:func:`log_summary`).
+HEADLINE_METRICS = (*EPOCH_METRICS, "test_accuracy", "test_loss")
+SUMMARY_TAG_PREFIX = "curvewatch."
+
+
+def summary_tags(values: Mapping[str, Any]) -> dict[str, str]:
+    """``{"gate.p_value": 0.031}`` -> ``{"curvewatch.gate.p_value": "0.031"}`` (pure).
+
+    Numbers are written with at most 6 significant digits (``6.0`` -> ``"6"``), bools as
+    ``"true"``/``"false"``; ``None``, NaN, infinities and non-numbers are skipped.
+    """
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, bool | np.bool_):
+            text = str(bool(value)).lower()
+        elif isinstance(value, int | float | np.integer | np.floating) and np.isfinite(value):
+            text = f"{float(value):.6g}"
+        else:
+            continue
+        out[f"{SUMMARY_TAG_PREFIX}{key}"] = text
+    return out
+
+
+def log_summary(mlflow_client: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None:
+    """Record a run's single-value summaries (training summary, baseline, diagnosis and gate
+    numbers) as tags ``curvewatch.<key>`` (:func:`summary_tags`), in one batch.
+
+    Why tags and not metrics: MLflow 3.17's run page draws one chart per metric on its "Model
+    metrics" tab, in sections named by the prefix before the last ``/`` and placed *ahead* of the
+    unprefixed "Model metrics" section, each sorted by name (``getBaseChartAndSectionConfigs`` of
+    ``RunsChartsCardConfig`` in ``mlflow/server/js``). As metrics, ``baseline.*``, ``diagnosis.*``,
+    ``gate.*`` and ``train.*`` came before ``val_accuracy`` (a ``/`` would put them in sections
+    before it too); as tags, the tab opens on :data:`HEADLINE_METRICS`, and the numbers stay on
+    the run's Overview (Tags), in the run table's tag columns and in the DVC metrics files.
+    """
+    set_tags(mlflow_client, run_id, summary_tags(values))
+
+
 def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
     """Set string tags in one batch (None values skipped)."""
     from mlflow.entities import RunTag
