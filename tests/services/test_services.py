@@ -241,6 +241,18 @@ def test_postgres_refusing_connections_is_one_clear_line(auth_server, monkeypatc
         assert url in str(via_server.value) and "\n" not in str(via_server.value)
         assert "Traceback" not in str(via_server.value)
         assert time.monotonic() - start < 30
+        # What a user of the program sees: that one line and exit code 1, no frames.
+        cli = Path(sys.executable).parent / "curvewatch"
+        for uri in (db_url, url):
+            env = {**svc.env, "MLFLOW_TRACKING_URI": uri}
+            env.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+            done = subprocess.run(
+                [cli, "diagnose", "--experiment", "any"], capture_output=True, text=True, env=env, timeout=120
+            )
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert done.returncode == 1 and len(lines) == 1, done.stderr
+            assert "refused the connection" in lines[0] or "is its database up?" in lines[0], lines
+            assert password not in done.stderr and "sqlalchemy" not in done.stderr.lower()
     finally:
         svc.run("postgres.sh", "start")
 
