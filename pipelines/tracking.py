@@ -278,7 +278,11 @@ def run_table_url(base_url: str, experiment_id: str) -> str:
 
     ``workflowType=machine_learning`` is needed because MLflow 3.17.2's UI takes an experiment's
     kind from its GenAI / "Model training" switch (``workflowType`` in the URL, else the browser's
-    last choice, GenAI on a first visit), not from the ``mlflow.experimentKind`` tag.
+    last choice, GenAI on a first visit), not from the ``mlflow.experimentKind`` tag: in its
+    built ``main.*.js`` the kind hook reads the tag only when a feature flag is off, and that flag
+    is the constant ``()=>!0``; the switch's state is the URL parameter or the browser's
+    ``localStorage`` key ``mlflow.workflowType`` (initial value ``genai``). No tag value, experiment
+    setting or server option changes a first visit (checked in chromium with a fresh profile).
     """
     query = f"workflowType=machine_learning&viewStateShareKey={DIAGNOSIS_VIEW_ID}"
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
