@@ -77,8 +77,14 @@ def services_dir() -> Path:
 
 
 def port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:port (a bind test, as the server itself would do)."""
+    """True when nothing listens on 127.0.0.1:port (a bind test, as the server itself would do).
+
+    With ``SO_REUSEADDR``, as uvicorn, gunicorn and PostgreSQL bind: on Linux a listener still
+    makes the bind fail, but connections of a server stopped less than a minute ago (TIME_WAIT)
+    do not, so a restarted service gets its recorded port, and its clients' URL, back.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

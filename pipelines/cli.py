@@ -14,9 +14,24 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    help="curvewatch: retrain, diagnose validation curves, gate regressions.", no_args_is_help=True
-)
+
+class _App(typer.Typer):
+    """The program: a tracking store that does not answer ends any command with its one-line
+    message and exit code 1, not a traceback (Typer would print every frame)."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            from pipelines.tracking import TrackingUnavailable
+
+            if not isinstance(exc, TrackingUnavailable):
+                raise
+            typer.secho(str(exc), fg="red", err=True)
+            sys.exit(1)
+
+
+app = _App(help="curvewatch: retrain, diagnose validation curves, gate regressions.", no_args_is_help=True)
 flow_app = typer.Typer(help="Run Prefect flows.", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 
@@ -291,7 +306,7 @@ def diagnose(
         for r in results:
             if not Path(r.source).exists():
                 tracking.set_tags(mc, r.curve.run, batch.mlflow_tags(r.diagnosis))
-                tracking.log_metrics(mc, r.curve.run, batch.mlflow_metrics(r.diagnosis))
+                tracking.log_summary(mc, r.curve.run, batch.mlflow_metrics(r.diagnosis))
     raise typer.Exit(1 if any(r.flagged for r in results) else 0)
 
 

@@ -214,7 +214,7 @@ def version_tags(
     tags = {
         "curvewatch.verdict": verdict,
         "curvewatch.gate": decision.code,
-        "curvewatch.gate_p_value": "" if gate_result.p_value is None else f"{gate_result.p_value:.4g}",
+        "curvewatch.gate.p_value": "" if gate_result.p_value is None else f"{gate_result.p_value:.4g}",
         "curvewatch.test_accuracy": f"{gate_result.challenger_accuracy:.4f}",
         "curvewatch.data_version": data_version or "unknown",
         "curvewatch.promotion_rule": decision.rule,

@@ -474,7 +474,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
             "train_seconds": round(result.train_seconds, 2),
             "best_val_accuracy": max(result.history.get("val_accuracy", [float("nan")])),
         }
-        tracking.log_metrics(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
+        tracking.log_summary(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
         model_info = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
     except (TrainingInterrupted, KeyboardInterrupt) as exc:
         tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{exc}; rerun the same command to resume"})
@@ -624,8 +624,9 @@ def run_compare(params: Params) -> CompareOutcome:
     Reads this run, the champion (alias ``champion`` of ``tracking.registered_model``) and the last
     ``compare.recent_runs`` training runs from MLflow. Writes MLflow tags (``curvewatch.verdict``,
     ``curvewatch.plateau_onset_epoch``, ``curvewatch.gate``, ``curvewatch.decision`` ...), the run
-    description (``mlflow.note.content``: the diagnosis paragraph and a link to the report) and
-    metrics on the run, the report (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as
+    description (``mlflow.note.content``: the diagnosis paragraph and a link to the report), the
+    diagnosis and gate numbers (``curvewatch.diagnosis.*``, ``curvewatch.gate.*``: summary tags,
+    ``tracking.log_summary``), the report (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as
     run artifacts, ``paths.compare_metrics``. Registers the model version and moves the
     ``champion`` alias as ``pipelines/registry.py`` decides (``compare.promotion``); a run that
     :func:`incomplete_reason` finds incomplete is never registered, so never promoted.
@@ -660,7 +661,7 @@ def run_compare(params: Params) -> CompareOutcome:
 
     baseline = _read_baseline(params)
     if baseline is not None:
-        tracking.log_metrics(mc, run_id, {"baseline.val_accuracy": baseline})
+        tracking.log_summary(mc, run_id, {"baseline.val_accuracy": baseline})
     diagnosis = diagnose(challenger_curve, config=params.diagnose, baseline_accuracy=baseline)
     import pandas as pd
 
@@ -741,7 +742,7 @@ def run_compare(params: Params) -> CompareOutcome:
         "gate.delta": gate_result.delta,
         "gate.passed": gate_result.passed,
     }
-    tracking.log_metrics(mc, run_id, numbers)
+    tracking.log_summary(mc, run_id, numbers)
     for p in (report.markdown, report.html, report.png, report.json):
         mc.log_artifact(run_id, str(p), "curvewatch")
     atomic_write_json(paths.compare_metrics, {"compare": _finite(numbers) | {"promoted": promoted}})
@@ -909,7 +910,7 @@ class MlflowTrialHooks:
                         config=self.params.diagnose,
                     )
                     tags |= mlflow_tags(diagnosis)
-                    tracking.log_metrics(self.mc, run_id, mlflow_metrics(diagnosis))
+                    tracking.log_summary(self.mc, run_id, mlflow_metrics(diagnosis))
                 except ValueError:
                     pass
             tracking.set_tags(self.mc, run_id, tags)

@@ -278,7 +278,11 @@ def run_table_url(base_url: str, experiment_id: str) -> str:
 
     ``workflowType=machine_learning`` is needed because MLflow 3.17.2's UI takes an experiment's
     kind from its GenAI / "Model training" switch (``workflowType`` in the URL, else the browser's
-    last choice, GenAI on a first visit), not from the ``mlflow.experimentKind`` tag.
+    last choice, GenAI on a first visit), not from the ``mlflow.experimentKind`` tag: in its
+    built ``main.*.js`` the kind hook reads the tag only when a feature flag is off, and that flag
+    is the constant ``()=>!0``; the switch's state is the URL parameter or the browser's
+    ``localStorage`` key ``mlflow.workflowType`` (initial value ``genai``). No tag value, experiment
+    setting or server option changes a first visit (checked in chromium with a fresh profile).
     """
     query = f"workflowType=machine_learning&viewStateShareKey={DIAGNOSIS_VIEW_ID}"
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
@@ -390,6 +394,46 @@ def log_metrics(mlflow_client: MlflowClient, run_id: str, metrics: Mapping[str, 
     batch = [Metric(k, v, now, step) for k, v in _flatten("", metrics).items()]
     for start in range(0, len(batch), 900):
         mlflow_client.log_batch(run_id, metrics=batch[start : start + 900])
+
+
+#: What a run's "Model metrics" tab shows first: the per-epoch Keras curves and the test scores.
+#: Only these (and the data-validation statistics ``validation.*``, which sort after them) are
+#: MLflow metrics of a training run; its single-value summaries are tags (:func:`log_summary`).
+HEADLINE_METRICS = (*EPOCH_METRICS, "test_accuracy", "test_loss")
+SUMMARY_TAG_PREFIX = "curvewatch."
+
+
+def summary_tags(values: Mapping[str, Any]) -> dict[str, str]:
+    """``{"gate.p_value": 0.031}`` -> ``{"curvewatch.gate.p_value": "0.031"}`` (pure).
+
+    Numbers are written with at most 6 significant digits (``6.0`` -> ``"6"``), bools as
+    ``"true"``/``"false"``; ``None``, NaN, infinities and non-numbers are skipped.
+    """
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, bool | np.bool_):
+            text = str(bool(value)).lower()
+        elif isinstance(value, int | float | np.integer | np.floating) and np.isfinite(value):
+            text = f"{float(value):.6g}"
+        else:
+            continue
+        out[f"{SUMMARY_TAG_PREFIX}{key}"] = text
+    return out
+
+
+def log_summary(mlflow_client: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None:
+    """Record a run's single-value summaries (training summary, baseline, diagnosis and gate
+    numbers) as tags ``curvewatch.<key>`` (:func:`summary_tags`), in one batch.
+
+    Why tags and not metrics: MLflow 3.17's run page draws one chart per metric on its "Model
+    metrics" tab, in sections named by the prefix before the last ``/`` and placed *ahead* of the
+    unprefixed "Model metrics" section, each sorted by name (``getBaseChartAndSectionConfigs`` of
+    ``RunsChartsCardConfig`` in ``mlflow/server/js``). As metrics, ``baseline.*``, ``diagnosis.*``,
+    ``gate.*`` and ``train.*`` came before ``val_accuracy`` (a ``/`` would put them in sections
+    before it too); as tags, the tab opens on :data:`HEADLINE_METRICS`, and the numbers stay on
+    the run's Overview (Tags), in the run table's tag columns and in the DVC metrics files.
+    """
+    set_tags(mlflow_client, run_id, summary_tags(values))
 
 
 def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -508,14 +552,48 @@ class MetricBuffer:
             )
 
 
+LOG_BATCH_ENDPOINT = "/api/2.0/mlflow/runs/log-batch"
+
+
+def metric_sender(mlflow_client: MlflowClient, run_id: str, *, timeout_s: float = 30.0):
+    """A function sending a list of ``mlflow.entities.Metric`` to ``run_id`` in one attempt.
+
+    On a tracking server (``http(s)://``) it posts MLflow's ``LogBatch`` message to
+    :data:`LOG_BATCH_ENDPOINT` once, with a ``timeout_s``-second limit (``http_request`` with
+    ``max_retries=0``), and raises when the server does not take it: :class:`MetricBuffer` does the
+    retrying. ``MlflowClient.log_batch`` would first retry inside the call for up to about 4
+    minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` = 7, backoff doubling from 2 s to 120 s), so
+    metrics held during a restart reached the server up to 2 minutes after it was back. On other
+    stores it is ``MlflowClient.log_batch``.
+    """
+    uri = mlflow_client.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return lambda batch: mlflow_client.log_batch(run_id, metrics=batch)
+    from mlflow.protos.service_pb2 import LogBatch
+    from mlflow.utils.proto_json_utils import message_to_json
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    creds = _host_creds(uri)
+
+    def send(batch) -> None:
+        body = json.loads(message_to_json(LogBatch(run_id=run_id, metrics=[m.to_proto() for m in batch])))
+        response = http_request(
+            creds, LOG_BATCH_ENDPOINT, "POST", max_retries=0, timeout=timeout_s, json=body
+        )
+        verify_rest_response(response, LOG_BATCH_ENDPOINT)
+
+    return send
+
+
 def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: float = 600.0):
     """A Keras callback that logs each epoch's ``logs`` to ``run_id`` with ``step`` = 1-based epoch.
 
-    Values go through a :class:`MetricBuffer`: one ``log_batch`` per epoch while the tracking
-    server answers, buffered and re-sent when it is back after a restart; training never blocks on
-    the server. At the end of training the callback waits up to ``flush_timeout_s`` seconds for the
-    buffer to drain and raises :class:`TrackingUnavailable` if it cannot. Built in a function so
-    that importing this module does not import Keras.
+    Values go through a :class:`MetricBuffer` (:func:`metric_sender`, retries every 10 s at most):
+    one request per epoch while the tracking server answers, buffered and re-sent within 10 s of
+    its return after a restart; training never blocks on the server. At the end of training the
+    callback waits up to ``flush_timeout_s`` seconds for the buffer to drain and raises
+    :class:`TrackingUnavailable` if it cannot. Built in a function so that importing this module
+    does not import Keras.
     """
     import time
 
@@ -531,7 +609,7 @@ def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: f
 
         def on_train_begin(self, logs: dict | None = None) -> None:
             self.buffer = MetricBuffer(
-                lambda batch: mlflow_client.log_batch(run_id, metrics=batch), target=target
+                metric_sender(mlflow_client, run_id), target=target, max_backoff_s=10.0
             )
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

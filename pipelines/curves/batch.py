@@ -174,7 +174,8 @@ def mlflow_tags(d: Diagnosis) -> dict[str, str | None]:
 
 
 def mlflow_metrics(d: Diagnosis) -> dict[str, float]:
-    """Numeric metrics written on an MLflow run (``diagnosis.*``)."""
+    """The diagnosis numbers of an MLflow run (``diagnosis.*``), written as its summary tags
+    ``curvewatch.diagnosis.*`` by ``tracking.log_summary``."""
     out: dict[str, float] = {"diagnosis.findings": float(len(d.findings))}
     values = {
         "plateau_onset_epoch": d.plateau_onset_epoch,

@@ -83,10 +83,17 @@ def _seed_run(url: str, root: Path, name: str, lr: float, curve_csv: str, correc
     metrics = [
         Metric(key, float(row[key]), 0, int(row["epoch"]) + 1)  # CSVLogger epochs are 0-based
         for _, row in history.iterrows()
-        for key in ("accuracy", "loss", "val_accuracy", "val_loss")
+        for key in tracking.EPOCH_METRICS
     ]
     mc.log_batch(rid, metrics=metrics)
-    mc.log_metric(rid, "test_accuracy", float(correct.mean()))
+    # The rest of what the validate, train and evaluate stages record on a run (steps.run_train,
+    # steps.run_evaluate): data-validation statistics, the training summary, the test scores.
+    tracking.log_metrics(mc, rid, {"validation.label_kl": 0.001, "validation.rows": 7000.0})
+    tracking.log_metrics(mc, rid, {"validation.success": 1.0, "validation.leakage_count": 0.0})
+    tracking.log_summary(
+        mc, rid, {"train.epochs_run": len(history), "train.best_val_accuracy": history["val_accuracy"].max()}
+    )
+    tracking.log_metrics(mc, rid, {"test_accuracy": float(correct.mean()), "test_loss": 0.3})
     mc.log_text(rid, "artifact_path: model\nflavors: {}\n", "model/MLmodel")
     tracking.set_tags(mc, rid, {"curvewatch.completed": "true"})
     mc.set_terminated(rid)
@@ -220,3 +227,29 @@ def test_run_description_links_to_a_report_that_renders(seeded, page, tmp_path):
     assert frame.get_by_text("gate: keep_champion (not promoted)").first.is_visible()
     assert page.get_by_role("link", name="Runs").first.is_visible()  # still in model-training mode
     page.screenshot(path=str(tmp_path / "report.png"))
+
+
+def test_model_metrics_tab_opens_on_the_headline_metrics(seeded, page, tmp_path):
+    """The run page's "Model metrics" tab, as a first visit shows it: the training curves and
+    the test scores first, in MLflow's own order (by name); no section of other numbers above."""
+    url, exp_id, runs = seeded
+    run = runs["stalled"]  # run_compare wrote its diagnosis, gate and registry numbers
+    keys = set(run.data.metrics)
+    headline = sorted(keys & set(tracking.HEADLINE_METRICS))
+    assert headline == sorted(tracking.HEADLINE_METRICS)
+    assert all(k.startswith("validation.") for k in keys - set(headline)), sorted(keys)
+    assert {"curvewatch.diagnosis.noise", "curvewatch.gate.p_value"} <= set(run.data.tags)
+
+    page.goto(
+        f"{url}/#/experiments/{exp_id}/runs/{run.info.run_id}/model-metrics?workflowType=machine_learning"
+    )
+    cards = page.locator('[data-testid="experiment-view-compare-runs-card"]')
+    cards.locator("h4").first.wait_for()
+    page.screenshot(path=str(tmp_path / "model_metrics.png"))
+    sections = page.locator('[data-testid="experiment-view-compare-runs-section-header"]').all_inner_texts()
+    assert sections[0].split("\n")[:2] == ["Model metrics", f"({len(keys)})"], sections
+    shown = cards.locator("h4").evaluate_all("els => els.map(e => e.getAttribute('title'))")
+    expected = sorted(keys)  # MLflow's order within a section: by name
+    assert expected[: len(headline)] == headline, expected
+    assert len(shown) >= 6, shown  # the charts a 1920x1000 window renders first
+    assert shown == expected[: len(shown)], shown

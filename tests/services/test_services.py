@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.services.plugin import Services, make_services, remove_services
+from tests.services.plugin import INFRA, Services, make_services, remove_services
+
+INFRA_SERVICES = INFRA / "services.py"
 
 # Looks like an MLflow server from outside: same command-line words as ours, answers /health and the
 # experiment API with 200, and accepts any POST; only the token it reports is not ours.
@@ -239,6 +241,18 @@ def test_postgres_refusing_connections_is_one_clear_line(auth_server, monkeypatc
         assert url in str(via_server.value) and "\n" not in str(via_server.value)
         assert "Traceback" not in str(via_server.value)
         assert time.monotonic() - start < 30
+        # What a user of the program sees: that one line and exit code 1, no frames.
+        cli = Path(sys.executable).parent / "curvewatch"
+        for uri in (db_url, url):
+            env = {**svc.env, "MLFLOW_TRACKING_URI": uri}
+            env.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+            done = subprocess.run(
+                [cli, "diagnose", "--experiment", "any"], capture_output=True, text=True, env=env, timeout=120
+            )
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert done.returncode == 1 and len(lines) == 1, done.stderr
+            assert "refused the connection" in lines[0] or "is its database up?" in lines[0], lines
+            assert password not in done.stderr and "sqlalchemy" not in done.stderr.lower()
     finally:
         svc.run("postgres.sh", "start")
 
@@ -257,3 +271,33 @@ def test_prefect_api_auth_string_refuses_anonymous_requests(scratch_services: Se
     # without the auth string the script cannot read its token back: not provably ours
     assert scratch_services.run("prefect-server.sh", "status", check=False).returncode == 1
     scratch_services.run("prefect-server.sh", "stop", PREFECT_SERVER_API_AUTH_STRING=auth)
+
+
+def _services_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("curvewatch_infra_services", INFRA_SERVICES)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stopped_servers_port_is_free_again_but_a_listener_holds_it():
+    """A restarted service gets its recorded port back (its clients keep their URL): connections
+    the stopped server closed linger in TIME_WAIT for a minute, and only a listener holds a port."""
+    services = _services_module()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and PostgreSQL do
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    assert not services.port_free(port)
+    accepted.close()  # the server closes first: its side of the connection enters TIME_WAIT
+    server.close()
+    client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the old bind test saw: "held"
+    assert services.port_free(port)

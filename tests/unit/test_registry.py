@@ -115,7 +115,7 @@ def test_texts_carry_verdict_gate_p_value_and_data_version():
     )
     assert tags["curvewatch.verdict"] == "plateau" and tags["curvewatch.gate"] == d.code
     assert tags["curvewatch.promotion_rule"] == "significantly_better"
-    assert float(tags["curvewatch.gate_p_value"]) == pytest.approx(g.p_value, rel=1e-3)
+    assert float(tags["curvewatch.gate.p_value"]) == pytest.approx(g.p_value, rel=1e-3)
     assert tags["curvewatch.data_version"] == "ab12cd34.dir"
     text = registry.version_description(
         verdict="plateau", diagnosis="stalled at 0.81", gate_result=g, decision=d, data_version="ab12cd34.dir"

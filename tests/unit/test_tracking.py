@@ -82,6 +82,27 @@ def test_log_params_and_metrics(mlflow_uri):
     assert data.metrics == {"a": 1.0, "b": 1.0}
 
 
+def test_summary_tags_format_numbers_and_skip_the_rest():
+    values = {"train.epochs_run": 6, "gate.p_value": 3.1e-05, "gate.delta": 0.0123456789}
+    values |= {"gate.passed": np.True_, "x.nan": float("nan"), "x.none": None, "x.text": "a"}
+    assert tracking.summary_tags(values) == {
+        "curvewatch.train.epochs_run": "6",
+        "curvewatch.gate.p_value": "3.1e-05",
+        "curvewatch.gate.delta": "0.0123457",
+        "curvewatch.gate.passed": "true",
+    }
+
+
+def test_log_summary_writes_tags_not_metrics(mlflow_uri):
+    mc = tracking.client()
+    run = mc.create_run(tracking.ensure_experiment(mc, "t"))
+    tracking.log_summary(mc, run.info.run_id, {"train.best_epoch": 4.0, "diagnosis.stalled": False})
+    data = mc.get_run(run.info.run_id).data
+    assert data.metrics == {}
+    assert data.tags["curvewatch.train.best_epoch"] == "4"
+    assert data.tags["curvewatch.diagnosis.stalled"] == "false"
+
+
 def test_dvc_content_hash_matches_dvc_add(tmp_path):
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
