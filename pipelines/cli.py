@@ -306,7 +306,7 @@ def diagnose(
         for r in results:
             if not Path(r.source).exists():
                 tracking.set_tags(mc, r.curve.run, batch.mlflow_tags(r.diagnosis))
-                tracking.log_summary(mc, r.curve.run, batch.mlflow_metrics(r.diagnosis))
+                tracking.log_summary(mc, r.curve.run, batch.summary_values(r.diagnosis))
     raise typer.Exit(1 if any(r.flagged for r in results) else 0)
 
 

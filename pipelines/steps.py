@@ -636,7 +636,7 @@ def run_compare(params: Params) -> CompareOutcome:
             still written first).
     """
     from pipelines import registry, tracking
-    from pipelines.curves.batch import mlflow_metrics, mlflow_tags
+    from pipelines.curves.batch import mlflow_tags, summary_values
     from pipelines.curves.compare import compare_curves, series_stall
     from pipelines.curves.diagnose import diagnose
     from pipelines.curves.gate import gate
@@ -737,7 +737,7 @@ def run_compare(params: Params) -> CompareOutcome:
         }
     )
     tracking.set_tags(mc, run_id, tags)
-    numbers = mlflow_metrics(diagnosis) | {
+    numbers = summary_values(diagnosis) | {
         "gate.p_value": gate_result.p_value,
         "gate.delta": gate_result.delta,
         "gate.passed": gate_result.passed,
@@ -890,7 +890,7 @@ class MlflowTrialHooks:
 
     def finish(self, record) -> None:
         from pipelines import tracking
-        from pipelines.curves.batch import mlflow_metrics, mlflow_tags
+        from pipelines.curves.batch import mlflow_tags, summary_values
         from pipelines.curves.callback import diagnose_history
 
         run_id = self.run_ids.get(record.number)
@@ -910,7 +910,7 @@ class MlflowTrialHooks:
                         config=self.params.diagnose,
                     )
                     tags |= mlflow_tags(diagnosis)
-                    tracking.log_summary(self.mc, run_id, mlflow_metrics(diagnosis))
+                    tracking.log_summary(self.mc, run_id, summary_values(diagnosis))
                 except ValueError:
                     pass
             tracking.set_tags(self.mc, run_id, tags)

@@ -173,13 +173,12 @@ def mlflow_tags(d: Diagnosis) -> dict[str, str | None]:
     }
 
 
-def mlflow_metrics(d: Diagnosis) -> dict[str, float]:
+def summary_values(d: Diagnosis) -> dict[str, float]:
     """The diagnosis numbers of an MLflow run (``diagnosis.*``), written as its summary tags
-    ``curvewatch.diagnosis.*`` by ``tracking.log_summary``."""
+    ``curvewatch.diagnosis.*`` by ``tracking.log_summary``. The plateau's onset and level are
+    :func:`mlflow_tags`' ``curvewatch.plateau_*`` already and are not repeated here."""
     out: dict[str, float] = {"diagnosis.findings": float(len(d.findings))}
     values = {
-        "plateau_onset_epoch": d.plateau_onset_epoch,
-        "plateau_level": d.plateau_level,
         "plateau_spread": d.plateau_spread,
         "best_epoch": d.best_epoch,
         "noise": d.noise,

@@ -96,7 +96,7 @@ def test_mlflow_runs_by_id_and_experiment_get_tags(tmp_path, mlflow_uri):
     result = runner.invoke(app, ["diagnose", ids[0], "--out", str(tmp_path / "r1"), "--no-extrapolate"])
     assert result.exit_code == 1, result.output
     assert mc.get_run(ids[0]).data.tags["curvewatch.verdict"] == "plateau"
-    assert "curvewatch.diagnosis.plateau_level" in mc.get_run(ids[0]).data.tags
+    assert "curvewatch.diagnosis.plateau_spread" in mc.get_run(ids[0]).data.tags
     result = runner.invoke(app, ["diagnose", "--experiment", "diag", "--out", str(tmp_path / "r2")])
     assert result.exit_code == 1
     assert mc.get_run(ids[1]).data.tags["curvewatch.verdict"] == "healthy"
