@@ -184,9 +184,10 @@ def last_improvement_epoch(
     """1-based epoch of the last improvement by more than ``min_delta`` over the best so far.
 
     Keras' ``EarlyStopping`` counts its patience from the last epoch that beat the best by more
-    than ``min_delta`` (https://keras.io/api/callbacks/early_stopping/); here ``min_delta`` is the
-    metric's own epoch-to-epoch noise SD (:func:`pipelines.curves.noise.estimate_noise`), so a new
-    best by one example of a large validation set does not restart the count.
+    than ``min_delta`` (https://keras.io/api/callbacks/early_stopping/); :func:`should_stop` passes
+    the metric's own epoch-to-epoch noise SD (:func:`pipelines.curves.noise.estimate_noise`,
+    capped by the binomial SD of one measurement), so a new best within noise does not restart
+    the count.
 
     Args:
         values: (E,) metric per epoch (None/NaN skipped).
@@ -226,22 +227,25 @@ def should_stop(
 
     The decision, on the history so far (:func:`diagnose_history`, ``live=True``):
 
-    1. ``divergence`` (NaN/inf or exploding loss): stop at once, from epoch 1, with
-       ``stop_on_divergence``; a blow-up followed by a dead network once that has lasted
-       ``live_patience`` epochs.
+    1. ``divergence``, with ``stop_on_divergence``: a NaN/inf loss stops at once, from epoch 1;
+       a finite blow-up (an exploded or dead network, a val_loss far above the prior's entropy)
+       once it has lasted ``live_patience`` epochs and the loss is not coming back down beyond
+       noise (a spike that recovers is not divergence).
     2. ``not_learning`` (at chance with the loss at the prior's entropy) for at least
        2 x ``live_patience`` epochs, its loss not falling beyond noise over the last
        2 x ``live_patience`` epochs (a slow start sits at chance while its loss already falls):
        stop.
     3. A plateau of the monitored metric (:func:`pipelines.curves.plateau.find_plateau`: no
        improvement beyond the curve's own noise), confirmed by ``live_patience`` epochs since the
-       best epoch when the diagnosis calls it a stall for a reason of substance (a low level, below
-       the baseline, memorising, a widening gap, an underfit, an overconfident loss), and by
-       2 x ``live_patience`` when it is only premature or a convergence (a sound run's bump looks
-       like those for a few epochs), and the validation loss not falling beyond noise over the
-       plateau's last 2 x ``live_patience`` epochs (on a small validation set accuracy moves in
-       coarse steps while the loss keeps improving): stop,
-       whether the plateau is a stall or a convergence, since more epochs help neither.
+       last improvement beyond noise (:func:`last_improvement_epoch`, ``min_delta`` = the noise
+       SD, capped by the binomial SD of one measurement) when the diagnosis calls it a stall for
+       a reason of substance (a low level, below the baseline, memorising, a widening gap, an
+       underfit, an overconfident loss), and by 2 x ``live_patience`` when it is only premature
+       or a convergence (a sound run's bump looks like those for a few epochs), and the
+       validation loss not falling beyond noise over the plateau's last 2 x ``live_patience``
+       epochs (on a small validation set accuracy moves in coarse steps while the loss keeps
+       improving): stop, whether the plateau is a stall or a convergence, since more epochs help
+       neither.
 
     Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
     (https://keras.io/api/callbacks/early_stopping/), which waits ``patience`` epochs after the

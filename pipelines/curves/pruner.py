@@ -15,7 +15,8 @@ Two rules, checked at every step a trial reports:
    probability that *some* remaining epoch beats the target; see :meth:`CurvePruner._probability`),
    since the completed trials' values are maxima of noisy curves too.
 2. **The diagnosis engine** (:func:`pipelines.curves.callback.should_stop` on the intermediate
-   values): divergence (also a NaN/inf intermediate value) and not-learning prune at once; a stall
+   values): divergence and not-learning prune as soon as ``should_stop`` calls them (a NaN/inf
+   intermediate value at once; a finite blow-up once confirmed); a stall
    prunes while no trial has completed; once there is a target, a confirmed plateau (stall or
    convergence) has its forecast checked at once, warm-up and interval aside.
 
