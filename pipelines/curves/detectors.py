@@ -81,7 +81,8 @@ class Context:
         plateau: the flat tail of ``monitor`` (stall or convergence), or None.
         best_epoch: epoch of the best ``monitor`` value.
         chance: accuracy of a constant guess (majority share, else 1 / K), or None when unknown.
-        chance_source: where ``chance`` came from: ``class_prior``, ``num_classes`` or None.
+        chance_source: where ``chance`` came from: ``class_prior``, ``num_classes``,
+            ``uniform_loss`` (a loss sitting at ln K, :func:`uniform_output_classes`) or None.
         prior_entropy: cross-entropy of predicting the class prior (nats): H(prior), or ln K.
         n_val: validation examples (given, else read off the val_accuracy grid), or None.
         baseline: a simple baseline's validation accuracy on the same split, or None.
@@ -133,7 +134,8 @@ def monitor_of(curve: Curve) -> tuple[str, bool] | None:
 def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
     """(chance accuracy, its source, the prior's entropy in nats) from what the curve carries.
 
-    A known class prior gives the majority share and H(prior); a class count K gives 1 / K and ln K.
+    A known class prior gives the majority share and H(prior); a class count K gives 1 / K and ln K;
+    neither, a loss sitting at ln K (:func:`uniform_output_classes`) gives 1 / K and ln K too.
     """
     prior = curve.class_prior
     if prior:
