@@ -520,10 +520,12 @@ def _not_learning_at_chance(
         parts.append(f"{acc_name} at most {fmt(float(np.max(acc_tail)))} (chance {fmt(chance)})")
     if loss_tail.size:
         evidence[f"{loss_name}_min"] = float(np.min(loss_tail))
-        name = "ln K" if ctx.chance_source in ("num_classes", "uniform_loss") else "the class prior's entropy"
-        parts.append(
-            f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({name} {fmt(ctx.prior_entropy)})"
-        )
+        k, level = round(math.exp(ctx.prior_entropy)), fmt(ctx.prior_entropy)
+        reference = {
+            "num_classes": f"ln {k} = {level}",
+            "uniform_loss": f"ln {k} = {level}: outputs uniform over {k} classes",
+        }.get(ctx.chance_source or "", f"the class prior's entropy {level}")
+        parts.append(f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({reference})")
     groups: tuple[Group, ...] = (INPUTS, DEAD)
     k = len(ctx.curve.class_prior or ()) or 2
     if ctx.chance_source == "class_prior" and chance > 1.05 / k:
