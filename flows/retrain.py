@@ -68,8 +68,8 @@ def train_task(params: Params) -> steps.TrainOutcome:
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def evaluate_task(params: Params):
-    return steps.run_evaluate(params)
+def evaluate_task(params: Params, model=None):
+    return steps.run_evaluate(params, model=model)
 
 
 def _not_a_gate_failure(task, task_run, state) -> bool:
@@ -238,7 +238,7 @@ def retrain(
         baseline.result()
     if committed is not None:
         committed.result()
-    evaluate_task(params)
+    evaluate_task(params, trained.model)
     try:
         outcome = compare_task(params)
     except steps.GateFailed as exc:

@@ -183,6 +183,9 @@ class TrainOutcome:
     completed: bool
     train_seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    # The trained keras.Model, also saved to ``paths.model_file``: the flow hands it to
+    # run_evaluate instead of loading the file again (its predict function is already traced).
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 def load_train_data(params: Params):
@@ -505,6 +508,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         completed=result.completed,
         train_seconds=result.train_seconds,
         history=result.history,
+        model=result.model,
     )
 
 
@@ -563,12 +567,21 @@ def load_model_safely(path: Path):
         raise StageError(f"{path}: model load refused: {first}") from None
 
 
-def run_evaluate(params: Params):
+def run_evaluate(params: Params, *, model: Any = None):
     """Evaluate the trained model on the official test split; log into the training run.
 
     Writes ``paths.evaluation_dir`` (metrics.json, per_class.csv, confusion_matrix.png,
     predictions.parquet), ``paths.evaluate_metrics`` and ``paths.confusion_plot``; logs
     ``test_accuracy``/``test_loss`` and the per-class table (``mlflow.log_table``) to the run.
+
+    Args:
+        params: the resolved params.
+        model: the ``keras.Model`` that :func:`run_train` just saved to ``paths.model_file``
+            (``TrainOutcome.model``; the flow passes it: loading the file again and tracing a new
+            predict function cost about 0.5 s); ``None`` loads ``paths.model_file`` (the stage).
+
+    Raises:
+        StageError: ``paths.run_file`` or ``paths.model_file`` is missing, or the model file is refused.
     """
 
     from pipelines import tracking
@@ -580,7 +593,8 @@ def run_evaluate(params: Params):
     model_path = paths.model_file
     if not model_path.is_file():
         raise StageError(f"{model_path}: missing; run the train stage first")
-    model = load_model_safely(model_path)
+    if model is None:
+        model = load_model_safely(model_path)
     test = load_split(paths.prepared_dir, "test")
     classes = load_classes(paths.prepared_dir)
     result = evaluate(
