@@ -170,6 +170,7 @@ def commit_and_push(project: DvcProject, stages: Sequence[str], *, push: bool = 
     """
     from dvc.exceptions import DvcException
     from dvc.repo import lock_repo
+    from dvc.stage import PipelineStage
 
     try:
         with _repo(project) as repo:
@@ -177,12 +178,19 @@ def commit_and_push(project: DvcProject, stages: Sequence[str], *, push: bool = 
                 # What `dvc commit -f STAGE...` does (dvc/repo/commit.py), with one rewrite of
                 # dvc.lock for all the stages instead of one per stage: each rewrite re-parses the
                 # whole file (ruamel round trip), which was most of the commit's time.
+                found = {  # one parse of dvc.yaml; its stages only (not .dvc files, not nested dvc.yaml)
+                    stage.name: stage
+                    for stage in repo.index.stages
+                    if isinstance(stage, PipelineStage) and stage.path_in_repo == "dvc.yaml"
+                }
+                unknown = [name for name in stages if name not in found]
+                if unknown:
+                    raise VersioningError(f"{project.root}: no stage {', '.join(unknown)} in dvc.yaml")
                 by_file: dict[str, list] = {}
                 for name in stages:
-                    for info in repo.stage.collect_granular(name):
-                        info.stage.save()
-                        info.stage.commit(filter_info=info.filter_info)
-                        by_file.setdefault(info.stage.dvcfile.path, []).append(info.stage)
+                    found[name].save()
+                    found[name].commit()
+                    by_file.setdefault(found[name].dvcfile.path, []).append(found[name])
                 for committed in by_file.values():
                     committed[0].dvcfile.dump_stages(committed, update_pipeline=False)
             if push and repo.config["core"].get("remote"):

@@ -38,6 +38,8 @@ def project(tmp_path, monkeypatch):
     )
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     _dvc(root, "init", "-q")
+    (root / "table.csv").write_text("a,b\n")
+    _dvc(root, "add", "-q", "table.csv")  # a .dvc file's stage beside dvc.yaml's (it has no name)
     monkeypatch.chdir(root)
     return root, folder
 
@@ -46,6 +48,8 @@ def test_commit_records_every_stage_in_one_lock_and_status_is_clean(project):
     root, folder = project
     (root / "first.txt").write_text("1")
     (root / "second.txt").write_text("2")
+    with pytest.raises(versioning.VersioningError, match="no stage third in dvc.yaml"):
+        versioning.commit_and_push(versioning.DvcProject(root), ["first", "third"])
     md5 = versioning.commit_and_push(versioning.DvcProject(root), ["first", "second"])
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"first", "second"}
