@@ -4,10 +4,11 @@ Orchestration only: each task wraps one ``pipelines.steps.run_*`` function, the 
 the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the decisions live in
 ``pipelines.schedule`` and ``pipelines.versioning``:
 
+* inside the DVC project, fetch, prepare, validate and baseline run only when ``dvc status`` says
+  they changed (as ``dvc repro`` would; fetch's deps include the image folder, so new images show);
+  the baseline runs beside training;
 * after fetching, the run is skipped when the data version and params equal those of the last
   successful run (:func:`pipelines.schedule.decide_retrain`), in one log line;
-* inside the DVC project, prepare, validate and baseline run only when ``dvc status`` says they
-  changed (as ``dvc repro`` would); the baseline runs beside training;
 * at the end the stages that ran are recorded with ``dvc commit`` and pushed (``dvc.lock`` is then
   clean), and ``dvc.lock`` is attached to the MLflow run;
 * a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
@@ -67,8 +68,8 @@ def train_task(params: Params) -> steps.TrainOutcome:
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def evaluate_task(params: Params):
-    return steps.run_evaluate(params)
+def evaluate_task(params: Params, model=None):
+    return steps.run_evaluate(params, model=model)
 
 
 def _not_a_gate_failure(task, task_run, state) -> bool:
@@ -194,17 +195,26 @@ def retrain(
     project, not_versioned = versioning.dvc_project(params_path, profile=profile, overrides=overrides)
     if project is None:
         logger.info("not recorded in dvc.lock: %s", not_versioned)
-    fetch_task(params)
+    skippable = list(schedule.SKIPPABLE_STAGES)
+    # One `dvc status` for the data stages: fetch's deps include the image folder, so an added,
+    # removed or edited image shows here, and an unchanged folder (or Fashion-MNIST) is not re-read.
+    changed = changed_task(project, ["fetch", *skippable]) if project else None
+    fetched = changed is None or "fetch" in changed
+    if fetched:
+        fetch_task(params)
     decision = decide_task(params, force)
     logger.info(decision.reason)
     if not decision.retrain:
+        if project is not None and fetched:  # e.g. fetch's code changed: dvc.lock records the rerun
+            commit_data_task(project, ["fetch"])
         return RetrainSummary(validation_passed=True, validation_message="", skipped=decision.reason)
 
-    skippable = list(schedule.SKIPPABLE_STAGES)
-    run = schedule.stages_to_run(changed_task(project, skippable) if project else set(skippable))
-    skipped = [s for s in skippable if s not in run]
-    if skipped:
-        logger.info("unchanged since dvc.lock, not rerun: %s", ", ".join(skipped))
+    if project is not None and fetched:  # the new raw data decides what runs after it
+        changed = changed_task(project, skippable)
+    run = schedule.stages_to_run(changed if changed is not None else set(skippable))
+    not_rerun = ([] if fetched else ["fetch"]) + [s for s in skippable if s not in run]
+    if not_rerun:
+        logger.info("unchanged since dvc.lock, not rerun: %s", ", ".join(not_rerun))
     if "prepare" in run:
         prepare_task(params)
     if "validate" in run:
@@ -221,14 +231,14 @@ def retrain(
     # The baseline does not feed training (compare reads it): run it beside the train task, and so
     # is the dvc commit of the data stages that ran (training reads but never writes them).
     baseline = baseline_task.submit(params) if "baseline" in run else None
-    data_stages = ["fetch", *(s for s in ("prepare", "validate") if s in run)]
+    data_stages = [*(["fetch"] if fetched else []), *(s for s in ("prepare", "validate") if s in run)]
     committed = commit_data_task.submit(project, data_stages) if project and data_stages else None
     trained = train_task(params)
     if baseline is not None:
         baseline.result()
     if committed is not None:
         committed.result()
-    evaluate_task(params)
+    evaluate_task(params, trained.model)
     try:
         outcome = compare_task(params)
     except steps.GateFailed as exc:

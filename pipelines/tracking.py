@@ -639,13 +639,27 @@ def log_dataset(
     digest: str,
     context: str = "training",
 ) -> None:
-    """Record the dataset (the prepared manifest, digest = DVC content hash of the raw data)."""
-    import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
+    """Record the dataset (the prepared manifest, digest = DVC content hash of the raw data).
 
-    dataset = mlflow.data.from_pandas(manifest, source=str(source), name=name, digest=digest[:36])
+    The schema is inferred from the manifest's first rows (MLflow checks every value of every
+    column: 0.6 s for Fashion-MNIST's 70,000 rows; each column has one type); the profile counts
+    the whole manifest.
+    """
+    import mlflow.data
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    sample = mlflow.data.from_pandas(manifest.head(1000), source=str(source), name=name, digest=digest[:36])
+    entity = sample._to_mlflow_entity()
+    entity = Dataset(
+        name=entity.name,
+        digest=entity.digest,
+        source_type=entity.source_type,
+        source=entity.source,
+        schema=entity.schema,
+        profile=json.dumps({"num_rows": len(manifest), "num_elements": int(manifest.size)}),
+    )
     tags = [InputTag(key="mlflow.data.context", value=context), InputTag(key="dvc_md5", value=digest)]
-    mlflow_client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)])
+    mlflow_client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ PARAMS_FILE = "params.yaml"
 LOCK_TAG = "curvewatch.dvc_lock_md5"
 #: MLflow artifact path of that ``dvc.lock``.
 LOCK_ARTIFACT = "dvc"
+#: The params key of the image folder that dvc.yaml's fetch stage depends on (``${fetch.image_folder}``).
+IMAGE_FOLDER_KEY = "fetch.image_folder"
 
 
 class VersioningError(RuntimeError):
@@ -61,7 +63,8 @@ def dvc_project(
 
     Returns:
         ``(project, "")`` when ``params_path`` is ``params.yaml`` beside a ``dvc.yaml`` and a
-        ``.dvc/`` folder, without overrides, with the file's own profile; else ``(None, reason)``.
+        ``.dvc/`` folder, sets ``fetch.image_folder`` (the fetch stage's dep), and the run has no
+        overrides and the file's own profile; else ``(None, reason)``.
     """
     path = Path(params_path).resolve()
     root = path.parent
@@ -74,8 +77,13 @@ def dvc_project(
         return None, f"the working directory is not {root} (params.yaml's paths are relative to it)"
     if overrides:
         return None, f"the run overrides params ({', '.join(overrides)}) that dvc.lock would not show"
+    raw = yaml.safe_load(path.read_text()) or {}
+    if (raw.get("fetch") or {}).get("image_folder") is None:
+        return None, (
+            f"{path}: {IMAGE_FOLDER_KEY} is null or missing, but dvc.yaml's fetch stage depends on "
+            "that folder (DVC cannot read the project); set it to a folder, e.g. data/images (the default)"
+        )
     if profile is not None:
-        raw = yaml.safe_load(path.read_text()) or {}
         own = (raw.get("base") or {}).get("profile", "quick")
         if profile != own:
             return None, f"profile {profile!r} differs from base.profile {own!r} that dvc.yaml runs with"
@@ -84,8 +92,9 @@ def dvc_project(
 
 def scratch_project(dst: Path, params: dict, *, source: Path | None = None) -> DvcProject:
     """A new DVC project (a git repository) in ``dst`` with this repository's ``dvc.yaml``, code
-    (``pipelines/``, ``flows/``), expectation suites and ``.dvc/config`` (remote ``dst/.dvc-storage``),
-    and ``params`` as its ``params.yaml``. For tests and benchmarks that run the flow in isolation.
+    (``pipelines/``, ``flows/``), expectation suites, default image folder (``data/images/``, its
+    README only) and ``.dvc/config`` (remote ``dst/.dvc-storage``), and ``params`` as its
+    ``params.yaml``. For tests and benchmarks that run the flow in isolation.
 
     Raises:
         subprocess.CalledProcessError: ``git`` or ``dvc init`` failed.
@@ -99,7 +108,8 @@ def scratch_project(dst: Path, params: dict, *, source: Path | None = None) -> D
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("pipelines", "flows", "expectations"):
         shutil.copytree(source / folder, dst / folder, ignore=ignore)
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "data/images/README.md"):
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / name, dst / name)
     (dst / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q", str(dst)], check=True)
@@ -159,11 +169,30 @@ def commit_and_push(project: DvcProject, stages: Sequence[str], *, push: bool = 
             ``dvc push`` can be retried by hand).
     """
     from dvc.exceptions import DvcException
+    from dvc.repo import lock_repo
+    from dvc.stage import PipelineStage
 
     try:
         with _repo(project) as repo:
-            for stage in stages:
-                repo.commit(stage, force=True)
+            with lock_repo(repo):
+                # What `dvc commit -f STAGE...` does (dvc/repo/commit.py), with one rewrite of
+                # dvc.lock for all the stages instead of one per stage: each rewrite re-parses the
+                # whole file (ruamel round trip), which was most of the commit's time.
+                found = {  # one parse of dvc.yaml; its stages only (not .dvc files, not nested dvc.yaml)
+                    stage.name: stage
+                    for stage in repo.index.stages
+                    if isinstance(stage, PipelineStage) and stage.path_in_repo == "dvc.yaml"
+                }
+                unknown = [name for name in stages if name not in found]
+                if unknown:
+                    raise VersioningError(f"{project.root}: no stage {', '.join(unknown)} in dvc.yaml")
+                by_file: dict[str, list] = {}
+                for name in stages:
+                    found[name].save()
+                    found[name].commit()
+                    by_file.setdefault(found[name].dvcfile.path, []).append(found[name])
+                for committed in by_file.values():
+                    committed[0].dvcfile.dump_stages(committed, update_pipeline=False)
             if push and repo.config["core"].get("remote"):
                 pushed = repo.push()
                 log.info("dvc push: %d file(s) sent to remote %r", pushed, repo.config["core"]["remote"])

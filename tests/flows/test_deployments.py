@@ -106,7 +106,7 @@ def test_scheduled_retrain_runs_on_the_worker_and_a_failing_run_keeps_the_champi
             flow_run_filter=FlowRunFilter(id={"any_": [run.id]}),
         )
         assert artifacts and "curvewatch report" in artifacts[0].data
-        assert dvc_status(project.root) in DVC_CLEAN
+        assert dvc_status(project.root) == DVC_CLEAN
 
         # A run that fails (its data fails validation) is Failed with the reason; the champion stays.
         failed = run_deployment(

@@ -33,7 +33,7 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     first = retrain()
     full_s = time.perf_counter() - start
     assert first.skipped is None and first.promoted
-    assert dvc_status(project.root) in DVC_CLEAN
+    assert dvc_status(project.root) == DVC_CLEAN
     mc = tracking.client()
     run = mc.get_run(first.run_id)
     assert run.data.tags[versioning.LOCK_TAG] == versioning.lock_md5(project) == first.dvc_lock_md5
@@ -52,7 +52,11 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     assert skip_s < full_s / 2, f"skip took {skip_s:.1f} s against {full_s:.1f} s for the full run"
     print(f"full run {full_s:.1f} s, skipped run {skip_s:.1f} s")
 
+    assert dvc_status(project.root) == DVC_CLEAN
+
     _add_images(digits_folder)
+    pending = dvc_status(project.root)  # DVC itself sees the new images: the folder is fetch's dep
+    assert pending.startswith("fetch:") and str(digits_folder) in pending, pending
     third = retrain()
     assert third.skipped is None and third.run_id not in (None, first.run_id)
     new = mc.get_run(third.run_id)
@@ -60,5 +64,5 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     assert int(new.data.params["data.train_examples"]) > int(run.data.params["data.train_examples"])
     assert new.data.tags["curvewatch.gate"] and new.data.tags["curvewatch.verdict"]
     assert new.data.metrics["validation.rows"] > run.data.metrics["validation.rows"]  # validated anew
-    assert dvc_status(project.root) in DVC_CLEAN
+    assert dvc_status(project.root) == DVC_CLEAN
     assert new.data.tags[schedule.DATA_TAG] in (project.root / "dvc.lock").read_text()
