@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,8 @@ def tune(
         until_finished: for one of several workers on a shared ``storage``: ignore ``n_trials``
             and run trials until the study holds this many complete or pruned trials
             (``optuna.study.MaxTrialsCallback``); a failed trial's retry counts once finished.
+            The worker then stays until no trial is open: a trial a killed worker left RUNNING is
+            failed by Optuna's heartbeat check (``fail_stale_trials``) and its retry is run.
 
     Returns:
         TuneResult.
@@ -319,8 +322,26 @@ def tune(
 
         if until_finished is not None:
             done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            open_states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
             stop = optuna.study.MaxTrialsCallback(until_finished, states=done)
-            while len(study.get_trials(deepcopy=False, states=done)) < until_finished:
+            while True:
+                finished = len(study.get_trials(deepcopy=False, states=done))
+                if finished >= until_finished:
+                    # Enough trials finished, but a killed worker may have left one RUNNING: it is
+                    # failed once its heartbeat is older than the grace period and its retry
+                    # (RetryFailedTrialCallback) waits for a worker. Stay until no trial is open:
+                    # fail the stale ones, run a waiting retry, else wait for the others' trials.
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)
+                    open_trials = study.get_trials(deepcopy=False, states=open_states)
+                    if not open_trials:
+                        break
+                    if any(t.state == optuna.trial.TrialState.WAITING for t in open_trials):
+                        study.optimize(objective, n_trials=1, catch=())  # Optuna runs waiting trials first
+                    else:
+                        time.sleep(1.0)
+                    continue
                 try:
                     study.optimize(objective, n_trials=None, catch=(), callbacks=[stop])
                 except optuna.exceptions.UpdateFinishedTrialError as exc:
