@@ -11,20 +11,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.mlflow_process import free_port
+from tests.reliability._support import curvewatch
 
 pytestmark = pytest.mark.browser
 
-CURVEWATCH = str(Path(sys.executable).parent / "curvewatch")
 BUDGET = 20  # epochs
 
 
@@ -97,16 +95,7 @@ def test_tune_ui_renders_the_study_and_its_pruned_trial_reason(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "CURVEWATCH_OPTUNA_STORAGE"}
-    proc = subprocess.Popen(
-        [CURVEWATCH, "tune-ui", "--params", str(params), "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = curvewatch("tune-ui", "--params", str(params), "--port", str(port), cwd=tmp_path)
     try:
         study_id = _wait_for_study(url, name, proc)
 
