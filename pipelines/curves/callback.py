@@ -21,7 +21,7 @@ from pipelines.curves.detectors import steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS
-from pipelines.curves.noise import estimate_noise, infer_num_examples
+from pipelines.curves.noise import estimate_noise
 from pipelines.curves.plateau import Plateau, binomial_sd, plateau_message, slope_z
 from pipelines.curves.settings import DEFAULT, DiagnoseConfig
 from pipelines.curves.types import Curve, Finding, Severity
@@ -163,19 +163,15 @@ def _min_delta(values: Sequence[float | None], diagnosis: Diagnosis) -> float:
     """The smallest change of the monitored metric that counts as an improvement.
 
     The curve's epoch-to-epoch noise SD, capped for val_accuracy by the binomial SD of one
-    measurement on the validation set (its size read off the accuracy grid,
-    :func:`pipelines.curves.noise.infer_num_examples`): an oscillating run's jitter is not the
-    measurement's noise, and a real gain of a few examples must still restart the count.
+    measurement on the validation set (``diagnosis.n_val``: given, or read off the accuracy grid):
+    an oscillating run's jitter is not the measurement's noise, and a real gain of a few examples
+    must still restart the count.
     """
     noise = diagnosis.noise or 0.0
-    if diagnosis.monitor != "val_accuracy":
+    if diagnosis.monitor != "val_accuracy" or not diagnosis.n_val:
         return noise
     y = np.asarray([math.nan if v is None else float(v) for v in values])
-    y = y[np.isfinite(y)]
-    n = infer_num_examples(y) if y.size else None
-    if not n:
-        return noise
-    return min(noise, binomial_sd(float(np.max(y)), n))
+    return min(noise, binomial_sd(float(np.nanmax(y)), diagnosis.n_val))
 
 
 def last_improvement_epoch(
