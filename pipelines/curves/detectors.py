@@ -591,8 +591,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     # and H(labels) >= H2(majority share) by the grouping property of entropy; Cover & Thomas,
     # "Elements of Information Theory", 2nd ed., Thms 2.6.3 and 2.5.1 / ex. 2.27).
     floor = ctx.prior_entropy if ctx.prior_entropy is not None else binary_entropy(level)
-    level_loss = finite_series(curve, loss_name)
-    loss_tail = _tail(level_loss, onset) if level_loss is not None else np.empty(0)
+    loss_tail = _tail(loss, onset)
     if loss_tail.size and float(np.min(loss_tail)) < 0.85 * floor:
         return None  # below anything a constant prediction reaches: it learned something
     # Predictions that never changed (frozen from the first epoch) with a loss above the floor: a
