@@ -20,7 +20,7 @@ from scipy.special import ndtri
 from pipelines.curves.detectors import steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
-from pipelines.curves.io import VALIDATION_METRICS
+from pipelines.curves.io import VALIDATION_METRICS, canonical_names
 from pipelines.curves.noise import estimate_noise
 from pipelines.curves.plateau import Plateau, binomial_sd, plateau_message, slope_z
 from pipelines.curves.settings import DEFAULT, DiagnoseConfig
@@ -250,7 +250,9 @@ def should_stop(
 
     Args:
         history: Keras-style ``{metric: [value per epoch so far]}`` (e.g. ``History.history``, or
-            an Optuna trial's intermediate values as ``{"val_accuracy": [...]}``).
+            an Optuna trial's intermediate values as ``{"val_accuracy": [...]}``); older or
+            explicit names (``val_acc``, ``val_sparse_categorical_accuracy``, ...) are read as
+            :func:`pipelines.curves.io.canonical_names` says.
         epoch_budget: epochs the run is configured for (None when unknown).
         num_classes: classes of the task, if known.
         class_prior: the training labels' class shares, if known (chance = the majority share).
@@ -269,6 +271,7 @@ def should_stop(
         ValueError: no validation metric in ``history`` (nothing to decide on), or an unknown
             threshold in ``overrides``.
     """
+    history = canonical_names(dict(history))
     if not any(name in history and len(history[name]) > 0 for name in VALIDATION_METRICS):
         raise ValueError(f"history has no {' / '.join(VALIDATION_METRICS)}: found {sorted(history)}")
     cfg = config or DEFAULT
@@ -484,7 +487,7 @@ def _build_callback_class() -> type:
                 self.epoch_budget = self.params.get("epochs")
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            for name, value in (logs or {}).items():
+            for name, value in canonical_names(dict(logs or {})).items():
                 try:
                     self.history.setdefault(name, []).append(float(value))
                 except (TypeError, ValueError):

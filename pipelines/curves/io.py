@@ -23,6 +23,42 @@ from pipelines.curves.types import Curve
 VALIDATION_METRICS = ("val_accuracy", "val_loss")
 
 
+#: Older or explicit Keras metric names for the ones the engine reads: Keras before 2.3 logged
+#: ``acc`` / ``val_acc`` for ``metrics=["acc"]`` or ``["accuracy"]``, and ``lr`` before Keras 3's
+#: ``learning_rate`` (https://keras.io/api/callbacks/reduce_lr_on_plateau/).
+RENAMES = {"acc": "accuracy", "val_acc": "val_accuracy", "lr": "learning_rate"}
+#: Accuracy metrics named by their kind (``metrics=["sparse_categorical_accuracy"]``,
+#: https://keras.io/api/metrics/accuracy_metrics/): read as ``accuracy`` when the log has no other.
+ACCURACY_KINDS = ("sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
+
+
+def canonical_names(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The same metrics under the names the engine reads (``accuracy``, ``val_accuracy``,
+    ``learning_rate``).
+
+    ``acc``/``val_acc``/``lr`` are renamed (:data:`RENAMES`); when the log has no ``accuracy``,
+    exactly one of :data:`ACCURACY_KINDS` (with its ``val_`` twin) stands for it. A name already
+    present is never overwritten, and every other metric keeps its name.
+
+    Args:
+        metrics: metric name -> values (any value type; the mapping's order is kept).
+
+    Returns:
+        A new dict; the input is not modified.
+    """
+    out = dict(metrics)
+    for old, new in RENAMES.items():
+        if old in out and new not in out:
+            out = {new if k == old else k: v for k, v in out.items()}
+    if "accuracy" not in out and "val_accuracy" not in out:
+        kinds = [k for k in ACCURACY_KINDS if k in out or f"val_{k}" in out]
+        if len(kinds) == 1:
+            kind = kinds[0]
+            names = {kind: "accuracy", f"val_{kind}": "val_accuracy"}
+            out = {names.get(k, k): v for k, v in out.items()}
+    return out
+
+
 def _to_float(text: str, path: Path | str, column: str, row: int) -> float:
     text = text.strip()
     if text == "" or text.lower() in {"nan", "none", "null"}:
@@ -108,7 +144,9 @@ def load_csv_logger(
         raise ValueError(f"{path}: column 'epoch' must hold whole numbers")
     epochs = raw_epochs.astype(np.int64) + 1
     _check_epochs(epochs, path)
-    metrics = {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
+    metrics = canonical_names(
+        {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
+    )
     _check_validation(metrics, path)
     return Curve(
         run=run if run is not None else path.stem,
@@ -183,6 +221,7 @@ def curve_from_history(
         _check_epochs(epochs, run)
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)
+    metrics = canonical_names(metrics)
     _check_validation(metrics, run)
     return Curve(
         run=run,
@@ -244,7 +283,7 @@ def _check_history(history: dict[str, list[Any]], path: Path) -> None:
     lengths = {name: len(values) for name, values in history.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"{path}: metrics have different lengths {lengths}")
-    if not any(name in history for name in VALIDATION_METRICS):
+    if not any(name in canonical_names(history) for name in VALIDATION_METRICS):
         raise ValueError(
             f"{path}: no validation metric: expected 'val_accuracy' or 'val_loss', found {sorted(history)}"
         )

@@ -40,6 +40,17 @@ def test_should_stop_waits_for_a_confirmed_plateau() -> None:
     )
 
 
+def test_should_stop_reads_older_keras_names() -> None:
+    # A Keras 2 history logs val_acc: the same decision as under today's name.
+    history = _stall_history(0, 14)
+    old = {
+        ("val_acc" if k == "val_accuracy" else "acc" if k == "accuracy" else k): v for k, v in history.items()
+    }
+    new_decision, old_decision = should_stop(history, 30), should_stop(old, 30)
+    assert new_decision.stop and old_decision.stop
+    assert old_decision.reason == new_decision.reason
+
+
 def test_should_stop_never_on_a_climbing_curve() -> None:
     for seed in range(10):
         rng = np.random.default_rng(seed)

@@ -130,3 +130,32 @@ def test_curve_from_history() -> None:
         curve_from_history({"loss": [1.0]}, "abc")
     with pytest.raises(ValueError, match="different lengths"):
         curve_from_history({"val_loss": [1.0], "loss": [1.0, 2.0]}, "abc")
+
+
+def test_older_and_explicit_keras_metric_names_are_read(tmp_path: Path) -> None:
+    # Keras < 2.3 logged acc / val_acc / lr; metrics=["sparse_categorical_accuracy"] logs that name.
+    old = _write_csv(
+        tmp_path / "old.csv",
+        ["epoch", "acc", "loss", "lr", "val_acc", "val_loss"],
+        [[0, 0.5, 1.0, 0.01, 0.55, 1.1], [1, 0.6, 0.9, 0.01, 0.6, 1.0]],
+    )
+    curve = load_curve(old)
+    assert sorted(curve.metrics) == ["accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
+    assert curve.metrics["val_accuracy"].tolist() == [0.55, 0.6]
+    named = tmp_path / "kind.json"
+    named.write_text(
+        json.dumps(
+            {"sparse_categorical_accuracy": [0.4, 0.5], "val_sparse_categorical_accuracy": [0.3, 0.45]}
+        )
+    )
+    assert load_curve(named).metrics["val_accuracy"].tolist() == [0.3, 0.45]
+    # Two accuracy kinds: neither is guessed; an existing name is never overwritten.
+    both = {
+        "binary_accuracy": [0.5],
+        "val_binary_accuracy": [0.5],
+        "categorical_accuracy": [0.4],
+        "val_loss": [1.0],
+    }
+    assert "accuracy" not in curve_from_history(both, "r").metrics
+    kept = curve_from_history({"accuracy": [0.9], "acc": [0.1], "val_loss": [1.0]}, "r").metrics
+    assert kept["accuracy"].tolist() == [0.9] and kept["acc"].tolist() == [0.1]
