@@ -1342,6 +1342,42 @@ def _underfitting_extras() -> list[Variant]:
     ]
 
 
+def _underfitting_tune_extras() -> list[Variant]:
+    """The same two causes of underfitting on the tune families: heavy L2 on a sound MLP, and 1-2
+    hidden units. The first batch's tune split had only small-capacity underfitting (digits with 3
+    units, a linear model on synth-5), so rules fitted on it never saw a regularised one."""
+    rows = [
+        ("uf3-digits-l2", "digits", {"hidden": (64,), "l2": 0.05}, 1e-3, 30, 32),
+        ("uf3-digits-1-unit", "digits", {"hidden": (1,)}, 1e-2, 30, 32),
+        ("uf3-synth-5-l2", "synth-5", {"hidden": (64, 64), "l2": 0.1}, 1e-3, 40, 64),
+        ("uf3-synth-5-1-unit", "synth-5", {"hidden": (1,)}, 1e-2, 40, 64),
+        ("uf3-wine-1-unit", "wine", {"hidden": (1,)}, 1e-2, 80, 16),
+        ("uf3-moons-1-unit", "moons", {"hidden": (1,)}, 1e-2, 40, 32),
+    ]
+    return [
+        Variant(
+            name,
+            "underfitting",
+            view,
+            "mlp",
+            "adam",
+            lr,
+            epochs,
+            ("underfitting",),
+            (0, 1, 2),
+            batch,
+            kwargs,
+            generation=2,
+            notes=(
+                f"MLP {kwargs['hidden']} with L2 {kwargs['l2']}: regularisation too strong"
+                if "l2" in kwargs
+                else f"MLP with {kwargs['hidden'][0]} hidden unit(s), Adam {lr}: too little capacity"
+            ),
+        )
+        for name, view, kwargs, lr, epochs, batch in rows
+    ]
+
+
 def _still_improving_extras() -> list[Variant]:
     """Each family's sound configuration with a third of its budget: near the reference and still
     improving when the budget ends (the healthy runs an early stop must not cut)."""
@@ -1380,6 +1416,7 @@ def all_variants() -> list[Variant]:
     out += _specials()
     out += _oscillation_extras()
     out += _underfitting_extras()
+    out += _underfitting_tune_extras()
     out += _still_improving_extras()
     seen: set[str] = set()
     for v in out:

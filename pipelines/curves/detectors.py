@@ -894,32 +894,44 @@ def _is_low(ctx: Context, level: float, noise: float, values: np.ndarray | None,
 
 
 def _practically_flat(
-    series: tuple[np.ndarray, np.ndarray], over: Plateau, cfg: DiagnoseConfig
+    series: tuple[np.ndarray, np.ndarray],
+    onset_epoch: int,
+    cfg: DiagnoseConfig,
+    *,
+    metric: str = "accuracy",
+    n_examples: int | None = None,
 ) -> Plateau | None:
-    """The training accuracy over the validation plateau's epochs, when flat for practical purposes.
+    """An accuracy curve from ``onset_epoch`` on, when flat for practical purposes.
 
     :func:`find_plateau` rejects a tail with a statistically significant creep, however small; on a
     large training set a rise of a few thousandths over twenty epochs is significant and still
-    nothing. Flat here: the range over those epochs at most max(3 noise SDs, 2 binomial SDs on the
-    training set's size read off its grid (:func:`infer_num_examples`), 0.01).
+    nothing. Flat here: the range over those epochs at most max(3 noise SDs, 2 binomial SDs on
+    ``n_examples`` (default: the set's size read off its grid, :func:`infer_num_examples`), 0.01).
+
+    Args:
+        series: (epochs (E,) int, accuracy (E,) float) of one accuracy metric.
+        onset_epoch: 1-based first epoch of the tail.
+        cfg: thresholds (``min_plateau_epochs``: the tail needs one more value than this).
+        metric: the name the returned plateau carries.
+        n_examples: examples the accuracy is measured on, when known.
 
     Returns:
-        A :class:`Plateau` of the training accuracy from the validation plateau's onset, or None.
+        A :class:`Plateau` of the metric from ``onset_epoch``, or None.
     """
     x, y = series
-    mask = x >= over.onset_epoch
+    mask = x >= onset_epoch
     tail = y[mask]
     if tail.size < cfg.min_plateau_epochs + 1:
         return None
     noise = estimate_noise(y)
     level = float(np.mean(tail))
-    n = infer_num_examples(y)
+    n = n_examples or infer_num_examples(y)
     allowed = max(3 * noise, 2 * binomial_sd(level, n) if n else 0.0, 0.01)
     if float(np.ptp(tail)) > allowed:
         return None
     first = int(np.flatnonzero(mask)[0])
     return Plateau(
-        metric="accuracy",
+        metric=metric,
         onset_epoch=int(x[first]),
         level=level,
         spread=float(np.std(tail)),
@@ -928,6 +940,22 @@ def _practically_flat(
         trend_z=slope_z(x[mask].astype(float), tail, noise),
         onset_index=first,
     )
+
+
+def _practical_val_plateau(ctx: Context) -> Plateau | None:
+    """val_accuracy's last third (at least ``min_plateau_epochs`` + 1 epochs), when flat for
+    practical purposes (:func:`_practically_flat`, binomial SDs on the validation set's size).
+
+    On thousands of validation examples a creep of a point over a dozen epochs is significant, so
+    :func:`find_plateau` finds no plateau, yet a model that creeps at a low level has converged.
+    """
+    val = finite_series(ctx.curve, "val_accuracy")
+    if val is None:
+        return None
+    tail = max(ctx.cfg.min_plateau_epochs + 1, val[0].size // 3)
+    if val[0].size < 2 * tail:
+        return None
+    return _practically_flat(val, int(val[0][-tail]), ctx.cfg, metric="val_accuracy", n_examples=ctx.n_val)
 
 
 def detect_underfitting(ctx: Context) -> Finding | None:
@@ -943,6 +971,8 @@ def detect_underfitting(ctx: Context) -> Finding | None:
     held back by memorising.
     """
     plateau, cfg = ctx.plateau, ctx.cfg
+    if plateau is None and ctx.monitor == "val_accuracy":
+        plateau = _practical_val_plateau(ctx)
     if plateau is None or plateau.metric != "val_accuracy":
         return None
     train = finite_series(ctx.curve, "accuracy")
@@ -950,7 +980,7 @@ def detect_underfitting(ctx: Context) -> Finding | None:
         return None
     train_plateau = find_plateau(
         train[1], train[0], min_plateau_epochs=cfg.min_plateau_epochs, alpha=cfg.alpha, metric="accuracy"
-    ) or _practically_flat(train, plateau, cfg)
+    ) or _practically_flat(train, plateau.onset_epoch, cfg)
     if train_plateau is None:
         return None
     val_low = _is_low(ctx, plateau.level, plateau.noise, ctx.values, plateau.flat_epochs + 1)

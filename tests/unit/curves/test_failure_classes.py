@@ -153,6 +153,23 @@ def test_train_and_validation_low_and_flat_together_is_underfitting_without_a_ba
     assert not diagnose(_curve(metrics)).has("underfitting")
 
 
+def test_a_creep_at_a_low_level_on_a_large_validation_set_is_underfitting() -> None:
+    # A corpus run of the tune split (5 classes, an MLP held down by L2 0.1, 1,000 validation
+    # examples): validation creeps 0.58 -> 0.595 over the last third, a significant trend on so
+    # many examples, while training sits beside it at 0.60: converged at a low level.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_curve
+
+    csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "uf3-synth-5-l2-s0.csv"
+    diagnosis = diagnose(load_curve(csv))
+    assert diagnosis.has("underfitting"), diagnosis.codes
+    # The same creep on a model that fits its training set (train far above validation) is not.
+    curve = load_curve(csv)
+    curve.metrics["accuracy"] = np.minimum(curve.metrics["accuracy"] + 0.3, 0.99)
+    assert not diagnose(curve).has("underfitting")
+
+
 # 3. Oscillation judged against the validation set's size; never hides the primary finding -----------
 
 
