@@ -638,10 +638,11 @@ def fits_training_set(ctx: Context) -> bool:
 def detect_overfitting(ctx: Context) -> Finding | None:
     """val_loss rising from its minimum beyond noise while the training loss keeps improving.
 
-    Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum; the last
-    ``min_plateau_epochs`` epochs each above the mean around the minimum by more than 2 noise SDs,
-    and their mean by more than max(4 noise SDs, ``overfit_rise`` x that level, 1.5 x that level /
-    sqrt(n) with n validation examples); and a
+    Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum; at least two
+    thirds of the last ``min_plateau_epochs`` epochs above the mean around the minimum by more than
+    a noise SD, and their mean by more than max(3 standard errors of the difference of the two
+    means, ``overfit_rise`` x that level, 1.5 x that level / sqrt(n) with n validation examples);
+    and a
     non-increasing training-loss trend since the minimum. A level test, not a trend test: a
     val_loss that spiked and came part of the way back is still above its minimum. Falls back to
     (negated) val_accuracy / accuracy when there are no losses. The onset is the best epoch.
@@ -666,19 +667,24 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     sigma = estimate_noise(v)
     z_up = slope_z(x[best:].astype(float), v[best:], sigma)
     width = min(m, v.size - 1 - best)
-    # The minimum itself is a low noise draw: compare against the mean around it, not the minimum.
+    # The minimum itself is a low noise draw: compare against the mean around it (3 epochs), not
+    # the minimum.
     around = float(np.mean(v[max(0, best - 1) : best + 2]))
     tail = v[-width:]
     rise = float(np.mean(tail)) - around
-    # Sustained: every one of the last epochs sits above the minimum beyond noise; practically
-    # significant: by a tenth of the loss's own level (``overfit_rise``) and 4 noise SDs.
-    floor = max(4 * sigma, cfg.overfit_rise * abs(around)) if sign > 0 else 4 * sigma
+    # Significant: the difference of two means (the tail's ``width`` epochs, the 3 around the
+    # minimum) beyond 3 of its standard errors under the curve's noise; practically significant:
+    # by a tenth of the loss's own level (``overfit_rise``).
+    significant = 3 * sigma * math.sqrt(1 / width + 1 / 3)
+    floor = max(significant, cfg.overfit_rise * abs(around)) if sign > 0 else significant
     if sign > 0 and ctx.n_val:
         # A mean loss over n examples moves by about 1.5 x level / sqrt(n) between validation sets
         # of that size (a per-example cross-entropy's SD is of the order of 1.5 x its mean): a
         # rise within that is the set's choice, however steady the curve.
         floor = max(floor, 1.5 * abs(around) / math.sqrt(ctx.n_val))
-    if rise < floor or bool(np.any(tail <= around + 2 * sigma)):
+    # Sustained: at least two thirds of the tail's epochs above the minimum by a noise SD (a
+    # swinging val_loss dips back now and then while its level keeps rising).
+    if rise < floor or float(np.mean(tail > around + sigma)) < 2 / 3:
         return None
     tx, tv = train[0], sign * train[1]
     mask = tx >= x[best]

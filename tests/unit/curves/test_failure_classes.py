@@ -207,6 +207,27 @@ def test_jittery_val_loss_on_a_small_validation_set_is_not_oscillation() -> None
         assert diagnosis.has("overfitting"), (seed, diagnosis.codes)
 
 
+def test_a_swinging_val_loss_that_keeps_rising_is_overfitting() -> None:
+    # val_loss doubles from its minimum at epoch 9 while swinging +-0.08 from epoch to epoch; one
+    # of the last epochs dips back. The level has risen far beyond the swings: overfitting.
+    rng = np.random.default_rng(3)
+    t = np.arange(1, 31)
+    trend = np.where(t <= 8, 0.9 - 0.5 * (t - 1) / 7, 0.4 + 0.4 * (t - 8) / 22)
+    val_loss = trend + 0.08 * np.where(t % 2 == 0, 1, -1) * (t > 8) + rng.normal(0, 0.01, 30)
+    val_loss[-2] = trend[-2] - 0.1
+    metrics = {
+        "loss": 0.9 * np.exp(-t / 8),
+        "val_loss": val_loss,
+        "accuracy": 1 - 0.5 * np.exp(-t / 5),
+        "val_accuracy": _grid(0.85 - 0.001 * np.maximum(t - 8, 0) + rng.normal(0, 0.005, 30), 500),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.has("overfitting"), diagnosis.codes
+    # The same swings around a flat level are not.
+    metrics["val_loss"] = np.where(t <= 8, trend, 0.4) + 0.08 * np.where(t % 2 == 0, 1, -1) * (t > 8)
+    assert not diagnose(_curve(metrics)).has("overfitting")
+
+
 # 4. Too slow on coarse accuracy ------------------------------------------------------------------
 
 
