@@ -678,10 +678,10 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     significant = 3 * sigma * math.sqrt(1 / width + 1 / 3)
     floor = max(significant, cfg.overfit_rise * abs(around)) if sign > 0 else significant
     if sign > 0 and ctx.n_val:
-        # A mean loss over n examples moves by about 1.5 x level / sqrt(n) between validation sets
-        # of that size (a per-example cross-entropy's SD is of the order of 1.5 x its mean): a
-        # rise within that is the set's choice, however steady the curve.
-        floor = max(floor, 1.5 * abs(around) / math.sqrt(ctx.n_val))
+        # A mean loss over n examples moves by about loss_sd_ratio x level / sqrt(n) between
+        # validation sets of that size: a rise within that is the set's choice, however steady
+        # the curve.
+        floor = max(floor, cfg.loss_sd_ratio * abs(around) / math.sqrt(ctx.n_val))
     # Sustained: at least two thirds of the tail's epochs above the minimum by a noise SD (a
     # swinging val_loss dips back now and then while its level keeps rising).
     if rise < floor or float(np.mean(tail > around + sigma)) < 2 / 3:
@@ -1050,13 +1050,25 @@ def swing(y: np.ndarray) -> tuple[float, float, float]:
     return (sigma / extent if extent > 0 else math.inf), changes, sigma
 
 
+def _loss_sampling_sd(curve: Curve, cfg: DiagnoseConfig) -> float:
+    """The scatter of an epoch's mean training loss that its training-set size alone explains:
+    ``loss_sd_ratio`` x level / sqrt(n_train), n_train read off the training accuracy's grid
+    (:func:`infer_num_examples`); 0 when it cannot be read."""
+    loss, accuracy = finite_series(curve, "loss"), finite_series(curve, "accuracy")
+    n_train = infer_num_examples(accuracy[1]) if accuracy is not None else None
+    if loss is None or not n_train:
+        return 0.0
+    return cfg.loss_sd_ratio * abs(float(np.median(loss[1]))) / math.sqrt(n_train)
+
+
 def detect_oscillation(ctx: Context) -> Finding | None:
     """Losses swinging up and down from epoch to epoch, large against their trend: a learning rate
     too high.
 
     The training loss swings when its noise-to-trend ratio is at least ``oscillation_ratio`` / 2
-    with sign changes in at least 20% of its steps (it averages over the whole training set, so
-    sampling noise does not move it). The validation loss swings at ``oscillation_ratio`` with 30%
+    with sign changes in at least 20% of its steps, and its noise SD exceeds what the training
+    set's size explains (:func:`_loss_sampling_sd`: a mean over 400 examples scatters by a tenth
+    of its level). The validation loss swings at ``oscillation_ratio`` with 30%
     sign changes, and only counts when the validation accuracy's own epoch-to-epoch scatter exceeds
     ``swing_z`` binomial SDs of an accuracy on the validation set: on a small validation set a
     jittery val_loss is the set's size, not the optimiser (binomial sampling SD of an accuracy,
@@ -1069,7 +1081,12 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         if series is not None:
             stats[name] = swing(series[1])
     swinging: list[str] = []
-    if "loss" in stats and stats["loss"][0] >= cfg.oscillation_ratio / 2 and stats["loss"][1] >= 0.2:
+    if (
+        "loss" in stats
+        and stats["loss"][0] >= cfg.oscillation_ratio / 2
+        and stats["loss"][1] >= 0.2
+        and stats["loss"][2] > _loss_sampling_sd(curve, cfg)
+    ):
         swinging.append("loss")
     if "val_loss" in stats and stats["val_loss"][0] >= cfg.oscillation_ratio and stats["val_loss"][1] >= 0.3:
         beyond_sampling = True

@@ -40,6 +40,10 @@ class DiagnoseConfig(BaseModel):
         improving_z: OLS slope z over the last third above which a curve is "still improving".
         underfit_error: training error (1 - accuracy) at or above which a model that fits its
             training set no better than its validation set underfits when chance is unknown.
+        loss_sd_ratio: standard deviation of a per-example cross-entropy as a multiple of its mean
+            (heavy-tailed: most examples near 0, a few wrong ones large): a mean loss over n
+            examples scatters by about ``loss_sd_ratio`` x level / sqrt(n), the scale below which
+            a val_loss rise (overfitting) or a training loss's swings (oscillation) are sampling.
         live_loss_fall: share of its level the validation loss must be on course to lose by the
             budget (at its recent pace, falling beyond noise) for the live stop to wait.
         live_patience: epochs without improvement beyond noise (on val_accuracy AND val_loss)
@@ -58,6 +62,7 @@ class DiagnoseConfig(BaseModel):
     gap_widening_sd: float = Field(4.0, gt=0.0)
     oscillation_ratio: float = Field(0.065, gt=0.0)
     overfit_rise: float = Field(0.1, gt=0.0)
+    loss_sd_ratio: float = Field(2.0, gt=0.0)
     slow_late_share: float = Field(0.1, gt=0.0, lt=1.0)
     slow_down_share: float = Field(0.7, gt=0.0, le=1.0)
     improving_z: float = Field(2.0, gt=0.0)
