@@ -202,6 +202,32 @@ def uniform_output_classes(curve: Curve) -> int | None:
     return None
 
 
+def val_examples(curve: Curve) -> int | None:
+    """Validation examples behind val_accuracy: given, else read off its grid
+    (:func:`infer_num_examples`), else None."""
+    if curve.num_val_examples is not None:
+        return curve.num_val_examples
+    val_acc = finite_series(curve, "val_accuracy")
+    return infer_num_examples(val_acc[1]) if val_acc is not None else None
+
+
+def chance_limit(chance: float, n_val: int | None, noise: float = 0.0) -> float:
+    """The highest accuracy still "at chance": chance + max(15% of the way to 1.0, 3 noise SDs,
+    2 binomial SDs of an accuracy at chance on ``n_val`` examples).
+
+    On 40 validation examples a network predicting the majority class of a balanced binary task
+    scores anywhere from 0.35 to 0.65 (binomial SD 0.079): a fixed band would call such a run
+    learning.
+
+    Args:
+        chance: the chance level (majority share or 1/K), in [0, 1].
+        n_val: examples the accuracy is measured on (None: unknown, no binomial term).
+        noise: the accuracy curve's epoch-to-epoch noise SD.
+    """
+    sd = binomial_sd(chance, n_val) if n_val else 0.0
+    return chance + max(0.15 * (1 - chance), 3 * noise, 2 * sd)
+
+
 def build_context(
     curve: Curve,
     cfg: DiagnoseConfig,
@@ -227,10 +253,7 @@ def build_context(
     x, values = finite_series(curve, monitor)  # type: ignore[misc]
     g = values if higher else -values
     chance, source, entropy = chance_of(curve)
-    n_val = curve.num_val_examples
-    if n_val is None:
-        val_acc = finite_series(curve, "val_accuracy")
-        n_val = infer_num_examples(val_acc[1]) if val_acc is not None else None
+    n_val = val_examples(curve)
     sigma = estimate_noise(g)
     if monitor == "val_accuracy" and n_val:
         # An accuracy on n examples moves in steps of 1 / n: a change of less than one step cannot
@@ -348,7 +371,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6)
         acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
         if chance is not None and acc is not None:
-            ends_at_chance = float(acc[1][-1]) <= chance + 0.15 * (1 - chance)
+            ends_at_chance = float(acc[1][-1]) <= chance_limit(chance, val_examples(curve))
         else:
             # Without a chance level: a loss fixed at one value after the blow-up (a dead network).
             rest = y[peak + 1 :]
@@ -481,7 +504,7 @@ def _not_learning_at_chance(
     cfg = ctx.cfg
     epochs = np.asarray(ctx.curve.epochs)
     chance = ctx.chance
-    acc_limit = chance + max(0.15 * (1 - chance), 3 * ctx.sigma, 2 * ctx.accuracy_sd(chance))
+    acc_limit = chance_limit(chance, ctx.n_val, ctx.sigma)
     loss_limit = 0.85 * ctx.prior_entropy
     ok = np.ones(epochs.size, dtype=bool)
     if accuracy is not None:
@@ -627,7 +650,7 @@ def fits_training_set(ctx: Context) -> bool:
     if ctx.chance is None or train is None:
         return True
     tail = train[1][train[1].size // 2 :]
-    return bool(np.max(tail) > ctx.chance + max(0.15 * (1 - ctx.chance), 3 * ctx.sigma))
+    return bool(np.max(tail) > chance_limit(ctx.chance, None, ctx.sigma))
 
 
 # ----------------------------------------------------------------------------------------------

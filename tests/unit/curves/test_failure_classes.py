@@ -351,6 +351,19 @@ def test_a_single_val_loss_spike_that_recovers_is_not_divergence() -> None:
     assert not diagnose(_curve(metrics, num_classes=10)).has("divergence")
 
 
+def test_death_after_a_blow_up_on_a_small_validation_set_is_divergence() -> None:
+    # 2 classes, 40 validation examples: a dead network predicting the prior scores 0.35-0.65
+    # (binomial SD 0.079), so 0.625 after a first-epoch loss of 2,645 is still at chance.
+    metrics = {
+        "loss": np.array([2645.0, 73.0, 0.70, 0.69, 0.69, 0.69]),
+        "accuracy": np.array([0.62, 0.61, 0.5, 0.51, 0.5, 0.5]),
+        "val_accuracy": np.array([36, 25, 24, 23, 25, 25]) / 40,
+        "val_loss": np.array([0.64, 0.643, 0.69, 0.69, 0.69, 0.69]),
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=2, class_prior=(0.495, 0.505)))
+    assert diagnosis.has("divergence"), diagnosis.codes
+
+
 # 7. A stall with a widening gap is not "healthy: converged" -----------------------------------
 
 
