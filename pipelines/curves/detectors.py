@@ -165,7 +165,8 @@ def uniform_output_classes(curve: Curve) -> int | None:
     that), for an integer
     2 <= K <= ``MAX_INFERRED_CLASSES``, with the matching accuracy no higher than
     1 / K + 0.15 (1 - 1 / K) + 0.05 over those epochs, gives the class count when the caller did
-    not. A learning run crosses ln K once; it does not stay there.
+    not. A learning run crosses ln K once; it does not stay there: the loss's least-squares trend
+    over the half must move it by less than the tolerance.
 
     Returns:
         K, or None (no loss, a level matching no integer K, or a loss that moves off it).
@@ -190,6 +191,10 @@ def uniform_output_classes(curve: Curve) -> int | None:
         # Its median within the tolerance, and 90% of the epochs within twice it (a loss measured
         # on few examples scatters around its level).
         if abs(level - ln_k) > tolerance or float(np.mean(np.abs(y - ln_k) <= 2 * tolerance)) < 0.9:
+            return None
+        # Sitting there, not passing through: its least-squares trend over the half moves it by
+        # less than the tolerance (a learning run's loss falling steadily past ln K does not).
+        if y.size >= 3 and abs(float(np.polyfit(np.arange(y.size), y, 1)[0])) * (y.size - 1) > tolerance:
             return None
         # Uniform outputs score the share of whichever class the argmax picks: an accuracy far
         # above 1 / K over the same epochs is a learning run whose loss happens to pass ln K.

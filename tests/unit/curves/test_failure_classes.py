@@ -131,6 +131,20 @@ def test_a_healthy_imbalanced_run_is_not_called_not_learning() -> None:
     assert not diagnosis.has("not_learning"), diagnosis.codes
 
 
+def test_a_loss_falling_past_ln_k_does_not_name_the_class_count() -> None:
+    # A corpus run of the tune split (digits, 10 classes, an MLP of one hidden unit), read as a
+    # file: val_loss falls 1.64 -> 1.55 over the second half, through ln 5 = 1.609, while
+    # val_accuracy reaches 0.31. A loss passing ln 5 is no network stuck at 5 uniform outputs.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_curve
+
+    csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "uf3-digits-1-unit-s0.csv"
+    diagnosis = diagnose(load_curve(csv))
+    assert not diagnosis.has("not_learning"), diagnosis.codes
+    assert diagnosis.has("underfitting"), diagnosis.codes
+
+
 # 2. Underfitting without a baseline ------------------------------------------------------------------
 
 
