@@ -569,6 +569,34 @@ def _not_learning_at_chance(
     )
 
 
+def _froze_where_it_learned_to(
+    ctx: Context, accuracy: tuple[np.ndarray, np.ndarray], span: int, step: float
+) -> bool:
+    """The accuracy froze at the best level it had climbed to, after the training loss fell:
+    a converged model (full-batch-like updates leave its predictions fixed), not a dead one.
+
+    True when the frozen span began after the first epoch, the accuracy before it rose from at
+    least two grid steps below the frozen level and never beyond it by more than max(``step``,
+    2 binomial SDs on the validation set), and the
+    training loss fell by at least a tenth between the first epoch and the span's start. A network
+    that learned and then died ends below its best (divergence's collapse rule).
+    """
+    x, y = accuracy
+    before = y[: y.size - span]
+    if before.size < 2:
+        return False
+    level = float(y[-1])
+    near_best = max(step, 2 * ctx.accuracy_sd(level))
+    if float(np.max(before)) > level + near_best or float(np.min(before)) > level - 4 * step:
+        return False
+    loss = finite_series(ctx.curve, "loss")
+    if loss is None:
+        return False
+    onset = int(x[y.size - span])
+    first, at_onset = float(loss[1][0]), _tail(loss, onset)
+    return bool(at_onset.size) and float(at_onset[0]) <= 0.9 * first
+
+
 def detect_not_learning(ctx: Context) -> Finding | None:
     """Validation accuracy at chance (and loss at the prior's entropy) from some epoch to the end.
 
@@ -581,7 +609,8 @@ def detect_not_learning(ctx: Context) -> Finding | None:
 
     Otherwise (no chance level, or one the accuracy is above: the validation set's class shares
     may differ from the training prior), from the curve alone: validation accuracy frozen at one
-    value (every value of the last half within half a grid step, or 1e-6 when the grid is unknown)
+    value (every value of the last half within half a grid step, or 1e-6 when the grid is unknown),
+    not at the best level it had climbed to with a falling loss (:func:`_froze_where_it_learned_to`),
     while the training accuracy is frozen too or no better, the training loss does not fall both
     beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level, and, when the classes are
     known, the loss stays at least 0.85 x the prior's entropy: a network predicting one class on
@@ -607,6 +636,8 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     if span < max(MIN_JUDGE_EPOCHS, (accuracy[1].size + 1) // 2) or level >= 0.99:
         return None
     onset = int(accuracy[0][-span])
+    if _froze_where_it_learned_to(ctx, accuracy, span, step):
+        return None
     train_acc = finite_series(curve, "accuracy") if acc_name == "val_accuracy" else None
     if train_acc is not None:
         t_tail = _tail(train_acc, onset)

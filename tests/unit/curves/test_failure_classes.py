@@ -145,6 +145,26 @@ def test_a_loss_falling_past_ln_k_does_not_name_the_class_count() -> None:
     assert diagnosis.has("underfitting"), diagnosis.codes
 
 
+def test_an_accuracy_frozen_where_it_climbed_to_is_a_convergence_not_a_dead_network() -> None:
+    # A corpus run of the tune split (a linear model on 5 classes, 1,000 validation examples),
+    # read as a file: val_accuracy climbs 0.50 -> 0.63, then sits at exactly 0.620 for the last
+    # 21 epochs while the training loss, 1.72 at epoch 1, stays at 0.953. It learned and converged.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_curve
+
+    csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "synth-tabular-underfit-s0.csv"
+    diagnosis = diagnose(load_curve(csv))
+    assert not diagnosis.has("not_learning"), diagnosis.codes
+    assert diagnosis.has("underfitting"), diagnosis.codes
+    # Frozen from the first epoch, the same level is a network that never learned.
+    curve = load_curve(csv)
+    curve.metrics["val_accuracy"] = np.full(curve.epochs.size, 0.62)
+    curve.metrics["accuracy"] = np.full(curve.epochs.size, 0.61)
+    curve.metrics["loss"] = np.full(curve.epochs.size, 1.4)
+    assert diagnose(curve).has("not_learning")
+
+
 # 2. Underfitting without a baseline ------------------------------------------------------------------
 
 
