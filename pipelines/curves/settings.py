@@ -68,7 +68,7 @@ class DiagnoseConfig(BaseModel):
     improving_z: float = Field(2.0, gt=0.0)
     underfit_error: float = Field(0.15, gt=0.0, lt=1.0)
     live_patience: int = Field(3, ge=1)
-    live_loss_fall: float = Field(0.05, gt=0.0)
+    live_loss_fall: float = Field(0.03, gt=0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> DiagnoseConfig:
