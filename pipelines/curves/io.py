@@ -101,6 +101,8 @@ def load_csv_logger(
 
     Args:
         path: the CSV file; header ``epoch,<metric>,...``; epochs 0-based as CSVLogger writes them.
+            A repeated header line (``CSVLogger(append=True)`` after a resumed ``fit``) is skipped;
+            a resumed run must continue the epoch numbers (``fit(initial_epoch=...)``).
         epoch_budget: epochs the run was configured for, if known.
         num_classes: classes of the task, if known.
         run: display name (default: the file's stem).
@@ -124,7 +126,12 @@ def load_csv_logger(
                 header = [name.strip() for name in next(reader)]
             except StopIteration:
                 raise ValueError(f"{path}: empty file, expected a CSVLogger header 'epoch,...'") from None
-            rows = [row for row in reader if any(cell.strip() for cell in row)]
+            # CSVLogger(append=True) writes its header again each time training resumes.
+            rows = [
+                row
+                for row in reader
+                if any(cell.strip() for cell in row) and [cell.strip() for cell in row] != header
+            ]
     except UnicodeDecodeError as error:
         raise ValueError(_not_text(path, error)) from None
     if "epoch" not in header:

@@ -159,3 +159,21 @@ def test_older_and_explicit_keras_metric_names_are_read(tmp_path: Path) -> None:
     assert "accuracy" not in curve_from_history(both, "r").metrics
     kept = curve_from_history({"accuracy": [0.9], "acc": [0.1], "val_loss": [1.0]}, "r").metrics
     assert kept["accuracy"].tolist() == [0.9] and kept["acc"].tolist() == [0.1]
+
+
+def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path) -> None:
+    header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    path = _write_csv(
+        tmp_path / "resumed.csv",
+        header,
+        [[0, 0.5, 1.0, 0.5, 1.1], [1, 0.6, 0.9, 0.55, 1.0], header, [2, 0.7, 0.8, 0.6, 0.95]],
+    )
+    curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2, 3] and curve.complete
+    assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.55, 0.6]
+    # Restarted numbering (fit() again without initial_epoch) is not silently merged.
+    restarted = _write_csv(
+        tmp_path / "restarted.csv", header, [[0, 0.5, 1.0, 0.5, 1.1], header, [0, 0.6, 0.9, 0.6, 1.0]]
+    )
+    with pytest.raises(ValueError, match="restarted.csv.*duplicate epochs"):
+        load_curve(restarted)
