@@ -1314,46 +1314,16 @@ def _oscillation_extras() -> list[Variant]:
     ]
 
 
-def _underfitting_extras() -> list[Variant]:
-    """Capacity-starved MLPs (1-2 hidden units) on the test families, where heavy L2 alone left
-    the first batch near the reference (breast_cancer, blobs and shapes are easy to fit a little)."""
-    rows = [
-        ("uf2-fmnist-2-units", "fmnist", {"hidden": (2,)}, 20, 64),
-        ("uf2-blobs-1-unit", "blobs", {"hidden": (1,)}, 40, 64),
-        ("uf2-shapes-2-units", "shapes", {"hidden": (2,)}, 30, 64),
-    ]
-    return [
-        Variant(
-            name,
-            "underfitting",
-            view,
-            "mlp",
-            "adam",
-            1e-2,
-            epochs,
-            ("underfitting",),
-            (0, 1, 2),
-            batch,
-            kwargs,
-            generation=2,
-            notes=f"MLP with {kwargs['hidden'][0]} hidden unit(s), Adam 1e-2: too little capacity",
-        )
-        for name, view, kwargs, epochs, batch in rows
-    ]
+def _underfitting_variants(rows: list[tuple[str, str, dict[str, Any], float, int, int]]) -> list[Variant]:
+    """Adam-trained MLPs that underfit: rows of (name, view, model kwargs, learning rate, epochs,
+    batch), three seeds each; L2 in the kwargs makes the cause "regularisation", else capacity."""
 
+    def notes(kwargs: dict[str, Any], lr: float) -> str:
+        if "l2" in kwargs:
+            return f"MLP {kwargs['hidden']} with L2 {kwargs['l2']}: regularisation too strong"
+        rate = "1e-2" if lr == 1e-2 else str(lr)
+        return f"MLP with {kwargs['hidden'][0]} hidden unit(s), Adam {rate}: too little capacity"
 
-def _underfitting_tune_extras() -> list[Variant]:
-    """The same two causes of underfitting on the tune families: heavy L2 on a sound MLP, and 1-2
-    hidden units. The first batch's tune split had only small-capacity underfitting (digits with 3
-    units, a linear model on synth-5), so rules fitted on it never saw a regularised one."""
-    rows = [
-        ("uf3-digits-l2", "digits", {"hidden": (64,), "l2": 0.05}, 1e-3, 30, 32),
-        ("uf3-digits-1-unit", "digits", {"hidden": (1,)}, 1e-2, 30, 32),
-        ("uf3-synth-5-l2", "synth-5", {"hidden": (64, 64), "l2": 0.1}, 1e-3, 40, 64),
-        ("uf3-synth-5-1-unit", "synth-5", {"hidden": (1,)}, 1e-2, 40, 64),
-        ("uf3-wine-1-unit", "wine", {"hidden": (1,)}, 1e-2, 80, 16),
-        ("uf3-moons-1-unit", "moons", {"hidden": (1,)}, 1e-2, 40, 32),
-    ]
     return [
         Variant(
             name,
@@ -1368,14 +1338,38 @@ def _underfitting_tune_extras() -> list[Variant]:
             batch,
             kwargs,
             generation=2,
-            notes=(
-                f"MLP {kwargs['hidden']} with L2 {kwargs['l2']}: regularisation too strong"
-                if "l2" in kwargs
-                else f"MLP with {kwargs['hidden'][0]} hidden unit(s), Adam {lr}: too little capacity"
-            ),
+            notes=notes(kwargs, lr),
         )
         for name, view, kwargs, lr, epochs, batch in rows
     ]
+
+
+def _underfitting_extras() -> list[Variant]:
+    """Capacity-starved MLPs (1-2 hidden units) on the test families, where heavy L2 alone left
+    the first batch near the reference (breast_cancer, blobs and shapes are easy to fit a little)."""
+    return _underfitting_variants(
+        [
+            ("uf2-fmnist-2-units", "fmnist", {"hidden": (2,)}, 1e-2, 20, 64),
+            ("uf2-blobs-1-unit", "blobs", {"hidden": (1,)}, 1e-2, 40, 64),
+            ("uf2-shapes-2-units", "shapes", {"hidden": (2,)}, 1e-2, 30, 64),
+        ]
+    )
+
+
+def _underfitting_tune_extras() -> list[Variant]:
+    """The same two causes of underfitting on the tune families: heavy L2 on a sound MLP, and 1-2
+    hidden units. The first batch's tune split had only small-capacity underfitting (digits with 3
+    units, a linear model on synth-5), so rules fitted on it never saw a regularised one."""
+    return _underfitting_variants(
+        [
+            ("uf3-digits-l2", "digits", {"hidden": (64,), "l2": 0.05}, 1e-3, 30, 32),
+            ("uf3-digits-1-unit", "digits", {"hidden": (1,)}, 1e-2, 30, 32),
+            ("uf3-synth-5-l2", "synth-5", {"hidden": (64, 64), "l2": 0.1}, 1e-3, 40, 64),
+            ("uf3-synth-5-1-unit", "synth-5", {"hidden": (1,)}, 1e-2, 40, 64),
+            ("uf3-wine-1-unit", "wine", {"hidden": (1,)}, 1e-2, 80, 16),
+            ("uf3-moons-1-unit", "moons", {"hidden": (1,)}, 1e-2, 40, 32),
+        ]
+    )
 
 
 def _still_improving_extras() -> list[Variant]:
