@@ -20,9 +20,16 @@ https://keras.io/getting_started/). Results are printed and, when ``--out`` or t
 variable ``OUT`` names a folder, written to ``gpu_check.json`` there after every step (a run cut
 short still leaves what it measured).
 
-Run (GPU): ``KERAS_BACKEND=jax python benchmarks/gpu_check.py``; about 3-4 minutes on one H100/H200.
+Run (GPU): ``KERAS_BACKEND=jax python benchmarks/gpu_check.py`` (``--source-dir`` where
+``fetch.system_dir`` does not hold the IDX files); about 95 s on one H200.
 Run (CPU side-by-side, small): ``KERAS_BACKEND=jax JAX_PLATFORMS=cpu python benchmarks/gpu_check.py
 --allow-cpu --epochs 2 --trials 0``.
+
+Measured 2026-11-26 on one NVIDIA H200 (jax 0.11.2, keras 3.15.1, no TensorFlow installed):
+small_cnn, mixed precision on, 0.88 s per epoch after a 12.7 s first epoch, test accuracy 0.905
+after 6 epochs; 4 trials complete one after another (best val_accuracy 0.915, test 0.904); this
+process held 1,164 MiB of the card (JAX pool 518 MiB) against 107,918 MiB for the preallocating
+control. On the 2 shared CPU cores here: 117 s per epoch for the same model (float32).
 """
 
 from __future__ import annotations
@@ -163,7 +170,9 @@ def load_fashion_mnist(source_dir: Path | None, work: Path) -> tuple[Any, Any, l
     return data, (test.x, test.y), result.class_names
 
 
-def _epoch_timer():
+def _epoch_timer(label: str | None = None):
+    """A Keras callback timing each epoch; prints ``label``, the epoch's seconds and val_accuracy
+    as each epoch ends when ``label`` is given."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -179,6 +188,12 @@ def _epoch_timer():
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.seconds.append(time.perf_counter() - self._start)
+            if label is not None:
+                val = (logs or {}).get("val_accuracy", float("nan"))
+                print(
+                    f"    {label} epoch {epoch + 1}: {self.seconds[-1]:.2f} s, val_accuracy {val:.4f}",
+                    flush=True,
+                )
 
     return EpochTimer()
 
@@ -194,7 +209,7 @@ class _Hooks:
 
         self.devices[number] = detect_device()
         self.spans[number] = [time.perf_counter() - self.t0, None]
-        self.timers[number] = _epoch_timer()
+        self.timers[number] = _epoch_timer(f"trial {number}")
         print(f"  trial {number} starts: {params}", flush=True)
         return (self.timers[number],)
 
