@@ -65,6 +65,15 @@ def main(params_path: str, storage: str, out_path: str, augment: str) -> None:
         "model_backend_arrays": type(result.model.trainable_variables[0].value).__module__,
     }
     del result
+    # Keras falls back to eager execution (jit_compile=False) for a model with a layer marked
+    # supports_jit=False, as its augmentation layers are for TensorFlow's sake; eager JAX on a GPU
+    # is two orders of magnitude slower, so the augmented model must compile with XLA too.
+    from pipelines.models import build_model
+
+    out["jit_compile"] = {
+        str(aug): bool(build_model(cfg.model_copy(update={"augment": aug}), (8, 8, 1), 10).jit_compile)
+        for aug in (False, True)
+    }
     out["train_seconds"] = time.perf_counter() - start
 
     # A tuning of n_trials through the tuning stage's own entry point, on an SQLite Optuna store.

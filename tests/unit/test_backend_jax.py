@@ -69,6 +69,7 @@ def test_train_and_tune_run_under_jax_without_tensorflow(params_file, tmp_path: 
     assert got["train"]["backend"] == "jax"
     assert got["train"]["model_backend_arrays"].startswith("jax")
     assert got["train"]["epochs_run"] == 1
+    assert got["jit_compile"] == {"False": True, "True": True}
     assert all(math.isfinite(got["train"]["history"][k][0]) for k in ("loss", "val_loss", "val_accuracy"))
 
     trials = got["tune"]["trials"]
