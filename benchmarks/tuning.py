@@ -349,8 +349,12 @@ def replay(
     n_trials: int,
     only: Sequence[str] | None = None,
     budget: int | None = None,
+    first_seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Replay every method of :func:`methods` over ``seeds`` sampler seeds and print the table.
+
+    Seeds are ``first_seed, ..., first_seed + seeds - 1``: settings are chosen on seeds 0-9 (the
+    default), and ``--first-seed 10 --seeds 20`` checks them on seeds they were not chosen on.
 
     ``budget``: truncate every curve to its first ``budget`` epochs (a shorter tuning budget, e.g.
     the quick profile's 6), so the search, its best configuration and the pruners' budget are those
@@ -372,13 +376,18 @@ def replay(
         f"epochs; best config #{best} {table.params[best]}: val_accuracy {values[best]:.4f}; "
         f"{near} configuration(s) within {100 * WITHIN:.1f} points of it; median config {np.median(values):.4f}"
     )
-    print(f"{seeds} sampler seeds x {n_trials} trials per method\n")
+    print(
+        f"{seeds} sampler seeds ({first_seed}..{first_seed + seeds - 1}) x {n_trials} trials per method, "
+        f"budget {budget or EPOCHS} epochs\n"
+    )
     results: dict[str, dict[str, Any]] = {}
     for name, (kind, make) in methods(budget or EPOCHS).items():
         if only and name not in only:
             continue
         t0 = time.perf_counter()
-        traces = [replay_search(table, kind, make(), seed, n_trials) for seed in range(seeds)]
+        traces = [
+            replay_search(table, kind, make(), seed, n_trials) for seed in range(first_seed, first_seed + seeds)
+        ]
         results[name] = summarise(table, traces, n_trials) | {"seconds": time.perf_counter() - t0}
     print(format_results(results))
     return results
@@ -488,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument("--limit", type=int, default=None, help="only the first N configurations (timing)")
     rep = sub.add_parser("replay", help="replay samplers and pruners against the table (default)")
     rep.add_argument("--seeds", type=int, default=10, help="sampler seeds per method (default 10)")
+    rep.add_argument("--first-seed", type=int, default=0, help="first sampler seed (default 0)")
     rep.add_argument("--trials", type=int, default=40, help="trials per search (default 40)")
     rep.add_argument("--table", type=Path, default=TABLE)
     rep.add_argument("--only", action="append", help="run only this method (repeatable)")
@@ -509,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             getattr(args, "trials", 40),
             getattr(args, "only", None),
             getattr(args, "budget", None),
+            getattr(args, "first_seed", 0),
         )
     return 0
 
