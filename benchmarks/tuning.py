@@ -201,13 +201,36 @@ def load_table(path: Path) -> Table:
     return Table([params[c] for c in range(n)], curves)
 
 
+class PerfectForecastPruner:
+    """A reference, not a method: prunes at epoch 1 every trial whose *recorded* final value will
+    not beat the best completed trial (it reads the table), and none before a trial completed.
+
+    What predictive termination (prune when the trial will not beat the best completed one) could
+    at best achieve with a perfect forecast: a lower bound on the epochs of any pruner of that
+    kind, CurvePruner included.
+    """
+
+    def __init__(self, table: Table) -> None:
+        import optuna
+
+        self._values = table.values
+        self._index = {tuple(p[k] for k in GRID): i for i, p in enumerate(table.params)}
+        self._complete = optuna.trial.TrialState.COMPLETE
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        done = [t.value for t in study.get_trials(deepcopy=False, states=(self._complete,))]
+        config = self._index[tuple(trial.params[k] for k in GRID)]
+        return bool(done) and self._values[config] <= max(done)
+
+
 #: Method name -> (sampler kind, pruner factory). Optuna defaults unless the docs' examples differ.
-def methods(budget: int = EPOCHS) -> dict[str, tuple[str, Callable[[], Any]]]:
+def methods(budget: int = EPOCHS, table: Table | None = None) -> dict[str, tuple[str, Callable[[], Any]]]:
+    """The replayed methods; with ``table``, also the :class:`PerfectForecastPruner` reference."""
     import optuna
 
     from pipelines.curves.pruner import CurvePruner
 
-    return {
+    found: dict[str, tuple[str, Callable[[], Any]]] = {
         "random, no pruning": ("random", optuna.pruners.NopPruner),
         "TPE, no pruning": ("tpe", optuna.pruners.NopPruner),
         "TPE + MedianPruner": (
@@ -229,11 +252,25 @@ def methods(budget: int = EPOCHS) -> dict[str, tuple[str, Callable[[], Any]]]:
             "tpe",
             lambda: CurvePruner(budget, num_classes=10, n_startup_trials=3),
         ),
-        "TPE + CurvePruner(warmup=4)": (
+        # The forecast of the trial's own curve alone (no early forecast from the completed
+        # trials' curves): the pruner as it was before that forecast was added.
+        "TPE + CurvePruner(families only)": (
             "tpe",
-            lambda: CurvePruner(budget, num_classes=10, n_warmup_steps=4),
+            lambda: CurvePruner(budget, num_classes=10, n_warmup_steps=6, family_warmup_steps=6),
         ),
     }
+    if table is not None:
+        found["TPE + perfect forecast (bound)"] = ("tpe", lambda: _perfect(table))
+    return found
+
+
+def _perfect(table: Table) -> Any:
+    import optuna
+
+    class _Pruner(PerfectForecastPruner, optuna.pruners.BasePruner):
+        pass
+
+    return _Pruner(table)
 
 
 @dataclass
@@ -381,12 +418,13 @@ def replay(
         f"budget {budget or EPOCHS} epochs\n"
     )
     results: dict[str, dict[str, Any]] = {}
-    for name, (kind, make) in methods(budget or EPOCHS).items():
+    for name, (kind, make) in methods(budget or EPOCHS, table).items():
         if only and name not in only:
             continue
         t0 = time.perf_counter()
         traces = [
-            replay_search(table, kind, make(), seed, n_trials) for seed in range(first_seed, first_seed + seeds)
+            replay_search(table, kind, make(), seed, n_trials)
+            for seed in range(first_seed, first_seed + seeds)
         ]
         results[name] = summarise(table, traces, n_trials) | {"seconds": time.perf_counter() - t0}
     print(format_results(results))
@@ -439,6 +477,14 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
             f"  best configuration pruned in < 5% of the seeds that sampled it: {100 * share:.0f}%"
             f" ({curve['best_pruned']}/{curve['best_sampled']})  {ok(share < 0.05)}",
         ]
+        bound = results.get("TPE + perfect forecast (bound)", {}).get("to_goal_median", math.nan)
+        if math.isfinite(bound):
+            lines.append(
+                f"  bound: pruning at epoch 1 exactly the trials that will not beat the best completed one "
+                f"reaches it in {bound:.0f} epochs ({base / bound:.2f}x): 3x is "
+                f"{'within reach' if base / bound >= 3 else 'out of reach of any predictive-termination pruner'}"
+                " on these seeds"
+            )
     return "\n".join(lines)
 
 
