@@ -259,7 +259,8 @@ def methods(budget: int = EPOCHS, table: Table | None = None) -> dict[str, tuple
         ),
         # The forecast of the trial's own curve alone (no early forecast from the completed
         # trials' curves), with the warm-up it had before that forecast was added (6 epochs,
-        # budget - 2 under 8); ties to the best are unprotected here too.
+        # budget - 2 under 8); ties to the best are unprotected here too. Under a 7-epoch budget
+        # the families never have their 6 values before the last epoch: only the diagnosis prunes.
         "TPE + CurvePruner(families only)": (
             "tpe",
             lambda: CurvePruner(
