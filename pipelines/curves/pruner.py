@@ -14,10 +14,10 @@ Two rules, checked at every step a trial reports:
      8): from the completed trials' curves, after Chandrashekaran & Lane, "Speeding up
      Hyper-parameter Optimization by Extrapolation of Learning Curves Using Previous Builds"
      (ECML-PKDD 2017), who predict a new curve from the trajectories of earlier ones. Here each
-     completed trial ``j`` gives the log-ratio ``r_j`` of its remaining distance to the metric's
-     bound (``1 - val_accuracy``, or the loss itself) at its best epoch over the same distance at
-     the running trial's epoch, and the running trial is assumed to shrink its own distance by a
-     ratio drawn from the same law: normal, with unknown mean and variance, whose posterior
+     completed trial ``j`` gives the log-ratio ``r_j`` of its final distance to the metric's
+     bound (``1 - val_accuracy``, or the loss itself; at its best epoch) over its distance at the
+     running trial's epoch (best so far), and the running trial is assumed to shrink its own
+     distance by a ratio drawn from the same law: normal, with unknown mean and variance, whose posterior
      predictive given ``r_1..r_n`` is a Student t (a flat prior on the mean and a
      scaled-inverse-chi^2 prior on the variance, ``ratio_prior_dof`` pseudo-observations of SD
      ``ratio_prior_sd``; Gelman et al., "Bayesian Data Analysis", 3rd ed., sec. 3.2-3.3). With few
@@ -40,10 +40,10 @@ Two rules, checked at every step a trial reports:
    convergence) has its forecast checked at once, warm-up and interval aside.
 
 A trial whose best value so far already beats the target is never pruned: it is the study's
-best, and Optuna counts only completed trials. One that only ties it is not protected (a tie
-does not change Optuna's best trial): with a categorical search space a sampler draws the same
-configuration again, and ``benchmarks/tuning.py`` measured repeats of the incumbent completing
-in full for nothing.
+best, and Optuna counts only completed trials. One that only ties it is not protected: a tie
+does not change Optuna's best trial, so completing it gains the study nothing (with a categorical
+search space a sampler draws the incumbent's configuration again; whether such a repeat is
+pruned is still up to its forecast).
 
 Every prune records why, in the trial's user attributes: ``pruned_because`` (one line, starting
 ``stopped at epoch N:``), ``pruned_epoch`` (int) and ``pruned_rule`` (``forecast``,
