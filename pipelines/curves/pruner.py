@@ -276,9 +276,10 @@ class CurvePruner(optuna.pruners.BasePruner):
             a trial's remaining error may differ by about a factor exp(0.3) = 1.35 either way from
             what the completed trials' curves say, before their own spread is known. Chosen on
             ``benchmarks/tuning.py`` seeds 0-9: 0.2 pruned the 12-epoch budget's best
-            configuration in 1 of 9 seeds, 0.3 in none, for 2 to 4 more epochs to the best; 0.3
-            also keeps a trial that starts slower than the completed ones and ends above them
-            (``tests/unit/curves/test_pruner.py``), which 0.2 pruned at epoch 4.
+            configuration in 1 of 9 seeds, 0.3 in none, for 0, 2 and 4 more epochs to the best
+            at the 30-, 12- and 6-epoch budgets; 0.3 also keeps a trial that starts slower than
+            the completed ones and ends above them (``tests/unit/curves/test_pruner.py``), which
+            0.2 pruned at epoch 4.
         ratio_prior_dof: that prior's weight in pseudo-observations (> 0; default 3): with n
             completed trials the forecast is a Student t with ``3 + n - 1`` degrees of freedom.
         interval_steps: check the forecast rule every this many epochs after the warm-up (>= 1).
