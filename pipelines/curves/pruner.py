@@ -4,24 +4,46 @@ Two rules, checked at every step a trial reports:
 
 1. **Predictive termination** (Domhan, Springenberg & Hutter, "Speeding up Automatic
    Hyperparameter Optimization of Deep Neural Networks by Extrapolation of Learning Curves",
-   IJCAI 2015, sec. 3.2): the trial's intermediate values are extrapolated to the epoch budget
-   with the engine's parametric learning-curve families (:func:`pipelines.curves.extrapolate.
-   extrapolate`, an Akaike-weighted ensemble with an uncertainty), and the trial is pruned when the
-   probability that it ends better than a target falls below ``threshold``. The target is the best
-   completed trial's value (``target_quantile=1.0``) or a top quantile of the completed values.
-   Domhan et al. use an MCMC posterior and a 5% threshold; here the forecast is Gaussian: the
-   ensemble's uncertainty of the mean curve (shared by all epochs) plus the curve's own
-   epoch-to-epoch noise (independent per epoch), and a trial's value is its best epoch's (the
-   probability that *some* remaining epoch beats the target; see :meth:`CurvePruner._probability`),
-   since the completed trials' values are maxima of noisy curves too.
+   IJCAI 2015, sec. 3.2): the trial's value at the epoch budget is forecast with an uncertainty,
+   and the trial is pruned when the probability that it ends better than a target falls below
+   ``threshold`` (Domhan et al. use 5%). The target is the best completed trial's value
+   (``target_quantile=1.0``) or a top quantile of the completed values; a tie does not beat it.
+   Two forecasts, by how much of the curve there is:
+
+   - **early** (from ``n_warmup_steps``, default epoch 2, until ``family_warmup_steps``, default
+     8): from the completed trials' curves, after Chandrashekaran & Lane, "Speeding up
+     Hyper-parameter Optimization by Extrapolation of Learning Curves Using Previous Builds"
+     (ECML-PKDD 2017), who predict a new curve from the trajectories of earlier ones. Here each
+     completed trial ``j`` gives the log-ratio ``r_j`` of its final distance to the metric's
+     bound (``1 - val_accuracy``, or the loss itself; at its best epoch) over its distance at the
+     running trial's epoch (best so far), and the running trial is assumed to shrink its own
+     distance by a ratio drawn from the same law: normal, with unknown mean and variance, whose posterior
+     predictive given ``r_1..r_n`` is a Student t (a flat prior on the mean and a
+     scaled-inverse-chi^2 prior on the variance, ``ratio_prior_dof`` pseudo-observations of SD
+     ``ratio_prior_sd``; Gelman et al., "Bayesian Data Analysis", 3rd ed., sec. 3.2-3.3). With few
+     completed trials the prior keeps the forecast wide, so the evidence, not a fixed count,
+     decides how early a trial can be called; the spread is the completed trials' own, so it is
+     calibrated on this study. Only for metrics with a known bound (values in [0, 1] when
+     maximised, >= 0 when minimised); otherwise the family forecast alone, from epoch 6.
+   - **late** (from ``family_warmup_steps`` on): the trial's own curve extrapolated with the
+     engine's parametric learning-curve families (:func:`pipelines.curves.extrapolate.extrapolate`,
+     an Akaike-weighted ensemble with an uncertainty). Domhan et al. use an MCMC posterior; here
+     the forecast is Gaussian: the ensemble's uncertainty of the mean curve (shared by all epochs)
+     plus the curve's own epoch-to-epoch noise (independent per epoch), and a trial's value is its
+     best epoch's (the probability that *some* remaining epoch beats the target; see
+     :meth:`CurvePruner._probability`), since the completed trials' values are maxima of noisy
+     curves too.
 2. **The diagnosis engine** (:func:`pipelines.curves.callback.should_stop` on the intermediate
    values): divergence and not-learning prune as soon as ``should_stop`` calls them (a NaN/inf
    intermediate value at once; a finite blow-up once confirmed); a stall
    prunes while no trial has completed; once there is a target, a confirmed plateau (stall or
    convergence) has its forecast checked at once, warm-up and interval aside.
 
-A trial whose best value so far already reaches the target is never pruned: it is the study's
-best, and Optuna counts only completed trials.
+A trial whose best value so far already beats the target is never pruned: it is the study's
+best, and Optuna counts only completed trials. One that only ties it is not protected: a tie
+does not change Optuna's best trial, so completing it gains the study nothing (with a categorical
+search space a sampler draws the incumbent's configuration again; whether such a repeat is
+pruned is still up to its forecast).
 
 Every prune records why, in the trial's user attributes: ``pruned_because`` (one line, starting
 ``stopped at epoch N:``), ``pruned_epoch`` (int) and ``pruned_rule`` (``forecast``,
@@ -53,6 +75,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import optuna
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from pipelines.curves.findings import Code, fmt
 from pipelines.curves.settings import DEFAULT, DiagnoseConfig
@@ -61,7 +84,11 @@ if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-__all__ = ["CurvePruner", "PruneDecision"]
+__all__ = ["CurvePruner", "PruneDecision", "RatioForecast", "ratio_forecast"]
+
+#: Values the extrapolation families need before any can be fitted (a family with k parameters
+#: needs more than k + 1; six fit all of them): the family forecast's earliest epoch.
+_FAMILY_MIN_VALUES = 6
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,106 @@ def _engine(
     return should_stop({metric: list(values)}, budget, num_classes=num_classes, config=config, forecast=False)
 
 
+@dataclass(frozen=True)
+class RatioForecast:
+    """The early forecast (see the module docstring): the trial's best value at the budget from the
+    completed trials' curves.
+
+    Attributes:
+        probability: P(the trial's final best beats the target), in [0, 1].
+        value: the forecast's median of the trial's final best, in the metric's units.
+        n: completed trials it was made from (>= 1).
+        mean: mean of their log distance ratios ``r_j`` (<= 0: the distance shrinks).
+        scale: the Student t's scale for a new ratio (its SD, when ``dof`` > 2).
+        dof: the Student t's degrees of freedom.
+    """
+
+    probability: float
+    value: float
+    n: int
+    mean: float
+    scale: float
+    dof: float
+
+
+def _curve(values_by_step: dict[int, float], budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of a trial's finite intermediate values up to ``budget``: (E,) int64 1-based
+    epochs and (E,) float64 values (a trial whose first step is 0 is read as 0-based)."""
+    if not values_by_step:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    steps = np.asarray(sorted(values_by_step), dtype=np.int64)
+    values = np.asarray([values_by_step[s] for s in steps], dtype=np.float64)
+    epochs = steps + 1 if steps[0] == 0 else steps
+    keep = np.isfinite(values) & (epochs <= budget)
+    return epochs[keep], values[keep]
+
+
+def _distance(value: float, higher: bool) -> float | None:
+    """How far ``value`` is from the metric's bound: ``1 - value`` for a maximised metric in [0, 1]
+    (accuracy), the value itself for a minimised one >= 0 (a loss); None without a known bound."""
+    if higher:
+        return 1.0 - value if 0.0 <= value <= 1.0 else None
+    return value if value >= 0.0 else None
+
+
+def ratio_forecast(
+    completed: list[tuple[np.ndarray, np.ndarray]],
+    epoch: int,
+    best_so_far: float,
+    target: float,
+    higher: bool,
+    prior_sd: float,
+    prior_dof: float,
+) -> RatioForecast | None:
+    """The early forecast: P(a trial at ``best_so_far`` after ``epoch`` epochs ends beyond ``target``).
+
+    Each completed curve that ran past ``epoch`` gives ``r_j = log(D(final best) / D(best by
+    epoch))``, ``D`` the distance to the metric's bound (:func:`_distance`). The running trial's
+    final distance is ``D(best_so_far) * exp(r)`` with ``r`` from the posterior predictive of a
+    normal law with a flat prior on its mean and a scaled-inverse-chi^2(``prior_dof``,
+    ``prior_sd``^2) prior on its variance: Student t with ``nu = prior_dof + n - 1`` degrees of
+    freedom, location ``mean(r)`` and scale ``s * sqrt(1 + 1/n)``, ``s^2 = (prior_dof * prior_sd^2
+    + sum (r_j - mean r)^2) / nu`` (Gelman et al., "Bayesian Data Analysis", 3rd ed., sec. 3.2-3.3).
+    The idea of forecasting from earlier trials' curves: Chandrashekaran & Lane, ECML-PKDD 2017.
+
+    Args:
+        completed: the completed trials' curves, (epochs, values) as :func:`_curve` returns.
+        epoch: the running trial's latest epoch (1-based).
+        best_so_far: its best value up to ``epoch``.
+        target: the value to beat.
+        higher: True when the study maximises.
+        prior_sd: prior SD of a log distance ratio, > 0.
+        prior_dof: prior pseudo-observations, > 0.
+
+    Returns:
+        The :class:`RatioForecast`, or None when no completed curve ran past ``epoch`` or a value
+        has no known bound (then this forecast does not apply).
+    """
+    now, goal = _distance(best_so_far, higher), _distance(target, higher)
+    if now is None or goal is None or now <= 0 or goal <= 0:
+        return None
+    ratios = []
+    for epochs, values in completed:
+        seen = epochs <= epoch
+        if not seen.any() or seen.all():
+            continue
+        best = np.max if higher else np.min
+        start, end = _distance(float(best(values[seen])), higher), _distance(float(best(values)), higher)
+        if start is None or end is None:
+            return None
+        if start > 0 and end > 0:
+            ratios.append(math.log(end / start))
+    if not ratios:
+        return None
+    r = np.asarray(ratios)
+    n, mean = r.size, float(r.mean())
+    dof = prior_dof + n - 1
+    scale = math.sqrt((prior_dof * prior_sd**2 + float(np.sum((r - mean) ** 2))) / dof * (1.0 + 1.0 / n))
+    probability = float(student_t.cdf((math.log(goal) - math.log(now) - mean) / scale, dof))
+    final = now * math.exp(mean)
+    return RatioForecast(probability, 1.0 - final if higher else final, n, mean, scale, dof)
+
+
 def _model_sd(fit) -> float:
     """SD of the forecast at the budget: the ensemble's own (Akaike-weighted, delta method) combined
     with the unweighted spread of the families' forecasts.
@@ -130,14 +257,31 @@ class CurvePruner(optuna.pruners.BasePruner):
         n_startup_trials: completed trials needed before the forecast rule may prune (>= 1). The
             default 1 is safe because the rule only prunes a trial unlikely to beat the best
             completed one: with one completed trial the target is lower, so it prunes less, not
-            wrongly (``benchmarks/tuning.py``: 1 startup trial reached the best configuration
-            sooner than 3, and pruned it in none of the seeds that sampled it).
+            wrongly, and the early forecast's prior keeps it wide (``benchmarks/tuning.py``: 1
+            startup trial reached the best configuration sooner than 3).
         n_warmup_steps: epochs a trial runs before the forecast rule may prune it (>= 1). Default
-            (None): 6, the first epoch at which all six extrapolation families can be fitted (a
-            family with k parameters needs more than k + 1 values), or ``epoch_budget - 2`` (at
-            least 2) for budgets under 8, so that a short budget still leaves the rule an epoch
-            before the last (``benchmarks/tuning.py replay --budget 6``: warm-up 4 saved 20% of the
-            epochs and lost the best configuration in no seed; warm-up 3 lost it in every seed).
+            (None): 2, the first epoch with a trend of the trial's own; how early a trial is
+            called then rests on the early forecast's evidence (the completed trials' spread and
+            its prior), not on this count. ``benchmarks/tuning.py`` (seeds 0-9): warm-up 1 saved
+            8 epochs at a 6-epoch budget but pruned the 12-epoch budget's best configuration in 3
+            of 9 seeds, against none with warm-up 2.
+        family_warmup_steps: values a trial needs before the family forecast replaces the early
+            one (>= 6, the families' minimum). Default 8: with fewer, the four-parameter families
+            are all but excluded by their small-sample AICc penalty and the three-parameter ones
+            call a curve saturated too soon (``benchmarks/tuning.py --budget 12``, seeds 0-9:
+            switching at 6 pruned the 12-epoch budget's best configuration, a curve that rises
+            3 points after epoch 7, in 9 of 9 seeds; at 8, in none, for 1 epoch more to the best
+            at a 30-epoch budget and 4 more at 12).
+        ratio_prior_sd: the early forecast's prior SD of a log distance ratio (> 0). Default 0.3:
+            a trial's remaining error may differ by about a factor exp(0.3) = 1.35 either way from
+            what the completed trials' curves say, before their own spread is known. Chosen on
+            ``benchmarks/tuning.py`` seeds 0-9: 0.2 pruned the 12-epoch budget's best
+            configuration in 1 of 9 seeds, 0.3 in none, for 0, 2 and 4 more epochs to the best
+            at the 30-, 12- and 6-epoch budgets; 0.3 also keeps a trial that starts slower than
+            the completed ones and ends above them (``tests/unit/curves/test_pruner.py``), which
+            0.2 pruned at epoch 4.
+        ratio_prior_dof: that prior's weight in pseudo-observations (> 0; default 3): with n
+            completed trials the forecast is a Student t with ``3 + n - 1`` degrees of freedom.
         interval_steps: check the forecast rule every this many epochs after the warm-up (>= 1).
         objective: what a completed trial's value is: ``best`` = its best epoch's value (what
             :func:`pipelines.tune.tune` returns, as Keras' ``restore_best_weights`` keeps), or
@@ -160,6 +304,9 @@ class CurvePruner(optuna.pruners.BasePruner):
         target_quantile: float = 1.0,
         n_startup_trials: int = 1,
         n_warmup_steps: int | None = None,
+        family_warmup_steps: int = 8,
+        ratio_prior_sd: float = 0.3,
+        ratio_prior_dof: float = 3.0,
         interval_steps: int = 1,
         objective: str = "best",
         use_diagnosis: bool = True,
@@ -180,6 +327,14 @@ class CurvePruner(optuna.pruners.BasePruner):
         ):
             if int(value) != value or value < 1:
                 raise ValueError(f"CurvePruner: {name} must be an integer >= 1, got {value!r}")
+        if int(family_warmup_steps) != family_warmup_steps or family_warmup_steps < _FAMILY_MIN_VALUES:
+            raise ValueError(
+                f"CurvePruner: family_warmup_steps must be an integer >= {_FAMILY_MIN_VALUES}, "
+                f"got {family_warmup_steps!r}"
+            )
+        for name, value in (("ratio_prior_sd", ratio_prior_sd), ("ratio_prior_dof", ratio_prior_dof)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"CurvePruner: {name} must be > 0, got {value!r}")
         if objective not in ("best", "last"):
             raise ValueError(f"CurvePruner: objective must be 'best' or 'last', got {objective!r}")
         if metric is not None and metric not in ("val_accuracy", "val_loss"):
@@ -190,9 +345,10 @@ class CurvePruner(optuna.pruners.BasePruner):
         self.threshold = float(threshold)
         self.target_quantile = float(target_quantile)
         self.n_startup_trials = int(n_startup_trials)
-        self.n_warmup_steps = (
-            int(n_warmup_steps) if n_warmup_steps is not None else min(6, max(2, int(epoch_budget) - 2))
-        )
+        self.n_warmup_steps = int(n_warmup_steps) if n_warmup_steps is not None else 2
+        self.family_warmup_steps = int(family_warmup_steps)
+        self.ratio_prior_sd = float(ratio_prior_sd)
+        self.ratio_prior_dof = float(ratio_prior_dof)
         self.interval_steps = int(interval_steps)
         self.objective = objective
         self.use_diagnosis = use_diagnosis
@@ -252,7 +408,7 @@ class CurvePruner(optuna.pruners.BasePruner):
         target = self._target(study, higher)
         finite = np.isfinite(values)
         best_so_far = float(np.max(values[finite]) if higher else np.min(values[finite]))
-        if target is not None and (best_so_far >= target if higher else best_so_far <= target):
+        if target is not None and (best_so_far > target if higher else best_so_far < target):
             # Already the study's best: it must complete, or Optuna would never count its value.
             return PruneDecision(False, epoch=epoch, target=target)
 
@@ -274,13 +430,31 @@ class CurvePruner(optuna.pruners.BasePruner):
             epoch < self.n_warmup_steps or (epoch - self.n_warmup_steps) % self.interval_steps
         ):
             return PruneDecision(False, epoch=epoch, target=target)
-        fit = _forecast(
-            tuple(int(e) for e in epochs[finite]),
-            tuple(float(v) for v in values[finite]),
-            self.epoch_budget,
-            higher,
-        )
-        probability = self._probability(fit, epoch, target, higher)
+        early = None
+        n_values = int(finite.sum())
+        if n_values < self.family_warmup_steps:
+            early = ratio_forecast(
+                self._completed_curves(study),
+                epoch,
+                best_so_far,
+                target,
+                higher,
+                self.ratio_prior_sd,
+                self.ratio_prior_dof,
+            )
+        fit = None
+        if early is not None:
+            probability: float | None = early.probability
+        elif n_values >= _FAMILY_MIN_VALUES:
+            fit = _forecast(
+                tuple(int(e) for e in epochs[finite]),
+                tuple(float(v) for v in values[finite]),
+                self.epoch_budget,
+                higher,
+            )
+            probability = self._probability(fit, epoch, target, higher)
+        else:
+            probability = None
         if probability is None or probability >= self.threshold:
             return PruneDecision(False, epoch=epoch, probability=probability, target=target)
         what = (
@@ -288,17 +462,34 @@ class CurvePruner(optuna.pruners.BasePruner):
             if self.target_quantile == 1.0
             else (f"the top {100 * (1 - self.target_quantile):.0f}% of completed trials")
         )
-        sd = math.hypot(_model_sd(fit), fit.noise)
-        forecast = (
-            f"{metric} forecast {fmt(fit.value_at_budget)} ± {fmt(1.96 * sd)} (95%) at epoch "
-            f"{self.epoch_budget}; P(beating {what}, {fmt(target)}) = {probability:.3f} < {self.threshold:g}"
-        )
+        if fit is not None:
+            sd = math.hypot(_model_sd(fit), fit.noise)
+            forecast = (
+                f"{metric} forecast {fmt(fit.value_at_budget)} ± {fmt(1.96 * sd)} (95%) "
+                f"at epoch {self.epoch_budget}"
+            )
+        else:
+            assert early is not None
+            trials = "trial" if early.n == 1 else "trials"
+            forecast = (
+                f"{metric} forecast {fmt(early.value)} at epoch {self.epoch_budget} from {early.n} completed "
+                f"{trials}' curves after epoch {epoch}"
+            )
+        forecast += f"; P(beating {what}, {fmt(target)}) = {probability:.3f} < {self.threshold:g}"
         if plateau is not None:
             return PruneDecision(
                 True, Code.PLATEAU.value, f"{plateau.reason}; {forecast}", epoch, probability, target
             )
         reason = f"stopped at epoch {epoch}: {forecast}; best so far {fmt(best_so_far)}"
         return PruneDecision(True, "forecast", reason, epoch, probability, target)
+
+    def _completed_curves(self, study: Study) -> list[tuple[np.ndarray, np.ndarray]]:
+        states = (optuna.trial.TrialState.COMPLETE,)
+        curves = (
+            _curve(t.intermediate_values, self.epoch_budget)
+            for t in study.get_trials(deepcopy=False, states=states)
+        )
+        return [c for c in curves if c[0].size]
 
     def _probability(self, fit, epoch: int, target: float, higher: bool) -> float | None:
         """P(the trial's value beats ``target``), or None when the forecast is not finite.

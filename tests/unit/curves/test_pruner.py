@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from pipelines.curves.pruner import CurvePruner
+from pipelines.curves.pruner import CurvePruner, ratio_forecast
 
 BUDGET = 30
 
@@ -209,6 +209,81 @@ def test_the_last_epoch_is_never_pruned():
     assert not pruner.decide(study, study.trials[trial.number]).prune
 
 
+def test_a_far_slower_trial_is_pruned_by_the_early_forecast_before_the_families_can_fit():
+    study = study_with(CurvePruner(BUDGET, num_classes=10))
+    t = run(study, curve(0.5, start=0.1, tau=4.0, seed=9))
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_rule"] == "forecast"
+    epoch = t.user_attrs["pruned_epoch"]
+    assert 2 <= epoch < 6, epoch  # the families need 6 values; the old pruner waited for them
+    reason = t.user_attrs["pruned_because"]
+    assert f"from 3 completed trials' curves after epoch {epoch}" in reason
+    assert "P(beating the best completed trial, 0.9" in reason
+
+
+def test_early_forecast_waits_for_the_warmup_and_for_the_families_without_a_bound():
+    # The same slow trial with 2 warm-up epochs more: not before them.
+    study = study_with(CurvePruner(BUDGET, num_classes=10, n_warmup_steps=4))
+    t = run(study, curve(0.5, start=0.1, tau=4.0, seed=9))
+    assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["pruned_epoch"] >= 4
+    # A maximised metric outside [0, 1] has no known bound: no early forecast, the families from
+    # their sixth value on.
+    study = optuna.create_study(direction="maximize", pruner=CurvePruner(BUDGET, use_diagnosis=False))
+    for i, top in enumerate((0.86, 0.88, 0.90)):
+        run(study, [100 * v for v in curve(top, seed=100 + i)])
+    t = run(study, [100 * v for v in curve(0.5, start=0.1, tau=4.0, seed=9)])
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_epoch"] >= 6
+    assert "(95%) at epoch 30" in t.user_attrs["pruned_because"]
+
+
+def test_a_trial_that_only_ties_the_best_is_not_protected():
+    study = study_with(CurvePruner(BUDGET, num_classes=10, use_diagnosis=False))
+    target = study.best_value
+    # Reaches the best value exactly at epoch 10, then settles below it: a tie cannot change
+    # Optuna's best trial, so the forecast may prune it (a strict `>=` protection completed it).
+    values = list(np.linspace(0.5, target, 10)) + [target - 0.05] * (BUDGET - 10)
+    t = run(study, values)
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["pruned_epoch"] < BUDGET
+    # One just above it is the study's best: never pruned.
+    values = list(np.linspace(0.5, target + 0.001, 10)) + [target - 0.05] * (BUDGET - 10)
+    assert run(study, values).state == optuna.trial.TrialState.COMPLETE
+
+
+def test_ratio_forecast_matches_the_student_t_by_hand():
+    from scipy.stats import t as student_t
+
+    # Two completed accuracy curves; at epoch 2 their best distances to 1.0 are 0.4 and 0.5, and
+    # their final best distances 0.2 and 0.3: log ratios log(0.5) and log(0.6).
+    completed = [
+        (np.array([1, 2, 3, 4]), np.array([0.5, 0.6, 0.7, 0.8])),
+        (np.array([1, 2, 3, 4]), np.array([0.4, 0.5, 0.65, 0.7])),
+    ]
+    r = np.log([0.5, 0.6])
+    nu = 3.0 + 2 - 1
+    scale = math.sqrt((3.0 * 0.3**2 + np.sum((r - r.mean()) ** 2)) / nu * 1.5)
+    # A trial at 0.55 by epoch 2 (distance 0.45) beating 0.8 (distance 0.2):
+    expected = student_t.cdf((math.log(0.2) - math.log(0.45) - r.mean()) / scale, nu)
+    f = ratio_forecast(completed, 2, 0.55, 0.8, True, 0.3, 3.0)
+    assert f is not None and f.n == 2 and f.dof == nu
+    assert f.probability == pytest.approx(expected, rel=1e-9)
+    assert f.value == pytest.approx(1 - 0.45 * math.exp(r.mean()))
+    # The same in loss orientation: distances are the losses themselves.
+    losses = [(e, 1.0 - v) for e, v in completed]
+    g = ratio_forecast(losses, 2, 0.45, 0.2, False, 0.3, 3.0)
+    assert g is not None and g.probability == pytest.approx(expected, rel=1e-9)
+    # A wider prior: less sure, so a higher chance for the laggard.
+    assert ratio_forecast(completed, 2, 0.55, 0.8, True, 0.6, 3.0).probability > f.probability
+    # No completed curve past the epoch, or a value without a known bound: no forecast.
+    assert ratio_forecast(completed, 4, 0.55, 0.8, True, 0.3, 3.0) is None
+    assert ratio_forecast(completed, 2, 55.0, 0.8, True, 0.3, 3.0) is None
+    assert (
+        ratio_forecast([(np.array([1, 2, 3]), np.array([0.5, 1.5, 2.0]))], 2, 0.5, 0.8, True, 0.3, 3.0)
+        is None
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -219,6 +294,9 @@ def test_the_last_epoch_is_never_pruned():
         ({"epoch_budget": 10, "n_startup_trials": 0}, "n_startup_trials"),
         ({"epoch_budget": 10, "n_warmup_steps": 0}, "n_warmup_steps"),
         ({"epoch_budget": 10, "interval_steps": 1.5}, "interval_steps"),
+        ({"epoch_budget": 10, "family_warmup_steps": 5}, "family_warmup_steps"),
+        ({"epoch_budget": 10, "ratio_prior_sd": 0.0}, "ratio_prior_sd"),
+        ({"epoch_budget": 10, "ratio_prior_dof": -1.0}, "ratio_prior_dof"),
         ({"epoch_budget": 10, "metric": "accuracy"}, "metric"),
         ({"epoch_budget": 10, "num_classes": 1}, "num_classes"),
     ],
