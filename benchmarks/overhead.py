@@ -82,7 +82,7 @@ def main() -> None:
 
         import keras
 
-        from flows.retrain import retrain
+        from flows.retrain import run_retrain
         from pipelines.models import build_model
         from pipelines.train import stratified_subsample
 
@@ -135,7 +135,7 @@ def main() -> None:
             del model
 
             start = time.perf_counter()
-            state = retrain(params_path=str(params_path), force=True, return_state=True)
+            state = run_retrain(params_path=str(params_path), force=True, return_state=True)
             flow_s = time.perf_counter() - start
             summary = state.result()
             train = json.loads(params.paths.train_metrics.read_text())["train"]
