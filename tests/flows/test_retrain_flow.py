@@ -107,3 +107,15 @@ def test_failed_validation_stops_before_training(folder_params):
     run = mc.get_run(info.value.run_id)
     assert run.info.status == "FAILED" and run.data.tags[tracking.RUN_KIND_TAG] == "validation"
     assert run.data.metrics["validation.success"] == 0.0
+
+
+def test_cli_runs_the_async_flow_and_prints_its_summary(folder_params):
+    """``curvewatch flow retrain`` (``make run``) drives the async flow through ``run_retrain``."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    broken = folder_params({"validate": {"class_share_min_ratio": 0.1, "class_share_max_ratio": 0.3}})
+    out = CliRunner().invoke(app, ["flow", "retrain", "--params", str(broken)])
+    assert out.exit_code == 1, out.output
+    assert "data validation : FAILED" in out.output
