@@ -5,7 +5,8 @@ the machine hits both sides, and the median of the pairwise ratios flow / bare i
 flow's own Prefect task runs it also prints, per task, the seconds spent outside ``model.fit``
 (the train task's ``fit`` time is ``metrics/train.json: train.train_seconds``), and the flow's
 non-training time as a share of its training time. Target for the quick profile: <= 3 %. For
-scale, it also times a flow run that does nothing: Prefect's own floor on this server.
+scale, it also times flow runs that do nothing: Prefect's own floor on this server, for an async
+flow (as ``retrain`` is) and a sync one (whose engine waits for the heartbeat thread's 1 s tick).
 
 The flow runs as a scheduled retrain does, with ``force=True`` (otherwise every run after the
 first would be skipped as unchanged) in a scratch DVC project whose data was fetched, prepared,
@@ -82,7 +83,7 @@ def main() -> None:
 
         import keras
 
-        from flows.retrain import retrain
+        from flows.retrain import run_retrain
         from pipelines.models import build_model
         from pipelines.train import stratified_subsample
 
@@ -111,11 +112,17 @@ def main() -> None:
         warm.fit(data.x_train[:512], data.y_train[:512], batch_size=cfg.batch_size, epochs=1, verbose=0)
         del warm
 
+        import asyncio
+
         from prefect import flow
 
         @flow(name="empty")
-        def empty() -> None:
-            """Prefect's own floor: a flow run that does nothing (creation, states, heartbeat stop)."""
+        async def empty() -> None:
+            """Prefect's own floor: a flow run that does nothing (creation, states), async as retrain."""
+
+        @flow(name="empty-sync")
+        def empty_sync() -> None:
+            """The same as a sync flow: its engine also waits for the heartbeat thread's next tick."""
 
         pairs = []
         for i in range(args.pairs):
@@ -135,14 +142,17 @@ def main() -> None:
             del model
 
             start = time.perf_counter()
-            state = retrain(params_path=str(params_path), force=True, return_state=True)
+            state = run_retrain(params_path=str(params_path), force=True, return_state=True)
             flow_s = time.perf_counter() - start
             summary = state.result()
             train = json.loads(params.paths.train_metrics.read_text())["train"]
             tasks = _task_seconds(state.state_details.flow_run_id)
             start = time.perf_counter()
-            empty()
+            asyncio.run(empty())
             floor_s = time.perf_counter() - start
+            start = time.perf_counter()
+            empty_sync()
+            floor_sync_s = time.perf_counter() - start
             pairs.append(
                 {
                     "bare_s": bare_s,
@@ -152,12 +162,15 @@ def main() -> None:
                     "fit_s": train["train_seconds"],
                     "tasks": tasks,
                     "floor_s": floor_s,
+                    "floor_sync_s": floor_sync_s,
                     "test_accuracy": summary.test_accuracy,
                 }
             )
             print(
                 f"pair {i + 1}: bare fit {bare_s:7.1f} s ({bare_epochs} epochs) | flow {flow_s:7.1f} s"
-                f" ({train['epochs_run']} epochs, fit {train['train_seconds']:.1f} s) | ratio {flow_s / bare_s:.3f}",
+                f" ({train['epochs_run']} epochs, fit {train['train_seconds']:.1f} s) | ratio {flow_s / bare_s:.3f}"
+                f" | outside fit {flow_s - train['train_seconds']:.1f} s"
+                f" ({100 * (flow_s - train['train_seconds']) / train['train_seconds']:.1f} %)",
                 flush=True,
             )
 
@@ -195,8 +208,10 @@ def main() -> None:
         glue = [p["flow_s"] - t for p, t in zip(pairs, in_tasks, strict=True)]
         print(f"  {'(outside tasks)':<14} {statistics.median(glue):7.2f} s  (flow start, params, Prefect)")
         print(
-            f"  of which Prefect's floor: an empty flow run takes {statistics.median(p['floor_s'] for p in pairs):.2f} s"
-            " (flow-run creation and states; its heartbeat thread stops at its next 1 s tick)"
+            f"  of which Prefect's floor: an empty async flow run (as retrain) takes"
+            f" {statistics.median(p['floor_s'] for p in pairs):.2f} s (flow-run creation and states);"
+            f" a sync one {statistics.median(p['floor_sync_s'] for p in pairs):.2f} s (its engine waits"
+            " for the heartbeat thread's next 1 s tick)"
         )
         share = [(p["flow_s"] - p["fit_s"]) / p["fit_s"] for p in pairs]
         print(

@@ -465,11 +465,13 @@ def flow_retrain(
     the data version and params equal the last successful run's, unless --force)."""
     _params(params, profile, set_)  # fail fast on a bad params file, before Prefect starts
     ensure_prefect_server()
-    from flows.retrain import RetrainSummary, retrain
+    from flows.retrain import RetrainSummary, run_retrain
     from pipelines.steps import GateFailed, ValidationFailed
 
     try:
-        summary = retrain(params_path=str(params), profile=profile, overrides=list(set_ or []), force=force)
+        summary = run_retrain(
+            params_path=str(params), profile=profile, overrides=list(set_ or []), force=force
+        )
     except ValidationFailed as exc:
         failed = RetrainSummary(validation_passed=False, validation_message=str(exc))
         typer.echo(failed.render())

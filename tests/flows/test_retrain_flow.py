@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows.retrain import RetrainSummary, retrain
+from flows.retrain import RetrainSummary, run_retrain
 from pipelines import schedule, steps, tracking
 from pipelines.config import load_params
 
@@ -30,10 +30,27 @@ def _events(name: str, timeout: float = 30.0) -> list:
             time.sleep(1)
 
 
+def _artifacts(flow_run_id, key: str) -> list:
+    """The Prefect artifacts ``key`` of one flow run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key={"any_": [key]}),
+            flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}),
+        )
+
+
 def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params):
     good = folder_params()
-    summary = retrain(params_path=str(good))
+    state = run_retrain(params_path=str(good), return_state=True)
+    assert state.is_completed()
+    summary = state.result()
     assert isinstance(summary, RetrainSummary)
+    # The flow is async: the report artifact is awaited in its body, not left as a coroutine.
+    report = _artifacts(state.state_details.flow_run_id, "curvewatch-report")
+    assert report and "curvewatch report" in report[0].data
     assert summary.validation_passed and summary.promoted
     assert summary.test_accuracy > 0.8
     assert summary.report.is_file()
@@ -65,7 +82,7 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
         name="bad.yaml",
     )
     with pytest.raises(steps.GateFailed, match="regression gate failed"):
-        retrain(params_path=str(bad))
+        run_retrain(params_path=str(bad))
     assert _events(schedule.REGRESSION_EVENT), "no curvewatch.regression event reached the Prefect server"
     assert tracking.get_champion(mc, "flow-test-model").run_id == summary.run_id
     latest = tracking.recent_training_runs(mc, run.info.experiment_id, limit=1)[0]
@@ -77,8 +94,12 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
 def test_failed_validation_stops_before_training(folder_params):
     broken = folder_params({"validate": {"class_share_min_ratio": 0.1, "class_share_max_ratio": 0.3}})
     with pytest.raises(steps.ValidationFailed) as info:
-        retrain(params_path=str(broken))
+        run_retrain(params_path=str(broken))
     assert "class" in str(info.value).lower()
+    state = run_retrain(params_path=str(broken), return_state=True)
+    assert state.is_failed() and isinstance(state.result(raise_on_failure=False), steps.ValidationFailed)
+    failure = _artifacts(state.state_details.flow_run_id, "data-validation")
+    assert failure and "Data validation failed" in failure[0].data
     params = load_params(broken)
     assert not params.paths.model_file.exists()
     assert (params.paths.validation_dir / "results.json").is_file()
@@ -86,3 +107,15 @@ def test_failed_validation_stops_before_training(folder_params):
     run = mc.get_run(info.value.run_id)
     assert run.info.status == "FAILED" and run.data.tags[tracking.RUN_KIND_TAG] == "validation"
     assert run.data.metrics["validation.success"] == 0.0
+
+
+def test_cli_runs_the_async_flow_and_prints_its_summary(folder_params):
+    """``curvewatch flow retrain`` (``make run``) drives the async flow through ``run_retrain``."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    broken = folder_params({"validate": {"class_share_min_ratio": 0.1, "class_share_max_ratio": 0.3}})
+    out = CliRunner().invoke(app, ["flow", "retrain", "--params", str(broken)])
+    assert out.exit_code == 1, out.output
+    assert "data validation : FAILED" in out.output

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.retrain import retrain
+from flows.retrain import run_retrain
 from pipelines import schedule, tracking, versioning
 from tests.flows.conftest import DVC_CLEAN, dvc_status
 
@@ -30,7 +30,7 @@ def _add_images(folder, n: int = 12) -> None:
 def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits_folder):
     project = dvc_folder_project()
     start = time.perf_counter()
-    first = retrain()
+    first = run_retrain()
     full_s = time.perf_counter() - start
     assert first.skipped is None and first.promoted
     assert dvc_status(project.root) == DVC_CLEAN
@@ -44,7 +44,7 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     assert run.data.tags[schedule.DATA_TAG] in lock  # dvc.lock records the data the run used
 
     start = time.perf_counter()
-    second = retrain()
+    second = run_retrain()
     skip_s = time.perf_counter() - start
     assert second.skipped and second.skipped.startswith("skipped training") and first.run_id in second.skipped
     assert second.run_id is None and "\n" not in second.skipped
@@ -57,7 +57,7 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     _add_images(digits_folder)
     pending = dvc_status(project.root)  # DVC itself sees the new images: the folder is fetch's dep
     assert pending.startswith("fetch:") and str(digits_folder) in pending, pending
-    third = retrain()
+    third = run_retrain()
     assert third.skipped is None and third.run_id not in (None, first.run_id)
     new = mc.get_run(third.run_id)
     assert new.data.tags[schedule.DATA_TAG] != run.data.tags[schedule.DATA_TAG]

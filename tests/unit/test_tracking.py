@@ -1,3 +1,4 @@
+import hashlib
 import json
 import subprocess
 import sys
@@ -238,3 +239,23 @@ def test_same_config_accuracies_exclude_the_challenger(mlflow_uri):
     _seed_run(mc, exp, 2, 0.001, 0.91)
     challenger = _seed_run(mc, exp, 3, 0.001, 0.85)
     assert tracking.same_config_test_accuracies(mc, exp, ref, exclude=[challenger]) == {"1": 0.90, "2": 0.91}
+
+
+def test_dvc_content_hash_reads_the_projects_state(tmp_path):
+    """Inside a DVC project the hash goes through DVC's state database, as ``dvc status`` does."""
+    from dvc.repo import Repo
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.bin").write_bytes(b"\x00\x01" * 100)
+    dvc = Path(sys.executable).parent / "dvc"
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    with Repo(str(tmp_path)) as repo:
+        assert repo.state.get(str(data / "a.bin"), repo.fs) == (None, None)
+    first = tracking.dvc_content_hash(data)
+    with Repo(str(tmp_path)) as repo:
+        _, saved = repo.state.get(str(data / "a.bin"), repo.fs)
+    assert saved is not None and saved.value == hashlib.md5(b"\x00\x01" * 100).hexdigest()
+    assert tracking.dvc_content_hash(data) == first
+    (data / "a.bin").write_bytes(b"\x00\x02" * 101)  # new size: the state entry no longer matches
+    assert tracking.dvc_content_hash(data) != first
