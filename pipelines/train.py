@@ -325,7 +325,41 @@ def _make_callbacks(
                 # Epochs at or after the resume point are being re-run; drop stale copies.
                 self.epochs = {e: v for e, v in self.epochs.items() if e < epoch}
             self.epochs[epoch] = {k: float(logs[k]) for k in HISTORY_KEYS if k in logs}
-            self.write()
+
+    class StateWriter(keras.callbacks.Callback):
+        """Writes the recorder's state file after BackupAndRestore has saved the epoch (it comes
+        after it in the list): the state never claims an epoch whose weights are not on disk."""
+
+        def __init__(self, recorder: EpochRecorder) -> None:
+            super().__init__()
+            self.recorder = recorder
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if logs is not None:
+                self.recorder.write()
+
+    class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """BackupAndRestore keeping the previous epoch's copy (``double_checkpoint``), which Keras
+        loads when the latest was cut short by a kill mid-write; a cut-short file with no copy
+        (killed while saving the first epoch) is dropped and training starts over, one epoch lost.
+        Keras writes its weights and metadata in place (keras/src/callbacks/backup_and_restore.py).
+        """
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            try:
+                super().on_train_begin(logs)
+            except (OSError, ValueError) as error:
+                warnings.warn(
+                    f"training backup in {self.backup_dir} unreadable ({error}); starting over",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                for name in _BACKUP_FILES[:4]:
+                    with contextlib.suppress(FileNotFoundError):
+                        (Path(self.backup_dir) / name).unlink()
+                self.model._initial_epoch = None
+
+    recorder = EpochRecorder()
 
     class RecordingTerminateOnNaN(keras.callbacks.TerminateOnNaN):
         """TerminateOnNaN that remembers whether it fired."""
@@ -339,7 +373,7 @@ def _make_callbacks(
             super().on_batch_end(batch, logs)
 
     return {
-        "recorder": EpochRecorder(),
+        "recorder": recorder,
         "nan": RecordingTerminateOnNaN(),
         "early": keras.callbacks.EarlyStopping(
             monitor=MONITOR, patience=cfg.early_stopping_patience, restore_best_weights=True
@@ -347,7 +381,8 @@ def _make_callbacks(
         "reduce_lr": keras.callbacks.ReduceLROnPlateau(
             monitor=MONITOR, factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience
         ),
-        "backup": keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
+        "backup": SafeBackupAndRestore(backup_dir=str(backup_dir), double_checkpoint=True),
+        "state": StateWriter(recorder),
     }
 
 
@@ -570,8 +605,10 @@ def train(
     = on a GPU) and restores the previous policy afterwards. Callbacks, in order: an epoch recorder
     (adds ``learning_rate`` to ``logs``), TerminateOnNaN, EarlyStopping (``val_loss``,
     ``cfg.early_stopping_patience``, best weights restored), ReduceLROnPlateau (``val_loss``,
-    ``cfg.reduce_lr_factor``, ``cfg.reduce_lr_patience``), BackupAndRestore(``backup_dir``), then
-    ``callbacks``. If ``backup_dir`` holds the state of an interrupted run with the same
+    ``cfg.reduce_lr_factor``, ``cfg.reduce_lr_patience``), BackupAndRestore(``backup_dir``,
+    keeping the previous epoch's copy for a backup cut short by a kill), the writer of the
+    recorder's state file (after the backup, so the state never claims an epoch whose weights are
+    not on disk), then ``callbacks``. If ``backup_dir`` holds the state of an interrupted run with the same
     ``run_id``, ``data_version`` and :func:`config_hash` (the whole train section, seed and data
     shape), the weights, optimizer state and epoch counter are restored and the returned history
     also holds the epochs run before the interruption (EarlyStopping/ReduceLROnPlateau counters

@@ -170,6 +170,31 @@ def test_interrupted_run_resumes_from_backup_with_complete_history(tmp_path: Pat
     assert not backup.exists()
 
 
+def test_a_backup_cut_short_by_a_kill_falls_back_to_the_previous_epoch(
+    tmp_path: Path, digits: TrainData
+) -> None:
+    # kill -9 while Keras rewrites latest.weights.h5 leaves a truncated file: resume from the
+    # previous epoch's copy (one epoch re-run) and, with no copy, start over with a warning.
+    cfg = _cfg(epochs=3, early_stopping_patience=10)
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, digits, seed=0, backup_dir=backup, callbacks=[_InterruptAfter(2)], verbose=0)
+    assert (backup / "latest.weights.h5.bkp").is_file()
+    (backup / "latest.weights.h5").write_bytes((backup / "latest.weights.h5").read_bytes()[:96])
+    rec = Recorder()
+    result = train(cfg, digits, seed=0, backup_dir=backup, callbacks=[rec], verbose=0)
+    assert rec.epochs == [1, 2] and result.resumed_from_epoch == 1 and result.epochs_run == 3
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, digits, seed=0, backup_dir=backup, callbacks=[_InterruptAfter(1)], verbose=0)
+    assert not (backup / "latest.weights.h5.bkp").exists()
+    (backup / "latest.weights.h5").write_bytes(b"")
+    rec = Recorder()
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        result = train(cfg, digits, seed=0, backup_dir=backup, callbacks=[rec], verbose=0)
+    assert rec.epochs == [0, 1, 2] and result.epochs_run == 3
+
+
 def test_backup_of_a_different_configuration_is_discarded(tmp_path: Path, digits: TrainData) -> None:
     backup = tmp_path / "backup"
     with pytest.raises(KeyboardInterrupt):
