@@ -151,14 +151,19 @@ class RatioForecast:
     dof: float
 
 
-def _curve(values_by_step: dict[int, float], budget: int) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, values) of a trial's finite intermediate values up to ``budget``: (E,) int64 1-based
-    epochs and (E,) float64 values (a trial whose first step is 0 is read as 0-based)."""
+def _epochs_and_values(values_by_step: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of a trial's intermediate values in step order: (E,) int64 1-based epochs
+    (a trial whose first step is 0 is read as 0-based) and (E,) float64 values, NaN kept."""
     if not values_by_step:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     steps = np.asarray(sorted(values_by_step), dtype=np.int64)
     values = np.asarray([values_by_step[s] for s in steps], dtype=np.float64)
-    epochs = steps + 1 if steps[0] == 0 else steps
+    return (steps + 1 if steps[0] == 0 else steps), values
+
+
+def _curve(values_by_step: dict[int, float], budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_epochs_and_values`, finite values up to epoch ``budget`` only."""
+    epochs, values = _epochs_and_values(values_by_step)
     keep = np.isfinite(values) & (epochs <= budget)
     return epochs[keep], values[keep]
 
@@ -388,12 +393,9 @@ class CurvePruner(optuna.pruners.BasePruner):
             A :class:`PruneDecision`.
         """
         higher = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        values_by_step = trial.intermediate_values
-        if not values_by_step:
+        epochs, values = _epochs_and_values(trial.intermediate_values)
+        if epochs.size == 0:
             return PruneDecision(False)
-        steps = np.asarray(sorted(values_by_step), dtype=np.int64)
-        values = np.asarray([values_by_step[s] for s in steps], dtype=np.float64)
-        epochs = steps + 1 if steps[0] == 0 else steps
         epoch = int(epochs[-1])
         metric = self.metric or ("val_accuracy" if higher else "val_loss")
         if epoch >= self.epoch_budget:
