@@ -354,9 +354,8 @@ def _make_callbacks(
                     RuntimeWarning,
                     stacklevel=2,
                 )
-                for name in _BACKUP_FILES[:4]:
-                    with contextlib.suppress(FileNotFoundError):
-                        (Path(self.backup_dir) / name).unlink()
+                # Keras' files only: the recorder has already written this run's state file.
+                discard_backup(Path(self.backup_dir), _KERAS_BACKUP_FILES)
                 self.model._initial_epoch = None
 
     recorder = EpochRecorder()
@@ -386,14 +385,14 @@ def _make_callbacks(
     }
 
 
-# Files BackupAndRestore writes (keras/src/callbacks/backup_and_restore.py) plus ours.
-_BACKUP_FILES = (
+# Files BackupAndRestore writes (keras/src/callbacks/backup_and_restore.py), then with ours.
+_KERAS_BACKUP_FILES = (
     "latest.weights.h5",
     "latest.weights.h5.bkp",
     "training_metadata.json",
     "training_metadata.json.bkp",
-    _HISTORY_BACKUP_NAME,
 )
+_BACKUP_FILES = (*_KERAS_BACKUP_FILES, _HISTORY_BACKUP_NAME)
 
 
 def config_hash(cfg: TrainConfig, seed: int, input_shape: Sequence[int], num_classes: int) -> str:
@@ -464,9 +463,14 @@ def resume_mismatch(
     return "; ".join(reasons) or None
 
 
-def discard_backup(backup_dir: Path) -> None:
-    """Delete the files of a training backup (BackupAndRestore's and ours), file by file."""
-    for name in _BACKUP_FILES:
+def discard_backup(backup_dir: Path, names: Sequence[str] = _BACKUP_FILES) -> None:
+    """Delete the files of a training backup (BackupAndRestore's and ours), file by file.
+
+    Args:
+        backup_dir: the backup folder.
+        names: the files to delete (default: all of them).
+    """
+    for name in names:
         (Path(backup_dir) / name).unlink(missing_ok=True)
 
 
