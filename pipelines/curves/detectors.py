@@ -367,6 +367,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
         return None
     x, y = series
     chance, _, entropy = chance_of(curve)
+    n_val = val_examples(curve)
     # Rule 3: blow-up then death.
     if y.size >= 2:
         peak = int(np.argmax(y))
@@ -376,7 +377,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6)
         acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
         if chance is not None and acc is not None:
-            ends_at_chance = float(acc[1][-1]) <= chance_limit(chance, val_examples(curve))
+            ends_at_chance = float(acc[1][-1]) <= chance_limit(chance, n_val)
         else:
             # Without a chance level: a loss fixed at one value after the blow-up (a dead network).
             rest = y[peak + 1 :]
@@ -400,9 +401,8 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     acc = finite_series(curve, "val_accuracy")
     if chance is None and acc is not None and acc[1].size >= MIN_SWING_EPOCHS:
         low = int(np.argmin(y))
-        n = infer_num_examples(acc[1])
         # Frozen up to an example or two flickering (2.5 grid steps; 0.005 when n is unknown).
-        span = _frozen_span(acc[1], 2.5 / n if n else 0.005)
+        span = _frozen_span(acc[1], 2.5 / n_val if n_val else 0.005)
         best_acc, last_acc = float(np.max(acc[1])), float(acc[1][-1])
         if (
             float(np.max(y[low:])) > 10 * max(float(y[low]), 1e-12)
