@@ -13,7 +13,11 @@ Sources, all on the machine (no downloads):
   ``make_moons`` and ``make_blobs`` (https://scikit-learn.org/stable/datasets/sample_generators.html);
 - Fashion-MNIST IDX files in ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``),
   read with the fixture generator's reader (``benchmarks.curve_fixtures.generate``);
-- ``shapes``: 16x16 images drawn here with numpy (bars, squares, diagonals, crosses plus noise).
+- ``shapes``: 16x16 images drawn here with numpy (bars, squares, diagonals, crosses plus noise);
+- ``textures``: 16x16 images drawn here with numpy (gratings at four orientations, checkerboards and
+  rings, random frequency and phase, plus noise);
+- ``diabetes``: scikit-learn's ``load_diabetes`` (442 patients, 10 features), its disease-progression
+  score cut at the 60th percentile into a binary task (majority 0.6).
 """
 
 from __future__ import annotations
@@ -31,13 +35,17 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 #: Which split each family belongs to. Rules may be fitted on ``tune`` only; ``test`` is held out.
 #: Test holds Fashion-MNIST (real images), breast_cancer (real binary, imbalanced tabular),
 #: shapes (synthetic images) and blobs (synthetic tabular): one real and one synthetic source of
-#: each kind, so that no kind of data is seen only in tuning.
+#: each kind, so that no kind of data is seen only in tuning. Tune mirrors each kind: digits (real
+#: images), diabetes (real binary, imbalanced tabular), textures (synthetic images, validation sets
+#: up to 10,000) and synth_tabular / moons (synthetic tabular).
 SPLITS: dict[str, str] = {
     "digits": "tune",
     "wine": "tune",
     "iris": "tune",
     "synth_tabular": "tune",
     "moons": "tune",
+    "textures": "tune",
+    "diabetes": "tune",
     "fashion_mnist": "test",
     "breast_cancer": "test",
     "shapes": "test",
@@ -353,6 +361,105 @@ def shapes_view(
     return _shuffle_labels(arrays) if shuffled else arrays
 
 
+# --- textures: synthetic images (tune split) ----------------------------------------------------------
+
+TEXTURES = (
+    "horizontal grating",
+    "vertical grating",
+    "diagonal grating",
+    "anti-diagonal grating",
+    "checkerboard",
+    "rings",
+)
+
+
+def _texture(kind: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    # A whole-frame pattern with random period (3-6 pixels), phase and contrast (0.6-1): unlike
+    # shapes, the class is in the texture's orientation, not in a located stroke.
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32")
+    period = float(rng.uniform(3.0, 6.0))
+    phase = float(rng.uniform(0, 2 * np.pi))
+    k = 2 * np.pi / period
+    if kind == 0:
+        img = np.sin(k * yy + phase)
+    elif kind == 1:
+        img = np.sin(k * xx + phase)
+    elif kind == 2:
+        img = np.sin(k * (xx + yy) / np.sqrt(2) + phase)
+    elif kind == 3:
+        img = np.sin(k * (xx - yy) / np.sqrt(2) + phase)
+    elif kind == 4:
+        img = np.sin(k * xx + phase) * np.sin(k * yy + phase)
+    else:
+        cy, cx = rng.uniform(5, size - 5, size=2)
+        img = np.sin(k * np.hypot(yy - cy, xx - cx) + phase)
+    return (float(rng.uniform(0.6, 1.0)) * img).astype("float32")
+
+
+@functools.cache
+def textures_view(
+    n_train: int = 1500,
+    n_val: int = 1000,
+    classes: int = 6,
+    majority: float | None = None,
+    noise: float = 0.8,
+    flat: bool = True,
+    shuffled: bool = False,
+    raw_pixels: bool = False,
+) -> Arrays:
+    """16x16 images of one texture each (see :data:`TEXTURES`) plus Gaussian pixel noise.
+
+    Args:
+        n_train, n_val: examples.
+        classes: the first ``classes`` textures (2..6).
+        majority: share of class 0; ``None`` = balanced.
+        noise: standard deviation of the additive Gaussian noise (the textures have amplitude <= 1).
+        flat: ``(N, 256)`` instead of ``(N, 16, 16, 1)``.
+        shuffled: permute the labels.
+        raw_pixels: 8-bit intensities (``128 + 60 x`` clipped to 0..255) instead of values near 0.
+    """
+    rng = np.random.default_rng(DATA_SEED + 7)
+    total = n_train + n_val
+    if majority is None:
+        probs = np.full(classes, 1.0 / classes)
+    else:
+        probs = np.array([majority] + [(1 - majority) / (classes - 1)] * (classes - 1))
+    y = rng.choice(classes, size=total, p=probs)
+    x = np.stack([_texture(int(k), rng) for k in y]) + rng.normal(0, noise, size=(total, 16, 16)).astype(
+        "float32"
+    )
+    if raw_pixels:
+        x = np.clip(np.round(128 + 60 * x), 0, 255).astype("float32")
+    x = x[..., None] if not flat else x.reshape(total, -1)
+    arrays = _split(x, y, n_val)
+    return _shuffle_labels(arrays) if shuffled else arrays
+
+
+@functools.cache
+def diabetes_view(
+    scaled: bool = True, n_train: int | None = None, n_val: int = 142, shuffled: bool = False
+) -> Arrays:
+    """Diabetes (442 patients, 10 features; scikit-learn's ``load_diabetes``) as a binary task.
+
+    Label 1 = disease progression one year after baseline above its 60th percentile (so label 0,
+    the majority, holds 0.6).
+
+    Args:
+        scaled: standardise; ``False`` keeps raw units (``scaled=False`` in scikit-learn: age in
+            years, blood pressure ~90, serum measurements ~100-200, sex 1/2).
+        n_train: training examples (default: all 300 not in validation).
+        n_val: validation examples.
+        shuffled: permute the labels.
+    """
+    from sklearn.datasets import load_diabetes
+
+    x, target = load_diabetes(return_X_y=True, scaled=False)
+    y = (target > np.percentile(target, 60)).astype("int64")
+    arrays = _split(x, y, n_val, n_train)
+    arrays = _standardize(arrays) if scaled else arrays
+    return _shuffle_labels(arrays) if shuffled else arrays
+
+
 # --- registry ------------------------------------------------------------------------------------------
 
 
@@ -417,6 +524,34 @@ VIEWS: dict[str, View] = {
     "moons-small-train": _v(
         "moons", "make_moons noise 0.35, 60 train / 500 val", moons_view, n_train=60, n_val=500, noise=0.35
     ),
+    "textures": _v("textures", "textures 6-class flat, 1,500 train / 1,000 val", textures_view),
+    "textures-img": _v("textures", "textures 6-class (16, 16, 1)", textures_view, flat=False),
+    "textures-10k": _v(
+        "textures", "textures 6-class flat, 1,500 train / 10,000 val", textures_view, n_val=10000
+    ),
+    "textures-small-val": _v("textures", "textures 6-class, 1,500 train / 40 val", textures_view, n_val=40),
+    "textures-small-train": _v(
+        "textures",
+        "textures 6-class, 200 train / 1,000 val, noise 1.0",
+        textures_view,
+        n_train=200,
+        noise=1.0,
+    ),
+    "textures-bin-0.9": _v(
+        "textures",
+        "textures binary (horizontal vs vertical grating), majority 0.9",
+        textures_view,
+        classes=2,
+        majority=0.9,
+    ),
+    "textures-raw": _v("textures", "textures flat, raw 0..255 intensities", textures_view, raw_pixels=True),
+    "textures-shuffled": _v("textures", "textures with permuted labels", textures_view, shuffled=True),
+    "diabetes": _v(
+        "diabetes", "diabetes binary (progression > 60th pct), 300 train / 142 val", diabetes_view
+    ),
+    "diabetes-raw": _v("diabetes", "diabetes in raw units (blood pressure ~90)", diabetes_view, scaled=False),
+    "diabetes-small": _v("diabetes", "diabetes, 40 train / 142 val", diabetes_view, n_train=40),
+    "diabetes-shuffled": _v("diabetes", "diabetes with permuted labels", diabetes_view, shuffled=True),
     # test ------------------------------------------------------------------------------------------
     "fmnist": _v("fashion_mnist", "Fashion-MNIST 10-class flat, 2,000 train / 1,000 val", fmnist_view),
     "fmnist-img": _v("fashion_mnist", "Fashion-MNIST (28, 28, 1), 2,000 / 1,000", fmnist_view, flat=False),

@@ -59,6 +59,11 @@ TASK_OF: dict[str, str] = {
     "synth-5-small-val": "synth-5",
     "moons-big-val": "moons",
     "blobs-big-val": "blobs",
+    "textures-img": "textures",
+    "textures-10k": "textures",
+    "textures-small-val": "textures",
+    "textures-raw": "textures",
+    "diabetes-raw": "diabetes",
 }
 
 # Thresholds (see README.md, "Rubric").

@@ -34,7 +34,8 @@ class Variant:
             (:func:`benchmarks.corpus.models.schedule_callbacks`).
         early_stop_patience: add ``EarlyStopping(val_loss, patience, restore_best_weights=True)``.
         kill_at: stop after this many epochs as if the process were killed (``complete: false``).
-        generation: 1 or 2; the first batch covers every finding in both splits.
+        generation: 1, 2 or 3; the first batch covers every finding in both splits; the third adds
+            the textures and diabetes families and mirrors of the test split's special runs.
         notes: what the design does, in words.
     """
 
@@ -131,6 +132,34 @@ FAMILIES: dict[str, dict[str, Any]] = {
         shuffled=None,
         bad_scaling=None,
     ),
+    "textures": dict(
+        view="textures",
+        hidden=(128,),
+        lr=1e-3,
+        batch=64,
+        epochs=30,
+        slow_lr=1e-3,
+        underfit=("mlp", {"hidden": (128,), "l2": 0.05}, 1e-3),
+        plateau=("bottleneck", {"width": 1}, 1e-2),
+        overfit_view="textures-small-train",
+        imbalanced="textures-bin-0.9",
+        shuffled="textures-shuffled",
+        bad_scaling="textures-raw",
+    ),
+    "diabetes": dict(
+        view="diabetes",
+        hidden=(32,),
+        lr=1e-3,
+        batch=32,
+        epochs=40,
+        slow_lr=1e-3,
+        underfit=("mlp", {"hidden": (32,), "l2": 0.3}, 1e-3),
+        plateau=("frozen_features", {"width": 1}, 1e-2),
+        overfit_view="diabetes-small",
+        imbalanced="diabetes",
+        shuffled="diabetes-shuffled",
+        bad_scaling="diabetes-raw",
+    ),
     "fashion_mnist": dict(
         view="fmnist",
         hidden=(128,),
@@ -190,7 +219,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     ),
 }
 
-_SHORT = {"digits", "fashion_mnist", "breast_cancer", "blobs", "moons", "shapes"}
+_SHORT = {"digits", "fashion_mnist", "breast_cancer", "blobs", "moons", "shapes", "textures", "diabetes"}
 
 
 def _family_variants(family: str, f: dict[str, Any]) -> list[Variant]:
@@ -1398,6 +1427,292 @@ def _still_improving_extras() -> list[Variant]:
     return out
 
 
+def _tune_mirror_extras() -> list[Variant]:
+    """The test split's special runs (large and tiny validation sets, CNNs, frozen features,
+    early-stopped and killed runs, 1-2-unit MLPs, constant high rates) on the tune split's own
+    kinds of data: textures mirrors shapes and Fashion-MNIST, diabetes mirrors breast_cancer.
+    Without them those conditions would be met only at test time."""
+    mk: dict[str, Any] = {"hidden": (128,)}
+    rows: list[
+        tuple[
+            str,
+            str,
+            str,
+            str,
+            str,
+            float,
+            int,
+            tuple[str, ...],
+            tuple[int, ...],
+            int,
+            dict[str, Any],
+            dict[str, Any],
+            str,
+        ]
+    ] = [
+        # name, scenario, view, model, optimizer, lr, epochs, intended, seeds, batch, model kwargs, extra, notes
+        (
+            "textures-10k-oscillate",
+            "lr_too_high",
+            "textures-10k",
+            "mlp",
+            "adam",
+            0.02,
+            25,
+            ("oscillation",),
+            (0, 1, 2),
+            64,
+            mk,
+            {},
+            "Adam 0.02, 10,000 validation images",
+        ),
+        (
+            "textures-10k-healthy",
+            "healthy",
+            "textures-10k",
+            "mlp",
+            "adam",
+            1e-3,
+            20,
+            ("healthy",),
+            (0, 1),
+            64,
+            {"hidden": (128,), "dropout": 0.3},
+            {},
+            "sound MLP with dropout 0.3, 10,000 validation images",
+        ),
+        (
+            "textures-10k-too-slow",
+            "lr_too_low",
+            "textures-10k",
+            "mlp",
+            "sgd",
+            3e-3,
+            30,
+            ("too_slow",),
+            (0,),
+            64,
+            mk,
+            {},
+            "plain SGD 3e-3, 10,000 validation images",
+        ),
+        (
+            "textures-small-val-too-slow",
+            "lr_too_low",
+            "textures-small-val",
+            "mlp",
+            "sgd",
+            3e-3,
+            80,
+            ("too_slow",),
+            (0,),
+            64,
+            mk,
+            {},
+            "plain SGD 3e-3 on 40 validation images",
+        ),
+        (
+            "textures-small-val-healthy",
+            "healthy",
+            "textures-small-val",
+            "mlp",
+            "adam",
+            1e-3,
+            30,
+            ("healthy",),
+            (0,),
+            64,
+            mk,
+            {},
+            "sound MLP, 40 validation images",
+        ),
+        (
+            "textures-small-val-oscillate",
+            "lr_too_high",
+            "textures-small-val",
+            "mlp",
+            "adam",
+            0.03,
+            30,
+            ("oscillation",),
+            (0,),
+            64,
+            mk,
+            {},
+            "Adam 0.03 on 40 validation images",
+        ),
+        (
+            "textures-cnn-healthy",
+            "healthy",
+            "textures-img",
+            "cnn",
+            "adam",
+            1e-3,
+            15,
+            ("healthy",),
+            (0, 1),
+            64,
+            {"pool": True},
+            {},
+            "small CNN on 16x16 textures",
+        ),
+        (
+            "textures-frozen-features",
+            "plateau",
+            "textures",
+            "frozen_features",
+            "adam",
+            1e-2,
+            30,
+            ("plateau",),
+            (0, 1),
+            64,
+            {"width": 4},
+            {},
+            "4 frozen random ReLU features of the textures",
+        ),
+        (
+            "textures-plateau-earlystop",
+            "plateau",
+            "textures",
+            "bottleneck",
+            "adam",
+            1e-2,
+            80,
+            ("plateau",),
+            (2,),
+            64,
+            {"width": 1},
+            {"early_stop_patience": 8},
+            "bottleneck config stopped by EarlyStopping(val_loss, patience 8)",
+        ),
+        (
+            "textures-oscillate-killed",
+            "killed",
+            "textures",
+            "mlp",
+            "adam",
+            0.05,
+            60,
+            ("oscillation", "incomplete"),
+            (3,),
+            64,
+            mk,
+            {"kill_at": 25},
+            "oscillating config killed at epoch 25 of 60",
+        ),
+        (
+            "textures-small-train-overfit-earlystop",
+            "overfitting",
+            "textures-small-train",
+            "mlp",
+            "adam",
+            1e-3,
+            80,
+            ("overfitting",),
+            (2,),
+            32,
+            {"hidden": (256, 256)},
+            {"early_stop_patience": 10},
+            "overfitting config stopped by EarlyStopping(val_loss, patience 10)",
+        ),
+        (
+            "uf4-textures-2-units",
+            "underfitting",
+            "textures",
+            "mlp",
+            "adam",
+            0.01,
+            30,
+            ("underfitting",),
+            (0, 1, 2),
+            64,
+            {"hidden": (2,)},
+            {},
+            "a 2-unit hidden layer: too little capacity",
+        ),
+        (
+            "osc4-textures-adam-0.05",
+            "lr_too_high",
+            "textures",
+            "mlp",
+            "adam",
+            0.05,
+            20,
+            ("oscillation",),
+            (0, 1),
+            64,
+            mk,
+            {},
+            "Adam at 0.05 (constant): swinging losses",
+        ),
+        (
+            "diabetes-small-overfit-earlystop",
+            "overfitting",
+            "diabetes-small",
+            "mlp",
+            "adam",
+            1e-3,
+            100,
+            ("overfitting",),
+            (2,),
+            32,
+            {"hidden": (256, 256)},
+            {"early_stop_patience": 10},
+            "overfitting config stopped by EarlyStopping(val_loss, patience 10)",
+        ),
+        (
+            "diabetes-too-slow-killed",
+            "killed",
+            "diabetes",
+            "mlp",
+            "sgd",
+            1e-3,
+            120,
+            ("too_slow", "incomplete"),
+            (3,),
+            32,
+            {"hidden": (32,)},
+            {"kill_at": 40},
+            "too-slow config killed at epoch 40 of 120",
+        ),
+        (
+            "osc4-diabetes-adam-0.1",
+            "lr_too_high",
+            "diabetes",
+            "mlp",
+            "adam",
+            0.1,
+            30,
+            ("oscillation",),
+            (0, 1, 2),
+            32,
+            {"hidden": (32,)},
+            {},
+            "Adam at 0.1 (constant): swinging losses",
+        ),
+    ]
+    return [
+        Variant(
+            name,
+            scenario,
+            view,
+            model,
+            opt,
+            lr,
+            epochs,
+            intended,
+            seeds,
+            batch,
+            kwargs,
+            generation=3,
+            notes=notes,
+            **extra,
+        )
+        for name, scenario, view, model, opt, lr, epochs, intended, seeds, batch, kwargs, extra, notes in rows
+    ]
+
+
 def all_variants() -> list[Variant]:
     """Every variant of the corpus, families first, in a fixed order.
 
@@ -1412,6 +1727,7 @@ def all_variants() -> list[Variant]:
     out += _underfitting_extras()
     out += _underfitting_tune_extras()
     out += _still_improving_extras()
+    out += _tune_mirror_extras()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:

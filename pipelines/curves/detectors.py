@@ -1286,9 +1286,10 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         found = monitor_found
         if ctx.monitor == "val_accuracy" and ctx.n_val:
             # The accuracy's own gain over the last third must exceed two binomial SDs of the set.
+            # Under 12 epochs the third's first 3 epochs are its last 3: no gain to measure.
             third = max(3, ctx.g.size // 3)
-            gain = float(np.mean(ctx.g[-3:]) - np.mean(ctx.g[-third : -third + 3]))
-            if gain < 2 * ctx.accuracy_sd(float(ctx.values[-1])):
+            gain = float(np.mean(ctx.g[-3:]) - np.mean(ctx.g[-third : -third + 3])) if third > 3 else None
+            if gain is not None and gain < 2 * ctx.accuracy_sd(float(ctx.values[-1])):
                 found = None
     if found is None and ctx.monitor == "val_accuracy" and val_loss is not None and confirmed:
         gl = -val_loss[1]
