@@ -216,20 +216,31 @@ def val_examples(curve: Curve) -> int | None:
     return infer_num_examples(val_acc[1]) if val_acc is not None else None
 
 
-def chance_limit(chance: float, n_val: int | None, noise: float = 0.0) -> float:
-    """The highest accuracy still "at chance": chance + max(15% of the way to 1.0, 3 noise SDs,
-    2 binomial SDs of an accuracy at chance on ``n_val`` examples).
+def chance_limit(chance: float, n_val: int | None, noise: float = 0.0, *, prior_known: bool = False) -> float:
+    """The highest accuracy still "at chance".
+
+    With the class prior known (``chance`` is its majority share) and ``n_val`` known: chance +
+    max(3 noise SDs, 2 binomial SDs of an accuracy at chance on ``n_val`` examples, one example).
+    Otherwise chance + max(15% of the way to 1.0, 3 noise SDs, 2 binomial SDs): with only a class
+    count, chance is 1 / K, yet a network predicting one class scores that class's share of the
+    validation set, which may be well above 1 / K.
 
     On 40 validation examples a network predicting the majority class of a balanced binary task
     scores anywhere from 0.35 to 0.65 (binomial SD 0.079): a fixed band would call such a run
-    learning.
+    learning. On 1,000 examples of a 6-class task with a known prior, 0.34 against a chance of
+    0.24 is 7 SDs above it: a network that learned a little (an overfitting one, a slow one), not
+    a dead one.
 
     Args:
         chance: the chance level (majority share or 1/K), in [0, 1].
         n_val: examples the accuracy is measured on (None: unknown, no binomial term).
         noise: the accuracy curve's epoch-to-epoch noise SD.
+        prior_known: ``chance`` is the known class prior's majority share (``chance_source``
+            ``class_prior``), not 1 / K.
     """
     sd = binomial_sd(chance, n_val) if n_val else 0.0
+    if n_val and prior_known:
+        return chance + max(3 * noise, 2 * sd, 1.0 / n_val)
     return chance + max(0.15 * (1 - chance), 3 * noise, 2 * sd)
 
 
@@ -366,7 +377,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     if series is None or series[1].size < 2:
         return None
     x, y = series
-    chance, _, entropy = chance_of(curve)
+    chance, chance_source, entropy = chance_of(curve)
     n_val = val_examples(curve)
     # Rule 3: blow-up then death.
     if y.size >= 2:
@@ -377,7 +388,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6)
         acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
         if chance is not None and acc is not None:
-            ends_at_chance = float(acc[1][-1]) <= chance_limit(chance, n_val)
+            ends_at_chance = float(acc[1][-1]) <= chance_limit(
+                chance, n_val, prior_known=chance_source == "class_prior"
+            )
         else:
             # Without a chance level: a loss fixed at one value after the blow-up (a dead network).
             rest = y[peak + 1 :]
@@ -509,7 +522,7 @@ def _not_learning_at_chance(
     cfg = ctx.cfg
     epochs = np.asarray(ctx.curve.epochs)
     chance = ctx.chance
-    acc_limit = chance_limit(chance, ctx.n_val, ctx.sigma)
+    acc_limit = chance_limit(chance, ctx.n_val, ctx.sigma, prior_known=ctx.chance_source == "class_prior")
     loss_limit = 0.85 * ctx.prior_entropy
     ok = np.ones(epochs.size, dtype=bool)
     if accuracy is not None:
@@ -600,8 +613,8 @@ def _froze_where_it_learned_to(
 def detect_not_learning(ctx: Context) -> Finding | None:
     """Validation accuracy at chance (and loss at the prior's entropy) from some epoch to the end.
 
-    With a known chance level: accuracy within max(15% of the way from chance to 1.0, 3 noise SDs,
-    2 binomial SDs on the validation set) of chance, and the loss at least 0.85 x the prior's
+    With a known chance level: accuracy at most :func:`chance_limit` (chance plus the larger of 3
+    noise SDs and 2 binomial SDs on the validation set), and the loss at least 0.85 x the prior's
     entropy (ln K for balanced classes, H(prior) for imbalanced ones, where a model that predicts
     the prior scores exactly the majority share), over at least the last half of the run. Short
     runs need no trend: one epoch at chance with such a loss suffices, since chance level is a
@@ -1247,7 +1260,8 @@ def detect_too_slow(ctx: Context) -> Finding | None:
     The monitored metric's last third must improve with OLS z >= max(3, z_(1-alpha)) and its
     slope be at least half the first third's or its last third make at least ``slow_late_share``
     of the run's gain; val_loss must confirm it (falling in ``slow_down_share`` of the second
-    half's epochs, by ``live_loss_fall`` of its level, below the prior's entropy), an accuracy's
+    half's epochs, by ``live_loss_fall`` of its level, below the prior's entropy unless
+    val_accuracy is already beyond :func:`chance_limit`), an accuracy's
     last-third gain must exceed two binomial SDs, and, with an extrapolation, the fitted curve
     must also plateau only after twice the horizon. When validation accuracy is coarse (a small
     validation set moves it in steps of 1/n) the validation loss is judged the same way: a
@@ -1269,13 +1283,24 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         # convergence on a noisy curve, not a learning rate too low. And by an amount that
         # matters: at least ``live_loss_fall`` of its level over the run, ending below the prior's
         # entropy (a loss falling towards the prior's entropy is a network learning the class
-        # prior, not the task).
+        # prior, not the task) unless val_accuracy is already beyond :func:`chance_limit`.
         half = val_loss[1][val_loss[1].size // 2 :]
         share = float(np.mean(np.diff(half) < 0))
         first, last = float(np.mean(val_loss[1][:3])), float(np.mean(val_loss[1][-3:]))
         ok = share >= ctx.cfg.slow_down_share and first - last >= ctx.cfg.live_loss_fall * abs(first)
-        if ctx.prior_entropy is not None:
-            ok = ok and last < 0.95 * ctx.prior_entropy
+        if ctx.prior_entropy is not None and last >= 0.95 * ctx.prior_entropy:
+            # Still at or above the prior's entropy: learning the task only if the accuracy is
+            # already clearly beyond chance (a bad start climbing out), not a prior being learnt.
+            acc = finite_series(ctx.curve, "val_accuracy")
+            beyond = (
+                acc is not None
+                and ctx.chance is not None
+                and float(np.mean(acc[1][-3:]))
+                > chance_limit(
+                    ctx.chance, ctx.n_val, ctx.sigma, prior_known=ctx.chance_source == "class_prior"
+                )
+            )
+            ok = ok and beyond
         return ok, share
 
     confirmed, down_share = loss_confirms()
