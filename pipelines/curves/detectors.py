@@ -342,7 +342,8 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     3b. Without a chance level, a collapse: the training loss rose to 10 x its minimum after it, and
        val_accuracy ends frozen (within 2.5 grid steps) for max(3, a fifth of the run) epochs more
        than max(0.1, a quarter of it) below its best.
-    4. A validation loss that never comes below 10 x the prior's entropy (at least 3 epochs).
+    4. A validation loss that never comes below 10 x the prior's entropy (at least 2 epochs: one
+       epoch above it may be a spike; two in a row, from the first, are a run that never recovered).
 
     A single val_loss spike that recovers is none of these: every rule reads the training loss,
     the run's end, or the validation loss's minimum.
@@ -442,7 +443,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     # Rule 4: a validation loss that never came below 10 x the prior's entropy: predictions so
     # overconfident and wrong that the run never recovered from its blow-up.
     vl = finite_series(curve, "val_loss")
-    if entropy is not None and vl is not None and vl[1].size >= 3 and float(np.min(vl[1])) > 10 * entropy:
+    if entropy is not None and vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > 10 * entropy:
         return make_finding(
             Code.DIVERGENCE,
             Severity.CRITICAL,

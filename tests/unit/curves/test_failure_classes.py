@@ -385,6 +385,29 @@ def test_a_single_val_loss_spike_that_recovers_is_not_divergence() -> None:
     assert not diagnose(_curve(metrics, num_classes=10)).has("divergence")
 
 
+def test_two_epochs_of_val_loss_far_above_the_prior_are_divergence_even_while_accuracy_climbs() -> None:
+    # Adam at 5.0 on a 6-class task: val_accuracy 0.51 -> 0.73, but val_loss 15,738 -> 14,153
+    # (ln 6 = 1.79): the weights blew up from the first step; no trend is needed to say so.
+    metrics = {
+        "loss": np.array([19321.0, 12237.0]),
+        "accuracy": np.array([0.34, 0.67]),
+        "val_accuracy": np.array([0.515, 0.726]),
+        "val_loss": np.array([15737.7, 14152.7]),
+    }
+    diagnosis = diagnose(_curve(metrics, budget=2, class_prior=[1 / 6] * 6))
+    assert diagnosis.verdict == "divergence", diagnosis.codes
+
+
+def test_one_first_epoch_far_above_the_prior_that_recovers_is_not_divergence() -> None:
+    metrics = {
+        "loss": np.array([3.0, 0.9]),
+        "accuracy": np.array([0.4, 0.7]),
+        "val_accuracy": np.array([0.5, 0.74]),
+        "val_loss": np.array([40.0, 0.8]),
+    }
+    assert not diagnose(_curve(metrics, budget=2, class_prior=[1 / 6] * 6)).has("divergence")
+
+
 def test_death_after_a_blow_up_on_a_small_validation_set_is_divergence() -> None:
     # 2 classes, 40 validation examples: a dead network predicting the prior scores 0.35-0.65
     # (binomial SD 0.079), so 0.625 after a first-epoch loss of 2,645 is still at chance.
