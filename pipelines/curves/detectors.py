@@ -1392,6 +1392,16 @@ def _early_stopped(ctx: Context) -> bool:
     curve = ctx.curve
     if curve.tags.get("stop_reason") or curve.tags.get("early_stopped") in {"1", "true", "True"}:
         return True
+    # EarlyStopping stops `patience` (>= 1) epochs after its monitor's best: a run whose last epoch
+    # is val_loss's lowest (Keras' default monitor) while val_accuracy is still at or near its best
+    # was stopped by something else (killed, or a budget the file does not show).
+    val_loss = finite_series(curve, "val_loss")
+    if val_loss is not None and val_loss[1].size >= 2 and val_loss[1][-1] <= float(np.min(val_loss[1])):
+        if (
+            ctx.monitor != "val_accuracy"
+            or int(curve.epochs[-1]) - ctx.best_epoch < ctx.cfg.min_plateau_epochs
+        ):
+            return False
     if ctx.plateau is not None:
         # Ended on a confirmed plateau: what EarlyStopping with a min_delta, or DiagnosisCallback,
         # stops on. A run killed there instead must say so with complete=False.
