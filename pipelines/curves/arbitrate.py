@@ -3,8 +3,9 @@
 Detectors (:mod:`pipelines.curves.detectors`) each report what they see; :func:`arbitrate` decides
 which of those findings the user is shown and in what order. The rules:
 
-1. ``divergence`` explains everything downstream of the blow-up (a network at chance after it
-   died of it; its message says so): of the other problems only ``incomplete`` stays.
+1. ``divergence`` explains everything downstream of the blow-up: of the other problems only
+   ``incomplete`` stays, and ``not_learning`` when the blow-up killed the network (evidence
+   ``died``: it now sits at chance), which is what the run is now beside how it got there.
 2. ``not_learning`` explains a low plateau, underfitting, slowness, swings and a split gap; a
    memorising ``overfitting`` stays when the training set is fitted (random labels).
 3. A stall whose validation loss sits above the prior's entropy names the inputs as the cause;
@@ -70,7 +71,10 @@ def arbitrate(
     """
     found = {code: f for code, f in candidates.items() if f is not None}
     if Code.DIVERGENCE in found:
-        found = {c: f for c, f in found.items() if c in {Code.DIVERGENCE, Code.INCOMPLETE}}
+        keep = {Code.DIVERGENCE, Code.INCOMPLETE}
+        if found[Code.DIVERGENCE].evidence.get("died"):
+            keep.add(Code.NOT_LEARNING)  # dead after the blow-up: what it is now, beside how it got there
+        found = {c: f for c, f in found.items() if c in keep}
     if Code.NOT_LEARNING in found:
         drop = {Code.PLATEAU, Code.UNDERFITTING, Code.TOO_SLOW, Code.OSCILLATION, Code.SPLIT_MISMATCH}
         if not fits_training_set:

@@ -403,7 +403,12 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
                 Code.DIVERGENCE,
                 Severity.CRITICAL,
                 int(x[first]),
-                {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": entropy},
+                {
+                    "loss_peak": float(y[peak]),
+                    "loss_last": float(y[-1]),
+                    "prior_entropy": entropy,
+                    "died": True,
+                },
                 f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and the network died: it "
                 f"ends at chance with loss {fmt(float(y[-1]))}"
                 + (f" (the prior's entropy {fmt(entropy)})" if entropy is not None else ""),

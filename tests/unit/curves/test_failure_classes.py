@@ -344,6 +344,8 @@ def test_divergence_then_death() -> None:
     assert diagnosis.verdict == "divergence", diagnosis.codes
     assert diagnosis.findings[0].onset_epoch == 1
     assert "died" in diagnosis.findings[0].message
+    # ... and what the run is now: a dead network at chance (the blow-up does not hide it).
+    assert diagnosis.codes[:2] == ["divergence", "not_learning"], diagnosis.codes
     # The live stop says so once the network has stayed dead for live_patience (3) epochs.
     assert not should_stop({k: v[:3].tolist() for k, v in metrics.items()}, 20, num_classes=10).stop
     decision = should_stop({k: v[:4].tolist() for k, v in metrics.items()}, 20, num_classes=10)
