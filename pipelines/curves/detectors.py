@@ -663,12 +663,14 @@ def detect_not_learning(ctx: Context) -> Finding | None:
         t_noise = estimate_noise(train_acc[1])
         if t_tail.size and float(np.max(t_tail)) > level + max(0.02, 3 * t_noise):
             return None  # training accuracy is better: the model learns something
-    # The loss floor of a constant prediction: the prior's entropy when the classes are known;
+    # The loss floor of a constant prediction: the prior's entropy when the class prior is known;
     # else H2(level), the binary entropy of the frozen accuracy, a lower bound for any task (a
     # constant prediction scoring ``level`` has cross-entropy >= H(labels) by Gibbs' inequality,
     # and H(labels) >= H2(majority share) by the grouping property of entropy; Cover & Thomas,
-    # "Elements of Information Theory", 2nd ed., Thms 2.6.3 and 2.5.1 / ex. 2.27).
-    floor = ctx.prior_entropy if ctx.prior_entropy is not None else binary_entropy(level)
+    # "Elements of Information Theory", 2nd ed., Thms 2.6.3 and 2.5.1 / ex. 2.27). A class count
+    # alone gives ln K, the entropy of a balanced prior: too high a floor for an imbalanced one.
+    known = ctx.prior_entropy is not None and ctx.chance_source == "class_prior"
+    floor = ctx.prior_entropy if known else binary_entropy(level)
     loss_tail = _tail(loss, onset)
     if loss_tail.size and float(np.min(loss_tail)) < 0.85 * floor:
         return None  # below anything a constant prediction reaches: it learned something
