@@ -70,6 +70,23 @@ def test_imbalanced_task_at_the_majority_share_is_not_learning(majority: float) 
         assert evidence["frozen_level"] == pytest.approx(majority, abs=1e-3)
 
 
+@pytest.mark.parametrize("num_classes", [None, 2])
+def test_a_dead_network_learning_the_prior_through_its_bias_is_not_learning(num_classes: int | None) -> None:
+    # Born dead (ReLU units off), only the output bias learns: accuracy frozen at the majority
+    # share 0.606 of 142 examples while the loss falls from ln 2 (0.693) towards the prior's
+    # entropy (0.670). Without the prior, ln 2 is no floor: the fall is calibration, not learning.
+    epochs = 20
+    loss = 0.6925 - 0.0125 * (1 - np.exp(-np.arange(epochs) / 8)) / (1 - np.exp(-19 / 8))
+    metrics = {
+        "accuracy": np.full(epochs, 181 / 300),
+        "loss": loss,
+        "val_accuracy": np.full(epochs, 86 / 142),
+        "val_loss": loss - 0.0005,
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=num_classes))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+
+
 def test_frozen_above_the_training_prior_chance_is_not_learning() -> None:
     # The validation split's majority share (0.57) is above the training prior's (0.35): the
     # known-chance rule cannot see it, the frozen curve can. A learning rate orders of magnitude too
