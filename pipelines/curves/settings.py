@@ -58,7 +58,7 @@ class DiagnoseConfig(BaseModel):
     stall_onset_fraction: float = Field(0.5, gt=0.0, le=1.0)
     stall_k: float = Field(5.0, gt=0.0)
     blowup_factor: float = Field(3.0, gt=1.0)
-    swing_z: float = Field(0.75, gt=0.0)
+    swing_z: float = Field(1.0, gt=0.0)
     gap_widening_sd: float = Field(4.0, gt=0.0)
     oscillation_ratio: float = Field(0.065, gt=0.0)
     overfit_rise: float = Field(0.1, gt=0.0)
