@@ -27,7 +27,9 @@ Three parts:
    prunes at epoch 1 exactly the trials whose recorded value will not beat the best completed
    trial, so it bounds what any predictive-termination pruner can reach on those seeds.
 3. ``live`` (a few wall-minutes): TPE + ``CurvePruner`` against TPE without pruning, actually
-   training, on the same number of trials.
+   training, on the same number of trials. Measured 2026-11-26 (12 trials x 15 epochs, 2 CPU
+   cores): 130 epochs (8 trials pruned, at epochs 8-11) against 180, 46 s against 51 s of wall
+   time, the same best val_accuracy (0.835).
 
 Targets (issue 7): >= 3x fewer epochs than no pruning to reach within 0.2 points of the best
 (Domhan, Springenberg & Hutter, IJCAI 2015, report about 2x on CNNs), fewer than MedianPruner and
