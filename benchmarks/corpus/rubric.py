@@ -69,6 +69,7 @@ TASK_OF: dict[str, str] = {
 # Thresholds (see README.md, "Rubric").
 Z = 2.0  # binomial standard deviations for "beyond chance" and accuracy gaps
 PRIOR_LOSS_SHARE = 0.9  # not_learning: val_loss never below 90 % of the prior's loss
+FROZEN_LOSS_RANGE = 0.001  # not_learning: training loss within 0.1 % of its level all run
 DIVERGENCE_FACTOR = 10.0  # divergence: training loss above 10x the prior's loss
 OVERFIT_MIN_BEFORE_END = 3  # epochs between val_loss's minimum and the end
 OVERFIT_RISE = 0.10  # relative rise of val_loss above its minimum (and 3x its epoch-to-epoch noise)
@@ -224,12 +225,19 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     f["val_loss_falls_steadily"] = steady
     never_beyond_chance = float(np.nanmax(va)) <= band
     no_loss_gain = min_vl >= PRIOR_LOSS_SHARE * ctx.prior_loss
+    # Weights that do not move (frozen layers, a rate of 1e-6): the training loss stays within
+    # FROZEN_LOSS_RANGE of its level all run. Whatever the accuracy, it is the fixed output of a
+    # random network, not something learned.
+    tl_f = tl[np.isfinite(tl)]
+    frozen = bool(tl_f.size >= 2 and np.ptp(tl_f) < FROZEN_LOSS_RANGE * max(abs(float(np.mean(tl_f))), 1e-12))
     f.update(
         min_val_loss=round(min_vl, 4) if math.isfinite(min_vl) else "inf",
         never_beyond_chance=never_beyond_chance,
+        weights_frozen=frozen,
     )
-    if never_beyond_chance and no_loss_gain:
+    if (never_beyond_chance and no_loss_gain) or frozen:
         v.findings.add("not_learning")
+    never_beyond_chance = never_beyond_chance or frozen  # nothing below is judged on a random network
 
     # --- too_slow: val_loss falls steadily to the end while far from what the task reaches.
     gap_floor = lambda p: max(PLATEAU_GAP, Z * binomial_sd(p, ctx.n_val))  # noqa: E731
