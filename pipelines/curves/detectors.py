@@ -880,7 +880,7 @@ def stall_reasons(
             if tail.size and float(np.mean(tail)) >= ctx.prior_entropy and fraction >= cfg.low_level_fraction:
                 reasons["loss_above_uniform"] = round(float(np.mean(tail)), 4)
     if is_accuracy and ctx.baseline is not None:
-        margin = baseline_margin(ctx.baseline, plateau.noise, plateau.flat_epochs + 1, ctx.values)
+        margin = baseline_margin(ctx.baseline, plateau.noise, plateau.flat_epochs + 1, ctx.values, ctx.n_val)
         if plateau.level < ctx.baseline - margin:
             reasons["below_baseline"] = ctx.baseline
     if plateau.onset_epoch <= cfg.stall_onset_fraction * ctx.horizon:
@@ -975,7 +975,7 @@ def _is_low(ctx: Context, level: float, noise: float, values: np.ndarray | None,
     if ctx.chance is not None and (level - ctx.chance) / (1 - ctx.chance) < ctx.cfg.low_level_fraction:
         return True
     if ctx.baseline is not None:
-        return level < ctx.baseline - baseline_margin(ctx.baseline, noise, tail_epochs, values)
+        return level < ctx.baseline - baseline_margin(ctx.baseline, noise, tail_epochs, values, ctx.n_val)
     return False
 
 

@@ -252,15 +252,24 @@ def projected_gain(g: np.ndarray, onset: int, flat_epochs: int) -> tuple[float, 
     return predicted - (m4 - m3), g2, w
 
 
+#: Accuracies that differ by less than this are the same value logged in float32 (Keras' dtype).
+FLOAT32_RESOLUTION = 1e-6
+
+
 def baseline_margin(
-    baseline: float, noise: float, tail_epochs: int, values: np.ndarray | None = None
+    baseline: float,
+    noise: float,
+    tail_epochs: int,
+    values: np.ndarray | None = None,
+    n_examples: int | None = None,
 ) -> float:
     """How far (accuracy units) a plateau must sit below a baseline to be called below it.
 
     ``max(2 (sigma + sigma / sqrt(m)), 2 sqrt(2 p (1 - p) / n))``: the first term covers the
     curve's epoch-to-epoch noise ``sigma`` and the standard error of a level averaged over ``m``
-    epochs; the second, when the accuracy grid gives the validation set's size n
-    (:func:`pipelines.curves.noise.infer_num_examples`), the spread of two accuracies on n
+    epochs; the second, when the validation set's size n is known (``n_examples``) or the accuracy
+    grid gives it (:func:`pipelines.curves.noise.infer_num_examples`; a curve flat on one value
+    gives no grid), the spread of two accuracies on n
     examples at the baseline's level p (one run's seed and the baseline's fit each move a level
     by about the binomial SD: K. Jordan, "On the Variance of Neural Network Training with respect
     to Test Sets and Distributions", ICLR 2024).
@@ -269,13 +278,16 @@ def baseline_margin(
         baseline: the baseline's accuracy, fraction in [0, 1].
         noise: the curve's per-epoch noise SD (accuracy units).
         tail_epochs: epochs the plateau level averages (>= 1).
-        values: (E,) the curve's accuracies, for the grid; None skips the binomial term.
+        values: (E,) the curve's accuracies, for the grid when ``n_examples`` is None.
+        n_examples: validation examples, when known; None with no ``values`` skips the binomial term.
 
     Returns:
         The margin, in accuracy units (>= 0).
     """
-    margin = 2.0 * (noise + noise / math.sqrt(max(tail_epochs, 1)))
-    n = infer_num_examples(values) if values is not None else None
+    # At least float32's resolution: Keras logs float32, so a flat 38/40 reads 0.94999999 and would
+    # otherwise sit "below" a baseline of 0.95 on a curve with no noise.
+    margin = max(2.0 * (noise + noise / math.sqrt(max(tail_epochs, 1))), FLOAT32_RESOLUTION)
+    n = n_examples or (infer_num_examples(values) if values is not None else None)
     if n is not None:
         p = min(max(baseline, 0.0), 1.0)
         margin = max(margin, 2.0 * math.sqrt(2.0 * p * (1.0 - p) / n))

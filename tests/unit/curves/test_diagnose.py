@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -651,6 +652,22 @@ def test_below_baseline_margin_covers_seed_spread_on_the_validation_set() -> Non
         assert diagnosis.has("plateau"), seed
         finding = next(f for f in diagnosis.findings if f.code == "plateau")
         assert "below_baseline" in finding.evidence["stall_reasons"]
+
+
+def test_a_known_validation_size_widens_the_baseline_margin_without_a_grid() -> None:
+    # 38 of 40 right on every epoch: one value gives no grid, but the size the caller knows does
+    # (2 sqrt(2 p (1 - p) / 40) = 0.097), and float32's 0.94999999 is not below a 0.95 baseline.
+    from pipelines.curves.plateau import baseline_margin
+
+    flat = np.full(30, np.float32(38 / 40), dtype=np.float64)
+    assert baseline_margin(0.95, 0.0, 30, flat) >= 1e-6
+    assert baseline_margin(0.95, 0.0, 30, flat, n_examples=40) == pytest.approx(
+        2 * np.sqrt(2 * 0.95 * 0.05 / 40)
+    )
+    curve = Curve("r", {"val_accuracy": flat, "accuracy": flat + 0.01}, np.arange(1, 31), 30, num_classes=2)
+    assert not diagnose(curve, baseline_accuracy=0.95).has("plateau")
+    sized = dataclasses.replace(curve, num_val_examples=40)
+    assert not diagnose(sized, baseline_accuracy=0.96).has("plateau")  # 1 point on 40 examples: noise
 
 
 def test_oscillation_never_hides_a_primary_finding() -> None:
