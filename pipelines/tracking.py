@@ -713,7 +713,8 @@ def run_curve(mlflow_client: MlflowClient, run_id: str, *, metrics: Iterable[str
     """Read one run's per-epoch curves into a :class:`Curve` (see :func:`fetch_curves`).
 
     ``epoch_budget`` comes from the ``train.epochs`` param, ``num_classes`` from the
-    ``data.num_classes`` param, completeness from the run status and the ``curvewatch.completed`` tag.
+    ``data.num_classes`` param, ``num_val_examples`` from ``data.val_examples``, completeness from
+    the run status and the ``curvewatch.completed`` tag.
     """
     return fetch_curves(mlflow_client, [mlflow_client.get_run(run_id)], metrics=metrics)[0]
 
@@ -729,6 +730,7 @@ def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
     tags = dict(run.data.tags)
     budget = params.get("train.epochs")
     num_classes = params.get("data.num_classes")
+    val_examples = params.get("data.val_examples")
     finished = run.info.status == "FINISHED"
     completed = tags.get("curvewatch.completed", "true").lower() == "true"
     return Curve(
@@ -738,6 +740,7 @@ def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
         epoch_budget=int(budget) if budget and budget.isdigit() else None,
         complete=finished and completed,
         num_classes=int(num_classes) if num_classes and num_classes.isdigit() else None,
+        num_val_examples=int(val_examples) if val_examples and val_examples.isdigit() else None,
         params=params,
         tags=tags,
     )

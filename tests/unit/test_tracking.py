@@ -19,6 +19,7 @@ def _train_run(
     rid = run.info.run_id
     mc.log_param(rid, "train.epochs", epochs_param)
     mc.log_param(rid, "data.num_classes", 10)
+    mc.log_param(rid, "data.val_examples", 10000)
     for name, values in curve.items():
         for epoch, value in enumerate(values, start=1):
             mc.log_metric(rid, name, value, step=epoch)
@@ -43,6 +44,7 @@ def test_run_curve_reads_epochs_budget_and_completeness(mlflow_uri):
     np.testing.assert_array_equal(curve.epochs, [1, 2, 3])
     np.testing.assert_allclose(curve.metrics["val_accuracy"], [0.5, 0.6, 0.65])
     assert curve.epoch_budget == 10 and curve.num_classes == 10 and curve.complete
+    assert curve.num_val_examples == 10000  # the size the binomial noise terms use
     killed = _train_run(mc, exp, {"val_accuracy": [0.5]}, status="KILLED")
     assert not tracking.run_curve(mc, killed).complete
     nan_run = _train_run(mc, exp, {"val_accuracy": [0.5]}, completed=False)
