@@ -343,7 +343,8 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        val_accuracy ends frozen (within 2.5 grid steps) for max(3, a fifth of the run) epochs more
        than max(0.1, a quarter of it) below its best.
     4. A validation loss that never comes below 10 x the prior's entropy (at least 2 epochs: one
-       epoch above it may be a spike; two in a row, from the first, are a run that never recovered).
+       epoch above it may be a spike; two in a row, from the first, are a run that never recovered);
+       with no class count, 10 x ln(``MAX_INFERRED_CLASSES``), above any prior's entropy.
 
     A single val_loss spike that recovers is none of these: every rule reads the training loss,
     the run's end, or the validation loss's minimum.
@@ -446,17 +447,24 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
                 (LR_HIGH, EXPLODING),
             )
     # Rule 4: a validation loss that never came below 10 x the prior's entropy: predictions so
-    # overconfident and wrong that the run never recovered from its blow-up.
+    # overconfident and wrong that the run never recovered from its blow-up. With no class count,
+    # the largest entropy any prior over up to MAX_INFERRED_CLASSES classes has (ln 1000) bounds it.
     vl = finite_series(curve, "val_loss")
-    if entropy is not None and vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > 10 * entropy:
+    bound = entropy if entropy is not None else math.log(MAX_INFERRED_CLASSES)
+    if vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > 10 * bound:
+        against = (
+            f"the prior's entropy ({fmt(entropy)})"
+            if entropy is not None
+            else f"ln {MAX_INFERRED_CLASSES} ({fmt(bound)}), the entropy of any prior over up to "
+            f"{MAX_INFERRED_CLASSES:,} classes"
+        )
         return make_finding(
             Code.DIVERGENCE,
             Severity.CRITICAL,
             int(vl[0][0]),
-            {"val_loss_min": float(np.min(vl[1])), "prior_entropy": entropy},
-            f"val_loss never came below {fmt(float(np.min(vl[1])))}, over 10 x the prior's entropy "
-            f"({fmt(entropy)}): the predictions are wildly overconfident and wrong (blown-up weights or "
-            "unscaled inputs)",
+            {"val_loss_min": float(np.min(vl[1])), "prior_entropy": entropy, "entropy_bound": bound},
+            f"val_loss never came below {fmt(float(np.min(vl[1])))}, over 10 x {against}: the "
+            "predictions are wildly overconfident and wrong (blown-up weights or unscaled inputs)",
             (LR_HIGH, EXPLODING, INPUTS),
         )
     if y.size < 3:

@@ -417,6 +417,22 @@ def test_two_epochs_of_val_loss_far_above_the_prior_are_divergence_even_while_ac
     assert diagnosis.verdict == "divergence", diagnosis.codes
 
 
+def test_a_val_loss_in_the_thousands_is_divergence_even_from_the_file_alone() -> None:
+    # No class count, no prior: 14,153 is over 10 x ln 1000, more than any prior's entropy.
+    metrics = {
+        "loss": np.array([19321.0, 12237.0]),
+        "accuracy": np.array([0.34, 0.67]),
+        "val_accuracy": np.array([0.515, 0.726]),
+        "val_loss": np.array([15737.7, 14152.7]),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "divergence", diagnosis.codes
+    assert "1,000 classes" in diagnosis.findings[0].message
+    # ... 30 is not: under 10 x ln 1000 (69) only the class count could tell.
+    modest = {**metrics, "loss": np.array([40.0, 31.0]), "val_loss": np.array([35.0, 30.0])}
+    assert not diagnose(_curve(modest)).has("divergence")
+
+
 def test_one_first_epoch_far_above_the_prior_that_recovers_is_not_divergence() -> None:
     metrics = {
         "loss": np.array([3.0, 0.9]),
