@@ -335,9 +335,10 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        noise SDs), or ln(K) after having been below ln(K) / 2; onset: the first epoch after the
        minimum from which the loss stays above that.
     3. Blow-up then death: a training loss above 10 x the prior's entropy at some epoch (a first
-       epoch above 100 x the final loss when the classes are unknown), and the run ending at
-       chance (with no chance level: the loss fixed within 10% after the peak): the weights were
-       thrown so far that every unit died, and the network now predicts the prior.
+       epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
+       the classes are unknown), and the run ending at chance (with no chance level: the loss
+       fixed within 10% after the peak): the weights were thrown so far that every unit died, and
+       the network now predicts the prior.
 
     3b. Without a chance level, a collapse: the training loss rose to 10 x its minimum after it, and
        val_accuracy ends frozen (within 2.5 grid steps) for max(3, a fifth of the run) epochs more
@@ -386,8 +387,10 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
         peak = int(np.argmax(y))
         if entropy is not None:
             exploded = float(y[peak]) > 10 * entropy
-        else:
-            exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6)
+        else:  # the first loss 100 x the last, or a peak above 10 x any prior's entropy (rule 4)
+            exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6) or float(y[peak]) > 10 * math.log(
+                MAX_INFERRED_CLASSES
+            )
         acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
         if chance is not None and acc is not None:
             ends_at_chance = float(acc[1][-1]) <= chance_limit(
