@@ -337,7 +337,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     3. Blow-up then death: a training loss above 10 x the prior's entropy at some epoch (a first
        epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
        the classes are unknown), and the run ending at chance (with no chance level: the loss
-       fixed within 10% after the peak): the weights were thrown so far that every unit died, and
+       fixed within 10% over at least 2 epochs after the peak): the weights were thrown so far that every unit died, and
        the network now predicts the prior.
 
     3b. Without a chance level, a collapse: the training loss rose to 10 x its minimum after it, and
@@ -397,9 +397,10 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
                 chance, n_val, prior_known=chance_source == "class_prior"
             )
         else:
-            # Without a chance level: a loss fixed at one value after the blow-up (a dead network).
+            # Without a chance level: a loss fixed at one value over the epochs after the blow-up (at
+            # least two: one value alone is fixed at nothing), a dead network.
             rest = y[peak + 1 :]
-            ends_at_chance = rest.size >= 1 and bool(np.all(np.abs(rest - y[-1]) <= 0.1 * abs(y[-1]) + 1e-9))
+            ends_at_chance = rest.size >= 2 and bool(np.all(np.abs(rest - y[-1]) <= 0.1 * abs(y[-1]) + 1e-9))
         if exploded and ends_at_chance and peak < y.size - 1:
             # Onset: the first epoch of the blow-up (above 10 x the prior's entropy), not its peak.
             first = int(np.flatnonzero(y > 10 * entropy)[0]) if entropy is not None else peak
