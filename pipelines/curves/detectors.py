@@ -643,9 +643,10 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     value (every value of the last half within half a grid step, or 1e-6 when the grid is unknown),
     not at the best level it had climbed to with a falling loss (:func:`_froze_where_it_learned_to`),
     while the training accuracy is frozen too or no better, the training loss does not fall both
-    beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level, and, when the classes are
-    known, the loss stays at least 0.85 x the prior's entropy: a network predicting one class on
-    any task. Frozen at >= 0.99 is excluded (a solved task).
+    beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level over the frozen span's
+    second half, and, when the classes are known, the loss stays at least 0.85 x the prior's
+    entropy: a network predicting one class on any task. Frozen at >= 0.99 is excluded (a solved
+    task).
     """
     curve, cfg = ctx.curve, ctx.cfg
     acc_name = "val_accuracy" if finite_series(curve, "val_accuracy") is not None else "accuracy"
@@ -691,7 +692,10 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     above_floor = span == accuracy[1].size and bool(loss_tail.size) and float(np.min(loss_tail)) >= floor
     train_loss = finite_series(curve, "loss")
     if train_loss is not None and not above_floor:
-        mask = train_loss[0] >= onset
+        # Over the frozen span's second half: a loss that fell early and has since settled is a
+        # converged (near-constant) output, not learning still to show in accuracy.
+        frozen_epochs = train_loss[0][train_loss[0] >= onset]
+        mask = train_loss[0] >= (frozen_epochs[frozen_epochs.size // 2] if frozen_epochs.size else onset)
         if mask.sum() >= 3:
             sigma_l = estimate_noise(train_loss[1])
             tail = train_loss[1][mask]
