@@ -346,16 +346,35 @@ def shapes_view(
         flat: ``(N, 256)`` instead of ``(N, 16, 16, 1)``.
         shuffled: permute the labels.
     """
-    rng = np.random.default_rng(DATA_SEED)
+    return _drawn_images(_draw, DATA_SEED, n_train, n_val, classes, majority, noise, flat, shuffled)
+
+
+def _drawn_images(
+    draw: Callable[[int, np.random.Generator], np.ndarray],
+    seed: int,
+    n_train: int,
+    n_val: int,
+    classes: int,
+    majority: float | None,
+    noise: float,
+    flat: bool,
+    shuffled: bool,
+    raw_pixels: bool = False,
+) -> Arrays:
+    """Labels drawn with the class shares asked for, one 16x16 image per label from ``draw``,
+    Gaussian pixel noise, then the fixed split (the views of :func:`shapes_view`, :func:`textures_view`)."""
+    rng = np.random.default_rng(seed)
     total = n_train + n_val
     if majority is None:
         probs = np.full(classes, 1.0 / classes)
     else:
         probs = np.array([majority] + [(1 - majority) / (classes - 1)] * (classes - 1))
     y = rng.choice(classes, size=total, p=probs)
-    x = np.stack([_draw(int(k), rng) for k in y]) + rng.normal(0, noise, size=(total, 16, 16)).astype(
+    x = np.stack([draw(int(k), rng) for k in y]) + rng.normal(0, noise, size=(total, 16, 16)).astype(
         "float32"
     )
+    if raw_pixels:
+        x = np.clip(np.round(128 + 60 * x), 0, 255).astype("float32")
     x = x[..., None] if not flat else x.reshape(total, -1)
     arrays = _split(x, y, n_val)
     return _shuffle_labels(arrays) if shuffled else arrays
@@ -418,21 +437,9 @@ def textures_view(
         shuffled: permute the labels.
         raw_pixels: 8-bit intensities (``128 + 60 x`` clipped to 0..255) instead of values near 0.
     """
-    rng = np.random.default_rng(DATA_SEED + 7)
-    total = n_train + n_val
-    if majority is None:
-        probs = np.full(classes, 1.0 / classes)
-    else:
-        probs = np.array([majority] + [(1 - majority) / (classes - 1)] * (classes - 1))
-    y = rng.choice(classes, size=total, p=probs)
-    x = np.stack([_texture(int(k), rng) for k in y]) + rng.normal(0, noise, size=(total, 16, 16)).astype(
-        "float32"
+    return _drawn_images(
+        _texture, DATA_SEED + 7, n_train, n_val, classes, majority, noise, flat, shuffled, raw_pixels
     )
-    if raw_pixels:
-        x = np.clip(np.round(128 + 60 * x), 0, 255).astype("float32")
-    x = x[..., None] if not flat else x.reshape(total, -1)
-    arrays = _split(x, y, n_val)
-    return _shuffle_labels(arrays) if shuffled else arrays
 
 
 @functools.cache

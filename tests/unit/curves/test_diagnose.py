@@ -424,38 +424,31 @@ def test_short_run_without_early_stopping_is_incomplete() -> None:
     assert diagnosis.verdict == "incomplete" and "without early stopping" in diagnosis.findings[0].message
 
 
+def _stopped_at_13_of_40(val_accuracy: np.ndarray, val_loss: np.ndarray):
+    return diagnose(
+        _curve(
+            val_accuracy=val_accuracy,
+            accuracy=val_accuracy + 0.02,
+            val_loss=val_loss,
+            budget=40,
+            num_classes=2,
+        )
+    )
+
+
 def test_killed_while_val_loss_and_val_accuracy_still_improve_is_incomplete() -> None:
     # val_accuracy on 40 examples moves in coarse steps and reaches its best only at the end;
     # val_loss is at its lowest on the last epoch: EarlyStopping (on either) stops `patience`
     # epochs after its monitor's best, so this run was killed 27 epochs short of its budget.
-    epochs = np.arange(13)
     val_accuracy = np.array([24, 30, 33, 34, 34, 35, 35, 35, 35, 36, 36, 36, 37]) / 40
-    val_loss = 0.6 * np.exp(-epochs / 30) + 0.05
-    diagnosis = diagnose(
-        _curve(
-            val_accuracy=val_accuracy,
-            accuracy=val_accuracy + 0.02,
-            val_loss=val_loss,
-            budget=40,
-            num_classes=2,
-        )
-    )
+    diagnosis = _stopped_at_13_of_40(val_accuracy, 0.6 * np.exp(-np.arange(13) / 30) + 0.05)
     assert diagnosis.has("incomplete"), diagnosis.codes
 
 
 def test_flat_accuracy_with_val_loss_lowest_long_before_the_end_may_be_early_stopped() -> None:
-    epochs = np.arange(13)
     val_accuracy = np.r_[[0.6, 0.8, 0.875], np.full(10, 0.9)]
-    val_loss = np.r_[0.6 * np.exp(-epochs[:7] / 2) + 0.05, np.linspace(0.08, 0.12, 6)]
-    diagnosis = diagnose(
-        _curve(
-            val_accuracy=val_accuracy,
-            accuracy=val_accuracy + 0.02,
-            val_loss=val_loss,
-            budget=40,
-            num_classes=2,
-        )
-    )
+    val_loss = np.r_[0.6 * np.exp(-np.arange(7) / 2) + 0.05, np.linspace(0.08, 0.12, 6)]
+    diagnosis = _stopped_at_13_of_40(val_accuracy, val_loss)
     assert not diagnosis.has("incomplete"), diagnosis.codes
 
 

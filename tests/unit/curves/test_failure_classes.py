@@ -404,27 +404,26 @@ def test_a_single_val_loss_spike_that_recovers_is_not_divergence() -> None:
     assert not diagnose(_curve(metrics, num_classes=10)).has("divergence")
 
 
+#: Adam at 5.0 on a 6-class task, 2 epochs: val_accuracy climbs, val_loss stays in the thousands.
+_BLOWN_UP_IN_2_EPOCHS = {
+    "loss": np.array([19321.0, 12237.0]),
+    "accuracy": np.array([0.34, 0.67]),
+    "val_accuracy": np.array([0.515, 0.726]),
+    "val_loss": np.array([15737.7, 14152.7]),
+}
+
+
 def test_two_epochs_of_val_loss_far_above_the_prior_are_divergence_even_while_accuracy_climbs() -> None:
     # Adam at 5.0 on a 6-class task: val_accuracy 0.51 -> 0.73, but val_loss 15,738 -> 14,153
     # (ln 6 = 1.79): the weights blew up from the first step; no trend is needed to say so.
-    metrics = {
-        "loss": np.array([19321.0, 12237.0]),
-        "accuracy": np.array([0.34, 0.67]),
-        "val_accuracy": np.array([0.515, 0.726]),
-        "val_loss": np.array([15737.7, 14152.7]),
-    }
+    metrics = dict(_BLOWN_UP_IN_2_EPOCHS)
     diagnosis = diagnose(_curve(metrics, budget=2, class_prior=[1 / 6] * 6))
     assert diagnosis.verdict == "divergence", diagnosis.codes
 
 
 def test_a_val_loss_in_the_thousands_is_divergence_even_from_the_file_alone() -> None:
     # No class count, no prior: 14,153 is over 10 x ln 1000, more than any prior's entropy.
-    metrics = {
-        "loss": np.array([19321.0, 12237.0]),
-        "accuracy": np.array([0.34, 0.67]),
-        "val_accuracy": np.array([0.515, 0.726]),
-        "val_loss": np.array([15737.7, 14152.7]),
-    }
+    metrics = dict(_BLOWN_UP_IN_2_EPOCHS)
     diagnosis = diagnose(_curve(metrics))
     assert diagnosis.verdict == "divergence", diagnosis.codes
     assert "1,000 classes" in diagnosis.findings[0].message
