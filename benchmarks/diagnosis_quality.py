@@ -13,7 +13,7 @@ run with :func:`pipelines.curves.diagnose.diagnose`, and prints per split (tune 
   ``acceptable`` does not list (in brackets: any problem finding at all);
 - the confusion between findings: for each expected code, what was reported on those runs, and
   on the runs where it was missed;
-- the same for the peer ``sk-autod`` (if installed) on the same curves.
+- the same for the peer ``sk-autod`` (a dev dependency; skipped when absent) on the same curves.
 
 Which findings count: every finding of ``Diagnosis.findings`` whose severity is WARNING or CRITICAL,
 plus any finding whose code some run expects; INFO notes such as ``noisy_validation`` and the
