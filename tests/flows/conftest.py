@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,11 +11,23 @@ from PIL import Image
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server():
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     # The temporary server takes 23-30 s to start on these machines, more under load.
     with prefect_test_harness(server_startup_timeout=240):
-        yield
+        # The harness sets the URL in Prefect's settings context only; the CLI
+        # (`pipelines.cli.ensure_prefect_server`) reads $PREFECT_API_URL and would otherwise start
+        # the project's own server in the checkout and leave it running after the session.
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
 
 
 @pytest.fixture
