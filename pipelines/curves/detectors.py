@@ -337,8 +337,8 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     3. Blow-up then death: a training loss above 10 x the prior's entropy at some epoch (a first
        epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
        the classes are unknown), and the run ending at chance (with no chance level: the loss
-       fixed within 10% over at least 2 epochs after the peak): the weights were thrown so far that every unit died, and
-       the network now predicts the prior.
+       fixed within 10% over at least 2 epochs after the peak): the weights were thrown so far
+       that every unit died, and the network now predicts the prior.
 
     3b. Without a chance level, a collapse: the training loss rose to 10 x its minimum after it, and
        val_accuracy ends frozen (within 2.5 grid steps) for max(3, a fifth of the run) epochs more
