@@ -385,13 +385,13 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     # Rule 3: blow-up then death.
     if y.size >= 2:
         peak = int(np.argmax(y))
+        acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
         if entropy is not None:
             exploded = float(y[peak]) > 10 * entropy
         else:  # the first loss 100 x the last, or a peak above 10 x any prior's entropy (rule 4)
-            exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6) or float(y[peak]) > 10 * math.log(
-                MAX_INFERRED_CLASSES
+            exploded = float(y[0]) > 100 * max(float(y[-1]), 1e-6) or (
+                acc is not None and float(y[peak]) > 10 * math.log(MAX_INFERRED_CLASSES)
             )
-        acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
         if chance is not None and acc is not None:
             ends_at_chance = float(acc[1][-1]) <= chance_limit(
                 chance, n_val, prior_known=chance_source == "class_prior"
@@ -454,8 +454,11 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     # overconfident and wrong that the run never recovered from its blow-up. With no class count,
     # the largest entropy any prior over up to MAX_INFERRED_CLASSES classes has (ln 1000) bounds it.
     vl = finite_series(curve, "val_loss")
+    # (The bound assumes a cross-entropy: a log with an accuracy metric is a classifier's; a
+    # regression's squared error in the thousands is no blow-up.)
     bound = entropy if entropy is not None else math.log(MAX_INFERRED_CLASSES)
-    if vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > 10 * bound:
+    classifier = entropy is not None or finite_series(curve, "val_accuracy") is not None
+    if classifier and vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > 10 * bound:
         against = (
             f"the prior's entropy ({fmt(entropy)})"
             if entropy is not None

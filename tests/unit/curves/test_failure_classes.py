@@ -432,6 +432,13 @@ def test_a_val_loss_in_the_thousands_is_divergence_even_from_the_file_alone() ->
     assert not diagnose(_curve(modest)).has("divergence")
 
 
+def test_a_regression_log_in_the_thousands_is_not_a_blow_up() -> None:
+    # No accuracy metric: a squared error, not a cross-entropy; ln 1000 bounds nothing here.
+    t = np.arange(20)
+    metrics = {"loss": 5e4 * np.exp(-t / 5) + 3e3, "val_loss": 5.2e4 * np.exp(-t / 5) + 3.4e3}
+    assert not diagnose(_curve(metrics)).has("divergence")
+
+
 def test_one_first_epoch_far_above_the_prior_that_recovers_is_not_divergence() -> None:
     metrics = {
         "loss": np.array([3.0, 0.9]),
