@@ -740,8 +740,8 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum; at least two
     thirds of the last ``min_plateau_epochs`` epochs above the mean around the minimum by more than
     a noise SD, and their mean by more than max(3 standard errors of the difference of the two
-    means, ``overfit_rise`` x that level, 1.5 x that level / sqrt(n) with n validation examples);
-    and a
+    means, ``overfit_rise`` x that level, ``overfit_sd_ratio`` x that level / sqrt(n) with n
+    validation examples); and a
     non-increasing training-loss trend since the minimum. A level test, not a trend test: a
     val_loss that spiked and came part of the way back is still above its minimum. Falls back to
     (negated) val_accuracy / accuracy when there are no losses. The onset is the best epoch.
@@ -777,10 +777,10 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     significant = 3 * sigma * math.sqrt(1 / width + 1 / 3)
     floor = max(significant, cfg.overfit_rise * abs(around)) if sign > 0 else significant
     if sign > 0 and ctx.n_val:
-        # A mean loss over n examples moves by about loss_sd_ratio x level / sqrt(n) between
-        # validation sets of that size: a rise within that is the set's choice, however steady
-        # the curve.
-        floor = max(floor, cfg.loss_sd_ratio * abs(around) / math.sqrt(ctx.n_val))
+        # On n validation examples a few confident predictions flipping move the mean loss by
+        # about its level / sqrt(n): a rise within overfit_sd_ratio of that is the set's size,
+        # however steady the curve.
+        floor = max(floor, cfg.overfit_sd_ratio * abs(around) / math.sqrt(ctx.n_val))
     # Sustained: at least two thirds of the tail's epochs above the minimum by a noise SD (a
     # swinging val_loss dips back now and then while its level keeps rising).
     if rise < floor or float(np.mean(tail > around + sigma)) < 2 / 3:
