@@ -117,6 +117,21 @@ class Context:
         """Binomial SD of a validation accuracy at ``level`` (0.0 when n is unknown)."""
         return binomial_sd(level, self.n_val) if self.n_val else 0.0
 
+    @property
+    def prior_known(self) -> bool:
+        """``chance`` and ``prior_entropy`` come from the known class prior (not 1 / K or ln K)."""
+        return self.chance_source == "class_prior"
+
+    def limit_at_chance(self) -> float:
+        """The highest validation accuracy still at chance for this run (:func:`chance_limit`).
+
+        Raises:
+            ValueError: the run has no chance level.
+        """
+        if self.chance is None:
+            raise ValueError(f"{self.curve.run}: no chance level to bound")
+        return chance_limit(self.chance, self.n_val, self.sigma, prior_known=self.prior_known)
+
 
 def monitor_of(curve: Curve) -> tuple[str, bool] | None:
     """The validation metric to judge: ``val_accuracy`` when it has a finite value, else ``val_loss``.
@@ -543,7 +558,7 @@ def _not_learning_at_chance(
     cfg = ctx.cfg
     epochs = np.asarray(ctx.curve.epochs)
     chance = ctx.chance
-    acc_limit = chance_limit(chance, ctx.n_val, ctx.sigma, prior_known=ctx.chance_source == "class_prior")
+    acc_limit = ctx.limit_at_chance()
     loss_limit = 0.85 * ctx.prior_entropy
     ok = np.ones(epochs.size, dtype=bool)
     if accuracy is not None:
@@ -685,8 +700,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     # and H(labels) >= H2(majority share) by the grouping property of entropy; Cover & Thomas,
     # "Elements of Information Theory", 2nd ed., Thms 2.6.3 and 2.5.1 / ex. 2.27). A class count
     # alone gives ln K, the entropy of a balanced prior: too high a floor for an imbalanced one.
-    known = ctx.prior_entropy is not None and ctx.chance_source == "class_prior"
-    floor = ctx.prior_entropy if known else binary_entropy(level)
+    floor = ctx.prior_entropy if ctx.prior_entropy is not None and ctx.prior_known else binary_entropy(level)
     loss_tail = _tail(loss, onset)
     if loss_tail.size and float(np.min(loss_tail)) < 0.85 * floor:
         return None  # below anything a constant prediction reaches: it learned something
@@ -1322,10 +1336,7 @@ def detect_too_slow(ctx: Context) -> Finding | None:
             beyond = (
                 acc is not None
                 and ctx.chance is not None
-                and float(np.mean(acc[1][-3:]))
-                > chance_limit(
-                    ctx.chance, ctx.n_val, ctx.sigma, prior_known=ctx.chance_source == "class_prior"
-                )
+                and float(np.mean(acc[1][-3:])) > ctx.limit_at_chance()
             )
             ok = ok and beyond
         return ok, share
