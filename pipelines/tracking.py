@@ -728,19 +728,21 @@ def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
     }
     params = dict(run.data.params)
     tags = dict(run.data.tags)
-    budget = params.get("train.epochs")
-    num_classes = params.get("data.num_classes")
-    val_examples = params.get("data.val_examples")
+
+    def count(key: str) -> int | None:  # an integer param as MLflow stores it (a string), or None
+        value = params.get(key)
+        return int(value) if value and value.isdigit() else None
+
     finished = run.info.status == "FINISHED"
     completed = tags.get("curvewatch.completed", "true").lower() == "true"
     return Curve(
         run=run.info.run_id,
         metrics=arrays,
         epochs=epochs,
-        epoch_budget=int(budget) if budget and budget.isdigit() else None,
+        epoch_budget=count("train.epochs"),
         complete=finished and completed,
-        num_classes=int(num_classes) if num_classes and num_classes.isdigit() else None,
-        num_val_examples=int(val_examples) if val_examples and val_examples.isdigit() else None,
+        num_classes=count("data.num_classes"),
+        num_val_examples=count("data.val_examples"),
         params=params,
         tags=tags,
     )

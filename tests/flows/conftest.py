@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,15 +17,9 @@ def prefect_server():
         # The harness sets the URL in Prefect's settings context only; the CLI
         # (`pipelines.cli.ensure_prefect_server`) reads $PREFECT_API_URL and would otherwise start
         # the project's own server in the checkout and leave it running after the session.
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
-        try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
             yield
-        finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
 
 
 @pytest.fixture
