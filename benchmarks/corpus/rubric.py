@@ -237,7 +237,7 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     )
     if (never_beyond_chance and no_loss_gain) or frozen:
         v.findings.add("not_learning")
-    never_beyond_chance = never_beyond_chance or frozen  # nothing below is judged on a random network
+    learned_nothing = never_beyond_chance or frozen  # the rules below judge no random network
 
     # --- too_slow: val_loss falls steadily to the end while far from what the task reaches.
     gap_floor = lambda p: max(PLATEAU_GAP, Z * binomial_sd(p, ctx.n_val))  # noqa: E731
@@ -270,7 +270,7 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     )
     if (
         ctx.ceiling is not None
-        and not never_beyond_chance
+        and not learned_nothing
         and ta_end < ctx.ceiling - max(0.05, gap_floor(ctx.ceiling))
         and abs(ta_end - va_end) <= max(0.05, Z * binomial_sd(va_end, ctx.n_val))
         and flat_end
@@ -284,7 +284,7 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     if (
         ctx.ceiling is not None
         and stalled
-        and not never_beyond_chance
+        and not learned_nothing
         and not steady
         and "divergence" not in v.findings
     ):
@@ -350,13 +350,13 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     # --- healthy: no problem found, beyond chance and close to the ceiling.
     problems = v.findings - {"incomplete"}
     near = ctx.ceiling is None or best >= ctx.ceiling - max(0.05, gap_floor(ctx.ceiling))
-    if not problems and not never_beyond_chance and near:
+    if not problems and not learned_nothing and near:
         v.findings.add("healthy")
 
     # --- trajectory: stall (best reached long before the end, nothing after it better) or
     # still improving (best val_accuracy or lowest val_loss in the last fifth).
     late = max(2, n // 5)
-    if "divergence" in v.findings or never_beyond_chance:
+    if "divergence" in v.findings or learned_nothing:
         f["trajectory"] = "no_progress"
     elif reached >= n - late or (
         fin.any() and int(np.flatnonzero(fin)[np.argmin(vl[fin])]) >= n - late and steady
