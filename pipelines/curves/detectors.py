@@ -82,7 +82,9 @@ class Context:
         best_epoch: epoch of the best ``monitor`` value.
         chance: accuracy of a constant guess (majority share, else 1 / K), or None when unknown.
         chance_source: where ``chance`` came from: ``class_prior``, ``num_classes``,
-            ``uniform_loss`` (a loss sitting at ln K, :func:`uniform_output_classes`) or None.
+            ``uniform_loss`` (a loss sitting at ln K, :func:`uniform_output_classes`),
+            ``chance_accuracy`` (accuracy at 1 / K, loss at or above ln K,
+            :func:`chance_accuracy_classes`) or None.
         prior_entropy: cross-entropy of predicting the class prior (nats): H(prior), or ln K.
         n_val: validation examples (given, else read off the val_accuracy grid), or None.
         baseline: a simple baseline's validation accuracy on the same split, or None.
@@ -122,6 +124,16 @@ class Context:
         """``chance`` and ``prior_entropy`` come from the known class prior (not 1 / K or ln K)."""
         return self.chance_source == "class_prior"
 
+    def level_fraction(self, level: float) -> float:
+        """Share of the way from chance to 1.0 that an accuracy ``level`` has come.
+
+        With chance unknown (a file alone), the level itself: (level - c) / (1 - c) falls as the
+        chance level c rises, so c = 0 gives its largest value for any class count, and a level
+        below ``low_level_fraction`` is low whatever the task's classes.
+        """
+        chance = self.chance or 0.0
+        return (level - chance) / (1 - chance)
+
     def limit_at_chance(self) -> float:
         """The highest validation accuracy still at chance for this run (:func:`chance_limit`).
 
@@ -150,7 +162,8 @@ def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
     """(chance accuracy, its source, the prior's entropy in nats) from what the curve carries.
 
     A known class prior gives the majority share and H(prior); a class count K gives 1 / K and ln K;
-    neither, a loss sitting at ln K (:func:`uniform_output_classes`) gives 1 / K and ln K too.
+    neither, a loss sitting at ln K (:func:`uniform_output_classes`), else an accuracy sitting at
+    1 / K with the loss no lower than ln K (:func:`chance_accuracy_classes`), gives 1 / K and ln K.
     """
     prior = curve.class_prior
     if prior:
@@ -162,6 +175,9 @@ def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
     k = uniform_output_classes(curve)
     if k is not None:
         return 1.0 / k, "uniform_loss", math.log(k)
+    k = chance_accuracy_classes(curve)
+    if k is not None:
+        return 1.0 / k, "chance_accuracy", math.log(k)
     return None, None, None
 
 
@@ -220,6 +236,49 @@ def uniform_output_classes(curve: Curve) -> int | None:
                 return None
         return k
     return None
+
+
+#: Share of ln K the validation loss must stay at or above for :func:`chance_accuracy_classes`.
+CHANCE_LOSS_SHARE = 0.95
+
+
+def chance_accuracy_classes(curve: Curve) -> int | None:
+    """K when val_accuracy sits at 1 / K while val_loss stays at or above ln K: a network no better
+    than a uniform guess over K classes, though its outputs are not uniform.
+
+    A network trained on shuffled labels memorises its training set and its validation loss climbs
+    above ln K, so :func:`uniform_output_classes` does not see it; a slow start sits at chance with
+    a loss still above ln K. Over the whole run (at least ``MIN_JUDGE_EPOCHS`` epochs; a model
+    that climbed to 1 / 3 from below, then overfitted, is no dead one): K = the integer nearest
+    1 / (mean val_accuracy), 3 <= K <= ``MAX_INFERRED_CLASSES``
+    (two classes are the ambiguous case: an imbalanced binary task's majority share looks like
+    1 / K for no K), every val_accuracy within max(2 binomial SDs on the validation set read off the
+    accuracy grid, 0.01) of 1 / K, and every val_loss at least ``CHANCE_LOSS_SHARE`` x ln K. A
+    network that learned anything scores above 1 / K, and a loss below ln K with it; a 10-class
+    model stuck at 0.2 has a loss near ln 10 and above ln 5, and is read as 5 classes at chance:
+    the not-learning verdict it then gets is what its curve shows.
+
+    Returns:
+        K, or None (no val_accuracy or val_loss, too few epochs, or an accuracy that is not 1 / K).
+    """
+    acc, loss = finite_series(curve, "val_accuracy"), finite_series(curve, "val_loss")
+    if acc is None or loss is None:
+        return None
+    common, ia, il = np.intersect1d(acc[0], loss[0], return_indices=True)
+    if common.size < MIN_JUDGE_EPOCHS:
+        return None
+    a, lv = acc[1][ia], loss[1][il]
+    level = float(np.mean(a))
+    if not 0.0 < level < 0.5:
+        return None
+    k = int(round(1.0 / level))
+    if not 3 <= k <= MAX_INFERRED_CLASSES:
+        return None
+    n = val_examples(curve)
+    band = max(2 * binomial_sd(1.0 / k, n) if n else 0.0, 0.01)
+    if float(np.max(np.abs(a - 1.0 / k))) > band or float(np.min(lv)) < CHANCE_LOSS_SHARE * math.log(k):
+        return None
+    return k
 
 
 def val_examples(curve: Curve) -> int | None:
@@ -601,6 +660,9 @@ def _not_learning_at_chance(
         reference = {
             "num_classes": f"ln {k} = {level}",
             "uniform_loss": f"ln {k} = {level}: outputs uniform over {k} classes",
+            "chance_accuracy": (
+                f"ln {k} = {level}, with accuracy at 1 / {k}: no better than a guess over {k} classes"
+            ),
         }.get(ctx.chance_source or "", f"the class prior's entropy {level}")
         parts.append(f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({reference})")
     groups: tuple[Group, ...] = (INPUTS, DEAD)
@@ -904,8 +966,8 @@ def stall_reasons(
     if underfitting is not None:
         reasons["underfit"] = underfitting.evidence.get("basis")
     is_accuracy = ctx.higher and "acc" in plateau.metric
-    if is_accuracy and ctx.chance is not None:
-        fraction = (plateau.level - ctx.chance) / (1 - ctx.chance)
+    if is_accuracy:
+        fraction = ctx.level_fraction(plateau.level)
         if fraction < cfg.low_level_fraction:
             reasons["low_level"] = round(fraction, 4)
         if ctx.prior_entropy is not None:
@@ -1005,7 +1067,7 @@ def detect_plateau(
 
 
 def _is_low(ctx: Context, level: float, noise: float, values: np.ndarray | None, tail_epochs: int) -> bool:
-    if ctx.chance is not None and (level - ctx.chance) / (1 - ctx.chance) < ctx.cfg.low_level_fraction:
+    if ctx.level_fraction(level) < ctx.cfg.low_level_fraction:
         return True
     if ctx.baseline is not None:
         return level < ctx.baseline - baseline_margin(ctx.baseline, noise, tail_epochs, values, ctx.n_val)

@@ -182,6 +182,43 @@ def test_an_accuracy_frozen_where_it_climbed_to_is_a_convergence_not_a_dead_netw
     assert diagnose(curve).has("not_learning")
 
 
+def test_memorising_shuffled_labels_is_not_learning_from_the_file_alone() -> None:
+    # Shuffled labels on a 6-class task, 1,000 validation examples: training accuracy climbs to
+    # 0.40 by memorising while val_accuracy stays at 1 / 6 and val_loss climbs above ln 6 (1.79).
+    # The loss never sits at ln K, yet accuracy at 1 / K with the loss no lower than ln K names K.
+    rng = np.random.default_rng(4)
+    t = np.arange(15)
+    metrics = {
+        "accuracy": 0.17 + 0.016 * t + rng.normal(0, 0.003, 15),
+        "loss": 2.35 - 0.055 * t,
+        "val_accuracy": _grid(1 / 6 + rng.normal(0, 0.008, 15), 1000),
+        "val_loss": 2.38 - 0.25 * (1 - np.exp(-t / 3)) + rng.normal(0, 0.005, 15),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    evidence = diagnosis.findings[0].evidence
+    assert evidence["chance_source"] == "chance_accuracy"
+    assert evidence["chance"] == pytest.approx(1 / 6, abs=1e-6)
+    assert "1 / 6" in diagnosis.findings[0].message
+
+
+def test_a_model_that_climbed_to_one_third_then_overfitted_names_no_class_count() -> None:
+    # A 6-class model climbing from 0.17 to 0.34, then overfitting (val_loss above ln 3 = 1.10):
+    # its accuracy sits near 1 / 3 at the end, but it climbed there from below: it learned.
+    rng = np.random.default_rng(5)
+    t = np.arange(30)
+    val = 0.17 + 0.17 * (1 - np.exp(-t / 3))
+    metrics = {
+        "accuracy": np.minimum(0.2 + 0.03 * t, 0.99),
+        "loss": np.maximum(1.8 - 0.06 * t, 0.05),
+        "val_accuracy": _grid(val + rng.normal(0, 0.005, 30), 1000),
+        "val_loss": 1.75 - 0.3 * np.minimum(t, 6) / 6 + 0.05 * np.maximum(t - 6, 0),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert not diagnosis.has("not_learning"), diagnosis.codes
+    assert diagnosis.has("overfitting"), diagnosis.codes
+
+
 # 2. Underfitting without a baseline ------------------------------------------------------------------
 
 
@@ -484,6 +521,26 @@ def test_flat_validation_while_training_climbs_is_a_stall_with_its_length_and_ga
     assert "gap widened" in finding.message
     assert any("augmentation" in r for r in finding.remedies)
     assert not any("deeper or wider" in r for r in finding.remedies)  # no contradicting remedies
+
+
+def test_a_plateau_below_one_half_is_a_stall_from_the_file_alone() -> None:
+    # val_accuracy flat at 0.47 (the stall of the product's brief, 46-49%) and training flat
+    # beside it, classes unknown: (0.47 - c) / (1 - c) <= 0.47 for every chance level c >= 0, so
+    # the plateau is less than half-way from chance to 1.0 whatever the class count.
+    rng = np.random.default_rng(11)
+    t = np.arange(30)
+    val = np.where(t < 6, 0.2 + 0.27 * t / 6, 0.47) + rng.normal(0, 0.004, 30)
+    metrics = {
+        "accuracy": np.where(t < 6, 0.2 + 0.3 * t / 6, 0.5) + rng.normal(0, 0.002, 30),
+        "loss": 1.6 - 0.3 * np.minimum(t, 6) / 6,
+        "val_accuracy": _grid(val, 2000),
+        "val_loss": 1.65 - 0.3 * np.minimum(t, 6) / 6 + rng.normal(0, 0.003, 30),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    plateau = next((f for f in diagnosis.findings if f.code == "plateau"), None)
+    assert plateau is not None, diagnosis.codes
+    assert "low_level" in plateau.evidence["stall_reasons"]
+    assert plateau.evidence["stall_low_level"] == pytest.approx(0.47, abs=0.01)
 
 
 def test_training_climbing_up_to_a_higher_validation_accuracy_is_no_widening_gap() -> None:
