@@ -248,15 +248,16 @@ def chance_accuracy_classes(curve: Curve) -> int | None:
 
     A network trained on shuffled labels memorises its training set and its validation loss climbs
     above ln K, so :func:`uniform_output_classes` does not see it; a slow start sits at chance with
-    a loss still above ln K. Over the whole run (at least ``MIN_JUDGE_EPOCHS`` epochs; a model
-    that climbed to 1 / 3 from below, then overfitted, is no dead one): K = the integer nearest
-    1 / (mean val_accuracy), 3 <= K <= ``MAX_INFERRED_CLASSES``
-    (two classes are the ambiguous case: an imbalanced binary task's majority share looks like
-    1 / K for no K), every val_accuracy within max(2 binomial SDs on the validation set read off the
-    accuracy grid, 0.01) of 1 / K, and every val_loss at least ``CHANCE_LOSS_SHARE`` x ln K. A
-    network that learned anything scores above 1 / K, and a loss below ln K with it; a 10-class
-    model stuck at 0.2 has a loss near ln 10 and above ln 5, and is read as 5 classes at chance:
-    the not-learning verdict it then gets is what its curve shows.
+    a loss still above ln K. Over the whole run (at least ``MIN_JUDGE_EPOCHS`` epochs): K = the
+    integer nearest 1 / (mean val_accuracy), 2 <= K <= ``MAX_INFERRED_CLASSES``, every
+    val_accuracy within max(2 binomial SDs on the validation set (:func:`val_examples`), 0.01) of
+    1 / K, and every val_loss at least ``CHANCE_LOSS_SHARE`` x ln K. The whole run, not its end: a
+    6-class model that climbed from 1 / 6 to 1 / 3 and then overfitted (its val_loss above ln 3)
+    learned something. An imbalanced binary task's dead network sits at its majority share, not
+    at 1 / 2, and is left to the frozen-accuracy rule of :func:`detect_not_learning`.
+
+    Fitted on the corpus' tune split; the cost is on small validation sets, where 2 binomial SDs
+    span neighbouring 1 / K levels and a slow learner may be read as a guess over fewer classes.
 
     Returns:
         K, or None (no val_accuracy or val_loss, too few epochs, or an accuracy that is not 1 / K).
@@ -269,10 +270,10 @@ def chance_accuracy_classes(curve: Curve) -> int | None:
         return None
     a, lv = acc[1][ia], loss[1][il]
     level = float(np.mean(a))
-    if not 0.0 < level < 0.5:
+    if not 0.0 < level < 2.0 / 3.0:
         return None
     k = int(round(1.0 / level))
-    if not 3 <= k <= MAX_INFERRED_CLASSES:
+    if not 2 <= k <= MAX_INFERRED_CLASSES:
         return None
     n = val_examples(curve)
     band = max(2 * binomial_sd(1.0 / k, n) if n else 0.0, 0.01)
