@@ -202,6 +202,40 @@ def test_memorising_shuffled_labels_is_not_learning_from_the_file_alone() -> Non
     assert "1 / 6" in diagnosis.findings[0].message
 
 
+def test_shuffled_labels_on_a_balanced_binary_task_is_not_learning_from_the_file_alone() -> None:
+    # 142 validation examples: val_accuracy wanders 0.48-0.52 while val_loss falls from 0.88
+    # towards ln 2 (0.693) from above: a network calibrating its output bias, learning nothing.
+    rng = np.random.default_rng(6)
+    t = np.arange(20)
+    metrics = {
+        "accuracy": 0.51 + 0.0015 * t + rng.normal(0, 0.003, 20),
+        "loss": 0.86 - 0.0055 * t,
+        "val_accuracy": _grid(0.5 + rng.normal(0, 0.012, 20), 142),
+        "val_loss": 0.88 - 0.005 * t,
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    assert diagnosis.findings[0].evidence["chance_source"] == "chance_accuracy"
+    assert diagnosis.findings[0].evidence["chance"] == pytest.approx(0.5)
+
+
+def test_a_sound_binary_model_near_one_half_early_on_names_no_class_count() -> None:
+    # A binary model starting at 0.5 and climbing to 0.8: at 1 / 2 for its first epochs only.
+    t = np.arange(20)
+    val = 0.5 + 0.3 * (1 - np.exp(-t / 4))
+    metrics = {
+        "accuracy": val + 0.01,
+        "loss": 0.69 - 0.25 * (1 - np.exp(-t / 4)),
+        "val_accuracy": _grid(val, 400),
+        "val_loss": 0.70 - 0.24 * (1 - np.exp(-t / 4)),
+    }
+    curve = _curve(metrics)
+    from pipelines.curves.detectors import chance_accuracy_classes
+
+    assert chance_accuracy_classes(curve) is None
+    assert not diagnose(curve).has("not_learning")
+
+
 def test_a_model_that_climbed_to_one_third_then_overfitted_names_no_class_count() -> None:
     # A 6-class model climbing from 0.17 to 0.34, then overfitting (val_loss above ln 3 = 1.10):
     # its accuracy sits near 1 / 3 at the end, but it climbed there from below: it learned.
