@@ -241,7 +241,8 @@ def should_stop(
        validation loss not falling beyond noise over the plateau's last 2 x ``live_patience``
        epochs (on a small validation set accuracy moves in coarse steps while the loss keeps
        improving): stop, whether the plateau is a stall or a convergence, since more epochs help
-       neither.
+       neither. Never while the diagnosis of the same history finds ``too_slow`` (a loss still
+       falling steadily to the end): a stop must not contradict the diagnosis.
 
     Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
     (https://keras.io/api/callbacks/early_stopping/), which waits ``patience`` epochs after the
@@ -321,6 +322,10 @@ def should_stop(
         confident = stall is not None and bool(set(stall.evidence.get("stall_reasons", ())) - {"premature"})
         patience = cfg.live_patience if confident else 2 * cfg.live_patience
         if onset is None or best is None:
+            return _NO
+        if diagnosis.has(Code.TOO_SLOW):
+            # The same history's diagnosis says the run is still improving steadily: no plateau
+            # stop, whatever the last epochs of accuracy look like.
             return _NO
         monitored = history.get(diagnosis.monitor or "", ())
         improved = last_improvement_epoch(

@@ -661,6 +661,24 @@ def test_live_stop_never_fires_on_a_run_still_improving_beyond_its_noise() -> No
                 assert regret <= 0.005, (seed, epochs, regret, decision.reason)
 
 
+def test_live_stop_never_contradicts_a_too_slow_diagnosis() -> None:
+    # 40 validation examples: val_accuracy sits on one grid step (0.85) for the last 30 epochs of
+    # 72 (budget 80) while val_loss keeps falling steadily, 0.0015 an epoch: the diagnosis of
+    # the same history says too_slow, so no plateau stop, though 0.0015 x 8 epochs left is
+    # under live_loss_fall's 3% of the loss.
+    t = np.arange(1, 73)
+    val_loss = 0.9 - 0.25 * (1 - np.exp(-t / 10)) - 0.0015 * t
+    val_accuracy = np.round(np.minimum(0.70 + 0.15 * (1 - np.exp(-t / 10)), 0.85) * 40) / 40
+    history = {
+        "loss": list(val_loss - 0.02),
+        "accuracy": list(val_accuracy + 0.01),
+        "val_loss": list(val_loss),
+        "val_accuracy": list(val_accuracy),
+    }
+    assert diagnose(_curve({k: np.asarray(v) for k, v in history.items()}, 80, num_classes=2)).has("too_slow")
+    assert not should_stop(history, 80, num_classes=2).stop
+
+
 def test_no_finding_carries_contradictory_remedies() -> None:
     from pipelines.curves.findings import CONTRADICTORY, LR_HIGH, LR_LOW, Code, make_finding
     from pipelines.curves.types import Severity
