@@ -238,6 +238,10 @@ def uniform_output_classes(curve: Curve) -> int | None:
     return None
 
 
+#: Rule 4 of :func:`detect_divergence` without a class count: a classifier's val_loss never below
+#: this many times ln(MAX_INFERRED_CLASSES) (fitted on the corpus' tune split among 2, 3, 5, 10).
+BLIND_LOSS_FACTOR = 2.0
+
 #: Share of ln K the validation loss must stay at or above for :func:`chance_accuracy_classes`.
 CHANCE_LOSS_SHARE = 0.95
 
@@ -420,7 +424,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        than max(0.1, a quarter of it) below its best.
     4. A validation loss that never comes below 10 x the prior's entropy (at least 2 epochs: one
        epoch above it may be a spike; two in a row, from the first, are a run that never recovered);
-       with no class count, 10 x ln(``MAX_INFERRED_CLASSES``), above any prior's entropy.
+       with no class count, ``BLIND_LOSS_FACTOR`` (2) x ln(``MAX_INFERRED_CLASSES``): twice the
+       entropy of any prior over up to a thousand classes, all run (the informed bound for four
+       classes, 10 x ln 4, is as high).
 
     A single val_loss spike that recovers is none of these: every rule reads the training loss,
     the run's end, or the validation loss's minimum.
@@ -527,25 +533,26 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             )
     # Rule 4: a validation loss that never came below 10 x the prior's entropy: predictions so
     # overconfident and wrong that the run never recovered from its blow-up. With no class count,
-    # the largest entropy any prior over up to MAX_INFERRED_CLASSES classes has (ln 1000) bounds it.
+    # twice the largest entropy any prior over up to MAX_INFERRED_CLASSES classes has (ln 1000).
     vl = finite_series(curve, "val_loss")
     # (The bound assumes a cross-entropy: a log with an accuracy metric is a classifier's; a
     # regression's squared error in the thousands is no blow-up.)
     bound = entropy if entropy is not None else math.log(MAX_INFERRED_CLASSES)
+    factor = 10.0 if entropy is not None else BLIND_LOSS_FACTOR
     classifier = entropy is not None or finite_series(curve, "val_accuracy") is not None
-    if classifier and vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > 10 * bound:
+    if classifier and vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > factor * bound:
         against = (
-            f"the prior's entropy ({fmt(entropy)})"
+            f"10 x the prior's entropy ({fmt(entropy)})"
             if entropy is not None
-            else f"ln {MAX_INFERRED_CLASSES} ({fmt(bound)}), the entropy of any prior over up to "
-            f"{MAX_INFERRED_CLASSES:,} classes"
+            else f"{BLIND_LOSS_FACTOR:g} x ln {MAX_INFERRED_CLASSES} ({fmt(bound)}), the entropy of any "
+            f"prior over up to {MAX_INFERRED_CLASSES:,} classes"
         )
         return make_finding(
             Code.DIVERGENCE,
             Severity.CRITICAL,
             int(vl[0][0]),
             {"val_loss_min": float(np.min(vl[1])), "prior_entropy": entropy, "entropy_bound": bound},
-            f"val_loss never came below {fmt(float(np.min(vl[1])))}, over 10 x {against}: the "
+            f"val_loss never came below {fmt(float(np.min(vl[1])))}, over {against}: the "
             "predictions are wildly overconfident and wrong (blown-up weights or unscaled inputs)",
             (LR_HIGH, EXPLODING, INPUTS),
         )

@@ -493,13 +493,15 @@ def test_two_epochs_of_val_loss_far_above_the_prior_are_divergence_even_while_ac
 
 
 def test_a_val_loss_in_the_thousands_is_divergence_even_from_the_file_alone() -> None:
-    # No class count, no prior: 14,153 is over 10 x ln 1000, more than any prior's entropy.
+    # No class count, no prior: 14,153 is over 2 x ln 1000 (13.8), twice any prior's entropy.
     metrics = dict(_BLOWN_UP_IN_2_EPOCHS)
     diagnosis = diagnose(_curve(metrics))
     assert diagnosis.verdict == "divergence", diagnosis.codes
     assert "1,000 classes" in diagnosis.findings[0].message
-    # ... 30 is not: under 10 x ln 1000 (69) only the class count could tell.
-    modest = {**metrics, "loss": np.array([40.0, 31.0]), "val_loss": np.array([35.0, 30.0])}
+    # So is a val_loss that never came below 15 (wine, 3 classes: the informed bound is 11) ...
+    assert diagnose(_curve({**metrics, "val_loss": np.array([16.0, 15.0])})).has("divergence")
+    # ... but 12 is not: under 2 x ln 1000 only the class count could tell.
+    modest = {**metrics, "loss": np.array([14.0, 11.0]), "val_loss": np.array([13.0, 12.0])}
     assert not diagnose(_curve(modest)).has("divergence")
 
 
