@@ -1196,6 +1196,8 @@ def detect_underfitting(ctx: Context) -> Finding | None:
         against.append(f"chance {fmt(ctx.chance)}")
     if ctx.baseline is not None:
         against.append(f"baseline {fmt(ctx.baseline)}")
+    if basis != "fit" and ctx.chance is None and ctx.baseline is None:
+        against.append(f"less than {ctx.cfg.low_level_fraction:.0%} of the way from any chance level to 1.0")
     if basis == "fit":
         against.append("training no better than validation")
     return make_finding(
