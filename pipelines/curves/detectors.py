@@ -948,7 +948,8 @@ def stall_reasons(
 ) -> dict[str, Any]:
     """Why the flat tail of ``ctx.monitor`` is a stall rather than a convergence ({} = converged).
 
-    1. ``low_level``: less than ``low_level_fraction`` of the way from chance to 1.0.
+    1. ``low_level``: less than ``low_level_fraction`` of the way from chance to 1.0 (chance
+       unknown: the level itself, :meth:`Context.level_fraction`).
     2. ``below_baseline``: below the baseline by more than :func:`baseline_margin`.
     3. ``premature``: began in the first ``stall_onset_fraction`` of the horizon right after a
        clear climb whose continuation (:func:`projected_gain`) predicts more than ``stall_k`` noise
@@ -1152,9 +1153,10 @@ def detect_underfitting(ctx: Context) -> Finding | None:
 
     Both must plateau (:func:`find_plateau`; the training accuracy may instead be flat for
     practical purposes over the validation plateau, :func:`_practically_flat`). "Low" is, in this
-    order of evidence: below the baseline by more than :func:`baseline_margin`, or less than
-    ``low_level_fraction`` of the way from chance to 1.0; without either (a file run with no
-    baseline), the model fits its training set no better than its validation set (mean gap over
+    order of evidence: less than ``low_level_fraction`` of the way from chance to 1.0 (chance
+    unknown: the level itself, :meth:`Context.level_fraction`), or below the baseline by more
+    than :func:`baseline_margin`; failing both, the model fits its training set no better than
+    its validation set (mean gap over
     the plateau within max(3 noise SDs, 2 binomial SDs)) while its training error stays at or
     above ``underfit_error``: a model that cannot even fit the data it is trained on, and is not
     held back by memorising.
