@@ -511,7 +511,23 @@ VIEWS: dict[str, View] = {
         n_val=5000,
     ),
     "synth-5": _v(
-        "synth_tabular", "5-class balanced, 1,500/1,000", synth_tabular_view, classes=5, n_train=1500
+        "synth_tabular", "5-class, majority 0.5, 1,500/1,000", synth_tabular_view, classes=5, n_train=1500
+    ),
+    "synth-5-shuffled": _v(
+        "synth_tabular",
+        "5-class, majority 0.5, permuted labels, 1,500/1,000",
+        synth_tabular_view,
+        classes=5,
+        n_train=1500,
+        shuffled=True,
+    ),
+    "synth-5-small-val-shuffled": _v(
+        "synth_tabular",
+        "5-class with permuted labels, 1,000 train / 40 val",
+        synth_tabular_view,
+        classes=5,
+        n_val=40,
+        shuffled=True,
     ),
     "synth-5-small-val": _v(
         "synth_tabular", "5-class, 1,000 train / 40 val", synth_tabular_view, classes=5, n_val=40
@@ -537,6 +553,13 @@ VIEWS: dict[str, View] = {
         "textures", "textures 6-class flat, 1,500 train / 10,000 val", textures_view, n_val=10000
     ),
     "textures-small-val": _v("textures", "textures 6-class, 1,500 train / 40 val", textures_view, n_val=40),
+    "textures-small-val-shuffled": _v(
+        "textures",
+        "textures 6-class with permuted labels, 1,500 train / 40 val",
+        textures_view,
+        n_val=40,
+        shuffled=True,
+    ),
     "textures-small-train": _v(
         "textures",
         "textures 6-class, 200 train / 1,000 val, noise 1.0",

@@ -225,7 +225,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--out", type=Path, required=True, help="folder for the CSVs, runs.json and labels.json"
     )
     parser.add_argument("--only", default="", help="train only variants whose name contains this text")
-    parser.add_argument("--generation", type=int, choices=(1, 2, 3), help="train only this batch of variants")
+    parser.add_argument(
+        "--generation", type=int, choices=(1, 2, 3, 4), help="train only this batch of variants"
+    )
     parser.add_argument("--workers", type=int, default=1, help="training processes (each one TF thread)")
     parser.add_argument(
         "--threads", type=int, default=1, help="TensorFlow intra/inter-op threads per process"

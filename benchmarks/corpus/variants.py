@@ -34,8 +34,10 @@ class Variant:
             (:func:`benchmarks.corpus.models.schedule_callbacks`).
         early_stop_patience: add ``EarlyStopping(val_loss, patience, restore_best_weights=True)``.
         kill_at: stop after this many epochs as if the process were killed (``complete: false``).
-        generation: 1, 2 or 3; the first batch covers every finding in both splits; the third adds
-            the textures and diabetes families and mirrors of the test split's special runs.
+        generation: 1 to 4; the first batch covers every finding in both splits; the third adds
+            the textures and diabetes families and mirrors of the test split's special runs; the
+            fourth, runs at chance that the file alone must read right (shuffled labels, slow
+            starts on 5 and 6 classes).
         notes: what the design does, in words.
     """
 
@@ -1713,6 +1715,89 @@ def _tune_mirror_extras() -> list[Variant]:
     ]
 
 
+def _blind_chance_probes() -> list[Variant]:
+    """Runs at chance on the tune split that the file alone must read right (generation 4):
+    shuffled labels on 5 and 6 classes with 1,000 and 40 validation examples (a model memorising
+    noise: val_accuracy at 1 / K, val_loss above ln K), and rates far too small on the same tasks,
+    whose accuracy leaves 1 / K slowly or not at all while the loss falls."""
+    mk: dict[str, Any] = {"hidden": (128,)}
+    rows: list[tuple[str, str, str, str, float, int, tuple[str, ...], tuple[int, ...], str]] = [
+        # name, scenario, view, optimizer, lr, epochs, intended, seeds, notes
+        (
+            "synth-5-shuffled-labels",
+            "shuffled_labels",
+            "synth-5-shuffled",
+            "adam",
+            1e-3,
+            40,
+            ("not_learning",),
+            (0, 1),
+            "5 classes, labels permuted: memorises, learns nothing",
+        ),
+        (
+            "synth-5-small-val-shuffled-labels",
+            "shuffled_labels",
+            "synth-5-small-val-shuffled",
+            "adam",
+            1e-3,
+            40,
+            ("not_learning",),
+            (0, 1),
+            "5 classes, labels permuted, 40 validation examples",
+        ),
+        (
+            "textures-small-val-shuffled-labels",
+            "shuffled_labels",
+            "textures-small-val-shuffled",
+            "adam",
+            1e-3,
+            30,
+            ("not_learning",),
+            (0, 1),
+            "6 textures, labels permuted, 40 validation examples",
+        ),
+        (
+            "synth-5-lr-small",
+            "lr_too_low",
+            "synth-5",
+            "sgd",
+            3e-4,
+            60,
+            ("too_slow",),
+            (0, 1),
+            "SGD at 3e-4 on 5 classes: a slow start",
+        ),
+        (
+            "synth-5-small-val-lr-small",
+            "lr_too_low",
+            "synth-5-small-val",
+            "sgd",
+            3e-4,
+            60,
+            ("too_slow",),
+            (0, 1),
+            "SGD at 3e-4, 40 validation examples",
+        ),
+        (
+            "textures-lr-small",
+            "lr_too_low",
+            "textures",
+            "sgd",
+            3e-4,
+            40,
+            ("too_slow",),
+            (0, 1),
+            "SGD at 3e-4 on 6 textures: a slow start",
+        ),
+    ]
+    return [
+        Variant(
+            name, scenario, view, "mlp", opt, lr, epochs, intended, seeds, 64, mk, generation=4, notes=notes
+        )
+        for name, scenario, view, opt, lr, epochs, intended, seeds, notes in rows
+    ]
+
+
 def all_variants() -> list[Variant]:
     """Every variant of the corpus, families first, in a fixed order.
 
@@ -1728,6 +1813,7 @@ def all_variants() -> list[Variant]:
     out += _underfitting_tune_extras()
     out += _still_improving_extras()
     out += _tune_mirror_extras()
+    out += _blind_chance_probes()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:
