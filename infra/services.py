@@ -129,23 +129,45 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+#: Waits (seconds) before each retry of a request answered 503 Service Unavailable.
+UNAVAILABLE_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
 def http(
-    url: str, *, method: str = "GET", body: dict | None = None, auth: str | None = None, timeout: float = 20
+    url: str,
+    *,
+    method: str = "GET",
+    body: dict | None = None,
+    auth: str | None = None,
+    timeout: float = 20,
+    backoff: tuple[float, ...] = UNAVAILABLE_BACKOFF,
 ) -> tuple[int, str]:
-    """(status, body) of one HTTP request; status 0 when nothing answered. ``auth``: ``user:password``."""
+    """(status, body) of one HTTP request; status 0 when nothing answered. ``auth``: ``user:password``.
+
+    A 503 (Service Unavailable: the server did not process the request and says to try again) is
+    retried after each wait in ``backoff`` (about 8 s in all by default): a Prefect server that
+    answers /api/health can still answer 503 for a few seconds while its SQLite database is busy
+    with start-up work, and Prefect's own client retries 503s the same way
+    (https://docs.prefect.io/v3/api-ref/settings-ref#max-retries, ``PREFECT_CLIENT_MAX_RETRIES``).
+    """
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (OSError, urllib.error.URLError):
-        return 0, ""
+    for wait in (*backoff, None):
+        req = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            status, text = exc.code, exc.read().decode(errors="replace")
+        except (OSError, urllib.error.URLError):
+            return 0, ""
+        if status != 503 or wait is None:
+            return status, text
+        time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def write_private(path: Path, text: str) -> None:

@@ -301,3 +301,45 @@ def test_a_stopped_servers_port_is_free_again_but_a_listener_holds_it():
     with socket.socket() as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", port))  # what the old bind test saw: "held"
     assert services.port_free(port)
+
+
+def _load_services_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("curvewatch_infra_services", INFRA_SERVICES)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_503_while_the_server_settles_is_retried_and_a_lasting_one_returned() -> None:
+    # A Prefect server that answers /api/health may answer 503 for a few seconds more while its
+    # SQLite database is busy: the start must not fail on it (seen once as "could not store our
+    # token (HTTP 503)"). Two 503s then 200: retried; 503 for good: returned after the waits.
+    import http.server
+    import threading
+
+    answers = iter([503, 503, 200, 503, 503, 503])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(next(answers))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        services = _load_services_module()
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/variables/name/x"
+        assert services.http(url, backoff=(0.01, 0.01, 0.01)) == (200, "{}")
+        assert services.http(url, backoff=(0.01, 0.01)) == (503, "{}")
+    finally:
+        server.shutdown()
+        server.server_close()
