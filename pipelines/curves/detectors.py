@@ -164,10 +164,18 @@ def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
     A known class prior gives the majority share and H(prior); a class count K gives 1 / K and ln K;
     neither, a loss sitting at ln K (:func:`uniform_output_classes`), else an accuracy sitting at
     1 / K with the loss no lower than ln K (:func:`chance_accuracy_classes`), gives 1 / K and ln K.
+
+    Raises:
+        ValueError: a class prior with a negative or non-finite share, or fewer than two classes.
     """
     prior = curve.class_prior
     if prior:
         p = np.asarray(prior, dtype=np.float64)
+        if not np.all(np.isfinite(p)) or np.any(p < 0) or np.count_nonzero(p) < 2:
+            raise ValueError(
+                f"{curve.run}: class_prior {list(prior)} must hold finite, non-negative shares of at "
+                "least two classes (one class alone leaves nothing to classify)"
+            )
         p = p[p > 0] / p.sum()
         return float(p.max()), "class_prior", float(shannon_entropy(p))
     if curve.num_classes and curve.num_classes > 1:

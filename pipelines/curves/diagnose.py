@@ -134,7 +134,8 @@ def diagnose(
 
     Raises:
         ValueError: the curve has neither ``val_accuracy`` nor ``val_loss`` with a finite value
-            and its training loss did not diverge (nothing to diagnose); or an override names no
+            and its training loss did not diverge (nothing to diagnose); its ``class_prior`` has
+            a negative or non-finite share or fewer than two classes; or an override names no
             threshold of :class:`DiagnoseConfig` or has an invalid value.
     """
     cfg = config or DEFAULT

@@ -253,6 +253,14 @@ def test_a_model_that_climbed_to_one_third_then_overfitted_names_no_class_count(
     assert diagnosis.has("overfitting"), diagnosis.codes
 
 
+@pytest.mark.parametrize("prior", [(1.0,), (1.0, 0.0), (0.5, -0.1, 0.6), (0.5, float("nan"))])
+def test_a_class_prior_with_nothing_to_classify_is_a_clear_error(prior: tuple[float, ...]) -> None:
+    t = np.arange(10)
+    metrics = {"accuracy": np.full(10, 1.0), "loss": 0.1 * np.exp(-t / 3), "val_loss": 0.1 * np.exp(-t / 3)}
+    with pytest.raises(ValueError, match="run: class_prior .* at least two classes"):
+        diagnose(_curve({**metrics, "val_accuracy": np.full(10, 1.0)}, class_prior=prior))
+
+
 # 2. Underfitting without a baseline ------------------------------------------------------------------
 
 
