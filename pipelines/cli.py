@@ -210,8 +210,8 @@ def diagnose(
             "--filter", help="MLflow search filter for --experiment, e.g. \"params.train.model = 'mlp'\""
         ),
     ] = "",
-    epoch_budget: Annotated[int | None, typer.Option(help="epoch budget of file runs")] = None,
-    num_classes: Annotated[int | None, typer.Option(help="number of classes of file runs")] = None,
+    epoch_budget: Annotated[int | None, typer.Option(min=1, help="epoch budget of file runs")] = None,
+    num_classes: Annotated[int | None, typer.Option(min=2, help="number of classes of file runs")] = None,
     extrapolate: Annotated[bool, typer.Option(help="fit learning-curve families (slower)")] = True,
     out: Annotated[
         Path, typer.Option(help="where diagnosis.md / .json and each run's HTML / PNG report go")

@@ -80,6 +80,15 @@ def test_bad_file_exits_2_naming_the_file(tmp_path):
     assert "bad.csv" in result.output
 
 
+def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option(tmp_path):
+    run = str(_write_csv(tmp_path / "h.csv", _healthy()))
+    for option, value in (("--num-classes", "1"), ("--epoch-budget", "0")):
+        result = runner.invoke(app, ["diagnose", run, option, value, "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2, result.output
+        assert option in result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_mlflow_runs_by_id_and_experiment_get_tags(tmp_path, mlflow_uri):
     mc = tracking.client()
     exp = tracking.ensure_experiment(mc, "diag")
