@@ -90,6 +90,19 @@ def _complete_from_epochs(epochs: np.ndarray) -> bool:
     return bool(np.array_equal(epochs, expected))
 
 
+#: Separators ``CSVLogger(separator=...)`` is commonly given, the default first.
+SEPARATORS = ",;\t|"
+
+
+def _separator(header: str) -> str:
+    """The separator of a CSVLogger file, read off its header line (``csv.Sniffer`` over
+    :data:`SEPARATORS`); ``,`` (Keras' default) when the header names one column only."""
+    try:
+        return csv.Sniffer().sniff(header, delimiters=SEPARATORS).delimiter
+    except csv.Error:
+        return ","
+
+
 def load_csv_logger(
     path: str | Path,
     *,
@@ -101,6 +114,7 @@ def load_csv_logger(
 
     Args:
         path: the CSV file; header ``epoch,<metric>,...``; epochs 0-based as CSVLogger writes them.
+            The separator is read off the header (``CSVLogger(separator=";")``, tab or ``|``).
             A repeated header line (``CSVLogger(append=True)`` after a resumed ``fit``) is skipped;
             a resumed run must continue the epoch numbers (``fit(initial_epoch=...)``).
         epoch_budget: epochs the run was configured for, if known.
@@ -121,7 +135,9 @@ def load_csv_logger(
     # utf-8-sig: Excel saves CSV with a byte-order mark, which would otherwise glue to "epoch".
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+            separator = _separator(handle.readline())
+            handle.seek(0)  # the utf-8-sig decoder skips the byte-order mark again
+            reader = csv.reader(handle, delimiter=separator)
             try:
                 header = [name.strip() for name in next(reader)]
             except StopIteration:

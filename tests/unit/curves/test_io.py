@@ -161,6 +161,22 @@ def test_older_and_explicit_keras_metric_names_are_read(tmp_path: Path) -> None:
     assert kept["accuracy"].tolist() == [0.9] and kept["acc"].tolist() == [0.1]
 
 
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_csvlogger_file_with_another_separator_is_read(tmp_path: Path, separator: str) -> None:
+    # keras.callbacks.CSVLogger(filename, separator=...): the separator is read off the header.
+    path = tmp_path / "run.csv"
+    rows = [
+        ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"],
+        [0, 0.5, 1.0, 0.5, 1.1],
+        [1, 0.6, 0.9, 0.55, 1.0],
+    ]
+    path.write_text("".join(separator.join(str(v) for v in row) + "\r\n" for row in rows))
+    curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2] and curve.complete
+    assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.55]
+    assert curve.metrics["val_loss"].tolist() == [1.1, 1.0]
+
+
 def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path) -> None:
     header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
     path = _write_csv(
