@@ -115,6 +115,9 @@ def load_csv_logger(
     Args:
         path: the CSV file; header ``epoch,<metric>,...``; epochs 0-based as CSVLogger writes them.
             The separator is read off the header (``CSVLogger(separator=";")``, tab or ``|``).
+            A ``History.history`` table saved with pandas (``DataFrame(history.history).to_csv()``)
+            is read too: its unnamed index column counts the epochs from 0, and without an index
+            (``index=False``) the rows are the epochs in order.
             A repeated header line (``CSVLogger(append=True)`` after a resumed ``fit``) is skipped;
             a resumed run must continue the epoch numbers (``fit(initial_epoch=...)``).
         epoch_budget: epochs the run was configured for, if known.
@@ -128,7 +131,7 @@ def load_csv_logger(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: (naming the file, and the column / row where it applies) not UTF-8 text (a
-            byte-order mark is accepted), no header or no ``epoch`` column, a non-numeric cell,
+            byte-order mark is accepted), no header, a non-numeric cell,
             duplicate or decreasing epochs, no rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
     path = Path(path)
@@ -150,8 +153,13 @@ def load_csv_logger(
             ]
     except UnicodeDecodeError as error:
         raise ValueError(_not_text(path, error)) from None
+    numbered = False
     if "epoch" not in header:
-        raise ValueError(f"{path}: no 'epoch' column in header {header}")
+        if header and header[0] == "":
+            # pandas' DataFrame(history.history).to_csv(): its unnamed index counts epochs from 0.
+            header = ["epoch", *header[1:]]
+        else:
+            numbered = True  # the same table saved with index=False: one row per epoch, in order
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: duplicate column names in header {header}")
     if not rows:
@@ -162,7 +170,7 @@ def load_csv_logger(
             raise ValueError(f"{path}: row {number} has {len(row)} cells, header has {len(header)}")
         for name, cell in zip(header, row, strict=True):
             columns[name].append(_to_float(cell, path, name, number))
-    raw_epochs = np.asarray(columns.pop("epoch"))
+    raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
     if not np.all(np.isfinite(raw_epochs)) or not np.all(raw_epochs == np.round(raw_epochs)):
         raise ValueError(f"{path}: column 'epoch' must hold whole numbers")
     epochs = raw_epochs.astype(np.int64) + 1

@@ -71,7 +71,7 @@ def test_csv_missing_epoch_marks_incomplete(tmp_path: Path) -> None:
         (["epoch", "val_accuracy"], [[0, "abc"]], "'val_accuracy'"),
         (["epoch", "val_accuracy"], [[0, 0.5], [0, 0.6]], "duplicate epochs"),
         (["epoch", "val_accuracy"], [[1, 0.5], [0, 0.6]], "epoch"),
-        (["loss", "val_loss"], [[1.0, 1.0]], "'epoch'"),
+        (["", "loss", "val_loss"], [[0.5, 1.0, 1.0]], "'epoch'"),
         (["epoch", "val_loss"], [], "no epochs"),
     ],
 )
@@ -159,6 +159,21 @@ def test_older_and_explicit_keras_metric_names_are_read(tmp_path: Path) -> None:
     assert "accuracy" not in curve_from_history(both, "r").metrics
     kept = curve_from_history({"accuracy": [0.9], "acc": [0.1], "val_loss": [1.0]}, "r").metrics
     assert kept["accuracy"].tolist() == [0.9] and kept["acc"].tolist() == [0.1]
+
+
+def test_a_history_table_saved_with_pandas_is_read(tmp_path: Path) -> None:
+    # pandas.DataFrame(history.history).to_csv(path): an unnamed index column counts epochs from 0;
+    # with index=False there is no epoch column and the rows are the epochs in order.
+    import pandas as pd
+
+    history = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.85], "val_accuracy": [0.5, 0.6, 0.62]}
+    pd.DataFrame(history).to_csv(tmp_path / "indexed.csv")
+    pd.DataFrame(history).to_csv(tmp_path / "plain.csv", index=False)
+    for name in ("indexed.csv", "plain.csv"):
+        curve = load_curve(tmp_path / name)
+        assert curve.epochs.tolist() == [1, 2, 3] and curve.complete, name
+        assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.6, 0.62], name
+        assert "" not in curve.metrics and "epoch" not in curve.metrics, name
 
 
 @pytest.mark.parametrize("separator", [";", "\t", "|"])
