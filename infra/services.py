@@ -147,8 +147,8 @@ def http(
     A 503 (Service Unavailable: the server did not process the request and says to try again) is
     retried after each wait in ``backoff`` (about 8 s in all by default): a Prefect server that
     answers /api/health can still answer 503 for a few seconds while its SQLite database is busy
-    with start-up work, and Prefect's own client retries 503s the same way
-    (https://docs.prefect.io/v3/api-ref/settings-ref#max-retries, ``PREFECT_CLIENT_MAX_RETRIES``).
+    with start-up work. Prefect's own client does the same: ``prefect.client.base``'s HTTP client
+    retries 429 and 503 answers with backoff, up to ``PREFECT_CLIENT_MAX_RETRIES`` times.
     """
     data = json.dumps(body).encode() if body is not None else None
     for wait in (*backoff, None):
