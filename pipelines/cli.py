@@ -199,7 +199,11 @@ def compare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None,
 @app.command()
 def diagnose(
     sources: Annotated[
-        list[str] | None, typer.Argument(help="CSVLogger CSV / History JSON files, or MLflow run ids")
+        list[str] | None,
+        typer.Argument(
+            help="CSVLogger CSV / History JSON files, folders of them (their *.csv and *.json), "
+            "or MLflow run ids"
+        ),
     ] = None,
     experiment: Annotated[
         str | None, typer.Option("--experiment", "-e", help="diagnose the runs of this MLflow experiment")
@@ -232,7 +236,7 @@ def diagnose(
     from rich.table import Table
 
     from pipelines.curves import batch
-    from pipelines.curves.io import load_curve
+    from pipelines.curves.io import CURVE_SUFFIXES, load_curve
 
     sources = list(sources or [])
     if not sources and not experiment:
@@ -240,7 +244,17 @@ def diagnose(
         raise typer.Exit(2)
     curves = []
     run_ids = []
+    expanded: list[str] = []
     for src in sources:
+        folder = Path(src)
+        if not folder.is_dir():
+            expanded.append(src)
+            continue
+        files = sorted(str(f) for f in folder.iterdir() if f.is_file() and f.suffix.lower() in CURVE_SUFFIXES)
+        if not files:
+            _fail(ValueError(f"{src}: a folder with no .csv or .json curve file in it"), code=2)
+        expanded += files
+    for src in expanded:
         if Path(src).exists():
             try:
                 curves.append((src, load_curve(src, epoch_budget=epoch_budget, num_classes=num_classes)))

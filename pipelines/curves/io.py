@@ -21,6 +21,8 @@ import numpy as np
 from pipelines.curves.types import Curve
 
 VALIDATION_METRICS = ("val_accuracy", "val_loss")
+#: File suffixes :func:`load_curve` reads: CSVLogger CSV and History JSON.
+CURVE_SUFFIXES = (".csv", ".json")
 
 
 #: Older or explicit Keras metric names for the ones the engine reads: Keras before 2.3 logged

@@ -80,6 +80,23 @@ def test_bad_file_exits_2_naming_the_file(tmp_path):
     assert "bad.csv" in result.output
 
 
+def test_a_folder_stands_for_its_curve_files(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _write_csv(logs / "stall.csv", _stalled(), acc=_stalled(1) + 0.02)
+    _write_csv(logs / "healthy.csv", _healthy())
+    (logs / "notes.txt").write_text("not a curve\n")
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["diagnose", str(logs), "--out", str(out), "--no-extrapolate", "--no-html"])
+    assert result.exit_code == 1, result.output
+    rows = {Path_(r["source"]): r["verdict"] for r in json.loads((out / "diagnosis.json").read_text())}
+    assert rows == {"healthy.csv": "healthy", "stall.csv": "plateau"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["diagnose", str(empty), "--out", str(out)])
+    assert result.exit_code == 2 and "no .csv or .json curve file" in result.output
+
+
 def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option(tmp_path):
     run = str(_write_csv(tmp_path / "h.csv", _healthy()))
     for option, value in (("--num-classes", "1"), ("--epoch-budget", "0")):
