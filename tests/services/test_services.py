@@ -303,17 +303,6 @@ def test_a_stopped_servers_port_is_free_again_but_a_listener_holds_it():
     assert services.port_free(port)
 
 
-def _load_services_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("curvewatch_infra_services", INFRA_SERVICES)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_503_while_the_server_settles_is_retried_and_a_lasting_one_returned() -> None:
     # A Prefect server that answers /api/health may answer 503 for a few seconds more while its
     # SQLite database is busy: the start must not fail on it (seen once as "could not store our
@@ -336,7 +325,7 @@ def test_a_503_while_the_server_settles_is_retried_and_a_lasting_one_returned() 
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        services = _load_services_module()
+        services = _services_module()
         url = f"http://127.0.0.1:{server.server_address[1]}/api/variables/name/x"
         assert services.http(url, backoff=(0.01, 0.01, 0.01)) == (200, "{}")
         assert services.http(url, backoff=(0.01, 0.01)) == (503, "{}")
