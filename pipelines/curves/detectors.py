@@ -471,10 +471,11 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     x, y = series
     chance, chance_source, entropy = chance_of(curve)
     n_val = val_examples(curve)
+    val_acc = finite_series(curve, "val_accuracy")
     # Rule 3: blow-up then death.
     if y.size >= 2:
         peak = int(np.argmax(y))
-        acc = finite_series(curve, "val_accuracy") or finite_series(curve, "accuracy")
+        acc = val_acc or finite_series(curve, "accuracy")
         if entropy is not None:
             exploded = float(y[peak]) > 10 * entropy
         else:  # the first loss 100 x the last, or a peak above 10 x any prior's entropy (rule 4)
@@ -511,18 +512,17 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     # Rule 3b, without a chance level: a collapse. The run learned, its training loss then blew up
     # to 10x its minimum, and its validation accuracy now sits frozen on one value far below its
     # best (a network predicting one class): dead, whatever the task's chance level is.
-    acc = finite_series(curve, "val_accuracy")
-    if chance is None and acc is not None and acc[1].size >= MIN_SWING_EPOCHS:
+    if chance is None and val_acc is not None and val_acc[1].size >= MIN_SWING_EPOCHS:
         low = int(np.argmin(y))
         # Frozen up to an example or two flickering (2.5 grid steps; 0.005 when n is unknown).
-        span = _frozen_span(acc[1], 2.5 / n_val if n_val else 0.005)
-        best_acc, last_acc = float(np.max(acc[1])), float(acc[1][-1])
+        span = _frozen_span(val_acc[1], 2.5 / n_val if n_val else 0.005)
+        best_acc, last_acc = float(np.max(val_acc[1])), float(val_acc[1][-1])
         if (
             float(np.max(y[low:])) > 10 * max(float(y[low]), 1e-12)
-            and span >= max(MIN_JUDGE_EPOCHS, acc[1].size // 5)
+            and span >= max(MIN_JUDGE_EPOCHS, val_acc[1].size // 5)
             and best_acc - last_acc > max(0.1, 0.25 * best_acc)
         ):
-            onset = int(acc[0][-span])
+            onset = int(val_acc[0][-span])
             return make_finding(
                 Code.DIVERGENCE,
                 Severity.CRITICAL,
@@ -547,20 +547,20 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     # regression's squared error in the thousands is no blow-up.)
     bound = entropy if entropy is not None else math.log(MAX_INFERRED_CLASSES)
     factor = 10.0 if entropy is not None else BLIND_LOSS_FACTOR
-    classifier = entropy is not None or finite_series(curve, "val_accuracy") is not None
+    classifier = entropy is not None or val_acc is not None
     if classifier and vl is not None and vl[1].size >= 2 and float(np.min(vl[1])) > factor * bound:
         against = (
-            f"10 x the prior's entropy ({fmt(entropy)})"
+            f"the prior's entropy ({fmt(entropy)})"
             if entropy is not None
-            else f"{BLIND_LOSS_FACTOR:g} x ln {MAX_INFERRED_CLASSES} ({fmt(bound)}), the entropy of any "
-            f"prior over up to {MAX_INFERRED_CLASSES:,} classes"
+            else f"ln {MAX_INFERRED_CLASSES} ({fmt(bound)}), the entropy of any prior over up to "
+            f"{MAX_INFERRED_CLASSES:,} classes"
         )
         return make_finding(
             Code.DIVERGENCE,
             Severity.CRITICAL,
             int(vl[0][0]),
             {"val_loss_min": float(np.min(vl[1])), "prior_entropy": entropy, "entropy_bound": bound},
-            f"val_loss never came below {fmt(float(np.min(vl[1])))}, over {against}: the "
+            f"val_loss never came below {fmt(float(np.min(vl[1])))}, over {factor:g} x {against}: the "
             "predictions are wildly overconfident and wrong (blown-up weights or unscaled inputs)",
             (LR_HIGH, EXPLODING, INPUTS),
         )
