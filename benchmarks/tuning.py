@@ -2,18 +2,22 @@
 
 Three parts:
 
-1. ``record`` (once; about 40 wall-minutes on 2 busy cores): a *tabular benchmark* in the style of
-   NAS-Bench-201 / HPOBench (Eggensperger et al., NeurIPS 2021 datasets track): every point of a
-   grid over the search space (``GRID``: learning rate x batch size x dropout x optimizer x L2, 64
-   configurations of the flat ``mlp``) is trained to the full budget (``EPOCHS`` epochs; early
-   stopping off) with the pipeline's own :func:`pipelines.train.train` on a stratified Fashion-MNIST
-   subset (``N_TRAIN`` training / ``N_VAL`` validation images of the official training split), and
-   every epoch's metrics are written to ``benchmarks/tuning_table.csv`` (118 kB; tracked by DVC
-   with ``cache: false``: ``tuning_table.csv.dvc`` holds its hash, so ``dvc status`` says when the
-   file no longer matches it, and git holds the content, since the project's DVC remote is a local
-   directory that a fresh clone cannot ``dvc pull`` from; a cached copy would leave a fresh
-   clone's ``dvc status`` reporting it "not in cache").
-   Recorded in 41.8 wall-minutes on 2 cores shared with other jobs (load about 20).
+1. ``record`` (once; needs a GPU: 6.1 wall-minutes on one H100 with ``--workers 12``): a *tabular
+   benchmark* in the style of NAS-Bench-201 / HPOBench (Eggensperger et al., NeurIPS 2021 datasets
+   track): every point of a grid over ``params.yaml``'s ``tune`` search space (``GRID``: the
+   ReduceLROnPlateau factor x L2 x model (``small_cnn``, ``mlp``) x learning rate x batch size x
+   dropout x augmentation, 192 configurations) is trained to the full budget (``EPOCHS`` epochs;
+   early stopping off; mixed precision as a trial would run it) with the pipeline's own
+   :func:`pipelines.train.train` on a stratified Fashion-MNIST subset (``N_TRAIN`` training /
+   ``N_VAL`` validation images of the official training split), and every epoch's metrics are
+   written to ``benchmarks/tuning_table.csv`` (456 kB; tracked by DVC with ``cache: false``:
+   ``tuning_table.csv.dvc`` holds its hash, so ``dvc status`` says when the file no longer matches
+   it, and git holds the content, since the project's DVC remote is a local directory that a fresh
+   clone cannot ``dvc pull`` from; a cached copy would leave a fresh clone's ``dvc status``
+   reporting it "not in cache"). Recorded 2026-11-26 under ``KERAS_BACKEND=jax`` (jax 0.11.2,
+   keras 3.15.1), 12 processes sharing the GPU: 9-38 s a configuration. On 2 CPU cores the CNN
+   half would take about a day. The first table (64 ``mlp``-only configurations with an optimizer
+   axis and learning rate 0.1, outside the search space; 2,000 / 1,000 images) is in git history.
 2. ``replay`` (default; seconds to minutes, no TensorFlow): samplers and pruners are run against
    the table over ``--seeds`` sampler seeds. A trial samples one grid point (categorical
    parameters), reports the recorded ``val_accuracy`` epoch by epoch, and stops when its pruner
@@ -37,7 +41,7 @@ HyperbandPruner, and the best configuration pruned in under 5% of seeds.
 
 Usage::
 
-    uv run python benchmarks/tuning.py record      # once; then `dvc commit benchmarks/tuning_table.csv.dvc`
+    KERAS_BACKEND=jax uv run python benchmarks/tuning.py record --workers 12   # once, on a GPU; then `dvc commit benchmarks/tuning_table.csv.dvc`
     uv run python benchmarks/tuning.py             # replay (default), 10 seeds
     uv run python benchmarks/tuning.py replay --budget 6   # the same table cut to 6 epochs a trial
     uv run python benchmarks/tuning.py replay --first-seed 10 --seeds 20   # seeds not tuned on
@@ -66,16 +70,22 @@ if str(ROOT) not in sys.path:
 
 TABLE = ROOT / "benchmarks" / "tuning_table.csv"
 EPOCHS = 30
-N_TRAIN = 2000
-N_VAL = 1000
+N_TRAIN = 10000
+N_VAL = 5000
 SEED = 42
-#: The search space as a grid (categorical values), recorded point by point.
+#: The search space of ``params.yaml``'s ``tune`` section as a grid (categorical values), recorded
+#: point by point: both builders it offers, three decades of learning rate inside its range, its
+#: batch sizes' ends, dropout and L2 at their ranges' ends, augmentation off/on, and the
+#: ReduceLROnPlateau factor at both ends. Outermost first: ``record`` trains in this order, so a
+#: recording cut short still holds whole sub-grids (the first 96 configurations: factor 0.5).
 GRID: dict[str, tuple[Any, ...]] = {
-    "learning_rate": (1e-4, 1e-3, 1e-2, 1e-1),
+    "reduce_lr_factor": (0.5, 0.2),
+    "l2": (1e-6, 1e-3),
+    "model": ("small_cnn", "mlp"),
+    "learning_rate": (1e-4, 1e-3, 1e-2),
     "batch_size": (64, 256),
     "dropout": (0.0, 0.5),
-    "optimizer": ("adam", "sgd"),
-    "l2": (0.0, 1e-3),
+    "augment": (False, True),
 }
 COLUMNS = ("config", *GRID, "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate_now")
 #: "Within 0.2 points of the best configuration": accuracy points, i.e. 0.002 as a fraction.
@@ -88,15 +98,16 @@ def grid_configs() -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*GRID.values())]
 
 
-def _subset(seed: int):
-    """``TrainData`` of ``N_TRAIN`` / ``N_VAL`` stratified images of Fashion-MNIST's training split."""
+def _subset(seed: int, source_dir: Path | None = None):
+    """``TrainData`` of ``N_TRAIN`` / ``N_VAL`` stratified images of Fashion-MNIST's training split
+    (read by the fetch stage: ``source_dir`` first when given, then ``fetch.system_dir``)."""
     from pipelines.config import BaseConfig, FetchConfig
     from pipelines.fetch import fetch, load_raw
     from pipelines.train import TrainData, stratified_subsample
 
     with tempfile.TemporaryDirectory(prefix="curvewatch-bench-") as tmp:
         raw_dir = Path(tmp) / "raw"
-        fetch(FetchConfig(), BaseConfig(seed=seed), raw_dir)
+        fetch(FetchConfig(source_dir=source_dir), BaseConfig(seed=seed), raw_dir)
         raw = load_raw(raw_dir)
     picked = stratified_subsample(raw.y_train, N_TRAIN + N_VAL, seed)
     rng = np.random.default_rng(seed)
@@ -106,16 +117,60 @@ def _subset(seed: int):
     return TrainData(raw.x_train[tr], raw.y_train[tr], raw.x_train[va], raw.y_train[va], len(raw.class_names))
 
 
-def record(table: Path, limit: int | None = None) -> None:
-    """Train every grid point to ``EPOCHS`` epochs and write the curves to ``table`` (atomically).
+_WORKER_DATA: Any = None
 
-    Resumable: configurations already in a partial ``table.partial`` are not retrained.
-    """
+
+def _init_worker(source_dir: Path | None) -> None:
+    """Pool initializer: each recording process reads the subset once."""
+    global _WORKER_DATA
+    _WORKER_DATA = _subset(SEED, source_dir)
+
+
+def _train_config(index: int, config: dict[str, Any], epochs: int) -> tuple[int, list[dict[str, Any]], float]:
+    """Train one grid point to ``epochs`` epochs (early stopping off); its rows and seconds."""
     from pipelines.config import TrainConfig
-    from pipelines.io_utils import atomic_write_text
     from pipelines.train import train
 
-    data = _subset(SEED)
+    cfg = TrainConfig(
+        epochs=epochs,
+        early_stopping_patience=epochs + 1,  # full curves: never stop early
+        mixed_precision="auto",  # as a tuning trial runs: mixed precision on a GPU
+        **config,
+    )
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="curvewatch-bench-") as backup:
+        result = train(cfg, _WORKER_DATA, seed=SEED, backup_dir=Path(backup), verbose=0)
+    h = result.history
+    rows = [
+        {"config": index, **config, "epoch": e + 1}
+        | {k: h[k][e] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        | {"learning_rate_now": h["learning_rate"][e]}
+        for e in range(result.epochs_run)
+    ]
+    return index, rows, time.perf_counter() - t0
+
+
+def record(
+    table: Path,
+    limit: int | None = None,
+    workers: int = 1,
+    source_dir: Path | None = None,
+    deadline_s: float | None = None,
+    epochs: int = EPOCHS,
+) -> bool:
+    """Train every grid point to ``epochs`` epochs (default ``EPOCHS``; fewer only for a smoke run) and write the curves to ``table`` (atomically).
+
+    ``workers`` processes (``spawn``; each reads the subset once) train configurations in grid
+    order; on a GPU they share it (JAX and TensorFlow grow their memory as they need it, see
+    :func:`pipelines.train.enable_memory_growth`). Resumable: configurations already in a partial
+    ``table.partial.csv`` (rewritten after each one) are not retrained. With ``deadline_s``, no
+    configuration starts after that many seconds and the ones running are abandoned at it; the
+    partial file then holds what finished. Returns whether the table is complete (written).
+    """
+    import multiprocessing
+
+    from pipelines.io_utils import atomic_write_text
+
     partial = table.with_suffix(".partial.csv")
     rows: list[dict[str, Any]] = []
     if partial.exists():
@@ -123,37 +178,44 @@ def record(table: Path, limit: int | None = None) -> None:
             rows = list(csv.DictReader(fh))
     done = {int(r["config"]) for r in rows}
     configs = grid_configs()[:limit]
+    todo = [(i, c) for i, c in enumerate(configs) if i not in done]
     start = time.perf_counter()
-    for index, config in enumerate(configs):
-        if index in done:
-            continue
-        cfg = TrainConfig(
-            model="mlp",
-            epochs=EPOCHS,
-            early_stopping_patience=EPOCHS + 1,  # full curves: never stop early
-            mixed_precision="off",
-            **config,
-        )
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="curvewatch-bench-") as backup:
-            result = train(cfg, data, seed=SEED, backup_dir=Path(backup), verbose=0)
-        h = result.history
-        for e in range(result.epochs_run):
-            rows.append(
-                {"config": index, **config, "epoch": e + 1}
-                | {k: h[k][e] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-                | {"learning_rate_now": h["learning_rate"][e]}
+    finished = len(done)
+    context = multiprocessing.get_context("spawn")  # JAX / TensorFlow are not fork-safe
+    pool = context.Pool(max(1, workers), initializer=_init_worker, initargs=(source_dir,))
+    try:
+        pending = [pool.apply_async(_train_config, (*job, epochs)) for job in todo]
+        for job in pending:
+            left = None if deadline_s is None else deadline_s - (time.perf_counter() - start)
+            try:
+                index, new_rows, seconds = job.get(timeout=None if left is None else max(left, 0.01))
+            except multiprocessing.TimeoutError:
+                print(
+                    f"deadline ({deadline_s:.0f} s) reached: {finished}/{len(configs)} configurations",
+                    flush=True,
+                )
+                break
+            rows.extend(new_rows)
+            finished += 1
+            _write(
+                partial, sorted(rows, key=lambda r: (int(r["config"]), int(r["epoch"]))), atomic_write_text
             )
-        _write(partial, rows, atomic_write_text)
-        print(
-            f"config {index + 1}/{len(configs)} {config}: best val_accuracy "
-            f"{max(h['val_accuracy']):.4f}, {time.perf_counter() - t0:.1f} s "
-            f"({(time.perf_counter() - start) / 60:.1f} min so far)",
-            flush=True,
-        )
-    _write(table, rows, atomic_write_text)
+            best = max(float(r["val_accuracy"]) for r in new_rows)
+            print(
+                f"config {index + 1}/{len(configs)} {configs[index]}: best val_accuracy {best:.4f}, "
+                f"{seconds:.1f} s ({(time.perf_counter() - start) / 60:.1f} min so far)",
+                flush=True,
+            )
+    finally:
+        pool.terminate()
+        pool.join()
+    if finished < len(configs):
+        print(f"{partial}: {finished}/{len(configs)} configurations; run `record` again to resume")
+        return False
+    _write(table, sorted(rows, key=lambda r: (int(r["config"]), int(r["epoch"]))), atomic_write_text)
     partial.unlink(missing_ok=True)
     print(f"wrote {table} ({len(rows)} rows)")
+    return True
 
 
 def _write(path: Path, rows: list[dict[str, Any]], atomic_write_text: Callable[[Path, str], Any]) -> None:
@@ -179,13 +241,40 @@ class Table:
         """(C,) each configuration's objective: its best epoch's val_accuracy."""
         return np.asarray([np.nanmax(c) if np.isfinite(c).any() else -np.inf for c in self.curves])
 
+    @property
+    def grid(self) -> dict[str, list[Any]]:
+        """The values each parameter takes in the table, in ``GRID``'s order (a sub-grid of it
+        when a recording was cut short): what a replayed trial samples from."""
+        return {k: [v for v in GRID[k] if any(p[k] == v for p in self.params)] for k in GRID}
+
+    def index(self) -> dict[tuple[Any, ...], int]:
+        """Parameter values (in ``GRID``'s order) -> configuration number."""
+        return {tuple(p[k] for k in GRID): i for i, p in enumerate(self.params)}
+
+
+def _parse(path: Path, key: str, text: str) -> Any:
+    """A table cell back to its ``GRID`` value (``str`` of each value; ``bool("False")`` is True)."""
+    for value in GRID[key]:
+        if text == str(value) or (not isinstance(value, (bool, str)) and _close(text, value)):
+            return value
+    raise ValueError(f"{path}: column {key!r} holds {text!r}, not one of {GRID[key]}")
+
+
+def _close(text: str, value: float) -> bool:
+    try:
+        return math.isclose(float(text), float(value), rel_tol=1e-5)
+    except ValueError:
+        return False
+
 
 def load_table(path: Path) -> Table:
     """Read a table written by :func:`record`.
 
     Raises:
         FileNotFoundError: no table (run ``record`` first, or ``dvc pull``).
-        ValueError: a configuration missing, or rows out of order (the message names the file).
+        ValueError: a configuration missing, rows out of order, a value outside ``GRID``, or
+            configurations that are not every combination of the values they hold (the message
+            names the file).
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no benchmark table; run `python benchmarks/tuning.py record`")
@@ -195,7 +284,7 @@ def load_table(path: Path) -> Table:
         for row in csv.DictReader(fh):
             c = int(row["config"])
             by_config.setdefault(c, {})[int(row["epoch"])] = float(row["val_accuracy"])
-            params[c] = {k: type(GRID[k][0])(row[k]) for k in GRID}
+            params[c] = {k: _parse(path, k, row[k]) for k in GRID}
     n = len(by_config)
     if sorted(by_config) != list(range(n)):
         raise ValueError(f"{path}: configurations {sorted(set(range(n)) - set(by_config))} missing")
@@ -205,7 +294,10 @@ def load_table(path: Path) -> Table:
         if epochs != list(range(1, len(epochs) + 1)):
             raise ValueError(f"{path}: config {c} has epochs {epochs}, expected 1..{len(epochs)}")
         curves.append(np.asarray([by_config[c][e] for e in epochs]))
-    return Table([params[c] for c in range(n)], curves)
+    table = Table([params[c] for c in range(n)], curves)
+    if len(table.index()) != n or n != math.prod(len(v) for v in table.grid.values()):
+        raise ValueError(f"{path}: its {n} configurations are not every combination of {table.grid}")
+    return table
 
 
 class PerfectForecastPruner:
@@ -221,7 +313,7 @@ class PerfectForecastPruner:
         import optuna
 
         self._values = table.values
-        self._index = {tuple(p[k] for k in GRID): i for i, p in enumerate(table.params)}
+        self._index = table.index()
         self._complete = optuna.trial.TrialState.COMPLETE
 
     def prune(self, study: Any, trial: Any) -> bool:
@@ -307,7 +399,7 @@ def replay_search(
     """
     import optuna
 
-    index = {tuple(p[k] for k in GRID): i for i, p in enumerate(table.params)}
+    index = table.index()
     sampler = (
         optuna.samplers.RandomSampler(seed=seed)
         if sampler_kind == "random"
@@ -325,7 +417,7 @@ def replay_search(
         if number >= n_trials and reached:
             break
         trial = study.ask()
-        config = index[tuple(trial.suggest_categorical(k, list(v)) for k, v in GRID.items())]
+        config = index[tuple(trial.suggest_categorical(k, v) for k, v in table.grid.items())]
         curve = table.curves[config]
         pruned = False
         ran = len(curve)
@@ -555,6 +647,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     rec = sub.add_parser("record", help="train every grid point to the full budget (once)")
     rec.add_argument("--limit", type=int, default=None, help="only the first N configurations (timing)")
+    rec.add_argument("--table", type=Path, default=TABLE, help=f"where to write it (default {TABLE.name})")
+    rec.add_argument("--workers", type=int, default=1, help="training processes (default 1)")
+    rec.add_argument(
+        "--source-dir", type=Path, default=None, help="folder of the four Fashion-MNIST IDX files"
+    )
+    rec.add_argument(
+        "--epochs", type=int, default=EPOCHS, help=f"epochs per configuration (default {EPOCHS})"
+    )
+    rec.add_argument(
+        "--deadline", type=float, default=None, help="seconds after which no configuration runs (resumable)"
+    )
     rep = sub.add_parser("replay", help="replay samplers and pruners against the table (default)")
     rep.add_argument("--seeds", type=int, default=10, help="sampler seeds per method (default 10)")
     rep.add_argument("--first-seed", type=int, default=0, help="first sampler seed (default 0)")
@@ -569,7 +672,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     liv.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args(argv)
     if args.command == "record":
-        record(TABLE, args.limit)
+        return (
+            0
+            if record(args.table, args.limit, args.workers, args.source_dir, args.deadline, args.epochs)
+            else 1
+        )
     elif args.command == "live":
         live(args.trials, args.epochs)
     else:

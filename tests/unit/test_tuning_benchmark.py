@@ -13,25 +13,28 @@ from benchmarks import tuning as bench
 
 def synthetic_table(budget: int = 6) -> bench.Table:
     """Every grid point (the replay samples the whole grid), each a straight climb to its own top:
-    config i tops out at 0.5 + 0.0015 * i, so config 63 is the best, 62 is within 0.2 points (0.15)
-    and 61 is not (0.3)."""
+    config i tops out at 0.5 + 0.0015 * i, so the last config (LAST) is the best, LAST - 1 is within
+    0.2 points (0.15) and LAST - 2 is not (0.3)."""
     configs = bench.grid_configs()
     curves = [np.linspace(0.2, 0.5 + 0.0015 * i, budget) for i in range(len(configs))]
     return bench.Table(configs, curves)
 
 
+LAST = len(bench.grid_configs()) - 1
+
+
 def test_summarise_counts_epochs_to_the_goal_and_the_best_pruned_by_hand() -> None:
     table = synthetic_table()
-    # Seed A: config 1 completes (6 epochs), 63 is pruned at 2, 62 completes (within 0.2 points).
-    a = bench.SearchTrace([1, 63, 62], [6, 2, 6], [0.5, 0.4, 0.593], [False, True, False])
-    # Seed B: 63 completes at once; never pruned.
-    b = bench.SearchTrace([63, 5], [6, 3], [0.5945, 0.3], [False, True])
+    # Seed A: config 1 completes (6 epochs), the best is pruned at 2, LAST - 1 completes (within 0.2 points).
+    a = bench.SearchTrace([1, LAST, LAST - 1], [6, 2, 6], [0.5, 0.4, 0.593], [False, True, False])
+    # Seed B: the best completes at once; never pruned.
+    b = bench.SearchTrace([LAST, 5], [6, 3], [0.5945, 0.3], [False, True])
     r = bench.summarise(table, [a, b], n_trials=3)
     assert r["to_goal_median"] == pytest.approx((14 + 6) / 2)
     assert r["total_epochs"] == pytest.approx((14 + 9) / 2)
     assert (r["best_sampled"], r["best_pruned"], r["best_lost"]) == (2, 1, 1)
     assert r["found_best_config"] == 1
-    assert r["best_found_mean"] == pytest.approx((table.values[62] + table.values[63]) / 2)
+    assert r["best_found_mean"] == pytest.approx((table.values[LAST - 1] + table.values[LAST]) / 2)
 
 
 def test_perfect_forecast_bound_prunes_exactly_the_trials_that_cannot_beat_the_best() -> None:
@@ -72,3 +75,40 @@ def test_format_results_prints_the_bound_and_the_targets() -> None:
     text = bench.format_results(results)
     assert ">= 3x fewer epochs than no pruning to within 0.2 pts: 3.00x  met" in text
     assert "reaches it in 90 epochs (2.00x): 3x is out of reach" in text
+
+
+def _write_table(path, configs, epochs=3) -> None:
+    rows = [
+        {"config": i, **c, "epoch": e, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0}
+        | {"val_accuracy": 0.1 * e + 0.001 * i, "learning_rate_now": c["learning_rate"]}
+        for i, c in enumerate(configs)
+        for e in range(1, epochs + 1)
+    ]
+    from pipelines.io_utils import atomic_write_text
+
+    bench._write(path, rows, atomic_write_text)
+
+
+def test_load_table_reads_back_every_value_type_and_a_sub_grid(tmp_path) -> None:
+    # A recording cut after the first block: the sub-grid of the outermost parameter's first value.
+    configs = bench.grid_configs()
+    block = [c for c in configs if c["reduce_lr_factor"] == bench.GRID["reduce_lr_factor"][0]]
+    assert configs[: len(block)] == block  # grid order: whole sub-grids come first
+    _write_table(tmp_path / "t.csv", block)
+    table = bench.load_table(tmp_path / "t.csv")
+    assert table.params == block  # bools ("False" is not True), ints, floats and strings
+    assert table.grid["reduce_lr_factor"] == [bench.GRID["reduce_lr_factor"][0]]
+    assert table.grid["augment"] == [False, True]
+    trace = bench.replay_search(table, "random", optuna.pruners.NopPruner(), seed=0, n_trials=5)
+    assert all(e == 3 for e in trace.epochs)
+
+
+def test_load_table_names_the_file_for_a_value_off_the_grid_or_a_ragged_grid(tmp_path) -> None:
+    configs = bench.grid_configs()[:3]  # augment False/True, then dropout's second value: not a product
+    _write_table(tmp_path / "ragged.csv", configs)
+    with pytest.raises(ValueError, match=r"ragged\.csv: its 3 configurations are not every combination"):
+        bench.load_table(tmp_path / "ragged.csv")
+    odd = [configs[0] | {"model": "resnet"}]
+    _write_table(tmp_path / "odd.csv", odd)
+    with pytest.raises(ValueError, match=r"odd\.csv: column 'model' holds 'resnet'"):
+        bench.load_table(tmp_path / "odd.csv")
