@@ -351,19 +351,6 @@ def methods(budget: int = EPOCHS, table: Table | None = None) -> dict[str, tuple
             "tpe",
             lambda: CurvePruner(budget, num_classes=10, n_startup_trials=3),
         ),
-        # The forecast of the trial's own curve alone (no early forecast from the completed
-        # trials' curves), with the warm-up it had before that forecast was added (6 epochs,
-        # budget - 2 under 8); ties to the best are unprotected here too. Under a 7-epoch budget
-        # the families never have their 6 values before the last epoch: only the diagnosis prunes.
-        "TPE + CurvePruner(families only)": (
-            "tpe",
-            lambda: CurvePruner(
-                budget,
-                num_classes=10,
-                n_warmup_steps=min(6, max(2, budget - 2)),
-                family_warmup_steps=6,
-            ),
-        ),
     }
     if table is not None:
         found["TPE + perfect forecast (bound)"] = ("tpe", lambda: _perfect(table))

@@ -148,8 +148,8 @@ def make_pruner(params: Params, num_classes: int | None) -> Any:
         epochs, threshold=space.prune_threshold, num_classes=num_classes, config=params.diagnose
     )
     if epochs <= pruner.n_warmup_steps:
-        # Only a 2-epoch budget now (the forecast rule's warm-up is 2 epochs). With the old fixed
-        # 6-epoch warm-up, `make tune` (quick profile, 6 epochs) pruned none of 8 trials.
+        # Only budgets of 2 or 3 epochs (the forecast rule's warm-up is 3 epochs). With the old
+        # fixed 6-epoch warm-up, `make tune` (quick profile, 6 epochs) pruned none of 8 trials.
         warnings.warn(
             f"train.epochs = {epochs} is within CurvePruner's {pruner.n_warmup_steps}-epoch warm-up and "
             "the last epoch is never pruned: only the diagnosis rules (divergence, not learning, "

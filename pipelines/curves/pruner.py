@@ -10,29 +10,34 @@ Two rules, checked at every step a trial reports:
    (``target_quantile=1.0``) or a top quantile of the completed values; a tie does not beat it.
    Two forecasts, by how much of the curve there is:
 
-   - **early** (from ``n_warmup_steps``, default epoch 2, until ``family_warmup_steps``, default
-     8): from the completed trials' curves, after Chandrashekaran & Lane, "Speeding up
-     Hyper-parameter Optimization by Extrapolation of Learning Curves Using Previous Builds"
-     (ECML-PKDD 2017), who predict a new curve from the trajectories of earlier ones. Here each
-     completed trial ``j`` gives the log-ratio ``r_j`` of its final distance to the metric's
-     bound (``1 - val_accuracy``, or the loss itself; at its best epoch) over its distance at the
-     running trial's epoch (best so far), and the running trial is assumed to shrink its own
+   - **early** (from ``n_warmup_steps``, default epoch 3): from the completed trials' curves, after
+     Chandrashekaran & Lane, "Speeding up Hyper-parameter Optimization by Extrapolation of Learning
+     Curves Using Previous Builds" (ECML-PKDD 2017), who predict a new curve from the trajectories of
+     earlier ones. Here each completed trial ``j`` gives the log-ratio ``r_j`` of its final distance to
+     the metric's bound (``1 - val_accuracy``, or the loss itself; at its best epoch) over its distance
+     at the running trial's epoch (best so far), and the running trial is assumed to shrink its own
      distance by a ratio drawn from the same law: normal, with unknown mean and variance, whose posterior
-     predictive given ``r_1..r_n`` is a Student t (a flat prior on the mean and a
-     scaled-inverse-chi^2 prior on the variance, ``ratio_prior_dof`` pseudo-observations of SD
-     ``ratio_prior_sd``; Gelman et al., "Bayesian Data Analysis", 3rd ed., sec. 3.2-3.3). With few
-     completed trials the prior keeps the forecast wide, so the evidence, not a fixed count,
-     decides how early a trial can be called; the spread is the completed trials' own, so it is
-     calibrated on this study. Only for metrics with a known bound (values in [0, 1] when
-     maximised, >= 0 when minimised); otherwise the family forecast alone, from epoch 6.
-   - **late** (from ``family_warmup_steps`` on): the trial's own curve extrapolated with the
-     engine's parametric learning-curve families (:func:`pipelines.curves.extrapolate.extrapolate`,
+     predictive given ``r_1..r_n`` is a Student t (a flat prior on the mean and a scaled-inverse-chi^2
+     prior on the variance, ``ratio_prior_dof`` pseudo-observations of SD ``ratio_prior_sd``; Gelman et
+     al., "Bayesian Data Analysis", 3rd ed., sec. 3.2-3.3). With few completed trials the prior keeps the
+     forecast wide, so the evidence, not a fixed count, decides how early a trial can be called; the
+     spread is the completed trials' own, so it is calibrated on this study. Only for metrics with a
+     known bound (values in [0, 1] when maximised, >= 0 when minimised); otherwise the family forecast
+     alone, from epoch 6.
+   - **late** (from ``family_warmup_steps``, default 8 values, on): the probability is the mean
+     of the early forecast's and this one's (an equal mixture of the two predictive laws; this
+     one alone where the early forecast does not apply): the trial's own curve extrapolated with
+     the engine's parametric learning-curve families (:func:`pipelines.curves.extrapolate.extrapolate`,
      an Akaike-weighted ensemble with an uncertainty). Domhan et al. use an MCMC posterior; here
      the forecast is Gaussian: the ensemble's uncertainty of the mean curve (shared by all epochs)
      plus the curve's own epoch-to-epoch noise (independent per epoch), and a trial's value is its
      best epoch's (the probability that *some* remaining epoch beats the target; see
      :meth:`CurvePruner._probability`), since the completed trials' values are maxima of noisy
-     curves too.
+     curves too. Alone, it pruned the best configuration of ``benchmarks/tuning.py``'s table in
+     3 of the 3 tuning seeds that sampled it, at epochs 10-16: curves that still gain 2-3 points
+     after a ReduceLROnPlateau step were called saturated at 0.88 ± 0.02. The families see one
+     curve; the completed trials show what curves of this study do after that epoch, and the
+     curve shows what the completed trials' ratios cannot: a trial flat far below the target.
 2. **The diagnosis engine** (:func:`pipelines.curves.callback.should_stop` on the intermediate
    values): divergence and not-learning prune as soon as ``should_stop`` calls them (a NaN/inf
    intermediate value at once; a finite blow-up once confirmed); a stall
@@ -265,26 +270,28 @@ class CurvePruner(optuna.pruners.BasePruner):
             wrongly, and the early forecast's prior keeps it wide (``benchmarks/tuning.py``: 1
             startup trial reached the best configuration sooner than 3).
         n_warmup_steps: epochs a trial runs before the forecast rule may prune it (>= 1). Default
-            (None): 2, the first epoch with a trend of the trial's own; how early a trial is
-            called then rests on the early forecast's evidence (the completed trials' spread and
-            its prior), not on this count. ``benchmarks/tuning.py`` (seeds 0-9): warm-up 1 saved
-            8 epochs at a 6-epoch budget but pruned the 12-epoch budget's best configuration in 3
-            of 9 seeds, against none with warm-up 2.
-        family_warmup_steps: values a trial needs before the family forecast replaces the early
+            (None): 3; how early a trial is called then rests on the early forecast's evidence
+            (the completed trials' spread and its prior), not on this count. Chosen with
+            ``ratio_prior_sd`` on ``benchmarks/tuning.py`` seeds 0-9 (192 configurations of the
+            search space, budgets 30, 12 and 6): epoch 2's accuracy is uncorrelated with the final
+            one there (r = 0.00; 0.11 at epoch 3), and warm-up 2 pruned the best configuration
+            at epoch 2 or 4 in seeds that sampled it, against none with 3 (and prior SD 0.5).
+        family_warmup_steps: values a trial needs before the family forecast joins the early
             one (>= 6, the families' minimum). Default 8: with fewer, the four-parameter families
             are all but excluded by their small-sample AICc penalty and the three-parameter ones
             call a curve saturated too soon (``benchmarks/tuning.py --budget 12``, seeds 0-9:
             switching at 6 pruned the 12-epoch budget's best configuration, a curve that rises
             3 points after epoch 7, in 9 of 9 seeds; at 8, in none, for 1 epoch more to the best
             at a 30-epoch budget and 4 more at 12).
-        ratio_prior_sd: the early forecast's prior SD of a log distance ratio (> 0). Default 0.3:
-            a trial's remaining error may differ by about a factor exp(0.3) = 1.35 either way from
+        ratio_prior_sd: the early forecast's prior SD of a log distance ratio (> 0). Default 0.5:
+            a trial's remaining error may differ by about a factor exp(0.5) = 1.65 either way from
             what the completed trials' curves say, before their own spread is known. Chosen on
-            ``benchmarks/tuning.py`` seeds 0-9: 0.2 pruned the 12-epoch budget's best
-            configuration in 1 of 9 seeds, 0.3 in none, for 0, 2 and 4 more epochs to the best
-            at the 30-, 12- and 6-epoch budgets; 0.3 also keeps a trial that starts slower than
-            the completed ones and ends above them (``tests/unit/curves/test_pruner.py``), which
-            0.2 pruned at epoch 4.
+            ``benchmarks/tuning.py`` seeds 0-9 with warm-up 3: 0.3 pruned the 12- and 6-epoch
+            budgets' best configuration in 2 and 3 of 10 seeds (lost it in 2 and 1), 0.5 in none.
+            Checked on seeds 10-29: it lost the best in none of 20 seeds at budgets 30, 12 and 6,
+            against 2, 5 and 15 with the former defaults (warm-up 2, prior SD 0.3, the families
+            alone from 8 values), for a speed-up to the best of 1.21x / 1.26x / 1.10x; the former
+            defaults did not reach it at all in 12 and 15 of the 20 seeds at budgets 30 and 6.
         ratio_prior_dof: that prior's weight in pseudo-observations (> 0; default 3): with n
             completed trials the forecast is a Student t with ``3 + n - 1`` degrees of freedom.
         interval_steps: check the forecast rule every this many epochs after the warm-up (>= 1).
@@ -310,7 +317,7 @@ class CurvePruner(optuna.pruners.BasePruner):
         n_startup_trials: int = 1,
         n_warmup_steps: int | None = None,
         family_warmup_steps: int = 8,
-        ratio_prior_sd: float = 0.3,
+        ratio_prior_sd: float = 0.5,
         ratio_prior_dof: float = 3.0,
         interval_steps: int = 1,
         objective: str = "best",
@@ -350,7 +357,7 @@ class CurvePruner(optuna.pruners.BasePruner):
         self.threshold = float(threshold)
         self.target_quantile = float(target_quantile)
         self.n_startup_trials = int(n_startup_trials)
-        self.n_warmup_steps = int(n_warmup_steps) if n_warmup_steps is not None else 2
+        self.n_warmup_steps = int(n_warmup_steps) if n_warmup_steps is not None else 3
         self.family_warmup_steps = int(family_warmup_steps)
         self.ratio_prior_sd = float(ratio_prior_sd)
         self.ratio_prior_dof = float(ratio_prior_dof)
@@ -432,31 +439,32 @@ class CurvePruner(optuna.pruners.BasePruner):
             epoch < self.n_warmup_steps or (epoch - self.n_warmup_steps) % self.interval_steps
         ):
             return PruneDecision(False, epoch=epoch, target=target)
-        early = None
         n_values = int(finite.sum())
-        if n_values < self.family_warmup_steps:
-            early = ratio_forecast(
-                self._completed_curves(study),
-                epoch,
-                best_so_far,
-                target,
-                higher,
-                self.ratio_prior_sd,
-                self.ratio_prior_dof,
-            )
+        # The early forecast at every epoch; from family_warmup_steps on, an equal mixture of it
+        # and the family forecast (see the module docstring).
+        early = ratio_forecast(
+            self._completed_curves(study),
+            epoch,
+            best_so_far,
+            target,
+            higher,
+            self.ratio_prior_sd,
+            self.ratio_prior_dof,
+        )
         fit = None
-        if early is not None:
-            probability: float | None = early.probability
-        elif n_values >= _FAMILY_MIN_VALUES:
+        probability: float | None = None if early is None else early.probability
+        if n_values >= self.family_warmup_steps or (early is None and n_values >= _FAMILY_MIN_VALUES):
             fit = _forecast(
                 tuple(int(e) for e in epochs[finite]),
                 tuple(float(v) for v in values[finite]),
                 self.epoch_budget,
                 higher,
             )
-            probability = self._probability(fit, epoch, target, higher)
-        else:
-            probability = None
+            family = self._probability(fit, epoch, target, higher)
+            if family is None:
+                fit = None
+            else:
+                probability = family if early is None else 0.5 * (family + early.probability)
         if probability is None or probability >= self.threshold:
             return PruneDecision(False, epoch=epoch, probability=probability, target=target)
         what = (
@@ -470,6 +478,9 @@ class CurvePruner(optuna.pruners.BasePruner):
                 f"{metric} forecast {fmt(fit.value_at_budget)} ± {fmt(1.96 * sd)} (95%) "
                 f"at epoch {self.epoch_budget}"
             )
+            if early is not None:
+                trials = "trial" if early.n == 1 else "trials"
+                forecast += f" (from {early.n} completed {trials}' curves: {fmt(early.value)})"
         else:
             assert early is not None
             trials = "trial" if early.n == 1 else "trials"

@@ -157,10 +157,13 @@ def test_killed_trial_is_failed_by_heartbeat_and_retried(tmp_path):
 
 
 def test_make_pruner_warns_when_the_budget_leaves_the_forecast_rule_no_epoch(params_file):
-    with pytest.warns(RuntimeWarning, match="train.epochs = 2 is within CurvePruner's 2-epoch warm-up"):
-        make_pruner(load_params(params_file({"train": {"epochs": 2}})), 10)
+    for epochs in (2, 3):
+        with pytest.warns(
+            RuntimeWarning, match=f"train.epochs = {epochs} is within CurvePruner's 3-epoch warm-up"
+        ):
+            make_pruner(load_params(params_file({"train": {"epochs": epochs}})), 10)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for epochs in (3, 6, 12):  # the quick profile's 6: the forecast rule may act from epoch 2
+        for epochs in (4, 6, 12):  # the quick profile's 6: the forecast rule may act from epoch 3
             pruner = make_pruner(load_params(params_file({"train": {"epochs": epochs}})), 10)
-            assert isinstance(pruner, CurvePruner) and pruner.n_warmup_steps == 2
+            assert isinstance(pruner, CurvePruner) and pruner.n_warmup_steps == 3
