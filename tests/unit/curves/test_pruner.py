@@ -332,3 +332,26 @@ def test_multi_objective_is_refused():
     trial = study.ask()
     with pytest.raises(NotImplementedError):
         trial.should_prune()
+
+
+def test_from_the_family_warmup_the_probability_is_the_mean_of_both_forecasts():
+    from pipelines.curves.pruner import _forecast
+
+    pruner = CurvePruner(BUDGET, num_classes=10, use_diagnosis=False)
+    study = study_with(pruner)
+    target = study.best_value
+    for epochs, mixed in ((7, False), (8, True), (12, True)):
+        trial = study.ask()
+        values = curve(0.8, seed=5)[:epochs]
+        for e, v in enumerate(values, start=1):
+            trial.report(v, step=e)
+        decision = pruner.decide(study, study.trials[trial.number])
+        early = ratio_forecast(
+            pruner._completed_curves(study), epochs, max(values), target, True, 0.5, 3.0
+        ).probability
+        fit = _forecast(tuple(range(1, epochs + 1)), tuple(values), BUDGET, True)
+        family = pruner._probability(fit, epochs, target, True)
+        expected = 0.5 * (early + family) if mixed else early
+        assert decision.probability == pytest.approx(expected), epochs
+        assert early != pytest.approx(family)  # the two forecasts differ: the mixture is seen
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
