@@ -191,9 +191,10 @@ def record(
     start = time.perf_counter()
     finished = len(done)
     context = multiprocessing.get_context("spawn")  # JAX / TensorFlow are not fork-safe
-    pool = context.Pool(max(1, workers), initializer=_init_worker, initargs=(source_dir,))
+    # No processes (nor data read) when the partial file already holds every configuration.
+    pool = context.Pool(max(1, workers), initializer=_init_worker, initargs=(source_dir,)) if todo else None
     try:
-        pending = [pool.apply_async(_train_config, (*job, epochs)) for job in todo]
+        pending = [pool.apply_async(_train_config, (*job, epochs)) for job in todo] if pool else []
         for job in pending:
             left = None if deadline_s is None else deadline_s - (time.perf_counter() - start)
             try:
@@ -216,8 +217,9 @@ def record(
                 flush=True,
             )
     finally:
-        pool.terminate()
-        pool.join()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     if finished < len(configs):
         print(f"{partial}: {finished}/{len(configs)} configurations; run `record` again to resume")
         return False

@@ -112,3 +112,29 @@ def test_load_table_names_the_file_for_a_value_off_the_grid_or_a_ragged_grid(tmp
     _write_table(tmp_path / "odd.csv", odd)
     with pytest.raises(ValueError, match=r"odd\.csv: column 'model' holds 'resnet'"):
         bench.load_table(tmp_path / "odd.csv")
+
+
+def test_record_resumes_from_its_partial_file_and_writes_the_table_atomically(tmp_path) -> None:
+    # Every configuration asked for is already in the partial file: nothing is trained (no worker
+    # process starts), the table is written and the partial file removed.
+    table = tmp_path / "table.csv"
+    _write_table(table.with_suffix(".partial.csv"), bench.grid_configs()[:2])
+    assert bench.record(table, limit=2, workers=1, source_dir=tmp_path / "no-data")
+    assert not table.with_suffix(".partial.csv").exists()
+    assert [c for c in bench.load_table(table).params] == bench.grid_configs()[:2]
+
+
+def test_record_stops_at_its_deadline_and_keeps_what_finished(tmp_path, monkeypatch) -> None:
+    # Configuration 0 is done; configuration 1 (a CNN on 10,000 images, or no data at all) cannot
+    # finish within the 2-second deadline: the recording ends there, its worker is terminated, the
+    # partial file keeps configuration 0 and no table is written.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the worker's scratch folders land here
+    table = tmp_path / "table.csv"
+    partial = table.with_suffix(".partial.csv")
+    _write_table(partial, bench.grid_configs()[:1])
+    before = partial.read_bytes()
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    assert not bench.record(table, limit=2, workers=1, source_dir=empty, deadline_s=2.0)
+    assert not table.exists()
+    assert partial.read_bytes() == before
