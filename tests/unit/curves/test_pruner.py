@@ -50,7 +50,7 @@ def study_with(pruner: CurvePruner, tops=(0.86, 0.88, 0.90), direction="maximize
         # dominates their spread, and the family forecast may prune only when it agrees.
         ((0.86, 0.88, 0.90), 6, 20),
         # 8 completed trials: their own spread decides, long before the 30-epoch budget.
-        ((0.86, 0.87, 0.88, 0.89, 0.90, 0.885, 0.875, 0.895), 4, 12),
+        ((0.86, 0.865, 0.87, 0.875, 0.88, 0.885, 0.89, 0.90), 4, 12),
     ],
 )
 def test_hopeless_trial_is_pruned_by_the_forecast_sooner_the_more_trials_completed(tops, earliest, latest):
@@ -346,8 +346,9 @@ def test_from_the_family_warmup_the_probability_is_the_mean_of_both_forecasts():
         for e, v in enumerate(values, start=1):
             trial.report(v, step=e)
         decision = pruner.decide(study, study.trials[trial.number])
+        prior_sd = 0.5 * math.sqrt((BUDGET - epochs) / (BUDGET - 1))  # shrinks with the epochs left
         early = ratio_forecast(
-            pruner._completed_curves(study), epochs, max(values), target, True, 0.5, 3.0
+            pruner._completed_curves(study), epochs, max(values), target, True, prior_sd, 3.0
         ).probability
         fit = _forecast(tuple(range(1, epochs + 1)), tuple(values), BUDGET, True)
         family = pruner._probability(fit, epochs, target, True)
