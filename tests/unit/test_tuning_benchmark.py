@@ -138,3 +138,17 @@ def test_record_stops_at_its_deadline_and_keeps_what_finished(tmp_path, monkeypa
     assert not bench.record(table, limit=2, workers=1, source_dir=empty, deadline_s=2.0)
     assert not table.exists()
     assert partial.read_bytes() == before
+
+
+def test_lookup_repeats_returns_a_completed_configuration_untrained(tmp_path) -> None:
+    _write_table(tmp_path / "t.csv", bench.grid_configs()[:2])  # two configurations: repeats certain
+    table = bench.load_table(tmp_path / "t.csv")
+    plain = bench.replay_search(table, "random", optuna.pruners.NopPruner(), seed=0, n_trials=6)
+    looked = bench.replay_search(
+        table, "random", optuna.pruners.NopPruner(), seed=0, n_trials=6, lookup_repeats=True
+    )
+    assert plain.epochs == [3] * 6
+    assert looked.configs == plain.configs  # the same sampler draws (repeats are told the same value)
+    first = {c: i for i, c in reversed(list(enumerate(looked.configs)))}
+    assert looked.epochs == [3 if first[c] == i else 0 for i, c in enumerate(looked.configs)]
+    assert looked.values == plain.values
