@@ -36,16 +36,16 @@ Three parts:
    the best in 525 epochs instead of 720, CurvePruner in 398 (1.32x), the bound in 149 (3.52x)).
 3. ``live`` (a few wall-minutes): TPE + ``CurvePruner`` against TPE without pruning, actually
    training, on the same number of trials (the flat ``mlp``, learning rate 1e-4 to 0.1, on the same
-   subset as the table). Measured 2026-11-26 (12 trials x 15 epochs, 2 shared CPU cores): 180
-   epochs against 180, no trial pruned, 138 s against 123 s of wall time, the same best
-   val_accuracy (0.875). With the pruner's former defaults (forecast from epoch 2, prior SD 0.3,
-   the families alone from epoch 8) and the former 2,000 / 1,000-image subset it pruned 8 of 12
-   (130 epochs against 180); those defaults lost the table's best configuration (see
-   :class:`pipelines.curves.pruner.CurvePruner`). On the table, 12-trial searches at a 15-epoch
-   budget prune 3.5 trials on average with the current defaults. ``--space params`` (the whole
-   search space; for a GPU), measured 2026-11-26 on one H100 under ``KERAS_BACKEND=jax`` (8 trials
-   x 20 epochs): 85 epochs against 160 (5 trials pruned, 3 at epoch 3 and 2 at epoch 8, each with
-   its forecast in ``pruned_because``), 48 s against 101 s, the same best val_accuracy (0.9006).
+   subset as the table). Measured 2026-11-26 (12 trials x 15 epochs, 2 shared CPU cores): 169
+   epochs against 180, 2 trials pruned (at epochs 8 and 11), 103 s against 136 s of wall time, the
+   same best val_accuracy (0.875). With the pruner's former defaults (forecast from epoch 2, prior
+   SD 0.3, the families alone from epoch 8) and the former 2,000 / 1,000-image subset it pruned 8
+   of 12 (130 epochs against 180); those defaults lost the table's best configuration (see
+   :class:`pipelines.curves.pruner.CurvePruner`). ``--space params`` (the whole search space; for
+   a GPU), measured 2026-11-26 on one H100 under ``KERAS_BACKEND=jax`` (8 trials x 20 epochs),
+   with the defaults of commit 4130276 (before the prior's sqrt scaling): 85 epochs against 160
+   (5 trials pruned, 3 at epoch 3 and 2 at epoch 8, each with its forecast in
+   ``pruned_because``), 48 s against 101 s, the same best val_accuracy (0.9006).
 
 Targets (issue 7): >= 3x fewer epochs than no pruning to reach within 0.2 points of the best
 (Domhan, Springenberg & Hutter, IJCAI 2015, report about 2x on CNNs), fewer than MedianPruner and
