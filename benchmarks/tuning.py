@@ -212,9 +212,7 @@ def record(
                 break
             rows.extend(new_rows)
             finished += 1
-            _write(
-                partial, sorted(rows, key=lambda r: (int(r["config"]), int(r["epoch"]))), atomic_write_text
-            )
+            _write(partial, rows, atomic_write_text)
             best = max(float(r["val_accuracy"]) for r in new_rows)
             print(
                 f"config {index + 1}/{len(configs)} {configs[index]}: best val_accuracy {best:.4f}, "
@@ -228,19 +226,20 @@ def record(
     if finished < len(configs):
         print(f"{partial}: {finished}/{len(configs)} configurations; run `record` again to resume")
         return False
-    _write(table, sorted(rows, key=lambda r: (int(r["config"]), int(r["epoch"]))), atomic_write_text)
+    _write(table, rows, atomic_write_text)
     partial.unlink(missing_ok=True)
     print(f"wrote {table} ({len(rows)} rows)")
     return True
 
 
 def _write(path: Path, rows: list[dict[str, Any]], atomic_write_text: Callable[[Path, str], Any]) -> None:
+    """Write ``rows`` (new ones with values, or read back as strings) in (config, epoch) order."""
     import io
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (int(r["config"]), int(r["epoch"]))):
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
 
@@ -412,7 +411,7 @@ def replay_search(
     """
     import optuna
 
-    index = table.index()
+    index, grid = table.index(), table.grid
     sampler = (
         optuna.samplers.RandomSampler(seed=seed)
         if sampler_kind == "random"
@@ -431,29 +430,26 @@ def replay_search(
         if number >= n_trials and reached:
             break
         trial = study.ask()
-        config = index[tuple(trial.suggest_categorical(k, v) for k, v in table.grid.items())]
+        config = index[tuple(trial.suggest_categorical(k, v) for k, v in grid.items())]
         if lookup_repeats and config in completed:
-            study.tell(trial, completed[config])
-            trace.configs.append(config)
-            trace.epochs.append(0)
-            trace.values.append(completed[config])
-            trace.pruned.append(False)
-            continue
-        curve = table.curves[config]
-        pruned = False
-        ran = len(curve)
-        for e, v in enumerate(curve, start=1):
-            trial.report(float(v), step=e)
-            if trial.should_prune():
-                pruned, ran = True, e
-                break
-        seen = curve[:ran][np.isfinite(curve[:ran])]
-        value = float(seen.max()) if seen.size else 0.0
-        if pruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
+            ran, value, pruned = 0, completed[config], False
             study.tell(trial, value)
-            completed[config] = value
+        else:
+            curve = table.curves[config]
+            pruned = False
+            ran = len(curve)
+            for e, v in enumerate(curve, start=1):
+                trial.report(float(v), step=e)
+                if trial.should_prune():
+                    pruned, ran = True, e
+                    break
+            seen = curve[:ran][np.isfinite(curve[:ran])]
+            value = float(seen.max()) if seen.size else 0.0
+            if pruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+                completed[config] = value
         trace.configs.append(config)
         trace.epochs.append(ran)
         trace.values.append(value)

@@ -683,7 +683,7 @@ def _not_learning_at_chance(
         parts.append(f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({reference})")
     groups: tuple[Group, ...] = (INPUTS, DEAD)
     k = len(ctx.curve.class_prior or ()) or 2
-    if ctx.chance_source == "class_prior" and chance > 1.05 / k:
+    if ctx.prior_known and chance > 1.05 / k:
         groups = (MAJORITY, INPUTS, DEAD)
     when = " throughout" if start == 0 else f" since epoch {onset}"
     return make_finding(
