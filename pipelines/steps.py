@@ -545,9 +545,13 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes):
     ``pipelines/registry.py``); returns MLflow's ``ModelInfo`` (``model_uri``, ``model_id``)."""
     import mlflow
     import mlflow.keras
+    import numpy as np
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, model.predict(example, verbose=0))
+    # The signature is a schema (dtype and shape), not values: zeros of the output's shape instead
+    # of a predict call, which would trace the predict function for one more input shape.
+    outputs = np.zeros((len(example), *model.outputs[0].shape[1:]), dtype=np.float32)
+    signature = infer_signature(example, outputs)
     # Explicit requirements: MLflow's inference would re-load the model in a subprocess (slow).
     import keras
 

@@ -414,8 +414,10 @@ def score(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy (fraction) of the saved model at ``model_path`` on ``x`` (uint8 images) / ``y``."""
     import keras
 
+    from pipelines.evaluate import predict_batches
+
     model = keras.saving.load_model(model_path)
-    probs = model.predict(x, verbose=0, batch_size=512)
+    probs = predict_batches(model, x, batch_size=512)
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
 

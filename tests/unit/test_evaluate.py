@@ -10,22 +10,30 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
-from pipelines.evaluate import EVALUATION_FILES, EvaluationResult, evaluate, save_evaluation
+from pipelines.evaluate import EVALUATION_FILES, EvaluationResult, evaluate, predict_batches, save_evaluation
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress"]
 
 
+def indexed_images(n: int, shape: tuple[int, ...] = (8, 8, 1), seed: int = 0) -> np.ndarray:
+    """(n, *shape) random uint8 images whose first two pixels spell the row index (for StubModel)."""
+    x = np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
+    x[:, 0, 0, 0], x[:, 0, 1, 0] = np.arange(n) // 256, np.arange(n) % 256
+    return x
+
+
 class StubModel:
-    """Returns fixed probabilities, so every metric has a known answer; records the batch size."""
+    """Returns fixed probabilities per input row (read off the row's first two pixels, as
+    :func:`indexed_images` writes them), so every metric has a known answer; records the size of
+    every ``predict_on_batch`` call."""
 
     def __init__(self, probs: np.ndarray) -> None:
         self.probs = probs
-        self.batch_size: int | None = None
+        self.batch_sizes: list[int] = []
 
-    def predict(self, x: np.ndarray, batch_size: int, verbose: int = 0) -> np.ndarray:
-        self.batch_size = batch_size
-        assert len(x) == len(self.probs)
-        return self.probs
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(x))
+        return self.probs[x[:, 0, 0, 0].astype(np.int64) * 256 + x[:, 0, 1, 0]]
 
 
 @pytest.fixture()
@@ -35,7 +43,7 @@ def case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     y = rng.integers(0, k, n)
     logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[y]  # mostly right, some wrong
     probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
-    x = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+    x = indexed_images(n)
     ids = np.array([f"test-{i:05d}" for i in rng.permutation(n)])  # not sorted: order must be kept
     return x, y, probs, ids
 
@@ -90,13 +98,31 @@ def test_uses_batch_size(case: tuple) -> None:
     x, y, probs, ids = case
     model = StubModel(probs)
     evaluate(model, x, y, ids, CLASSES, batch_size=17)
-    assert model.batch_size == 17
+    # 200 = 11 x 17 + 13: the short last chunk is padded, so every call has one input shape.
+    assert model.batch_sizes == [17] * 12
+
+
+@pytest.mark.parametrize(("n", "batch_size", "calls"), [(200, 17, 12), (34, 17, 2), (5, 17, 1), (1, 1, 1)])
+def test_predict_batches_keeps_rows_in_order_and_one_shape(n: int, batch_size: int, calls: int) -> None:
+    probs = np.random.default_rng(1).random((n, 3)).astype(np.float32)
+    model = StubModel(probs)
+    out = predict_batches(model, indexed_images(n), batch_size=batch_size)
+    np.testing.assert_array_equal(out, probs)
+    assert len(model.batch_sizes) == calls and set(model.batch_sizes) == {min(n, batch_size)}
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "match"), [(0, 8, "x is empty"), (4, 0, "batch_size must be >= 1")]
+)
+def test_predict_batches_rejects_bad_input(n: int, batch_size: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        predict_batches(StubModel(np.zeros((4, 3))), indexed_images(n), batch_size=batch_size)
 
 
 def test_class_missing_from_predictions_scores_zero_not_error() -> None:
     y = np.array([0, 1, 2, 3])
     probs = np.eye(4, dtype=np.float32)[[0, 1, 1, 1]]
-    res = evaluate(StubModel(probs), np.zeros((4, 2, 2, 1), np.uint8), y, np.arange(4), CLASSES, batch_size=8)
+    res = evaluate(StubModel(probs), indexed_images(4, (2, 2, 1)), y, np.arange(4), CLASSES, batch_size=8)
     assert res.per_class.loc[2, "precision"] == 0.0 and res.per_class.loc[3, "recall"] == 0.0
     assert np.isfinite(res.loss)
 
