@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from pipelines.curves.types import Curve
 VALIDATION_METRICS = ("val_accuracy", "val_loss")
 #: File suffixes :func:`load_curve` reads: CSVLogger CSV and History JSON.
 CURVE_SUFFIXES = (".csv", ".json")
+
+log = logging.getLogger(__name__)
 
 
 #: Older or explicit Keras metric names for the ones the engine reads: Keras before 2.3 logged
@@ -120,8 +123,14 @@ def load_csv_logger(
             A ``History.history`` table saved with pandas (``DataFrame(history.history).to_csv()``)
             is read too: its unnamed index column counts the epochs from 0, and without an index
             (``index=False``) the rows are the epochs in order.
-            A repeated header line (``CSVLogger(append=True)`` after a resumed ``fit``) is skipped;
-            a resumed run must continue the epoch numbers (``fit(initial_epoch=...)``).
+            A repeated header line (``CSVLogger(append=True)`` after a resumed ``fit``) is skipped.
+            A resumed ``fit(initial_epoch=k)`` appending to the same file continues the epoch
+            numbers; when it re-runs epochs already logged (the last checkpoint was older than
+            the last logged epoch: ``ModelCheckpoint`` every few epochs, a kill between
+            CSVLogger's row and ``BackupAndRestore``'s backup), its rows replace the earlier rows
+            from epoch ``k`` on, as the training itself did, and a warning says which epochs
+            were logged twice (:func:`resumed_rows`). A second training from epoch 0 in the same
+            file (``fit`` again without ``initial_epoch``) is refused, not merged.
         epoch_budget: epochs the run was configured for, if known.
         num_classes: classes of the task, if known.
         run: display name (default: the file's stem).
@@ -134,7 +143,8 @@ def load_csv_logger(
         FileNotFoundError: ``path`` does not exist.
         ValueError: (naming the file, and the column / row where it applies) not UTF-8 text (a
             byte-order mark is accepted), no header, a non-numeric cell,
-            duplicate or decreasing epochs, no rows, or neither ``val_accuracy`` nor ``val_loss``.
+            epoch numbering that restarts at the first epoch (two trainings in one file), no
+            rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
     path = Path(path)
     # utf-8-sig: Excel saves CSV with a byte-order mark, which would otherwise glue to "epoch".
@@ -175,10 +185,11 @@ def load_csv_logger(
     raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
     if not np.all(np.isfinite(raw_epochs)) or not np.all(raw_epochs == np.round(raw_epochs)):
         raise ValueError(f"{path}: column 'epoch' must hold whole numbers")
-    epochs = raw_epochs.astype(np.int64) + 1
+    keep = resumed_rows(raw_epochs.astype(np.int64), path)
+    epochs = raw_epochs.astype(np.int64)[keep] + 1
     _check_epochs(epochs, path)
     metrics = canonical_names(
-        {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
+        {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}
     )
     _check_validation(metrics, path)
     return Curve(
@@ -189,6 +200,56 @@ def load_csv_logger(
         complete=_complete_from_epochs(epochs),
         num_classes=num_classes,
     )
+
+
+def resumed_rows(epochs: np.ndarray, source: Path | str) -> np.ndarray:
+    """Which rows of a CSVLogger log to keep when a resumed ``fit`` re-ran epochs already logged.
+
+    Keras' ``CSVLogger(append=True)`` appends the rows of every ``fit`` call to one file
+    (https://keras.io/api/callbacks/csv_logger/). A ``fit(initial_epoch=k)`` resumed from a
+    checkpoint older than the last logged epoch logs epochs ``k, k+1, ...`` again: the training
+    went on from epoch ``k`` with the checkpoint's weights, so the rows logged before for epochs
+    ``>= k`` describe weights that were thrown away. Each time the numbering steps back (row ``i``'s
+    epoch at most row ``i-1``'s), the rows before ``i`` with an epoch ``>=`` row ``i``'s are dropped.
+
+    Args:
+        epochs: (R,) int64 epoch numbers of the rows as logged (CSVLogger's 0-based numbers).
+        source: the file, for messages.
+
+    Returns:
+        (R,) bool: True for the rows that make the run as it was trained, in file order, with
+        strictly increasing epochs.
+
+    Raises:
+        ValueError: the numbering steps back to the log's first epoch or below: a second training
+            from the start appended to the same file (``fit`` again without ``initial_epoch``),
+            which is another run, not a resumed one (split the file); the message names the
+            file, the column and the repeated epochs.
+    """
+    keep = np.ones(epochs.size, dtype=bool)
+    first = int(epochs[0]) if epochs.size else 0
+    repeated: list[int] = []
+    for i in range(1, epochs.size):
+        if epochs[i] > epochs[i - 1]:
+            continue
+        if epochs[i] <= first:
+            seen = np.unique(epochs[:i][np.isin(epochs[:i], epochs[i:])])
+            raise ValueError(
+                f"{source}: column 'epoch': duplicate epochs {seen.tolist()}: the numbering starts "
+                f"again at {int(epochs[i])}, so the file holds a second training from the start "
+                "(fit() again without initial_epoch); split it into one file per training"
+            )
+        replaced = keep[:i] & (epochs[:i] >= epochs[i])
+        repeated.extend(int(e) for e in epochs[:i][replaced])
+        keep[:i] &= ~replaced
+    if repeated:
+        log.warning(
+            "%s: epochs %s (0-based, as CSVLogger numbers them) were logged twice: a resumed fit "
+            "re-ran them after the earlier rows were written; the later rows are used",
+            source,
+            sorted(set(repeated)),
+        )
+    return keep
 
 
 def _check_epochs(epochs: np.ndarray, source: Path | str) -> None:

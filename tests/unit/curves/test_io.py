@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.curves.io import curve_from_history, load_curve
+from pipelines.curves.io import curve_from_history, load_curve, resumed_rows
 
 HISTORY = {
     "accuracy": [0.5, 0.7, 0.8],
@@ -206,5 +206,43 @@ def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path)
     restarted = _write_csv(
         tmp_path / "restarted.csv", header, [[0, 0.5, 1.0, 0.5, 1.1], header, [0, 0.6, 0.9, 0.6, 1.0]]
     )
-    with pytest.raises(ValueError, match="restarted.csv.*duplicate epochs"):
+    with pytest.raises(ValueError, match="restarted.csv.*duplicate epochs.*second training"):
         load_curve(restarted)
+
+
+def test_a_resume_that_reruns_logged_epochs_keeps_the_later_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Trained epochs 0-3, killed; resumed from a checkpoint of epoch 1: fit(initial_epoch=2)
+    # appends epochs 2-4 again to the same CSVLogger(append=True) file.
+    header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    first = [[e, 0.5 + e / 10, 1.0, 0.5 + e / 20, 1.1 - e / 10] for e in range(4)]
+    again = [[e, 0.5 + e / 10, 1.0, 0.9, 0.5] for e in range(2, 5)]
+    path = _write_csv(tmp_path / "overlap.csv", header, [*first, header, *again])
+    with caplog.at_level("WARNING", logger="pipelines.curves.io"):
+        curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2, 3, 4, 5] and curve.complete
+    assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.55, 0.9, 0.9, 0.9]
+    assert "overlap.csv" in caplog.text and "epochs [2, 3]" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("epochs", "kept"),
+    [
+        ([0, 1, 2, 3], [0, 1, 2, 3]),
+        ([0, 1, 2, 3, 2, 3, 4], [0, 1, 4, 5, 6]),
+        ([0, 1, 2, 1, 2, 3, 2, 3, 4], [0, 3, 6, 7, 8]),  # resumed twice
+        ([0, 1, 2, 5, 3, 4], [0, 1, 2, 4, 5]),  # gap, then resumed from 3
+        ([3, 4, 5, 4, 5], [0, 3, 4]),  # a log that starts late (a kept-from-elsewhere resume)
+    ],
+)
+def test_resumed_rows_keeps_the_training_that_went_on(epochs: list[int], kept: list[int]) -> None:
+    keep = resumed_rows(np.asarray(epochs, dtype=np.int64), "run.csv")
+    assert np.flatnonzero(keep).tolist() == kept
+    assert np.all(np.diff(np.asarray(epochs)[keep]) > 0)
+
+
+@pytest.mark.parametrize("epochs", [[0, 1, 0, 1], [2, 3, 2], [0, 1, 2, 0]])
+def test_resumed_rows_refuses_a_second_training_from_the_start(epochs: list[int]) -> None:
+    with pytest.raises(ValueError, match="run.csv: column 'epoch': duplicate epochs .* second training"):
+        resumed_rows(np.asarray(epochs, dtype=np.int64), "run.csv")
