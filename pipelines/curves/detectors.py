@@ -115,6 +115,18 @@ class Context:
         """Epochs the run is judged against: its budget, or the epochs run when that is unknown."""
         return max(self.curve.epoch_budget or 0, int(self.curve.epochs[-1]) if self.curve.epochs.size else 0)
 
+    @property
+    def plateau_epochs(self) -> int:
+        """Epochs from the plateau's onset to the run's last measured epoch (0 without a plateau).
+
+        Counted in epochs, not values: a metric validated every k-th epoch
+        (:func:`validation_frequency`) spans k epochs per value; for one value per epoch it equals
+        ``plateau.flat_epochs``. What the messages and the evidence's ``flat_epochs`` say.
+        """
+        if self.plateau is None or not self.x.size:
+            return 0
+        return int(self.x[-1]) - self.plateau.onset_epoch
+
     def accuracy_sd(self, level: float) -> float:
         """Binomial SD of a validation accuracy at ``level`` (0.0 when n is unknown)."""
         return binomial_sd(level, self.n_val) if self.n_val else 0.0
@@ -1056,14 +1068,14 @@ def detect_plateau(
         "level": plateau.level,
         "spread": plateau.spread,
         "noise": plateau.noise,
-        "flat_epochs": plateau.flat_epochs,
+        "flat_epochs": ctx.plateau_epochs,
         "trend_z": plateau.trend_z,
         "best_epoch": ctx.best_epoch,
         "stall_reasons": sorted(reasons),
         **{f"stall_{k}": v for k, v in reasons.items()},
         **gap,
     }
-    message = plateau_message(plateau) + f", {plateau.flat_epochs} epochs on the plateau before the end"
+    message = plateau_message(plateau) + f", {ctx.plateau_epochs} epochs on the plateau before the end"
     if "gap_widening" in reasons and gap:
         message += f"; the train-validation gap widened by {fmt(gap['gap_growth'])} meanwhile"
     if "below_baseline" in reasons:
@@ -1533,9 +1545,42 @@ def _early_stopped(ctx: Context) -> bool:
     return int(curve.epochs[-1]) - ctx.best_epoch >= patience
 
 
+def validation_frequency(curve: Curve, name: str) -> int | None:
+    """k >= 2 when ``name`` was measured every k-th epoch, as ``fit(..., validation_freq=k)`` does.
+
+    Keras validates after the 1-based epochs that are multiples of ``validation_freq``
+    (https://keras.io/api/models/model_training_apis/#fit-method), and CSVLogger writes ``NA`` for
+    the others (:data:`pipelines.curves.io.MISSING_CELLS`). So: the metric is finite exactly on the
+    epochs ``e`` with ``e % k == 0`` (k its first finite epoch), and the training loss is finite on
+    every other epoch (the epochs trained; a NaN there is divergence or a gap, not a schedule).
+
+    Args:
+        curve: the run.
+        name: a validation metric (``val_accuracy``, ``val_loss``).
+
+    Returns:
+        k, or None when the metric is finite on every epoch, on fewer than two, or not on that
+        schedule.
+    """
+    values, loss = curve.get(name), curve.get("loss")
+    if values is None or loss is None:
+        return None
+    finite = np.isfinite(np.asarray(values, dtype=np.float64))
+    if finite.all() or finite.sum() < 2:
+        return None
+    epochs = np.asarray(curve.epochs)
+    k = int(epochs[finite][0])
+    if k < 2 or not np.array_equal(finite, epochs % k == 0):
+        return None
+    if not np.all(np.isfinite(np.asarray(loss, dtype=np.float64)[~finite])):
+        return None
+    return k
+
+
 def detect_incomplete(ctx: Context) -> Finding | None:
-    """``complete=False``, missing epochs (gaps, or NaN in the monitored metric), or a run that ended
-    before its budget without having early-stopped. Never for a live run."""
+    """``complete=False``, missing epochs (gaps, or NaN in the monitored metric, unless it was
+    validated every k-th epoch: :func:`validation_frequency`), or a run that ended before its budget
+    without having early-stopped. Never for a live run."""
     if ctx.live:
         return None
     curve = ctx.curve
@@ -1546,7 +1591,11 @@ def detect_incomplete(ctx: Context) -> Finding | None:
         reasons.append("the run is marked incomplete (killed or still running)")
     missing = sorted(set(range(1, int(epochs[-1]) + 1)) - set(epochs.tolist())) if epochs.size else []
     values = np.asarray(curve.metrics[ctx.monitor], dtype=np.float64)
-    missing = sorted(set(missing) | set(epochs[~np.isfinite(values)].tolist()))
+    every = validation_frequency(curve, ctx.monitor)
+    if every is not None:
+        evidence["validation_freq"] = every
+    else:
+        missing = sorted(set(missing) | set(epochs[~np.isfinite(values)].tolist()))
     if missing:
         evidence["missing_epochs"] = missing[:20]
         reasons.append(f"{len(missing)} epoch(s) missing ({', '.join(map(str, missing[:5]))})")
@@ -1576,12 +1625,12 @@ def healthy_finding(ctx: Context) -> Finding:
                 "metric": ctx.monitor,
                 "level": plateau.level,
                 "spread": plateau.spread,
-                "flat_epochs": plateau.flat_epochs,
+                "flat_epochs": ctx.plateau_epochs,
                 "converged": True,
             },
             "converged: "
             + plateau_message(plateau).replace(" flat at ", " at ")
-            + f" ({plateau.flat_epochs} epochs on the plateau before the end)",
+            + f" ({ctx.plateau_epochs} epochs on the plateau before the end)",
             (CONVERGED,),
         )
     evidence: dict[str, Any] = {"metric": ctx.monitor, "last": float(values[-1]), "converged": False}

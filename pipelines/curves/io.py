@@ -64,9 +64,16 @@ def canonical_names(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Cells read as "no value" (NaN): empty, NaN spelled out, and ``NA``, which Keras' CSVLogger
+#: writes for a metric missing from an epoch's logs (``logs.get(key, "NA")`` in
+#: keras/src/callbacks/csv_logger.py): the validation metrics of the epochs that ``fit(...,
+#: validation_freq=k)`` does not validate.
+MISSING_CELLS = frozenset({"", "nan", "na", "none", "null"})
+
+
 def _to_float(text: str, path: Path | str, column: str, row: int) -> float:
     text = text.strip()
-    if text == "" or text.lower() in {"nan", "none", "null"}:
+    if text.lower() in MISSING_CELLS:
         return math.nan
     try:
         return float(text)
@@ -137,7 +144,8 @@ def load_csv_logger(
 
     Returns:
         A Curve with 1-based ``epochs`` (E,) int64 and every other column as an (E,) float64 array
-        (empty cells and ``nan`` as NaN). ``complete`` is False when epochs are missing.
+        (empty cells, ``nan`` and CSVLogger's ``NA`` as NaN, :data:`MISSING_CELLS`). ``complete`` is
+        False when epochs are missing.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.

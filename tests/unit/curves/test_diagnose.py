@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.curves.detectors import validation_frequency
 from pipelines.curves.diagnose import diagnose, find_plateau
 from pipelines.curves.io import load_curve
 from pipelines.curves.types import Curve, Severity
@@ -474,6 +475,44 @@ def test_missing_epochs_are_incomplete() -> None:
     diagnosis = diagnose(Curve("r", metrics, curve.epochs, 30, True, 10))
     assert diagnosis.verdict == "incomplete"
     assert diagnosis.findings[0].evidence["missing_epochs"] == [11, 12]
+
+
+def _validated_every(curve: Curve, k: int) -> Curve:
+    """The same run as ``fit(..., validation_freq=k)`` logs it: validation metrics only after the
+    1-based epochs that are multiples of k (CSVLogger writes NA, read as NaN, for the others)."""
+    metrics = {name: values.copy() for name, values in curve.metrics.items()}
+    for name in ("val_accuracy", "val_loss"):
+        metrics[name][curve.epochs % k != 0] = np.nan
+    return dataclasses.replace(curve, metrics=metrics)
+
+
+# (Every 5th epoch of 40 is read as oscillation: 8 values of a saturating curve give large second
+# differences, which the noise estimate takes for scatter. Not handled.)
+@pytest.mark.parametrize("k", [2, 3])
+def test_validation_every_k_epochs_is_not_missing_epochs(k: int) -> None:
+    sparse = _validated_every(healthy(0, epochs=40), k)
+    assert validation_frequency(sparse, "val_accuracy") == k
+    diagnosis = diagnose(sparse)
+    assert not diagnosis.has("incomplete"), diagnosis.codes
+    assert diagnosis.verdict == "healthy", diagnosis.codes
+    # The plateau is counted in epochs, not in validated values.
+    onset = diagnosis.plateau_onset_epoch
+    assert onset is not None
+    last = int(sparse.epochs[np.isfinite(sparse.metrics["val_accuracy"])][-1])
+    assert diagnosis.findings[0].evidence["flat_epochs"] == last - onset
+    assert f"({last - onset} epochs on the plateau before the end)" in diagnosis.findings[0].message
+
+
+def test_validation_frequency_needs_the_keras_schedule_and_a_trained_epoch() -> None:
+    curve = healthy(1, epochs=30)
+    assert validation_frequency(curve, "val_accuracy") is None  # every epoch validated
+    off = _validated_every(curve, 3)
+    off.metrics["val_accuracy"][8] = np.nan  # epoch 9 should have been validated
+    assert validation_frequency(off, "val_accuracy") is None
+    assert diagnose(off).has("incomplete")
+    dead = _validated_every(curve, 3)
+    dead.metrics["loss"][3] = np.nan  # no finite training loss on an unvalidated epoch
+    assert validation_frequency(dead, "val_accuracy") is None
 
 
 def test_split_mismatch_and_noisy_validation() -> None:

@@ -210,6 +210,21 @@ def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path)
         load_curve(restarted)
 
 
+def test_csvlogger_na_cells_are_missing_values(tmp_path: Path) -> None:
+    # fit(..., validation_freq=2): Keras' CSVLogger writes NA for the epochs not validated.
+    header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    rows = [
+        [0, 0.5, 1.0, "NA", "NA"],
+        [1, 0.6, 0.9, 0.55, 1.0],
+        [2, 0.7, 0.8, "NA", "NA"],
+        [3, 0.75, 0.7, 0.6, 0.9],
+    ]
+    curve = load_curve(_write_csv(tmp_path / "every2.csv", header, rows))
+    assert curve.epochs.tolist() == [1, 2, 3, 4]
+    np.testing.assert_array_equal(curve.metrics["val_accuracy"], [np.nan, 0.55, np.nan, 0.6])
+    assert curve.metrics["accuracy"].tolist() == [0.5, 0.6, 0.7, 0.75]
+
+
 def test_a_resume_that_reruns_logged_epochs_keeps_the_later_rows(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -364,12 +364,12 @@ def test_a_loss_monitored_diagnosis_draws_nothing_in_loss_units_on_the_accuracy_
 def test_plateau_length_is_the_findings_own_count_when_an_epoch_is_missing(tmp_path):
     curve = _fixture(STALLED)
     val = curve.metrics["val_accuracy"].copy()
-    val[34] = np.nan  # epoch 35 not logged: 23 logged epochs after the onset, 24 epochs of run
+    val[34] = np.nan  # epoch 35 not logged: 23 logged values after the onset, 24 epochs of run
     curve = dataclasses.replace(curve, metrics=curve.metrics | {"val_accuracy": val})
     d = diagnose(curve)
     plateau = _finding(d, "plateau")
     flat = plateau.evidence["flat_epochs"]
-    assert flat == 40 - d.plateau_onset_epoch - 1
+    assert flat == 40 - d.plateau_onset_epoch  # epochs of the run, not values logged
     md = render_report(tmp_path, challenger=curve, diagnosis=d).markdown.read_text(encoding="utf-8")
     # The diagnosis line says what the finding's message says, not a second count.
     assert f"{flat} epochs on the plateau before the end" in plateau.message
