@@ -201,8 +201,8 @@ def diagnose(
     sources: Annotated[
         list[str] | None,
         typer.Argument(
-            help="CSVLogger CSV / History JSON files, folders of them (their *.csv and *.json), "
-            "or MLflow run ids"
+            help="CSVLogger CSV / History JSON / JSON-lines files, folders of them (their *.csv, "
+            "*.json and *.jsonl), or MLflow run ids"
         ),
     ] = None,
     experiment: Annotated[
@@ -252,7 +252,7 @@ def diagnose(
             continue
         files = sorted(str(f) for f in folder.iterdir() if f.is_file() and f.suffix.lower() in CURVE_SUFFIXES)
         if not files:
-            _fail(ValueError(f"{src}: a folder with no .csv or .json curve file in it"), code=2)
+            _fail(ValueError(f"{src}: a folder with no .csv, .json or .jsonl curve file in it"), code=2)
         expanded += files
     for src in expanded:
         if Path(src).exists():

@@ -22,8 +22,9 @@ import numpy as np
 from pipelines.curves.types import Curve
 
 VALIDATION_METRICS = ("val_accuracy", "val_loss")
-#: File suffixes :func:`load_curve` reads: CSVLogger CSV and History JSON.
-CURVE_SUFFIXES = (".csv", ".json")
+#: File suffixes :func:`load_curve` reads: CSVLogger CSV, History JSON, and JSON lines (one
+#: object per epoch, as Keras' ``LambdaCallback`` example writes them).
+CURVE_SUFFIXES = (".csv", ".json", ".jsonl")
 
 log = logging.getLogger(__name__)
 
@@ -347,21 +348,31 @@ def load_history_json(
     """Read a Keras ``History`` saved as JSON into a :class:`Curve`.
 
     Accepts ``{"loss": [...], ...}`` or ``{"history": {...}, "params": {"epochs": N, ...}}``; in the
-    second form ``params["epochs"]`` is the epoch budget unless ``epoch_budget`` is given.
+    second form ``params["epochs"]`` is the epoch budget unless ``epoch_budget`` is given. Also
+    one object per epoch, ``{"epoch": 0, "loss": ..., "val_loss": ...}``: as a JSON array, or as
+    JSON lines (one object a line; the ``LambdaCallback`` example of
+    https://keras.io/api/callbacks/lambda_callback/ streams its logs so); a metric absent from an
+    epoch's object is missing there (NaN), and ``epoch``, when given, is 0-based as Keras passes it.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: (naming the file) not UTF-8 text (a byte-order mark is accepted), invalid
-            JSON, not an object of lists, or the errors of
-            :func:`curve_from_history`.
+            JSON (the line, for JSON lines), not an object of lists nor objects of numbers, or
+            the errors of :func:`curve_from_history`.
     """
     path = Path(path)
     try:
-        payload = json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(_not_text(path, error)) from None
+    try:
+        payload: Any = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        if not error.msg.startswith("Extra data"):
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        payload = _json_lines(text, path)
+    if isinstance(payload, list):
+        payload = _records_to_history(payload, path)
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: expected a JSON object of metric lists")
     history = payload.get("history", payload)
@@ -374,6 +385,26 @@ def load_history_json(
     return curve_from_history(
         history, run if run is not None else path.stem, epoch_budget=epoch_budget, num_classes=num_classes
     )
+
+
+def _json_lines(text: str, path: Path) -> list[Any]:
+    """The objects of a JSON-lines text, one per non-blank line (errors name the line)."""
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+    return records
+
+
+def _records_to_history(records: list[Any], path: Path) -> dict[str, list[Any]]:
+    """One object per epoch -> ``{metric: [value per epoch]}`` (None where an epoch lacks it)."""
+    if not records or not all(isinstance(r, dict) for r in records):
+        raise ValueError(f"{path}: expected one JSON object per epoch ({{'loss': ..., 'val_loss': ...}})")
+    names = list(dict.fromkeys(name for record in records for name in record))
+    return {name: [record.get(name) for record in records] for name in names}
 
 
 def _check_history(history: dict[str, list[Any]], path: Path) -> None:
@@ -392,7 +423,7 @@ def _check_history(history: dict[str, list[Any]], path: Path) -> None:
 
 
 def load_curve(path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None) -> Curve:
-    """Read one run's curves from a ``.csv`` (CSVLogger) or ``.json`` (History) file.
+    """Read one run's curves from a ``.csv`` (CSVLogger), ``.json`` (History) or ``.jsonl`` file.
 
     Args:
         path: the file; the format is chosen by its suffix.
@@ -411,6 +442,8 @@ def load_curve(path: str | Path, *, epoch_budget: int | None = None, num_classes
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return load_csv_logger(path, epoch_budget=epoch_budget, num_classes=num_classes)
-    if suffix == ".json":
+    if suffix in (".json", ".jsonl"):
         return load_history_json(path, epoch_budget=epoch_budget, num_classes=num_classes)
-    raise ValueError(f"{path}: unknown curve format {suffix!r}; expected .csv (CSVLogger) or .json (History)")
+    raise ValueError(
+        f"{path}: unknown curve format {suffix!r}; expected .csv (CSVLogger), .json (History) or .jsonl"
+    )

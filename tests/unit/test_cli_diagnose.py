@@ -94,7 +94,7 @@ def test_a_folder_stands_for_its_curve_files(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["diagnose", str(empty), "--out", str(out)])
-    assert result.exit_code == 2 and "no .csv or .json curve file" in result.output
+    assert result.exit_code == 2 and "no .csv, .json or .jsonl curve file" in result.output
 
 
 def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option(tmp_path):

@@ -104,7 +104,9 @@ def test_history_json_both_forms(tmp_path: Path) -> None:
         (json.dumps({"loss": [1.0], "val_loss": ["x"]}), "'val_loss'"),
         (json.dumps({"loss": [1.0, 0.5]}), "val_accuracy"),
         (json.dumps({"loss": [1.0, 0.5], "val_loss": [1.0]}), "different lengths"),
-        (json.dumps([1, 2]), "JSON object"),
+        (json.dumps([1, 2]), "one JSON object per epoch"),
+        ('{"epoch": 0, "val_loss": 1.0}\n{"epoch": 1, "val_loss": oops}\n', "line 2: not valid JSON"),
+        (json.dumps([{"val_loss": 1.0}, {"val_loss": "x"}]), "'val_loss', epoch 2"),
     ],
 )
 def test_bad_json_names_file(tmp_path: Path, payload: str, needle: str) -> None:
@@ -113,6 +115,25 @@ def test_bad_json_names_file(tmp_path: Path, payload: str, needle: str) -> None:
     with pytest.raises(ValueError) as error:
         load_curve(path)
     assert "broken.json" in str(error.value) and needle in str(error.value)
+
+
+@pytest.mark.parametrize("form", ["json lines", "array", "jsonl suffix"])
+def test_one_object_per_epoch(tmp_path: Path, form: str) -> None:
+    # keras.io's LambdaCallback example streams each epoch's logs as one JSON object a line; an
+    # epoch without validation (validation_freq=2) has no val_loss key.
+    records = [
+        {"epoch": 0, "loss": 1.0, "accuracy": 0.5},
+        {"epoch": 1, "loss": 0.8, "accuracy": 0.6, "val_loss": 0.9, "val_accuracy": 0.55},
+        {"epoch": 2, "loss": 0.7, "accuracy": 0.65},
+        {"epoch": 3, "loss": 0.6, "accuracy": 0.7, "val_loss": 0.8, "val_accuracy": 0.6},
+    ]
+    path = tmp_path / ("run.jsonl" if form == "jsonl suffix" else "run.json")
+    text = json.dumps(records) if form == "array" else "".join(json.dumps(r) + "\n" for r in records)
+    path.write_text(text)
+    curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2, 3, 4] and curve.complete
+    assert curve.metrics["accuracy"].tolist() == [0.5, 0.6, 0.65, 0.7]
+    np.testing.assert_array_equal(curve.metrics["val_loss"], [np.nan, 0.9, np.nan, 0.8])
 
 
 def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
