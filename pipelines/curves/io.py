@@ -86,6 +86,35 @@ def _not_text(path: Path, error: UnicodeDecodeError) -> str:
     return f"{path}: not a UTF-8 text file (byte 0x{error.object[error.start]:02x} at offset {error.start})"
 
 
+def _accuracy_fractions(metrics: dict[str, np.ndarray], source: Path | str) -> dict[str, np.ndarray]:
+    """``accuracy`` / ``val_accuracy`` as fractions in [0, 1], as Keras logs them.
+
+    A column whose finite values exceed 1 but not 100 was logged in percent (a custom metric or
+    logger): it is divided by 100, with a warning, so the engine's binomial noise and chance levels
+    apply. Negative values, or values above 100, are refused.
+
+    Raises:
+        ValueError: an accuracy below 0 or above 100 (the message names the source and column).
+    """
+    out = dict(metrics)
+    for name in ("accuracy", "val_accuracy"):
+        values = out.get(name)
+        if values is None or not np.isfinite(values).any():
+            continue
+        low, high = (
+            float(np.nanmin(values[np.isfinite(values)])),
+            float(np.nanmax(values[np.isfinite(values)])),
+        )
+        if low < 0 or high > 100:
+            raise ValueError(
+                f"{source}: column {name!r}: accuracy {low if low < 0 else high:g} is not a fraction"
+            )
+        if high > 1:
+            log.warning("%s: column %r reads as a percentage (up to %g): divided by 100", source, name, high)
+            out[name] = values / 100.0
+    return out
+
+
 def _check_validation(metrics: dict[str, np.ndarray], source: Path | str) -> None:
     if not any(name in metrics for name in VALIDATION_METRICS):
         raise ValueError(
@@ -200,6 +229,7 @@ def load_csv_logger(
     metrics = canonical_names(
         {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}
     )
+    metrics = _accuracy_fractions(metrics, path)
     _check_validation(metrics, path)
     return Curve(
         run=run if run is not None else path.stem,
@@ -324,7 +354,7 @@ def curve_from_history(
         _check_epochs(epochs, run)
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)
-    metrics = canonical_names(metrics)
+    metrics = _accuracy_fractions(canonical_names(metrics), run)
     _check_validation(metrics, run)
     return Curve(
         run=run,

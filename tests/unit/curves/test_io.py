@@ -231,6 +231,29 @@ def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path)
         load_curve(restarted)
 
 
+def test_an_accuracy_logged_in_percent_is_read_as_a_fraction(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    path = _write_csv(tmp_path / "pct.csv", header, [[0, 50.0, 1.0, 48.5, 1.1], [1, 62.0, 0.9, 60.0, 1.0]])
+    with caplog.at_level("WARNING", logger="pipelines.curves.io"):
+        curve = load_curve(path)
+    np.testing.assert_allclose(curve.metrics["val_accuracy"], [0.485, 0.6])
+    np.testing.assert_allclose(curve.metrics["accuracy"], [0.5, 0.62])
+    assert "pct.csv" in caplog.text and "'val_accuracy' reads as a percentage" in caplog.text
+
+
+@pytest.mark.parametrize(("value", "shown"), [(250.0, "250"), (-0.2, "-0.2")])
+def test_an_accuracy_that_is_no_fraction_nor_percentage_is_refused(
+    tmp_path: Path, value: float, shown: str
+) -> None:
+    path = _write_csv(tmp_path / "odd.csv", ["epoch", "val_accuracy"], [[0, 0.5], [1, value]])
+    with pytest.raises(
+        ValueError, match=f"odd.csv: column 'val_accuracy': accuracy {shown} is not a fraction"
+    ):
+        load_curve(path)
+
+
 def test_csvlogger_na_cells_are_missing_values(tmp_path: Path) -> None:
     # fit(..., validation_freq=2): Keras' CSVLogger writes NA for the epochs not validated.
     header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
