@@ -419,7 +419,9 @@ def _build_callback_class() -> type:
             stop_reason: why training was stopped, or None.
             stop_finding: the finding behind ``stop_reason``, or None.
             stopped_epoch: 1-based epoch training stopped after (0 when it did not stop).
-            history: ``{metric: [values]}`` seen so far.
+            history: ``{metric: [value per epoch]}`` seen so far, every list one value per
+                epoch (NaN where the epoch's logs lacked the metric, e.g. the epochs that
+                ``fit(..., validation_freq=k)`` does not validate).
         """
 
         def __init__(
@@ -485,6 +487,7 @@ def _build_callback_class() -> type:
             self._logged: set[tuple[str, int | None]] = set()
             self._best: float | None = None
             self._best_weights: list[Any] | None = None
+            self._epochs = 0
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             self._reset()
@@ -492,11 +495,20 @@ def _build_callback_class() -> type:
                 self.epoch_budget = self.params.get("epochs")
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            # One value per epoch for every metric, NaN where an epoch's logs lack it: with
+            # fit(..., validation_freq=k) Keras logs val_* only after every k-th epoch, and a
+            # History-style list per metric would fall out of step with the epochs.
+            seen = self._epochs
             for name, value in canonical_names(dict(logs or {})).items():
                 try:
-                    self.history.setdefault(name, []).append(float(value))
+                    number = float(value)
                 except (TypeError, ValueError):
                     continue
+                self.history.setdefault(name, [math.nan] * seen).append(number)
+            self._epochs = seen + 1
+            for values in self.history.values():
+                if len(values) < self._epochs:
+                    values.append(math.nan)
             if not any(name in self.history for name in VALIDATION_METRICS):
                 return
             self._track_best()
