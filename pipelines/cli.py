@@ -245,6 +245,10 @@ def diagnose(
     curves = []
     run_ids = []
     expanded: list[str] = []
+    # A folder's files are those that read as curves: a project folder also holds other CSV / JSON
+    # files (data, predictions, configs), which are skipped with a warning. A file named on the
+    # command line must read, or the command fails.
+    from_folder: dict[str, str] = {}
     for src in sources:
         folder = Path(src)
         if not folder.is_dir():
@@ -254,16 +258,27 @@ def diagnose(
         if not files:
             _fail(ValueError(f"{src}: a folder with no .csv, .json or .jsonl curve file in it"), code=2)
         expanded += files
+        from_folder.update(dict.fromkeys(files, src))
+    skipped = 0
     for src in expanded:
         if Path(src).exists():
             try:
                 curves.append((src, load_curve(src, epoch_budget=epoch_budget, num_classes=num_classes)))
             except (ValueError, OSError) as exc:
-                _fail(exc, code=2)
+                if src not in from_folder:
+                    _fail(exc, code=2)
+                skipped += 1
+                typer.secho(f"skipped, not a training curve: {exc}", fg="yellow", err=True)
         elif _RUN_ID.fullmatch(src):
             run_ids.append(src)
         else:
             _fail(ValueError(f"{src}: no such file (and not an MLflow run id: 32 hex characters)"), code=2)
+    if skipped and not curves and not run_ids and not experiment:
+        folders = ", ".join(sorted(set(from_folder.values())))
+        _fail(
+            ValueError(f"{folders}: none of its {skipped} .csv / .json / .jsonl files reads as a curve"),
+            code=2,
+        )
     mc = None
     if run_ids or experiment:
         from mlflow.exceptions import MlflowException
