@@ -82,6 +82,11 @@ def _to_float(text: str, path: Path | str, column: str, row: int) -> float:
         raise ValueError(f"{path}: column {column!r}, row {row}: {text!r} is not a number") from None
 
 
+def _read_by_the_engine(name: str) -> bool:
+    """The epoch, a loss or an accuracy column (any of its names, :func:`canonical_names`)."""
+    return name in ("epoch", "loss", "val_loss") or name in RENAMES or name.endswith("accuracy")
+
+
 def _not_text(path: Path, error: UnicodeDecodeError) -> str:
     return f"{path}: not a UTF-8 text file (byte 0x{error.object[error.start]:02x} at offset {error.start})"
 
@@ -180,7 +185,8 @@ def load_csv_logger(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: (naming the file, and the column / row where it applies) not UTF-8 text (a
-            byte-order mark is accepted), no header, a non-numeric cell,
+            byte-order mark is accepted), no header, a non-numeric cell in the epoch, a loss or an
+            accuracy column (another column with text, e.g. a time stamp, is dropped with a warning),
             epoch numbering that restarts at the first epoch (two trainings in one file), no
             rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
@@ -215,11 +221,24 @@ def load_csv_logger(
     if not rows:
         raise ValueError(f"{path}: no epochs (header only)")
     columns: dict[str, list[float]] = {name: [] for name in header}
+    # A column the engine never reads (a wall-clock "time" stamp some loggers add) may hold text:
+    # it is dropped with a warning. The epoch, the losses and the accuracies must be numbers.
+    dropped: dict[str, tuple[int, str]] = {}
     for number, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise ValueError(f"{path}: row {number} has {len(row)} cells, header has {len(header)}")
         for name, cell in zip(header, row, strict=True):
-            columns[name].append(_to_float(cell, path, name, number))
+            if name in dropped:
+                continue
+            try:
+                columns[name].append(_to_float(cell, path, name, number))
+            except ValueError:
+                if _read_by_the_engine(name):
+                    raise
+                dropped[name] = (number, cell.strip())
+    for name, (number, cell) in dropped.items():
+        del columns[name]
+        log.warning("%s: column %r is not numeric (row %d: %r): ignored", path, name, number, cell)
     raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
     if not np.all(np.isfinite(raw_epochs)) or not np.all(raw_epochs == np.round(raw_epochs)):
         raise ValueError(f"{path}: column 'epoch' must hold whole numbers")

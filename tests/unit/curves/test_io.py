@@ -254,6 +254,17 @@ def test_an_accuracy_that_is_no_fraction_nor_percentage_is_refused(
         load_curve(path)
 
 
+def test_a_text_column_the_engine_does_not_read_is_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    header = ["epoch", "time", "loss", "val_loss", "val_accuracy"]
+    rows = [[0, "2021-03-04 12:00:01", 1.0, 1.1, 0.5], [1, "2021-03-04 12:01:13", 0.9, 1.0, 0.55]]
+    with caplog.at_level("WARNING", logger="pipelines.curves.io"):
+        curve = load_curve(_write_csv(tmp_path / "timed.csv", header, rows))
+    assert "time" not in curve.metrics and curve.metrics["val_accuracy"].tolist() == [0.5, 0.55]
+    assert "timed.csv: column 'time' is not numeric (row 2: '2021-03-04 12:00:01'): ignored" in caplog.text
+
+
 def test_csvlogger_na_cells_are_missing_values(tmp_path: Path) -> None:
     # fit(..., validation_freq=2): Keras' CSVLogger writes NA for the epochs not validated.
     header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
