@@ -221,12 +221,13 @@ def test_callback_stops_tiny_fit_on_plateau_and_says_why(digits, caplog) -> None
     assert restored == pytest.approx(best, abs=1e-6)
 
 
-def test_callback_without_stopping_only_logs(digits) -> None:  # noqa: ANN001
+def _fit_softmax_with_callback(digits, seed: int, **fit_kwargs):  # noqa: ANN001, ANN202
+    """A one-layer softmax on digits, fit with a DiagnosisCallback(num_classes=10); the callback."""
     keras = pytest.importorskip("keras")
     from pipelines.curves.callback import DiagnosisCallback
 
     x_train, y_train, x_val, y_val = digits
-    keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callback = DiagnosisCallback(num_classes=10)
@@ -234,38 +235,26 @@ def test_callback_without_stopping_only_logs(digits) -> None:  # noqa: ANN001
         x_train,
         y_train,
         validation_data=(x_val, y_val),
-        epochs=4,
         batch_size=128,
         verbose=0,
         callbacks=[callback],
+        **fit_kwargs,
     )
+    return callback
+
+
+def test_callback_without_stopping_only_logs(digits) -> None:  # noqa: ANN001
+    callback = _fit_softmax_with_callback(digits, 1, epochs=4)
     assert callback.stop_reason is None and callback.stopped_epoch == 0
     assert len(callback.history["val_accuracy"]) == 4
     assert callback.diagnosis is not None
 
 
 def test_callback_keeps_epochs_in_step_when_validating_every_other_epoch(digits) -> None:  # noqa: ANN001
-    keras = pytest.importorskip("keras")
-    from pipelines.curves.callback import DiagnosisCallback
-
-    x_train, y_train, x_val, y_val = digits
-    keras.utils.set_random_seed(2)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callback = DiagnosisCallback(num_classes=10)
-    model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        validation_freq=2,  # Keras logs val_* after epochs 2, 4, 6, 8 only
-        epochs=8,
-        batch_size=128,
-        verbose=0,
-        callbacks=[callback],
-    )
-    assert {name: len(values) for name, values in callback.history.items()} == dict.fromkeys(
-        callback.history, 8
-    )
+    # Keras logs val_* after epochs 2, 4, 6 and 8 only.
+    callback = _fit_softmax_with_callback(digits, 2, epochs=8, validation_freq=2)
+    lengths = {name: len(values) for name, values in callback.history.items()}
+    assert lengths == dict.fromkeys(callback.history, 8)
     val = np.asarray(callback.history["val_accuracy"])
     assert np.isnan(val[::2]).all() and np.isfinite(val[1::2]).all()
     assert callback.diagnosis is not None and not callback.diagnosis.has("incomplete")
