@@ -171,8 +171,9 @@ def load_csv_logger(
             the last logged epoch: ``ModelCheckpoint`` every few epochs, a kill between
             CSVLogger's row and ``BackupAndRestore``'s backup), its rows replace the earlier rows
             from epoch ``k`` on, as the training itself did, and a warning says which epochs
-            were logged twice (:func:`resumed_rows`). A second training from epoch 0 in the same
-            file (``fit`` again without ``initial_epoch``) is refused, not merged.
+            were logged twice (:func:`resumed_rows`). Of a file holding several trainings (``fit``
+            run again from epoch 0 without ``initial_epoch``), the last one is read, with a
+            warning: trainings are never merged.
         epoch_budget: epochs the run was configured for, if known.
         num_classes: classes of the task, if known.
         run: display name (default: the file's stem).
@@ -187,8 +188,7 @@ def load_csv_logger(
         ValueError: (naming the file, and the column / row where it applies) not UTF-8 text (a
             byte-order mark is accepted), no header, a non-numeric cell in the epoch, a loss or an
             accuracy column (another column with text, e.g. a time stamp, is dropped with a warning),
-            epoch numbering that restarts at the first epoch (two trainings in one file), no
-            rows, or neither ``val_accuracy`` nor ``val_loss``.
+            no rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
     path = Path(path)
     # utf-8-sig: Excel saves CSV with a byte-order mark, which would otherwise glue to "epoch".
@@ -261,45 +261,55 @@ def load_csv_logger(
 
 
 def resumed_rows(epochs: np.ndarray, source: Path | str) -> np.ndarray:
-    """Which rows of a CSVLogger log to keep when a resumed ``fit`` re-ran epochs already logged.
+    """Which rows of a CSVLogger log make the run: resumed epochs re-run, and several trainings.
 
     Keras' ``CSVLogger(append=True)`` appends the rows of every ``fit`` call to one file
-    (https://keras.io/api/callbacks/csv_logger/). A ``fit(initial_epoch=k)`` resumed from a
-    checkpoint older than the last logged epoch logs epochs ``k, k+1, ...`` again: the training
-    went on from epoch ``k`` with the checkpoint's weights, so the rows logged before for epochs
-    ``>= k`` describe weights that were thrown away. Each time the numbering steps back (row ``i``'s
-    epoch at most row ``i-1``'s), the rows before ``i`` with an epoch ``>=`` row ``i``'s are dropped.
+    (https://keras.io/api/callbacks/csv_logger/).
+
+    - A ``fit(initial_epoch=k)`` resumed from a checkpoint older than the last logged epoch logs
+      epochs ``k, k+1, ...`` again: the training went on from epoch ``k`` with the checkpoint's
+      weights, so the earlier rows for epochs ``>= k`` describe weights that were thrown away and
+      are dropped.
+    - A ``fit`` run again from the start (the numbering steps back to the current training's first
+      epoch or below) is another training: the rows of the trainings before it are dropped, so the
+      file's last training is what is read.
+
+    Each is said in one warning naming the file.
 
     Args:
         epochs: (R,) int64 epoch numbers of the rows as logged (CSVLogger's 0-based numbers).
         source: the file, for messages.
 
     Returns:
-        (R,) bool: True for the rows that make the run as it was trained, in file order, with
+        (R,) bool: True for the rows of the last training as it went on, in file order, with
         strictly increasing epochs.
-
-    Raises:
-        ValueError: the numbering steps back to the log's first epoch or below: a second training
-            from the start appended to the same file (``fit`` again without ``initial_epoch``),
-            which is another run, not a resumed one (split the file); the message names the
-            file, the column and the repeated epochs.
     """
     keep = np.ones(epochs.size, dtype=bool)
     first = int(epochs[0]) if epochs.size else 0
     repeated: list[int] = []
+    trainings = 1
     for i in range(1, epochs.size):
         if epochs[i] > epochs[i - 1]:
             continue
         if epochs[i] <= first:
-            seen = np.unique(epochs[:i][np.isin(epochs[:i], epochs[i:])])
-            raise ValueError(
-                f"{source}: column 'epoch': duplicate epochs {seen.tolist()}: the numbering starts "
-                f"again at {int(epochs[i])}, so the file holds a second training from the start "
-                "(fit() again without initial_epoch); split it into one file per training"
-            )
+            trainings += 1
+            first = int(epochs[i])
+            repeated.clear()
+            keep[:i] = False
+            continue
         replaced = keep[:i] & (epochs[:i] >= epochs[i])
         repeated.extend(int(e) for e in epochs[:i][replaced])
         keep[:i] &= ~replaced
+    if trainings > 1:
+        log.warning(
+            "%s: holds %d trainings (the epoch numbering starts again from %d: fit() run again without "
+            "initial_epoch, appending to the same CSVLogger file): the last one, %d rows, is read; split "
+            "the file to diagnose the others",
+            source,
+            trainings,
+            first,
+            int(keep.sum()),
+        )
     if repeated:
         log.warning(
             "%s: epochs %s (0-based, as CSVLogger numbers them) were logged twice: a resumed fit "

@@ -69,8 +69,6 @@ def test_csv_missing_epoch_marks_incomplete(tmp_path: Path) -> None:
     [
         (["epoch", "accuracy", "loss"], [[0, 0.5, 1.0]], "val_accuracy"),
         (["epoch", "val_accuracy"], [[0, "abc"]], "'val_accuracy'"),
-        (["epoch", "val_accuracy"], [[0, 0.5], [0, 0.6]], "duplicate epochs"),
-        (["epoch", "val_accuracy"], [[1, 0.5], [0, 0.6]], "epoch"),
         (["", "loss", "val_loss"], [[0.5, 1.0, 1.0]], "'epoch'"),
         (["epoch", "val_loss"], [], "no epochs"),
     ],
@@ -223,12 +221,23 @@ def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path)
     curve = load_curve(path)
     assert curve.epochs.tolist() == [1, 2, 3] and curve.complete
     assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.55, 0.6]
-    # Restarted numbering (fit() again without initial_epoch) is not silently merged.
-    restarted = _write_csv(
-        tmp_path / "restarted.csv", header, [[0, 0.5, 1.0, 0.5, 1.1], header, [0, 0.6, 0.9, 0.6, 1.0]]
+
+
+def test_a_file_of_several_trainings_reads_the_last_one_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The script was run twice with CSVLogger(append=True): two trainings from epoch 0, never merged.
+    header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    first = [[e, 0.5, 1.0, 0.5, 1.1] for e in range(3)]
+    second = [[e, 0.6 + e / 10, 0.9, 0.6 + e / 20, 1.0] for e in range(2)]
+    path = _write_csv(tmp_path / "restarted.csv", header, [*first, header, *second])
+    with caplog.at_level("WARNING", logger="pipelines.curves.io"):
+        curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2] and curve.complete
+    assert curve.metrics["val_accuracy"].tolist() == [0.6, 0.65]
+    assert (
+        "restarted.csv: holds 2 trainings" in caplog.text and "the last one, 2 rows, is read" in caplog.text
     )
-    with pytest.raises(ValueError, match="restarted.csv.*duplicate epochs.*second training"):
-        load_curve(restarted)
 
 
 def test_an_accuracy_logged_in_percent_is_read_as_a_fraction(
@@ -312,7 +321,15 @@ def test_resumed_rows_keeps_the_training_that_went_on(epochs: list[int], kept: l
     assert np.all(np.diff(np.asarray(epochs)[keep]) > 0)
 
 
-@pytest.mark.parametrize("epochs", [[0, 1, 0, 1], [2, 3, 2], [0, 1, 2, 0]])
-def test_resumed_rows_refuses_a_second_training_from_the_start(epochs: list[int]) -> None:
-    with pytest.raises(ValueError, match="run.csv: column 'epoch': duplicate epochs .* second training"):
-        resumed_rows(np.asarray(epochs, dtype=np.int64), "run.csv")
+@pytest.mark.parametrize(
+    ("epochs", "kept"),
+    [
+        ([0, 1, 0, 1], [2, 3]),
+        ([2, 3, 2], [2]),
+        ([0, 1, 2, 0], [3]),
+        ([0, 1, 2, 1, 2, 0, 1, 2, 1, 2], [5, 8, 9]),  # a resumed training, then a new one, resumed
+    ],
+)
+def test_resumed_rows_keeps_the_last_training(epochs: list[int], kept: list[int]) -> None:
+    keep = resumed_rows(np.asarray(epochs, dtype=np.int64), "run.csv")
+    assert np.flatnonzero(keep).tolist() == kept
