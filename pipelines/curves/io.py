@@ -344,7 +344,9 @@ def curve_from_history(
 
     Args:
         history: metric name -> one value per epoch (epochs 1..E); all lists of equal length.
-            An ``epoch`` key, if present, is read as 0-based epoch numbers (as CSVLogger writes).
+            An ``epoch`` key, if present, is read as 0-based epoch numbers (as CSVLogger writes),
+            and epochs logged again by a resumed or repeated ``fit`` as in a CSVLogger file
+            (:func:`resumed_rows`).
         run: display name or MLflow run id.
         epoch_budget: epochs the run was configured for (e.g. ``History.params["epochs"]``).
         num_classes: classes of the task, if known.
@@ -377,9 +379,12 @@ def curve_from_history(
         raise ValueError(f"{run}: no epochs in history")
     if "epoch" in metrics:
         raw = metrics.pop("epoch")
-        if not np.all(np.isfinite(raw)):
-            raise ValueError(f"{run}: metric 'epoch' holds a non-finite value")
-        epochs = raw.astype(np.int64) + 1
+        if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
+            raise ValueError(f"{run}: metric 'epoch' must hold whole numbers")
+        # Appended logs (JSON lines of resumed or repeated fits) as a CSVLogger file's rows.
+        keep = resumed_rows(raw.astype(np.int64), run)
+        epochs = raw.astype(np.int64)[keep] + 1
+        metrics = {name: values[keep] for name, values in metrics.items()}
         _check_epochs(epochs, run)
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)

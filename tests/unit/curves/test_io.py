@@ -134,6 +134,14 @@ def test_one_object_per_epoch(tmp_path: Path, form: str) -> None:
     np.testing.assert_array_equal(curve.metrics["val_loss"], [np.nan, 0.9, np.nan, 0.8])
 
 
+def test_json_lines_appended_by_a_resumed_fit_read_as_a_csvlogger_file(tmp_path: Path) -> None:
+    lines = [{"epoch": e, "loss": 1.0 - e / 10, "val_loss": 1.1 - e / 10} for e in (0, 1, 2, 1, 2, 3)]
+    path = tmp_path / "resumed.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2, 3, 4] and curve.complete
+
+
 def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown curve format"):
         load_curve(tmp_path / "x.txt")
