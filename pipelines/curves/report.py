@@ -548,11 +548,23 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _xy(c: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(epochs, values) as float arrays for plotting (NaN kept as gaps), or None when none is finite."""
+    """(epochs, values) as float arrays for plotting, or None when none is finite.
+
+    NaN is kept as a gap (a missing epoch breaks the line), except for a metric measured every
+    k-th epoch (``fit(..., validation_freq=k)``, :func:`pipelines.curves.detectors.
+    validation_frequency`): its unmeasured epochs are left out so that the measured ones join up,
+    or the line would have no segment at all.
+    """
+    from pipelines.curves.detectors import validation_frequency
+
     y = c.get(metric)
     if y is None or len(y) == 0 or not np.any(np.isfinite(np.asarray(y, dtype=float))):
         return None
-    return np.asarray(c.epochs, dtype=float), np.asarray(y, dtype=float)
+    x, y = np.asarray(c.epochs, dtype=float), np.asarray(y, dtype=float)
+    if validation_frequency(c, metric) is not None:
+        kept = np.isfinite(y)
+        return x[kept], y[kept]
+    return x, y
 
 
 def _extrapolation_xy(

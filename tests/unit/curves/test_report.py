@@ -375,3 +375,17 @@ def test_plateau_length_is_the_findings_own_count_when_an_epoch_is_missing(tmp_p
     assert f"{flat} epochs on the plateau before the end" in plateau.message
     assert f"{flat} epochs on the plateau before the end (epoch 40)" in md
     assert f"{flat + 1} epochs on the plateau" not in md
+
+
+def test_a_curve_validated_every_third_epoch_is_drawn_as_one_line() -> None:
+    # fit(..., validation_freq=3): val_accuracy only after epochs 3, 6, ...; NaN between would
+    # leave a line with no segment at all.
+    curve = _fixture(STALLED)
+    val = curve.metrics["val_accuracy"].copy()
+    val[curve.epochs % 3 != 0] = np.nan
+    curve = dataclasses.replace(curve, metrics=curve.metrics | {"val_accuracy": val})
+    fig = plot_val_curves(curve, diagnosis=diagnose(curve))
+    line = next(ln for ln in fig.axes[0].get_lines() if str(ln.get_label()).startswith("challenger"))
+    xs, ys = line.get_data()
+    assert list(xs) == [float(e) for e in curve.epochs if e % 3 == 0]
+    assert np.all(np.isfinite(ys))
