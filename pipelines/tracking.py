@@ -712,9 +712,11 @@ def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
 def run_curve(mlflow_client: MlflowClient, run_id: str, *, metrics: Iterable[str] = EPOCH_METRICS) -> Curve:
     """Read one run's per-epoch curves into a :class:`Curve` (see :func:`fetch_curves`).
 
-    ``epoch_budget`` comes from the ``train.epochs`` param, ``num_classes`` from the
-    ``data.num_classes`` param, ``num_val_examples`` from ``data.val_examples``, completeness from
-    the run status and the ``curvewatch.completed`` tag.
+    Steps are epochs: 1-based as curvewatch logs them, or 0-based as MLflow's Keras autologging
+    logs them (``mlflow.keras.autolog()``: ``step=epoch``), read as 1-based.
+    ``epoch_budget`` comes from the ``train.epochs`` param (else autolog's ``epochs``),
+    ``num_classes`` from the ``data.num_classes`` param, ``num_val_examples`` from
+    ``data.val_examples``, completeness from the run status and the ``curvewatch.completed`` tag.
     """
     return fetch_curves(mlflow_client, [mlflow_client.get_run(run_id)], metrics=metrics)[0]
 
@@ -722,6 +724,10 @@ def run_curve(mlflow_client: MlflowClient, run_id: str, *, metrics: Iterable[str
 def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
     steps = sorted({s for values in series.values() for s in values})
     epochs = np.asarray(steps, dtype=np.int64)
+    if epochs.size and epochs[0] == 0:
+        # MLflow's Keras / TensorFlow autologging logs step = Keras' 0-based epoch
+        # (mlflow/keras/callback.py: log_metrics(logs, step=epoch)); curvewatch logs 1-based.
+        epochs = epochs + 1
     arrays = {
         key: np.asarray([values.get(s, np.nan) for s in steps], dtype=np.float64)
         for key, values in series.items()
@@ -739,7 +745,7 @@ def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
         run=run.info.run_id,
         metrics=arrays,
         epochs=epochs,
-        epoch_budget=count("train.epochs"),
+        epoch_budget=count("train.epochs") or count("epochs"),  # ours, else fit()'s as autolog logs it
         complete=finished and completed,
         num_classes=count("data.num_classes"),
         num_val_examples=count("data.val_examples"),

@@ -51,6 +51,22 @@ def test_run_curve_reads_epochs_budget_and_completeness(mlflow_uri):
     assert not tracking.run_curve(mc, nan_run).complete
 
 
+def test_run_curve_reads_an_autologged_run_with_0_based_steps(mlflow_uri):
+    # mlflow.keras.autolog() logs fit()'s epochs as a param and each epoch's logs with step=epoch.
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    rid = mc.create_run(exp).info.run_id
+    mc.log_param(rid, "epochs", 20)
+    for epoch, value in enumerate([0.5, 0.6, 0.65]):
+        mc.log_metric(rid, "val_accuracy", value, step=epoch)
+        mc.log_metric(rid, "val_loss", 1.0 - value, step=epoch)
+    mc.set_terminated(rid)
+    curve = tracking.run_curve(mc, rid)
+    np.testing.assert_array_equal(curve.epochs, [1, 2, 3])
+    np.testing.assert_allclose(curve.metrics["val_accuracy"], [0.5, 0.6, 0.65])
+    assert curve.epoch_budget == 20
+
+
 def test_recent_runs_newest_first_excluding_and_only_training(mlflow_uri):
     mc = tracking.client()
     exp = tracking.ensure_experiment(mc, "t")
