@@ -304,11 +304,32 @@ def diagnose(
                 if exp is None:
                     _fail(ValueError(f"--experiment: no MLflow experiment named {experiment!r}"), code=2)
                 kind = f"tags.`{tracking.RUN_KIND_TAG}` = 'train'"
-                runs += tracking.search_training_runs(
+                found = tracking.search_training_runs(
                     mc,
                     [exp.experiment_id],
                     filter_string=f"{kind} and {filter_string}" if filter_string else kind,
                 )
+                if not found and not tracking.search_training_runs(
+                    mc, [exp.experiment_id], filter_string=f"tags.`{tracking.RUN_KIND_TAG}` != ''", max_runs=1
+                ):
+                    # Not a curvewatch experiment (e.g. mlflow.keras.autolog()'s runs): every run
+                    # that logged a validation metric.
+                    found = [
+                        r
+                        for r in tracking.search_training_runs(
+                            mc, [exp.experiment_id], filter_string=filter_string
+                        )
+                        if any(m in r.data.metrics for m in ("val_accuracy", "val_loss", "val_acc"))
+                    ]
+                if not found:
+                    _fail(
+                        ValueError(
+                            f"--experiment {experiment!r}: no training run with val_accuracy / val_loss"
+                            + (f" matching --filter {filter_string!r}" if filter_string else "")
+                        ),
+                        code=2,
+                    )
+                runs += found
         except MlflowException as exc:
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
         curves += [(c.run, c) for c in tracking.fetch_curves(mc, runs)]

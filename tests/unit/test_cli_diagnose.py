@@ -141,3 +141,24 @@ def test_mlflow_runs_by_id_and_experiment_get_tags(tmp_path, mlflow_uri):
     assert mc.get_run(ids[1]).data.tags["curvewatch.verdict"] == "healthy"
     result = runner.invoke(app, ["diagnose", "--experiment", "nope", "--out", str(tmp_path / "r3")])
     assert result.exit_code == 2 and "nope" in result.output
+    # A filter that matches none of a curvewatch experiment's training runs says so (exit 2).
+    out = str(tmp_path / "r4")
+    result = runner.invoke(
+        app, ["diagnose", "--experiment", "diag", "--filter", "params.x = 'y'", "--out", out]
+    )
+    assert result.exit_code == 2 and "no training run with val_accuracy / val_loss matching" in result.output
+
+
+def test_an_experiment_of_autologged_runs_is_diagnosed(tmp_path, mlflow_uri):
+    # mlflow.keras.autolog() runs carry no curvewatch tag: every run with a validation metric counts.
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "autolog")
+    stalled = mc.create_run(exp).info.run_id
+    for epoch, v in enumerate(_stalled()):  # step = Keras' 0-based epoch, as autolog logs it
+        mc.log_metric(stalled, "val_accuracy", float(v), step=epoch)
+    mc.set_terminated(stalled)
+    mc.set_terminated(mc.create_run(exp).info.run_id)  # a run without curves (e.g. an evaluation)
+    result = runner.invoke(app, ["diagnose", "--experiment", "autolog", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1, result.output
+    rows = json.loads((tmp_path / "r" / "diagnosis.json").read_text())
+    assert [r["source"] for r in rows] == [stalled] and rows[0]["verdict"] == "plateau"
