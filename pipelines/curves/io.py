@@ -479,7 +479,15 @@ def _check_history(history: dict[str, list[Any]], path: Path) -> None:
                 raise ValueError(f"{path}: metric {name!r}, epoch {index + 1}: {value!r} is not a number")
     lengths = {name: len(values) for name, values in history.items()}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"{path}: metrics have different lengths {lengths}")
+        shorter = {name for name, size in lengths.items() if size < max(lengths.values())}
+        hint = (
+            ": only validation metrics are short, as History keeps them after fit(..., "
+            "validation_freq=k), without saying which epochs were validated; log the run with "
+            "CSVLogger (it writes NA for the others) or pad the lists with null"
+            if all(name.startswith("val_") for name in shorter)
+            else ""
+        )
+        raise ValueError(f"{path}: metrics have different lengths {lengths}{hint}")
     if not any(name in canonical_names(history) for name in VALIDATION_METRICS):
         raise ValueError(
             f"{path}: no validation metric: expected 'val_accuracy' or 'val_loss', found {sorted(history)}"

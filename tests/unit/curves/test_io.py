@@ -102,6 +102,7 @@ def test_history_json_both_forms(tmp_path: Path) -> None:
         (json.dumps({"loss": [1.0], "val_loss": ["x"]}), "'val_loss'"),
         (json.dumps({"loss": [1.0, 0.5]}), "val_accuracy"),
         (json.dumps({"loss": [1.0, 0.5], "val_loss": [1.0]}), "different lengths"),
+        (json.dumps({"loss": [1.0, 0.5, 0.4, 0.3], "val_loss": [0.9, 0.8]}), "validation_freq=k"),
         (json.dumps([1, 2]), "one JSON object per epoch"),
         ('{"epoch": 0, "val_loss": 1.0}\n{"epoch": 1, "val_loss": oops}\n', "line 2: not valid JSON"),
         (json.dumps([{"val_loss": 1.0}, {"val_loss": "x"}]), "'val_loss', epoch 2"),
