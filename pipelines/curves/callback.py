@@ -497,8 +497,12 @@ def _build_callback_class() -> type:
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             # One value per epoch for every metric, NaN where an epoch's logs lack it: with
             # fit(..., validation_freq=k) Keras logs val_* only after every k-th epoch, and a
-            # History-style list per metric would fall out of step with the epochs.
-            seen = self._epochs
+            # History-style list per metric would fall out of step with the epochs. A fit resumed
+            # with initial_epoch=k starts at epoch k: the epochs before it are NaN, so that epoch
+            # numbers in findings are the run's own.
+            seen = max(self._epochs, int(epoch))
+            for values in self.history.values():
+                values.extend([math.nan] * (seen - len(values)))
             for name, value in canonical_names(dict(logs or {})).items():
                 try:
                     number = float(value)

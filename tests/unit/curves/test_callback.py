@@ -259,3 +259,10 @@ def test_callback_keeps_epochs_in_step_when_validating_every_other_epoch(digits)
     assert np.isnan(val[::2]).all() and np.isfinite(val[1::2]).all()
     assert callback.diagnosis is not None and not callback.diagnosis.has("incomplete")
     assert not should_stop(callback.history, 8).stop
+
+
+def test_callback_numbers_epochs_of_a_fit_resumed_at_initial_epoch(digits) -> None:  # noqa: ANN001
+    callback = _fit_softmax_with_callback(digits, 3, epochs=6, initial_epoch=3)
+    val = np.asarray(callback.history["val_accuracy"])
+    assert val.size == 6 and np.isnan(val[:3]).all() and np.isfinite(val[3:]).all()
+    assert {len(values) for values in callback.history.values()} == {6}
