@@ -304,7 +304,8 @@ def resumed_rows(epochs: np.ndarray, source: Path | str) -> np.ndarray:
         log.warning(
             "%s: holds %d trainings (the epoch numbering starts again from %d: fit() run again without "
             "initial_epoch, appending to the same CSVLogger file): the last one, %d rows, is read; split "
-            "the file to diagnose the others",
+            "the file to diagnose the others, or, if each fit went on training the same model, number "
+            "its epochs on to read them as one run",
             source,
             trainings,
             first,
