@@ -106,10 +106,8 @@ def _accuracy_fractions(metrics: dict[str, np.ndarray], source: Path | str) -> d
         values = out.get(name)
         if values is None or not np.isfinite(values).any():
             continue
-        low, high = (
-            float(np.nanmin(values[np.isfinite(values)])),
-            float(np.nanmax(values[np.isfinite(values)])),
-        )
+        finite = values[np.isfinite(values)]
+        low, high = float(finite.min()), float(finite.max())
         if low < 0 or high > 100:
             raise ValueError(
                 f"{source}: column {name!r}: accuracy {low if low < 0 else high:g} is not a fraction"
@@ -240,11 +238,7 @@ def load_csv_logger(
         del columns[name]
         log.warning("%s: column %r is not numeric (row %d: %r): ignored", path, name, number, cell)
     raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
-    if not np.all(np.isfinite(raw_epochs)) or not np.all(raw_epochs == np.round(raw_epochs)):
-        raise ValueError(f"{path}: column 'epoch' must hold whole numbers")
-    keep = resumed_rows(raw_epochs.astype(np.int64), path)
-    epochs = raw_epochs.astype(np.int64)[keep] + 1
-    _check_epochs(epochs, path)
+    epochs, keep = _logged_epochs(raw_epochs, path, "column")
     metrics = canonical_names(
         {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}
     )
@@ -321,14 +315,22 @@ def resumed_rows(epochs: np.ndarray, source: Path | str) -> np.ndarray:
     return keep
 
 
-def _check_epochs(epochs: np.ndarray, source: Path | str) -> None:
-    unique, counts = np.unique(epochs, return_counts=True)
-    if np.any(counts > 1):
-        raise ValueError(f"{source}: column 'epoch': duplicate epochs {unique[counts > 1].tolist()}")
-    if np.any(np.diff(epochs) <= 0):
-        raise ValueError(f"{source}: column 'epoch': epochs are not increasing")
+def _logged_epochs(raw: np.ndarray, source: Path | str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(1-based epochs (E,) int64, (R,) bool rows kept) from a log's 0-based ``epoch`` values.
+
+    The rows kept are :func:`resumed_rows`'s, so the epochs are strictly increasing.
+
+    Raises:
+        ValueError: an epoch that is not a whole number, or negative (the message names the source
+            and the ``kind`` of field: ``column`` or ``metric``).
+    """
+    if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
+        raise ValueError(f"{source}: {kind} 'epoch' must hold whole numbers")
+    keep = resumed_rows(raw.astype(np.int64), source)
+    epochs = raw.astype(np.int64)[keep] + 1
     if epochs[0] < 1:
         raise ValueError(f"{source}: column 'epoch': negative epoch {int(epochs[0]) - 1}")
+    return epochs, keep
 
 
 def curve_from_history(
@@ -379,14 +381,9 @@ def curve_from_history(
     if size == 0:
         raise ValueError(f"{run}: no epochs in history")
     if "epoch" in metrics:
-        raw = metrics.pop("epoch")
-        if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-            raise ValueError(f"{run}: metric 'epoch' must hold whole numbers")
         # Appended logs (JSON lines of resumed or repeated fits) as a CSVLogger file's rows.
-        keep = resumed_rows(raw.astype(np.int64), run)
-        epochs = raw.astype(np.int64)[keep] + 1
+        epochs, keep = _logged_epochs(metrics.pop("epoch"), run, "metric")
         metrics = {name: values[keep] for name, values in metrics.items()}
-        _check_epochs(epochs, run)
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)
     metrics = _accuracy_fractions(canonical_names(metrics), run)
