@@ -427,12 +427,16 @@ def load_history_json(
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(_not_text(path, error)) from None
-    try:
-        payload: Any = json.loads(text)
-    except json.JSONDecodeError as error:
-        if not error.msg.startswith("Extra data"):
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
+    payload: Any
+    if path.suffix.lower() == ".jsonl":  # JSON lines, however many (one line parses as one object)
         payload = _json_lines(text, path)
+    else:
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as error:
+            if not error.msg.startswith("Extra data"):
+                raise ValueError(f"{path}: not valid JSON ({error})") from None
+            payload = _json_lines(text, path)
     if isinstance(payload, list):
         payload = _records_to_history(payload, path)
     if not isinstance(payload, dict):

@@ -135,6 +135,13 @@ def test_one_object_per_epoch(tmp_path: Path, form: str) -> None:
     np.testing.assert_array_equal(curve.metrics["val_loss"], [np.nan, 0.9, np.nan, 0.8])
 
 
+def test_a_jsonl_file_of_one_epoch_is_one_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "first.jsonl"
+    path.write_text(json.dumps({"epoch": 0, "loss": 1.0, "val_loss": 1.1}) + "\n")
+    curve = load_curve(path)
+    assert curve.epochs.tolist() == [1] and curve.metrics["val_loss"].tolist() == [1.1]
+
+
 def test_json_lines_appended_by_a_resumed_fit_read_as_a_csvlogger_file(tmp_path: Path) -> None:
     lines = [{"epoch": e, "loss": 1.0 - e / 10, "val_loss": 1.1 - e / 10} for e in (0, 1, 2, 1, 2, 3)]
     path = tmp_path / "resumed.jsonl"
