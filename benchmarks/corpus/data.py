@@ -544,6 +544,8 @@ VIEWS: dict[str, View] = {
     ),
     "moons": _v("moons", "make_moons noise 0.25, 400 train / 40 val", moons_view),
     "moons-big-val": _v("moons", "make_moons, 400 train / 2,000 val", moons_view, n_val=2000),
+    "moons-tiny-val": _v("moons", "make_moons noise 0.25, 400 train / 16 val", moons_view, n_val=16),
+    "wine-tiny-val": _v("wine", "wine 3-class standardised, 165 train / 13 val", wine_view, n_val=13),
     "moons-small-train": _v(
         "moons", "make_moons noise 0.35, 60 train / 500 val", moons_view, n_train=60, n_val=500, noise=0.35
     ),
@@ -605,6 +607,7 @@ VIEWS: dict[str, View] = {
     ),
     "bc-raw": _v("breast_cancer", "breast cancer in raw units", breast_cancer_view, scaled=False),
     "bc-small": _v("breast_cancer", "breast cancer, 40 train / 170 val", breast_cancer_view, n_train=40),
+    "bc-tiny-val": _v("breast_cancer", "breast cancer, 556 train / 13 val", breast_cancer_view, n_val=13),
     "bc-shuffled": _v(
         "breast_cancer", "breast cancer with permuted labels", breast_cancer_view, shuffled=True
     ),
@@ -631,6 +634,7 @@ VIEWS: dict[str, View] = {
         n_val=1000,
         std=4.0,
     ),
+    "blobs-tiny-val": _v("blobs", "make_blobs 4 clusters in 8-D (std 3), 800 / 16", blobs_view, n_val=16),
     "blobs-shuffled": _v("blobs", "make_blobs with permuted labels", blobs_view, shuffled=True),
 }
 

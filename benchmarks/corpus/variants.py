@@ -34,10 +34,10 @@ class Variant:
             (:func:`benchmarks.corpus.models.schedule_callbacks`).
         early_stop_patience: add ``EarlyStopping(val_loss, patience, restore_best_weights=True)``.
         kill_at: stop after this many epochs as if the process were killed (``complete: false``).
-        generation: 1 to 4; the first batch covers every finding in both splits; the third adds
+        generation: 1 to 5; the first batch covers every finding in both splits; the third adds
             the textures and diabetes families and mirrors of the test split's special runs; the
             fourth, runs at chance that the file alone must read right (shuffled labels, slow
-            starts on 5 and 6 classes).
+            starts on 5 and 6 classes); the fifth, validation sets of 13 to 16 examples.
         notes: what the design does, in words.
     """
 
@@ -1715,6 +1715,53 @@ def _tune_mirror_extras() -> list[Variant]:
     ]
 
 
+def _tiny_val_extras() -> list[Variant]:
+    """Validation sets of 13 to 16 examples (generation 5), as in small public projects: accuracy
+    moves in steps of 1/13 to 1/16, its binomial SD near 0.8 is about 0.1. Each family's sound
+    setting, then too slow, overfitting, oscillating, a plateau, an underfit and a dead network.
+    """
+    # view, hidden, Adam's rate, batch, budget, plateau model (name, kwargs)
+    families: list[tuple[str, tuple[int, ...], float, int, int, tuple[str, dict[str, Any]]]] = [
+        ("moons-tiny-val", (32, 32), 0.01, 32, 40, ("frozen_features", {"width": 2})),
+        ("wine-tiny-val", (16,), 0.003, 16, 80, ("frozen_features", {"width": 2})),
+        ("bc-tiny-val", (32,), 1e-3, 32, 40, ("frozen_features", {"width": 1})),
+        ("blobs-tiny-val", (32,), 0.003, 64, 40, ("bottleneck", {"width": 1})),
+    ]
+    out: list[Variant] = []
+    for view, hidden, lr, batch, epochs, plateau in families:
+        mk: dict[str, Any] = {"hidden": hidden}
+        note = "validation set of " + view.split("-")[0]
+        rows: list[tuple[str, str, str, dict[str, Any], str, float, int, tuple[str, ...], tuple[int, ...]]] = [
+            ("healthy", "healthy", "mlp", mk, "adam", lr, epochs, ("healthy",), (0, 1)),
+            ("too-slow", "lr_too_low", "mlp", mk, "sgd", 1e-3, 2 * epochs, ("too_slow",), (0,)),
+            ("overfit", "overfitting", "mlp", {"hidden": (256, 256)}, "adam", 1e-3, 2 * epochs,
+             ("overfitting",), (0, 1)),
+            ("oscillate", "lr_too_high", "mlp", mk, "adam", 0.05, epochs, ("oscillation",), (0,)),
+            ("plateau", "plateau", plateau[0], plateau[1], "adam", 0.01, epochs, ("plateau",), (0,)),
+            ("underfit", "underfitting", "mlp", {"hidden": (1,)}, "adam", 0.01, epochs, ("underfitting",), (0,)),
+            ("dead-net", "dead_net", "dead_mlp", mk, "adam", lr, 20, ("not_learning",), (0,)),
+        ]
+        for suffix, scenario, model, kwargs, opt, rate, budget, intended, seeds in rows:
+            out.append(
+                Variant(
+                    f"{view}-{suffix}",
+                    scenario,
+                    view,
+                    model,
+                    opt,
+                    rate,
+                    budget,
+                    intended,
+                    seeds,
+                    batch,
+                    kwargs,
+                    generation=5,
+                    notes=f"{scenario.replace('_', ' ')}, {opt} {rate:g}, {budget} epochs, tiny {note}",
+                )
+            )
+    return out
+
+
 def _blind_chance_probes() -> list[Variant]:
     """Runs at chance on the tune split that the file alone must read right (generation 4):
     shuffled labels on 5 and 6 classes with 1,000 and 40 validation examples (a model memorising
@@ -1814,6 +1861,7 @@ def all_variants() -> list[Variant]:
     out += _still_improving_extras()
     out += _tune_mirror_extras()
     out += _blind_chance_probes()
+    out += _tiny_val_extras()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:

@@ -1279,7 +1279,10 @@ def detect_oscillation(ctx: Context) -> Finding | None:
     sign changes, and only counts when the validation accuracy's own epoch-to-epoch scatter exceeds
     ``swing_z`` binomial SDs of an accuracy on the validation set: on a small validation set a
     jittery val_loss is the set's size, not the optimiser (binomial sampling SD of an accuracy,
-    sqrt(p (1 - p) / n)). When n is unknown and cannot be read off the grid, val_loss alone decides.
+    sqrt(p (1 - p) / n)). When n is unknown because fewer than three accuracy values give it,
+    the smallest grid the values lie on bounds n from below (:func:`infer_num_examples` with
+    ``min_distinct=1``), so the SD from above; a val_accuracy that never changes vetoes the swing;
+    else (no val_accuracy, or values on no grid) val_loss alone decides.
     """
     curve, cfg = ctx.curve, ctx.cfg
     stats: dict[str, tuple[float, float, float]] = {}
@@ -1297,9 +1300,17 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         swinging.append("loss")
     if "val_loss" in stats and stats["val_loss"][0] >= cfg.oscillation_ratio and stats["val_loss"][1] >= 0.3:
         beyond_sampling = True
-        if ctx.n_val and "val_accuracy" in stats:
-            level = float(np.median(finite_series(curve, "val_accuracy")[1]))  # type: ignore[index]
-            beyond_sampling = stats["val_accuracy"][2] > cfg.swing_z * ctx.accuracy_sd(level)
+        if "val_accuracy" in stats:
+            val_acc = finite_series(curve, "val_accuracy")[1]  # type: ignore[index]
+            # n unknown: the smallest grid the values lie on bounds it from below (so the SD from
+            # above), e.g. a run at 14/16 with an epoch or two at 15/16; an accuracy that never
+            # moves does not swing at all.
+            n = ctx.n_val or infer_num_examples(val_acc, min_distinct=1)
+            if n:
+                level = float(np.median(val_acc))
+                beyond_sampling = stats["val_accuracy"][2] > cfg.swing_z * binomial_sd(level, n)
+            elif np.unique(val_acc).size <= 1:
+                beyond_sampling = False
         if beyond_sampling:
             swinging.append("val_loss")
     if not swinging:

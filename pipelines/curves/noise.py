@@ -96,7 +96,7 @@ def estimate_noise(
     return max(sigma, floor)
 
 
-def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000) -> int | None:
+def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000, min_distinct: int = 3) -> int | None:
     """Number of examples behind an accuracy curve, read off the grid its values lie on.
 
     An accuracy on n examples is k / n; Keras computes it in float32 (an exact integer count
@@ -111,19 +111,23 @@ def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000) -> int | Non
         values: (E,) float accuracies; non-finite entries and exact 0 / 1 (on every grid) are
             ignored.
         max_n: largest n considered (examples), at most 2**24 (exact in float32).
+        min_distinct: fewest distinct informative values read (>= 1). With fewer than three, the
+            n returned is a lower bound: the smallest grid the values lie on (28/32 and 30/32
+            give 16; 0.875 alone gives 8), never above the true n, so an accuracy SD computed
+            from it is an upper bound.
 
     Returns:
-        n (examples), or None when fewer than three distinct values are informative or no
-        n <= ``max_n`` fits them all.
+        n (examples), or None when fewer than ``min_distinct`` distinct values are informative or
+        no n <= ``max_n`` fits them all.
     """
-    return _infer_num_examples(np.asarray(values, dtype=np.float64).tobytes(), max_n)
+    return _infer_num_examples(np.asarray(values, dtype=np.float64).tobytes(), max_n, max(1, min_distinct))
 
 
 @functools.lru_cache(maxsize=512)
-def _infer_num_examples(raw: bytes, max_n: int) -> int | None:
+def _infer_num_examples(raw: bytes, max_n: int, min_distinct: int) -> int | None:
     y = np.frombuffer(raw, dtype=np.float64)
     y = np.unique(y[np.isfinite(y) & (y > 0.0) & (y < 1.0)])
-    if y.size < 3:
+    if y.size < min_distinct:
         return None
     as32 = y.astype(np.float32)
     dtype = np.float32 if np.array_equal(as32.astype(np.float64), y) else np.float64

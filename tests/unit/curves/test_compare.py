@@ -122,6 +122,16 @@ def test_infer_num_examples_reads_the_accuracy_grid():
     assert infer_num_examples(np.array([0.0, 1.0, 0.5, np.nan])) is None  # too few informative
 
 
+def test_infer_num_examples_from_fewer_values_is_a_lower_bound():
+    # 28/32 and 30/32 also lie on the grid of 16: fewer than three values give at most the true n.
+    two = np.float32([28 / 32, 30 / 32, 28 / 32])
+    assert infer_num_examples(two) is None
+    assert infer_num_examples(two, min_distinct=2) == 16
+    assert infer_num_examples(np.float32([12 / 13, 1.0]), min_distinct=1) == 13
+    assert infer_num_examples(np.float32([0.875]), min_distinct=1) == 8
+    assert infer_num_examples(np.float32([1.0, 0.0]), min_distinct=1) is None  # on every grid
+
+
 def test_seed_offsets_on_a_small_validation_set_are_not_flagged():
     # Real seeds on a fixed 600-example validation set shift the whole curve by about the binomial
     # SD (0.9 points at 0.95) while the epoch-to-epoch noise is ~0.1 points: per-epoch noise alone

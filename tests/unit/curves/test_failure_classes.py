@@ -337,6 +337,27 @@ def test_jittery_val_loss_on_a_small_validation_set_is_not_oscillation() -> None
         assert diagnosis.has("overfitting"), (seed, diagnosis.codes)
 
 
+def test_jittery_val_loss_with_an_accuracy_that_barely_moves_is_not_oscillation() -> None:
+    # A corpus run of the tune split (moons, 16 validation examples, Adam 0.01): val_accuracy sits
+    # at 14/16 for 39 of 40 epochs, so the file alone cannot say n; val_loss jitters while it
+    # rises (overfitting). The one other value bounds n from below (the grid of 16), and the
+    # accuracy's scatter is far inside that set's binomial SD (0.08).
+    from pathlib import Path
+
+    from pipelines.curves.io import load_curve
+
+    csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "moons-tiny-val-healthy-s0.csv"
+    diagnosis = diagnose(load_curve(csv))
+    assert diagnosis.has("overfitting") and not diagnosis.has("oscillation"), diagnosis.codes
+    # The same val_loss with an accuracy that never moves at all is no swing either.
+    curve = load_curve(csv)
+    curve.metrics["val_accuracy"] = np.full_like(curve.metrics["val_accuracy"], 0.875)
+    assert not diagnose(curve).has("oscillation")
+    # With the val_accuracy swinging by whole examples from epoch to epoch (3 SDs), it is.
+    curve.metrics["val_accuracy"] = np.where(np.arange(40) % 2 == 0, 0.5625, 1.0)
+    assert diagnose(curve).has("oscillation")
+
+
 def test_a_swinging_val_loss_that_keeps_rising_is_overfitting() -> None:
     # val_loss doubles from its minimum at epoch 9 while swinging +-0.08 from epoch to epoch; one
     # of the last epochs dips back. The level has risen far beyond the swings: overfitting.
