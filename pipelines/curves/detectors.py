@@ -1282,7 +1282,8 @@ def detect_oscillation(ctx: Context) -> Finding | None:
     sqrt(p (1 - p) / n)). When n is unknown because fewer than three accuracy values give it,
     the smallest grid the values lie on bounds n from below (:func:`infer_num_examples` with
     ``min_distinct=1``), so the SD from above; a val_accuracy that never changes vetoes the swing;
-    else (no val_accuracy, or values on no grid) val_loss alone decides.
+    else (no val_accuracy, or values on no grid) val_loss alone decides. A val_loss measured every
+    k-th epoch (:func:`validation_frequency`) is not judged: its values are k epochs apart.
     """
     curve, cfg = ctx.curve, ctx.cfg
     stats: dict[str, tuple[float, float, float]] = {}
@@ -1298,7 +1299,17 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         and stats["loss"][2] > _loss_sampling_sd(curve, cfg)
     ):
         swinging.append("loss")
-    if "val_loss" in stats and stats["val_loss"][0] >= cfg.oscillation_ratio and stats["val_loss"][1] >= 0.3:
+    # Swings are changes from one epoch to the next: with validation every k-th epoch
+    # (fit(validation_freq=k)) consecutive values are k epochs apart, and their second
+    # differences carry the curve's own bend (8 values of a saturating run look like scatter),
+    # so only the training loss, logged every epoch, can show them.
+    sparse = validation_frequency(curve, "val_loss") is not None
+    if (
+        "val_loss" in stats
+        and not sparse
+        and stats["val_loss"][0] >= cfg.oscillation_ratio
+        and stats["val_loss"][1] >= 0.3
+    ):
         beyond_sampling = True
         if "val_accuracy" in stats:
             val_acc = finite_series(curve, "val_accuracy")[1]  # type: ignore[index]

@@ -399,6 +399,11 @@ def test_oscillation() -> None:
     assert _hits(lambda s: healthy(s, noise=0.01), "oscillation") == 0.0
 
 
+def test_oscillation_with_validation_every_few_epochs_is_read_off_the_training_loss() -> None:
+    # fit(validation_freq=3): the swinging training loss, logged every epoch, still shows it.
+    assert _hits(lambda s: _validated_every(oscillating(s), 3), "oscillation") >= 0.85
+
+
 def test_too_slow() -> None:
     assert _hits(slow, "too_slow") == 1.0
     diagnosis = diagnose(slow(0))
@@ -486,9 +491,7 @@ def _validated_every(curve: Curve, k: int) -> Curve:
     return dataclasses.replace(curve, metrics=metrics)
 
 
-# (Every 5th epoch of 40 is read as oscillation: 8 values of a saturating curve give large second
-# differences, which the noise estimate takes for scatter. Not handled.)
-@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("k", [2, 3, 5])
 def test_validation_every_k_epochs_is_not_missing_epochs(k: int) -> None:
     sparse = _validated_every(healthy(0, epochs=40), k)
     assert validation_frequency(sparse, "val_accuracy") == k
