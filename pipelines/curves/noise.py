@@ -119,8 +119,13 @@ def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000, min_distinct
     Returns:
         n (examples), or None when fewer than ``min_distinct`` distinct values are informative or
         no n <= ``max_n`` fits them all.
+
+    Raises:
+        ValueError: ``min_distinct`` < 1.
     """
-    return _infer_num_examples(np.asarray(values, dtype=np.float64).tobytes(), max_n, max(1, min_distinct))
+    if min_distinct < 1:
+        raise ValueError(f"infer_num_examples: min_distinct must be >= 1, got {min_distinct}")
+    return _infer_num_examples(np.asarray(values, dtype=np.float64).tobytes(), max_n, min_distinct)
 
 
 @functools.lru_cache(maxsize=512)

@@ -130,6 +130,8 @@ def test_infer_num_examples_from_fewer_values_is_a_lower_bound():
     assert infer_num_examples(np.float32([12 / 13, 1.0]), min_distinct=1) == 13
     assert infer_num_examples(np.float32([0.875]), min_distinct=1) == 8
     assert infer_num_examples(np.float32([1.0, 0.0]), min_distinct=1) is None  # on every grid
+    with pytest.raises(ValueError, match="min_distinct"):
+        infer_num_examples(two, min_distinct=0)
 
 
 def test_seed_offsets_on_a_small_validation_set_are_not_flagged():
