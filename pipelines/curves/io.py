@@ -329,7 +329,7 @@ def _logged_epochs(raw: np.ndarray, source: Path | str, kind: str) -> tuple[np.n
     keep = resumed_rows(raw.astype(np.int64), source)
     epochs = raw.astype(np.int64)[keep] + 1
     if epochs[0] < 1:
-        raise ValueError(f"{source}: column 'epoch': negative epoch {int(epochs[0]) - 1}")
+        raise ValueError(f"{source}: {kind} 'epoch': negative epoch {int(epochs[0]) - 1}")
     return epochs, keep
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.curves.batch import EPOCH_CONVENTION
+from pipelines.curves.detectors import validation_frequency
 from pipelines.curves.diagnose import Diagnosis
 from pipelines.curves.findings import Code
 from pipelines.curves.types import Curve, Finding, Severity
@@ -555,8 +556,6 @@ def _xy(c: Curve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     validation_frequency`): its unmeasured epochs are left out so that the measured ones join up,
     or the line would have no segment at all.
     """
-    from pipelines.curves.detectors import validation_frequency
-
     y = c.get(metric)
     if y is None or len(y) == 0 or not np.any(np.isfinite(np.asarray(y, dtype=float))):
         return None

@@ -349,3 +349,12 @@ def test_resumed_rows_keeps_the_training_that_went_on(epochs: list[int], kept: l
 def test_resumed_rows_keeps_the_last_training(epochs: list[int], kept: list[int]) -> None:
     keep = resumed_rows(np.asarray(epochs, dtype=np.int64), "run.csv")
     assert np.flatnonzero(keep).tolist() == kept
+
+
+def test_a_negative_epoch_is_refused_naming_the_field(tmp_path: Path) -> None:
+    csv_file = tmp_path / "log.csv"
+    csv_file.write_text("epoch,loss,val_loss\n-1,0.9,1.0\n0,0.8,0.9\n")
+    with pytest.raises(ValueError, match=r"log\.csv: column 'epoch': negative epoch -1"):
+        load_curve(csv_file)
+    with pytest.raises(ValueError, match=r"run: metric 'epoch': negative epoch -1"):
+        curve_from_history({"epoch": [-1, 0], "loss": [0.9, 0.8], "val_loss": [1.0, 0.9]}, run="run")
