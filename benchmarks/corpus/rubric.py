@@ -71,6 +71,7 @@ Z = 2.0  # binomial standard deviations for "beyond chance" and accuracy gaps
 PRIOR_LOSS_SHARE = 0.9  # not_learning: val_loss never below 90 % of the prior's loss
 FROZEN_LOSS_RANGE = 0.001  # not_learning: training loss within 0.1 % of its level all run
 DIVERGENCE_FACTOR = 10.0  # divergence: training loss above 10x the prior's loss
+BLOWUP_FACTOR = 100.0  # divergence: training loss rose above 100x its lowest value, and stays up
 OVERFIT_MIN_BEFORE_END = 3  # epochs between val_loss's minimum and the end
 OVERFIT_RISE = 0.10  # relative rise of val_loss above its minimum (and 3x its epoch-to-epoch noise)
 PLATEAU_GAP = 0.03  # plateau/underfitting/healthy: accuracy gap to the ceiling (floor)
@@ -176,7 +177,7 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     ends_dead = va[-1] <= band or not np.isfinite(tl[-1])
     # Collapse: the run learned (beyond chance), then its training loss rose > 10x above its
     # lowest value and it ends at chance (a learning rate ramped past the stable range).
-    collapse = False
+    collapse = blowup = False
     if np.isfinite(tl).sum() >= 3:
         i_low = int(np.nanargmin(np.where(np.isfinite(tl), tl, np.nan)))
         after = tl[i_low:][np.isfinite(tl[i_low:])]
@@ -184,6 +185,14 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
             np.nanmax(va) > ctx.chance_band()
             and va[-1] <= band
             and after.max() > DIVERGENCE_FACTOR * tl[i_low]
+        )
+        # Blow-up: after its lowest value the training loss rose more than 100-fold and ends above
+        # 10x the prior's loss. An L2 penalty makes a loss large from the start, never 100x its own
+        # minimum later, so an accuracy that holds meanwhile (logits blown up) does not excuse it.
+        blowup = bool(
+            np.isfinite(tl[-1])
+            and tl[-1] > DIVERGENCE_FACTOR * ctx.prior_loss
+            and after.max() > BLOWUP_FACTOR * tl[i_low]
         )
     # Never back: the lowest val_loss of the whole run is 10x the prior's loss (weights blown up,
     # logits huge), whatever the accuracy.
@@ -193,9 +202,10 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
         nonfinite=nonfinite,
         max_train_loss=round(max_tl, 4) if math.isfinite(max_tl) else "inf",
         collapse=collapse,
+        blowup=blowup,
         val_loss_never_below_10x_prior=never_back,
     )
-    if nonfinite or (blown and ends_dead) or collapse or never_back:
+    if nonfinite or (blown and ends_dead) or collapse or blowup or never_back:
         v.findings.add("divergence")
     # --- not_learning: val_accuracy never beyond the chance band and val_loss never below 90 %
     # of the prior's loss (nothing learned beyond the prior), unless val_loss falls steadily.
