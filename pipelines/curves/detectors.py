@@ -782,8 +782,12 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     if train_acc is not None:
         t_tail = _tail(train_acc, onset)
         t_noise = estimate_noise(train_acc[1])
-        if t_tail.size and float(np.max(t_tail)) > level + max(0.02, 3 * t_noise):
-            return None  # training accuracy is better: the model learns something
+        # Better and moving: the model learns something. Training accuracy frozen at one value
+        # over the same span (to 1e-6: a training set's grid is not known) is the same fixed
+        # prediction scored on other labels, however much higher it sits.
+        moving = t_tail.size >= 2 and float(np.ptp(t_tail)) > 1e-6
+        if moving and float(np.max(t_tail)) > level + max(0.02, 3 * t_noise):
+            return None
     # The loss floor of a constant prediction: the prior's entropy when the class prior is known;
     # else H2(level), the binary entropy of the frozen accuracy, a lower bound for any task (a
     # constant prediction scoring ``level`` has cross-entropy >= H(labels) by Gibbs' inequality,

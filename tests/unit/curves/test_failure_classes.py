@@ -134,6 +134,33 @@ def test_a_dead_network_is_not_learning_from_the_file_alone() -> None:
     assert not diagnose(_curve(learned)).has("not_learning")
 
 
+def test_training_accuracy_frozen_above_validation_is_still_not_learning() -> None:
+    # Every layer frozen (trainable=False): each epoch logs the same four numbers. The training set
+    # scores the fixed prediction higher (0.386) than the validation set (0.363), which once read
+    # as "training is better, it learns"; a training accuracy that never moves learns nothing.
+    frozen = {
+        "accuracy": np.full(13, 0.38625),
+        "loss": np.full(13, 1.406663),
+        "val_accuracy": np.full(13, 109 / 300, dtype=np.float32).astype(float),
+        "val_loss": np.full(13, 1.40552),
+    }
+    diagnosis = diagnose(_curve(frozen))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    # Dead ReLUs on an imbalanced task: predictions fixed on the majority class (0.71 of the
+    # training set, 0.673 of the validation set) while the output bias calibrates the loss.
+    t = np.arange(20)
+    dead = {
+        "accuracy": np.full(20, 0.71),
+        "loss": 0.82 + 0.27 * np.exp(-t / 7),
+        "val_accuracy": np.full(20, 202 / 300, dtype=np.float32).astype(float),
+        "val_loss": 0.86 + 0.21 * np.exp(-t / 7),
+    }
+    assert diagnose(_curve(dead)).verdict == "not_learning"
+    # The same validation accuracy with a training accuracy that climbs above it is not frozen.
+    climbing = dict(frozen, accuracy=np.linspace(0.40, 0.60, 13), loss=np.linspace(1.40, 1.0, 13))
+    assert not diagnose(_curve(climbing)).has("not_learning")
+
+
 def test_a_healthy_imbalanced_run_is_not_called_not_learning() -> None:
     rng = np.random.default_rng(1)
     t = np.arange(30)
