@@ -77,6 +77,7 @@ OVERFIT_RISE = 0.10  # relative rise of val_loss above its minimum (and 3x its e
 PLATEAU_GAP = 0.03  # plateau/underfitting/healthy: accuracy gap to the ceiling (floor)
 STALL_EPOCHS = 5  # a stall lasts at least this many epochs (and a quarter of the run)
 SLOW_LOSS_FACTOR = 1.5  # too_slow: lowest val_loss above 1.5x the healthy runs' lowest
+TRAIN_OSC_SWING = 0.10  # oscillation (acceptable only): the training loss's median change over its median
 OSC_SWING = 0.05  # oscillation: floor of val_loss's median epoch-to-epoch change over its median
 STEADY_LATE_SHARE = 0.10  # too_slow: the last third brings >= 10 % of val_loss's total fall
 
@@ -356,6 +357,18 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
             v.findings.add("oscillation")
         elif flips >= 0.3 and swing >= max(OSC_SWING, loss_noise) / 2:
             v.borderline.add("oscillation")
+        # The training loss swinging up and down: the mean over the whole training set does not
+        # scatter by sampling as val_loss does, so a median epoch-to-epoch change of 10 % of its
+        # level, changing direction on 40 % of the epochs, is the optimiser overshooting (a rate
+        # too high). Acceptable beside what the validation curves show, never required.
+        tseg = tl_f[start:] if len(tl_f) > start else tl_f[:0]
+        if tseg.size >= 4:
+            td = np.diff(tseg)
+            t_flips = float((np.sign(td[1:]) * np.sign(td[:-1]) < 0).mean())
+            t_swing = float(np.median(np.abs(td)) / max(float(np.median(tseg)), 1e-12))
+            f.update(train_loss_flips=round(t_flips, 3), train_loss_swing=round(t_swing, 4))
+            if t_flips >= 0.4 and t_swing >= TRAIN_OSC_SWING:
+                v.borderline.add("oscillation")
 
     # --- healthy: no problem found, beyond chance and close to the ceiling.
     problems = v.findings - {"incomplete"}
