@@ -437,7 +437,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
        the classes are unknown), and the run ending at chance (with no chance level: the loss
        fixed within 10% over at least 2 epochs after the peak): the weights were thrown so far
-       that every unit died, and the network now predicts the prior.
+       that every unit died, and the network now predicts the prior. With no chance level, a
+       peak above 10 x ln(``MAX_INFERRED_CLASSES``) whose loss still ends above rule 4's bound
+       (``BLIND_LOSS_FACTOR`` x ln(``MAX_INFERRED_CLASSES``)) diverged too, from epoch 2 on.
 
     3b. Without a chance level, a collapse: the training loss rose to 10 x its minimum after it, and
        val_accuracy ends frozen (within 2.5 grid steps) for max(3, a fifth of the run) epochs more
@@ -575,6 +577,28 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             f"val_loss never came below {fmt(float(np.min(vl[1])))}, over {factor:g} x {against}: the "
             "predictions are wildly overconfident and wrong (blown-up weights or unscaled inputs)",
             (LR_HIGH, EXPLODING, INPUTS),
+        )
+    # Rule 3, without a chance level, also: a training loss that exploded past ten times rule 4's
+    # bound and still ends above it (twice ln of the most classes inferred), however short the run:
+    # no classifier's cross-entropy sits there once it has recovered.
+    if (
+        entropy is None
+        and classifier
+        and y.size >= 2
+        and int(np.argmax(y)) < y.size - 1
+        and float(np.max(y)) > 10 * math.log(MAX_INFERRED_CLASSES)
+        and float(y[-1]) > BLIND_LOSS_FACTOR * math.log(MAX_INFERRED_CLASSES)
+    ):
+        peak = int(np.argmax(y))
+        return make_finding(
+            Code.DIVERGENCE,
+            Severity.CRITICAL,
+            int(x[peak]),
+            {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": None, "died": False},
+            f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and is still "
+            f"{fmt(float(y[-1]))} at epoch {int(x[-1])}, over {BLIND_LOSS_FACTOR:g} x ln "
+            f"{MAX_INFERRED_CLASSES} ({fmt(BLIND_LOSS_FACTOR * math.log(MAX_INFERRED_CLASSES))}): it has not recovered",
+            (LR_HIGH, EXPLODING),
         )
     if y.size < 3:
         return None

@@ -461,6 +461,23 @@ def test_two_epochs_at_chance_with_an_exploded_loss_is_not_healthy() -> None:
     assert not diagnosis.has("healthy")
 
 
+def test_two_epochs_of_an_exploded_loss_that_has_not_recovered_is_divergence_from_the_file_alone() -> None:
+    # Adam at 5.0 for 2 epochs, no class count: the training loss 14,564 then 19.8, still above
+    # 2 x ln 1000 (13.8), beyond any classifier's cross-entropy once recovered.
+    metrics = {
+        "accuracy": np.array([0.1295, 0.097]),
+        "loss": np.array([14564.2, 19.79]),
+        "val_accuracy": np.array([0.101, 0.108]),
+        "val_loss": np.array([4.81, 2.53]),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "divergence", diagnosis.codes
+    assert "has not recovered" in diagnosis.findings[0].message
+    # The same blow-up with a training loss back under the bound is not called from two epochs.
+    recovered = dict(metrics, loss=np.array([14564.2, 2.1]))
+    assert not diagnose(_curve(recovered)).has("divergence")
+
+
 def test_a_short_run_collapsing_to_chance_is_flagged() -> None:
     metrics = {
         "accuracy": np.array([0.55, 0.70, 0.76, 0.80, 0.82, 0.83]),
