@@ -299,9 +299,9 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
         and not steady
         and "divergence" not in v.findings
     ):
-        if best < ctx.ceiling - gap_floor(ctx.ceiling):
+        if best < ctx.ceiling - max(gap_floor(ctx.ceiling), gap_floor(best)):
             v.findings.add("plateau")
-        elif best < ctx.ceiling - gap_floor(ctx.ceiling) / 2:
+        elif best < ctx.ceiling - max(gap_floor(ctx.ceiling), gap_floor(best)) / 2:
             v.borderline.add("plateau")
 
     # --- overfitting: val_loss's minimum >= 3 epochs before the end, the last epochs above it by
