@@ -1731,14 +1731,35 @@ def _tiny_val_extras() -> list[Variant]:
     for view, hidden, lr, batch, epochs, plateau in families:
         mk: dict[str, Any] = {"hidden": hidden}
         note = "validation set of " + view.split("-")[0]
-        rows: list[tuple[str, str, str, dict[str, Any], str, float, int, tuple[str, ...], tuple[int, ...]]] = [
+        rows: list[
+            tuple[str, str, str, dict[str, Any], str, float, int, tuple[str, ...], tuple[int, ...]]
+        ] = [
             ("healthy", "healthy", "mlp", mk, "adam", lr, epochs, ("healthy",), (0, 1)),
             ("too-slow", "lr_too_low", "mlp", mk, "sgd", 1e-3, 2 * epochs, ("too_slow",), (0,)),
-            ("overfit", "overfitting", "mlp", {"hidden": (256, 256)}, "adam", 1e-3, 2 * epochs,
-             ("overfitting",), (0, 1)),
+            (
+                "overfit",
+                "overfitting",
+                "mlp",
+                {"hidden": (256, 256)},
+                "adam",
+                1e-3,
+                2 * epochs,
+                ("overfitting",),
+                (0, 1),
+            ),
             ("oscillate", "lr_too_high", "mlp", mk, "adam", 0.05, epochs, ("oscillation",), (0,)),
             ("plateau", "plateau", plateau[0], plateau[1], "adam", 0.01, epochs, ("plateau",), (0,)),
-            ("underfit", "underfitting", "mlp", {"hidden": (1,)}, "adam", 0.01, epochs, ("underfitting",), (0,)),
+            (
+                "underfit",
+                "underfitting",
+                "mlp",
+                {"hidden": (1,)},
+                "adam",
+                0.01,
+                epochs,
+                ("underfitting",),
+                (0,),
+            ),
             ("dead-net", "dead_net", "dead_mlp", mk, "adam", lr, 20, ("not_learning",), (0,)),
         ]
         for suffix, scenario, model, kwargs, opt, rate, budget, intended, seeds in rows:

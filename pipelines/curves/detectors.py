@@ -590,6 +590,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
         and float(y[-1]) > BLIND_LOSS_FACTOR * math.log(MAX_INFERRED_CLASSES)
     ):
         peak = int(np.argmax(y))
+        bound = BLIND_LOSS_FACTOR * math.log(MAX_INFERRED_CLASSES)
         return make_finding(
             Code.DIVERGENCE,
             Severity.CRITICAL,
@@ -597,7 +598,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": None, "died": False},
             f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and is still "
             f"{fmt(float(y[-1]))} at epoch {int(x[-1])}, over {BLIND_LOSS_FACTOR:g} x ln "
-            f"{MAX_INFERRED_CLASSES} ({fmt(BLIND_LOSS_FACTOR * math.log(MAX_INFERRED_CLASSES))}): it has not recovered",
+            f"{MAX_INFERRED_CLASSES} ({fmt(bound)}): it has not recovered",
             (LR_HIGH, EXPLODING),
         )
     if y.size < 3:
