@@ -183,9 +183,10 @@ def test_low_plateau_is_a_stall_even_when_smooth() -> None:
 
 
 def test_below_baseline_is_a_stall() -> None:
-    curve = healthy(0, tau=2.0, top=0.8)
+    # At 0.86 (training 0.89: an error under underfit_error) nothing else makes it a stall.
+    curve = healthy(0, tau=2.0, top=0.86)
     assert not diagnose(curve).has("plateau")
-    diagnosis = diagnose(curve, baseline_accuracy=0.84)
+    diagnosis = diagnose(curve, baseline_accuracy=0.90)
     assert diagnosis.has("plateau")
     finding = next(f for f in diagnosis.findings if f.code == "plateau")
     assert "below_baseline" in finding.evidence["stall_reasons"]
@@ -326,9 +327,10 @@ def test_underfitting_low_train_and_val() -> None:
 
 
 def test_underfitting_against_baseline() -> None:
-    curve = healthy(1, tau=2.0, top=0.8)
+    # Training at 0.89 (an error under underfit_error): low only against a baseline of 0.95.
+    curve = healthy(1, tau=2.0, top=0.86)
     assert not diagnose(curve).has("underfitting")
-    assert diagnose(curve, baseline_accuracy=0.9).has("underfitting")
+    assert diagnose(curve, baseline_accuracy=0.95).has("underfitting")
 
 
 def test_not_learning_at_chance() -> None:

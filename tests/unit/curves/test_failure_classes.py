@@ -310,6 +310,26 @@ def test_train_and_validation_low_and_flat_together_is_underfitting_without_a_ba
     assert not diagnose(_curve(metrics)).has("underfitting")
 
 
+def test_training_a_few_points_above_validation_at_a_low_level_is_still_underfitting() -> None:
+    # A 10-class MLP too small for its task: training flat at 0.80, validation at 0.77 on 2,000
+    # examples. A gap of 0.03 is no model fitting its training set (its error stays at 0.20): both
+    # sit low together. A gap of 0.08 at the same training level is a model that does fit better.
+    rng = np.random.default_rng(5)
+    t = np.arange(20)
+    rise = 1 - np.exp(-t / 2)
+    metrics = {
+        "accuracy": 0.58 + 0.22 * rise + rng.normal(0, 0.002, 20),
+        "loss": 0.78 + 8 * np.exp(-t / 1.2) + rng.normal(0, 0.002, 20),
+        "val_accuracy": _grid(0.66 + 0.11 * rise + rng.normal(0, 0.003, 20), 2000),
+        "val_loss": 0.83 + 4 * np.exp(-t / 1.5) + rng.normal(0, 0.003, 20),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.has("underfitting"), diagnosis.codes
+    assert next(f for f in diagnosis.findings if f.code == "underfitting").evidence["basis"] == "fit"
+    apart = dict(metrics, val_accuracy=_grid(0.64 + 0.08 * rise + rng.normal(0, 0.003, 20), 2000))
+    assert not diagnose(_curve(apart)).has("underfitting")
+
+
 def test_a_creep_at_a_low_level_on_a_large_validation_set_is_underfitting() -> None:
     # A corpus run of the tune split (5 classes, an MLP held down by L2 0.1, 1,000 validation
     # examples): validation creeps 0.58 -> 0.595 over the last third, a significant trend on so
