@@ -1297,6 +1297,38 @@ def _loss_sampling_sd(curve: Curve, cfg: DiagnoseConfig) -> float:
     return cfg.loss_sd_ratio * abs(float(np.median(loss[1]))) / math.sqrt(n_train)
 
 
+#: After the first fifth of a run: share of the training loss's steps that change direction, and
+#: its median step as a share of its median level, at or above which it swings (see below).
+LATE_SWING_CHANGES = 0.3
+LATE_SWING_STEP = 0.1
+
+
+def _late_loss_swings(curve: Curve, cfg: DiagnoseConfig) -> bool:
+    """The training loss swinging after its first fall: over the run after its first fifth (at
+    least ``MIN_SWING_EPOCHS`` values), its steps change direction on at least
+    ``LATE_SWING_CHANGES`` of them and their median size is at least ``LATE_SWING_STEP`` of the
+    loss's median level and beyond what the training set's size explains
+    (:func:`_loss_sampling_sd`).
+
+    Against the trend's extent (:func:`swing`), the first fall dwarfs any later swing; against its
+    own level, a mean over the whole training set does not move by a tenth from epoch to epoch
+    once it has converged, but an optimiser overshooting does (Adam at 0.05 on a tabular task:
+    0.04 to 0.12 and back, again and again).
+    """
+    series = finite_series(curve, "loss")
+    if series is None:
+        return False
+    y = series[1][series[1].size // 5 :]
+    if y.size < MIN_SWING_EPOCHS:
+        return False
+    d = np.diff(y)
+    signs = np.sign(d[np.abs(d) > 1e-12])
+    if signs.size < 2 or float(np.mean(signs[1:] != signs[:-1])) < LATE_SWING_CHANGES:
+        return False
+    step, level = float(np.median(np.abs(d))), abs(float(np.median(y)))
+    return step >= LATE_SWING_STEP * level and step > _loss_sampling_sd(curve, cfg)
+
+
 def detect_oscillation(ctx: Context) -> Finding | None:
     """Losses swinging up and down from epoch to epoch, large against their trend: a learning rate
     too high.
@@ -1304,7 +1336,8 @@ def detect_oscillation(ctx: Context) -> Finding | None:
     The training loss swings when its noise-to-trend ratio is at least ``oscillation_ratio`` / 2
     with sign changes in at least 20% of its steps, and its noise SD exceeds what the training
     set's size explains (:func:`_loss_sampling_sd`: a mean over 400 examples scatters by a tenth
-    of its level). The validation loss swings at ``oscillation_ratio`` with 30%
+    of its level); or when, after its first fall, its steps are large against its own level
+    (:func:`_late_loss_swings`). The validation loss swings at ``oscillation_ratio`` with 30%
     sign changes, and only counts when the validation accuracy's own epoch-to-epoch scatter exceeds
     ``swing_z`` binomial SDs of an accuracy on the validation set: on a small validation set a
     jittery val_loss is the set's size, not the optimiser (binomial sampling SD of an accuracy,
@@ -1326,7 +1359,7 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         and stats["loss"][0] >= cfg.oscillation_ratio / 2
         and stats["loss"][1] >= 0.2
         and stats["loss"][2] > _loss_sampling_sd(curve, cfg)
-    ):
+    ) or _late_loss_swings(curve, cfg):
         swinging.append("loss")
     # Swings are changes from one epoch to the next: with validation every k-th epoch
     # (fit(validation_freq=k)) consecutive values are k epochs apart, and their second
