@@ -1297,17 +1297,11 @@ def _loss_sampling_sd(curve: Curve, cfg: DiagnoseConfig) -> float:
     return cfg.loss_sd_ratio * abs(float(np.median(loss[1]))) / math.sqrt(n_train)
 
 
-#: After the first fifth of a run: share of the training loss's steps that change direction, and
-#: its median step as a share of its median level, at or above which it swings (see below).
-LATE_SWING_CHANGES = 0.3
-LATE_SWING_STEP = 0.1
-
-
 def _late_loss_swings(curve: Curve, cfg: DiagnoseConfig) -> bool:
     """The training loss swinging after its first fall: over the run after its first fifth (at
     least ``MIN_SWING_EPOCHS`` values), its steps change direction on at least
-    ``LATE_SWING_CHANGES`` of them and their median size is at least ``LATE_SWING_STEP`` of the
-    loss's median level and beyond what the training set's size explains
+    ``cfg.late_swing_changes`` of them and their median size is at least ``cfg.late_swing_step`` of
+    the loss's median level and beyond what the training set's size explains
     (:func:`_loss_sampling_sd`).
 
     Against the trend's extent (:func:`swing`), the first fall dwarfs any later swing; against its
@@ -1323,10 +1317,10 @@ def _late_loss_swings(curve: Curve, cfg: DiagnoseConfig) -> bool:
         return False
     d = np.diff(y)
     signs = np.sign(d[np.abs(d) > 1e-12])
-    if signs.size < 2 or float(np.mean(signs[1:] != signs[:-1])) < LATE_SWING_CHANGES:
+    if signs.size < 2 or float(np.mean(signs[1:] != signs[:-1])) < cfg.late_swing_changes:
         return False
     step, level = float(np.median(np.abs(d))), abs(float(np.median(y)))
-    return step >= LATE_SWING_STEP * level and step > _loss_sampling_sd(curve, cfg)
+    return step >= cfg.late_swing_step * level and step > _loss_sampling_sd(curve, cfg)
 
 
 def detect_oscillation(ctx: Context) -> Finding | None:

@@ -29,6 +29,13 @@ class DiagnoseConfig(BaseModel):
         gap_widening_sd: binomial SDs of an accuracy on the validation set (and at least 3 noise
             SDs) the train-validation accuracy gap must grow by over a plateau to make it a stall.
         oscillation_ratio: noise SD / trend extent of a loss above which it swings.
+        late_swing_step: after the first fifth of the run, a training loss whose median
+            epoch-to-epoch step is at least this share of its median level (and beyond its
+            sampling scatter) swings, when its steps also change direction often enough
+            (``late_swing_changes``): a converged mean over the training set does not move by a
+            tenth of itself each epoch.
+        late_swing_changes: share of those steps that must change direction (fitted on the tune
+            split: 0.3, 0.35 and 0.4 tried).
         overfit_rise: share of its own level val_loss must rise above its minimum, sustained over
             the last ``min_plateau_epochs`` epochs, to be overfitting (smaller rises leave the best
             epoch's choice to noise).
@@ -66,6 +73,8 @@ class DiagnoseConfig(BaseModel):
     swing_z: float = Field(1.0, gt=0.0)
     gap_widening_sd: float = Field(4.0, gt=0.0)
     oscillation_ratio: float = Field(0.065, gt=0.0)
+    late_swing_step: float = Field(0.1, gt=0.0)
+    late_swing_changes: float = Field(0.3, gt=0.0, le=1.0)
     overfit_rise: float = Field(0.1, gt=0.0)
     loss_sd_ratio: float = Field(2.0, gt=0.0)
     overfit_sd_ratio: float = Field(1.5, gt=0.0)
