@@ -118,6 +118,72 @@ def _accuracy_fractions(metrics: dict[str, np.ndarray], source: Path | str) -> d
     return out
 
 
+#: Cross-entropy metrics (https://keras.io/api/metrics/probabilistic_metrics/) a log may carry
+#: beside its loss: the same cross-entropy without the regularisation penalties (L2 and other
+#: ``add_loss`` terms) that Keras adds to ``loss`` and ``val_loss``. TensorFlow's "Overfit and
+#: underfit" tutorial logs ``binary_crossentropy`` for this reason.
+CROSSENTROPY_KINDS = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+#: The penalty must reach this share of the cross-entropy at some epoch to be worth removing.
+PENALTY_MIN_SHARE = 0.01
+
+
+def penalty_free_losses(
+    metrics: dict[str, np.ndarray], source: Path | str, *, announce: bool = True
+) -> dict[str, np.ndarray]:
+    """``loss`` / ``val_loss`` read from the log's cross-entropy metric when they are that metric
+    plus a regularisation penalty.
+
+    Keras adds L2 (and every ``add_loss``) penalty to ``loss`` and ``val_loss``, never to metrics:
+    a weight penalty that shrinks while the cross-entropy rises can hide overfitting, and one that
+    grows can look like divergence. When exactly one of :data:`CROSSENTROPY_KINDS` is logged with
+    its ``val_`` twin, each loss sits at or above its metric at every epoch where both are finite
+    (a penalty is never negative; relative tolerance 1e-6), and above it somewhere by more than
+    ``PENALTY_MIN_SHARE`` of it, the metric pair becomes ``loss`` / ``val_loss`` and the logged
+    losses are kept as ``loss_regularised`` / ``val_loss_regularised``, with a log line (unless
+    ``announce`` is false: the live callback reads the same history every epoch). Otherwise
+    (no such metric, equal values, or a metric above the loss: another output's, or computed with
+    another ``from_logits``) the metrics are returned unchanged.
+
+    Args:
+        metrics: metric name -> (E,) float64 values, under the engine's names.
+        source: the file or run, for the log line.
+        announce: log the swap (INFO).
+
+    Returns:
+        A new dict when the losses are replaced; else ``metrics`` itself.
+    """
+    kinds = [k for k in CROSSENTROPY_KINDS if k in metrics and f"val_{k}" in metrics]
+    if len(kinds) != 1 or "loss" not in metrics or "val_loss" not in metrics:
+        return metrics
+    kind = kinds[0]
+    pairs = (("loss", kind), ("val_loss", f"val_{kind}"))
+    removable = False
+    for loss_name, metric_name in pairs:
+        loss, metric = metrics[loss_name], metrics[metric_name]
+        both = np.isfinite(loss) & np.isfinite(metric)
+        if not both.any():
+            return metrics
+        penalty = loss[both] - metric[both]
+        if np.any(penalty < -1e-6 * np.maximum(np.abs(metric[both]), 1e-12)):
+            return metrics
+        removable |= bool(np.any(penalty > PENALTY_MIN_SHARE * np.abs(metric[both])))
+    if not removable:
+        return metrics
+    out = dict(metrics)
+    for loss_name, metric_name in pairs:
+        out[f"{loss_name}_regularised"] = metrics[loss_name]
+        out[loss_name] = metrics[metric_name]
+    if announce:
+        log.info(
+            "%s: loss and val_loss read from %r and %r: the logged losses include a regularisation "
+            "penalty (kept as loss_regularised / val_loss_regularised)",
+            source,
+            kind,
+            f"val_{kind}",
+        )
+    return out
+
+
 def _check_validation(metrics: dict[str, np.ndarray], source: Path | str) -> None:
     if not any(name in metrics for name in VALIDATION_METRICS):
         raise ValueError(
@@ -242,7 +308,7 @@ def load_csv_logger(
     metrics = canonical_names(
         {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}
     )
-    metrics = _accuracy_fractions(metrics, path)
+    metrics = penalty_free_losses(_accuracy_fractions(metrics, path), path)
     _check_validation(metrics, path)
     return Curve(
         run=run if run is not None else path.stem,
@@ -386,7 +452,7 @@ def curve_from_history(
         metrics = {name: values[keep] for name, values in metrics.items()}
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)
-    metrics = _accuracy_fractions(canonical_names(metrics), run)
+    metrics = penalty_free_losses(_accuracy_fractions(canonical_names(metrics), run), run)
     _check_validation(metrics, run)
     return Curve(
         run=run,

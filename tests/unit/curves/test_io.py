@@ -358,3 +358,42 @@ def test_a_negative_epoch_is_refused_naming_the_field(tmp_path: Path) -> None:
         load_curve(csv_file)
     with pytest.raises(ValueError, match=r"run: metric 'epoch': negative epoch -1"):
         curve_from_history({"epoch": [-1, 0], "loss": [0.9, 0.8], "val_loss": [1.0, 0.9]}, run="run")
+
+
+def test_losses_with_an_l2_penalty_are_read_from_the_logged_crossentropy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # TensorFlow's "Overfit and underfit" tutorial logs binary_crossentropy beside the loss: the
+    # loss adds the L2 penalty, the metric does not. The penalty shrinks as weights decay while the
+    # validation cross-entropy rises: the logged val_loss stays flat and hides the overfitting.
+    e = 30
+    t = np.arange(e)
+    bce = 0.60 - 0.25 * (1 - np.exp(-t / 3))
+    val_bce = 0.62 - 0.2 * (1 - np.exp(-t / 3)) + 0.006 * np.maximum(t - 8, 0)
+    penalty = 0.30 - 0.006 * t
+    header = ["epoch", "accuracy", "binary_crossentropy", "loss"]
+    header += ["val_accuracy", "val_binary_crossentropy", "val_loss"]
+    acc = 0.6 + 0.3 * (1 - np.exp(-t / 3))
+    rows = [
+        [i, acc[i], bce[i], bce[i] + penalty[i], 0.62, val_bce[i], val_bce[i] + penalty[i]] for i in range(e)
+    ]
+    path = _write_csv(tmp_path / "l2.csv", header, rows)
+    with caplog.at_level("INFO", logger="pipelines.curves.io"):
+        curve = load_curve(path)
+    np.testing.assert_allclose(curve.metrics["val_loss"], val_bce)
+    np.testing.assert_allclose(curve.metrics["val_loss_regularised"], val_bce + penalty)
+    np.testing.assert_allclose(curve.metrics["loss"], bce)
+    assert "l2.csv" in caplog.text and "'binary_crossentropy'" in caplog.text
+
+    from pipelines.curves.diagnose import diagnose
+
+    assert diagnose(curve).has("overfitting")
+    # A metric above the loss (another from_logits, another output) is not the loss's data term.
+    above = [[*r[:2], r[2] + 1.0, *r[3:5], r[5] + 1.0, r[6]] for r in rows]
+    curve = load_curve(_write_csv(tmp_path / "other.csv", header, above))
+    np.testing.assert_allclose(curve.metrics["val_loss"], val_bce + penalty)
+    assert "val_loss_regularised" not in curve.metrics
+    # Without a penalty (metric == loss) nothing changes either.
+    same = [[*r[:3], r[2], *r[4:6], r[5]] for r in rows]
+    curve = load_curve(_write_csv(tmp_path / "same.csv", header, same))
+    assert "loss_regularised" not in curve.metrics
