@@ -184,6 +184,17 @@ def penalty_free_losses(
     return out
 
 
+def loss_source(metrics: dict[str, np.ndarray]) -> str | None:
+    """The cross-entropy metric that :func:`penalty_free_losses` read ``loss`` from, or None (the
+    losses are the logged ones)."""
+    if "loss_regularised" not in metrics or "loss" not in metrics:
+        return None
+    for kind in CROSSENTROPY_KINDS:
+        if kind in metrics and np.array_equal(metrics[kind], metrics["loss"], equal_nan=True):
+            return kind
+    return None
+
+
 def _check_validation(metrics: dict[str, np.ndarray], source: Path | str) -> None:
     if not any(name in metrics for name in VALIDATION_METRICS):
         raise ValueError(

@@ -37,6 +37,7 @@ from pipelines.curves.batch import EPOCH_CONVENTION
 from pipelines.curves.detectors import validation_frequency
 from pipelines.curves.diagnose import Diagnosis
 from pipelines.curves.findings import Code
+from pipelines.curves.io import loss_source
 from pipelines.curves.types import Curve, Finding, Severity
 from pipelines.io_utils import atomic_write_bytes, atomic_write_text, to_jsonable
 
@@ -158,6 +159,8 @@ def build_report_content(
 
     Keys: ``title``, ``run``, ``champion_run``, ``recent_runs``, ``verdict``,
     ``epoch_convention`` (how epochs are numbered, :data:`pipelines.curves.batch.EPOCH_CONVENTION`),
+    ``loss_note`` (where ``loss`` / ``val_loss`` come from when not the logged losses,
+    :func:`pipelines.curves.io.penalty_free_losses`; else None),
     ``diagnosis`` (monitor, flat tail: onset epoch, level, spread, kind ``stalled`` / ``converged``
     / ``flat`` and ``plateau_epochs`` it lasted before the end; best epoch; extrapolation),
     ``findings`` (list of dicts with ``code``, ``severity``, ``onset_epoch``, ``evidence``,
@@ -181,12 +184,23 @@ def build_report_content(
         "recent_runs": [c.run for c in recent],
         "verdict": diagnosis.verdict,
         "epoch_convention": EPOCH_CONVENTION,
+        "loss_note": _loss_note(challenger),
         "diagnosis": _diagnosis_content(diagnosis, challenger),
         "findings": [_finding_dict(f) for f in all_findings],
         "gate": None if gate_result is None else _gate_content(gate_result),
         "images": {"val_curves": PNG_NAME},
         "curves": curves,
     }
+
+
+def _loss_note(curve: Curve) -> str | None:
+    kind = loss_source(curve.metrics)
+    if kind is None:
+        return None
+    return (
+        f"`loss` / `val_loss` are the logged `{kind}` / `val_{kind}`: the logged losses include a "
+        "regularisation penalty (kept as `loss_regularised` / `val_loss_regularised`)."
+    )
 
 
 def render_markdown(content: Mapping[str, Any]) -> str:
@@ -198,6 +212,8 @@ def render_markdown(content: Mapping[str, Any]) -> str:
     if content["recent_runs"]:
         out.append(f"  \nRecent runs compared: {len(content['recent_runs'])}")
     out += ["", f"_{content['epoch_convention']}_"]
+    if content.get("loss_note"):
+        out += ["", f"_{content['loss_note']}_"]
     out += ["", "## Verdict", ""]
     out.append(f"**{_verdict_text(content)}**")
     lines = _diagnosis_lines(content["diagnosis"])
@@ -262,6 +278,8 @@ def render_html(content: Mapping[str, Any]) -> str:
         out.append(f"<br>Recent runs compared: {len(content['recent_runs'])}")
     out.append("</p>")
     out.append(f'<p class="note">{_html_inline_code(content["epoch_convention"])}</p>')
+    if content.get("loss_note"):
+        out.append(f'<p class="note">{_html_inline_code(content["loss_note"])}</p>')
     out += ["<h2>Verdict</h2>", f"<p><strong>{e(_verdict_text(content))}</strong></p>"]
     lines = _diagnosis_lines(content["diagnosis"])
     if lines:

@@ -387,7 +387,13 @@ def test_losses_with_an_l2_penalty_are_read_from_the_logged_crossentropy(
 
     from pipelines.curves.diagnose import diagnose
 
-    assert diagnose(curve).has("overfitting")
+    diagnosis = diagnose(curve)
+    assert diagnosis.has("overfitting")
+    from pipelines.curves.report import build_report_content, render_markdown
+
+    content = build_report_content(challenger=curve, diagnosis=diagnosis)
+    assert "`binary_crossentropy`" in content["loss_note"]
+    assert content["loss_note"] in render_markdown(content)
     # A metric above the loss (another from_logits, another output) is not the loss's data term.
     above = [[*r[:2], r[2] + 1.0, *r[3:5], r[5] + 1.0, r[6]] for r in rows]
     curve = load_curve(_write_csv(tmp_path / "other.csv", header, above))
@@ -397,3 +403,4 @@ def test_losses_with_an_l2_penalty_are_read_from_the_logged_crossentropy(
     same = [[*r[:3], r[2], *r[4:6], r[5]] for r in rows]
     curve = load_curve(_write_csv(tmp_path / "same.csv", header, same))
     assert "loss_regularised" not in curve.metrics
+    assert build_report_content(challenger=curve, diagnosis=diagnose(curve))["loss_note"] is None
