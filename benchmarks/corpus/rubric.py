@@ -142,6 +142,14 @@ def _last(x: np.ndarray, k: int) -> np.ndarray:
     return x[-min(k, len(x)) :]
 
 
+def _flips_and_swing(seg: np.ndarray) -> tuple[float, float]:
+    """(share of epoch-to-epoch changes that reverse direction, median change / median level) of
+    a loss segment (oscillation)."""
+    d = np.diff(seg)
+    flips = float((np.sign(d[1:]) * np.sign(d[:-1]) < 0).mean()) if len(d) > 1 else 0.0
+    return flips, float(np.median(np.abs(d)) / max(float(np.median(seg)), 1e-12))
+
+
 def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     """Apply every rule of the rubric to one curve.
 
@@ -333,9 +341,7 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
     start = max(1, n // 5)
     if fin.sum() - start >= 4 and "divergence" not in v.findings:
         seg, aseg = vl[fin][start:], va[fin][start:]
-        d = np.diff(seg)
-        flips = float((np.sign(d[1:]) * np.sign(d[:-1]) < 0).mean()) if len(d) > 1 else 0.0
-        swing = float(np.median(np.abs(d)) / max(np.median(seg), 1e-12))
+        flips, swing = _flips_and_swing(seg)
         acc_swing = float(np.median(np.abs(np.diff(aseg))))
         acc_noise = math.sqrt(2) * binomial_sd(float(np.mean(aseg)), ctx.n_val)
         f.update(
@@ -363,9 +369,7 @@ def check(curve: Mapping[str, np.ndarray], ctx: Context) -> Verdict:
         # too high). Acceptable beside what the validation curves show, never required.
         tseg = tl_f[start:] if len(tl_f) > start else tl_f[:0]
         if tseg.size >= 4:
-            td = np.diff(tseg)
-            t_flips = float((np.sign(td[1:]) * np.sign(td[:-1]) < 0).mean())
-            t_swing = float(np.median(np.abs(td)) / max(float(np.median(tseg)), 1e-12))
+            t_flips, t_swing = _flips_and_swing(tseg)
             f.update(train_loss_flips=round(t_flips, 3), train_loss_swing=round(t_swing, 4))
             if t_flips >= 0.4 and t_swing >= TRAIN_OSC_SWING:
                 v.borderline.add("oscillation")

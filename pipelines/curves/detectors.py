@@ -581,24 +581,24 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     # Rule 3, without a chance level, also: a training loss that exploded past ten times rule 4's
     # bound and still ends above it (twice ln of the most classes inferred), however short the run:
     # no classifier's cross-entropy sits there once it has recovered.
+    # (Here, with no class count, rule 4's ``bound`` is ln(MAX_INFERRED_CLASSES) and its ``factor``
+    # BLIND_LOSS_FACTOR; the series holds at least 2 values.)
+    peak = int(np.argmax(y))
     if (
         entropy is None
         and classifier
-        and y.size >= 2
-        and int(np.argmax(y)) < y.size - 1
-        and float(np.max(y)) > 10 * math.log(MAX_INFERRED_CLASSES)
-        and float(y[-1]) > BLIND_LOSS_FACTOR * math.log(MAX_INFERRED_CLASSES)
+        and peak < y.size - 1
+        and float(y[peak]) > 10 * bound
+        and float(y[-1]) > factor * bound
     ):
-        peak = int(np.argmax(y))
-        bound = BLIND_LOSS_FACTOR * math.log(MAX_INFERRED_CLASSES)
         return make_finding(
             Code.DIVERGENCE,
             Severity.CRITICAL,
             int(x[peak]),
             {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": None, "died": False},
             f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and is still "
-            f"{fmt(float(y[-1]))} at epoch {int(x[-1])}, over {BLIND_LOSS_FACTOR:g} x ln "
-            f"{MAX_INFERRED_CLASSES} ({fmt(bound)}): it has not recovered",
+            f"{fmt(float(y[-1]))} at epoch {int(x[-1])}, over {factor:g} x ln "
+            f"{MAX_INFERRED_CLASSES} ({fmt(factor * bound)}): it has not recovered",
             (LR_HIGH, EXPLODING),
         )
     if y.size < 3:
@@ -1313,13 +1313,10 @@ def _late_loss_swings(curve: Curve, cfg: DiagnoseConfig) -> bool:
     if series is None:
         return False
     y = series[1][series[1].size // 5 :]
-    if y.size < MIN_SWING_EPOCHS:
+    # swing() gives the share of direction changes (0 under MIN_SWING_EPOCHS values).
+    if y.size < MIN_SWING_EPOCHS or swing(y)[1] < cfg.late_swing_changes:
         return False
-    d = np.diff(y)
-    signs = np.sign(d[np.abs(d) > 1e-12])
-    if signs.size < 2 or float(np.mean(signs[1:] != signs[:-1])) < cfg.late_swing_changes:
-        return False
-    step, level = float(np.median(np.abs(d))), abs(float(np.median(y)))
+    step, level = float(np.median(np.abs(np.diff(y)))), abs(float(np.median(y)))
     return step >= cfg.late_swing_step * level and step > _loss_sampling_sd(curve, cfg)
 
 
