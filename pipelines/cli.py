@@ -284,6 +284,7 @@ def diagnose(
         from mlflow.exceptions import MlflowException
 
         from pipelines import tracking
+        from pipelines.curves.io import VALIDATION_METRICS, canonical_names
 
         uri = tracking.tracking_uri()
         store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
@@ -313,13 +314,14 @@ def diagnose(
                     mc, [exp.experiment_id], filter_string=f"tags.`{tracking.RUN_KIND_TAG}` != ''", max_runs=1
                 ):
                     # Not a curvewatch experiment (e.g. mlflow.keras.autolog()'s runs): every run
-                    # that logged a validation metric.
+                    # that logged a validation metric, under any name the engine reads (val_acc,
+                    # val_binary_accuracy, ...: io.canonical_names).
                     found = [
                         r
                         for r in tracking.search_training_runs(
                             mc, [exp.experiment_id], filter_string=filter_string
                         )
-                        if any(m in r.data.metrics for m in ("val_accuracy", "val_loss", "val_acc"))
+                        if any(m in canonical_names(dict(r.data.metrics)) for m in VALIDATION_METRICS)
                     ]
                 if not found:
                     _fail(

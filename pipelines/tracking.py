@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.config import Params
+from pipelines.curves.io import engine_metrics, metrics_read
 from pipelines.curves.types import Curve
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -709,7 +710,7 @@ def promote(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
     mlflow_client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
 
 
-def run_curve(mlflow_client: MlflowClient, run_id: str, *, metrics: Iterable[str] = EPOCH_METRICS) -> Curve:
+def run_curve(mlflow_client: MlflowClient, run_id: str, *, metrics: Iterable[str] | None = None) -> Curve:
     """Read one run's per-epoch curves into a :class:`Curve` (see :func:`fetch_curves`).
 
     Steps are epochs: 1-based as curvewatch logs them, or 0-based as MLflow's Keras autologging
@@ -728,10 +729,14 @@ def _curve_from_series(run, series: Mapping[str, Mapping[int, float]]) -> Curve:
         # MLflow's Keras / TensorFlow autologging logs step = Keras' 0-based epoch
         # (mlflow/keras/callback.py: log_metrics(logs, step=epoch)); curvewatch logs 1-based.
         epochs = epochs + 1
-    arrays = {
-        key: np.asarray([values.get(s, np.nan) for s in steps], dtype=np.float64)
-        for key, values in series.items()
-    }
+    arrays = engine_metrics(
+        {
+            key: np.asarray([values.get(s, np.nan) for s in steps], dtype=np.float64)
+            for key, values in series.items()
+        },
+        run.info.run_id,
+        announce=False,  # the report says so (its loss note); a bulk read covers many runs
+    )
     params = dict(run.data.params)
     tags = dict(run.data.tags)
 
@@ -856,7 +861,7 @@ def fetch_curves(
     mlflow_client: MlflowClient,
     runs: Sequence,
     *,
-    metrics: Iterable[str] = EPOCH_METRICS,
+    metrics: Iterable[str] | None = None,
     chunk: int = 500,
     bulk: bool = True,
     workers: int = 8,
@@ -875,6 +880,12 @@ def fetch_curves(
     - anything else, or ``bulk=False``: ``get_metric_history`` per run and metric.
     Where a step was logged twice the latest timestamp wins, as in the MLflow UI.
 
+    ``metrics=None`` reads, of what each run logged (``Run.data.metrics``' keys), what the engine
+    reads (:func:`pipelines.curves.io.metrics_read`): an autologged run's ``val_binary_accuracy``
+    or ``val_acc`` too, and a cross-entropy metric logged beside a penalised loss. Each curve's
+    metrics are then named and chosen as for a file (:func:`pipelines.curves.io.engine_metrics`:
+    ``val_accuracy``, ``loss`` / ``val_loss`` without the regularisation penalty).
+
     Returns:
         One :class:`Curve` per run, in the order given.
 
@@ -882,7 +893,10 @@ def fetch_curves(
         mlflow.exceptions.MlflowException: the server refused a request (after MLflow's retries).
         ValueError: one run's metric has more than 25,000 values (the server's bulk cap).
     """
-    metrics = tuple(metrics)
+    wanted = {
+        r.info.run_id: tuple(metrics) if metrics is not None else metrics_read(r.data.metrics) for r in runs
+    }
+    metrics = tuple(dict.fromkeys(name for names in wanted.values() for name in names))
     series: dict[str, dict[str, dict[int, float]]] = {r.info.run_id: {} for r in runs}
     ids = list(series)
     uri = mlflow_client.tracking_uri
@@ -912,7 +926,7 @@ def fetch_curves(
                     series[run_id].setdefault(key, {})[int(step)] = float("nan") if is_nan else float(value)
     else:
         for run_id in series:
-            for key in metrics:
+            for key in wanted[run_id]:
                 hist = mlflow_client.get_metric_history(run_id, key)
                 if hist:
                     series[run_id][key] = {m.step: m.value for m in hist}

@@ -20,7 +20,7 @@ from scipy.special import ndtri
 from pipelines.curves.detectors import steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
-from pipelines.curves.io import VALIDATION_METRICS, canonical_names, penalty_free_losses
+from pipelines.curves.io import VALIDATION_METRICS, canonical_names, engine_metrics
 from pipelines.curves.noise import estimate_noise
 from pipelines.curves.plateau import Plateau, binomial_sd, plateau_message, slope_z
 from pipelines.curves.settings import DEFAULT, DiagnoseConfig
@@ -54,7 +54,7 @@ def _history_curve(
             metrics[name] = np.concatenate([np.full(size - array.size, math.nan), array])
     return Curve(
         run=run,
-        metrics=penalty_free_losses(metrics, run, announce=False),
+        metrics=engine_metrics(metrics, run, announce=False),
         epochs=np.arange(1, size + 1, dtype=np.int64),
         epoch_budget=epoch_budget,
         complete=True,

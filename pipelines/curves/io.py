@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,49 @@ def penalty_free_losses(
     return out
 
 
+def engine_metrics(
+    metrics: dict[str, np.ndarray], source: Path | str, *, announce: bool = True
+) -> dict[str, np.ndarray]:
+    """A run's logged metrics as the engine reads them, whatever their source (file, live
+    history, MLflow): :func:`canonical_names`, then :func:`penalty_free_losses`.
+
+    Args:
+        metrics: metric name as logged -> (E,) float64 values.
+        source: the file or run, for the log line.
+        announce: log a loss swap (INFO).
+
+    Returns:
+        A new dict (the input is not modified).
+    """
+    return penalty_free_losses(canonical_names(metrics), source, announce=announce)
+
+
+#: The engine's names for what it reads of a log (:func:`engine_metrics`): the losses, the
+#: accuracies and the learning rate.
+ENGINE_NAMES = ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate")
+
+
+def metrics_read(names: Iterable[str]) -> tuple[str, ...]:
+    """Which of a run's logged metric names :func:`engine_metrics` reads: those that become one of
+    :data:`ENGINE_NAMES` under :func:`canonical_names` (``val_acc``, ``val_binary_accuracy``,
+    ``lr``, ...), and the cross-entropy metrics of :data:`CROSSENTROPY_KINDS` with their ``val_``
+    twins (:func:`penalty_free_losses`).
+
+    For reading only what is needed from a store that holds many metrics per run (MLflow).
+
+    Args:
+        names: the metric names the run logged (e.g. ``Run.data.metrics``' keys).
+
+    Returns:
+        The names to read, in the order given.
+    """
+    names = list(dict.fromkeys(names))
+    renamed = canonical_names({name: name for name in names})  # engine name -> logged name
+    wanted = {logged for engine, logged in renamed.items() if engine in ENGINE_NAMES}
+    wanted |= {n for k in CROSSENTROPY_KINDS for n in (k, f"val_{k}")}
+    return tuple(name for name in names if name in wanted)
+
+
 def loss_source(metrics: dict[str, np.ndarray]) -> str | None:
     """The cross-entropy metric that :func:`penalty_free_losses` read ``loss`` from, or None (the
     losses are the logged ones)."""
@@ -316,10 +360,10 @@ def load_csv_logger(
         log.warning("%s: column %r is not numeric (row %d: %r): ignored", path, name, number, cell)
     raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
     epochs, keep = _logged_epochs(raw_epochs, path, "column")
-    metrics = canonical_names(
-        {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}
+    metrics = engine_metrics(
+        {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}, path
     )
-    metrics = penalty_free_losses(_accuracy_fractions(metrics, path), path)
+    metrics = _accuracy_fractions(metrics, path)
     _check_validation(metrics, path)
     return Curve(
         run=run if run is not None else path.stem,
@@ -463,7 +507,7 @@ def curve_from_history(
         metrics = {name: values[keep] for name, values in metrics.items()}
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)
-    metrics = penalty_free_losses(_accuracy_fractions(canonical_names(metrics), run), run)
+    metrics = _accuracy_fractions(engine_metrics(metrics, run), run)
     _check_validation(metrics, run)
     return Curve(
         run=run,

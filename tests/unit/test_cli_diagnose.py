@@ -162,3 +162,19 @@ def test_an_experiment_of_autologged_runs_is_diagnosed(tmp_path, mlflow_uri):
     assert result.exit_code == 1, result.output
     rows = json.loads((tmp_path / "r" / "diagnosis.json").read_text())
     assert [r["source"] for r in rows] == [stalled] and rows[0]["verdict"] == "plateau"
+
+
+def test_an_autologged_binary_run_is_found_by_its_accuracy_kind(tmp_path, mlflow_uri):
+    # compile(metrics=["binary_accuracy"]) logs val_binary_accuracy, no val_accuracy: the run is
+    # found and read as val_accuracy, as a CSVLogger file with that column is.
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "autolog-binary")
+    stalled = mc.create_run(exp).info.run_id
+    for epoch, v in enumerate(_stalled()):
+        mc.log_metric(stalled, "val_binary_accuracy", float(v), step=epoch)
+        mc.log_metric(stalled, "binary_accuracy", float(v) + 0.02, step=epoch)
+    mc.set_terminated(stalled)
+    result = runner.invoke(app, ["diagnose", "--experiment", "autolog-binary", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1, result.output
+    rows = json.loads((tmp_path / "r" / "diagnosis.json").read_text())
+    assert [r["source"] for r in rows] == [stalled] and rows[0]["verdict"] == "plateau"

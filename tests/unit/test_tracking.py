@@ -67,6 +67,41 @@ def test_run_curve_reads_an_autologged_run_with_0_based_steps(mlflow_uri):
     assert curve.epoch_budget == 20
 
 
+@pytest.mark.parametrize("bulk", [True, False])
+def test_curves_read_accuracy_kinds_and_the_penalty_free_crossentropy(mlflow_uri, bulk):
+    # An autologged binary model with L2: val_binary_accuracy stands for val_accuracy, and the
+    # logged binary_crossentropy pair (the loss without its penalty) is read as loss / val_loss,
+    # as for a CSVLogger file (io.engine_metrics). Other metrics (auc) are not fetched.
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "t")
+    rid = mc.create_run(exp).info.run_id
+    ce = [0.60, 0.45, 0.40, 0.42, 0.47]
+    val_ce = [0.62, 0.50, 0.48, 0.52, 0.58]
+    penalty = [0.50, 0.40, 0.30, 0.20, 0.10]  # a shrinking L2 term hides the rising val_ce
+    logged = {
+        "binary_accuracy": [0.6, 0.7, 0.75, 0.8, 0.85],
+        "val_binary_accuracy": [0.6, 0.68, 0.7, 0.7, 0.69],
+        "binary_crossentropy": ce,
+        "val_binary_crossentropy": val_ce,
+        "loss": [c + p for c, p in zip(ce, penalty, strict=True)],
+        "val_loss": [c + p for c, p in zip(val_ce, penalty, strict=True)],
+        "auc": [0.7, 0.8, 0.85, 0.9, 0.92],
+    }
+    for name, values in logged.items():
+        for epoch, value in enumerate(values):
+            mc.log_metric(rid, name, value, step=epoch)
+    mc.set_terminated(rid)
+    (curve,) = tracking.fetch_curves(mc, [mc.get_run(rid)], bulk=bulk)
+    np.testing.assert_allclose(curve.metrics["val_accuracy"], logged["val_binary_accuracy"])
+    np.testing.assert_allclose(curve.metrics["accuracy"], logged["binary_accuracy"])
+    np.testing.assert_allclose(curve.metrics["val_loss"], val_ce)
+    np.testing.assert_allclose(curve.metrics["val_loss_regularised"], logged["val_loss"])
+    assert "auc" not in curve.metrics
+    # Named explicitly, only those metrics are read.
+    (curve,) = tracking.fetch_curves(mc, [mc.get_run(rid)], metrics=["val_binary_accuracy"], bulk=bulk)
+    assert set(curve.metrics) == {"val_accuracy"}
+
+
 def test_recent_runs_newest_first_excluding_and_only_training(mlflow_uri):
     mc = tracking.client()
     exp = tracking.ensure_experiment(mc, "t")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.curves.io import curve_from_history, load_curve, resumed_rows
+from pipelines.curves.io import curve_from_history, load_curve, metrics_read, resumed_rows
 
 HISTORY = {
     "accuracy": [0.5, 0.7, 0.8],
@@ -404,3 +404,22 @@ def test_losses_with_an_l2_penalty_are_read_from_the_logged_crossentropy(
     curve = load_curve(_write_csv(tmp_path / "same.csv", header, same))
     assert "loss_regularised" not in curve.metrics
     assert build_report_content(challenger=curve, diagnosis=diagnose(curve))["loss_note"] is None
+
+
+def test_metrics_read_names_what_the_engine_reads_of_a_run() -> None:
+    logged = ["auc", "val_binary_accuracy", "binary_accuracy", "loss", "val_loss", "lr", "precision"]
+    logged += ["binary_crossentropy", "val_binary_crossentropy", "val_auc"]
+    assert metrics_read(logged) == (
+        "val_binary_accuracy",
+        "binary_accuracy",
+        "loss",
+        "val_loss",
+        "lr",
+        "binary_crossentropy",
+        "val_binary_crossentropy",
+    )
+    # Two accuracy kinds and no accuracy: neither stands for it (io.canonical_names).
+    assert metrics_read(["val_binary_accuracy", "val_categorical_accuracy", "val_loss"]) == ("val_loss",)
+    # acc beside accuracy stays acc, unread.
+    assert metrics_read(["acc", "accuracy", "val_accuracy"]) == ("accuracy", "val_accuracy")
+    assert metrics_read([]) == ()
