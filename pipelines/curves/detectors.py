@@ -56,6 +56,8 @@ from pipelines.curves.settings import DiagnoseConfig
 from pipelines.curves.types import Curve, Finding, Severity
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pipelines.curves.extrapolate import Extrapolation
 
 # Fewer epochs than this and a curve has no trend to speak of: two values are one difference.
@@ -1464,6 +1466,64 @@ def steady_improvement(x: np.ndarray, g: np.ndarray, sigma: float, z_min: float)
     }
 
 
+#: Runs of this many validated epochs (inclusive) are too short for the thirds of
+#: :func:`steady_improvement` (9 values or more): :func:`detect_too_slow` judges them by halves.
+SHORT_RUN_EPOCHS = (5, 8)
+
+
+def _too_slow_short(
+    ctx: Context, val_loss: tuple[np.ndarray, np.ndarray], learning_the_task: Callable[[float], bool]
+) -> Finding | None:
+    """``too_slow`` for a finished run of 5 to 8 epochs: its val_loss still falls steadily at the end.
+
+    The same test as for longer runs at a coarser resolution: halves instead of thirds. The run
+    ran its budget (when known; never while live); val_loss's last half falls at no less than half
+    the first half's pace (OLS slopes: no deceleration), lowers it at every step but at most a
+    ``1 - slow_down_share`` share, by at least ``slow_short_fall`` of its level, and not towards
+    the prior's entropy; val_accuracy does not fall over the last half. A sound short run makes
+    most of its gain in its first epochs and then slows (digits at 0.82, 0.88, 0.91, 0.92, 0.93);
+    one whose loss still falls as fast as at its start ended far from its ceiling.
+    """
+    x, y = val_loss[0].astype(float), val_loss[1]
+    size = y.size
+    budget = ctx.curve.epoch_budget
+    if ctx.live or not ctx.curve.complete or (budget is not None and int(ctx.curve.epochs[-1]) < budget):
+        return None
+    half = (size + 1) // 2
+    fall_first = -float(np.polyfit(x[:half], y[:half], 1)[0])
+    fall_last = -float(np.polyfit(x[-half:], y[-half:], 1)[0])
+    steps = np.diff(y[-half:])
+    level = abs(float(y[-1]))
+    fallen = float(y[-half] - y[-1])
+    if (
+        fall_first <= 0
+        or fall_last < 0.5 * fall_first
+        or float(np.mean(steps < 0)) < ctx.cfg.slow_down_share
+        or fallen < ctx.cfg.slow_short_fall * level
+        or not learning_the_task(float(y[-1]))
+    ):
+        return None
+    acc = finite_series(ctx.curve, "val_accuracy")
+    acc = None if acc is None or acc[1].size < half else (acc[0][-half:].astype(float), acc[1][-half:])
+    if acc is not None and float(np.polyfit(acc[0], acc[1], 1)[0]) < -1e-6:  # below: float round-off
+        return None
+    evidence: dict[str, Any] = {
+        "metric": "val_loss",
+        "slope_last_half": -fall_last,
+        "slope_first_half": -fall_first,
+        "steadiness": fall_last / fall_first,
+        "fall_last_half": fallen,
+        "epochs": int(ctx.curve.epochs[-1]),
+    }
+    message = (
+        f"val_loss still falling steadily when the run ended at epoch {int(ctx.curve.epochs[-1])} "
+        f"({fmt(-fall_last)} per epoch over its last {half} epochs, "
+        f"{fall_last / fall_first:.2f} x its pace over the first {half}: no deceleration): at this pace "
+        "the run ends far from its ceiling"
+    )
+    return make_finding(Code.TOO_SLOW, Severity.WARNING, None, evidence, message, (LR_LOW,))
+
+
 def detect_too_slow(ctx: Context) -> Finding | None:
     """Still improving steadily at the end: the budget ends far from the asymptote.
 
@@ -1498,18 +1558,20 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         share = float(np.mean(np.diff(half) < 0))
         first, last = float(np.mean(val_loss[1][:3])), float(np.mean(val_loss[1][-3:]))
         ok = share >= ctx.cfg.slow_down_share and first - last >= ctx.cfg.live_loss_fall * abs(first)
-        if ctx.prior_entropy is not None and last >= 0.95 * ctx.prior_entropy:
-            # Still at or above the prior's entropy: learning the task only if the accuracy is
-            # already clearly beyond chance (a bad start climbing out), not a prior being learnt.
-            acc = finite_series(ctx.curve, "val_accuracy")
-            beyond = (
-                acc is not None
-                and ctx.chance is not None
-                and float(np.mean(acc[1][-3:])) > ctx.limit_at_chance()
-            )
-            ok = ok and beyond
-        return ok, share
+        return ok and learning_the_task(last), share
 
+    def learning_the_task(last_loss: float) -> bool:
+        # A val_loss still at or above the prior's entropy is learning the task only if the
+        # accuracy is already clearly beyond chance (a bad start climbing out), not the prior.
+        if ctx.prior_entropy is None or last_loss < 0.95 * ctx.prior_entropy:
+            return True
+        acc = finite_series(ctx.curve, "val_accuracy")
+        if acc is None or ctx.chance is None:
+            return False
+        return float(np.mean(acc[1][-3:])) > ctx.limit_at_chance()
+
+    if val_loss is not None and SHORT_RUN_EPOCHS[0] <= val_loss[1].size <= SHORT_RUN_EPOCHS[1]:
+        return _too_slow_short(ctx, val_loss, learning_the_task)
     confirmed, down_share = loss_confirms()
     found: dict[str, float] | None = None
     metric, sign = ctx.monitor, 1.0 if ctx.higher else -1.0

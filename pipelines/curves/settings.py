@@ -44,6 +44,11 @@ class DiagnoseConfig(BaseModel):
             time constant of a third of the run makes 9% there: it has not converged).
         slow_down_share: share of the second half's epochs that must lower val_loss for a run to
             be too slow (the loss still falling most of the time).
+        slow_short_fall: share of its level val_loss must have lost over the last half of a run
+            too short for thirds (5 to 8 epochs) for it to be too slow: between 2.8%, the largest
+            fall among the corpus's short runs at chance or barely learning that fell at their
+            first half's pace, and 8.7%, the smallest among its too-slow short runs (both splits
+            were inspected).
         improving_z: OLS slope z over the last third above which a curve is "still improving".
         underfit_error: training error (1 - accuracy) at or above which a model that fits its
             training set no better than its validation set underfits when chance is unknown.
@@ -80,6 +85,7 @@ class DiagnoseConfig(BaseModel):
     overfit_sd_ratio: float = Field(1.5, gt=0.0)
     slow_late_share: float = Field(0.1, gt=0.0, lt=1.0)
     slow_down_share: float = Field(0.7, gt=0.0, le=1.0)
+    slow_short_fall: float = Field(0.05, gt=0.0, lt=1.0)
     improving_z: float = Field(2.0, gt=0.0)
     underfit_error: float = Field(0.15, gt=0.0, lt=1.0)
     live_patience: int = Field(3, ge=1)

@@ -528,6 +528,46 @@ def test_a_short_run_collapsing_to_chance_is_flagged() -> None:
     assert diagnosis.has("not_learning"), diagnosis.codes
 
 
+def _short(val_loss: list[float], val_acc: list[float]) -> dict[str, np.ndarray]:
+    va = np.asarray(val_acc)
+    vl = np.asarray(val_loss)
+    return {"accuracy": va + 0.01, "loss": vl * 0.98, "val_accuracy": _grid(va, 1000), "val_loss": vl}
+
+
+# A finished 6-epoch run whose val_loss falls as fast at its end as at its start (rate too low).
+STEADY = _short([2.10, 1.93, 1.76, 1.62, 1.49, 1.37], [0.18, 0.24, 0.30, 0.34, 0.37, 0.42])
+
+
+def test_a_short_finished_run_still_falling_at_its_first_pace_is_too_slow() -> None:
+    diagnosis = diagnose(_curve(STEADY, budget=6, num_classes=10))
+    assert diagnosis.codes == ["too_slow"], diagnosis.codes
+    assert "val_loss still falling steadily when the run ended at epoch 6" in diagnosis.findings[0].message
+    # From the file alone too (no budget, no class count: a complete file ran its course).
+    assert diagnose(_curve(STEADY, budget=None)).has("too_slow")
+
+
+def test_a_short_run_that_slows_down_is_healthy_not_too_slow() -> None:
+    # Most of the gain in the first epochs, then slower: a sound short run (digits at 0.82 .. 0.93).
+    slowing = _short([0.62, 0.40, 0.31, 0.27, 0.25], [0.823, 0.882, 0.907, 0.922, 0.928])
+    diagnosis = diagnose(_curve(slowing, budget=5, num_classes=10))
+    assert not diagnosis.has("too_slow") and diagnosis.verdict == "healthy", diagnosis.codes
+
+
+@pytest.mark.parametrize("case", ["budget left", "live", "accuracy falling", "barely falling"])
+def test_a_short_steady_fall_is_not_too_slow_when_the_run_had_more_to_go_or_barely_moved(case: str) -> None:
+    metrics, budget, live = dict(STEADY), 6, False
+    if case == "budget left":
+        budget = 30  # killed or still training at epoch 6 of 30: not a finished run
+    elif case == "live":
+        live = True
+    elif case == "accuracy falling":
+        metrics["val_accuracy"] = _grid(np.array([0.18, 0.24, 0.30, 0.40, 0.37, 0.35]), 1000)
+    else:  # a loss creeping down by 1% over the last half: learning next to nothing
+        metrics["val_loss"] = np.array([2.310, 2.306, 2.302, 2.299, 2.296, 2.293])
+    diagnosis = diagnose(_curve(metrics, budget=budget, num_classes=10), live=live)
+    assert not diagnosis.has("too_slow"), diagnosis.codes
+
+
 # 6. Divergence then death; a single spike is not divergence ----------------------------------
 
 
