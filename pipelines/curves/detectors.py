@@ -980,8 +980,9 @@ def _train_gap(ctx: Context, plateau: Plateau) -> dict[str, float]:
     # Growth from the first third of the plateau to the last third: averages, not single epochs.
     third = max(1, gap.size // 3)
     growth = float(np.mean(gap[-third:]) - np.mean(gap[:third]))
-    # Training still climbing over the last third of the plateau: a model at 100% training
-    # accuracy has nothing left to memorise, and its flat validation curve is a convergence.
+    # Training still climbing over the last third of the plateau, or still far from fitting its
+    # training set there: a model at 100% training accuracy has nothing left to memorise, and its
+    # flat validation curve is a convergence.
     t_tail = train_acc[0][t_mask].astype(float)
     last = max(3, t_tail.size // 3)
     end_z = slope_z(t_tail[-last:], train_acc[1][t_mask][-last:], t_sigma) if t_tail.size >= 3 else 0.0
@@ -991,6 +992,7 @@ def _train_gap(ctx: Context, plateau: Plateau) -> dict[str, float]:
         "gap_growth": growth,
         "train_trend_z": train_z,
         "train_end_trend_z": end_z,
+        "train_end_level": float(np.mean(train_acc[1][t_mask][-last:])),
     }
 
 
@@ -1009,7 +1011,8 @@ def stall_reasons(
        it underfits (:func:`detect_underfitting`): a model that cannot fit its training set stops
        short of what the data allows.
     5. ``gap_widening``: training accuracy keeps rising beyond noise (OLS z >= 3, over the plateau
-       and over its last third) through a plateau of at least a third of the run, and the
+       and over its last third, or over the plateau while its last third stays at a training error
+       of ``underfit_error`` or more) through a plateau of at least a third of the run, and the
        train-validation gap grows by more than 3 noise SDs and ``gap_widening_sd`` binomial SDs,
        ending with training above validation by as much:
        the model learns its training set and validation no longer follows.
@@ -1049,7 +1052,10 @@ def stall_reasons(
         gap = _train_gap(ctx, plateau)
         long_enough = plateau.flat_epochs + 1 >= max(2 * cfg.min_plateau_epochs, ctx.values.size / 3)
         widening = max(3 * plateau.noise, cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
-        climbing = gap and gap["train_trend_z"] >= 3 and gap["train_end_trend_z"] >= 3
+        # Still learning its training set at the end: climbing over the plateau's last third, or
+        # (an early stop or a swinging optimiser can flatten the end) still short of fitting it.
+        unsaturated = gap and gap["train_end_level"] <= 1 - cfg.underfit_error
+        climbing = gap and gap["train_trend_z"] >= 3 and (gap["train_end_trend_z"] >= 3 or unsaturated)
         # Widening means training ends above validation: a training accuracy climbing up to a
         # validation accuracy it started below (dropout, augmentation) closes a gap instead.
         above = gap and gap["train_val_gap_end"] > widening

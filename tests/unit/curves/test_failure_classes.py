@@ -710,6 +710,31 @@ def test_flat_validation_while_training_climbs_is_a_stall_with_its_length_and_ga
     assert not any("deeper or wider" in r for r in finding.remedies)  # no contradicting remedies
 
 
+def test_a_widening_gap_is_a_stall_when_training_levels_off_short_of_fitting_its_set() -> None:
+    # val_accuracy flat at 0.60 from epoch 9 while training climbs from 0.70 to 0.82 and then
+    # levels off there (an early stop, a swinging optimiser): far from a fitted training set, so
+    # the widening gap is a stall, not a convergence.
+    rng = np.random.default_rng(11)
+    t = np.arange(24)
+    val = np.where(t < 8, 0.40 + 0.2 * t / 8, 0.60) + rng.normal(0, 0.004, 24)
+    train = np.where(t < 8, 0.40 + 0.3 * t / 8, np.minimum(0.70 + 0.12 * (t - 8) / 10, 0.82))
+    train = train + rng.normal(0, 0.002, 24)
+    metrics = {
+        "accuracy": train,
+        "loss": 1.8 - 1.5 * train,
+        "val_accuracy": _grid(val, 1000),
+        "val_loss": 1.2 - 0.2 * np.minimum(t, 8) / 8 + 0.002 * np.maximum(t - 8, 0),
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=6))
+    assert diagnosis.has("plateau"), diagnosis.codes
+    plateau = next(f for f in diagnosis.findings if f.code == "plateau")
+    assert "gap_widening" in plateau.evidence["stall_reasons"]
+    # The same run with training levelling off at a fitted 0.99: a convergence, not that stall.
+    fitted = dict(metrics, accuracy=np.minimum(train + 0.17 * np.clip((t - 8) / 10, 0, 1), 0.99))
+    plateau = next((f for f in diagnose(_curve(fitted, num_classes=6)).findings if f.code == "plateau"), None)
+    assert plateau is None or "gap_widening" not in plateau.evidence["stall_reasons"]
+
+
 def test_a_plateau_below_one_half_is_a_stall_from_the_file_alone() -> None:
     # val_accuracy flat at 0.47 (the stall of the product's brief, 46-49%) and training flat
     # beside it, classes unknown: (0.47 - c) / (1 - c) <= 0.47 for every chance level c >= 0, so
