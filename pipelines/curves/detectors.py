@@ -873,7 +873,8 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     """val_loss rising from its minimum beyond noise while the training loss keeps improving.
 
     Requires at least ``min_plateau_epochs`` epochs after the val_loss minimum; at least two
-    thirds of the last ``min_plateau_epochs`` epochs above the mean around the minimum by more than
+    thirds of the last ``min_plateau_epochs`` epochs above the level at the minimum (the mean of
+    the 3 epochs around it, capped at the minimum + 2 noise SDs) by more than
     a noise SD, and their mean by more than max(3 standard errors of the difference of the two
     means, ``overfit_rise`` x that level, ``overfit_sd_ratio`` x that level / sqrt(n) with n
     validation examples); and a
@@ -902,8 +903,12 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     z_up = slope_z(x[best:].astype(float), v[best:], sigma)
     width = min(m, v.size - 1 - best)
     # The minimum itself is a low noise draw: compare against the mean around it (3 epochs), not
-    # the minimum.
-    around = float(np.mean(v[max(0, best - 1) : best + 2]))
+    # the minimum; but never more than 2 noise SDs above it, about as far as the lowest of a run's
+    # draws lies below their level (1.97 SDs for 25 normal draws; the mean around a minimum on a
+    # flat noisy stretch is some 1.3 SDs above it). A minimum right after a steep fall has steep
+    # neighbours (val_loss 0.48, 0.35, 0.42 at epochs 1-3 on 10,000 examples): their mean is the
+    # fall, not the minimum's level.
+    around = min(float(np.mean(v[max(0, best - 1) : best + 2])), float(v[best]) + 2 * sigma)
     tail = v[-width:]
     rise = float(np.mean(tail)) - around
     # Significant: the difference of two means (the tail's ``width`` epochs, the 3 around the

@@ -791,6 +791,32 @@ def test_a_converged_run_at_full_training_accuracy_is_not_a_stall() -> None:
     assert diagnosis.verdict == "healthy", diagnosis.codes
 
 
+def test_a_val_loss_minimum_right_after_a_steep_fall_is_judged_at_its_own_level() -> None:
+    # 10,000 validation examples: val_loss falls steeply to 0.349 at epoch 2, then settles near
+    # 0.41 (18% above) while the training set is memorised (accuracy 1.0) and val_accuracy creeps
+    # up by thousandths. The mean of epochs 1-3 (0.416) is the fall, not the minimum's level.
+    epochs = 25
+    t = np.arange(epochs)
+    val_loss = np.concatenate(
+        [[0.483, 0.349, 0.417, 0.429, 0.452, 0.549, 0.471], 0.440 - 0.03 * (1 - np.exp(-(t[7:] - 7) / 8))]
+    )
+    metrics = {
+        "accuracy": np.minimum(
+            1.0, np.concatenate([[0.57, 0.951, 0.985, 0.997, 0.992, 0.995, 0.998], np.ones(18)])
+        ),
+        "loss": np.concatenate([[1.26, 0.145, 0.050, 0.016, 0.021, 0.016, 0.005], np.full(18, 0.0002)]),
+        "val_accuracy": _grid(
+            np.concatenate([[0.826, 0.875, 0.868, 0.878, 0.882, 0.868, 0.886], 0.891 + 0.0005 * (t[7:] - 7)]),
+            10000,
+        ),
+        "val_loss": val_loss,
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=6))
+    assert diagnosis.has("overfitting"), diagnosis.codes
+    finding = next(f for f in diagnosis.findings if f.code == "overfitting")
+    assert finding.evidence["best_epoch"] == 2
+
+
 # 8. The live stop: stalls early, never a run still improving ---------------------------------
 
 
