@@ -34,10 +34,11 @@ class Variant:
             (:func:`benchmarks.corpus.models.schedule_callbacks`).
         early_stop_patience: add ``EarlyStopping(val_loss, patience, restore_best_weights=True)``.
         kill_at: stop after this many epochs as if the process were killed (``complete: false``).
-        generation: 1 to 5; the first batch covers every finding in both splits; the third adds
+        generation: 1 to 6; the first batch covers every finding in both splits; the third adds
             the textures and diabetes families and mirrors of the test split's special runs; the
             fourth, runs at chance that the file alone must read right (shuffled labels, slow
-            starts on 5 and 6 classes); the fifth, validation sets of 13 to 16 examples.
+            starts on 5 and 6 classes); the fifth, validation sets of 13 to 16 examples; the
+            sixth, budgets of 150 to 400 epochs.
         notes: what the design does, in words.
     """
 
@@ -1783,6 +1784,51 @@ def _tiny_val_extras() -> list[Variant]:
     return out
 
 
+def _long_budget_extras() -> list[Variant]:
+    """Budgets of 150 to 400 epochs on small tabular sets (generation 6), as public training logs
+    often have them: each family's sound setting run far past its convergence, then an overfitting
+    MLP, a rate too low, a rate too high, a plateau and an underfit, each trained that long."""
+    # view, hidden, Adam's rate, batch, plateau model (name, kwargs)
+    families: list[tuple[str, tuple[int, ...], float, int, tuple[str, dict[str, Any]]]] = [
+        ("wine", (16,), 3e-3, 16, ("frozen_features", {"width": 2})),
+        ("iris", (16,), 1e-2, 16, ("frozen_features", {"width": 2})),
+        ("moons", (32, 32), 1e-2, 32, ("frozen_features", {"width": 2})),
+        ("diabetes", (32,), 1e-3, 32, ("frozen_features", {"width": 1})),
+        ("bc", (32,), 1e-3, 32, ("frozen_features", {"width": 1})),
+        ("blobs", (32,), 3e-3, 64, ("bottleneck", {"width": 1})),
+    ]
+    out: list[Variant] = []
+    for view, hidden, lr, batch, plateau in families:
+        mk: dict[str, Any] = {"hidden": hidden}
+        rows: list[tuple[str, str, str, dict[str, Any], str, float, int, tuple[str, ...]]] = [
+            ("healthy", "healthy", "mlp", mk, "adam", lr, 300, ("healthy",)),
+            ("overfit", "overfitting", "mlp", {"hidden": (256, 256)}, "adam", 1e-3, 300, ("overfitting",)),
+            ("too-slow", "lr_too_low", "mlp", mk, "sgd", 1e-3, 400, ("too_slow",)),
+            ("oscillate", "lr_too_high", "mlp", mk, "adam", 0.05, 200, ("oscillation",)),
+            ("plateau", "plateau", plateau[0], plateau[1], "adam", 0.01, 200, ("plateau",)),
+            ("underfit", "underfitting", "mlp", {"hidden": (1,)}, "adam", 0.01, 150, ("underfitting",)),
+        ]
+        for suffix, scenario, model, kwargs, opt, rate, budget, intended in rows:
+            out.append(
+                Variant(
+                    f"long-{view}-{suffix}",
+                    scenario,
+                    view,
+                    model,
+                    opt,
+                    rate,
+                    budget,
+                    intended,
+                    (0,),
+                    batch,
+                    kwargs,
+                    generation=6,
+                    notes=f"{scenario.replace('_', ' ')}, {opt} {rate:g}, a long budget of {budget} epochs",
+                )
+            )
+    return out
+
+
 def _blind_chance_probes() -> list[Variant]:
     """Runs at chance on the tune split that the file alone must read right (generation 4):
     shuffled labels on 5 and 6 classes with 1,000 and 40 validation examples (a model memorising
@@ -1883,6 +1929,7 @@ def all_variants() -> list[Variant]:
     out += _tune_mirror_extras()
     out += _blind_chance_probes()
     out += _tiny_val_extras()
+    out += _long_budget_extras()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:
