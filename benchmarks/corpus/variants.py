@@ -1716,6 +1716,35 @@ def _tune_mirror_extras() -> list[Variant]:
     ]
 
 
+#: One configuration of a family: name suffix, scenario, model, its kwargs, optimizer, rate,
+#: budget, intended findings, seeds.
+Row = tuple[str, str, str, dict[str, Any], str, float, int, tuple[str, ...], tuple[int, ...]]
+
+
+def _row_variants(
+    prefix: str, view: str, batch: int, rows: list[Row], generation: int, note: str
+) -> list[Variant]:
+    """The variants ``<prefix>-<suffix>`` of one family's ``rows`` on ``view``, notes ending in ``note``."""
+    return [
+        Variant(
+            f"{prefix}-{suffix}",
+            scenario,
+            view,
+            model,
+            opt,
+            rate,
+            budget,
+            intended,
+            seeds,
+            batch,
+            kwargs,
+            generation=generation,
+            notes=f"{scenario.replace('_', ' ')}, {opt} {rate:g}, {budget} epochs, {note}",
+        )
+        for suffix, scenario, model, kwargs, opt, rate, budget, intended, seeds in rows
+    ]
+
+
 def _tiny_val_extras() -> list[Variant]:
     """Validation sets of 13 to 16 examples (generation 5), as in small public projects: accuracy
     moves in steps of 1/13 to 1/16, its binomial SD near 0.8 is about 0.1. Each family's sound
@@ -1732,9 +1761,7 @@ def _tiny_val_extras() -> list[Variant]:
     for view, hidden, lr, batch, epochs, plateau in families:
         mk: dict[str, Any] = {"hidden": hidden}
         note = "validation set of " + view.split("-")[0]
-        rows: list[
-            tuple[str, str, str, dict[str, Any], str, float, int, tuple[str, ...], tuple[int, ...]]
-        ] = [
+        rows: list[Row] = [
             ("healthy", "healthy", "mlp", mk, "adam", lr, epochs, ("healthy",), (0, 1)),
             ("too-slow", "lr_too_low", "mlp", mk, "sgd", 1e-3, 2 * epochs, ("too_slow",), (0,)),
             (
@@ -1763,24 +1790,7 @@ def _tiny_val_extras() -> list[Variant]:
             ),
             ("dead-net", "dead_net", "dead_mlp", mk, "adam", lr, 20, ("not_learning",), (0,)),
         ]
-        for suffix, scenario, model, kwargs, opt, rate, budget, intended, seeds in rows:
-            out.append(
-                Variant(
-                    f"{view}-{suffix}",
-                    scenario,
-                    view,
-                    model,
-                    opt,
-                    rate,
-                    budget,
-                    intended,
-                    seeds,
-                    batch,
-                    kwargs,
-                    generation=5,
-                    notes=f"{scenario.replace('_', ' ')}, {opt} {rate:g}, {budget} epochs, tiny {note}",
-                )
-            )
+        out += _row_variants(view, view, batch, rows, 5, f"tiny {note}")
     return out
 
 
@@ -1800,32 +1810,25 @@ def _long_budget_extras() -> list[Variant]:
     out: list[Variant] = []
     for view, hidden, lr, batch, plateau in families:
         mk: dict[str, Any] = {"hidden": hidden}
-        rows: list[tuple[str, str, str, dict[str, Any], str, float, int, tuple[str, ...]]] = [
-            ("healthy", "healthy", "mlp", mk, "adam", lr, 300, ("healthy",)),
-            ("overfit", "overfitting", "mlp", {"hidden": (256, 256)}, "adam", 1e-3, 300, ("overfitting",)),
-            ("too-slow", "lr_too_low", "mlp", mk, "sgd", 1e-3, 400, ("too_slow",)),
-            ("oscillate", "lr_too_high", "mlp", mk, "adam", 0.05, 200, ("oscillation",)),
-            ("plateau", "plateau", plateau[0], plateau[1], "adam", 0.01, 200, ("plateau",)),
-            ("underfit", "underfitting", "mlp", {"hidden": (1,)}, "adam", 0.01, 150, ("underfitting",)),
+        rows: list[Row] = [
+            ("healthy", "healthy", "mlp", mk, "adam", lr, 300, ("healthy",), (0,)),
+            (
+                "overfit",
+                "overfitting",
+                "mlp",
+                {"hidden": (256, 256)},
+                "adam",
+                1e-3,
+                300,
+                ("overfitting",),
+                (0,),
+            ),
+            ("too-slow", "lr_too_low", "mlp", mk, "sgd", 1e-3, 400, ("too_slow",), (0,)),
+            ("oscillate", "lr_too_high", "mlp", mk, "adam", 0.05, 200, ("oscillation",), (0,)),
+            ("plateau", "plateau", plateau[0], plateau[1], "adam", 0.01, 200, ("plateau",), (0,)),
+            ("underfit", "underfitting", "mlp", {"hidden": (1,)}, "adam", 0.01, 150, ("underfitting",), (0,)),
         ]
-        for suffix, scenario, model, kwargs, opt, rate, budget, intended in rows:
-            out.append(
-                Variant(
-                    f"long-{view}-{suffix}",
-                    scenario,
-                    view,
-                    model,
-                    opt,
-                    rate,
-                    budget,
-                    intended,
-                    (0,),
-                    batch,
-                    kwargs,
-                    generation=6,
-                    notes=f"{scenario.replace('_', ' ')}, {opt} {rate:g}, a long budget of {budget} epochs",
-                )
-            )
+        out += _row_variants(f"long-{view}", view, batch, rows, 6, "a long budget")
     return out
 
 
