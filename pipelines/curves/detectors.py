@@ -439,9 +439,10 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
        the classes are unknown), and the run ending at chance (with no chance level: the loss
        fixed within 10% over at least 2 epochs after the peak): the weights were thrown so far
-       that every unit died, and the network now predicts the prior. With no chance level, a
-       peak above 10 x ln(``MAX_INFERRED_CLASSES``) whose loss still ends above rule 4's bound
-       (``BLIND_LOSS_FACTOR`` x ln(``MAX_INFERRED_CLASSES``)) diverged too, from epoch 2 on.
+       that every unit died, and the network now predicts the prior. Whatever the accuracy, a
+       peak above 10 x rule 4's bound (the prior's entropy; ln(``MAX_INFERRED_CLASSES``) with no
+       class count) whose loss still ends above rule 4's threshold (10 x the prior's entropy;
+       ``BLIND_LOSS_FACTOR`` x ln(``MAX_INFERRED_CLASSES``)) has not recovered, from epoch 2 on.
 
     3b. Without a chance level, a collapse: the training loss rose to 10 x its minimum after it, and
        val_accuracy ends frozen (within 2.5 grid steps) for max(3, a fifth of the run) epochs more
@@ -580,27 +581,21 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             "predictions are wildly overconfident and wrong (blown-up weights or unscaled inputs)",
             (LR_HIGH, EXPLODING, INPUTS),
         )
-    # Rule 3, without a chance level, also: a training loss that exploded past ten times rule 4's
-    # bound and still ends above it (twice ln of the most classes inferred), however short the run:
-    # no classifier's cross-entropy sits there once it has recovered.
-    # (Here, with no class count, rule 4's ``bound`` is ln(MAX_INFERRED_CLASSES) and its ``factor``
-    # BLIND_LOSS_FACTOR; the series holds at least 2 values.)
+    # Also, however short the run and wherever its accuracy is: a training loss that exploded past
+    # ten times rule 4's bound and still ends above rule 4's threshold (factor x bound: 10 x the
+    # prior's entropy, or twice ln of the most classes inferred) has not recovered; no classifier's
+    # cross-entropy sits there once it has. (The series holds at least 2 values.)
     peak = int(np.argmax(y))
-    if (
-        entropy is None
-        and classifier
-        and peak < y.size - 1
-        and float(y[peak]) > 10 * bound
-        and float(y[-1]) > factor * bound
-    ):
+    if classifier and peak < y.size - 1 and float(y[peak]) > 10 * bound and float(y[-1]) > factor * bound:
         return make_finding(
             Code.DIVERGENCE,
             Severity.CRITICAL,
             int(x[peak]),
-            {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": None, "died": False},
+            {"loss_peak": float(y[peak]), "loss_last": float(y[-1]), "prior_entropy": entropy, "died": False},
             f"loss exploded to {fmt(float(y[peak]))} at epoch {int(x[peak])} and is still "
-            f"{fmt(float(y[-1]))} at epoch {int(x[-1])}, over {factor:g} x ln "
-            f"{MAX_INFERRED_CLASSES} ({fmt(factor * bound)}): it has not recovered",
+            f"{fmt(float(y[-1]))} at epoch {int(x[-1])}, over {factor:g} x "
+            + (f"the prior's entropy {fmt(entropy)}" if entropy is not None else f"ln {MAX_INFERRED_CLASSES}")
+            + f" ({fmt(factor * bound)}): it has not recovered",
             (LR_HIGH, EXPLODING),
         )
     if y.size < 3:

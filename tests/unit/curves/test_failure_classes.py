@@ -516,6 +516,23 @@ def test_two_epochs_of_an_exploded_loss_that_has_not_recovered_is_divergence_fro
     assert not diagnose(_curve(recovered)).has("divergence")
 
 
+def test_an_exploded_loss_that_has_not_recovered_is_divergence_with_the_class_prior_known() -> None:
+    # Adam at 5.0 on a balanced binary task (40 validation examples): training loss 2,645 then 73,
+    # far above 10 x ln 2, while val_loss sits at ln 2 and val_accuracy is not (yet) at chance.
+    metrics = {
+        "accuracy": np.array([0.6275, 0.61]),
+        "loss": np.array([2645.3, 73.29]),
+        "val_accuracy": np.array([0.9, 0.625]),
+        "val_loss": np.array([0.6444, 0.6426]),
+    }
+    diagnosis = diagnose(_curve(metrics, class_prior=(0.5, 0.5)))
+    assert diagnosis.verdict == "divergence", diagnosis.codes
+    assert "over 10 x the prior's entropy 0.693" in diagnosis.findings[0].message
+    # Back under 10 x ln 2 at the end: not called from two epochs.
+    recovered = dict(metrics, loss=np.array([2645.3, 1.2]))
+    assert not diagnose(_curve(recovered, class_prior=(0.5, 0.5))).has("divergence")
+
+
 def test_a_short_run_collapsing_to_chance_is_flagged() -> None:
     metrics = {
         "accuracy": np.array([0.55, 0.70, 0.76, 0.80, 0.82, 0.83]),
