@@ -34,11 +34,11 @@ class Variant:
             (:func:`benchmarks.corpus.models.schedule_callbacks`).
         early_stop_patience: add ``EarlyStopping(val_loss, patience, restore_best_weights=True)``.
         kill_at: stop after this many epochs as if the process were killed (``complete: false``).
-        generation: 1 to 6; the first batch covers every finding in both splits; the third adds
+        generation: 1 to 7; the first batch covers every finding in both splits; the third adds
             the textures and diabetes families and mirrors of the test split's special runs; the
             fourth, runs at chance that the file alone must read right (shuffled labels, slow
             starts on 5 and 6 classes); the fifth, validation sets of 13 to 16 examples; the
-            sixth, budgets of 150 to 400 epochs.
+            sixth, budgets of 150 to 400 epochs; the seventh, rates too low in every family.
         notes: what the design does, in words.
     """
 
@@ -1832,6 +1832,25 @@ def _long_budget_extras() -> list[Variant]:
     return out
 
 
+def _slow_extras() -> list[Variant]:
+    """Rates too low in every family (generation 7), so that slow runs stand beside the healthy
+    ones in equal measure: plain SGD at 1e-3 and 3e-3 and Adam at a thirtieth of the family's
+    rate, each for the family's usual budget, two seeds: losses still falling when the budget ends."""
+    out: list[Variant] = []
+    for family, f in FAMILIES.items():
+        mk: dict[str, Any] = {"hidden": f["hidden"], **({"dropout": f["dropout"]} if "dropout" in f else {})}
+        ep = f["epochs"]
+        rows: list[Row] = [
+            ("sgd-1e-3", "lr_too_low", "mlp", mk, "sgd", 1e-3, ep, ("too_slow",), (0, 1)),
+            ("sgd-3e-3", "lr_too_low", "mlp", mk, "sgd", 3e-3, ep, ("too_slow",), (0, 1)),
+            ("adam-small", "lr_too_low", "mlp", mk, "adam", f["lr"] / 30, ep, ("too_slow",), (0, 1)),
+        ]
+        out += _row_variants(
+            f"slow-{family.replace('_', '-')}", f["view"], f["batch"], rows, 7, "a rate too low"
+        )
+    return out
+
+
 def _blind_chance_probes() -> list[Variant]:
     """Runs at chance on the tune split that the file alone must read right (generation 4):
     shuffled labels on 5 and 6 classes with 1,000 and 40 validation examples (a model memorising
@@ -1933,6 +1952,7 @@ def all_variants() -> list[Variant]:
     out += _blind_chance_probes()
     out += _tiny_val_extras()
     out += _long_budget_extras()
+    out += _slow_extras()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:

@@ -93,7 +93,8 @@ def test_labels_and_dropped_cover_every_csv():
     csvs = {p.name for p in CORPUS_DIR.glob("*.csv")}
     assert set(labels) | set(dropped) == csvs
     assert not set(labels) & set(dropped)
-    assert sum(p.stat().st_size for p in CORPUS_DIR.iterdir()) < 5_000_000
+    # A clone stays light: 602 labelled runs (generation 7) take 5.2 MB, labels.json 1.4 MB of it.
+    assert sum(p.stat().st_size for p in CORPUS_DIR.iterdir()) < 6_000_000
 
 
 def test_load_corpus_filters_and_rejects_bad_split(tmp_path):
