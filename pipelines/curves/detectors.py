@@ -1484,9 +1484,9 @@ def _too_slow_short(
 
     The same test as for longer runs at a coarser resolution: halves instead of thirds. The run
     ran its budget (when known; never while live); val_loss's last half falls at no less than half
-    the first half's pace (OLS slopes: no deceleration), lowers it at every step but at most a
-    ``1 - slow_down_share`` share, by at least ``slow_short_fall`` of its level, and not towards
-    the prior's entropy; val_accuracy does not fall over the last half. A sound short run makes
+    the first half's pace (OLS slopes: no deceleration), on at least ``slow_down_share`` of its
+    steps, by at least ``slow_short_fall`` of its level, and not towards the prior's entropy;
+    val_accuracy does not fall over the last half. A sound short run makes
     most of its gain in its first epochs and then slows (digits at 0.82, 0.88, 0.91, 0.92, 0.93);
     one whose loss still falls as fast as at its start ended far from its ceiling.
     """
@@ -1542,7 +1542,8 @@ def detect_too_slow(ctx: Context) -> Finding | None:
     must also plateau only after twice the horizon. When validation accuracy is coarse (a small
     validation set moves it in steps of 1/n) the validation loss is judged the same way: a
     val_loss that falls steadily all run is a learning rate too low even while accuracy barely
-    moves.
+    moves. A finished run of 5 to 8 epochs (:data:`SHORT_RUN_EPOCHS`), too short for thirds, is
+    judged by halves instead (:func:`_too_slow_short`).
     """
     z_min = max(3.0, _z_crit(ctx.cfg))
     val_loss = finite_series(ctx.curve, "val_loss")
