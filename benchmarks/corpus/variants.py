@@ -34,11 +34,12 @@ class Variant:
             (:func:`benchmarks.corpus.models.schedule_callbacks`).
         early_stop_patience: add ``EarlyStopping(val_loss, patience, restore_best_weights=True)``.
         kill_at: stop after this many epochs as if the process were killed (``complete: false``).
-        generation: 1 to 7; the first batch covers every finding in both splits; the third adds
+        generation: 1 to 8; the first batch covers every finding in both splits; the third adds
             the textures and diabetes families and mirrors of the test split's special runs; the
             fourth, runs at chance that the file alone must read right (shuffled labels, slow
             starts on 5 and 6 classes); the fifth, validation sets of 13 to 16 examples; the
-            sixth, budgets of 150 to 400 epochs; the seventh, rates too low in every family.
+            sixth, budgets of 150 to 400 epochs; the seventh, rates too low in every family;
+            the eighth, rates too high in every family.
         notes: what the design does, in words.
     """
 
@@ -1851,6 +1852,24 @@ def _slow_extras() -> list[Variant]:
     return out
 
 
+def _fast_extras() -> list[Variant]:
+    """Rates too high in every family (generation 8), the thinnest finding of both splits: Adam at
+    0.02, SGD with momentum at 0.2 and plain SGD at 0.5, each for the family's usual budget."""
+    out: list[Variant] = []
+    for family, f in FAMILIES.items():
+        mk: dict[str, Any] = {"hidden": f["hidden"], **({"dropout": f["dropout"]} if "dropout" in f else {})}
+        ep = f["epochs"]
+        rows: list[Row] = [
+            ("adam-0.02", "lr_too_high", "mlp", mk, "adam", 0.02, ep, ("oscillation",), (0,)),
+            ("sgdm-0.2", "lr_too_high", "mlp", mk, "sgd-momentum", 0.2, ep, ("oscillation",), (0,)),
+            ("sgd-0.5", "lr_too_high", "mlp", mk, "sgd", 0.5, ep, ("oscillation",), (0,)),
+        ]
+        out += _row_variants(
+            f"fast-{family.replace('_', '-')}", f["view"], f["batch"], rows, 8, "a rate too high"
+        )
+    return out
+
+
 def _blind_chance_probes() -> list[Variant]:
     """Runs at chance on the tune split that the file alone must read right (generation 4):
     shuffled labels on 5 and 6 classes with 1,000 and 40 validation examples (a model memorising
@@ -1953,6 +1972,7 @@ def all_variants() -> list[Variant]:
     out += _tiny_val_extras()
     out += _long_budget_extras()
     out += _slow_extras()
+    out += _fast_extras()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:
