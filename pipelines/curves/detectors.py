@@ -56,8 +56,6 @@ from pipelines.curves.settings import DiagnoseConfig
 from pipelines.curves.types import Curve, Finding, Severity
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from pipelines.curves.extrapolate import Extrapolation
 
 # Fewer epochs than this and a curve has no trend to speak of: two values are one difference.
@@ -1477,9 +1475,19 @@ def steady_improvement(x: np.ndarray, g: np.ndarray, sigma: float, z_min: float)
 SHORT_RUN_EPOCHS = (5, 8)
 
 
-def _too_slow_short(
-    ctx: Context, val_loss: tuple[np.ndarray, np.ndarray], learning_the_task: Callable[[float], bool]
-) -> Finding | None:
+def _learning_the_task(ctx: Context, last_loss: float) -> bool:
+    """A val_loss ending at ``last_loss`` is learning the task, not the class prior: it sits below
+    95% of the prior's entropy (or the prior is unknown), or the accuracy is already clearly beyond
+    chance (a bad start climbing out)."""
+    if ctx.prior_entropy is None or last_loss < 0.95 * ctx.prior_entropy:
+        return True
+    acc = finite_series(ctx.curve, "val_accuracy")
+    if acc is None or ctx.chance is None:
+        return False
+    return float(np.mean(acc[1][-3:])) > ctx.limit_at_chance()
+
+
+def _too_slow_short(ctx: Context, val_loss: tuple[np.ndarray, np.ndarray]) -> Finding | None:
     """``too_slow`` for a finished run of 5 to 8 epochs: its val_loss still falls steadily at the end.
 
     The same test as for longer runs at a coarser resolution: halves instead of thirds. The run
@@ -1491,11 +1499,10 @@ def _too_slow_short(
     one whose loss still falls as fast as at its start ended far from its ceiling.
     """
     x, y = val_loss[0].astype(float), val_loss[1]
-    size = y.size
     budget = ctx.curve.epoch_budget
     if ctx.live or not ctx.curve.complete or (budget is not None and int(ctx.curve.epochs[-1]) < budget):
         return None
-    half = (size + 1) // 2
+    half = (y.size + 1) // 2
     fall_first = -float(np.polyfit(x[:half], y[:half], 1)[0])
     fall_last = -float(np.polyfit(x[-half:], y[-half:], 1)[0])
     steps = np.diff(y[-half:])
@@ -1506,13 +1513,13 @@ def _too_slow_short(
         or fall_last < 0.5 * fall_first
         or float(np.mean(steps < 0)) < ctx.cfg.slow_down_share
         or fallen < ctx.cfg.slow_short_fall * level
-        or not learning_the_task(float(y[-1]))
+        or not _learning_the_task(ctx, float(y[-1]))
     ):
         return None
     acc = finite_series(ctx.curve, "val_accuracy")
-    acc = None if acc is None or acc[1].size < half else (acc[0][-half:].astype(float), acc[1][-half:])
-    if acc is not None and float(np.polyfit(acc[0], acc[1], 1)[0]) < -1e-6:  # below: float round-off
-        return None
+    if acc is not None and acc[1].size >= half:
+        if float(np.polyfit(acc[0][-half:].astype(float), acc[1][-half:], 1)[0]) < -1e-6:  # float round-off
+            return None
     evidence: dict[str, Any] = {
         "metric": "val_loss",
         "slope_last_half": -fall_last,
@@ -1565,20 +1572,10 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         share = float(np.mean(np.diff(half) < 0))
         first, last = float(np.mean(val_loss[1][:3])), float(np.mean(val_loss[1][-3:]))
         ok = share >= ctx.cfg.slow_down_share and first - last >= ctx.cfg.live_loss_fall * abs(first)
-        return ok and learning_the_task(last), share
-
-    def learning_the_task(last_loss: float) -> bool:
-        # A val_loss still at or above the prior's entropy is learning the task only if the
-        # accuracy is already clearly beyond chance (a bad start climbing out), not the prior.
-        if ctx.prior_entropy is None or last_loss < 0.95 * ctx.prior_entropy:
-            return True
-        acc = finite_series(ctx.curve, "val_accuracy")
-        if acc is None or ctx.chance is None:
-            return False
-        return float(np.mean(acc[1][-3:])) > ctx.limit_at_chance()
+        return ok and _learning_the_task(ctx, last), share
 
     if val_loss is not None and SHORT_RUN_EPOCHS[0] <= val_loss[1].size <= SHORT_RUN_EPOCHS[1]:
-        return _too_slow_short(ctx, val_loss, learning_the_task)
+        return _too_slow_short(ctx, val_loss)
     confirmed, down_share = loss_confirms()
     found: dict[str, float] | None = None
     metric, sign = ctx.monitor, 1.0 if ctx.higher else -1.0
