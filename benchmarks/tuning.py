@@ -27,9 +27,16 @@ Three parts:
    configuration was pruned whenever it was sampled, and how often it was lost (every sampling of
    it pruned). ``--budget N`` cuts every curve to N epochs: a shorter tuning budget;
    ``--first-seed K`` starts the seeds at K (settings are chosen on seeds 0-9, the default, and
-   checked on others). A last row, ``perfect forecast (bound)``, is a reference, not a method: it
+   checked on others). A row ``perfect forecast (bound)`` is a reference, not a method: it
    prunes at epoch 1 exactly the trials whose recorded value will not beat the best completed
-   trial, so it bounds what any predictive-termination pruner can reach on those seeds.
+   trial, so it bounds what any predictive-termination pruner can reach on those seeds. A last
+   reference row, ``perfect forecast @K``, makes the same perfect forecast only from epoch K, the
+   first epoch at which the best ``val_accuracy`` so far ranks the table's configurations as their
+   final values do (Spearman's rho >= 0.9, printed by epoch above the table): on the recorded
+   table K = 13 (rho 0.46 at epoch 8, 0.61 at 10, 0.82 at 12; the ReduceLROnPlateau steps reorder
+   the curves), and pruning exactly the losers at epoch 13 reaches the best in 338 epochs (2.13x
+   against TPE alone; measured 2026-11-26, seeds 0-9), short of 3x: what the curves alone show
+   before then does not tell the trials apart.
    ``--lookup-repeats``: TPE re-samples configurations of a categorical grid (about a quarter of
    its trials here); with it, every method's objective returns a completed configuration's value
    without training, as Optuna's FAQ suggests (measured 2026-11-26, seeds 0-9: TPE alone reaches
@@ -42,10 +49,11 @@ Three parts:
    SD 0.3, the families alone from epoch 8) and the former 2,000 / 1,000-image subset it pruned 8
    of 12 (130 epochs against 180); those defaults lost the table's best configuration (see
    :class:`pipelines.curves.pruner.CurvePruner`). ``--space params`` (the whole search space; for
-   a GPU), measured 2026-11-26 on one H100 under ``KERAS_BACKEND=jax`` (8 trials x 20 epochs),
-   with the defaults of commit 4130276 (before the prior's sqrt scaling): 85 epochs against 160
-   (5 trials pruned, 3 at epoch 3 and 2 at epoch 8, each with its forecast in
-   ``pruned_because``), 48 s against 101 s, the same best val_accuracy (0.9006).
+   a GPU), measured 2026-11-26 on one H200 under ``KERAS_BACKEND=jax`` (8 trials x 20 epochs,
+   the pruner's current defaults): 84 epochs against 160 (5 trials pruned, 3 at epoch 3, one at 7
+   and one at 8, each with its forecast in ``pruned_because``), 74 s against 140 s, the same best
+   val_accuracy (0.9008). (Earlier, on one H100 with the defaults of commit 4130276, before the
+   prior's sqrt scaling: 85 epochs against 160, 48 s against 101 s, best 0.9006.)
 
 Targets (issue 7): >= 3x fewer epochs than no pruning to reach within 0.2 points of the best
 (Domhan, Springenberg & Hutter, IJCAI 2015, report about 2x on CNNs), fewer than MedianPruner and
@@ -316,25 +324,64 @@ def load_table(path: Path) -> Table:
 
 
 class PerfectForecastPruner:
-    """A reference, not a method: prunes at epoch 1 every trial whose *recorded* final value will
-    not beat the best completed trial (it reads the table), and none before a trial completed.
+    """A reference, not a method: prunes at epoch ``at_epoch`` every trial whose *recorded* final
+    value will not beat the best completed trial (it reads the table), and none before a trial
+    completed.
 
-    What predictive termination (prune when the trial will not beat the best completed one) could
-    at best achieve with a perfect forecast: a lower bound on the epochs of any pruner of that
-    kind, CurvePruner included.
+    At epoch 1 (the default): what predictive termination (prune when the trial will not beat the
+    best completed one) could at best achieve with a perfect forecast, a lower bound on the epochs
+    of any pruner of that kind, CurvePruner included. At a later epoch: what a perfect forecast
+    made only once that many epochs of the curve are in would reach (:func:`informative_epoch`).
     """
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, at_epoch: int = 1) -> None:
         import optuna
 
+        if at_epoch < 1:
+            raise ValueError(f"PerfectForecastPruner: at_epoch must be >= 1, got {at_epoch}")
         self._values = table.values
         self._index = table.index()
         self._complete = optuna.trial.TrialState.COMPLETE
+        self.at_epoch = at_epoch
 
     def prune(self, study: Any, trial: Any) -> bool:
+        step = trial.last_step
+        if step is None or step < self.at_epoch:
+            return False
         done = [t.value for t in study.get_trials(deepcopy=False, states=(self._complete,))]
         config = self._index[tuple(trial.params[k] for k in GRID)]
         return bool(done) and self._values[config] <= max(done)
+
+
+#: Rank correlation with the final value at which a curve's best so far counts as informative.
+INFORMATIVE_RHO = 0.9
+
+
+def rank_correlations(table: Table) -> np.ndarray:
+    """(E,) float64: Spearman's rank correlation, over the table's configurations, between the best
+    ``val_accuracy`` up to epoch e (e = 1..E) and the configuration's value (its best epoch's);
+    E = the longest curve. A curve cut short by NaN keeps its last best."""
+    from scipy.stats import spearmanr
+
+    length = max(len(c) for c in table.curves)
+    best = np.full((len(table.curves), length), -np.inf)
+    for i, curve in enumerate(table.curves):
+        padded = np.full(length, -np.inf)
+        padded[: len(curve)] = np.where(np.isfinite(curve), curve, -np.inf)
+        best[i] = np.maximum.accumulate(padded)
+    values = table.values
+    return np.asarray([float(spearmanr(best[:, e], values)[0]) for e in range(length)])
+
+
+def informative_epoch(table: Table, rho: float = INFORMATIVE_RHO) -> int:
+    """The first epoch (1-based) at which the best ``val_accuracy`` so far ranks the configurations
+    as their final values do (:func:`rank_correlations` >= ``rho``); the longest curve's length if
+    never. Before it, the curves themselves say little about which configuration ends best (on the
+    recorded table, ReduceLROnPlateau's steps reorder them around epoch 10), so a pruner that reads
+    curves can at best do what a perfect forecast made at this epoch does."""
+    rhos = rank_correlations(table)
+    hits = np.flatnonzero(rhos >= rho)
+    return int(hits[0]) + 1 if hits.size else len(rhos)
 
 
 #: Method name -> (sampler kind, pruner factory). Optuna defaults unless the docs' examples differ.
@@ -369,16 +416,18 @@ def methods(budget: int = EPOCHS, table: Table | None = None) -> dict[str, tuple
     }
     if table is not None:
         found["TPE + perfect forecast (bound)"] = ("tpe", lambda: _perfect(table))
+        at = informative_epoch(table)
+        found[f"TPE + perfect forecast @{at}"] = ("tpe", lambda: _perfect(table, at))
     return found
 
 
-def _perfect(table: Table) -> Any:
+def _perfect(table: Table, at_epoch: int = 1) -> Any:
     import optuna
 
     class _Pruner(PerfectForecastPruner, optuna.pruners.BasePruner):
         pass
 
-    return _Pruner(table)
+    return _Pruner(table, at_epoch)
 
 
 @dataclass
@@ -541,6 +590,13 @@ def replay(
         f"epochs; best config #{best} {table.params[best]}: val_accuracy {values[best]:.4f}; "
         f"{near} configuration(s) within {100 * WITHIN:.1f} points of it; median config {np.median(values):.4f}"
     )
+    rhos = rank_correlations(table)
+    marks = sorted({1, 3, 5, 8, 10, 12, 15, 20, len(rhos)} & set(range(1, len(rhos) + 1)))
+    print(
+        "rank correlation (Spearman) of the best val_accuracy so far with the final value, by epoch: "
+        + ", ".join(f"{e}: {rhos[e - 1]:.2f}" for e in marks)
+        + f"; informative (>= {INFORMATIVE_RHO}) from epoch {informative_epoch(table)}"
+    )
     print(
         f"{seeds} sampler seeds ({first_seed}..{first_seed + seeds - 1}) x {n_trials} trials per method, "
         f"budget {budget or EPOCHS} epochs"
@@ -614,6 +670,15 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
                 f"reaches it in {bound:.0f} epochs ({base / bound:.2f}x): 3x is "
                 f"{'within reach' if base / bound >= 3 else 'out of reach of any predictive-termination pruner'}"
                 " on these seeds"
+            )
+        late = next((n for n in results if n.startswith("TPE + perfect forecast @")), None)
+        late_goal = results[late]["to_goal_median"] if late else math.nan
+        if late and math.isfinite(late_goal):
+            at = late.rsplit("@", 1)[1]
+            lines.append(
+                f"  the same forecast made at epoch {at}, where the curves first rank the configurations as "
+                f"their final values do (Spearman >= {INFORMATIVE_RHO}), reaches it in {late_goal:.0f} epochs "
+                f"({base / late_goal:.2f}x): before then the curves alone do not tell the trials apart"
             )
     return "\n".join(lines)
 

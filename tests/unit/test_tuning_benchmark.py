@@ -71,10 +71,12 @@ def test_format_results_prints_the_bound_and_the_targets() -> None:
         "TPE + HyperbandPruner": row | {"to_goal_median": 300.0},
         "TPE + CurvePruner": row,
         "TPE + perfect forecast (bound)": row | {"to_goal_median": 90.0},
+        "TPE + perfect forecast @13": row | {"to_goal_median": 120.0},
     }
     text = bench.format_results(results)
     assert ">= 3x fewer epochs than no pruning to within 0.2 pts: 3.00x  met" in text
     assert "reaches it in 90 epochs (2.00x): 3x is out of reach" in text
+    assert "the same forecast made at epoch 13" in text and "reaches it in 120 epochs (1.50x)" in text
 
 
 def _write_table(path, configs, epochs=3) -> None:
@@ -152,3 +154,36 @@ def test_lookup_repeats_returns_a_completed_configuration_untrained(tmp_path) ->
     first = {c: i for i, c in reversed(list(enumerate(looked.configs)))}
     assert looked.epochs == [3 if first[c] == i else 0 for i, c in enumerate(looked.configs)]
     assert looked.values == plain.values
+
+
+def test_perfect_forecast_from_a_later_epoch_runs_every_trial_that_far() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    table = synthetic_table()
+    trace = bench.replay_search(table, "tpe", bench._perfect(table, at_epoch=4), seed=0, n_trials=20)
+    assert any(trace.pruned)
+    assert all(e == (4 if p else 6) for e, p in zip(trace.epochs, trace.pruned, strict=True))
+    with pytest.raises(ValueError, match="at_epoch must be >= 1"):
+        bench.PerfectForecastPruner(table, at_epoch=0)
+
+
+def test_informative_epoch_is_where_the_curves_first_rank_the_configurations_as_their_values() -> None:
+    configs = bench.grid_configs()
+    n = len(configs)
+    order = np.arange(n)
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(n)
+    # Epochs 1-3 rank the configs in a random order, unrelated to their final values; from epoch 4
+    # on every curve sits at (just under) its final value, so the ranking is the final one.
+    curves = [
+        np.concatenate([0.3 + 0.001 * shuffled[i] * np.ones(3), 0.5 + 0.001 * order[i] * np.ones(3)])
+        for i in range(n)
+    ]
+    table = bench.Table(configs, curves)
+    rhos = bench.rank_correlations(table)
+    assert rhos.shape == (6,)
+    assert abs(rhos[0]) < 0.3 and rhos[3] == pytest.approx(1.0)
+    assert bench.informative_epoch(table) == 4
+    flat = bench.Table(
+        configs, [np.r_[0.3 + 0.001 * shuffled[i] * np.ones(5), 0.5 + 0.001 * i] for i in range(n)]
+    )
+    assert bench.informative_epoch(flat) == 6  # only the last epoch ranks them
