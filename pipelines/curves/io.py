@@ -269,6 +269,16 @@ def _separator(header: str) -> str:
         return ","
 
 
+def _ends_with_newline(path: Path) -> bool:
+    """Whether the file's last byte is a line end (an empty file counts as ended)."""
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() == 0:
+            return True
+        handle.seek(-1, 2)
+        return handle.read(1) in (b"\n", b"\r")
+
+
 def load_csv_logger(
     path: str | Path,
     *,
@@ -285,6 +295,8 @@ def load_csv_logger(
             is read too: its unnamed index column counts the epochs from 0, and without an index
             (``index=False``) the rows are the epochs in order.
             A repeated header line (``CSVLogger(append=True)`` after a resumed ``fit``) is skipped.
+            A last row cut short with no line end (a file read while training still writes it)
+            is dropped with a warning; a short row anywhere else is an error.
             A resumed ``fit(initial_epoch=k)`` appending to the same file continues the epoch
             numbers; when it re-runs epochs already logged (the last checkpoint was older than
             the last logged epoch: ``ModelCheckpoint`` every few epochs, a kill between
@@ -305,7 +317,8 @@ def load_csv_logger(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: (naming the file, and the column / row where it applies) not UTF-8 text (a
-            byte-order mark is accepted), no header, a non-numeric cell in the epoch, a loss or an
+            byte-order mark is accepted), no header, a row whose cells do not match the header
+            (but for a last row still being written), a non-numeric cell in the epoch, a loss or an
             accuracy column (another column with text, e.g. a time stamp, is dropped with a warning),
             no rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
@@ -337,6 +350,17 @@ def load_csv_logger(
             numbered = True  # the same table saved with index=False: one row per epoch, in order
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: duplicate column names in header {header}")
+    if rows and len(rows[-1]) < len(header) and not _ends_with_newline(path):
+        # A CSVLogger file read while training still appends to it (or copied mid-write): its last
+        # row is cut short. The epochs before it are whole.
+        log.warning(
+            "%s: last row (row %d) has %d of %d cells and no line end: a row still being written; ignored",
+            path,
+            len(rows) + 1,
+            len(rows[-1]),
+            len(header),
+        )
+        rows = rows[:-1]
     if not rows:
         raise ValueError(f"{path}: no epochs (header only)")
     columns: dict[str, list[float]] = {name: [] for name in header}

@@ -239,6 +239,29 @@ def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path)
     assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.55, 0.6]
 
 
+def test_a_last_row_still_being_written_is_dropped_but_a_short_row_elsewhere_is_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    rows = [[0, 0.5, 1.0, 0.5, 1.1], [1, 0.6, 0.9, 0.55, 1.0]]
+    # Read while CSVLogger writes epoch 2: the row is cut short and has no line end yet.
+    path = _write_csv(tmp_path / "live.csv", header, rows)
+    with path.open("a") as handle:
+        handle.write("2,0.7,0.8")
+    with caplog.at_level("WARNING", logger="pipelines.curves.io"):
+        curve = load_curve(path)
+    assert curve.epochs.tolist() == [1, 2]
+    assert curve.metrics["val_loss"].tolist() == [1.1, 1.0]
+    assert "live.csv: last row (row 4) has 3 of 5 cells and no line end" in caplog.text
+    # The same short row with its line end is a malformed file, not a row in progress.
+    ended = _write_csv(tmp_path / "ended.csv", header, [*rows, [2, 0.7, 0.8]])
+    with pytest.raises(ValueError, match=r"ended\.csv: row 4 has 3 cells, header has 5"):
+        load_curve(ended)
+    middle = _write_csv(tmp_path / "middle.csv", header, [rows[0], [1, 0.6], [2, 0.7, 0.8, 0.6, 0.95]])
+    with pytest.raises(ValueError, match=r"middle\.csv: row 3 has 2 cells, header has 5"):
+        load_curve(middle)
+
+
 def test_a_file_of_several_trainings_reads_the_last_one_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
