@@ -11,8 +11,9 @@ trial's model is written to disk at once (never held in memory); its value is it
 
 Storage: in memory, or any Optuna RDB URL (SQLite for one machine, PostgreSQL for parallel
 workers). With an RDB storage a heartbeat marks the trial of a killed worker failed and
-``RetryFailedTrialCallback`` enqueues it again
-(https://optuna.readthedocs.io/en/stable/reference/generated/optuna.storages.RetryFailedTrialCallback.html).
+``RetryHeartbeatStaleTrialCallback`` (``RetryFailedTrialCallback`` before Optuna 4.9, which deprecated
+that name) enqueues it again
+(https://optuna.readthedocs.io/en/stable/reference/generated/optuna.storages.RetryHeartbeatStaleTrialCallback.html).
 
 Optuna: Akiba et al., "Optuna: A Next-generation Hyperparameter Optimization Framework", KDD 2019;
 TPE sampler (Bergstra et al., NeurIPS 2011).
@@ -167,22 +168,28 @@ def make_storage(
     """``None`` (in memory) or an ``RDBStorage`` for ``url`` with heartbeat and retry of failed trials.
 
     A worker killed mid-trial stops beating; after ``grace_period`` seconds the next worker to ask
-    for a trial marks it ``FAIL`` and ``RetryFailedTrialCallback`` enqueues the same parameters
-    again (at most twice).
+    for a trial marks it ``FAIL`` and ``RetryHeartbeatStaleTrialCallback`` enqueues the same
+    parameters again (at most twice). Optuna flags the heartbeat and that callback as experimental;
+    their ``ExperimentalWarning`` is not repeated to the user on every worker start.
     """
     if url is None:
         return None
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     # SQLite serialises writers: wait for the lock instead of failing at once when workers overlap.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return RDBStorage(
-        url,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2),
-        engine_kwargs=engine,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            engine_kwargs=engine,
+        )
 
 
 def reporting_callback(trial: Any):
@@ -329,7 +336,7 @@ def tune(
                 if finished >= until_finished:
                     # Enough trials finished, but a killed worker may have left one RUNNING: it is
                     # failed once its heartbeat is older than the grace period and its retry
-                    # (RetryFailedTrialCallback) waits for a worker. Stay until no trial is open:
+                    # (RetryHeartbeatStaleTrialCallback) waits for a worker. Stay until no trial is open:
                     # fail the stale ones, run a waiting retry, else wait for the others' trials.
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -143,7 +143,14 @@ def test_killed_trial_is_failed_by_heartbeat_and_retried(tmp_path):
     import time
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    storage = make_storage(url, heartbeat_interval=1, grace_period=2)
+    with warnings.catch_warnings():
+        # Optuna's current retry callback, not its deprecated alias RetryFailedTrialCallback
+        # (FutureWarning since 4.9), and no ExperimentalWarning repeated at every worker start.
+        warnings.simplefilter("error")
+        storage = make_storage(url, heartbeat_interval=1, grace_period=2)
+    assert (
+        type(storage.get_heartbeat_stale_trial_callback()) is optuna.storages.RetryHeartbeatStaleTrialCallback
+    )
     study = optuna.create_study(storage=storage, study_name="hb", direction="maximize")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     # A running trial that stops beating (its worker was SIGKILLed): record one beat, then nothing.
