@@ -571,7 +571,11 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes):
 
 # ------------------------------------------------------------------------------------------ evaluate
 def load_model_safely(path: Path):
-    """Load a ``.keras`` model with Keras' safe mode on (the default: no Python code deserialised).
+    """Load a ``.keras`` model for prediction, with Keras' safe mode on (the default: no Python code
+    deserialised) and without its training configuration (``compile=False``,
+    https://keras.io/api/models/model_saving_apis/model_saving_and_loading/): evaluation only
+    predicts, and restoring the optimizer of a model trained under mixed precision (a loss-scale
+    optimizer, more variables) warns "Skipping variable loading for optimizer".
 
     Raises:
         StageError: one line naming the file and saying the load was refused and why (Keras'
@@ -581,7 +585,7 @@ def load_model_safely(path: Path):
     import keras
 
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises ValueError, TypeError, OSError... for a refused file
         first = " ".join(str(exc).split())
         first = first.split(". ")[0][:300] or type(exc).__name__

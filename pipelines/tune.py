@@ -418,12 +418,15 @@ def serve_dashboard(storage: str, *, port: int = 8080) -> None:
 
 
 def score(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy (fraction) of the saved model at ``model_path`` on ``x`` (uint8 images) / ``y``."""
+    """Accuracy (fraction) of the saved model at ``model_path`` on ``x`` (uint8 images) / ``y``.
+
+    The model is loaded for prediction only (``compile=False``: no optimizer restored, so a model
+    trained under mixed precision loads without Keras' optimizer-variable warning)."""
     import keras
 
     from pipelines.evaluate import predict_batches
 
-    model = keras.saving.load_model(model_path)
+    model = keras.saving.load_model(model_path, compile=False)
     probs = predict_batches(model, x, batch_size=512)
     return float(np.mean(np.argmax(probs, axis=1) == y))
 

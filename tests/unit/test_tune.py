@@ -174,3 +174,40 @@ def test_make_pruner_warns_when_the_budget_leaves_the_forecast_rule_no_epoch(par
         for epochs in (4, 6, 12):  # the quick profile's 6: the forecast rule may act from epoch 3
             pruner = make_pruner(load_params(params_file({"train": {"epochs": epochs}})), 10)
             assert isinstance(pruner, CurvePruner) and pruner.n_warmup_steps == 3
+
+
+def test_a_model_trained_under_mixed_precision_is_loaded_for_prediction_without_warnings(tmp_path):
+    import keras
+
+    from pipelines import steps
+    from pipelines.tune import score
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(64, 4, 4, 1), dtype=np.uint8)
+    y = rng.integers(0, 3, size=64)
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as train() sets it on a GPU
+    try:
+        model = keras.Sequential(
+            [
+                keras.Input((4, 4, 1)),
+                keras.layers.Rescaling(1 / 255),
+                keras.layers.Flatten(),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(3, activation="softmax", dtype="float32"),
+            ]
+        )
+        model.compile("adam", "sparse_categorical_crossentropy")  # a loss-scale optimizer
+        model.fit(x, y, epochs=1, verbose=0)
+        path = tmp_path / "mixed.keras"
+        model.save(path)
+        expected = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with warnings.catch_warnings():
+        # Restoring the loss-scale optimizer into a plain one warns "Skipping variable loading
+        # for optimizer"; prediction needs no optimizer.
+        warnings.simplefilter("error", UserWarning)
+        loaded = steps.load_model_safely(path)
+        accuracy = score(path, x, y)
+    assert getattr(loaded, "optimizer", None) is None  # not compiled: no training state restored
+    assert accuracy == pytest.approx(expected)
