@@ -420,13 +420,16 @@ def serve_dashboard(storage: str, *, port: int = 8080) -> None:
 def score(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy (fraction) of the saved model at ``model_path`` on ``x`` (uint8 images) / ``y``.
 
-    The model is loaded for prediction only (``compile=False``: no optimizer restored, so a model
-    trained under mixed precision loads without Keras' optimizer-variable warning)."""
-    import keras
+    The model is loaded for prediction only, as the evaluate stage loads it
+    (:func:`pipelines.steps.load_model_safely`: no optimizer restored).
 
+    Raises:
+        pipelines.steps.StageError: Keras refused to load the file (the message names it).
+    """
     from pipelines.evaluate import predict_batches
+    from pipelines.steps import load_model_safely
 
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_model_safely(model_path)
     probs = predict_batches(model, x, batch_size=512)
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
