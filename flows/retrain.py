@@ -39,6 +39,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import SyncClientContext
 
 from pipelines import schedule, steps, versioning
 from pipelines.config import Params, load_params
@@ -204,6 +205,18 @@ async def retrain(
         state Failed) when the data fails its suites, ``GateFailed`` when the gate fails and
         ``compare.fail_on_regression`` is set, and ``VersioningError`` when DVC cannot record the run.
     """
+    # One Prefect API client for every task run of this flow run, as Prefect's sync engine keeps one.
+    # Without it each sync task run called here opens its own SyncPrefectClient, which loads
+    # certifi's CA bundle into a new SSL context (measured: about 20 ms a task run, 0.5 s against
+    # 0.25 s for an async flow of 14 empty tasks), even for an http:// API.
+    with SyncClientContext.get_or_create():
+        return await _retrain(params_path, profile, overrides, force)
+
+
+async def _retrain(
+    params_path: str, profile: str | None, overrides: list[str] | None, force: bool
+) -> RetrainSummary:
+    """The body of :func:`retrain` (same arguments), inside its flow run and client context."""
     logger = get_run_logger()
     params = load_params(params_path, profile=profile, overrides=overrides)
     project, not_versioned = versioning.dvc_project(params_path, profile=profile, overrides=overrides)

@@ -42,10 +42,26 @@ def _artifacts(flow_run_id, key: str) -> list:
         )
 
 
-def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params):
+def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params, monkeypatch):
+    import traceback
+
+    from prefect.client.orchestration import SyncPrefectClient
+
+    by_task_runs = []
+    real_init = SyncPrefectClient.__init__
+
+    def counting_init(self, *args, **kwargs):
+        if any(frame.filename.endswith("prefect/task_engine.py") for frame in traceback.extract_stack()):
+            by_task_runs.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncPrefectClient, "__init__", counting_init)
     good = folder_params()
     state = run_retrain(params_path=str(good), return_state=True)
     assert state.is_completed()
+    # Every task run of the flow run (those run beside training too) uses the flow's API client;
+    # a client per task run loaded the CA bundle each time (about 20 ms a task run).
+    assert not by_task_runs, f"{len(by_task_runs)} task run(s) opened their own SyncPrefectClient"
     summary = state.result()
     assert isinstance(summary, RetrainSummary)
     # The flow is async: the report artifact is awaited in its body, not left as a coroutine.
