@@ -7,6 +7,10 @@ flow's own Prefect task runs it also prints, per task, the seconds spent outside
 non-training time as a share of its training time. Target for the quick profile: <= 3 %. For
 scale, it also times flow runs that do nothing: Prefect's own floor on this server, for an async
 flow (as ``retrain`` is) and a sync one (whose engine waits for the heartbeat thread's 1 s tick).
+Each pair's line also gives the seconds the flow run spent in Python's full (generation 2) garbage
+collections (``gc.callbacks``): with TensorFlow, Keras, MLflow and DVC imported, one full collection
+scans about a million objects (0.65 s here) and comes when the heap has grown by a quarter, so it
+falls on whichever pair and task is running then.
 
 The flow runs as a scheduled retrain does, with ``force=True`` (otherwise every run after the
 first would be skipped as unchanged) in a scratch DVC project whose data was fetched, prepared,
@@ -23,6 +27,7 @@ Prefect server is the local one (``infra/prefect-server.sh``), started if needed
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -48,6 +53,30 @@ def _task_seconds(flow_run_id) -> dict[str, float]:
     out = {r.name.rsplit("-", 1)[0]: (r.end_time - r.start_time).total_seconds() for r in runs if r.end_time}
     out["(flow total)"] = (flow_run.end_time - flow_run.start_time).total_seconds()
     return out
+
+
+class _FullCollections:
+    """Seconds spent in full (generation 2) garbage collections while active (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start: float | None = None
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+    def __enter__(self) -> _FullCollections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 def main() -> None:
@@ -142,7 +171,8 @@ def main() -> None:
             del model
 
             start = time.perf_counter()
-            state = run_retrain(params_path=str(params_path), force=True, return_state=True)
+            with _FullCollections() as collections:
+                state = run_retrain(params_path=str(params_path), force=True, return_state=True)
             flow_s = time.perf_counter() - start
             summary = state.result()
             train = json.loads(params.paths.train_metrics.read_text())["train"]
@@ -163,6 +193,7 @@ def main() -> None:
                     "tasks": tasks,
                     "floor_s": floor_s,
                     "floor_sync_s": floor_sync_s,
+                    "full_gc_s": collections.seconds,
                     "test_accuracy": summary.test_accuracy,
                 }
             )
@@ -170,7 +201,8 @@ def main() -> None:
                 f"pair {i + 1}: bare fit {bare_s:7.1f} s ({bare_epochs} epochs) | flow {flow_s:7.1f} s"
                 f" ({train['epochs_run']} epochs, fit {train['train_seconds']:.1f} s) | ratio {flow_s / bare_s:.3f}"
                 f" | outside fit {flow_s - train['train_seconds']:.1f} s"
-                f" ({100 * (flow_s - train['train_seconds']) / train['train_seconds']:.1f} %)",
+                f" ({100 * (flow_s - train['train_seconds']) / train['train_seconds']:.1f} %)"
+                f" | full garbage collections {collections.seconds:.2f} s",
                 flush=True,
             )
 
@@ -213,6 +245,8 @@ def main() -> None:
             f" a sync one {statistics.median(p['floor_sync_s'] for p in pairs):.2f} s (its engine waits"
             " for the heartbeat thread's next 1 s tick)"
         )
+        collected = ", ".join(f"{p['full_gc_s']:.2f}" for p in pairs)
+        print(f"  full garbage collections during each flow run (in fit or out): {collected} s")
         share = [(p["flow_s"] - p["fit_s"]) / p["fit_s"] for p in pairs]
         print(
             f"\nnon-training time  : median {statistics.median(outside_total):.1f} s around {statistics.median(p['fit_s'] for p in pairs):.1f} s"
