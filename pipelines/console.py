@@ -37,8 +37,24 @@ QUIET_ENV: dict[str, str] = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
-#: Loggers that chatter at INFO; held at WARNING so that their problems still show.
-NOISY_LOGGERS = ("mlflow", "alembic", "absl", "tensorflow", "h5py", "urllib3", "git", "great_expectations")
+#: Loggers that chatter at INFO; held at WARNING so that their problems still show. ``httpx``
+#: logs every request the Prefect client makes ("HTTP Request: POST .../set_state", 21 lines in a
+#: ``make run``, one of them Prefect's expected "422 Unprocessable Entity" CSRF probe); ``dvc``'s own
+#: handler prints "Updating lock file 'dvc.lock'" and the line then propagated here a second time
+#: (the flow logs what it committed and pushed itself).
+NOISY_LOGGERS = (
+    "mlflow",
+    "alembic",
+    "absl",
+    "tensorflow",
+    "h5py",
+    "urllib3",
+    "git",
+    "great_expectations",
+    "httpx",
+    "httpcore",
+    "dvc",
+)
 
 
 def quiet_environment(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -63,9 +79,31 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\..*)?")
 
 
+class RunNameFormatter(logging.Formatter):
+    """``HH:MM:SS message``, with the Prefect task run's name before the message when the record
+    comes from a task run's logger (Prefect puts ``task_run_name`` in the record, e.g.
+    ``train-a1b``): "Finished in state Completed()" then says which task finished."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        task_run = getattr(record, "task_run_name", None)
+        return f"{record.asctime} {task_run}: {record.message}" if task_run else super().formatMessage(record)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    """Short log lines (``HH:MM:SS message``) on stderr, chatty libraries held at WARNING."""
-    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    """Short log lines (:class:`RunNameFormatter`) on stderr, chatty libraries held at WARNING.
+
+    Like ``logging.basicConfig``, does nothing to the root logger when it already has a handler
+    (a host such as pytest or a notebook configured it); the library levels are set either way.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(RunNameFormatter())
+        root.addHandler(handler)
+        root.setLevel(level)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 

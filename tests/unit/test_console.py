@@ -55,3 +55,26 @@ def test_filter_drops_native_noise_and_keeps_errors_and_tracebacks():
     assert "a real native error" in err
     assert "UserWarning: user advice" in err and "schema hint" not in err
     assert "Traceback" in err and "RuntimeError: loud failure" in err
+
+
+def test_library_chatter_is_held_at_warning():
+    # Prefect's HTTP client logs every request at INFO; DVC's own handler printed its lock-file
+    # lines and they then propagated to the root handler a second time.
+    import logging
+
+    console.setup_logging()
+    for name in ("httpx", "httpcore", "dvc", "mlflow"):
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+
+
+def test_task_run_lines_name_their_task_run():
+    import logging
+
+    formatter = console.RunNameFormatter()
+    record = logging.LogRecord(
+        "prefect.task_runs", logging.INFO, __file__, 1, "Finished in state %s", ("Completed()",), None
+    )
+    record.task_run_name = "train-a1b"
+    assert formatter.format(record).split(" ", 1)[1] == "train-a1b: Finished in state Completed()"
+    plain = logging.LogRecord("pipelines.steps", logging.INFO, __file__, 1, "prepare: done", None, None)
+    assert formatter.format(plain).split(" ", 1)[1] == "prepare: done"
