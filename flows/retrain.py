@@ -25,7 +25,8 @@ zombie-run detection reads): its thread sleeps in 1 s ticks, and Prefect's sync 
 the flow returns, so every sync flow run ends up to 1 s after its work (measured: an empty sync flow
 run 1.07 s, an empty async one 0.14-0.27 s; 0.5 s on average for a long run). The async engine tells
 the thread to stop and does not wait for its tick; heartbeats, states, logs, task runs and artifacts
-are the same. From synchronous code call :func:`run_retrain`; a deployment's worker runs the flow as
+are the same. As in a sync flow, every task run uses one Prefect API client (the body runs inside
+``SyncClientContext``). From synchronous code call :func:`run_retrain`; a deployment's worker runs the flow as
 it runs any async flow.
 """
 
