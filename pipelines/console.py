@@ -39,9 +39,7 @@ QUIET_ENV: dict[str, str] = {
 
 #: Loggers that chatter at INFO; held at WARNING so that their problems still show. ``httpx``
 #: logs every request the Prefect client makes ("HTTP Request: POST .../set_state", 21 lines in a
-#: ``make run``, one of them Prefect's expected "422 Unprocessable Entity" CSRF probe); ``dvc``'s own
-#: handler prints "Updating lock file 'dvc.lock'" and the line then propagated here a second time
-#: (the flow logs what it committed and pushed itself).
+#: ``make run``, one of them Prefect's expected "422 Unprocessable Entity" CSRF probe).
 NOISY_LOGGERS = (
     "mlflow",
     "alembic",
@@ -53,8 +51,12 @@ NOISY_LOGGERS = (
     "great_expectations",
     "httpx",
     "httpcore",
-    "dvc",
 )
+
+#: Loggers that print to the console through handlers of their own: ``import dvc`` sets up DVC's
+#: (``dvc.logger.setup``), so its lines ("Updating lock file 'dvc.lock'") would print a second time
+#: through the root handler. The root handler leaves their records to them.
+OWN_CONSOLE_LOGGERS = ("dvc",)
 
 
 def quiet_environment(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -79,6 +81,11 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\..*)?")
 
 
+def printed_by_its_own_handler(record: logging.LogRecord) -> bool:
+    """True for a record of :data:`OWN_CONSOLE_LOGGERS` (or their children)."""
+    return any(record.name == name or record.name.startswith(name + ".") for name in OWN_CONSOLE_LOGGERS)
+
+
 class RunNameFormatter(logging.Formatter):
     """``HH:MM:SS message``, with the Prefect task run's name before the message when the record
     comes from a task run's logger (Prefect puts ``task_run_name`` in the record, e.g.
@@ -93,7 +100,8 @@ class RunNameFormatter(logging.Formatter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Short log lines (:class:`RunNameFormatter`) on stderr, chatty libraries held at WARNING.
+    """Short log lines (:class:`RunNameFormatter`) on stderr, chatty libraries held at WARNING,
+    :data:`OWN_CONSOLE_LOGGERS` left to their own handlers.
 
     Like ``logging.basicConfig``, does nothing to the root logger when it already has a handler
     (a host such as pytest or a notebook configured it); the library levels are set either way.
@@ -102,6 +110,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(RunNameFormatter())
+        handler.addFilter(lambda record: not printed_by_its_own_handler(record))
         root.addHandler(handler)
         root.setLevel(level)
     for name in NOISY_LOGGERS:

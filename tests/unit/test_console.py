@@ -58,13 +58,32 @@ def test_filter_drops_native_noise_and_keeps_errors_and_tracebacks():
 
 
 def test_library_chatter_is_held_at_warning():
-    # Prefect's HTTP client logs every request at INFO; DVC's own handler printed its lock-file
-    # lines and they then propagated to the root handler a second time.
+    # Prefect's HTTP client logs every request at INFO.
     import logging
 
     console.setup_logging()
-    for name in ("httpx", "httpcore", "dvc", "mlflow"):
+    for name in ("httpx", "httpcore", "mlflow"):
         assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+
+
+def test_dvc_lines_print_once():
+    """DVC prints through its own handlers (set up by ``import dvc``): the root handler that
+    ``setup_logging`` installs leaves them alone, in a fresh process as ``make run`` is."""
+    script = textwrap.dedent(
+        """
+        import logging
+        from pipelines import console
+        console.setup_logging()
+        import dvc  # noqa: F401  (sets up DVC's console handlers)
+        logging.getLogger("dvc.stage.cache").info("Updating lock file 'dvc.lock'")
+        logging.getLogger("dvcx").info("not dvc")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert both.count("Updating lock file 'dvc.lock'") == 1, both
+    assert "not dvc" in proc.stderr
 
 
 def test_task_run_lines_name_their_task_run():
