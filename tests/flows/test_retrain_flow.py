@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,7 @@ def _artifacts(flow_run_id, key: str) -> list:
         )
 
 
-def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params, monkeypatch):
+def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_params, monkeypatch, tmp_path):
     import traceback
 
     from prefect.client.orchestration import SyncPrefectClient
@@ -90,6 +91,13 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
     artifacts = {a.path for a in mc.list_artifacts(summary.run_id, "curvewatch")}
     assert "curvewatch/report.md" in artifacts and "curvewatch/val_curves.png" in artifacts
     assert json.loads(params.paths.compare_metrics.read_text())["compare"]["promoted"] is True
+    # The logged model's conda.yaml pins the environment's pip (MLflow warned and left it unpinned
+    # when the environment had none).
+    import mlflow
+
+    model_uri = json.loads(params.paths.run_file.read_text())["model_uri"]
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path)))
+    assert "pip<=" in (model_dir / "conda.yaml").read_text()
 
     # A challenger that learns nothing (learning rate 1e-7, 1 epoch) must not replace the champion,
     # and with fail_on_regression the flow fails.
