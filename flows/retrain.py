@@ -12,7 +12,9 @@ the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the de
 * at the end the stages that ran are recorded with ``dvc commit`` and pushed (``dvc.lock`` is then
   clean), and ``dvc.lock`` is attached to the MLflow run;
 * a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
-  ``curvewatch.series_stall``.
+  ``curvewatch.series_stall``;
+* before training, the imported modules (Keras and its backend included) are frozen out of Python's
+  full garbage collections, once per process (:func:`pipelines.heap.freeze_imported`).
 
 I/O-bound tasks retry; the train task retries once too, resuming from Keras' ``BackupAndRestore``
 state rather than starting over. A failed data validation stops the flow before training.
@@ -42,7 +44,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import SyncClientContext
 
-from pipelines import schedule, steps, versioning
+from pipelines import heap, schedule, steps, versioning
 from pipelines.config import Params, load_params
 
 
@@ -256,6 +258,9 @@ async def _retrain(
             )
             logger.error(str(exc))
             raise
+    # From here on, a full garbage collection would scan every imported module's objects (0.6-0.8 s,
+    # after training in most runs): freeze them, TensorFlow's included (pipelines/heap.py).
+    heap.freeze_imported(preload=("keras",))
     # The baseline does not feed training (compare reads it): run it beside the train task, and so
     # is the dvc commit of the data stages that ran (training reads but never writes them).
     baseline = baseline_task.submit(params) if "baseline" in run else None

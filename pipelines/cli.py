@@ -139,10 +139,12 @@ def baseline(
 @app.command()
 def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Train the configured model and log the run to MLflow."""
+    from pipelines import heap
     from pipelines.steps import StageError, run_train
     from pipelines.train import TrainingInterrupted
 
     _setup_logging()
+    heap.freeze_imported(preload=("keras",))  # Keras imported with collection off, then frozen
     try:
         outcome = run_train(_params(params, profile, set_))
     except StageError as exc:
@@ -171,9 +173,11 @@ def evaluate(
     params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
 ) -> None:
     """Evaluate the trained model on the test split (metrics, confusion matrix, predictions)."""
+    from pipelines import heap
     from pipelines.steps import StageError, run_evaluate
 
     _setup_logging()
+    heap.freeze_imported(preload=("keras",))  # Keras imported with collection off, then frozen
     try:
         result = run_evaluate(_params(params, profile, set_))
     except StageError as exc:
