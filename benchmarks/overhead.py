@@ -18,6 +18,10 @@ validated and baselined once beforehand (untimed, recorded in ``dvc.lock``, with
 created): unchanged stages are skipped, every run is committed to ``dvc.lock`` and pushed to the
 project's local remote.
 
+Last, one flow run in a fresh process (``curvewatch flow retrain --force``, as ``make run`` runs it
+and as a deployment's worker runs each flow run) prints its own seconds outside ``model.fit``: the
+first imports of TensorFlow, MLflow and DVC, which the warm pairs no longer pay, are in it.
+
 Run: ``make bench`` or ``uv run python benchmarks/overhead.py [--profile quick] [--pairs 3]
 [-S train.epochs=2]`` (``-S`` values are written into the scratch project's params.yaml, as
 ``dvc exp run -S`` does). Everything goes to a temporary directory with its own MLflow store; the
@@ -53,6 +57,28 @@ def _task_seconds(flow_run_id) -> dict[str, float]:
     out = {r.name.rsplit("-", 1)[0]: (r.end_time - r.start_time).total_seconds() for r in runs if r.end_time}
     out["(flow total)"] = (flow_run.end_time - flow_run.start_time).total_seconds()
     return out
+
+
+def _fresh_process_run(root: Path, train_metrics: Path) -> dict:
+    """One ``curvewatch flow retrain --force`` in a new process (as ``make run`` runs it, and as a
+    deployment's worker runs each flow run): wall seconds of the process, the flow run's task
+    seconds and its ``model.fit`` seconds.
+
+    Raises:
+        RuntimeError: the command failed (its exit code and the end of its stderr).
+    """
+    import re
+    import subprocess
+
+    command = [str(Path(sys.executable).with_name("curvewatch")), "flow", "retrain", "--force"]
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    process_s = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    flow_run_id = re.search(r"flow-run/([0-9a-f-]{36})", proc.stdout + proc.stderr).group(1)
+    fit_s = json.loads(train_metrics.read_text())["train"]["train_seconds"]
+    return {"process_s": process_s, "tasks": _task_seconds(flow_run_id), "fit_s": fit_s}
 
 
 class _FullCollections:
@@ -254,6 +280,26 @@ def main() -> None:
         )
         accuracies = ", ".join(f"{p['test_accuracy']:.4f}" for p in pairs)
         print(f"test accuracy      : {accuracies}")
+
+        # The pairs above run in one warm process: from the second on, TensorFlow, MLflow and DVC
+        # are imported and initialised. `make run` and a deployment's worker start a new process
+        # for each flow run, which pays that too.
+        fresh = _fresh_process_run(project.root, params.paths.train_metrics)
+        tasks = fresh["tasks"]
+        flow_total = tasks.pop("(flow total)")
+        outside = flow_total - fresh["fit_s"]
+        per_task = {n: (v - fresh["fit_s"] if n == "train" else v) for n, v in tasks.items()}
+        per_task["(outside tasks)"] = flow_total - sum(tasks.values())
+        listed = ", ".join(
+            f"{n} {v:.2f}" for n, v in sorted(per_task.items(), key=lambda kv: -kv[1]) if v >= 0.005
+        )
+        print(
+            f"\nfresh process      : `curvewatch flow retrain --force` in a new process (as `make run`; a"
+            f" deployment's worker also starts one per flow run): flow run {flow_total:.1f} s, model.fit"
+            f" {fresh['fit_s']:.1f} s, outside fit {outside:.1f} s ({100 * outside / fresh['fit_s']:.1f} %;"
+            f" the process {fresh['process_s']:.1f} s in all, with its start-up imports and exit)"
+        )
+        print(f"  outside fit, s   : {listed}")
 
 
 if __name__ == "__main__":
