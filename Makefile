@@ -19,7 +19,8 @@ uv: ## install uv (the lock-file installer) when it is missing
 # --compile-bytecode: the packages' .pyc files are written once, at install. Python writes them
 # lazily on first import otherwise, and never where PYTHONDONTWRITEBYTECODE is set (as on these
 # machines): every process then compiled each module it imported (measured: import mlflow 2.8 s
-# against 1.1 s, Keras with TensorFlow 5.8 s against 1.8 s). 16 s once; a later sync 0.5 s.
+# against 1.1 s; Keras with TensorFlow 5.8 s against 1.8 s, both with collection off as
+# pipelines/heap.py imports it). 16 s once; a later sync 0.5 s.
 venv: uv ## create .venv from the committed lock file (uv.lock), exactly, with its bytecode compiled
 	$(UV) sync --frozen --python 3.11 --compile-bytecode
 
