@@ -13,8 +13,9 @@ the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the de
   clean), and ``dvc.lock`` is attached to the MLflow run;
 * a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
   ``curvewatch.series_stall``;
-* before training, the imported modules (Keras and its backend included) are frozen out of Python's
-  full garbage collections, once per process (:func:`pipelines.heap.freeze_imported`).
+* MLflow at the start, and Keras with its backend once the run will train, are imported with
+  automatic garbage collection off and then frozen out of Python's full collections
+  (:func:`pipelines.heap.freeze_imported`; a process that ran the flow before does nothing).
 
 I/O-bound tasks retry; the train task retries once too, resuming from Keras' ``BackupAndRestore``
 state rather than starting over. A failed data validation stops the flow before training.
@@ -221,6 +222,9 @@ async def _retrain(
 ) -> RetrainSummary:
     """The body of :func:`retrain` (same arguments), inside its flow run and client context."""
     logger = get_run_logger()
+    # Every run reads MLflow (the decision below): import it with automatic garbage collection off
+    # and freeze the imported heap (pipelines/heap.py); Keras waits until the run will train.
+    heap.freeze_imported(preload=("mlflow",))
     params = load_params(params_path, profile=profile, overrides=overrides)
     project, not_versioned = versioning.dvc_project(params_path, profile=profile, overrides=overrides)
     if project is None:

@@ -144,7 +144,7 @@ def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
     from pipelines.train import TrainingInterrupted
 
     _setup_logging()
-    heap.freeze_imported(preload=("keras",))  # Keras imported with collection off, then frozen
+    heap.freeze_imported(preload=("mlflow", "keras"))  # imported with collection off, then frozen
     try:
         outcome = run_train(_params(params, profile, set_))
     except StageError as exc:
@@ -177,7 +177,7 @@ def evaluate(
     from pipelines.steps import StageError, run_evaluate
 
     _setup_logging()
-    heap.freeze_imported(preload=("keras",))  # Keras imported with collection off, then frozen
+    heap.freeze_imported(preload=("mlflow", "keras"))  # imported with collection off, then frozen
     try:
         result = run_evaluate(_params(params, profile, set_))
     except StageError as exc:
@@ -188,9 +188,11 @@ def evaluate(
 @app.command()
 def compare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Diagnose the curves, compare with the champion and recent runs, gate and report."""
+    from pipelines import heap
     from pipelines.steps import StageError, run_compare
 
     _setup_logging()
+    heap.freeze_imported(preload=("mlflow",))  # imported with collection off, then frozen
     try:
         outcome = run_compare(_params(params, profile, set_))
     except StageError as exc:

@@ -1,5 +1,5 @@
-"""pipelines.heap: freeze the imported heap once per process (each case in a fresh interpreter,
-since a freeze lasts for the life of the process)."""
+"""pipelines.heap: freeze the imported heap when modules are first imported (each case in a fresh
+interpreter, since a freeze lasts for the life of the process)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _run(script: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_freeze_imported_freezes_once_with_preloaded_modules_and_full_collections_skip_them():
+def test_freeze_imported_freezes_when_it_imports_something_new_and_full_collections_skip_it():
     out = _run(
         """
 import gc, json, sys
@@ -30,13 +30,19 @@ first = heap.freeze_imported(preload=("fractions",))
 frozen = gc.get_freeze_count()
 import fractions
 in_frozen = any(o is vars(fractions) for o in gc.get_objects()) is False  # frozen: not listed
-second = heap.freeze_imported(preload=("colorsys",))
+second = heap.freeze_imported(preload=("fractions",))
+frozen_after_second = gc.get_freeze_count()
+young_before_third = [[i] for i in range(100)]
+third = heap.freeze_imported(preload=("colorsys",))
+third_froze_young = gc.get_freeze_count() >= frozen_after_second + 100
 young = [[i] for i in range(1000)]  # new objects stay collectable
 for cycle in range(100):
     a = []; a.append(a)
 del a
 unreachable = gc.collect()
 print(json.dumps({"before": before, "first": first, "frozen": frozen, "second": second,
+                  "unchanged": frozen_after_second == frozen, "third": third,
+                  "third_froze_young": third_froze_young,
                   "colorsys_imported": "colorsys" in sys.modules, "fractions_frozen": in_frozen,
                   "unreachable": unreachable, "tracked": len(gc.get_objects())}))
 """
@@ -45,8 +51,11 @@ print(json.dumps({"before": before, "first": first, "frozen": frozen, "second": 
     assert out["first"] is True
     assert out["frozen"] > 1000  # the interpreter's and the imported modules' objects
     assert out["fractions_frozen"] is True  # the preloaded module's namespace went into the freeze
-    assert out["second"] is False  # once per process: nothing imported, nothing frozen again
-    assert out["colorsys_imported"] is False
+    assert out["second"] is False  # nothing new imported: nothing frozen again
+    assert out["unchanged"] is True
+    assert out["third"] is True  # a module imported for the first time: a new freeze
+    assert out["third_froze_young"] is True
+    assert out["colorsys_imported"] is True
     assert out["unreachable"] >= 100  # cycles made after the freeze are still collected
     assert out["tracked"] < out["frozen"]  # a full collection sees only what came after the freeze
 
