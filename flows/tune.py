@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import compare_task, evaluate_task, fetch_task, prepare_task, validate_task
-from pipelines import steps
+from pipelines import heap, steps
 from pipelines.config import Params, load_params
 
 
@@ -30,6 +30,7 @@ def start_task(params: Params) -> steps.TuneStudy:
 
 @task(name="tune-worker", cache_policy=NO_CACHE)
 def worker_task(params: Params, study: steps.TuneStudy) -> None:
+    heap.freeze_imported(preload=("mlflow", "keras"))  # imported with collection off, then frozen
     steps.run_tune_worker(params, study)
 
 

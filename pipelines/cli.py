@@ -485,9 +485,11 @@ def tune_worker(
     """One parallel tuning worker (started by the ``tune`` flow): trials until ``tune.n_trials``
     of the study are complete or pruned. The storage URL comes from ``CURVEWATCH_OPTUNA_STORAGE``
     (never the command line: it may hold a password), else the SQLite file under ``paths.tune_dir``."""
+    from pipelines import heap
     from pipelines.steps import TuneStudy, optuna_storage_url, run_tune_worker
 
     _setup_logging()
+    heap.freeze_imported(preload=("mlflow", "keras"))  # imported with collection off, then frozen
     p = _params(params, profile, set_)
     study = TuneStudy(parent_run_id, experiment_id, study_name, optuna_storage_url(p), data_version)
     run_tune_worker(p, study)
