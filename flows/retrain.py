@@ -262,8 +262,8 @@ async def _retrain(
             )
             logger.error(str(exc))
             raise
-    # From here on, a full garbage collection would scan every imported module's objects (0.6-0.8 s,
-    # after training in most runs): freeze them, TensorFlow's included (pipelines/heap.py).
+    # From here on, a full garbage collection would scan every imported module's objects (0.6-0.9 s,
+    # after training in about half the runs): freeze them, TensorFlow's included (pipelines/heap.py).
     heap.freeze_imported(preload=("keras",))
     # The baseline does not feed training (compare reads it): run it beside the train task, and so
     # is the dvc commit of the data stages that ran (training reads but never writes them).
