@@ -59,6 +59,15 @@ def _task_seconds(flow_run_id) -> dict[str, float]:
     return out
 
 
+def _outside_fit(tasks: dict[str, float], fit_s: float, total_s: float) -> dict[str, float]:
+    """Seconds outside ``model.fit`` in one flow run, per task (:func:`_task_seconds`; the train
+    task's less ``fit_s``), and ``(outside tasks)``: ``total_s`` less the time in all the tasks."""
+    in_tasks = {n: v for n, v in tasks.items() if n != "(flow total)"}
+    out = {n: (v - fit_s if n == "train" else v) for n, v in in_tasks.items()}
+    out["(outside tasks)"] = total_s - sum(in_tasks.values())
+    return out
+
+
 def _fresh_process_run(root: Path, train_metrics: Path) -> dict:
     """One ``curvewatch flow retrain --force`` in a new process (as ``make run`` runs it, and as a
     deployment's worker runs each flow run): wall seconds of the process, the flow run's task
@@ -76,7 +85,10 @@ def _fresh_process_run(root: Path, train_metrics: Path) -> dict:
     process_s = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
-    flow_run_id = re.search(r"flow-run/([0-9a-f-]{36})", proc.stdout + proc.stderr).group(1)
+    match = re.search(r"flow-run/([0-9a-f-]{36})", proc.stdout + proc.stderr)
+    if match is None:
+        raise RuntimeError(f"{' '.join(command)}: no flow-run link in its output\n{proc.stderr[-3000:]}")
+    flow_run_id = match.group(1)
     fit_s = json.loads(train_metrics.read_text())["train"]["train_seconds"]
     return {"process_s": process_s, "tasks": _task_seconds(flow_run_id), "fit_s": fit_s}
 
@@ -252,19 +264,13 @@ def main() -> None:
             {n for p in pairs for n in p["tasks"]},
             key=lambda n: -statistics.median(p["tasks"].get(n, 0.0) for p in pairs),
         )
-        outside_total = []
-        for p in pairs:
-            outside_total.append(p["flow_s"] - p["fit_s"])
+        outside_total = [p["flow_s"] - p["fit_s"] for p in pairs]
+        outside = [_outside_fit(p["tasks"], p["fit_s"], p["flow_s"]) for p in pairs]
         for name in names:
-            values = []
-            for p in pairs:
-                seconds = p["tasks"].get(name, 0.0)
-                values.append(seconds - p["fit_s"] if name == "train" else seconds)
             if name != "(flow total)":
-                print(f"  {name:<14} {statistics.median(values):7.2f} s")
-        in_tasks = [sum(v for n, v in p["tasks"].items() if n != "(flow total)") for p in pairs]
-        glue = [p["flow_s"] - t for p, t in zip(pairs, in_tasks, strict=True)]
-        print(f"  {'(outside tasks)':<14} {statistics.median(glue):7.2f} s  (flow start, params, Prefect)")
+                print(f"  {name:<14} {statistics.median(o.get(name, 0.0) for o in outside):7.2f} s")
+        glue = statistics.median(o["(outside tasks)"] for o in outside)
+        print(f"  {'(outside tasks)':<14} {glue:7.2f} s  (flow start, params, Prefect)")
         print(
             f"  of which Prefect's floor: an empty async flow run (as retrain) takes"
             f" {statistics.median(p['floor_s'] for p in pairs):.2f} s (flow-run creation and states);"
@@ -285,11 +291,9 @@ def main() -> None:
         # are imported and initialised. `make run` and a deployment's worker start a new process
         # for each flow run, which pays that too.
         fresh = _fresh_process_run(project.root, params.paths.train_metrics)
-        tasks = fresh["tasks"]
-        flow_total = tasks.pop("(flow total)")
+        flow_total = fresh["tasks"]["(flow total)"]
         outside = flow_total - fresh["fit_s"]
-        per_task = {n: (v - fresh["fit_s"] if n == "train" else v) for n, v in tasks.items()}
-        per_task["(outside tasks)"] = flow_total - sum(tasks.values())
+        per_task = _outside_fit(fresh["tasks"], fresh["fit_s"], flow_total)
         listed = ", ".join(
             f"{n} {v:.2f}" for n, v in sorted(per_task.items(), key=lambda kv: -kv[1]) if v >= 0.005
         )

@@ -7,7 +7,7 @@ the last (https://docs.python.org/3/library/gc.html, and ``Modules/gcmodule.c``:
 tracks about a million objects, almost all of them module-level and alive until exit, and one full
 collection over them takes 0.35-0.8 s on this project's 2-core machines. The objects a run creates
 after training (MLflow entities, pandas frames, matplotlib figures) make the heap grow enough to start
-one in most runs, at a random point after ``model.fit`` (measured: in 3 of 5 flow runs of the quick
+one in about half the runs, at a random point after ``model.fit`` (measured: in 3 of 5 flow runs of the quick
 profile, 0.56-0.79 s each).
 
 :func:`freeze_imported` moves the objects alive at that point into the permanent generation
