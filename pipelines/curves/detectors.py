@@ -1721,16 +1721,35 @@ def validation_frequency(curve: Curve, name: str) -> int | None:
 def detect_incomplete(ctx: Context) -> Finding | None:
     """``complete=False``, missing epochs (gaps, or NaN in the monitored metric, unless it was
     validated every k-th epoch: :func:`validation_frequency`), or a run that ended before its budget
-    without having early-stopped. Never for a live run."""
+    without having early-stopped. Never for a live run.
+
+    A log whose first epoch is not 1 is told apart from a log with holes: it starts at epoch k, as
+    a ``fit(initial_epoch=k - 1)`` resumed into a new ``CSVLogger`` file (``append=False``
+    overwrites) or a logger counting from 1 leave it. A log read from a file is "marked incomplete"
+    exactly when its numbering has gaps (:func:`pipelines.curves.io.load_csv_logger`), so the killed /
+    still-running reason is given only when the numbering has none (the caller said so).
+    """
     if ctx.live:
         return None
     curve = ctx.curve
     epochs = np.asarray(curve.epochs)
     reasons: list[str] = []
     evidence: dict[str, Any] = {"epochs_run": int(epochs.size), "epoch_budget": curve.epoch_budget}
-    if not curve.complete:
-        reasons.append("the run is marked incomplete (killed or still running)")
     missing = sorted(set(range(1, int(epochs[-1]) + 1)) - set(epochs.tolist())) if epochs.size else []
+    # A log read from a file is marked incomplete exactly when its numbering has gaps
+    # (pipelines.curves.io): the gaps say it then, not "killed or still running".
+    if not curve.complete and not missing:
+        reasons.append("the run is marked incomplete (killed or still running)")
+    leading = list(range(1, int(epochs[0]))) if epochs.size else []
+    if leading:
+        # The first epochs absent: a fit(initial_epoch=k) resumed into a new CSVLogger file
+        # (append=False overwrites), or a logger that counts from 1 where CSVLogger counts from 0.
+        evidence["first_epoch"] = int(epochs[0])
+        reasons.append(
+            f"the log starts at epoch {int(epochs[0])} (its first row has epoch = {int(epochs[0]) - 1}; "
+            "CSVLogger counts from 0): a fit resumed with initial_epoch into a new log file, or a "
+            "logger counting from 1"
+        )
     values = np.asarray(curve.metrics[ctx.monitor], dtype=np.float64)
     every = validation_frequency(curve, ctx.monitor)
     if every is not None:
@@ -1739,7 +1758,9 @@ def detect_incomplete(ctx: Context) -> Finding | None:
         missing = sorted(set(missing) | set(epochs[~np.isfinite(values)].tolist()))
     if missing:
         evidence["missing_epochs"] = missing[:20]
-        reasons.append(f"{len(missing)} epoch(s) missing ({', '.join(map(str, missing[:5]))})")
+        gaps = [e for e in missing if e not in leading]
+        if gaps:
+            reasons.append(f"{len(gaps)} epoch(s) missing ({', '.join(map(str, gaps[:5]))})")
     if curve.epoch_budget is not None and int(epochs[-1]) < curve.epoch_budget and not _early_stopped(ctx):
         reasons.append(f"stopped at epoch {int(epochs[-1])} of {curve.epoch_budget} without early stopping")
     if not reasons:

@@ -759,3 +759,31 @@ def test_sound_six_epoch_quick_profile_run_is_healthy():
     d = diagnose(curve_from_history(history, "quick", epoch_budget=6, num_classes=10), baseline_accuracy=0.84)
     assert d.verdict == "healthy", [f.message for f in d.findings]
     assert not d.has("oscillation")
+
+
+@pytest.mark.parametrize("first_row", [1, 5])
+def test_a_log_starting_after_epoch_1_says_so_and_hides_nothing(tmp_path: Path, first_row: int) -> None:
+    # A CSVLogger file whose first row is epoch 1 or 5 (a fit resumed with initial_epoch into a new
+    # file, or a logger counting from 1): the first epochs are absent, nothing was killed, and the
+    # curve's own finding is still reported.
+    base = overfitting(0)
+    names = ("accuracy", "loss", "val_accuracy", "val_loss")
+    rows = [[first_row + i, *(float(base.metrics[k][i]) for k in names)] for i in range(base.epochs.size)]
+    path = tmp_path / "log.csv"
+    lines = [",".join(("epoch", *names)), *(",".join(map(str, r)) for r in rows)]
+    path.write_text("\n".join(lines) + "\n")
+    diagnosis = diagnose(load_curve(path))
+    incomplete = next(f for f in diagnosis.findings if f.code == "incomplete")
+    starts = f"the log starts at epoch {first_row + 1} (its first row has epoch = {first_row};"
+    assert starts in incomplete.message
+    assert "killed or still running" not in incomplete.message
+    assert "missing" not in incomplete.message  # the leading epochs are said once
+    assert incomplete.evidence["first_epoch"] == first_row + 1
+    assert diagnosis.has("overfitting"), diagnosis.codes
+
+
+def test_a_run_marked_incomplete_with_every_epoch_says_killed() -> None:
+    curve = dataclasses.replace(healthy(0), complete=False)
+    incomplete = next(f for f in diagnose(curve).findings if f.code == "incomplete")
+    assert "killed or still running" in incomplete.message
+    assert "starts at epoch" not in incomplete.message
