@@ -97,6 +97,7 @@ def run_one(variant: Variant, seed: int, out_dir: Path) -> dict[str, Any]:
 
     from benchmarks.corpus.models import MODELS, make_optimizer, schedule_callbacks
     from benchmarks.curve_fixtures.generate import _lr_logger
+    from pipelines.train import release_traced_gradients
 
     x_tr, y_tr, x_va, y_va = load_view(variant.view)
     classes = int(max(y_tr.max(), y_va.max()) + 1)
@@ -122,16 +123,17 @@ def run_one(variant: Variant, seed: int, out_dir: Path) -> dict[str, Any]:
             )
         )
     callbacks.append(keras.callbacks.CSVLogger(str(path)))
-    model.fit(
-        x_tr,
-        y_tr,
-        validation_data=(x_va, y_va),
-        epochs=variant.kill_at or variant.epochs,
-        batch_size=variant.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=callbacks,
-    )
+    with release_traced_gradients():  # hundreds of models in one process: no graph outlives its model
+        model.fit(
+            x_tr,
+            y_tr,
+            validation_data=(x_va, y_va),
+            epochs=variant.kill_at or variant.epochs,
+            batch_size=variant.batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
+        )
     record = design_record(variant, seed)
     rows = sum(1 for _ in path.open()) - 1
     record.update(

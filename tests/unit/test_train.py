@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import math
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pipelines.train import (
     HISTORY_KEYS,
     TrainData,
     TrainResult,
+    release_traced_gradients,
     resolve_mixed_precision,
     save_history_csv,
     save_model,
@@ -410,3 +412,49 @@ def test_enable_memory_growth_names_the_real_gpus() -> None:
 
     # Empty on a CPU-only machine; every GPU TensorFlow sees on a GPU one.
     assert enable_memory_growth() == [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def _traced_graphs() -> int:
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's gradient registry")
+def test_a_finished_training_leaves_no_traced_graph_alive(tmp_path: Path, digits: TrainData) -> None:
+    # Without release_traced_gradients each fit of a new model leaves its traced training graphs
+    # alive through TensorFlow's gradient registry (about 46 FuncGraphs a fit here).
+    def once(i: int) -> None:
+        cfg = _cfg(model="small_cnn", epochs=1)
+        result = train(cfg, digits, seed=i, backup_dir=tmp_path / f"b{i}", verbose=0)
+        assert result.completed
+
+    once(0)  # anything a first fit in the process builds once
+    before = _traced_graphs()
+    once(1)
+    once(2)
+    assert _traced_graphs() == before
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's gradient registry")
+def test_a_model_trains_on_and_retraces_the_same_after_its_gradients_are_released(digits: TrainData) -> None:
+    import contextlib
+
+    from pipelines.models import build_model
+
+    def sequence(release: bool) -> list[float]:
+        keras.utils.set_random_seed(0)
+        model = build_model(_cfg(model="small_cnn"), digits.input_shape, digits.num_classes)
+        with release_traced_gradients() if release else contextlib.nullcontext():
+            first = model.fit(digits.x_train, digits.y_train, batch_size=64, epochs=1, verbose=0)
+        # The traced step runs again; a new batch size retraces it (new registrations).
+        again = model.fit(digits.x_train, digits.y_train, batch_size=64, epochs=2, verbose=0)
+        retraced = model.fit(digits.x_train[:130], digits.y_train[:130], batch_size=130, epochs=1, verbose=0)
+        scores = model.evaluate(digits.x_val, digits.y_val, verbose=0)
+        return [*first.history["loss"], *again.history["loss"], *retraced.history["loss"], *scores]
+
+    released, kept = sequence(True), sequence(False)
+    assert all(math.isfinite(v) for v in released)
+    assert released[2] < released[0]  # it went on learning
+    assert released == pytest.approx(kept, rel=1e-4)
