@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -202,6 +203,41 @@ def compare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None,
     typer.echo(f"report: {outcome.report_markdown}")
 
 
+def _class_prior(text: str, num_classes: int | None) -> tuple[float, ...]:
+    """``--class-prior`` "0.9,0.1" as shares summing to 1.
+
+    Raises:
+        ValueError: (naming the option) a share that is not a number, negative or not finite, fewer
+            than two classes with a positive share, or a count that differs from ``--num-classes``.
+    """
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--class-prior {text!r}: give comma-separated numbers, e.g. 0.9,0.1") from None
+    if any(not math.isfinite(v) or v < 0 for v in shares) or sum(v > 0 for v in shares) < 2:
+        raise ValueError(
+            f"--class-prior {text!r}: shares must be finite and non-negative, two or more of them positive"
+        )
+    if num_classes is not None and len(shares) != num_classes:
+        raise ValueError(
+            f"--class-prior {text!r} has {len(shares)} classes but --num-classes is {num_classes}"
+        )
+    total = sum(shares)
+    return tuple(v / total for v in shares)
+
+
+def _with_context(curve: Any, prior: tuple[float, ...] | None, val_examples: int | None) -> Any:
+    """A file run's curve with the ``--class-prior`` and ``--val-examples`` the user gave."""
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    if prior is not None:
+        changes.update(class_prior=prior, num_classes=curve.num_classes or len(prior))
+    if val_examples is not None:
+        changes["num_val_examples"] = val_examples
+    return dataclasses.replace(curve, **changes) if changes else curve
+
+
 @app.command()
 def diagnose(
     sources: Annotated[
@@ -222,6 +258,22 @@ def diagnose(
     ] = "",
     epoch_budget: Annotated[int | None, typer.Option(min=1, help="epoch budget of file runs")] = None,
     num_classes: Annotated[int | None, typer.Option(min=2, help="number of classes of file runs")] = None,
+    class_prior: Annotated[
+        str | None,
+        typer.Option(
+            help="class shares of file runs' training labels, e.g. 0.9,0.1 (chance = the largest; "
+            "gives the number of classes)"
+        ),
+    ] = None,
+    val_examples: Annotated[
+        int | None, typer.Option(min=1, help="validation examples behind file runs' val_accuracy")
+    ] = None,
+    baseline_accuracy: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="a simple baseline's validation accuracy on file runs' split (0-1)"
+        ),
+    ] = None,
     extrapolate: Annotated[bool, typer.Option(help="fit learning-curve families (slower)")] = True,
     out: Annotated[
         Path, typer.Option(help="where diagnosis.md / .json and each run's HTML / PNG report go")
@@ -245,6 +297,12 @@ def diagnose(
     from pipelines.curves.io import CURVE_SUFFIXES, load_curve
 
     sources = list(sources or [])
+    prior = None
+    if class_prior is not None:
+        try:
+            prior = _class_prior(class_prior, num_classes)
+        except ValueError as exc:
+            _fail(exc, code=2)
     if not sources and not experiment:
         typer.secho("give curve files or MLflow run ids, or --experiment", fg="red", err=True)
         raise typer.Exit(2)
@@ -269,7 +327,8 @@ def diagnose(
     for src in expanded:
         if Path(src).exists():
             try:
-                curves.append((src, load_curve(src, epoch_budget=epoch_budget, num_classes=num_classes)))
+                curve = load_curve(src, epoch_budget=epoch_budget, num_classes=num_classes)
+                curves.append((src, _with_context(curve, prior, val_examples)))
             except (ValueError, OSError) as exc:
                 if src not in from_folder:
                     _fail(exc, code=2)
@@ -342,7 +401,12 @@ def diagnose(
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
         curves += [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
     config = _params(params, None, None).diagnose if params.exists() else None
-    results = batch.diagnose_all(curves, extrapolate=extrapolate, config=config)
+    # The options describe file runs; an MLflow run carries its own context.
+    files = [(src, c) for src, c in curves if Path(src).exists()]
+    others = [(src, c) for src, c in curves if not Path(src).exists()]
+    results = batch.diagnose_all(
+        files, extrapolate=extrapolate, config=config, baseline_accuracy=baseline_accuracy
+    ) + batch.diagnose_all(others, extrapolate=extrapolate, config=config)
     table = Table(title="curvewatch diagnosis", caption=batch.EPOCH_CONVENTION.replace("`", ""))
     for column in ("run", "verdict", "onset epoch", "evidence"):
         table.add_column(column, overflow="fold")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from pipelines import tracking
 from pipelines.cli import app
 
 runner = CliRunner()
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 
 
 def _write_csv(path, val_acc, acc=None):
@@ -116,6 +118,52 @@ def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option
         result = runner.invoke(app, ["diagnose", run, option, value, "--out", str(tmp_path / "r")])
         assert result.exit_code == 2, result.output
         assert option in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def _diagnosis_json(tmp_path, run, *options):
+    out = tmp_path / f"report{len(list(tmp_path.iterdir()))}"
+    result = runner.invoke(
+        app, ["diagnose", str(run), *options, "--out", str(out), "--no-extrapolate", "--no-html"]
+    )
+    assert result.exit_code in (0, 1), result.output
+    return json.loads((out / "diagnosis.json").read_text())[0]
+
+
+def test_a_known_class_prior_names_a_run_at_the_majority_share_not_learning(tmp_path):
+    # A real Keras run on an imbalanced binary task (majority share 0.603 of its training labels,
+    # 142 validation examples) that never got clear of the majority share.
+    run = tmp_path / "imbalanced.csv"
+    run.write_bytes((CORPUS / "diabetes-plateau-s0.csv").read_bytes())
+    blind = _diagnosis_json(tmp_path, run)
+    assert blind["verdict"] != "not_learning"
+    told = _diagnosis_json(tmp_path, run, "--class-prior", "0.6033,0.3967", "--val-examples", "142")
+    assert told["verdict"] == "not_learning", told
+    assert "chance 0.603" in told["findings"][0]["message"]
+
+
+def test_a_baseline_accuracy_is_the_bar_for_file_runs(tmp_path):
+    run = _write_csv(tmp_path / "stall.csv", _stalled(), acc=_stalled(1) + 0.02)
+    without = _diagnosis_json(tmp_path, run, "--num-classes", "10")
+    assert "below the baseline" not in json.dumps(without["findings"])
+    told = _diagnosis_json(tmp_path, run, "--num-classes", "10", "--baseline-accuracy", "0.8")
+    plateau = next(f for f in told["findings"] if f["code"] == "plateau")
+    assert "below the baseline's 0.800" in plateau["message"]
+
+
+def test_bad_class_prior_or_baseline_exits_2_naming_the_option(tmp_path):
+    run = str(_write_csv(tmp_path / "h.csv", _healthy()))
+    cases = (
+        (["--class-prior", "0.4,x"], "--class-prior"),
+        (["--class-prior", "1,0"], "--class-prior"),
+        (["--class-prior", "0.5,0.3,0.2", "--num-classes", "2"], "--num-classes is 2"),
+        (["--baseline-accuracy", "1.5"], "--baseline-accuracy"),
+        (["--val-examples", "0"], "--val-examples"),
+    )
+    for options, needle in cases:
+        result = runner.invoke(app, ["diagnose", run, *options, "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2, (options, result.output)
+        assert needle in result.output, (options, result.output)
     assert not (tmp_path / "r").exists()
 
 
