@@ -994,10 +994,25 @@ def _train_gap(ctx: Context, plateau: Plateau) -> dict[str, float]:
     }
 
 
+def at_the_top(ctx: Context, level: float, noise: float) -> bool:
+    """An accuracy ``level`` within one validation example of 1.0 (``ctx.n_val``: given, or read off
+    the accuracy grid), or, with n unknown, within its noise SD (at least 0.001) of 1.0: nothing is
+    left to gain on the validation set, so a flat accuracy there is a convergence, never a stall.
+    """
+    gap = 1.0 - float(level)
+    if ctx.n_val:
+        return gap <= 1.0 / ctx.n_val + 1e-9  # (n - 1) / n itself, whatever the float rounding
+    return gap <= max(float(noise), 1e-3)
+
+
 def stall_reasons(
     ctx: Context, overfitting: Finding | None, underfitting: Finding | None = None
 ) -> dict[str, Any]:
     """Why the flat tail of ``ctx.monitor`` is a stall rather than a convergence ({} = converged).
+
+    None for an accuracy plateau at the top of the scale (:func:`at_the_top`): within one
+    validation example of 1.0 there is nothing to stall short of; an overfitting run there is
+    reported as overfitting alone.
 
     1. ``low_level``: less than ``low_level_fraction`` of the way from chance to 1.0 (chance
        unknown: the level itself, :meth:`Context.level_fraction`).
@@ -1021,12 +1036,14 @@ def stall_reasons(
     if plateau is None:
         return {}
     cfg = ctx.cfg
+    is_accuracy = ctx.higher and "acc" in plateau.metric
+    if is_accuracy and at_the_top(ctx, plateau.level, plateau.noise):
+        return {}
     reasons: dict[str, Any] = {}
     if overfitting is not None:
         reasons["memorising"] = overfitting.onset_epoch
     if underfitting is not None:
         reasons["underfit"] = underfitting.evidence.get("basis")
-    is_accuracy = ctx.higher and "acc" in plateau.metric
     if is_accuracy:
         fraction = ctx.level_fraction(plateau.level)
         if fraction < cfg.low_level_fraction:

@@ -787,3 +787,34 @@ def test_a_run_marked_incomplete_with_every_epoch_says_killed() -> None:
     incomplete = next(f for f in diagnose(curve).findings if f.code == "incomplete")
     assert "killed or still running" in incomplete.message
     assert "starts at epoch" not in incomplete.message
+
+
+def _memorising(top_correct: int, n_val: int = 20, epochs: int = 120, seed: int = 0) -> Curve:
+    """val_accuracy on n_val examples reaching top_correct / n_val by epoch 4 and staying there,
+    while the training loss falls to ~0 and val_loss climbs from its minimum (epoch 20)."""
+    rng = np.random.default_rng(seed)
+    e = np.arange(epochs)
+    correct = np.minimum(top_correct, np.round(top_correct * (0.6 + 0.1 * e)))
+    val_accuracy = correct / n_val
+    loss = 0.7 * np.exp(-e / 10) + 0.001 + rng.normal(0, 0.0002, epochs).clip(-0.0009)
+    val_loss = 0.3 * np.exp(-e / 5) + 0.02 + 0.004 * np.maximum(e - 20, 0)
+    accuracy = np.minimum(1.0, 0.7 + 0.03 * e)
+    return _curve(
+        val_accuracy=val_accuracy,
+        accuracy=accuracy,
+        val_loss=val_loss,
+        loss=loss,
+        num_classes=2,
+        num_val_examples=n_val,
+    )
+
+
+def test_no_plateau_at_perfect_validation_accuracy() -> None:
+    # Within one validation example of 1.0 there is nothing to stall short of: overfitting is
+    # reported, a plateau (a stall) is not. One example lower on a harder task, the same curve is a stall.
+    for top in (20, 19):
+        at_the_top = diagnose(_memorising(top))
+        assert at_the_top.has("overfitting"), (top, at_the_top.codes)
+        assert not at_the_top.has("plateau"), (top, at_the_top.codes)
+    below = diagnose(_memorising(17))
+    assert below.has("overfitting") and below.has("plateau"), below.codes
