@@ -306,7 +306,8 @@ def diagnose(
     if not sources and not experiment:
         typer.secho("give curve files or MLflow run ids, or --experiment", fg="red", err=True)
         raise typer.Exit(2)
-    curves = []
+    curves = []  # (source, curve) of the files; the MLflow runs' go in run_curves
+    run_curves = []
     run_ids = []
     expanded: list[str] = []
     # A folder's files are those that read as curves: a project folder also holds other CSV / JSON
@@ -399,14 +400,14 @@ def diagnose(
                 runs += found
         except MlflowException as exc:
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
-        curves += [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
+        run_curves = [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
     config = _params(params, None, None).diagnose if params.exists() else None
     # The options describe file runs; an MLflow run carries its own context.
-    files = [(src, c) for src, c in curves if Path(src).exists()]
-    others = [(src, c) for src, c in curves if not Path(src).exists()]
-    results = batch.diagnose_all(
-        files, extrapolate=extrapolate, config=config, baseline_accuracy=baseline_accuracy
-    ) + batch.diagnose_all(others, extrapolate=extrapolate, config=config)
+    file_results = batch.diagnose_all(
+        curves, extrapolate=extrapolate, config=config, baseline_accuracy=baseline_accuracy
+    )
+    run_results = batch.diagnose_all(run_curves, extrapolate=extrapolate, config=config)
+    results = file_results + run_results
     table = Table(title="curvewatch diagnosis", caption=batch.EPOCH_CONVENTION.replace("`", ""))
     for column in ("run", "verdict", "onset epoch", "evidence"):
         table.add_column(column, overflow="fold")
@@ -425,10 +426,9 @@ def diagnose(
     if mc is not None and write_tags:
         from pipelines import tracking
 
-        for r in results:
-            if not Path(r.source).exists():
-                tracking.set_tags(mc, r.curve.run, batch.mlflow_tags(r.diagnosis))
-                tracking.log_summary(mc, r.curve.run, batch.summary_values(r.diagnosis))
+        for r in run_results:
+            tracking.set_tags(mc, r.curve.run, batch.mlflow_tags(r.diagnosis))
+            tracking.log_summary(mc, r.curve.run, batch.summary_values(r.diagnosis))
     raise typer.Exit(1 if any(r.flagged for r in results) else 0)
 
 

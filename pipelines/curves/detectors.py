@@ -1753,9 +1753,7 @@ def detect_incomplete(ctx: Context) -> Finding | None:
     reasons: list[str] = []
     evidence: dict[str, Any] = {"epochs_run": int(epochs.size), "epoch_budget": curve.epoch_budget}
     missing = sorted(set(range(1, int(epochs[-1]) + 1)) - set(epochs.tolist())) if epochs.size else []
-    # A log read from a file is marked incomplete exactly when its numbering has gaps
-    # (pipelines.curves.io): the gaps say it then, not "killed or still running".
-    if not curve.complete and not missing:
+    if not curve.complete and not missing:  # gaps say it then (see the docstring)
         reasons.append("the run is marked incomplete (killed or still running)")
     leading = list(range(1, int(epochs[0]))) if epochs.size else []
     if leading:
