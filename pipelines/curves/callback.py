@@ -174,6 +174,19 @@ def _min_delta(values: Sequence[float | None], diagnosis: Diagnosis) -> float:
     return min(noise, binomial_sd(float(np.nanmax(y)), diagnosis.n_val))
 
 
+def _val_loss_best_within(history: Mapping[str, Sequence[float]], epochs: int) -> bool:
+    """val_loss set a new best (lowest so far, by any margin) in the last ``epochs`` epochs.
+
+    Keras' ``EarlyStopping(monitor="val_loss", min_delta=0)`` counts its patience from such an
+    epoch (https://keras.io/api/callbacks/early_stopping/). False without a finite val_loss.
+    """
+    values = history.get("val_loss")
+    if not values:
+        return False
+    best = last_improvement_epoch(values, 0.0, higher_is_better=False)
+    return best is not None and len(values) - best < epochs
+
+
 def last_improvement_epoch(
     values: Sequence[float | None], min_delta: float, *, higher_is_better: bool = True
 ) -> int | None:
@@ -240,9 +253,11 @@ def should_stop(
        or a convergence (a sound run's bump looks like those for a few epochs), and the
        validation loss not falling beyond noise over the plateau's last 2 x ``live_patience``
        epochs (on a small validation set accuracy moves in coarse steps while the loss keeps
-       improving): stop, whether the plateau is a stall or a convergence, since more epochs help
-       neither. Never while the diagnosis of the same history finds ``too_slow`` (a loss still
-       falling steadily to the end): a stop must not contradict the diagnosis.
+       improving), nor reaching a new best of any size in the last ``live_patience`` epochs (as
+       ``EarlyStopping(monitor="val_loss")`` counts its patience): stop, whether the plateau is
+       a stall or a convergence, since more epochs help neither. Never while the diagnosis of
+       the same history finds ``too_slow`` (a loss still falling steadily to the end): a stop
+       must not contradict the diagnosis.
 
     Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
     (https://keras.io/api/callbacks/early_stopping/), which waits ``patience`` epochs after the
@@ -337,6 +352,10 @@ def should_stop(
             return _NO
         recent = max(onset, size - 2 * cfg.live_patience + 1)
         if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):
+            return _NO
+        if diagnosis.monitor == "val_accuracy" and _val_loss_best_within(history, cfg.live_patience):
+            # val_loss reached a new best in the last epochs, however small: the weights that
+            # restore_best_weights would keep are still getting better, whatever accuracy shows.
             return _NO
         chosen = stall if stall is not None else _converged_finding(diagnosis)
     return StopDecision(True, chosen, _reason(history, diagnosis, chosen, size, epoch_budget, forecast))

@@ -133,6 +133,24 @@ def test_should_stop_does_not_restart_patience_on_a_new_best_within_noise() -> N
     assert stops and stops[0] < 16 + 3  # patience counted from epoch 16's within-noise best waits longer
 
 
+def test_should_stop_waits_while_val_loss_sets_new_bests() -> None:
+    # val_accuracy stalls at 0.47 from epoch 6 while val_loss still edges to a new best (by 1e-4,
+    # far within its noise) every epoch until epoch 14, then stays above it: no stop before
+    # val_loss has gone live_patience (3) epochs without a new best, as EarlyStopping counts it.
+    history = _stall_history(0, 24)
+    rng = np.random.default_rng(1)
+    val_loss = (
+        1.6 - 1e-4 * np.minimum(np.arange(24), 13) + np.abs(rng.normal(0, 0.01, 24)) * (np.arange(24) >= 14)
+    )
+    history["val_loss"] = val_loss.tolist()
+    assert last_improvement_epoch(history["val_loss"], 0.0, higher_is_better=False) == 14
+    stops = [e for e in range(3, 25) if should_stop({k: v[:e] for k, v in history.items()}, 30).stop]
+    assert stops and stops[0] == 17  # epochs 15-17 without a new best
+    # Without val_loss the same accuracy curve stops earlier (the rule above is what holds it).
+    plain = {k: v for k, v in history.items() if k != "val_loss"}
+    assert next(e for e in range(3, 25) if should_stop({k: v[:e] for k, v in plain.items()}, 30).stop) < 14
+
+
 def test_should_stop_at_chance_says_not_learning() -> None:
     rng = np.random.default_rng(0)
     history = {"val_accuracy": (0.1 + rng.normal(0, 0.01, 12)).tolist(), "val_loss": [2.31] * 12}
