@@ -250,7 +250,8 @@ def should_stop(
        SD, capped by the binomial SD of one measurement) when the diagnosis calls it a stall for
        a reason of substance (a low level, below the baseline, memorising, a widening gap, an
        underfit, an overconfident loss), and by 2 x ``live_patience`` when it is only premature
-       or a convergence (a sound run's bump looks like those for a few epochs), and the
+       or a convergence (a sound run's bump looks like those for a few epochs) or the diagnosis
+       finds oscillation (its new bests come in swings), and the
        validation loss not falling beyond noise over the plateau's last 2 x ``live_patience``
        epochs (on a small validation set accuracy moves in coarse steps while the loss keeps
        improving), nor reaching a new best of any size in the last ``live_patience`` epochs (as
@@ -335,7 +336,9 @@ def should_stop(
         best = diagnosis.best_epoch
         stall = next((f for f in diagnosis.findings if f.code == Code.PLATEAU), None)
         confident = stall is not None and bool(set(stall.evidence.get("stall_reasons", ())) - {"premature"})
-        patience = cfg.live_patience if confident else 2 * cfg.live_patience
+        # An oscillating run reaches its new bests in swings: it waits as long as a convergence.
+        swinging = diagnosis.has(Code.OSCILLATION)
+        patience = cfg.live_patience if confident and not swinging else 2 * cfg.live_patience
         if onset is None or best is None:
             return _NO
         if diagnosis.has(Code.TOO_SLOW):

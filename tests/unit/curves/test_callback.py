@@ -151,6 +151,29 @@ def test_should_stop_waits_while_val_loss_sets_new_bests() -> None:
     assert next(e for e in range(3, 25) if should_stop({k: v[:e] for k, v in plain.items()}, 30).stop) < 14
 
 
+def test_should_stop_waits_longer_on_an_oscillating_stall() -> None:
+    # The same stall, its losses swinging up and down every epoch (oscillation found): new bests
+    # come in swings, so the stop waits 2 x live_patience, as for a convergence, and comes later.
+    def first_stop(history: dict[str, list[float]]) -> int | None:
+        return next(
+            (e for e in range(3, 31) if should_stop({k: v[:e] for k, v in history.items()}, 30).stop), None
+        )
+
+    swing = np.where(np.arange(30) % 2 == 0, 1.0, -1.0)
+    for seed in range(5):
+        smooth = _stall_history(seed, 30)
+        loss = np.asarray(smooth["loss"])
+        smooth["val_loss"] = (loss + 0.1).tolist()
+        swinging = {
+            **smooth,
+            "loss": (loss + 0.25 * swing).tolist(),
+            "val_loss": (loss + 0.1 + 0.3 * swing).tolist(),
+        }
+        assert diagnose_history({k: v[:16] for k, v in swinging.items()}, 30).has("oscillation")
+        calm, swung = first_stop(smooth), first_stop(swinging)
+        assert calm is not None and swung is not None and swung > calm, (seed, calm, swung)
+
+
 def test_should_stop_at_chance_says_not_learning() -> None:
     rng = np.random.default_rng(0)
     history = {"val_accuracy": (0.1 + rng.normal(0, 0.01, 12)).tolist(), "val_loss": [2.31] * 12}
