@@ -228,7 +228,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", default="", help="train only variants whose name contains this text")
     parser.add_argument(
-        "--generation", type=int, choices=(1, 2, 3, 4, 5, 6, 7, 8), help="train only this batch of variants"
+        "--generation", type=int, choices=tuple(range(1, 10)), help="train only this batch of variants"
     )
     parser.add_argument("--workers", type=int, default=1, help="training processes (each one TF thread)")
     parser.add_argument(

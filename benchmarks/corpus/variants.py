@@ -34,12 +34,12 @@ class Variant:
             (:func:`benchmarks.corpus.models.schedule_callbacks`).
         early_stop_patience: add ``EarlyStopping(val_loss, patience, restore_best_weights=True)``.
         kill_at: stop after this many epochs as if the process were killed (``complete: false``).
-        generation: 1 to 8; the first batch covers every finding in both splits; the third adds
+        generation: 1 to 9; the first batch covers every finding in both splits; the third adds
             the textures and diabetes families and mirrors of the test split's special runs; the
             fourth, runs at chance that the file alone must read right (shuffled labels, slow
             starts on 5 and 6 classes); the fifth, validation sets of 13 to 16 examples; the
             sixth, budgets of 150 to 400 epochs; the seventh, rates too low in every family;
-            the eighth, rates too high in every family.
+            the eighth, rates too high in every family; the ninth, heavy dropout in every family.
         notes: what the design does, in words.
     """
 
@@ -1870,6 +1870,28 @@ def _fast_extras() -> list[Variant]:
     return out
 
 
+def _dropout_extras() -> list[Variant]:
+    """Heavy dropout in every family (generation 9): input dropout 0.2 and 0.5 after each hidden
+    layer of the family's MLP (Srivastava et al. 2014), at the family's rate and budget, two seeds.
+    Keras scores training accuracy with dropout on, so training sits below validation: a sound
+    run must not read as underfitting for that alone (found on a real probe run outside the corpus)."""
+    out: list[Variant] = []
+    for family, f in FAMILIES.items():
+        mk: dict[str, Any] = {"hidden": f["hidden"], "dropout": 0.5, "input_dropout": 0.2}
+        rows: list[Row] = [
+            ("dropout", "healthy", "dropout_mlp", mk, "adam", f["lr"], f["epochs"], ("healthy",), (0, 1)),
+        ]
+        out += _row_variants(
+            f"drop-{family.replace('_', '-')}",
+            f["view"],
+            f["batch"],
+            rows,
+            9,
+            "input dropout 0.2, dropout 0.5",
+        )
+    return out
+
+
 def _blind_chance_probes() -> list[Variant]:
     """Runs at chance on the tune split that the file alone must read right (generation 4):
     shuffled labels on 5 and 6 classes with 1,000 and 40 validation examples (a model memorising
@@ -1973,6 +1995,7 @@ def all_variants() -> list[Variant]:
     out += _long_budget_extras()
     out += _slow_extras()
     out += _fast_extras()
+    out += _dropout_extras()
     seen: set[str] = set()
     for v in out:
         for seed in v.seeds:
