@@ -1794,25 +1794,55 @@ def detect_incomplete(ctx: Context) -> Finding | None:
     )
 
 
+#: Accuracy points the train-validation gap must grow by over a converged plateau for the healthy
+#: message to mention it (below that, a gap moving by a point says nothing a user can act on).
+GAP_NOTE_MIN = 0.02
+
+
 def healthy_finding(ctx: Context) -> Finding:
-    """The INFO finding for a run with no problem: converged, still improving, or too short/unclear."""
+    """The INFO finding for a run with no problem: converged, still improving, or too short/unclear.
+
+    A converged run whose training accuracy kept climbing beyond noise (OLS z >= 3) while the
+    train-validation gap grew by more than max(3 noise SDs, :data:`GAP_NOTE_MIN`), yet by less than
+    :func:`stall_reasons` asks of a widening gap, says so, with the growth a stall would need: the
+    evidence without the verdict (``gap_growth``, ``train_trend_z`` in the evidence).
+    """
     plateau, values, x = ctx.plateau, ctx.values, ctx.x
     if plateau is not None:
-        return make_finding(
-            Code.HEALTHY,
-            Severity.INFO,
-            plateau.onset_epoch,
-            {
-                "metric": ctx.monitor,
-                "level": plateau.level,
-                "spread": plateau.spread,
-                "flat_epochs": ctx.plateau_epochs,
-                "converged": True,
-            },
+        evidence_c: dict[str, Any] = {
+            "metric": ctx.monitor,
+            "level": plateau.level,
+            "spread": plateau.spread,
+            "flat_epochs": ctx.plateau_epochs,
+            "converged": True,
+        }
+        message = (
             "converged: "
             + plateau_message(plateau).replace(" flat at ", " at ")
-            + f" ({ctx.plateau_epochs} epochs on the plateau before the end)",
-            (CONVERGED,),
+            + f" ({ctx.plateau_epochs} epochs on the plateau before the end)"
+        )
+        gap = _train_gap(ctx, plateau) if ctx.higher and "acc" in plateau.metric else {}
+        if (
+            gap
+            and gap["train_trend_z"] >= 3
+            and gap["gap_growth"] > max(3 * plateau.noise, GAP_NOTE_MIN)
+            and gap["train_val_gap_end"] > 0
+        ):
+            # Training pulls away from a flat validation curve, by less than stall_reasons asks of a
+            # widening gap: not a stall (yet), but the user sees it.
+            widening = max(3 * plateau.noise, ctx.cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
+            evidence_c.update(gap_growth=gap["gap_growth"], train_trend_z=gap["train_trend_z"])
+            message += (
+                f"; training accuracy kept climbing meanwhile, to {fmt(gap['train_end_level'])}: the "
+                f"train-validation gap grew by {fmt(gap['gap_growth'])}"
+                + (
+                    f", short of the {fmt(widening)} that would make it a stall"
+                    if widening > gap["gap_growth"]
+                    else ""
+                )
+            )
+        return make_finding(
+            Code.HEALTHY, Severity.INFO, plateau.onset_epoch, evidence_c, message, (CONVERGED,)
         )
     evidence: dict[str, Any] = {"metric": ctx.monitor, "last": float(values[-1]), "converged": False}
     if ctx.g.size < MIN_JUDGE_EPOCHS:

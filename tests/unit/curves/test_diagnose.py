@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -346,6 +347,41 @@ def test_training_accuracy_below_validation_is_no_underfit_when_validation_fits(
         assert not diagnosis.has("underfitting") and not diagnosis.has("plateau"), (seed, diagnosis.codes)
     # Both far from fitting (0.60 / 0.70): underfitting, as the training set is not fitted either.
     assert _hits(lambda seed: regularised_training(seed, 0.60, 0.70), "underfitting", range(5)) == 1.0
+
+
+def pulling_away(seed: int, climb: float) -> Curve:
+    """val_accuracy converged at 0.90 on 180 examples; training climbs by ``climb`` from epoch 20."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(60)
+    return _curve(
+        val_accuracy=0.90 - 0.3 * np.exp(-t / 5) + rng.normal(0, 0.004, 60),
+        accuracy=0.91
+        - 0.35 * np.exp(-t / 5)
+        + climb * np.clip((t - 20) / 40, 0, None)
+        + rng.normal(0, 0.002, 60),
+        val_loss=0.28 + 0.5 * np.exp(-t / 5) + rng.normal(0, 0.005, 60),
+        loss=0.27 + 0.5 * np.exp(-t / 5) - 0.1 * climb * t / 60 + rng.normal(0, 0.002, 60),
+        num_classes=2,
+        num_val_examples=180,
+    )
+
+
+def test_converged_run_says_when_training_pulls_away() -> None:
+    # Failure class 7 of issue 6: a flat validation curve while training keeps climbing. Short of a
+    # stall (a gap growth of 0.03 against 4 binomial SDs, 0.09, on 180 examples) the run stays
+    # healthy, and its message says what training did and what a stall would need.
+    for seed in range(5):
+        finding = diagnose(pulling_away(seed, 0.05)).findings[0]
+        assert finding.code == "healthy", (seed, finding.message)
+        assert re.search(
+            r"training accuracy kept climbing meanwhile, to 0\.95\d: the train-validation gap grew by "
+            r"0\.0[2-4]\d, short of the 0\.0[89]\d that would make it a stall$",
+            finding.message,
+        ), finding.message
+        assert 0.02 < finding.evidence["gap_growth"] < 0.05
+        # Training as flat as validation: nothing to say.
+        flat = diagnose(pulling_away(seed, 0.0)).findings[0]
+        assert flat.code == "healthy" and "climbing" not in flat.message and "gap_growth" not in flat.evidence
 
 
 def test_underfitting_against_baseline() -> None:
