@@ -7,7 +7,10 @@ which of those findings the user is shown and in what order. The rules:
    ``incomplete`` stays, and ``not_learning`` when the blow-up killed the network (evidence
    ``died``: it now sits at chance), which is what the run is now beside how it got there.
 2. ``not_learning`` explains a low plateau, underfitting, slowness, swings and a split gap; a
-   memorising ``overfitting`` stays when the training set is fitted (random labels).
+   memorising ``overfitting`` stays when the training set is fitted (random labels). Except a
+   ``split_mismatch`` below what any guess scores (evidence ``below_any_guess``): the network
+   learns its training set and the validation labels are distributed otherwise, so that finding stays
+   and ``not_learning`` goes.
 3. A stall whose validation loss sits above the prior's entropy names the inputs as the cause;
    ``underfitting`` (the capacity) is not reported beside it.
 4. A run still improving steadily at its end (``too_slow``: the last third's slope z >= 3 on the
@@ -75,6 +78,9 @@ def arbitrate(
         if found[Code.DIVERGENCE].evidence.get("died"):
             keep.add(Code.NOT_LEARNING)  # dead after the blow-up: what it is now, beside how it got there
         found = {c: f for c, f in found.items() if c in keep}
+    split = found.get(Code.SPLIT_MISMATCH)
+    if split is not None and "below_any_guess" in split.evidence:
+        found.pop(Code.NOT_LEARNING, None)
     if Code.NOT_LEARNING in found:
         drop = {Code.PLATEAU, Code.UNDERFITTING, Code.TOO_SLOW, Code.OSCILLATION, Code.SPLIT_MISMATCH}
         if not fits_training_set:

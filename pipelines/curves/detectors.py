@@ -36,6 +36,7 @@ from pipelines.curves.findings import (
     MAJORITY,
     MEMORISING,
     SPLITS,
+    UNSEEN_LABELS,
     Code,
     Group,
     fmt,
@@ -1654,12 +1655,55 @@ def detect_too_slow(ctx: Context) -> Finding | None:
 # ----------------------------------------------------------------------------------------------
 
 
+def smallest_class_share(ctx: Context) -> float | None:
+    """The smallest class share of the training labels: the known prior's, else 1 / K (K given or
+    inferred, :func:`chance_of`); None when neither is known."""
+    prior = ctx.curve.class_prior
+    if prior:
+        p = np.asarray(prior, dtype=np.float64)
+        p = p[p > 0] / p.sum()
+        return float(p.min())
+    if ctx.chance is not None and ctx.chance_source != "class_prior":
+        return float(ctx.chance)  # 1 / K
+    return None
+
+
+def _below_any_guess(ctx: Context, val_acc: tuple[np.ndarray, np.ndarray]) -> float | None:
+    """The share every validation accuracy of the run stays below, when that is below what any
+    guess scores; else None.
+
+    Predictions that do not depend on the true labels score sum_k p_k q_k >= min_k p_k (p the class
+    shares, q how often each class is predicted), so on a validation set drawn like the training set
+    no model scores below the smallest class share but by chance. Every epoch's validation accuracy
+    more than 3 binomial SDs below that share (on the validation set's size, given or read off the
+    grid: the shares of a small validation set scatter by as much; else at least 1 / d examples, d
+    the smallest step between two of its values, which is a multiple of 1 / n; 3 noise SDs and 0.02
+    at least), while the model fits its training set (:func:`fits_training_set`), means the
+    validation labels are not distributed as the training labels: classes the model never saw, or
+    another label encoding. Not judged when the size has no bound (one value throughout).
+    """
+    share = smallest_class_share(ctx)
+    if share is None or val_acc[1].size < MIN_JUDGE_EPOCHS or not fits_training_set(ctx):
+        return None
+    n = ctx.n_val
+    if not n:
+        steps = np.diff(np.unique(np.round(val_acc[1], 9)))
+        if steps.size == 0:
+            return None
+        n = max(1, math.floor(1.0 / float(steps.min()) + 1e-6))  # the fewest examples that grid allows
+    margin = max(3 * binomial_sd(share, n), 3 * estimate_noise(val_acc[1]), 0.02)
+    return share if float(np.max(val_acc[1])) < share - margin else None
+
+
 def detect_split_mismatch(ctx: Context) -> Finding | None:
     """Validation accuracy far below training accuracy from the first epoch on.
 
     At the first epoch the gap must be at least max(0.1, 10 noise SDs), and so must the median
     gap. (At epoch 1 training accuracy is averaged over a model still learning, so it normally sits
-    below validation.)
+    below validation.) CRITICAL when, besides, every validation accuracy sits below what any guess
+    scores (:func:`_below_any_guess`): the validation labels are not the training labels' (evidence
+    ``below_any_guess``), which is what an unshuffled ``validation_split`` does to data ordered by
+    class.
     """
     val_acc, train_acc = finite_series(ctx.curve, "val_accuracy"), finite_series(ctx.curve, "accuracy")
     if val_acc is None or train_acc is None:
@@ -1671,13 +1715,25 @@ def detect_split_mismatch(ctx: Context) -> Finding | None:
     threshold = max(0.1, 10 * ctx.sigma)
     if gap[0] < threshold or float(np.median(gap)) < threshold:
         return None
+    evidence: dict[str, Any] = {
+        "gap_first_epoch": float(gap[0]),
+        "gap_median": float(np.median(gap)),
+        "noise": ctx.sigma,
+    }
+    message = f"validation accuracy is {fmt(float(gap[0]))} below training from epoch {int(common[0])} on"
+    share = _below_any_guess(ctx, val_acc)
+    if share is None:
+        return make_finding(
+            Code.SPLIT_MISMATCH, Severity.WARNING, int(common[0]), evidence, message, (SPLITS,)
+        )
+    evidence["below_any_guess"] = share
+    message += (
+        f", and never above {fmt(float(np.max(val_acc[1])))}: below the {fmt(share)} that any guess "
+        f"scores (the smallest class share), while training reaches {fmt(float(np.max(train_acc[1])))}: "
+        "the validation labels are not distributed as the training labels"
+    )
     return make_finding(
-        Code.SPLIT_MISMATCH,
-        Severity.WARNING,
-        int(common[0]),
-        {"gap_first_epoch": float(gap[0]), "gap_median": float(np.median(gap)), "noise": ctx.sigma},
-        f"validation accuracy is {fmt(float(gap[0]))} below training from epoch {int(common[0])} on",
-        (SPLITS,),
+        Code.SPLIT_MISMATCH, Severity.CRITICAL, int(common[0]), evidence, message, (UNSEEN_LABELS, SPLITS)
     )
 
 

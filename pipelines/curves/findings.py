@@ -81,6 +81,18 @@ SPLITS: Group = (
         "for time-ordered data, use a temporal split (train on the past, validate on the future)",
     ),
 )
+UNSEEN_LABELS: Group = (
+    (
+        "the validation set holds classes (or label codes) the training set does not: Keras' "
+        "fit(validation_split=...) takes the last examples before any shuffling, so data ordered by "
+        "class leaves whole classes out of training",
+    ),
+    (
+        "shuffle the data before fit(validation_split=...), or split with "
+        "sklearn.model_selection.train_test_split(..., stratify=y)",
+        "check that training and validation labels use the same encoding (class order, one-hot vs integer)",
+    ),
+)
 LR_HIGH: Group = (
     ("learning rate too high (or batch too small): updates overshoot",),
     ("lower the learning rate", "enlarge the batch size"),

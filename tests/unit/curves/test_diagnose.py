@@ -596,6 +596,40 @@ def test_split_mismatch_and_noisy_validation() -> None:
     assert _hits(healthy, "split_mismatch") == 0.0
 
 
+def unseen_classes(seed: int, val_level: float = 0.017, train_top: float = 1.0) -> Curve:
+    """10 classes; validation scored on 360 examples (accuracy on its grid) of classes the model
+    barely predicts, as ``fit(validation_split=0.2)`` leaves on data ordered by class."""
+    rng = np.random.default_rng(seed)
+    val = np.round((val_level + rng.normal(0, 0.002, E)).clip(0, 1) * 360) / 360
+    return _curve(
+        accuracy=train_top - 0.5 * np.exp(-T / 3) + rng.normal(0, 0.002, E),
+        val_accuracy=val,
+        loss=0.01 + 1.6 * np.exp(-T / 3) + rng.normal(0, 0.002, E),
+        val_loss=3.1 + 0.12 * T + rng.normal(0, 0.02, E),
+    )
+
+
+def test_validation_below_any_guess_is_a_split_problem_not_a_dead_network() -> None:
+    # A real probe run (digits sorted by label, fit(validation_split=0.2)): training reaches 1.0,
+    # validation never passes 0.019 on 10 classes. Labels drawn like the training labels can't score
+    # below the smallest class share (0.1) but by chance; this network learns, so the verdict is a
+    # critical split mismatch naming validation_split, and not_learning is not reported.
+    for seed in range(5):
+        diagnosis = diagnose(unseen_classes(seed))
+        assert diagnosis.verdict == "split_mismatch", (seed, diagnosis.codes)
+        finding = diagnosis.findings[0]
+        assert finding.severity == "critical" and finding.evidence["below_any_guess"] == pytest.approx(0.1)
+        assert "below the 0.100 that any guess scores" in finding.message
+        assert any("validation_split" in r for r in finding.remedies)
+        assert not diagnosis.has("not_learning")
+    # At chance (0.1, as with shuffled labels) it is no split problem: not learning, as before.
+    at_chance = diagnose(unseen_classes(0, val_level=0.1))
+    assert at_chance.has("not_learning") and "below_any_guess" not in str(at_chance.findings)
+    # A network that fits nothing (training at chance too) is not this either.
+    dead = diagnose(unseen_classes(0, train_top=0.11))
+    assert all("below_any_guess" not in f.evidence for f in dead.findings), dead.codes
+
+
 def test_time_constant_near_half_the_budget_is_too_slow() -> None:
     # An exponential approach with a time constant of 12 epochs in a 30-epoch budget makes 12% of
     # its gain in the last third and ends 4.5 points short of its asymptote: too slow (the corpus
