@@ -83,20 +83,10 @@ def dropout_mlp(
 ) -> Any:
     """An MLP regularised as in Srivastava et al., "Dropout: A Simple Way to Prevent Neural
     Networks from Overfitting", JMLR 15 (2014): dropout on the inputs (``input_dropout``) and after
-    every hidden layer (``dropout``). Keras scores the training accuracy with dropout on, so it
-    sits below what the same weights score on validation data.
+    every hidden layer (``dropout``); :func:`mlp` with those defaults. Keras scores the training
+    accuracy with dropout on, so it sits below what the same weights score on validation data.
     """
-    import keras
-
-    layers: list[Any] = [
-        keras.Input(input_shape),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(input_dropout),
-    ]
-    for width in hidden:
-        layers += [keras.layers.Dense(width, activation="relu"), keras.layers.Dropout(dropout)]
-    layers.append(keras.layers.Dense(classes, activation="softmax"))
-    return keras.Sequential(layers)
+    return mlp(input_shape, classes, hidden=hidden, dropout=dropout, input_dropout=input_dropout)
 
 
 MODELS: dict[str, Callable[..., Any]] = {

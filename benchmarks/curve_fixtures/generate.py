@@ -170,12 +170,16 @@ def mlp(
     dropout: float = 0.0,
     l2: float = 0.0,
     activation: str = "relu",
+    input_dropout: float = 0.0,
 ) -> Any:
-    """Flatten -> Dense hidden layers (optional dropout after each, optional L2 on kernels) -> softmax."""
+    """Flatten -> optional dropout on the inputs -> Dense hidden layers (optional dropout after each,
+    optional L2 on kernels) -> softmax."""
     import keras
 
     reg = keras.regularizers.L2(l2) if l2 else None
     layers: list[Any] = [keras.Input(input_shape), keras.layers.Flatten()]
+    if input_dropout:
+        layers.append(keras.layers.Dropout(input_dropout))
     for width in hidden:
         layers.append(keras.layers.Dense(width, activation=activation, kernel_regularizer=reg))
         if dropout:

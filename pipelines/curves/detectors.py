@@ -171,6 +171,25 @@ def monitor_of(curve: Curve) -> tuple[str, bool] | None:
     return None
 
 
+def class_shares(curve: Curve) -> np.ndarray | None:
+    """The curve's class prior as shares of the classes present, summing to 1 ((K,) float64, every
+    share > 0), or None when no prior is given.
+
+    Raises:
+        ValueError: a class prior with a negative or non-finite share, or fewer than two classes.
+    """
+    prior = curve.class_prior
+    if not prior:
+        return None
+    p = np.asarray(prior, dtype=np.float64)
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or np.count_nonzero(p) < 2:
+        raise ValueError(
+            f"{curve.run}: class_prior {list(prior)} must hold finite, non-negative shares of at "
+            "least two classes (one class alone leaves nothing to classify)"
+        )
+    return p[p > 0] / p.sum()
+
+
 def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
     """(chance accuracy, its source, the prior's entropy in nats) from what the curve carries.
 
@@ -181,15 +200,8 @@ def chance_of(curve: Curve) -> tuple[float | None, str | None, float | None]:
     Raises:
         ValueError: a class prior with a negative or non-finite share, or fewer than two classes.
     """
-    prior = curve.class_prior
-    if prior:
-        p = np.asarray(prior, dtype=np.float64)
-        if not np.all(np.isfinite(p)) or np.any(p < 0) or np.count_nonzero(p) < 2:
-            raise ValueError(
-                f"{curve.run}: class_prior {list(prior)} must hold finite, non-negative shares of at "
-                "least two classes (one class alone leaves nothing to classify)"
-            )
-        p = p[p > 0] / p.sum()
+    p = class_shares(curve)
+    if p is not None:
         return float(p.max()), "class_prior", float(shannon_entropy(p))
     if curve.num_classes and curve.num_classes > 1:
         return 1.0 / curve.num_classes, "num_classes", math.log(curve.num_classes)
@@ -1006,6 +1018,12 @@ def at_the_top(ctx: Context, level: float, noise: float) -> bool:
     return gap <= max(float(noise), 1e-3)
 
 
+def widening_threshold(ctx: Context, plateau: Plateau) -> float:
+    """How much the train-validation accuracy gap must grow over ``plateau`` to count as widening:
+    max(3 noise SDs, ``gap_widening_sd`` binomial SDs of the plateau's level on the validation set)."""
+    return max(3 * plateau.noise, ctx.cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
+
+
 def stall_reasons(
     ctx: Context, overfitting: Finding | None, underfitting: Finding | None = None
 ) -> dict[str, Any]:
@@ -1067,7 +1085,7 @@ def stall_reasons(
     if is_accuracy:
         gap = _train_gap(ctx, plateau)
         long_enough = plateau.flat_epochs + 1 >= max(2 * cfg.min_plateau_epochs, ctx.values.size / 3)
-        widening = max(3 * plateau.noise, cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
+        widening = widening_threshold(ctx, plateau)
         # Still learning its training set at the end: climbing over the plateau's last third, or
         # (an early stop or a swinging optimiser can flatten the end) still short of fitting it.
         unsaturated = gap and gap["train_end_level"] <= 1 - cfg.underfit_error
@@ -1656,16 +1674,12 @@ def detect_too_slow(ctx: Context) -> Finding | None:
 
 
 def smallest_class_share(ctx: Context) -> float | None:
-    """The smallest class share of the training labels: the known prior's, else 1 / K (K given or
-    inferred, :func:`chance_of`); None when neither is known."""
-    prior = ctx.curve.class_prior
-    if prior:
-        p = np.asarray(prior, dtype=np.float64)
-        p = p[p > 0] / p.sum()
+    """The smallest class share of the training labels: the known prior's (:func:`class_shares`),
+    else 1 / K (``ctx.chance``, K given or inferred, :func:`chance_of`); None when neither is known."""
+    p = class_shares(ctx.curve)
+    if p is not None:
         return float(p.min())
-    if ctx.chance is not None and ctx.chance_source != "class_prior":
-        return float(ctx.chance)  # 1 / K
-    return None
+    return ctx.chance  # 1 / K, or None
 
 
 def _below_any_guess(ctx: Context, val_acc: tuple[np.ndarray, np.ndarray]) -> float | None:
@@ -1886,7 +1900,7 @@ def healthy_finding(ctx: Context) -> Finding:
         ):
             # Training pulls away from a flat validation curve, by less than stall_reasons asks of a
             # widening gap: not a stall (yet), but the user sees it.
-            widening = max(3 * plateau.noise, ctx.cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
+            widening = widening_threshold(ctx, plateau)
             evidence_c.update(gap_growth=gap["gap_growth"], train_trend_z=gap["train_trend_z"])
             message += (
                 f"; training accuracy kept climbing meanwhile, to {fmt(gap['train_end_level'])}: the "
