@@ -26,6 +26,7 @@ from scipy.stats import entropy as shannon_entropy
 
 from pipelines.curves.findings import (
     CAPACITY,
+    CONSTANT_OUTPUT,
     CONVERGED,
     DEAD,
     EXPLODING,
@@ -769,6 +770,76 @@ def _froze_where_it_learned_to(
     return bool(at_onset.size) and float(at_onset[0]) <= 0.9 * first
 
 
+#: Epochs (at least) on which both accuracies must hold one value each for
+#: :func:`_constant_output`: a model that learns moves its training accuracy within a few epochs.
+CONSTANT_OUTPUT_EPOCHS = 5
+#: ... while the loss falls by at least this share of its first value (:func:`_loss_learns`): a
+#: loss that does not move is a frozen network, judged by the rest of :func:`detect_not_learning`.
+CONSTANT_OUTPUT_LOSS_FALL = 0.05
+
+
+def _loss_learns(ctx: Context) -> bool:
+    """The training loss (else val_loss) fell during the run, from its first epoch to its lowest,
+    by at least :data:`CONSTANT_OUTPUT_LOSS_FALL` of its first value."""
+    loss = finite_series(ctx.curve, "loss") or finite_series(ctx.curve, "val_loss")
+    if loss is None or loss[1].size < 2:
+        return False
+    first = float(loss[1][0])
+    return first - float(np.min(loss[1])) >= CONSTANT_OUTPUT_LOSS_FALL * abs(first)
+
+
+def _constant_output(
+    ctx: Context,
+    accuracy: tuple[np.ndarray, np.ndarray],
+    train_acc: tuple[np.ndarray, np.ndarray],
+    acc_name: str,
+) -> Finding:
+    """``not_learning`` for a run whose predicted classes never change while its loss learns.
+
+    Both accuracies hold one value each (to 1e-6) on every epoch, for at least
+    :data:`CONSTANT_OUTPUT_EPOCHS` epochs, while the loss learns: it fell during the run
+    (:func:`_loss_learns`) and sits below what a constant prediction reaches, or still falls.
+    Keras scores training accuracy as the mean over the epoch's batches, so a training accuracy
+    that repeats to float precision epoch after epoch is one class predicted for every example (it
+    is then that class's share of the training set).
+    The classic cause is ``Dense(1, activation="softmax")``: a softmax over one unit is 1.0 for
+    every input (Keras 3 warns), while Keras' cross-entropy reads the logits beneath it and falls
+    (https://keras.io/api/losses/probabilistic_losses/). Also a loss or metric that does not match
+    the labels, or probabilities that never cross the 0.5 threshold on an imbalanced task.
+
+    Args:
+        ctx: the run's context.
+        accuracy: the validation (else training) accuracy, (epochs, values).
+        train_acc: the training accuracy, (epochs, values).
+        acc_name: the name of ``accuracy``.
+    """
+    loss_name = "val_loss" if finite_series(ctx.curve, "val_loss") is not None else "loss"
+    loss = finite_series(ctx.curve, loss_name)
+    level, train_level = float(accuracy[1][-1]), float(train_acc[1][-1])
+    evidence: dict[str, Any] = {
+        "frozen_level": level,
+        "train_frozen_level": train_level,
+        "frozen_epochs": int(accuracy[1].size),
+        "since_epoch": int(accuracy[0][0]),
+        "chance_source": "frozen",
+        "constant_output": True,
+    }
+    fell = ""
+    if loss is not None:
+        first, low = float(loss[1][0]), float(np.min(loss[1]))
+        evidence.update({f"{loss_name}_first": first, f"{loss_name}_min": low})
+        fell = f" while {loss_name} went from {fmt(first)} to as low as {fmt(low)}"
+    return make_finding(
+        Code.NOT_LEARNING,
+        Severity.CRITICAL,
+        int(accuracy[0][0]),
+        evidence,
+        f"not learning to classify: {acc_name} is {fmt(level)} and training accuracy {fmt(train_level)} "
+        f"on every one of the {accuracy[1].size} epochs{fell}: the predicted class never changes",
+        (CONSTANT_OUTPUT,),
+    )
+
+
 def detect_not_learning(ctx: Context) -> Finding | None:
     """Validation accuracy at chance (and loss at the prior's entropy) from some epoch to the end.
 
@@ -787,7 +858,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level over the frozen span's
     second half, and, when the classes are known, the loss stays at least 0.85 x the prior's
     entropy: a network predicting one class on any task. Frozen at >= 0.99 is excluded (a solved
-    task).
+    task). Both accuracies frozen to float precision on every epoch (at least
+    :data:`CONSTANT_OUTPUT_EPOCHS`) while the loss falls are not learning, however low the loss:
+    the predicted class never changes while the loss learns (:func:`_constant_output`).
     """
     curve, cfg = ctx.curve, ctx.cfg
     acc_name = "val_accuracy" if finite_series(curve, "val_accuracy") is not None else "accuracy"
@@ -812,6 +885,15 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     if _froze_where_it_learned_to(ctx, accuracy, span, step):
         return None
     train_acc = finite_series(curve, "accuracy") if acc_name == "val_accuracy" else None
+    # Both accuracies on one value each, to float precision, on every epoch of the run: the
+    # predicted classes never change. Whatever the loss does meanwhile (:func:`_constant_output`).
+    constant = (
+        span == accuracy[1].size >= CONSTANT_OUTPUT_EPOCHS
+        and train_acc is not None
+        and train_acc[1].size == accuracy[1].size
+        and float(np.ptp(train_acc[1])) <= 1e-6
+        and _loss_learns(ctx)
+    )
     if train_acc is not None:
         t_tail = _tail(train_acc, onset)
         t_noise = estimate_noise(train_acc[1])
@@ -830,7 +912,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     floor = ctx.prior_entropy if ctx.prior_entropy is not None and ctx.prior_known else binary_entropy(level)
     loss_tail = _tail(loss, onset)
     if loss_tail.size and float(np.min(loss_tail)) < 0.85 * floor:
-        return None  # below anything a constant prediction reaches: it learned something
+        # Below anything a constant prediction reaches: it learned something, unless not one
+        # prediction ever changed class.
+        return _constant_output(ctx, accuracy, train_acc, acc_name) if constant else None
     # Predictions that never changed (frozen from the first epoch) with a loss above the floor: a
     # falling loss is a constant output being calibrated to the prior, not learning.
     above_floor = span == accuracy[1].size and bool(loss_tail.size) and float(np.min(loss_tail)) >= floor
@@ -847,7 +931,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
             if falls and slope_z(train_loss[0][mask].astype(float), tail, sigma_l) < -_z_crit(cfg):
                 # The loss still falls below the floor: learning, just not visible in accuracy yet.
                 # (Above the floor it is a dead network fitting the prior through its output bias.)
-                return None
+                return _constant_output(ctx, accuracy, train_acc, acc_name) if constant else None
     evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
     return make_finding(
         Code.NOT_LEARNING,

@@ -119,6 +119,20 @@ MAJORITY: Group = (
         "watch a metric that sees the minority class (balanced accuracy, per-class recall)",
     ),
 )
+CONSTANT_OUTPUT: Group = (
+    (
+        "the predicted class never changes while the loss learns: accuracy is scored on an output "
+        "that cannot move (a softmax over one unit is always 1.0), on a metric that does not match "
+        "the loss, or no example ever crosses the decision threshold",
+    ),
+    (
+        "for one output unit use a sigmoid (softmax needs one unit per class), or softmax over 2 units "
+        "with sparse_categorical_crossentropy",
+        "check that the loss and the accuracy metric match the labels' format (binary vs categorical, "
+        "integer vs one-hot) and the output's activation (from_logits)",
+        "on an imbalanced task, weight the classes (class_weight) or tune the decision threshold",
+    ),
+)
 INTERRUPTED: Group = (
     ("the run was interrupted, is still running, or logged only some epochs",),
     ("resume or rerun it before comparing it (BackupAndRestore resumes interrupted training)",),

@@ -209,6 +209,35 @@ def test_an_accuracy_frozen_where_it_climbed_to_is_a_convergence_not_a_dead_netw
     assert diagnose(curve).has("not_learning")
 
 
+def test_predictions_that_never_change_while_the_loss_learns_are_not_learning() -> None:
+    # A real run (Fashion-MNIST T-shirt vs shirt, 1,000 validation images): Dense(1,
+    # activation="softmax") is 1.0 for every input, so both accuracies repeat one value to float
+    # precision on every epoch, while Keras 3's cross-entropy, read from the logits beneath the
+    # softmax, falls from 0.50 to 0.19 (val_loss 0.39 to 0.33). Before: plateau and underfitting,
+    # with capacity remedies that cannot help.
+    t = np.arange(20)
+    metrics = {
+        "accuracy": np.full(20, 0.4811111092567444),
+        "loss": 0.19 + 0.31 * np.exp(-t / 6),
+        "val_accuracy": np.full(20, 0.5080000162124634),
+        "val_loss": 0.334 + 0.052 * np.exp(-t / 3),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    assert not diagnosis.has("plateau") and not diagnosis.has("underfitting"), diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert finding.evidence["constant_output"] is True
+    assert finding.evidence["frozen_epochs"] == 20
+    assert "never changes" in finding.message and "val_loss went from 0.386" in finding.message
+    assert any("sigmoid" in remedy for remedy in finding.remedies)
+    # A training accuracy that moves is a model whose predictions change: not this finding.
+    moving = dict(metrics, accuracy=np.linspace(0.48, 0.60, 20))
+    assert not diagnose(_curve(moving)).has("not_learning")
+    # Nor are 4 epochs enough to call it.
+    short = {k: v[:4] for k, v in metrics.items()}
+    assert not diagnose(_curve(short)).has("not_learning")
+
+
 def test_memorising_shuffled_labels_is_not_learning_from_the_file_alone() -> None:
     # Shuffled labels on a 6-class task, 1,000 validation examples: training accuracy climbs to
     # 0.40 by memorising while val_accuracy stays at 1 / 6 and val_loss climbs above ln 6 (1.79).
