@@ -1212,6 +1212,15 @@ def detect_plateau(
     the train-validation gap when training keeps pulling away.
     """
     plateau = ctx.plateau
+    if (
+        plateau is not None
+        and overfitting is not None
+        and overfitting.evidence.get("metric") == plateau.metric
+    ):
+        # With no accuracy logged, the monitored metric is val_loss, whose tail the overfitting
+        # finding already describes: rising from its best, not flat (a regression or autoencoder
+        # log). A plateau of the same curve would restate it as "flat at" a level it rose to.
+        return None
     reasons = stall_reasons(ctx, overfitting, underfitting)
     # Prematurity alone is no stall: a sound run on an easy task reaches its ceiling quickly and
     # looks exactly like it (measured on the corpus' tune split). It supports a stall of substance.

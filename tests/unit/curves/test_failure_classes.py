@@ -709,6 +709,21 @@ def test_a_regression_log_in_the_thousands_is_not_a_blow_up() -> None:
     assert not diagnose(_curve(metrics)).has("divergence")
 
 
+def test_an_overfitting_regression_log_is_not_also_a_plateau_of_the_same_val_loss() -> None:
+    # A real run (sklearn's diabetes regression, MSE, 350 / 92 examples, 200 epochs, no accuracy):
+    # val_loss is lowest at epoch 4 (0.56) and rises to about 0.80 while the training loss falls to
+    # 0.02. Overfitting; the same val_loss was also reported as "flat at 0.805 since epoch 1".
+    rng = np.random.default_rng(3)
+    t = np.arange(200)
+    metrics = {
+        "loss": 0.02 + 0.6 * np.exp(-t / 8) + np.abs(rng.normal(0, 0.004, 200)),
+        "val_loss": 0.80 - 0.24 * np.exp(-((t - 3) ** 2) / 8) + rng.normal(0, 0.025, 200),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.has("overfitting"), diagnosis.codes
+    assert not diagnosis.has("plateau"), diagnosis.codes
+
+
 def test_one_first_epoch_far_above_the_prior_that_recovers_is_not_divergence() -> None:
     metrics = {
         "loss": np.array([3.0, 0.9]),
