@@ -13,8 +13,9 @@ One design for every service (infra/README.md has the table):
 
 Run through the shell wrappers: ``infra/postgres.sh start|stop|status|url [db]``,
 ``infra/mlflow-server.sh start|stop|status|url``, ``infra/prefect-server.sh start|stop|status|url``,
-``infra/prefect-worker.sh start|stop|status``, ``infra/mlflow-ui.sh [port]``. Standard library only,
-so a status check costs no MLflow or Prefect import. Exit codes: 0 ok, 1 failure or not running,
+``infra/prefect-worker.sh start|stop|status``, ``infra/mlflow-ui.sh [port]``. Standard library only (and
+``pipelines/processes.py``, itself standard library only), so a status check costs no MLflow or
+Prefect import. Exit codes: 0 ok, 1 failure or not running,
 2 usage.
 """
 
@@ -38,6 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the package beside this folder (stdlib-only modules)
+    sys.path.insert(0, str(ROOT))
+from pipelines.processes import pid_alive  # noqa: E402
+
 HOST = "127.0.0.1"
 
 
@@ -96,21 +101,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped) is not alive for our purposes
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def start_time(pid: int) -> str:

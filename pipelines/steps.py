@@ -23,6 +23,7 @@ from typing import Any
 
 from pipelines.config import Params
 from pipelines.io_utils import atomic_write_json, atomic_write_text
+from pipelines.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ def close_abandoned_runs(mc, experiment_id: str, checkout: str, *, keep: str | N
             continue
         pid = tags.get(PID_TAG, "")
         mine = tags.get(CHECKOUT_TAG) == checkout
-        dead_here = tags.get(HOST_TAG) == host and pid.isdigit() and not _pid_alive(int(pid))
+        dead_here = tags.get(HOST_TAG) == host and pid.isdigit() and not pid_alive(int(pid))
         if not (mine or dead_here):
             continue
         reason = (
@@ -283,16 +284,6 @@ def close_abandoned_runs(mc, experiment_id: str, checkout: str, *, keep: str | N
         log.warning("train: MLflow run %s: %s", run.info.run_id, reason)
         closed.append(run.info.run_id)
     return closed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def resume_plan(state, *, run_status: str | None, data_version: str, config_hash: str) -> tuple[bool, str]:
