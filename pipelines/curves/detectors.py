@@ -38,6 +38,7 @@ from pipelines.curves.findings import (
     MEMORISING,
     SPLITS,
     UNSEEN_LABELS,
+    WEIGHTS_STILL,
     Code,
     Group,
     fmt,
@@ -1182,19 +1183,58 @@ def stall_reasons(
     return reasons
 
 
+#: Relative epoch-to-epoch change of the training loss below which it "repeats itself": Keras'
+#: training loss is the mean over an epoch of minibatches on weights that move, so while they move
+#: it changes by 1e-4 of its level or more (the corpus' converged runs); a rate decayed to about 0
+#: gives changes that shrink geometrically to float round-off.
+STILL_LOSS_CHANGE = 1e-5
+#: ... on at least this many consecutive epochs at the end of the run (:func:`weights_still`).
+STILL_EPOCHS = 5
+
+
+def weights_still(curve: Curve) -> int | None:
+    """Trailing epochs over which the weights no longer change, read off the training loss.
+
+    Every epoch-to-epoch change of the training loss over the run's last epochs below
+    :data:`STILL_LOSS_CHANGE` of its level, on at least :data:`STILL_EPOCHS` changes in a row (a
+    loss at about 0, below 1e-3, does not count: its relative changes mean nothing).
+
+    Args:
+        curve: the run.
+
+    Returns:
+        The number of trailing epochs (changes) that repeat, or None when fewer than
+        :data:`STILL_EPOCHS` do (or no training loss is logged).
+    """
+    loss = finite_series(curve, "loss")
+    if loss is None or loss[1].size <= STILL_EPOCHS or abs(float(loss[1][-1])) < 1e-3:
+        return None
+    values = loss[1]
+    rel = np.abs(np.diff(values)) / np.maximum(np.abs(values[1:]), 1e-12)
+    moved = np.flatnonzero(rel >= STILL_LOSS_CHANGE)
+    still = int(rel.size - (moved[-1] + 1 if moved.size else 0))
+    return still if still >= STILL_EPOCHS else None
+
+
 def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) -> tuple[Group, ...]:
-    """Causes for a stall: memorising or capacity (never both), then inputs where the level says so."""
+    """Causes for a stall: memorising or capacity (never both), then inputs where the level says so.
+
+    Weights that no longer change (:func:`weights_still`) replace both, unless the run overfits or
+    its gap widens: training accuracy that repeats itself memorises nothing, and its trend over a
+    frozen curve (noise about 0) means nothing either.
+    """
     plateau = ctx.plateau
     assert plateau is not None
     memorising = "memorising" in reasons or "gap_widening" in reasons
-    if not memorising and gap:
+    still = not memorising and weights_still(ctx.curve) is not None
+    if not memorising and not still and gap:
         memorising = gap["train_val_gap"] > max(5 * plateau.noise, 0.05) or (
             gap["train_trend_z"] > 3 and gap["train_val_gap"] > 3 * plateau.noise
         )
     groups: list[Group] = []
     if "loss_above_uniform" in reasons:
         groups.append(INPUTS)
-    groups.append(MEMORISING if memorising else CAPACITY)
+    groups.append(MEMORISING if memorising else WEIGHTS_STILL if still else CAPACITY)
     if (
         "low_level" in reasons or "below_baseline" in reasons or "underfit" in reasons
     ) and INPUTS not in groups:
@@ -1381,6 +1421,13 @@ def detect_underfitting(ctx: Context) -> Finding | None:
         "baseline_accuracy": ctx.baseline,
         "basis": basis,
     }
+    still = weights_still(ctx.curve)
+    still_note = ""
+    if still:
+        evidence["weights_still_epochs"] = still
+        still_note = (
+            f"; the training loss has repeated itself for {still} epochs: the weights no longer change"
+        )
     against = []
     if ctx.chance is not None:
         against.append(f"chance {fmt(ctx.chance)}")
@@ -1396,8 +1443,8 @@ def detect_underfitting(ctx: Context) -> Finding | None:
         onset,
         evidence,
         f"training and validation accuracy both flat at a low level ({fmt(train_plateau.level)} / "
-        f"{fmt(plateau.level)}; {', '.join(against)}) since epoch {onset}",
-        (CAPACITY, INPUTS),
+        f"{fmt(plateau.level)}; {', '.join(against)}) since epoch {onset}" + still_note,
+        (WEIGHTS_STILL if still else CAPACITY, INPUTS),
     )
 
 

@@ -93,6 +93,18 @@ UNSEEN_LABELS: Group = (
         "check that training and validation labels use the same encoding (class order, one-hot vs integer)",
     ),
 )
+WEIGHTS_STILL: Group = (
+    (
+        "the weights no longer change (the training loss repeats itself epoch after epoch): a "
+        "learning rate decayed to about zero, frozen layers, or a point the optimiser cannot leave "
+        "at this rate; training longer changes nothing",
+    ),
+    (
+        "check the learning-rate schedule (decay rate, steps) and ReduceLROnPlateau's min_lr",
+        "check that the layers train (layer.trainable / base_model.trainable)",
+        "raise the learning rate or restart the schedule (warm restarts), then a wider or deeper model",
+    ),
+)
 LR_HIGH: Group = (
     ("learning rate too high (or batch too small): updates overshoot",),
     ("lower the learning rate", "enlarge the batch size"),

@@ -948,6 +948,36 @@ def test_live_stop_never_contradicts_a_too_slow_diagnosis() -> None:
     assert not should_stop(history, 80, num_classes=2).stop
 
 
+def test_a_stall_whose_training_loss_repeats_itself_blames_weights_that_no_longer_change() -> None:
+    # A real run (Fashion-MNIST CNN, 2,000 / 1,000 images, SGD 0.02 decayed x0.2 an epoch by a
+    # LearningRateScheduler): from epoch 6 the training loss repeats itself to 1e-7 (0.87377...) and
+    # both accuracies sit at 0.696 / 0.670. Before: the plateau blamed memorising (a trend of 0.696
+    # over zero noise) and the underfitting capacity ("train longer", a bigger model).
+    from pipelines.curves.findings import CAPACITY, MEMORISING, WEIGHTS_STILL
+
+    t = np.arange(30)
+    decay = 0.2**t
+    metrics = {
+        "accuracy": 0.696 - 0.344 * np.minimum(decay, 1) ** 0.7,
+        "loss": 0.8737738 + 1.04 * decay,
+        "val_accuracy": _grid(0.670 - 0.15 * decay, 1000),
+        "val_loss": 0.8831373 + 0.38 * decay,
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.has("plateau") and diagnosis.has("underfitting"), diagnosis.codes
+    for finding in diagnosis.findings:
+        if str(finding.code) in ("plateau", "underfitting"):
+            assert WEIGHTS_STILL[0][0] in finding.causes, finding.code
+            assert MEMORISING[0][0] not in finding.causes and CAPACITY[0][0] not in finding.causes
+    underfitting = next(f for f in diagnosis.findings if str(f.code) == "underfitting")
+    assert underfitting.evidence["weights_still_epochs"] >= 5
+    # The same stall on weights that still move (a loss that keeps changing by 1e-3): capacity.
+    rng = np.random.default_rng(2)
+    moving = dict(metrics, loss=metrics["loss"] + rng.normal(0, 1e-3, 30))
+    underfit = next(f for f in diagnose(_curve(moving)).findings if str(f.code) == "underfitting")
+    assert CAPACITY[0][0] in underfit.causes and "weights_still_epochs" not in underfit.evidence
+
+
 def test_no_finding_carries_contradictory_remedies() -> None:
     from pipelines.curves.findings import CONTRADICTORY, LR_HIGH, LR_LOW, Code, make_finding
     from pipelines.curves.types import Severity
