@@ -39,13 +39,45 @@ RENAMES = {"acc": "accuracy", "val_acc": "val_accuracy", "lr": "learning_rate"}
 ACCURACY_KINDS = ("sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
 
 
+def output_heads(metrics: Iterable[str]) -> dict[str, str]:
+    """The outputs of a multi-output model that log an accuracy with its ``val_`` twin.
+
+    Keras names a multi-output model's metrics after its output layers
+    (https://keras.io/guides/functional_api/#models-with-multiple-inputs-and-outputs):
+    ``<output>_accuracy`` / ``val_<output>_accuracy`` (or an accuracy kind of
+    :data:`ACCURACY_KINDS` after the output's name) and ``<output>_loss``, beside the total
+    ``loss``. Top-k accuracies are not accuracies of the predicted class and are left out.
+
+    Args:
+        metrics: the logged metric names.
+
+    Returns:
+        Output name -> its (training) accuracy metric's name, in the log's order (the first
+        accuracy of an output that logs several); empty for a single-output log.
+    """
+    names = list(metrics)
+    present = set(names)
+    heads: dict[str, str] = {}
+    for name in names:
+        if name.startswith("val_") or "top" in name or f"val_{name}" not in present:
+            continue
+        for suffix in (*(f"_{k}" for k in ACCURACY_KINDS), "_accuracy", "_acc"):
+            if name.endswith(suffix) and len(name) > len(suffix):
+                heads.setdefault(name[: -len(suffix)], name)
+                break
+    return heads
+
+
 def canonical_names(metrics: dict[str, Any]) -> dict[str, Any]:
     """The same metrics under the names the engine reads (``accuracy``, ``val_accuracy``,
     ``learning_rate``).
 
     ``acc``/``val_acc``/``lr`` are renamed (:data:`RENAMES`); when the log has no ``accuracy``,
-    exactly one of :data:`ACCURACY_KINDS` (with its ``val_`` twin) stands for it. A name already
-    present is never overwritten, and every other metric keeps its name.
+    exactly one of :data:`ACCURACY_KINDS` (with its ``val_`` twin) stands for it, or else the
+    accuracy of a multi-output model's only output that logs one (:func:`output_heads`), with that
+    output's own ``<output>_loss`` / ``val_<output>_loss`` as ``loss`` / ``val_loss`` when logged
+    (the total losses are kept as ``loss_total`` / ``val_loss_total``: they add the other
+    outputs'). A name already present is never overwritten, and every other metric keeps its name.
 
     Args:
         metrics: metric name -> values (any value type; the mapping's order is kept).
@@ -62,6 +94,19 @@ def canonical_names(metrics: dict[str, Any]) -> dict[str, Any]:
         if len(kinds) == 1:
             kind = kinds[0]
             names = {kind: "accuracy", f"val_{kind}": "val_accuracy"}
+            out = {names.get(k, k): v for k, v in out.items()}
+        elif not kinds and len(heads := output_heads(out)) == 1:
+            ((head, accuracy),) = heads.items()
+            names = {accuracy: "accuracy", f"val_{accuracy}": "val_accuracy"}
+            if f"{head}_loss" in out and f"val_{head}_loss" in out and "loss_total" not in out:
+                names.update(
+                    {
+                        "loss": "loss_total",
+                        "val_loss": "val_loss_total",
+                        f"{head}_loss": "loss",
+                        f"val_{head}_loss": "val_loss",
+                    }
+                )
             out = {names.get(k, k): v for k, v in out.items()}
     return out
 
@@ -199,7 +244,22 @@ def engine_metrics(
     Returns:
         A new dict (the input is not modified).
     """
-    return penalty_free_losses(canonical_names(metrics), source, announce=announce)
+    named = canonical_names(metrics)
+    heads = output_heads(metrics)
+    if announce and heads and "accuracy" not in metrics and "val_accuracy" not in metrics:
+        if len(heads) == 1:
+            ((head, accuracy),) = heads.items()
+            losses = f", {head}_loss as loss" if "loss_total" in named or "val_loss_total" in named else ""
+            log.info("%s: one output logs an accuracy: read %s as accuracy%s", source, accuracy, losses)
+        elif "val_accuracy" not in named:
+            log.warning(
+                "%s: accuracies of %d outputs (%s) and no overall one: the diagnosis reads the total "
+                "loss only",
+                source,
+                len(heads),
+                ", ".join(heads.values()),
+            )
+    return penalty_free_losses(named, source, announce=announce)
 
 
 #: The engine's names for what it reads of a log (:func:`engine_metrics`): the losses, the

@@ -196,6 +196,34 @@ def test_older_and_explicit_keras_metric_names_are_read(tmp_path: Path) -> None:
     assert kept["accuracy"].tolist() == [0.9] and kept["acc"].tolist() == [0.1]
 
 
+def test_a_multi_output_log_is_read_through_its_only_output_with_an_accuracy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Keras model with outputs "cls" (softmax, metrics=["accuracy"]) and "upper" (a loss only)
+    # logs per-output names beside the total loss: the engine reads the classifier's accuracy with
+    # its own loss, not the total that adds the other output's.
+    header = ["epoch", "cls_accuracy", "cls_loss", "loss", "upper_loss"]
+    header += ["val_cls_accuracy", "val_cls_loss", "val_loss", "val_upper_loss"]
+    rows = [
+        [0, 0.67, 1.02, 1.26, 0.23, 0.77, 0.69, 0.81, 0.12],
+        [1, 0.78, 0.63, 0.73, 0.10, 0.81, 0.58, 0.67, 0.09],
+    ]
+    curve = load_curve(_write_csv(tmp_path / "one.csv", header, rows))
+    assert curve.metrics["val_accuracy"].tolist() == [0.77, 0.81]
+    assert curve.metrics["val_loss"].tolist() == [0.69, 0.58]  # val_cls_loss
+    assert curve.metrics["val_loss_total"].tolist() == [0.81, 0.67] and "cls_loss" not in curve.metrics
+    # Two outputs with accuracies: neither is guessed; the total loss is read, and a warning says so.
+    header2 = [*header, "upper_accuracy", "val_upper_accuracy"]
+    rows2 = [[*r, 0.9, 0.95] for r in rows]
+    with caplog.at_level("WARNING", logger="pipelines.curves.io"):
+        two = load_curve(_write_csv(tmp_path / "two.csv", header2, rows2))
+    assert "accuracy" not in two.metrics and two.metrics["val_loss"].tolist() == [0.81, 0.67]
+    assert "two.csv: accuracies of 2 outputs (cls_accuracy, upper_accuracy)" in caplog.text
+    # A top-k accuracy is not the predicted class's accuracy.
+    topk = {"top_k_categorical_accuracy": [0.9], "val_top_k_categorical_accuracy": [0.9], "val_loss": [1.0]}
+    assert "val_accuracy" not in curve_from_history(topk, "r").metrics
+
+
 def test_a_history_table_saved_with_pandas_is_read(tmp_path: Path) -> None:
     # pandas.DataFrame(history.history).to_csv(path): an unnamed index column counts epochs from 0;
     # with index=False there is no epoch column and the rows are the epochs in order.
