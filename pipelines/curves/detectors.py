@@ -1796,9 +1796,14 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         slow = slow and (forecast.plateau_epoch is None or forecast.plateau_epoch > 2 * ctx.horizon)
     if not slow:
         return None
+    if found["steadiness"] >= 0.5:
+        pace = f"{found['steadiness']:.2f} x its pace over the first third: no deceleration"
+    else:  # kept by the gain its last third still made (slow_late_share)
+        pace = f"its last third still made {found['late_share']:.0%} of the run's gain"
+    evidence["late_share"] = found["late_share"]
     message = (
         f"{metric} still improving steadily at the end ({fmt(found['slope_last_third'] * sign)} per epoch, "
-        "no deceleration): at this pace the run ends far from its ceiling"
+        f"{pace}): at this pace the run ends far from its ceiling"
     )
     if forecast is not None and metric == ctx.monitor and math.isfinite(forecast.asymptote):
         when = forecast.plateau_epoch
