@@ -1279,7 +1279,9 @@ def detect_plateau(
         **{f"stall_{k}": v for k, v in reasons.items()},
         **gap,
     }
-    message = plateau_message(plateau) + f", {ctx.plateau_epochs} epochs on the plateau before the end"
+    message = (
+        plateau_message(plateau, drift=True) + f", {ctx.plateau_epochs} epochs on the plateau before the end"
+    )
     if "gap_widening" in reasons and gap:
         message += f"; the train-validation gap widened by {fmt(gap['gap_growth'])} meanwhile"
     if "below_baseline" in reasons:

@@ -204,9 +204,25 @@ def slope_z(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
     return slope * math.sqrt(sxx) / max(sigma, 1e-12)
 
 
-def plateau_message(plateau: Plateau) -> str:
-    """One sentence for a plateau, e.g. "val_accuracy flat at 0.472 ± 0.006 since epoch 6"."""
+#: A plateau whose values trend the wrong way by at least this many standard errors (``trend_z``),
+#: and spread over more than twice the curve's noise, is said to fall (rise, for a loss), not to
+#: be flat (:func:`plateau_message`).
+DRIFT_Z = 3.0
+
+
+def plateau_message(plateau: Plateau, *, drift: bool = False) -> str:
+    """One sentence for a plateau, e.g. "val_accuracy flat at 0.472 ± 0.006 since epoch 6".
+
+    With ``drift`` (a stall's message), a tail that is no better than its onset but keeps getting
+    worse beyond noise (``trend_z`` <= -:data:`DRIFT_Z` and a spread above twice the noise;
+    memorising noisy labels drags val_accuracy down for tens of epochs) is not called flat:
+    "val_accuracy falling since epoch 1 (0.322 ± 0.036 on average)". Without it (a convergence,
+    the live stop's line) the sentence is always the flat one.
+    """
     level = f"{fmt(plateau.level)} ± {fmt(plateau.spread)}"
+    if drift and plateau.trend_z <= -DRIFT_Z and plateau.spread > 2 * plateau.noise:
+        way = "rising" if "loss" in plateau.metric else "falling"
+        return f"{plateau.metric} {way} since epoch {plateau.onset_epoch} ({level} on average)"
     return f"{plateau.metric} flat at {level} since epoch {plateau.onset_epoch}"
 
 
