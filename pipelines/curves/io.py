@@ -59,7 +59,7 @@ def output_heads(metrics: Iterable[str]) -> dict[str, str]:
     present = set(names)
     heads: dict[str, str] = {}
     for name in names:
-        if name.startswith("val_") or "top" in name or f"val_{name}" not in present:
+        if name.startswith("val_") or "top" in name or name in ACCURACY_KINDS or f"val_{name}" not in present:
             continue
         for suffix in (*(f"_{k}" for k in ACCURACY_KINDS), "_accuracy", "_acc"):
             if name.endswith(suffix) and len(name) > len(suffix):

@@ -219,6 +219,11 @@ def test_a_multi_output_log_is_read_through_its_only_output_with_an_accuracy(
         two = load_curve(_write_csv(tmp_path / "two.csv", header2, rows2))
     assert "accuracy" not in two.metrics and two.metrics["val_loss"].tolist() == [0.81, 0.67]
     assert "two.csv: accuracies of 2 outputs (cls_accuracy, upper_accuracy)" in caplog.text
+    # A single-output log's accuracy kinds are no outputs.
+    from pipelines.curves.io import output_heads
+
+    assert output_heads(["binary_accuracy", "val_binary_accuracy", "sparse_categorical_accuracy"]) == {}
+    assert output_heads(["cls_binary_accuracy", "val_cls_binary_accuracy"]) == {"cls": "cls_binary_accuracy"}
     # A top-k accuracy is not the predicted class's accuracy.
     topk = {"top_k_categorical_accuracy": [0.9], "val_top_k_categorical_accuracy": [0.9], "val_loss": [1.0]}
     assert "val_accuracy" not in curve_from_history(topk, "r").metrics
