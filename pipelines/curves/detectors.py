@@ -1798,7 +1798,9 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         slow = slow and (forecast.plateau_epoch is None or forecast.plateau_epoch > 2 * ctx.horizon)
     if not slow:
         return None
-    if found["steadiness"] >= 0.5:
+    if math.isinf(found["steadiness"]):  # the first third gained nothing: an accelerating start
+        pace = "after a first third without gain: no deceleration"
+    elif found["steadiness"] >= 0.5:
         pace = f"{found['steadiness']:.2f} x its pace over the first third: no deceleration"
     else:  # kept by the gain its last third still made (slow_late_share)
         pace = f"its last third still made {found['late_share']:.0%} of the run's gain"

@@ -493,6 +493,31 @@ def test_a_training_loss_swinging_after_its_first_fall_is_oscillation() -> None:
 # 4. Too slow on coarse accuracy ------------------------------------------------------------------
 
 
+def test_too_slow_says_how_the_pace_held_up() -> None:
+    # A flat first third, then a steady climb: the pace ratio is infinite and was printed as
+    # "inf x its pace over the first third". A climb that slowed to a quarter of its first pace,
+    # kept by its last third's share of the gain, was told "no deceleration".
+    t = np.arange(30)
+    late = np.where(t < 10, 0.30, 0.30 + 0.012 * (t - 9))
+    metrics = {
+        "accuracy": late + 0.01,
+        "loss": 2.0 - 0.03 * t,
+        "val_accuracy": _grid(late, 1000),
+        "val_loss": 2.05 - 0.03 * t,
+    }
+    slow = next(f for f in diagnose(_curve(metrics)).findings if str(f.code) == "too_slow")
+    assert "after a first third without gain: no deceleration" in slow.message and "inf" not in slow.message
+    from pipelines.curves.detectors import steady_improvement
+
+    x = np.arange(30, dtype=float)
+    decel = -(0.70 - 0.2 * (1 - np.exp(-x / 12)))  # val_loss falling ever more slowly, oriented
+    found = steady_improvement(x, decel, 1e-4, 3.0)
+    assert found is not None and found["steadiness"] < 0.5 and found["late_share"] >= 0.1
+    curve = _curve({"loss": -decel - 0.05, "val_loss": -decel}, 30)
+    slowing = next(f for f in diagnose(curve).findings if str(f.code) == "too_slow")
+    assert "no deceleration" not in slowing.message and "of the run's gain" in slowing.message
+
+
 def test_val_loss_falling_steadily_on_a_coarse_accuracy_is_too_slow() -> None:
     rng = np.random.default_rng(4)
     t = np.arange(100)
