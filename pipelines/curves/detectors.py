@@ -1588,7 +1588,9 @@ def detect_noisy_validation(ctx: Context) -> Finding | None:
     """Validation accuracy much noisier than training accuracy (an INFO note, not a verdict).
 
     Noise-to-trend ratio of val_accuracy >= 0.075 with >= 40% sign changes and a noise SD at least
-    5x the training accuracy's (real runs: about 3x).
+    5x the training accuracy's (real runs: about 3x). With the validation set's size known (or
+    read off its grid), the message says what the set can resolve (its step 1 / n and 2 binomial
+    SDs at the last level).
     """
     val = finite_series(ctx.curve, "val_accuracy")
     if val is None:
@@ -1600,12 +1602,21 @@ def detect_noisy_validation(ctx: Context) -> Finding | None:
     train_sigma = estimate_noise(train[1], skip_fraction=0.0) if train is not None else 0.0
     if val_sigma < 5 * max(train_sigma, 1e-12):
         return None
+    message = "validation accuracy is much noisier than training accuracy"
+    if ctx.n_val:
+        # What the set can resolve: one example is a step of 1 / n, and two runs (or epochs) whose
+        # accuracies differ by less than about 2 binomial SDs are not told apart by it.
+        level = float(np.mean(val[1][-3:]))
+        message += (
+            f": {ctx.n_val} validation examples move it in steps of {fmt(1.0 / ctx.n_val)}, and differences"
+            f" under {fmt(2 * ctx.accuracy_sd(level))} (2 binomial SDs at {fmt(level)}) are noise"
+        )
     return make_finding(
         Code.NOISY_VALIDATION,
         Severity.INFO,
         None,
         {"val_accuracy_noise_to_trend": round(ratio, 4), "val_accuracy_noise": val_sigma, "n_val": ctx.n_val},
-        "validation accuracy is much noisier than training accuracy",
+        message,
         (SPLITS,),
     )
 

@@ -428,6 +428,13 @@ def test_noisy_validation_is_a_note_on_a_healthy_run() -> None:
         _curve(accuracy=acc, val_accuracy=0.9 - 0.4 * np.exp(-T / 4) + rng.normal(0, 0.05, E))
     )
     assert diagnosis.codes == ["healthy", "noisy_validation"]
+    assert diagnosis.findings[1].message == "validation accuracy is much noisier than training accuracy"
+    # With the validation set's size known, the note says what it can resolve.
+    val = np.round((0.75 + rng.normal(0, 0.07, E)) * 16) / 16
+    small = diagnose(_curve(accuracy=acc, val_accuracy=val, num_val_examples=16))
+    note = next(f for f in small.findings if str(f.code) == "noisy_validation")
+    assert "16 validation examples move it in steps of 0.062" in note.message
+    assert "2 binomial SDs at" in note.message
 
 
 def test_divergence_nan_and_blow_up() -> None:
