@@ -11,7 +11,10 @@ which of those findings the user is shown and in what order. The rules:
    ``split_mismatch`` below what any guess scores (evidence ``below_any_guess``): the network
    learns its training set and the validation labels are distributed otherwise, so that finding stays
    and ``not_learning`` goes.
-3. A stall whose validation loss sits above the prior's entropy names the inputs as the cause;
+3. ``overfitting`` and a plateau of the same metric (a log without accuracy monitors val_loss,
+   the curve overfitting reads): the rising tail is the overfitting, not a plateau "flat at" the
+   level it rose to, so the plateau goes. A stall whose validation loss sits above the prior's
+   entropy names the inputs as the cause;
    ``underfitting`` (the capacity) is not reported beside it.
 4. A run still improving steadily at its end (``too_slow``: the last third's slope z >= 3 on the
    monitored metric or, for coarse accuracy, on val_loss) is not stalled on a short flat stretch of
@@ -86,7 +89,11 @@ def arbitrate(
         if not fits_training_set:
             drop.add(Code.OVERFITTING)
         found = {c: f for c, f in found.items() if c not in drop}
-    plateau = found.get(Code.PLATEAU)
+    plateau, overfitting = found.get(Code.PLATEAU), found.get(Code.OVERFITTING)
+    same_metric = overfitting is not None and plateau is not None
+    if same_metric and overfitting.evidence.get("metric") == plateau.evidence.get("metric"):
+        found.pop(Code.PLATEAU)
+        plateau = None
     if plateau is not None and "loss_above_uniform" in plateau.evidence.get("stall_reasons", ()):
         found.pop(Code.UNDERFITTING, None)
     if Code.TOO_SLOW in found:

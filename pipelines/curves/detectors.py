@@ -790,10 +790,11 @@ def _loss_learns(ctx: Context) -> bool:
 
 
 def _constant_output(
-    ctx: Context,
     accuracy: tuple[np.ndarray, np.ndarray],
     train_acc: tuple[np.ndarray, np.ndarray],
     acc_name: str,
+    loss: tuple[np.ndarray, np.ndarray] | None,
+    loss_name: str,
 ) -> Finding:
     """``not_learning`` for a run whose predicted classes never change while its loss learns.
 
@@ -809,13 +810,12 @@ def _constant_output(
     the labels, or probabilities that never cross the 0.5 threshold on an imbalanced task.
 
     Args:
-        ctx: the run's context.
         accuracy: the validation (else training) accuracy, (epochs, values).
         train_acc: the training accuracy, (epochs, values).
         acc_name: the name of ``accuracy``.
+        loss: the validation (else training) loss, (epochs, values), or None.
+        loss_name: the name of ``loss``.
     """
-    loss_name = "val_loss" if finite_series(ctx.curve, "val_loss") is not None else "loss"
-    loss = finite_series(ctx.curve, loss_name)
     level, train_level = float(accuracy[1][-1]), float(train_acc[1][-1])
     evidence: dict[str, Any] = {
         "frozen_level": level,
@@ -915,7 +915,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     if loss_tail.size and float(np.min(loss_tail)) < 0.85 * floor:
         # Below anything a constant prediction reaches: it learned something, unless not one
         # prediction ever changed class.
-        return _constant_output(ctx, accuracy, train_acc, acc_name) if constant else None
+        return _constant_output(accuracy, train_acc, acc_name, loss, loss_name) if constant else None
     # Predictions that never changed (frozen from the first epoch) with a loss above the floor: a
     # falling loss is a constant output being calibrated to the prior, not learning.
     above_floor = span == accuracy[1].size and bool(loss_tail.size) and float(np.min(loss_tail)) >= floor
@@ -932,7 +932,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
             if falls and slope_z(train_loss[0][mask].astype(float), tail, sigma_l) < -_z_crit(cfg):
                 # The loss still falls below the floor: learning, just not visible in accuracy yet.
                 # (Above the floor it is a dead network fitting the prior through its output bias.)
-                return _constant_output(ctx, accuracy, train_acc, acc_name) if constant else None
+                return _constant_output(accuracy, train_acc, acc_name, loss, loss_name) if constant else None
     evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
     return make_finding(
         Code.NOT_LEARNING,
@@ -1252,15 +1252,6 @@ def detect_plateau(
     the train-validation gap when training keeps pulling away.
     """
     plateau = ctx.plateau
-    if (
-        plateau is not None
-        and overfitting is not None
-        and overfitting.evidence.get("metric") == plateau.metric
-    ):
-        # With no accuracy logged, the monitored metric is val_loss, whose tail the overfitting
-        # finding already describes: rising from its best, not flat (a regression or autoencoder
-        # log). A plateau of the same curve would restate it as "flat at" a level it rose to.
-        return None
     reasons = stall_reasons(ctx, overfitting, underfitting)
     # Prematurity alone is no stall: a sound run on an easy task reaches its ceiling quickly and
     # looks exactly like it (measured on the corpus' tune split). It supports a stall of substance.
