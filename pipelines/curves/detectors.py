@@ -1721,6 +1721,28 @@ def _too_slow_short(ctx: Context, val_loss: tuple[np.ndarray, np.ndarray]) -> Fi
     return make_finding(Code.TOO_SLOW, Severity.WARNING, None, evidence, message, (LR_LOW,))
 
 
+PERFECT_ERROR_BOUND = 0.01
+"""Largest error a perfect validation score may still hide (95% upper bound) for the run to count as
+at its ceiling: 1 point, the smallest drop the regression gate is asked to detect."""
+
+
+def _perfect_at_end(ctx: Context) -> bool:
+    """Every validation example right on each of the last 3 epochs, on a validation set large enough
+    that this bounds the true error below :data:`PERFECT_ERROR_BOUND`: by the rule of three, no
+    error in n examples puts the 95% upper bound of the error rate at 3 / n (Hanley and
+    Lippman-Hand, JAMA 1983), so n >= 300 (given, or read off the val_accuracy grid).
+
+    Such a run has no accuracy left to gain; a val_loss still falling only sharpens its confidence
+    (found on a real LSTM run at 1.000 on 1,000 examples whose val_loss fell from 0.004 to 0.0003,
+    reported as too slow and "far from its ceiling"). A perfect score on 18 examples proves far
+    less: its error may still be 17%.
+    """
+    val_acc = finite_series(ctx.curve, "val_accuracy")
+    if val_acc is None or val_acc[1].size < 3 or not ctx.n_val:
+        return False
+    return float(np.min(val_acc[1][-3:])) >= 1.0 - 1e-9 and 3.0 / ctx.n_val <= PERFECT_ERROR_BOUND
+
+
 def detect_too_slow(ctx: Context) -> Finding | None:
     """Still improving steadily at the end: the budget ends far from the asymptote.
 
@@ -1734,10 +1756,13 @@ def detect_too_slow(ctx: Context) -> Finding | None:
     validation set moves it in steps of 1/n) the validation loss is judged the same way: a
     val_loss that falls steadily all run is a learning rate too low even while accuracy barely
     moves. A finished run of 5 to 8 epochs (:data:`SHORT_RUN_EPOCHS`), too short for thirds, is
-    judged by halves instead (:func:`_too_slow_short`).
+    judged by halves instead (:func:`_too_slow_short`). A run that :func:`_perfect_at_end` finds at
+    its ceiling is never too slow.
     """
     z_min = max(3.0, _z_crit(ctx.cfg))
     val_loss = finite_series(ctx.curve, "val_loss")
+    if _perfect_at_end(ctx):
+        return None
 
     def steady(f: dict[str, float] | None) -> bool:
         return f is not None and (f["steadiness"] >= 0.5 or f["late_share"] >= ctx.cfg.slow_late_share)

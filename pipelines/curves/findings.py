@@ -166,7 +166,10 @@ CONTRADICTORY: tuple[tuple[str, str], ...] = (
 
 
 def fmt(value: float) -> str:
-    """A metric value for a message: 3 decimals, or 4 significant digits from 100 up."""
+    """A metric value for a message: 3 decimals, 4 significant digits from 100 up, and 2 significant
+    digits below 0.0005 (a val_loss slope of 3e-05 per epoch read "-0.000")."""
+    if value != 0 and abs(value) < 0.0005:
+        return f"{value:.2g}"
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
 
 

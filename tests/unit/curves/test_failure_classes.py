@@ -1047,3 +1047,36 @@ def test_a_one_epoch_run_is_diagnosed_not_refused() -> None:
     metrics = {"loss": [0.5], "accuracy": [0.8], "val_loss": [0.6], "val_accuracy": [0.78]}
     diagnosis = diagnose(_curve({k: np.asarray(v) for k, v in metrics.items()}, budget=1, num_classes=10))
     assert diagnosis.verdict == "healthy" and diagnosis.findings[0].evidence["too_short"]
+
+
+@pytest.mark.parametrize("n_val", [1000, 20])
+def test_a_run_perfect_on_a_large_validation_set_is_not_too_slow(n_val: int) -> None:
+    # An LSTM that sat at chance for 20 epochs, then got every one of 1,000 validation examples
+    # right while val_loss kept falling (0.004 -> 0.0003): reported as too slow, "far from its
+    # ceiling". A perfect score on 20 examples still allows a 15% error: there it stays too slow.
+    t = np.arange(40)
+    late = np.clip(t - 20, 0, None)
+    val_loss = np.where(t < 20, 0.6935 - 0.00005 * t, 0.004 * np.exp(-0.13 * late))
+    val_acc = np.where(t < 20, 0.5, 1.0)
+    metrics = {
+        "accuracy": np.where(t < 20, 0.51, 1.0),
+        "loss": val_loss * 0.9,
+        "val_accuracy": _grid(val_acc + np.where(t < 20, 0.01 * np.sin(t), 0.0), n_val),
+        "val_loss": val_loss,
+    }
+    diagnosis = diagnose(_curve(metrics))
+    if n_val >= 300:
+        assert diagnosis.verdict == "healthy" and not diagnosis.has("too_slow"), diagnosis.codes
+    else:
+        assert diagnosis.has("too_slow"), diagnosis.codes
+
+
+def test_a_tiny_slope_is_printed_with_its_digits() -> None:
+    from pipelines.curves.findings import fmt
+
+    assert (
+        fmt(-3.2e-5) == "-3.2e-05"
+        and fmt(0.0) == "0.000"
+        and fmt(0.1234) == "0.123"
+        and fmt(1234.5) == "1234"
+    )
