@@ -3,14 +3,20 @@
 Detectors (:mod:`pipelines.curves.detectors`) each report what they see; :func:`arbitrate` decides
 which of those findings the user is shown and in what order. The rules:
 
+0. A CRITICAL ``split_mismatch`` (validation below what any guess scores, evidence
+   ``below_any_guess``, or below the first epoch's training accuracy on examples not yet seen,
+   ``below_first_epoch_training``) explains a validation loss that never came down: the
+   ``divergence`` read from the validation loss alone (evidence ``val_loss_min``, rule 4 of
+   :func:`pipelines.curves.detectors.detect_divergence`) goes, since the training loss is sound;
+   so do ``plateau``, ``underfitting`` and ``too_slow``, which read the level and pace of a
+   validation curve that does not measure the task.
 1. ``divergence`` explains everything downstream of the blow-up: of the other problems only
    ``incomplete`` stays, and ``not_learning`` when the blow-up killed the network (evidence
    ``died``: it now sits at chance), which is what the run is now beside how it got there.
 2. ``not_learning`` explains a low plateau, underfitting, slowness, swings and a split gap; a
    memorising ``overfitting`` stays when the training set is fitted (random labels). Except a
-   ``split_mismatch`` below what any guess scores (evidence ``below_any_guess``): the network
-   learns its training set and the validation labels are distributed otherwise, so that finding stays
-   and ``not_learning`` goes.
+   CRITICAL ``split_mismatch`` (rule 0): the network learns its training set and the validation
+   set is drawn otherwise, so that finding stays and ``not_learning`` goes.
 3. ``overfitting`` and a plateau of the same metric (a log without accuracy monitors val_loss,
    the curve overfitting reads): the rising tail is the overfitting, not a plateau "flat at" the
    level it rose to, so the plateau goes. A stall whose validation loss sits above the prior's
@@ -76,13 +82,22 @@ def arbitrate(
         The findings to report, most important first.
     """
     found = {code: f for code, f in candidates.items() if f is not None}
+    split = found.get(Code.SPLIT_MISMATCH)
+    skewed = split is not None and Severity(split.severity) == Severity.CRITICAL
+    divergence = found.get(Code.DIVERGENCE)
+    if skewed:
+        # The validation curve does not measure the task: its level says nothing of a stall, a
+        # capacity or a pace, and a validation loss that never came down is the skew, not the optimiser.
+        for code in (Code.PLATEAU, Code.UNDERFITTING, Code.TOO_SLOW):
+            found.pop(code, None)
+        if divergence is not None and "val_loss_min" in divergence.evidence:
+            found.pop(Code.DIVERGENCE)
     if Code.DIVERGENCE in found:
         keep = {Code.DIVERGENCE, Code.INCOMPLETE}
         if found[Code.DIVERGENCE].evidence.get("died"):
             keep.add(Code.NOT_LEARNING)  # dead after the blow-up: what it is now, beside how it got there
         found = {c: f for c, f in found.items() if c in keep}
-    split = found.get(Code.SPLIT_MISMATCH)
-    if split is not None and "below_any_guess" in split.evidence:
+    if skewed and Code.SPLIT_MISMATCH in found:
         found.pop(Code.NOT_LEARNING, None)
     if Code.NOT_LEARNING in found:
         drop = {Code.PLATEAU, Code.UNDERFITTING, Code.TOO_SLOW, Code.OSCILLATION, Code.SPLIT_MISMATCH}

@@ -36,6 +36,7 @@ from pipelines.curves.findings import (
     LR_LOW,
     MAJORITY,
     MEMORISING,
+    SKEW,
     SPLITS,
     UNSEEN_LABELS,
     WEIGHTS_STILL,
@@ -1875,14 +1876,49 @@ def _below_any_guess(ctx: Context, val_acc: tuple[np.ndarray, np.ndarray]) -> fl
     share = smallest_class_share(ctx)
     if share is None or val_acc[1].size < MIN_JUDGE_EPOCHS or not fits_training_set(ctx):
         return None
-    n = ctx.n_val
-    if not n:
-        steps = np.diff(np.unique(np.round(val_acc[1], 9)))
-        if steps.size == 0:
-            return None
-        n = max(1, math.floor(1.0 / float(steps.min()) + 1e-6))  # the fewest examples that grid allows
+    n = _grid_examples(ctx, val_acc[1])
+    if n is None:
+        return None
     margin = max(3 * binomial_sd(share, n), 3 * estimate_noise(val_acc[1]), 0.02)
     return share if float(np.max(val_acc[1])) < share - margin else None
+
+
+def _grid_examples(ctx: Context, values: np.ndarray) -> int | None:
+    """Validation examples: given or read off the grid (``ctx.n_val``), else the fewest the grid of
+    ``values`` allows (1 / its smallest step); None when the values never move."""
+    if ctx.n_val:
+        return ctx.n_val
+    steps = np.diff(np.unique(np.round(values, 9)))
+    if steps.size == 0:
+        return None
+    return max(1, math.floor(1.0 / float(steps.min()) + 1e-6))
+
+
+def _below_first_epoch_training(ctx: Context, val_acc: tuple[np.ndarray, np.ndarray]) -> float | None:
+    """The first epoch's training accuracy, when every validation accuracy of the run stays far
+    below it; else None.
+
+    In its first epoch a network scores each training batch before it steps on that batch, on
+    examples it has never seen: Keras' epoch-1 ``accuracy`` is a progressive-validation estimate
+    of how well the model predicts unseen data drawn like the training set (Blum, Kalai and
+    Langford, COLT 1999, "Beating the hold-out"), and a low one, taken while the model still
+    learns. A validation set drawn like the training set then scores at least as well at the end
+    of every epoch, but for sampling. Every validation accuracy more than max(0.1, 3 binomial SDs
+    on the validation set's size, 3 noise SDs) below it means the validation set is not drawn like
+    the training set: inverted, rescaled or otherwise transformed inputs, another domain, classes
+    the model never saw. Only for a log that starts at epoch 1 (a resumed fit's first epoch has
+    seen its training set), and not judged when the validation set's size has no bound (given, or
+    read off the grid of a val_accuracy that moves at least once).
+    """
+    train = finite_series(ctx.curve, "accuracy")
+    if train is None or int(train[0][0]) != 1 or val_acc[1].size < 2:
+        return None
+    first = float(train[1][0])
+    n = _grid_examples(ctx, val_acc[1])
+    if n is None:
+        return None
+    margin = max(0.1, 3 * binomial_sd(first, n), 3 * estimate_noise(val_acc[1]))
+    return first if float(np.max(val_acc[1])) < first - margin else None
 
 
 def detect_split_mismatch(ctx: Context) -> Finding | None:
@@ -1913,8 +1949,19 @@ def detect_split_mismatch(ctx: Context) -> Finding | None:
     message = f"validation accuracy is {fmt(float(gap[0]))} below training from epoch {int(common[0])} on"
     share = _below_any_guess(ctx, val_acc)
     if share is None:
+        first = _below_first_epoch_training(ctx, val_acc)
+        if first is None:
+            return make_finding(
+                Code.SPLIT_MISMATCH, Severity.WARNING, int(common[0]), evidence, message, (SPLITS,)
+            )
+        evidence["below_first_epoch_training"] = first
+        message += (
+            f", and never above {fmt(float(np.max(val_acc[1])))}: below the {fmt(first)} the model "
+            "scored in its first epoch on training examples it had not yet seen: the validation set is "
+            "not drawn like the training set"
+        )
         return make_finding(
-            Code.SPLIT_MISMATCH, Severity.WARNING, int(common[0]), evidence, message, (SPLITS,)
+            Code.SPLIT_MISMATCH, Severity.CRITICAL, int(common[0]), evidence, message, (SKEW, UNSEEN_LABELS)
         )
     evidence["below_any_guess"] = share
     message += (

@@ -93,6 +93,17 @@ UNSEEN_LABELS: Group = (
         "check that training and validation labels use the same encoding (class order, one-hot vs integer)",
     ),
 )
+SKEW: Group = (
+    (
+        "the validation inputs are not prepared as the training inputs (another scaling, inverted or "
+        "otherwise transformed images) or come from another domain",
+    ),
+    (
+        "run the validation data through exactly the training preprocessing (the same normalisation "
+        "layer or function, fitted on the training set)",
+        "compare the two splits' inputs: the validate stage's skew check (intensity KL)",
+    ),
+)
 WEIGHTS_STILL: Group = (
     (
         "the weights no longer change (the training loss repeats itself epoch after epoch): a "

@@ -629,9 +629,19 @@ def test_validation_below_any_guess_is_a_split_problem_not_a_dead_network() -> N
         assert "below the 0.100 that any guess scores" in finding.message
         assert any("validation_split" in r for r in finding.remedies)
         assert not diagnosis.has("not_learning")
-    # At chance (0.1, as with shuffled labels) it is no split problem: not learning, as before.
-    at_chance = diagnose(unseen_classes(0, val_level=0.1))
-    assert at_chance.has("not_learning") and "below_any_guess" not in str(at_chance.findings)
+    # At chance (0.1, as with shuffled labels) it is no split problem: not learning, as before. With
+    # shuffled labels the first epoch scores chance on the training examples too (none seen yet);
+    # the network then memorises them.
+    shuffled = unseen_classes(0, val_level=0.1)
+    shuffled.metrics["accuracy"] = 0.1 + 0.9 * (1 - np.exp(-T / 6))
+    at_chance = diagnose(shuffled)
+    assert at_chance.has("not_learning") and at_chance.verdict != "split_mismatch", at_chance.codes
+    assert "below_any_guess" not in str(at_chance.findings)
+    # The same validation curve after a first epoch at 0.5 on training examples not yet seen: that
+    # network learned the task, and its validation set is not drawn like its training set.
+    skewed = diagnose(unseen_classes(0, val_level=0.1))
+    assert skewed.verdict == "split_mismatch" and not skewed.has("not_learning"), skewed.codes
+    assert skewed.findings[0].evidence["below_first_epoch_training"] == pytest.approx(0.5, abs=0.01)
     # A network that fits nothing (training at chance too) is not this either.
     dead = diagnose(unseen_classes(0, train_top=0.11))
     assert all("below_any_guess" not in f.evidence for f in dead.findings), dead.codes

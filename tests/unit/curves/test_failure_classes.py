@@ -1080,3 +1080,43 @@ def test_a_tiny_slope_is_printed_with_its_digits() -> None:
         and fmt(0.1234) == "0.123"
         and fmt(1234.5) == "1234"
     )
+
+
+def _skewed(val_acc: float, val_loss0: float, n_val: int, first_epoch: int = 1) -> Curve:
+    """A sound 10-class training curve (0.74 at epoch 1 -> 0.95) whose validation set is not drawn
+    like its training set: val_accuracy near ``val_acc`` on ``n_val`` examples, and val_loss rising
+    from ``val_loss0`` (real probe runs: Fashion-MNIST with inverted validation images, and
+    ``fit(validation_split=0.2)`` on data sorted by label)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(25)
+    return Curve(
+        "run",
+        {
+            "accuracy": 0.95 - 0.21 * np.exp(-t / 5),
+            "loss": 0.14 + 0.63 * np.exp(-t / 6),
+            "val_accuracy": _grid(val_acc + rng.normal(0, 0.003, 25), n_val),
+            "val_loss": val_loss0 + 0.9 * t + rng.normal(0, 0.3, 25),
+        },
+        np.arange(first_epoch, first_epoch + 25),
+        None,
+    )
+
+
+def test_a_validation_set_drawn_otherwise_is_a_split_problem_not_divergence_or_a_dead_network() -> None:
+    # Inverted validation images: val_accuracy 0.09 and val_loss 18 -> 40 from epoch 1, the training
+    # curve sound. It read "divergence" (lower the learning rate). Validation sorted into classes
+    # the model never saw: val_accuracy 0.0045 read as "not learning ... chance over 225 classes".
+    # In its first epoch the model scored 0.74 on training examples it had not seen yet.
+    for val_acc, val_loss0 in ((0.09, 18.0), (0.0045, 14.0)):
+        diagnosis = diagnose(_skewed(val_acc, val_loss0, 2000))
+        assert diagnosis.verdict == "split_mismatch", diagnosis.codes
+        assert not diagnosis.has("divergence") and not diagnosis.has("not_learning"), diagnosis.codes
+        finding = diagnosis.findings[0]
+        assert finding.severity == "critical" and "first epoch" in finding.message
+        assert finding.evidence["below_first_epoch_training"] == pytest.approx(0.74)
+        assert any("preprocessing" in r for r in finding.remedies)
+    # A log that starts later (a resumed fit) has seen its training set by its first row: no such
+    # evidence.
+    resumed = diagnose(_skewed(0.09, 18.0, 2000, first_epoch=11))
+    assert all("below_first_epoch_training" not in f.evidence for f in resumed.findings), resumed.codes
+    assert resumed.verdict != "split_mismatch", resumed.codes
