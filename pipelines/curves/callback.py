@@ -252,9 +252,13 @@ def should_stop(
        underfit, an overconfident loss), and by 2 x ``live_patience`` when it is only premature
        or a convergence (a sound run's bump looks like those for a few epochs) or the diagnosis
        finds oscillation (its new bests come in swings), and the
-       validation loss not falling beyond noise over the plateau's last 2 x ``live_patience``
+       validation loss not falling beyond noise over the plateau's last 3 x ``live_patience``
        epochs (on a small validation set accuracy moves in coarse steps while the loss keeps
-       improving), nor reaching a new best of any size in the last ``live_patience`` epochs (as
+       improving; a slow learner's loss falls beyond its noise only over more epochs than its
+       accuracy's patience: 3 x rather than 2 x lowered the stalls' mean regret on the tune
+       split from 0.0036 to 0.0032 at the same 38% of epochs saved, after a real run with 20
+       steps an epoch was stopped at epoch 52 of 150 with 4 points still to come), nor reaching
+       a new best of any size in the last ``live_patience`` epochs (as
        ``EarlyStopping(monitor="val_loss")`` counts its patience): stop, whether the plateau is
        a stall or a convergence, since more epochs help neither. Never while the diagnosis of
        the same history finds ``too_slow`` (a loss still falling steadily to the end): a stop
@@ -353,7 +357,7 @@ def should_stop(
         )
         if size - (improved or best) < patience:
             return _NO
-        recent = max(onset, size - 2 * cfg.live_patience + 1)
+        recent = max(onset, size - 3 * cfg.live_patience + 1)
         if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):
             return _NO
         if diagnosis.monitor == "val_accuracy" and _val_loss_best_within(history, cfg.live_patience):

@@ -307,3 +307,19 @@ def test_callback_numbers_epochs_of_a_fit_resumed_at_initial_epoch(digits) -> No
     val = np.asarray(callback.history["val_accuracy"])
     assert val.size == 6 and np.isnan(val[:3]).all() and np.isfinite(val[3:]).all()
     assert {len(values) for values in callback.history.values()} == {6}
+
+
+def test_a_slow_learner_whose_loss_falls_beyond_noise_only_over_more_epochs_is_not_stopped() -> None:
+    # A real run (tests/fixtures/probes/README.md): 20 SGD steps an epoch, so val_accuracy gains
+    # 0.0005 an epoch under its 0.009 noise and val_loss falls beyond its noise only over ~9 epochs.
+    # The live stop fired at epoch 52 of 150 with 4 points still to come.
+    from pipelines.curves.io import load_csv_logger
+
+    csv = Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-mlp-sgd-20-steps-per-epoch.csv"
+    curve = load_csv_logger(csv)
+    history = {name: [float(v) for v in values] for name, values in curve.metrics.items()}
+    val_acc = history["val_accuracy"]
+    assert max(val_acc) - max(val_acc[:52]) >= 0.03  # the file is what the test is about
+    for epoch in (52, 60):
+        decision = should_stop({k: v[:epoch] for k, v in history.items()}, 150)
+        assert not decision.stop, (epoch, decision)
