@@ -1120,3 +1120,23 @@ def test_a_validation_set_drawn_otherwise_is_a_split_problem_not_divergence_or_a
     resumed = diagnose(_skewed(0.09, 18.0, 2000, first_epoch=11))
     assert all("below_first_epoch_training" not in f.evidence for f in resumed.findings), resumed.codes
     assert resumed.verdict != "split_mismatch", resumed.codes
+
+
+def test_a_convergence_on_accuracy_says_when_val_loss_kept_falling() -> None:
+    # A real imbalanced binary run (SGD): both accuracies frozen near the majority share for 47
+    # epochs while val_loss fell 0.345 -> 0.281 on every epoch. "converged" alone hid a model still
+    # learning; the message now says so. A loss flat over the plateau adds nothing.
+    t = np.arange(60)
+    acc = np.where(t < 12, 0.80 + 0.0085 * t, 0.902)
+    falling = 0.28 + 0.08 * np.exp(-np.clip(t - 12, 0, None) / 12) + 0.1 * np.exp(-t / 3)  # slowing down
+    for val_loss, said in ((falling, True), (np.where(t < 12, falling, falling[12]), False)):
+        metrics = {
+            "accuracy": acc + 0.004,
+            "loss": val_loss - 0.01,
+            "val_accuracy": _grid(acc + 0.0005 * np.sin(t), 1000),
+            "val_loss": val_loss,
+        }
+        diagnosis = diagnose(_curve(metrics))
+        assert diagnosis.verdict == "healthy", diagnosis.codes
+        message = diagnosis.findings[0].message
+        assert message.startswith("converged") and ("val_loss still fell from" in message) is said, message
