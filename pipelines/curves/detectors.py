@@ -2161,7 +2161,7 @@ def healthy_finding(ctx: Context) -> Finding:
             evidence_c.update(val_loss_plateau_start=start, val_loss_end=end, val_loss_down_share=share)
             message += (
                 f"; val_loss still fell from {fmt(start)} to {fmt(end)} meanwhile (lower on {share:.0%} "
-                "of the epochs): the predictions grow more confident without changing class"
+                "of the epochs): the model is still learning, though its accuracy has not moved beyond noise"
             )
         return make_finding(
             Code.HEALTHY, Severity.INFO, plateau.onset_epoch, evidence_c, message, (CONVERGED,)
