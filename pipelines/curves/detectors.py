@@ -448,7 +448,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     1. NaN/inf training loss (or inf val_loss): the first such epoch is the onset.
     2. Blow-up: the last training loss exceeds max(``blowup_factor`` x its minimum, minimum + 10
        noise SDs), or ln(K) after having been below ln(K) / 2; onset: the first epoch after the
-       minimum from which the loss stays above that.
+       minimum from which the loss stays above that. The noise is the whole loss curve's, or, for a
+       loss that rose past ``blowup_factor`` x its minimum after it and stayed above, the loss's
+       before that rise: not the explosion's own jumps.
     3. Blow-up then death: a training loss above 10 x the prior's entropy at some epoch (a first
        epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
        the classes are unknown), and the run ending at chance (with no chance level: the loss
@@ -614,9 +616,16 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
         )
     if y.size < 3:
         return None
-    sigma = estimate_noise(y)
     best = int(np.argmin(y))
     floor = float(y[best])
+    # A loss that rose past blowup_factor x its minimum and stayed there: the noise is the loss's
+    # before that, since an explosion's own jumps, measured as noise, would raise the threshold as
+    # fast as the loss (a real run at SGD 0.3, momentum 0.9 went 1.26 -> 10.8 -> 85.9 -> 920 and
+    # was called healthy at epoch 4). A loss that swings back below it is judged on all its swings.
+    up = y[best:] > cfg.blowup_factor * floor
+    rose = best + int(np.argmax(up)) if up.any() else None
+    sustained = rose is not None and bool(np.all(y[rose:] > cfg.blowup_factor * floor))
+    sigma = estimate_noise(y[:rose] if sustained else y)
     threshold = max(cfg.blowup_factor * floor, floor + 10 * sigma)
     if entropy is not None and floor < 0.5 * entropy:
         # Above the loss of predicting the prior after having been well below it: worse than

@@ -1140,3 +1140,21 @@ def test_a_convergence_on_accuracy_says_when_val_loss_kept_falling() -> None:
         assert diagnosis.verdict == "healthy", diagnosis.codes
         message = diagnosis.findings[0].message
         assert message.startswith("converged") and ("val_loss still fell from" in message) is said, message
+
+
+def test_a_loss_exploding_epoch_after_epoch_is_divergence_from_its_first_jump() -> None:
+    # A real run (digits, SGD 0.3 with momentum 0.9): loss 1.26 -> 10.8 -> 85.9 -> 920 -> 7172. The
+    # explosion's own jumps, taken as the loss's noise, raised the blow-up threshold with the loss:
+    # "healthy" at epoch 4, and the onset crept forward every epoch.
+    loss = [1.26, 10.8, 85.9, 920.4, 7172.2]
+    val_loss = [3.26, 44.1, 186.4, 4169.3, 15139.5]
+    acc = [0.77, 0.81, 0.81, 0.79, 0.80]
+    val_acc = [0.772, 0.650, 0.831, 0.725, 0.849]
+    for epochs in (4, 5):
+        metrics = {"accuracy": acc[:epochs], "loss": loss[:epochs], "val_accuracy": val_acc[:epochs]}
+        metrics["val_loss"] = val_loss[:epochs]
+        diagnosis = diagnose(_curve({k: np.asarray(v) for k, v in metrics.items()}))
+        assert diagnosis.verdict == "divergence", (epochs, diagnosis.codes)
+        assert diagnosis.findings[0].onset_epoch == 2, diagnosis.findings[0]
+    history = {"accuracy": acc, "loss": loss, "val_accuracy": val_acc, "val_loss": val_loss}
+    assert should_stop(history, 50).stop
