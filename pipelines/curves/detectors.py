@@ -445,7 +445,8 @@ def _tail(series: tuple[np.ndarray, np.ndarray] | None, start_epoch: int) -> np.
 def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     """Training diverged: a NaN/inf loss, a loss that blew up and stayed up, or a blow-up then death.
 
-    1. NaN/inf training loss (or inf val_loss): the first such epoch is the onset.
+    1. NaN/inf training loss (or inf val_loss): the first such epoch is the onset, unless the finite
+       loss before it had already risen past ``blowup_factor`` x its minimum: then the epoch it did.
     2. Blow-up: the last training loss exceeds max(``blowup_factor`` x its minimum, minimum + 10
        noise SDs), or ln(K) after having been below ln(K) / 2; onset: the first epoch after the
        minimum from which the loss stays above that. The noise is the whole loss curve's, or, for a
@@ -489,14 +490,30 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
         if idx.size:
             bad_epochs.append((int(epochs[idx[0]]), "val_loss"))
     if bad_epochs:
-        onset, name = min(bad_epochs)
+        first_bad, name = min(bad_epochs)
+        evidence: dict[str, Any] = {"metric": name, "first_non_finite_epoch": first_bad}
+        message = f"{name} became NaN/inf at epoch {first_bad}: training diverged"
+        onset = first_bad
+        before = finite_series(curve, "loss")
+        if before is not None:
+            keep = before[0] < first_bad
+            bx, by = before[0][keep], before[1][keep]
+            # Past blowup_factor x its lowest value so far: the finite loss had blown up already,
+            # and that is where the divergence began.
+            jumped = by > cfg.blowup_factor * np.maximum(np.minimum.accumulate(by), 1e-12)
+            if jumped.any():
+                first = int(np.argmax(jumped))
+                low, peak = int(np.argmin(by[: first + 1])), first + int(np.argmax(by[first:]))
+                onset = int(bx[first])
+                evidence.update(loss_min=float(by[low]), loss_peak=float(by[peak]), blow_up_epoch=onset)
+                message = (
+                    f"loss blew up from {fmt(float(by[low]))} (epoch {int(bx[low])}) to "
+                    f"{fmt(float(by[peak]))} (epoch {int(bx[peak])}), past {cfg.blowup_factor:g} x its "
+                    f"minimum from epoch {onset}, and {name} became NaN/inf at epoch {first_bad}: "
+                    "training diverged"
+                )
         return make_finding(
-            Code.DIVERGENCE,
-            Severity.CRITICAL,
-            onset,
-            {"metric": name, "first_non_finite_epoch": onset},
-            f"{name} became NaN/inf at epoch {onset}: training diverged",
-            (LR_HIGH, EXPLODING),
+            Code.DIVERGENCE, Severity.CRITICAL, onset, evidence, message, (LR_HIGH, EXPLODING)
         )
     series = finite_series(curve, "loss")
     if series is None or series[1].size < 2:

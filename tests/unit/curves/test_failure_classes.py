@@ -1158,3 +1158,24 @@ def test_a_loss_exploding_epoch_after_epoch_is_divergence_from_its_first_jump() 
         assert diagnosis.findings[0].onset_epoch == 2, diagnosis.findings[0]
     history = {"accuracy": acc, "loss": loss, "val_accuracy": val_acc, "val_loss": val_loss}
     assert should_stop(history, 50).stop
+
+
+def test_a_nan_after_a_blow_up_dates_the_divergence_from_the_blow_up() -> None:
+    # The same real run went on swinging between 1 and 1e7 until val_loss became inf at epoch 36:
+    # "became NaN/inf at epoch 36" hid that the divergence began at epoch 2.
+    loss = [1.26, 10.8, 85.9, 920.4, 7172.2, 3.1, 2.5, 9.6, 1.2, np.nan]
+    t = np.arange(len(loss))
+    metrics = {
+        "loss": np.asarray(loss),
+        "val_loss": np.where(t < 9, 2.0, np.inf),
+        "val_accuracy": np.full(len(loss), 0.8),
+    }
+    finding = diagnose(_curve(metrics)).findings[0]
+    assert finding.code == "divergence" and finding.onset_epoch == 2, finding
+    assert "from epoch 2" in finding.message and "NaN/inf at epoch 10" in finding.message, finding.message
+    # A NaN out of a sound run is dated by the NaN.
+    metrics["loss"] = np.asarray([1.2, 0.8, 0.6, 0.5, 0.45, 0.4, 0.38, 0.36, 0.35, np.nan])
+    finding = diagnose(_curve(metrics)).findings[0]
+    assert finding.onset_epoch == 10 and finding.message.startswith("loss became NaN/inf at epoch 10"), (
+        finding
+    )
