@@ -230,7 +230,9 @@ def uniform_output_classes(curve: Curve) -> int | None:
     loss (else training loss) whose median over the second half is within ``UNIFORM_LOSS_TOLERANCE``
     (6%) of ln K and within a quarter of the gap to ln(K + 1) (and 90% of those epochs within twice
     that), for an integer
-    2 <= K <= ``MAX_INFERRED_CLASSES``, with the matching accuracy no higher than
+    2 <= K <= ``MAX_INFERRED_CLASSES``, with the training loss's median over the same half no
+    lower than ln K less the tolerance (when K is read off the validation loss), and the matching
+    accuracy no higher than
     1 / K + 0.15 (1 - 1 / K) + 0.05 over those epochs, gives the class count when the caller did
     not. A learning run crosses ln K once; it does not stay there: the loss's least-squares trend
     over the half must move it by less than the tolerance.
@@ -263,6 +265,13 @@ def uniform_output_classes(curve: Curve) -> int | None:
         # less than the tolerance (a learning run's loss falling steadily past ln K does not).
         if y.size >= 3 and abs(float(np.polyfit(np.arange(y.size), y, 1)[0])) * (y.size - 1) > tolerance:
             return None
+        # Uniform outputs score ln K on any labels, the training set's too (a penalty only adds to
+        # it): a training loss below ln K means outputs that are not uniform, whose validation loss
+        # only happens to sit near ln K (a dead 10-class network at 2.48 is no guess over 12).
+        if name == "val_loss":
+            train = finite_series(curve, "loss")
+            if train is not None and float(np.median(train[1][train[1].size // 2 :])) < ln_k - tolerance:
+                return None
         # Uniform outputs score the share of whichever class the argmax picks: an accuracy far
         # above 1 / K over the same epochs is a learning run whose loss happens to pass ln K.
         acc = finite_series(curve, "val_accuracy" if name == "val_loss" else "accuracy")
@@ -900,6 +909,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
         found = _not_learning_at_chance(ctx, accuracy, loss, acc_name, loss_name)
         if found is not None:
             return found
+    died = _died_uniform(ctx, accuracy, acc_name)
+    if died is not None:
+        return died
     # From the curve alone: frozen accuracy.
     if accuracy is None or accuracy[1].size < MIN_JUDGE_EPOCHS:
         return None
@@ -970,6 +982,63 @@ def detect_not_learning(ctx: Context) -> Finding | None:
         "loss stays flat: the network predicts the same class(es) for every example (on an imbalanced "
         "task that is the majority share)",
         (MAJORITY, INPUTS, DEAD),
+    )
+
+
+#: Relative distance to ln K within which a dead network's losses sit (uniform outputs score ln K
+#: exactly; float32 sums stray by about 1e-6).
+DEAD_LOSS_TOLERANCE = 1e-3
+
+
+def _died_uniform(
+    ctx: Context, accuracy: tuple[np.ndarray, np.ndarray] | None, acc_name: str
+) -> Finding | None:
+    """A network that died during the run: over its last :func:`weights_still` epochs (at least
+    ``STILL_EPOCHS``) the weights no longer change, the accuracy is frozen, and the training and
+    validation losses both sit at ln K (within :data:`DEAD_LOSS_TOLERANCE`) for one integer
+    2 <= K <= ``MAX_INFERRED_CLASSES``: outputs uniform over K classes score exactly ln K on any
+    labels, and only a network whose units have all died outputs that. However short the dead
+    span against the run (a ReLU output layer died at epoch 13 of 20: the span rules ask for half
+    the run), nothing will change it: no gradient flows.
+    """
+    still = weights_still(ctx.curve)
+    if still is None or accuracy is None:
+        return None
+    losses = [finite_series(ctx.curve, name) for name in ("loss", "val_loss")]
+    levels = []
+    for series in losses:
+        if series is not None and series[1].size > still:
+            levels.append(series[1][-(still + 1) :])
+    if not levels:
+        return None
+    k = int(round(math.exp(float(np.median(levels[0])))))
+    if not 2 <= k <= MAX_INFERRED_CLASSES:
+        return None
+    ln_k = math.log(k)
+    if any(float(np.max(np.abs(y - ln_k))) > DEAD_LOSS_TOLERANCE * ln_k for y in levels):
+        return None
+    tail = accuracy[1][-(still + 1) :]
+    step = 0.5 / ctx.n_val if ctx.n_val else 1e-6
+    if float(np.ptp(tail)) > step:
+        return None
+    onset = int(accuracy[0][-(still + 1)])
+    level = float(tail[-1])
+    evidence = {
+        "frozen_level": level,
+        "frozen_epochs": still + 1,
+        "since_epoch": onset,
+        "dead_loss": ln_k,
+        "chance_source": "uniform_loss",
+    }
+    return make_finding(
+        Code.NOT_LEARNING,
+        Severity.CRITICAL,
+        onset,
+        evidence,
+        f"not learning: the network died at epoch {onset}: since then both losses sit at ln {k} = "
+        f"{fmt(ln_k)} (outputs uniform over {k} classes), {acc_name} is frozen at {fmt(level)} and the "
+        "weights no longer change",
+        (DEAD, INPUTS),
     )
 
 

@@ -1194,3 +1194,49 @@ def test_batchnorm_lag_at_epoch_1_and_fast_memorising_are_no_split_mismatch(name
     assert curve.metrics["val_accuracy"][0] < 0.35 and max(curve.metrics["val_accuracy"]) > 0.85
     diagnosis = diagnose(curve)
     assert not diagnosis.has("split_mismatch"), [f.message for f in diagnosis.findings]
+
+
+def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
+    # A real run with a ReLU output layer: 0.22 at epoch 1 falling to 0.12, then from epoch 14 of
+    # 20 both losses at exactly ln 10 and val_accuracy frozen at 0.093: dead. It read "plateau" and
+    # "underfitting": the not-learning rules ask for half the run, and the K read off the loss
+    # for half the run too.
+    t = np.arange(20)
+    dead = t >= 13
+    val_loss = np.where(dead, math.log(10), 2.10 + 0.01 * t)
+    loss = np.where(dead, math.log(10) + 1e-7, 2.13 + 0.01 * t)
+    metrics = {
+        "accuracy": np.where(dead, 0.09333, 0.19 - 0.005 * t),
+        "loss": loss,
+        "val_accuracy": _grid(np.where(dead, 0.093, 0.22 - 0.008 * t), 1000),
+        "val_loss": val_loss,
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert finding.onset_epoch == 14 and "died at epoch 14" in finding.message and "ln 10" in finding.message
+    # A sound model whose weights stopped (a learning rate decayed to 0) is not dead: its loss is
+    # no ln K.
+    metrics = {
+        "accuracy": np.where(dead, 0.91, 0.6 + 0.02 * t),
+        "loss": np.where(dead, 0.30, 1.2 - 0.05 * t),
+        "val_accuracy": _grid(np.where(dead, 0.90, 0.6 + 0.02 * t), 1000),
+        "val_loss": np.where(dead, 0.32, 1.2 - 0.05 * t),
+    }
+    assert not diagnose(_curve(metrics)).has("not_learning")
+
+
+def test_a_dead_network_whose_outputs_are_not_uniform_names_no_class_count_off_its_val_loss() -> None:
+    # A real run (Adam at 1.0): dead from epoch 7, val_loss 2.484 (= ln 12) but training loss 2.382:
+    # uniform outputs would score ln K on both. It was told "outputs uniform over 12 classes" on a
+    # 10-class task.
+    t = np.arange(20)
+    metrics = {
+        "accuracy": np.where(t < 6, 0.16, 0.09417),
+        "loss": np.where(t < 6, 2.3, 2.382),
+        "val_accuracy": _grid(np.where(t < 6, 0.15 + 0.005 * np.sin(t), 0.104), 1000),
+        "val_loss": np.where(t < 6, 2.3, 2.4843),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.has("not_learning"), diagnosis.codes
+    assert "12 classes" not in " ".join(f.message for f in diagnosis.findings), diagnosis.findings
