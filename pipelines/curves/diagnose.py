@@ -74,11 +74,13 @@ class Diagnosis:
         verdict: ``code`` of the most important finding (see :data:`ORDER`).
         findings: every finding, most important first.
         monitor: the validation metric the plateau tests ran on (``val_accuracy``, else ``val_loss``).
-        plateau_onset_epoch: 1-based epoch the flat tail began (stall or convergence), or None.
+        plateau_onset_epoch: 1-based epoch the flat tail began (stall or convergence), or None
+            (always for a run found diverged or not learning).
         plateau_level: mean of ``monitor`` over the flat tail, or None.
         plateau_spread: SD of ``monitor`` over the flat tail, or None.
         best_epoch: 1-based epoch of the best ``monitor`` value (max accuracy / min loss), or None.
-        extrapolation: the learning-curve extrapolation of ``monitor`` when requested, else None.
+        extrapolation: the learning-curve extrapolation of ``monitor`` when requested, else None
+            (and None for a run found diverged or not learning: it has no future to forecast).
         noise: epoch-to-epoch noise SD of ``monitor``.
         stalled: True when the flat tail is a stall (a ``plateau`` finding), False when converged.
         n_val: validation examples (given or read off the accuracy grid), or None.
@@ -167,7 +169,12 @@ def diagnose(
         Code.NOISY_VALIDATION: detect_noisy_validation(ctx),
     }
     findings = arbitrate(candidates, fits_training_set=fits_training_set(ctx), healthy=healthy_finding(ctx))
-    plateau = ctx.plateau
+    codes = {f.code for f in findings}
+    # A diverged or dead network's tail is no stall and no convergence (its accuracy crashed, or
+    # sits at chance; the finding dates that), and its accuracy has no future that more epochs
+    # would reach: no flat tail and no forecast for the report to draw or the tags to carry.
+    broken = bool(codes & {Code.DIVERGENCE, Code.NOT_LEARNING})
+    plateau = None if broken else ctx.plateau
     return Diagnosis(
         run=curve.run,
         verdict=findings[0].code if findings else Code.HEALTHY.value,
@@ -177,7 +184,7 @@ def diagnose(
         plateau_level=plateau.level if plateau else None,
         plateau_spread=plateau.spread if plateau else None,
         best_epoch=ctx.best_epoch,
-        extrapolation=ctx.extrapolation,
+        extrapolation=None if broken else ctx.extrapolation,
         noise=ctx.sigma,
         stalled=any(f.code == Code.PLATEAU.value for f in findings),
         n_val=ctx.n_val,

@@ -1240,3 +1240,20 @@ def test_a_dead_network_whose_outputs_are_not_uniform_names_no_class_count_off_i
     diagnosis = diagnose(_curve(metrics))
     assert diagnosis.has("not_learning"), diagnosis.codes
     assert "12 classes" not in " ".join(f.message for f in diagnosis.findings), diagnosis.findings
+
+
+def test_a_diverged_or_dead_run_has_no_flat_tail_or_forecast_to_draw() -> None:
+    # The report of a real diverged run shaded "flat since epoch 1" across the crash and drew an
+    # extrapolation to 0.587 for a network whose weights were NaN.
+    t = np.arange(30)
+    diverged = {
+        "loss": np.where(t < 20, 0.5 - 0.01 * t, np.nan),
+        "val_loss": np.where(t < 20, 0.6 - 0.01 * t, np.nan),
+        "val_accuracy": np.where(t < 20, 0.8 + 0.003 * np.sin(t), 0.1),
+    }
+    noise = np.random.default_rng(0).normal(0, 0.003, 30)
+    sound = {"loss": 0.5 * np.exp(-t / 3) + 0.1, "val_accuracy": 0.9 - 0.3 * np.exp(-t / 3) + noise}
+    for metrics, broken in ((diverged, True), (sound, False)):
+        diagnosis = diagnose(_curve(metrics), extrapolate=True)
+        assert (diagnosis.extrapolation is None) is broken, diagnosis.codes
+        assert (diagnosis.plateau_onset_epoch is None) is broken, diagnosis.codes
