@@ -346,7 +346,8 @@ def plot_val_curves(
     Shaded: the flat tail from ``diagnosis.plateau_onset_epoch`` to the challenger's last epoch,
     gold when it is a stall (``diagnosis.stalled``), green when it is a convergence (a ``healthy``
     finding), grey otherwise, with the band ``plateau_level ± plateau_spread``; hatched red from the
-    ``overfitting`` finding's onset epoch (in ``findings``) to the end. The extrapolation
+    ``overfitting`` finding's onset epoch (in ``findings``) to the end; a dash-dotted dark red line
+    at the onset of a ``divergence`` or ``not_learning`` finding. The extrapolation
     (``diagnosis.extrapolation``) is drawn dashed (:func:`_extrapolation_xy`), with its long-run
     limit dotted. Level, band and extrapolation are drawn only when the diagnosis monitored
     ``val_accuracy`` (a ``val_loss`` level does not belong on an accuracy axis).
@@ -365,6 +366,7 @@ def plot_val_curves(
         The figure, 800 x 450 pixels at its 100 dpi.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
@@ -409,6 +411,15 @@ def plot_val_curves(
             start, last_epoch, color="red", alpha=0.08, hatch="//", label=f"overfitting since epoch {start}"
         )
         ax.axvline(start, color="red", lw=0.8, alpha=0.6)
+    for broken in (f for f in findings if f.code in (Code.DIVERGENCE, Code.NOT_LEARNING)):
+        if broken.onset_epoch is not None:
+            ax.axvline(
+                broken.onset_epoch,
+                color="darkred",
+                ls="-.",
+                lw=1.2,
+                label=f"{broken.code} from epoch {broken.onset_epoch}",
+            )
     ex = diagnosis.extrapolation
     if same_units and ex is not None and last_epoch is not None:
         x_ex, y_ex, lo, hi = _extrapolation_xy(ex, last_epoch)
@@ -424,6 +435,7 @@ def plot_val_curves(
                 alpha=0.7,
                 label=f"extrapolated limit {ex.asymptote:.3f}",
             )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch (counted from 1)")
     ax.set_ylabel("val_accuracy")
     ax.set_title(f"validation accuracy: {challenger.run}")

@@ -389,3 +389,23 @@ def test_a_curve_validated_every_third_epoch_is_drawn_as_one_line() -> None:
     xs, ys = line.get_data()
     assert list(xs) == [float(e) for e in curve.epochs if e % 3 == 0]
     assert np.all(np.isfinite(ys))
+
+
+def test_a_diverged_run_is_drawn_with_its_onset_and_without_a_flat_tail_or_forecast() -> None:
+    t = np.arange(30)
+    curve = Curve(
+        "diverged",
+        {
+            "loss": np.where(t < 20, 0.5 - 0.01 * t, np.nan),
+            "val_loss": np.where(t < 20, 0.6 - 0.01 * t, np.nan),
+            "val_accuracy": np.where(t < 20, 0.8 + 0.003 * np.sin(t), 0.1),
+        },
+        t + 1,
+        60,
+    )
+    d = diagnose(curve, extrapolate=True)
+    legend = _legend(plot_val_curves(curve, diagnosis=d, findings=d.findings))
+    assert "divergence from epoch 21" in legend, sorted(legend)
+    assert not any(k.startswith(("flat", "stalled", "converged", "extrapolat")) for k in legend), sorted(
+        legend
+    )
