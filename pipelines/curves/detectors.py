@@ -36,6 +36,7 @@ from pipelines.curves.findings import (
     LR_LOW,
     MAJORITY,
     MEMORISING,
+    OVERCONFIDENT,
     SKEW,
     SPLITS,
     UNSEEN_LABELS,
@@ -1138,16 +1139,49 @@ def detect_overfitting(ctx: Context) -> Finding | None:
         "epochs_since_best": int(x[-1]) - best_epoch,
     }
     verb = "rose" if sign > 0 else "fell"
-    return make_finding(
-        Code.OVERFITTING,
-        Severity.WARNING,
-        best_epoch,
-        evidence,
+    message = (
         f"{name} {verb} from {fmt(float(raw[best]))} at epoch {best_epoch} to {fmt(float(raw[-1]))} "
         f"while {train_name} kept improving ({fmt(float(raw_train[0]))} -> {fmt(float(raw_train[-1]))}); "
-        f"best epoch {best_epoch}, {int(x[-1]) - best_epoch} epochs ago",
-        (MEMORISING,),
+        f"best epoch {best_epoch}, {int(x[-1]) - best_epoch} epochs ago"
     )
+    groups: tuple[Group, ...] = (MEMORISING,)
+    later = _accuracy_gain_after(ctx, best_epoch) if name == "val_loss" else None
+    if later is not None:
+        at_best, peak, peak_epoch = later
+        evidence.update(
+            val_accuracy_at_best=at_best, val_accuracy_peak=peak, val_accuracy_peak_epoch=peak_epoch
+        )
+        message += (
+            f"; but val_accuracy still rose after it, from {fmt(at_best)} to {fmt(peak)} at epoch "
+            f"{peak_epoch}: the model grows overconfident on what it gets wrong while it gets more right"
+        )
+        # Not MEMORISING's early stopping on the default monitor (val_loss): the earlier epoch.
+        memorising = (MEMORISING[0], tuple(r for r in MEMORISING[1] if "EarlyStopping" not in r))
+        groups = (OVERCONFIDENT, memorising)
+    return make_finding(Code.OVERFITTING, Severity.WARNING, best_epoch, evidence, message, groups)
+
+
+def _accuracy_gain_after(ctx: Context, epoch: int) -> tuple[float, float, int] | None:
+    """(best val_accuracy up to ``epoch``, its best after, that epoch) when val_accuracy went on to
+    improve beyond noise after ``epoch`` (the val_loss minimum): by more than max(2 binomial SDs on
+    the validation set, 3 noise SDs of the accuracy curve); else None.
+
+    val_loss is a mean of -log p(true class): a few validation examples predicted wrong with ever
+    more confidence raise it while the share predicted right still grows (Guo, Pleiss, Sun and
+    Weinberger, ICML 2017, "On Calibration of Modern Neural Networks": NLL overfits before
+    accuracy does). Early stopping on val_loss then keeps the less accurate epoch.
+    """
+    acc = finite_series(ctx.curve, "val_accuracy")
+    if acc is None:
+        return None
+    before, after = acc[0] <= epoch, acc[0] > epoch
+    if not before.any() or not after.any():
+        return None
+    at_best = float(np.max(acc[1][before]))
+    j = int(np.argmax(acc[1][after]))
+    peak, peak_epoch = float(acc[1][after][j]), int(acc[0][after][j])
+    margin = max(2 * ctx.accuracy_sd(peak), 3 * estimate_noise(acc[1]))
+    return (at_best, peak, peak_epoch) if peak - at_best > margin else None
 
 
 # ----------------------------------------------------------------------------------------------

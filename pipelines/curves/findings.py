@@ -58,6 +58,18 @@ MEMORISING: Group = (
         "use EarlyStopping(restore_best_weights=True) to keep the best epoch",
     ),
 )
+OVERCONFIDENT: Group = (
+    (
+        "val_loss rises because the model grows overconfident on the validation examples it gets "
+        "wrong, while it still gets more of them right",
+    ),
+    (
+        "early-stop and checkpoint on val_accuracy: EarlyStopping(monitor='val_accuracy', "
+        "restore_best_weights=True), ModelCheckpoint(monitor='val_accuracy'); on val_loss they "
+        "would keep the earlier, less accurate epoch",
+        "temper the confidence: label smoothing, or a lower learning rate late in training",
+    ),
+)
 CAPACITY: Group = (
     ("training accuracy is as low as validation: too little capacity or poor optimisation",),
     (

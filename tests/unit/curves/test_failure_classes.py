@@ -1257,3 +1257,33 @@ def test_a_diverged_or_dead_run_has_no_flat_tail_or_forecast_to_draw() -> None:
         diagnosis = diagnose(_curve(metrics), extrapolate=True)
         assert (diagnosis.extrapolation is None) is broken, diagnosis.codes
         assert (diagnosis.plateau_onset_epoch is None) is broken, diagnosis.codes
+
+
+def test_overfitting_says_when_val_accuracy_still_rose_after_the_val_loss_minimum() -> None:
+    # val_loss bottoms out at epoch 7 and climbs, while val_accuracy goes on from 0.80 to 0.89 (seen
+    # on real probe runs: a bag-of-words model, small CNNs). "best epoch 7" alone, with
+    # EarlyStopping(restore_best_weights=True) on its default val_loss, keeps the less accurate
+    # epoch.
+    rng = np.random.default_rng(0)
+    t = np.arange(30)
+    metrics = {
+        "accuracy": 0.75 + 0.25 * (1 - np.exp(-t / 6)),
+        "loss": 0.6 * np.exp(-t / 5) + 0.01,
+        "val_accuracy": _grid(0.70 + 0.2 * (1 - np.exp(-t / 10)) + rng.normal(0, 0.004, 30), 2000),
+        "val_loss": 0.55
+        - 0.25 * (1 - np.exp(-t / 3))
+        + 0.012 * np.clip(t - 6, 0, None)
+        + rng.normal(0, 0.005, 30),
+    }
+    finding = next(f for f in diagnose(_curve(metrics)).findings if f.code == "overfitting")
+    assert finding.onset_epoch == 7 and "val_accuracy still rose after it" in finding.message, finding.message
+    assert finding.evidence["val_accuracy_peak"] - finding.evidence["val_accuracy_at_best"] > 0.05
+    assert any("monitor='val_accuracy'" in r for r in finding.remedies)
+    assert not any("EarlyStopping(restore_best_weights=True)" in r for r in finding.remedies), (
+        finding.remedies
+    )
+    # Accuracy that peaked with the val_loss minimum: no such note, the usual remedies.
+    metrics["val_accuracy"] = _grid(np.where(t < 7, 0.70 + 0.03 * t, 0.91 - 0.004 * (t - 6)), 2000)
+    finding = next(f for f in diagnose(_curve(metrics)).findings if f.code == "overfitting")
+    assert "still rose" not in finding.message and "val_accuracy_peak" not in finding.evidence
+    assert any("EarlyStopping(restore_best_weights=True)" in r for r in finding.remedies)
