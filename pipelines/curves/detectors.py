@@ -132,6 +132,12 @@ class Context:
             return 0
         return int(self.x[-1]) - self.plateau.onset_epoch
 
+    @property
+    def until(self) -> str:
+        """How a message dates the last epoch: "so far" while the run still trains, else "before
+        the end"."""
+        return "so far" if self.live else "before the end"
+
     def accuracy_sd(self, level: float) -> float:
         """Binomial SD of a validation accuracy at ``level`` (0.0 when n is unknown)."""
         return binomial_sd(level, self.n_val) if self.n_val else 0.0
@@ -1401,7 +1407,7 @@ def detect_plateau(
         **gap,
     }
     message = (
-        plateau_message(plateau, drift=True) + f", {ctx.plateau_epochs} epochs on the plateau before the end"
+        plateau_message(plateau, drift=True) + f", {ctx.plateau_epochs} epochs on the plateau {ctx.until}"
     )
     if "gap_widening" in reasons and gap:
         message += f"; the train-validation gap widened by {fmt(gap['gap_growth'])} meanwhile"
@@ -2270,7 +2276,7 @@ def healthy_finding(ctx: Context) -> Finding:
         message = (
             "converged: "
             + plateau_message(plateau).replace(" flat at ", " at ")
-            + f" ({ctx.plateau_epochs} epochs on the plateau before the end)"
+            + f" ({ctx.plateau_epochs} epochs on the plateau {ctx.until})"
         )
         gap = _train_gap(ctx, plateau) if ctx.higher and "acc" in plateau.metric else {}
         if (

@@ -35,7 +35,7 @@ def test_should_stop_waits_for_a_confirmed_plateau() -> None:
     assert stop and finding is not None and finding.code == "plateau"
     assert re.fullmatch(
         r"val_accuracy flat at 0\.4\d\d ± 0\.0\d\d since epoch [5-8], "
-        r"\d+ epochs on the plateau before the end",
+        r"\d+ epochs on the plateau so far",
         finding.message,
     )
 
