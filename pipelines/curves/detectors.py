@@ -471,7 +471,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     3. Blow-up then death: a training loss above 10 x the prior's entropy at some epoch (a first
        epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
        the classes are unknown), and the run ending at chance (with no chance level: the loss
-       fixed within 10% over at least 2 epochs after the peak): the weights were thrown so far
+       fixed within 10% over at least 2 epochs after the peak, or weights that no longer change
+       at the end, :func:`weights_still`, with the accuracy more than max(0.1, a quarter of its
+       best) below its best): the weights were thrown so far
        that every unit died, and the network now predicts the prior. Whatever the accuracy, a
        peak above 10 x rule 4's bound (the prior's entropy; ln(``MAX_INFERRED_CLASSES``) with no
        class count) whose loss still ends above rule 4's threshold (10 x the prior's entropy;
@@ -557,6 +559,12 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             # least two: one value alone is fixed at nothing), a dead network.
             rest = y[peak + 1 :]
             ends_at_chance = rest.size >= 2 and bool(np.all(np.abs(rest - y[-1]) <= 0.1 * abs(y[-1]) + 1e-9))
+            # Or dead later on: the weights no longer change (:func:`weights_still`) while the
+            # accuracy sits far below its best (a 100-class network at Adam 3.0: loss 809, then
+            # 5-6.5 for 15 epochs, then fixed at 5.048 with val_accuracy 0.021 from 0.421).
+            if not ends_at_chance and acc is not None and weights_still(curve) is not None:
+                best_acc, last_acc = float(np.max(acc[1])), float(acc[1][-1])
+                ends_at_chance = best_acc - last_acc > max(0.1, 0.25 * best_acc)
         if exploded and ends_at_chance and peak < y.size - 1:
             # Onset: the first epoch of the blow-up (above 10 x the prior's entropy), not its peak.
             first = int(np.flatnonzero(y > 10 * entropy)[0]) if entropy is not None else peak

@@ -1287,3 +1287,25 @@ def test_overfitting_says_when_val_accuracy_still_rose_after_the_val_loss_minimu
     finding = next(f for f in diagnose(_curve(metrics)).findings if f.code == "overfitting")
     assert "still rose" not in finding.message and "val_accuracy_peak" not in finding.evidence
     assert any("EarlyStopping(restore_best_weights=True)" in r for r in finding.remedies)
+
+
+def test_a_blow_up_then_a_late_death_is_divergence_from_the_file_alone() -> None:
+    # A real 100-class run at Adam 3.0: loss 809 at epoch 1, then 5-6.5 for 15 epochs, then fixed at
+    # 5.048 (weights still) with val_accuracy 0.021, down from 0.421. It read "plateau" +
+    # "underfitting": rule 3 asked the whole rest of the run to be fixed.
+    t = np.arange(25)
+    wander = 5.7 + 0.7 * np.sin(t)
+    loss = np.where(t == 0, 809.2, np.where(t < 15, wander, 5.048))
+    val_acc = np.where(t == 0, 0.421, np.where(t < 15, 0.03 + 0.01 * np.sin(t), 0.021))
+    metrics = {"loss": loss, "accuracy": np.where(t == 0, 0.42, 0.02), "val_accuracy": _grid(val_acc, 4000)}
+    metrics["val_loss"] = np.where(t == 0, 715.9, 5.915)
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "divergence" and diagnosis.findings[0].evidence.get("died"), diagnosis.codes
+    # A blow-up that recovered into a sound model whose weights then stopped (a learning rate decayed
+    # to 0) is no death: its accuracy ends at its best.
+    metrics["val_accuracy"] = _grid(np.where(t == 0, 0.421, np.minimum(0.5 + 0.03 * t, 0.9)), 4000)
+    metrics["accuracy"] = np.where(t == 0, 0.42, np.minimum(0.5 + 0.03 * t, 0.92))
+    metrics["loss"] = np.where(t == 0, 809.2, np.where(t < 15, 1.5 - 0.08 * t, 0.3))
+    metrics["val_loss"] = np.where(t == 0, 715.9, np.where(t < 15, 1.5 - 0.08 * t, 0.32))
+    diagnosis = diagnose(_curve(metrics))
+    assert not any(f.evidence.get("died") for f in diagnosis.findings), diagnosis.codes
