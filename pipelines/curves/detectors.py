@@ -1887,6 +1887,68 @@ def _perfect_at_end(ctx: Context) -> bool:
     return float(np.min(val_acc[1][-3:])) >= 1.0 - 1e-9 and 3.0 / ctx.n_val <= PERFECT_ERROR_BOUND
 
 
+#: Share of its level val_loss must lose over a frozen-prediction span for
+#: :func:`_frozen_while_loss_falls` (a tenth: a loss that only settles is a converged output).
+FROZEN_SLOW_FALL = 0.1
+
+
+def _frozen_while_loss_falls(ctx: Context) -> Finding | None:
+    """Predictions frozen while the loss still learns: too slow to change any prediction.
+
+    Over the trailing span where the training accuracy repeats one value exactly (within half a step
+    of its grid: on n_train >= 1,000 examples, read off it) and val_accuracy stays within half a
+    step of one value, at least max(``STILL_EPOCHS``, a third of the run) epochs, both below 0.99
+    (a training set fitted to 1.000 has no wrong prediction left to change; small sets freeze on
+    their grid while a sound model converges: fitted on the tune split, where n_train >= 100 and
+    no training bound called 7 healthy runs too slow): val_loss
+    lower on at least 90% of the span's epochs and by at least :data:`FROZEN_SLOW_FALL` of its
+    level. Not one prediction changes class while the loss keeps falling: the network is still
+    learning, too slowly to move any prediction across the decision boundary. Found on two real
+    imbalanced runs with SGD (majority shares 0.90 and 0.98): both accuracies frozen at the
+    majority share for 24-47 epochs while val_loss fell by a fifth to a half, reported as a
+    healthy convergence; with Adam the same tasks went on to 0.91 and 0.983.
+    """
+    train, val = finite_series(ctx.curve, "accuracy"), finite_series(ctx.curve, "val_accuracy")
+    val_loss = finite_series(ctx.curve, "val_loss")
+    if train is None or val is None or val_loss is None:
+        return None
+    n_train = infer_num_examples(train[1])
+    if not n_train or n_train < 1000 or not ctx.n_val:
+        return None
+    span = min(_frozen_span(train[1], 0.5 / n_train), _frozen_span(val[1], 0.5 / ctx.n_val))
+    level = float(val[1][-1])
+    if span < max(STILL_EPOCHS, val[1].size // 3) or max(level, float(train[1][-1])) >= 0.99:
+        return None
+    since = int(val[0][-span])
+    y = val_loss[1][val_loss[0] >= since]
+    if y.size < STILL_EPOCHS:
+        return None
+    share = float(np.mean(np.diff(y) < 0))
+    if share < 0.9 or float(y[0] - y[-1]) < FROZEN_SLOW_FALL * abs(float(y[0])):
+        return None
+    evidence = {
+        "metric": "val_loss",
+        "frozen_val_accuracy": level,
+        "frozen_accuracy": float(train[1][-1]),
+        "frozen_epochs": span,
+        "since_epoch": since,
+        "val_loss_down_share": share,
+        "val_loss_start": float(y[0]),
+        "val_loss_end": float(y[-1]),
+    }
+    return make_finding(
+        Code.TOO_SLOW,
+        Severity.WARNING,
+        since,
+        evidence,
+        f"val_accuracy frozen at {fmt(level)} and training accuracy at {fmt(float(train[1][-1]))} for "
+        f"{span} epochs since epoch {since}, while val_loss fell from {fmt(float(y[0]))} to "
+        f"{fmt(float(y[-1]))} (lower on {share:.0%} of the epochs): the network still learns, too "
+        "slowly to change any prediction (on an imbalanced task the frozen level is the majority share)",
+        (LR_LOW, MAJORITY),
+    )
+
+
 def detect_too_slow(ctx: Context) -> Finding | None:
     """Still improving steadily at the end: the budget ends far from the asymptote.
 
@@ -1948,7 +2010,7 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         if steady(alt):
             found, metric, sign = alt, "val_loss", -1.0
     if found is None:
-        return None
+        return _frozen_while_loss_falls(ctx)
     slow = True
     evidence: dict[str, Any] = {
         "val_loss_down_share": down_share,

@@ -1309,3 +1309,25 @@ def test_a_blow_up_then_a_late_death_is_divergence_from_the_file_alone() -> None
     metrics["val_loss"] = np.where(t == 0, 715.9, np.where(t < 15, 1.5 - 0.08 * t, 0.32))
     diagnosis = diagnose(_curve(metrics))
     assert not any(f.evidence.get("died") for f in diagnosis.findings), diagnosis.codes
+
+
+def test_predictions_frozen_while_the_loss_still_falls_is_too_slow() -> None:
+    # A real imbalanced binary run (2% positives, SGD 1e-3, 16,000 training examples): from epoch 17
+    # both accuracies repeat the majority share exactly while val_loss falls from 0.21 to 0.13. It
+    # read as a healthy convergence; with Adam the same task went on to 0.983.
+    t = np.arange(40)
+    frozen = t >= 16
+    metrics = {
+        "accuracy": _grid(np.where(frozen, 0.9784, 0.48 + 0.031 * t), 16000),
+        "loss": 0.12 + 0.67 * np.exp(-t / 14),
+        "val_accuracy": _grid(np.where(frozen, 0.9787, 0.55 + 0.027 * t), 4000),
+        "val_loss": 0.12 + 0.6 * np.exp(-t / 14),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict == "too_slow", diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert "frozen at 0.979" in finding.message and finding.evidence["frozen_epochs"] >= 20, finding.message
+    assert any("learning rate" in r for r in finding.remedies)
+    # The same curves with a training set fitted to 1.000: a converged model, not frozen predictions.
+    metrics["accuracy"] = _grid(np.where(frozen, 1.0, 0.48 + 0.031 * t), 16000)
+    assert not diagnose(_curve(metrics)).has("too_slow")
