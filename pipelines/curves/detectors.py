@@ -1013,7 +1013,7 @@ def _died_uniform(
     validation losses both sit at ln K (within :data:`DEAD_LOSS_TOLERANCE`) for one integer
     2 <= K <= ``MAX_INFERRED_CLASSES``: outputs uniform over K classes score exactly ln K on any
     labels, and only a network whose units have all died outputs that. However short the dead
-    span against the run (a ReLU output layer died at epoch 13 of 20: the span rules ask for half
+    span against the run (a ReLU output layer died at epoch 14 of 20: the span rules ask for half
     the run), nothing will change it: no gradient flows.
     """
     still = weights_still(ctx.curve)
