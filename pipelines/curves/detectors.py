@@ -1909,8 +1909,7 @@ def _frozen_while_loss_falls(ctx: Context) -> Finding | None:
     healthy convergence; with Adam the same tasks went on to 0.91 and 0.983.
     """
     train, val = finite_series(ctx.curve, "accuracy"), finite_series(ctx.curve, "val_accuracy")
-    val_loss = finite_series(ctx.curve, "val_loss")
-    if train is None or val is None or val_loss is None:
+    if train is None or val is None:
         return None
     n_train = infer_num_examples(train[1])
     if not n_train or n_train < 1000 or not ctx.n_val:
@@ -1920,12 +1919,10 @@ def _frozen_while_loss_falls(ctx: Context) -> Finding | None:
     if span < max(STILL_EPOCHS, val[1].size // 3) or max(level, float(train[1][-1])) >= 0.99:
         return None
     since = int(val[0][-span])
-    y = val_loss[1][val_loss[0] >= since]
-    if y.size < STILL_EPOCHS:
+    falls = _loss_falls_over(ctx, since, min_share=0.9, min_fall=FROZEN_SLOW_FALL, min_values=STILL_EPOCHS)
+    if falls is None:
         return None
-    share = float(np.mean(np.diff(y) < 0))
-    if share < 0.9 or float(y[0] - y[-1]) < FROZEN_SLOW_FALL * abs(float(y[0])):
-        return None
+    start, end, share = falls
     evidence = {
         "metric": "val_loss",
         "frozen_val_accuracy": level,
@@ -1933,8 +1930,8 @@ def _frozen_while_loss_falls(ctx: Context) -> Finding | None:
         "frozen_epochs": span,
         "since_epoch": since,
         "val_loss_down_share": share,
-        "val_loss_start": float(y[0]),
-        "val_loss_end": float(y[-1]),
+        "val_loss_start": start,
+        "val_loss_end": end,
     }
     return make_finding(
         Code.TOO_SLOW,
@@ -1942,8 +1939,8 @@ def _frozen_while_loss_falls(ctx: Context) -> Finding | None:
         since,
         evidence,
         f"val_accuracy frozen at {fmt(level)} and training accuracy at {fmt(float(train[1][-1]))} for "
-        f"{span} epochs since epoch {since}, while val_loss fell from {fmt(float(y[0]))} to "
-        f"{fmt(float(y[-1]))} (lower on {share:.0%} of the epochs): the network still learns, too "
+        f"{span} epochs since epoch {since}, while val_loss fell from {fmt(start)} to "
+        f"{fmt(end)} (lower on {share:.0%} of the epochs): the network still learns, too "
         "slowly to change any prediction (on an imbalanced task the frozen level is the majority share)",
         (LR_LOW, MAJORITY),
     )
@@ -2305,20 +2302,32 @@ def detect_incomplete(ctx: Context) -> Finding | None:
 GAP_NOTE_MIN = 0.02
 
 
-def _loss_falls_over(ctx: Context, since: int) -> tuple[float, float, float] | None:
+def _loss_falls_over(
+    ctx: Context,
+    since: int,
+    *,
+    min_share: float | None = None,
+    min_fall: float | None = None,
+    min_values: int | None = None,
+) -> tuple[float, float, float] | None:
     """(val_loss at epoch ``since``, at the end, share of the steps down) when val_loss fell over
-    the epochs from ``since`` on as :func:`detect_too_slow` asks of a loss still learning: lower on
-    at least ``slow_down_share`` of the steps and by at least ``live_loss_fall`` of its level, over
-    at least ``min_plateau_epochs`` steps; else None."""
+    the epochs from ``since`` on: lower on at least ``min_share`` of the steps and by at least
+    ``min_fall`` of its level, over at least ``min_values`` values; else None (also without a
+    val_loss). The defaults are what :func:`detect_too_slow` asks of a loss still learning:
+    ``slow_down_share``, ``live_loss_fall`` and ``min_plateau_epochs`` + 1 values."""
+    cfg = ctx.cfg
+    min_share = cfg.slow_down_share if min_share is None else min_share
+    min_fall = cfg.live_loss_fall if min_fall is None else min_fall
+    min_values = cfg.min_plateau_epochs + 1 if min_values is None else min_values
     val_loss = finite_series(ctx.curve, "val_loss")
     if val_loss is None:
         return None
     y = val_loss[1][val_loss[0] >= since]
-    if y.size < ctx.cfg.min_plateau_epochs + 1:
+    if y.size < min_values:
         return None
     share = float(np.mean(np.diff(y) < 0))
     start, end = float(y[0]), float(y[-1])
-    if share >= ctx.cfg.slow_down_share and start - end >= ctx.cfg.live_loss_fall * abs(start):
+    if share >= min_share and start - end >= min_fall * abs(start):
         return start, end, share
     return None
 
