@@ -122,6 +122,22 @@ def test_infer_num_examples_reads_the_accuracy_grid():
     assert infer_num_examples(np.array([0.0, 1.0, 0.5, np.nan])) is None  # too few informative
 
 
+def test_infer_num_examples_reads_values_one_ulp_off_the_grid():
+    # Keras 3 under JAX on a GPU logs k / n one float32 ulp off (46 / 50 as 0.91999996 instead of
+    # 0.92000002: the mean's division is a multiplication by a reciprocal there).
+    rng = np.random.default_rng(1)
+    for n in (50, 300, 6000, 10_000):
+        exact = (rng.integers(int(0.7 * n), int(0.95 * n), 30) / n).astype(np.float32)
+        off = np.where(rng.random(30) < 0.5, np.nextafter(exact, np.float32(0)), exact)
+        assert infer_num_examples(off) == n, n
+        assert infer_num_examples(off.astype(np.float64)) == n, n  # as read from a CSV
+    two_ulps = np.nextafter(np.nextafter(np.float32([0.84, 0.86, 0.88, 0.9, 0.92]), 0), 0)
+    assert infer_num_examples(two_ulps) != 50
+    # Continuous values still lie on no grid, and three values are too few to read with slack.
+    assert infer_num_examples(rng.uniform(0.8, 0.9, 30).astype(np.float32)) is None
+    assert infer_num_examples(np.nextafter(np.float32([0.84, 0.88, 0.92]), 0)) is None
+
+
 def test_infer_num_examples_from_fewer_values_is_a_lower_bound():
     # 28/32 and 30/32 also lie on the grid of 16: fewer than three values give at most the true n.
     two = np.float32([28 / 32, 30 / 32, 28 / 32])

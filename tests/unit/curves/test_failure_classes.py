@@ -1196,6 +1196,22 @@ def test_batchnorm_lag_at_epoch_1_and_fast_memorising_are_no_split_mismatch(name
     assert not diagnosis.has("split_mismatch"), [f.message for f in diagnosis.findings]
 
 
+def test_a_gpu_logged_small_validation_set_is_read_and_its_loss_jitter_is_no_oscillation() -> None:
+    # A real Keras 3 / JAX run on a GPU (tests/fixtures/probes/README.md): val_accuracy at 46 / 50
+    # for 40 epochs, logged one float32 ulp off the grid. The 50 examples went unread, and val_loss
+    # scattering by a tenth on 50 examples was called oscillation on an otherwise converged run.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    curve = load_csv_logger(
+        Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-cnn-dropout-val-50-jax-gpu.csv"
+    )
+    diagnosis = diagnose(curve)
+    assert diagnosis.n_val == 50
+    assert diagnosis.verdict == "healthy", [f.message for f in diagnosis.findings]
+
+
 def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
     # A real run with a ReLU output layer: 0.22 at epoch 1 falling to 0.12, then from epoch 14 of
     # 20 both losses at exactly ln 10 and val_accuracy frozen at 0.093: dead. It read "plateau" and
