@@ -1212,6 +1212,22 @@ def test_a_gpu_logged_small_validation_set_is_read_and_its_loss_jitter_is_no_osc
     assert diagnosis.verdict == "healthy", [f.message for f in diagnosis.findings]
 
 
+def test_a_slow_sgd_run_still_gaining_over_its_last_third_is_not_called_converged() -> None:
+    # A real CNN with plain SGD at 1e-3 (tests/fixtures/probes/README.md): 0.769 -> 0.792 over the
+    # last 12 of 35 epochs, val_loss lower on 94% of them, but flat within noise over the last 6.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    curve = load_csv_logger(
+        Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-cnn-sgd-1e-3-jax-gpu.csv"
+    )
+    diagnosis = diagnose(curve)
+    message = diagnosis.findings[0].message
+    assert diagnosis.verdict == "healthy" and "converged" not in message, message
+    assert "still improving at epoch 35" in message and "train longer" in message, message
+
+
 def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
     # A real run with a ReLU output layer: 0.22 at epoch 1 falling to 0.12, then from epoch 14 of
     # 20 both losses at exactly ln 10 and val_accuracy frozen at 0.093: dead. It read "plateau" and
