@@ -41,6 +41,7 @@ from pipelines.curves.findings import (
     SPLITS,
     UNSEEN_LABELS,
     WEIGHTS_STILL,
+    ZERO_LOSS,
     Code,
     Group,
     fmt,
@@ -892,6 +893,58 @@ def _constant_output(
     )
 
 
+#: A loss at most this on every epoch, with accuracy below 0.99, is zero whatever the weights
+#: (:func:`_zero_loss`): Keras clips probabilities to 1e-7 before the log, so a loss that measures
+#: nothing logs 1.2e-08 (float32 epsilon of -log(1)), not exactly 0.
+ZERO_LOSS_LEVEL = 1e-6
+
+
+def _zero_loss(ctx: Context) -> Finding | None:
+    """``not_learning`` for a run whose losses are zero on every epoch while its accuracy is not.
+
+    A cross-entropy of zero means every example's probability of its label is 1; with accuracy
+    below 0.99 that is impossible unless the loss does not measure the output. The classic case is
+    ``Dense(1, activation="sigmoid")`` trained with ``categorical_crossentropy``: the loss
+    normalises the single probability over one class, so it is ``-log(1) = 0`` for every input
+    (https://keras.io/api/losses/probabilistic_losses/#categoricalcrossentropy-class) and the
+    weights get no gradient; a real Fashion-MNIST run logged 1.2e-08 on all 20 epochs while its
+    accuracy drifted from 0.62 to 0.42. Both logged losses (training and validation, where present)
+    must be at most :data:`ZERO_LOSS_LEVEL` on every finite epoch (at least
+    :data:`MIN_JUDGE_EPOCHS`) and the accuracies below 0.99 on every epoch.
+    """
+    losses = [
+        s for s in (finite_series(ctx.curve, "loss"), finite_series(ctx.curve, "val_loss")) if s is not None
+    ]
+    accuracies = [
+        s
+        for s in (finite_series(ctx.curve, "accuracy"), finite_series(ctx.curve, "val_accuracy"))
+        if s is not None
+    ]
+    if not losses or not accuracies or min(s[1].size for s in losses) < MIN_JUDGE_EPOCHS:
+        return None
+    if any(float(np.max(np.abs(s[1]))) > ZERO_LOSS_LEVEL for s in losses):
+        return None
+    if any(float(np.max(s[1])) >= 0.99 for s in accuracies):
+        return None
+    acc_name = "val_accuracy" if finite_series(ctx.curve, "val_accuracy") is not None else "accuracy"
+    accuracy = finite_series(ctx.curve, acc_name)
+    assert accuracy is not None
+    top = max(float(np.max(np.abs(s[1]))) for s in losses)
+    first, last = float(accuracy[1][0]), float(accuracy[1][-1])
+    evidence: dict[str, Any] = {"max_abs_loss": top, f"{acc_name}_first": first, f"{acc_name}_last": last}
+    names = " and ".join(n for n in ("loss", "val_loss") if finite_series(ctx.curve, n) is not None)
+    return make_finding(
+        Code.NOT_LEARNING,
+        Severity.CRITICAL,
+        int(accuracy[0][0]),
+        evidence,
+        f"not learning: {names} at most {fmt(top)} on every epoch while {acc_name} went from "
+        f"{fmt(first)} to {fmt(last)}: a loss of zero with accuracy this low measures nothing, and "
+        "gives the weights no gradient",
+        (ZERO_LOSS,),
+    )
+
+
 def detect_not_learning(ctx: Context) -> Finding | None:
     """Validation accuracy at chance (and loss at the prior's entropy) from some epoch to the end.
 
@@ -912,7 +965,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     entropy: a network predicting one class on any task. Frozen at >= 0.99 is excluded (a solved
     task). Both accuracies frozen to float precision on every epoch (at least
     :data:`CONSTANT_OUTPUT_EPOCHS`) while the loss falls are not learning, however low the loss:
-    the predicted class never changes while the loss learns (:func:`_constant_output`).
+    the predicted class never changes while the loss learns (:func:`_constant_output`). First of
+    all, losses at zero on every epoch while accuracy is below 0.99 are a loss that measures
+    nothing (:func:`_zero_loss`).
     """
     curve, cfg = ctx.curve, ctx.cfg
     acc_name = "val_accuracy" if finite_series(curve, "val_accuracy") is not None else "accuracy"
@@ -920,6 +975,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     accuracy, loss = finite_series(curve, acc_name), finite_series(curve, loss_name)
     if accuracy is None and loss is None:
         return None
+    zero = _zero_loss(ctx)
+    if zero is not None:
+        return zero
     if ctx.chance is not None and ctx.prior_entropy is not None:
         found = _not_learning_at_chance(ctx, accuracy, loss, acc_name, loss_name)
         if found is not None:

@@ -168,6 +168,18 @@ CONSTANT_OUTPUT: Group = (
         "on an imbalanced task, weight the classes (class_weight) or tune the decision threshold",
     ),
 )
+ZERO_LOSS: Group = (
+    (
+        "the loss is zero whatever the weights, so it gives the optimiser no gradient: it does not "
+        "measure this output (categorical_crossentropy over a single sigmoid unit is always 0, since "
+        "its one probability is normalised over one class), or the labels are all zero",
+    ),
+    (
+        "for one output unit use binary_crossentropy; for K classes, Dense(K, softmax) with "
+        "sparse_categorical_crossentropy (integer labels) or categorical_crossentropy (one-hot)",
+        "check that the labels reach the loss (not all zeros, not the wrong column)",
+    ),
+)
 INTERRUPTED: Group = (
     ("the run was interrupted, is still running, or logged only some epochs",),
     ("resume or rerun it before comparing it (BackupAndRestore resumes interrupted training)",),

@@ -1228,6 +1228,28 @@ def test_a_slow_sgd_run_still_gaining_over_its_last_third_is_not_called_converge
     assert "still improving at epoch 35" in message and "train longer" in message, message
 
 
+def test_a_loss_that_is_zero_on_every_epoch_while_accuracy_is_low_is_not_learning() -> None:
+    # A real run (one sigmoid unit trained with categorical_crossentropy): both losses 1.19e-08 on
+    # all 20 epochs (-log(1) after Keras' clipping) while val_accuracy drifted from 0.62 to 0.42. It
+    # read "plateau" and "underfitting".
+    t = np.arange(20)
+    zero = np.full(20, 1.1920930020892229e-08)
+    metrics = {
+        "accuracy": 0.626 - 0.0005 * t**2,
+        "loss": zero,
+        "val_accuracy": _grid(0.624 - 0.0005 * t**2, 10_000),
+        "val_loss": zero,
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.codes == ["not_learning"], diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert finding.severity.name == "CRITICAL" and "at most 1.2e-08 on every epoch" in finding.message
+    assert any("binary_crossentropy" in r for r in finding.remedies), finding.remedies
+    # A solved task has a loss near zero too: not flagged.
+    solved = {**metrics, "accuracy": np.full(20, 1.0), "val_accuracy": np.full(20, 0.995)}
+    assert not diagnose(_curve(solved)).has("not_learning")
+
+
 def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
     # A real run with a ReLU output layer: 0.22 at epoch 1 falling to 0.12, then from epoch 14 of
     # 20 both losses at exactly ln 10 and val_accuracy frozen at 0.093: dead. It read "plateau" and
