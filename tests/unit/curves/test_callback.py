@@ -309,6 +309,21 @@ def test_callback_numbers_epochs_of_a_fit_resumed_at_initial_epoch(digits) -> No
     assert {len(values) for values in callback.history.values()} == {6}
 
 
+def test_a_convergence_waits_for_val_loss_as_long_as_for_accuracy() -> None:
+    # A real dropout CNN validated on 1,000 images (tests/fixtures/probes/README.md): its accuracy
+    # drifts up under the set's noise and val_loss sets a new low every 4-5 epochs. Called converged
+    # at epoch 20 (3 epochs after a val_loss low) with 1.2 points to come; EarlyStopping(val_loss,
+    # patience=5) stopped at 30.
+    from pipelines.curves.io import load_csv_logger
+
+    csv = Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-cnn-dropout-val-1000-jax-gpu.csv"
+    history = {name: [float(v) for v in values] for name, values in load_csv_logger(csv).metrics.items()}
+    val_acc = history["val_accuracy"]
+    stops = [e for e in range(6, 41) if should_stop({k: v[:e] for k, v in history.items()}, 40).stop]
+    assert stops, "a converged run is stopped at some point"
+    assert max(val_acc) - max(val_acc[: stops[0]]) <= 0.005, stops[0]
+
+
 def test_a_slow_learner_whose_loss_falls_beyond_noise_only_over_more_epochs_is_not_stopped() -> None:
     # A real run (tests/fixtures/probes/README.md): 20 SGD steps an epoch, so val_accuracy gains
     # 0.0005 an epoch under its 0.009 noise and val_loss falls beyond its noise only over ~9 epochs.
