@@ -660,6 +660,10 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
         return None
     best = int(np.argmin(y))
     floor = float(y[best])
+    if _lr_raised_after(curve, int(x[best])):
+        # A warm restart (SGDR) or a cyclical rate raised the learning rate after the loss's
+        # minimum: the loss rises with it by design, and falls again as the rate decays.
+        return None
     # A loss that rose past blowup_factor x its minimum and stayed there: the noise is the loss's
     # before that, since an explosion's own jumps, measured as noise, would raise the threshold as
     # fast as the loss (a real run at SGD 0.3, momentum 0.9 went 1.26 -> 10.8 -> 85.9 -> 920 and
@@ -668,7 +672,11 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     rose = best + int(np.argmax(up)) if up.any() else None
     sustained = rose is not None and bool(np.all(y[rose:] > cfg.blowup_factor * floor))
     sigma = estimate_noise(y[:rose] if sustained else y)
-    threshold = max(cfg.blowup_factor * floor, floor + 10 * sigma)
+    factor = cfg.blowup_factor
+    unlearned = _training_accuracy_fell(curve)
+    if unlearned is not None:
+        factor = UNLEARN_LOSS_FACTOR
+    threshold = max(factor * floor, floor + 10 * sigma)
     if entropy is not None and floor < 0.5 * entropy:
         # Above the loss of predicting the prior after having been well below it: worse than
         # knowing nothing.
@@ -691,9 +699,56 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
             "noise": sigma,
         },
         f"loss blew up from its minimum {fmt(floor)} (epoch {int(x[best])}) to {fmt(float(y[-1]))}; "
-        f"above {fmt(threshold)} since epoch {onset}",
+        f"above {fmt(threshold)} since epoch {onset}"
+        + (
+            f", and training accuracy fell from its best {fmt(unlearned[0])} to {fmt(unlearned[1])}: "
+            "the optimiser is undoing what the model had learned"
+            if unlearned is not None and float(y[-1]) <= cfg.blowup_factor * floor
+            else ""
+        ),
         (LR_HIGH,),
     )
+
+
+#: A training loss ending above this multiple of its minimum is divergence when the training accuracy
+#: fell far from its best too (:func:`_training_accuracy_fell`); ``blowup_factor`` otherwise.
+UNLEARN_LOSS_FACTOR = 2.0
+#: ... by at least this much (accuracy points), and 5 of its noise SDs.
+UNLEARN_ACCURACY_DROP = 0.05
+
+
+def _training_accuracy_fell(curve: Curve) -> tuple[float, float] | None:
+    """(best, last) training accuracy when the last is below the best by more than
+    max(:data:`UNLEARN_ACCURACY_DROP`, 5 noise SDs of the curve): the model got worse on the very
+    data it is trained on. A sound optimiser at a fixed rate does not do that for long (dropout and
+    augmentation jitter it by a point or two); a rate too high for the current basin does: a real GRU
+    with Adam at 1e-2 went from 0.902 to 0.737 while its training loss rose 2.7 x. None without a
+    training accuracy."""
+    train = finite_series(curve, "accuracy")
+    if train is None or train[1].size < MIN_JUDGE_EPOCHS:
+        return None
+    best, last = float(np.max(train[1])), float(train[1][-1])
+    if best - last > max(UNLEARN_ACCURACY_DROP, 5 * estimate_noise(train[1])):
+        return best, last
+    return None
+
+
+def _lr_raised_after(curve: Curve, epoch: int) -> bool:
+    """The logged learning rate rose above 1.5 x its value at ``epoch`` (1-based) at some later
+    epoch, and fell at some epoch of the log: a warm restart (SGDR, Loshchilov & Hutter, ICLR 2017)
+    or a cyclical schedule (Smith, WACV 2017), under which the training loss rises by design. False
+    without a ``learning_rate`` column (CSVLogger writes it when a schedule or ReduceLROnPlateau puts
+    it in the logs), and for a rate that only rises."""
+    lr = finite_series(curve, "learning_rate")
+    if lr is None:
+        return False
+    at = lr[1][lr[0] == epoch]
+    later = lr[1][lr[0] > epoch]
+    if not (at.size and later.size and float(np.max(later)) > 1.5 * float(at[0])):
+        return False
+    # A cycle, not a ramp: the rate also fell somewhere in the log. A rate that only ever rises (a
+    # learning-rate range test, or 1.5 x an epoch) raises the loss because it is too high.
+    return bool(np.any(np.diff(lr[1]) < 0))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1250,6 +1250,36 @@ def test_a_loss_that_is_zero_on_every_epoch_while_accuracy_is_low_is_not_learnin
     assert not diagnose(_curve(solved)).has("not_learning")
 
 
+def _probe(name: str) -> Curve:
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    return load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+
+
+@pytest.mark.parametrize("epochs", [31, 41, 51])
+def test_a_warm_restart_raising_the_loss_is_no_divergence(epochs: int) -> None:
+    # A real SGDR run (tests/fixtures/probes/README.md) read just after a restart: the learning rate
+    # went from 0.0012 to 0.05 and the training loss from its minimum to 5-25 x it, by design.
+    full = _probe("fmnist-cnn-sgdr-restarts-jax-gpu.csv")
+    curve = Curve(full.run, {k: v[:epochs] for k, v in full.metrics.items()}, full.epochs[:epochs])
+    loss = curve.metrics["loss"]
+    assert loss[-1] > 3 * loss.min()  # what the blow-up rule alone would call divergence
+    assert not diagnose(curve).has("divergence"), diagnose(curve).codes
+    # A rate that only ever rises (a range test) is still read as the cause of a blow-up.
+    ramp = dict(curve.metrics, learning_rate=0.001 * 1.5 ** np.arange(epochs))
+    assert diagnose(Curve(full.run, ramp, curve.epochs)).has("divergence")
+
+
+def test_a_run_unlearning_its_training_set_is_divergence() -> None:
+    # A real GRU at Adam 1e-2: training accuracy 0.902 -> 0.737 while its loss rose 2.7 x from its
+    # minimum. It read "healthy: converged at 0.855 +- 0.039 since epoch 1".
+    diagnosis = diagnose(_probe("fmnist-gru-adam-1e-2-jax-gpu.csv"))
+    assert diagnosis.verdict == "divergence", diagnosis.codes
+    assert "training accuracy fell from its best 0.902 to 0.737" in diagnosis.findings[0].message
+
+
 def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
     # A real run with a ReLU output layer: 0.22 at epoch 1 falling to 0.12, then from epoch 14 of
     # 20 both losses at exactly ln 10 and val_accuracy frozen at 0.093: dead. It read "plateau" and
