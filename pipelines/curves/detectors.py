@@ -775,6 +775,60 @@ def _frozen_span(values: np.ndarray, step: float) -> int:
     return int(values.size - (far[-1] + 1 if far.size else 0))
 
 
+#: A slow start (:func:`_slow_start`) needs the training accuracy to gain at least this much
+#: (accuracy points) over the run's second half.
+SLOW_START_GAIN = 0.02
+
+
+def _slow_start(ctx: Context) -> dict[str, float] | None:
+    """A run leaving its starting point slowly: still near chance, but learning, faster and faster.
+
+    Over the second half of the run (at least 8 epochs): val_loss (else the training loss) lower
+    on at least 90% of the steps with OLS z <= -3, its fall over the last quarter of the run larger
+    than over the quarter before (accelerating), and ending below the prior's entropy (what
+    predicting the class shares scores) by less than a tenth of it: still at the starting point,
+    so the prior's entropy must be known; and the training accuracy rising with
+    OLS z >= 3 by at least :data:`SLOW_START_GAIN`. A dead network's loss falls towards the prior's
+    entropy and flattens; memorising shuffled labels raises the training accuracy while val_loss
+    flattens or rises. A real embedding model with SGD at 0.05 sat at 0.498 for 28 of 40 epochs
+    while its loss fell on every epoch, faster each time (0.6933 -> 0.6911), and its training
+    accuracy climbed from 0.50 to 0.575: too slow, not dead.
+
+    Returns:
+        ``{"loss_first", "loss_last", "down_share", "train_first", "train_last"}`` over the second
+        half, or None.
+    """
+    name = "val_loss" if finite_series(ctx.curve, "val_loss") is not None else "loss"
+    loss, train = finite_series(ctx.curve, name), finite_series(ctx.curve, "accuracy")
+    if loss is None or train is None or loss[1].size < 16 or train[1].size < 16:
+        return None
+    half = loss[1].size // 2
+    x, y = loss[0][half:].astype(float), loss[1][half:]
+    share = float(np.mean(np.diff(y) < 0))
+    quarter = max(2, loss[1].size // 4)
+    last_fall = float(loss[1][-quarter - 1] - loss[1][-1])
+    before_fall = float(loss[1][-2 * quarter - 1] - loss[1][-quarter - 1])
+    if share < 0.9 or slope_z(x, y, estimate_noise(loss[1])) > -3.0 or last_fall <= max(before_fall, 0.0):
+        return None
+    # Still at its starting point: within a tenth below the prior's entropy (what predicting the
+    # class shares scores), not above it.
+    if ctx.prior_entropy is None or not 0.9 * ctx.prior_entropy <= float(y[-1]) < ctx.prior_entropy:
+        return None
+    t_half = train[1].size // 2
+    tx, ty = train[0][t_half:].astype(float), train[1][t_half:]
+    gain = float(np.mean(ty[-3:]) - np.mean(ty[:3]))
+    if gain < SLOW_START_GAIN or slope_z(tx, ty, estimate_noise(train[1])) < 3.0:
+        return None
+    return {
+        "loss_first": float(y[0]),
+        "loss_last": float(y[-1]),
+        "down_share": share,
+        "train_first": float(ty[0]),
+        "train_last": float(ty[-1]),
+        "loss_name": name,  # type: ignore[dict-item]
+    }
+
+
 def _not_learning_at_chance(
     ctx: Context,
     accuracy: tuple[np.ndarray, np.ndarray] | None,
@@ -812,6 +866,8 @@ def _not_learning_at_chance(
         below_prior = float(np.mean(recent[-2:])) < 0.95 * ctx.prior_entropy
         if below_prior and z <= -max(3.0, _z_crit(cfg)) and fall >= 0.1 * float(np.mean(recent[:2])):
             return None
+    if _slow_start(ctx) is not None:
+        return None
     if acc_tail.size == 0 and loss_tail.size == 0:
         return None
     evidence: dict[str, Any] = {
@@ -2005,6 +2061,26 @@ def _perfect_at_end(ctx: Context) -> bool:
 FROZEN_SLOW_FALL = 0.1
 
 
+def _too_slow_start(ctx: Context) -> Finding | None:
+    """``too_slow`` for a run that :func:`_slow_start` finds leaving its starting point slowly."""
+    start = _slow_start(ctx)
+    if start is None:
+        return None
+    name = str(start.pop("loss_name"))
+    level = fmt(float(ctx.values[-1]))
+    return make_finding(
+        Code.TOO_SLOW,
+        Severity.WARNING,
+        None,
+        {**start, "metric": name},
+        f"still leaving its starting point: {name} lower on {start['down_share']:.0%} of the last "
+        f"half's epochs ({fmt(start['loss_first'])} -> {fmt(start['loss_last'])}), faster and faster, "
+        f"and training accuracy up from {fmt(start['train_first'])} to {fmt(start['train_last'])}, "
+        f"while {ctx.monitor} is still {level}: the model learns, too slowly to show yet",
+        (LR_LOW,),
+    )
+
+
 def _frozen_while_loss_falls(ctx: Context) -> Finding | None:
     """Predictions frozen while the loss still learns: too slow to change any prediction.
 
@@ -2120,7 +2196,7 @@ def detect_too_slow(ctx: Context) -> Finding | None:
         if steady(alt):
             found, metric, sign = alt, "val_loss", -1.0
     if found is None:
-        return _frozen_while_loss_falls(ctx)
+        return _frozen_while_loss_falls(ctx) or _too_slow_start(ctx)
     slow = True
     evidence: dict[str, Any] = {
         "val_loss_down_share": down_share,

@@ -1280,6 +1280,15 @@ def test_a_run_unlearning_its_training_set_is_divergence() -> None:
     assert "training accuracy fell from its best 0.902 to 0.737" in diagnosis.findings[0].message
 
 
+def test_a_slow_start_whose_loss_falls_faster_and_faster_is_too_slow_not_dead() -> None:
+    # A real embedding model with SGD at 0.05 (tests/fixtures/probes/README.md): at chance for 28 of
+    # 40 epochs, with both losses at ln 2 but lower on every epoch, faster each time, and training
+    # accuracy up from 0.50 to 0.575. It read "not learning".
+    diagnosis = diagnose(_probe("synthetic-text-embedding-sgd-0.05.csv"))
+    assert diagnosis.codes == ["too_slow"], diagnosis.codes
+    assert "faster and faster" in diagnosis.findings[0].message
+
+
 def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
     # A real run with a ReLU output layer: 0.22 at epoch 1 falling to 0.12, then from epoch 14 of
     # 20 both losses at exactly ln 10 and val_accuracy frozen at 0.093: dead. It read "plateau" and
