@@ -342,7 +342,8 @@ def plot_val_curves(
 ) -> Figure:
     """Matplotlib ``Figure`` of ``val_accuracy`` per epoch (x: 1-based epochs, y: accuracy).
 
-    Challenger bold (its best epoch marked), champion dashed black, recent runs thin and light.
+    Challenger bold (its best epoch marked; labelled "run" when there is no champion, as for a
+    file diagnosed alone), champion dashed black, recent runs thin and light.
     Shaded: the flat tail from ``diagnosis.plateau_onset_epoch`` to the challenger's last epoch,
     gold when it is a stall (``diagnosis.stalled``), green when it is a convergence (a ``healthy``
     finding), grey otherwise, with the band ``plateau_level ± plateau_spread``; hatched red from the
@@ -381,7 +382,9 @@ def plot_val_curves(
     xy_ch = _xy(challenger, "val_accuracy")
     last_epoch = _last_epoch(challenger)
     if xy_ch is not None:
-        ax.plot(*xy_ch, color="C0", lw=2.5, label=f"challenger ({challenger.run})")
+        # "challenger" only beside a champion: a file diagnosed alone is just the run.
+        role = "challenger" if champion is not None else "run"
+        ax.plot(*xy_ch, color="C0", lw=2.5, label=f"{role} ({challenger.run})")
     else:
         ax.text(0.5, 0.5, "no val_accuracy logged", transform=ax.transAxes, ha="center")
     same_units = diagnosis.monitor == "val_accuracy"

@@ -179,6 +179,7 @@ def test_plot_shades_the_stall_and_the_overfitting_and_dashes_the_extrapolation(
     overfit_onset = _finding(d, "overfitting").onset_epoch
     fig = plot_val_curves(curve, diagnosis=d, champion=_synthetic("champion"), findings=d.findings)
     legend = _legend(fig)
+    assert f"challenger ({curve.run})" in legend and "champion (champion)" in legend
     stall = legend[f"stalled since epoch {onset} ({flat} epochs before the end)"]
     assert to_rgb(stall.get_facecolor()) == to_rgb("gold")
     # The overfitting region starts where the finding says (val_loss's best epoch), not at the
@@ -385,7 +386,8 @@ def test_a_curve_validated_every_third_epoch_is_drawn_as_one_line() -> None:
     val[curve.epochs % 3 != 0] = np.nan
     curve = dataclasses.replace(curve, metrics=curve.metrics | {"val_accuracy": val})
     fig = plot_val_curves(curve, diagnosis=diagnose(curve))
-    line = next(ln for ln in fig.axes[0].get_lines() if str(ln.get_label()).startswith("challenger"))
+    # Without a champion the run is not a challenger: its legend says "run".
+    line = next(ln for ln in fig.axes[0].get_lines() if str(ln.get_label()).startswith("run ("))
     xs, ys = line.get_data()
     assert list(xs) == [float(e) for e in curve.epochs if e % 3 == 0]
     assert np.all(np.isfinite(ys))
