@@ -1005,8 +1005,9 @@ def _constant_output(
 
 
 #: A loss at most this on every epoch, with accuracy below 0.99, is zero whatever the weights
-#: (:func:`_zero_loss`): Keras clips probabilities to 1e-7 before the log, so a loss that measures
-#: nothing logs 1.2e-08 (float32 epsilon of -log(1)), not exactly 0.
+#: (:func:`_zero_loss`): Keras clips a probability of 1 to 1 - 1e-7 before the log, so each positive
+#: label costs -log(1 - 1e-7), 1.2e-07 in float32, and the logged mean is at most that (1.2e-08 on
+#: a task with a tenth of positive labels), not exactly 0.
 ZERO_LOSS_LEVEL = 1e-6
 
 
