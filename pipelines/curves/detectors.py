@@ -2073,7 +2073,7 @@ def _too_slow_start(ctx: Context) -> Finding | None:
         Code.TOO_SLOW,
         Severity.WARNING,
         None,
-        {**start, "metric": name},
+        {**start, "metric": name, "slow_start": True},
         f"still leaving its starting point: {name} lower on {start['down_share']:.0%} of the last "
         f"half's epochs ({fmt(start['loss_first'])} -> {fmt(start['loss_last'])}), faster and faster, "
         f"and training accuracy up from {fmt(start['train_first'])} to {fmt(start['train_last'])}, "

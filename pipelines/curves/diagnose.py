@@ -80,7 +80,8 @@ class Diagnosis:
         plateau_spread: SD of ``monitor`` over the flat tail, or None.
         best_epoch: 1-based epoch of the best ``monitor`` value (max accuracy / min loss), or None.
         extrapolation: the learning-curve extrapolation of ``monitor`` when requested, else None
-            (and None for a run found diverged or not learning: it has no future to forecast).
+            (and None for a run found diverged or not learning: it has no future to forecast; and
+            for a slow start, whose flat beginning is no limit).
         noise: epoch-to-epoch noise SD of ``monitor``.
         stalled: True when the flat tail is a stall (a ``plateau`` finding), False when converged.
         n_val: validation examples (given or read off the accuracy grid), or None.
@@ -175,6 +176,9 @@ def diagnose(
     # would reach: no flat tail and no forecast for the report to draw or the tags to carry.
     broken = bool(codes & {Code.DIVERGENCE, Code.NOT_LEARNING})
     plateau = None if broken else ctx.plateau
+    # A slow start has not shown its curve's shape yet: a family fitted to its flat beginning calls
+    # the start its limit (0.509 for a run about to learn), against its own finding.
+    unshaped = any(f.code == Code.TOO_SLOW.value and f.evidence.get("slow_start") for f in findings)
     return Diagnosis(
         run=curve.run,
         verdict=findings[0].code if findings else Code.HEALTHY.value,
@@ -184,7 +188,7 @@ def diagnose(
         plateau_level=plateau.level if plateau else None,
         plateau_spread=plateau.spread if plateau else None,
         best_epoch=ctx.best_epoch,
-        extrapolation=None if broken else ctx.extrapolation,
+        extrapolation=None if broken or unshaped else ctx.extrapolation,
         noise=ctx.sigma,
         stalled=any(f.code == Code.PLATEAU.value for f in findings),
         n_val=ctx.n_val,

@@ -1284,9 +1284,11 @@ def test_a_slow_start_whose_loss_falls_faster_and_faster_is_too_slow_not_dead() 
     # A real embedding model with SGD at 0.05 (tests/fixtures/probes/README.md): at chance for 28 of
     # 40 epochs, with both losses at ln 2 but lower on every epoch, faster each time, and training
     # accuracy up from 0.50 to 0.575. It read "not learning".
-    diagnosis = diagnose(_probe("synthetic-text-embedding-sgd-0.05.csv"))
+    diagnosis = diagnose(_probe("synthetic-text-embedding-sgd-0.05.csv"), extrapolate=True)
     assert diagnosis.codes == ["too_slow"], diagnosis.codes
     assert "faster and faster" in diagnosis.findings[0].message
+    # Its flat start is no limit to extrapolate (a family fitted to it said 0.509).
+    assert diagnosis.extrapolation is None
 
 
 def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
