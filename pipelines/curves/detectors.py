@@ -1419,8 +1419,18 @@ def at_the_top(ctx: Context, level: float, noise: float) -> bool:
 
 def widening_threshold(ctx: Context, plateau: Plateau) -> float:
     """How much the train-validation accuracy gap must grow over ``plateau`` to count as widening:
-    max(3 noise SDs, ``gap_widening_sd`` binomial SDs of the plateau's level on the validation set)."""
-    return max(3 * plateau.noise, ctx.cfg.gap_widening_sd * ctx.accuracy_sd(plateau.level))
+    max(3 noise SDs, ``gap_widening_sd`` binomial SDs of the plateau's level on the validation set).
+
+    With the set's size unread (fewer than three distinct accuracies), the smallest grid its values
+    lie on bounds it from below (:func:`infer_num_examples` with ``min_distinct=1``), so the SD from
+    above: an accuracy frozen on two values (203 and 204 of 500) has a noise SD near 0, and its gap
+    growing by 0.004, under a fifth of one binomial SD, was read as widening."""
+    sd = ctx.accuracy_sd(plateau.level)
+    if not ctx.n_val and plateau.metric == "val_accuracy":
+        val_acc = finite_series(ctx.curve, "val_accuracy")
+        bound = infer_num_examples(val_acc[1], min_distinct=1) if val_acc is not None else None
+        sd = binomial_sd(plateau.level, bound) if bound else 0.0
+    return max(3 * plateau.noise, ctx.cfg.gap_widening_sd * sd)
 
 
 def stall_reasons(
