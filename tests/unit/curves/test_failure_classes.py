@@ -1291,6 +1291,15 @@ def test_a_slow_start_whose_loss_falls_faster_and_faster_is_too_slow_not_dead() 
     assert diagnosis.extrapolation is None
 
 
+def test_a_rate_far_too_low_is_too_slow_though_accuracy_sits_on_two_values() -> None:
+    # A real blobs run at SGD 1e-6 (tests/fixtures/probes/README.md): val_accuracy on 203 and 204 of
+    # 500 all run, so the set's size is not read from three values; both losses fall steadily from
+    # 3.0. A gap growing by 0.004 was read as widening (a stall reason) and hid the too_slow.
+    diagnosis = diagnose(_probe("blobs-sgd-1e-6.csv"))
+    assert diagnosis.verdict == "too_slow", diagnosis.codes
+    assert not diagnosis.has("plateau"), [f.message for f in diagnosis.findings]
+
+
 def test_a_network_that_died_late_in_the_run_is_not_learning() -> None:
     # A real run with a ReLU output layer: 0.22 at epoch 1 falling to 0.12, then from epoch 14 of
     # 20 both losses at exactly ln 10 and val_accuracy frozen at 0.093: dead. It read "plateau" and
