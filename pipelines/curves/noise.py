@@ -109,8 +109,8 @@ def infer_num_examples(values: np.ndarray, *, max_n: int = 100_000, min_distinct
 
     Some backends are off by one unit in the last place (ulp): Keras 3 under JAX on an NVIDIA GPU
     logs 46 / 50 as 0.91999996 instead of float32(0.92) = 0.92000002, and every value of 28 runs
-    on 50 to 10,000 examples was within one ulp of k / n (XLA computes the mean's division as a
-    multiplication by a reciprocal on the GPU; on a CPU the values were exact). When no n fits
+    on 50 to 10,000 examples was within one ulp of k / n (the GPU's division, not measured further;
+    under JAX on a CPU the values were exact). When no n fits
     exactly, float32 values are read again with a tolerance of :data:`GRID_ULPS` ulp, from
     at least :data:`TOLERANT_MIN_DISTINCT` distinct values (a tolerance triples the chance that a
     continuous value falls on a wrong grid; with four values a wrong n below 100,000 fits a
