@@ -143,6 +143,15 @@ class Context:
         """Binomial SD of a validation accuracy at ``level`` (0.0 when n is unknown)."""
         return binomial_sd(level, self.n_val) if self.n_val else 0.0
 
+    def n_val_at_least(self) -> int | None:
+        """``n_val``, else a lower bound on it: the smallest grid val_accuracy's values lie on
+        (:func:`infer_num_examples` with ``min_distinct=1``; 28/32 and 30/32 give 16), so that a
+        binomial SD from it is an upper bound. None without a val_accuracy on any grid."""
+        if self.n_val:
+            return self.n_val
+        val_acc = finite_series(self.curve, "val_accuracy")
+        return infer_num_examples(val_acc[1], min_distinct=1) if val_acc is not None else None
+
     @property
     def prior_known(self) -> bool:
         """``chance`` and ``prior_entropy`` come from the known class prior (not 1 / K or ln K)."""
@@ -780,7 +789,7 @@ def _frozen_span(values: np.ndarray, step: float) -> int:
 SLOW_START_GAIN = 0.02
 
 
-def _slow_start(ctx: Context) -> dict[str, float] | None:
+def _slow_start(ctx: Context) -> dict[str, Any] | None:
     """A run leaving its starting point slowly: still near chance, but learning, faster and faster.
 
     Over the second half of the run (at least 8 epochs): val_loss (else the training loss) lower
@@ -796,7 +805,7 @@ def _slow_start(ctx: Context) -> dict[str, float] | None:
 
     Returns:
         ``{"loss_first", "loss_last", "down_share", "train_first", "train_last"}`` over the second
-        half, or None.
+        half and ``"metric"``, the loss read (``val_loss`` or ``loss``), or None.
     """
     name = "val_loss" if finite_series(ctx.curve, "val_loss") is not None else "loss"
     loss, train = finite_series(ctx.curve, name), finite_series(ctx.curve, "accuracy")
@@ -825,7 +834,7 @@ def _slow_start(ctx: Context) -> dict[str, float] | None:
         "down_share": share,
         "train_first": float(ty[0]),
         "train_last": float(ty[-1]),
-        "loss_name": name,  # type: ignore[dict-item]
+        "metric": name,
     }
 
 
@@ -1024,27 +1033,21 @@ def _zero_loss(ctx: Context) -> Finding | None:
     must be at most :data:`ZERO_LOSS_LEVEL` on every finite epoch (at least
     :data:`MIN_JUDGE_EPOCHS`) and the accuracies below 0.99 on every epoch.
     """
-    losses = [
-        s for s in (finite_series(ctx.curve, "loss"), finite_series(ctx.curve, "val_loss")) if s is not None
-    ]
-    accuracies = [
-        s
-        for s in (finite_series(ctx.curve, "accuracy"), finite_series(ctx.curve, "val_accuracy"))
-        if s is not None
-    ]
-    if not losses or not accuracies or min(s[1].size for s in losses) < MIN_JUDGE_EPOCHS:
+
+    def present(names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {n: s for n in names if (s := finite_series(ctx.curve, n)) is not None}
+
+    losses, accuracies = present(("loss", "val_loss")), present(("accuracy", "val_accuracy"))
+    if not losses or not accuracies or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
         return None
-    if any(float(np.max(np.abs(s[1]))) > ZERO_LOSS_LEVEL for s in losses):
+    top = max(float(np.max(np.abs(s[1]))) for s in losses.values())
+    if top > ZERO_LOSS_LEVEL or any(float(np.max(s[1])) >= 0.99 for s in accuracies.values()):
         return None
-    if any(float(np.max(s[1])) >= 0.99 for s in accuracies):
-        return None
-    acc_name = "val_accuracy" if finite_series(ctx.curve, "val_accuracy") is not None else "accuracy"
-    accuracy = finite_series(ctx.curve, acc_name)
-    assert accuracy is not None
-    top = max(float(np.max(np.abs(s[1]))) for s in losses)
+    acc_name = "val_accuracy" if "val_accuracy" in accuracies else "accuracy"
+    accuracy = accuracies[acc_name]
     first, last = float(accuracy[1][0]), float(accuracy[1][-1])
     evidence: dict[str, Any] = {"max_abs_loss": top, f"{acc_name}_first": first, f"{acc_name}_last": last}
-    names = " and ".join(n for n in ("loss", "val_loss") if finite_series(ctx.curve, n) is not None)
+    names = " and ".join(losses)
     return make_finding(
         Code.NOT_LEARNING,
         Severity.CRITICAL,
@@ -1422,14 +1425,11 @@ def widening_threshold(ctx: Context, plateau: Plateau) -> float:
     max(3 noise SDs, ``gap_widening_sd`` binomial SDs of the plateau's level on the validation set).
 
     With the set's size unread (fewer than three distinct accuracies), the smallest grid its values
-    lie on bounds it from below (:func:`infer_num_examples` with ``min_distinct=1``), so the SD from
-    above: an accuracy frozen on two values (203 and 204 of 500) has a noise SD near 0, and its gap
+    lie on bounds it from below (:meth:`Context.n_val_at_least`), so the SD from above: an accuracy
+    frozen on two values (203 and 204 of 500) has a noise SD near 0, and its gap
     growing by 0.004, under a fifth of one binomial SD, was read as widening."""
-    sd = ctx.accuracy_sd(plateau.level)
-    if not ctx.n_val and plateau.metric == "val_accuracy":
-        val_acc = finite_series(ctx.curve, "val_accuracy")
-        bound = infer_num_examples(val_acc[1], min_distinct=1) if val_acc is not None else None
-        sd = binomial_sd(plateau.level, bound) if bound else 0.0
+    n = ctx.n_val_at_least() if plateau.metric == "val_accuracy" else ctx.n_val
+    sd = binomial_sd(plateau.level, n) if n else 0.0
     return max(3 * plateau.noise, ctx.cfg.gap_widening_sd * sd)
 
 
@@ -1872,7 +1872,7 @@ def detect_oscillation(ctx: Context) -> Finding | None:
             # n unknown: the smallest grid the values lie on bounds it from below (so the SD from
             # above), e.g. a run at 14/16 with an epoch or two at 15/16; an accuracy that never
             # moves does not swing at all.
-            n = ctx.n_val or infer_num_examples(val_acc, min_distinct=1)
+            n = ctx.n_val_at_least()
             if n:
                 level = float(np.median(val_acc))
                 beyond_sampling = stats["val_accuracy"][2] > cfg.swing_z * binomial_sd(level, n)
@@ -2077,13 +2077,13 @@ def _too_slow_start(ctx: Context) -> Finding | None:
     start = _slow_start(ctx)
     if start is None:
         return None
-    name = str(start.pop("loss_name"))
+    name = start["metric"]
     level = fmt(float(ctx.values[-1]))
     return make_finding(
         Code.TOO_SLOW,
         Severity.WARNING,
         None,
-        {**start, "metric": name, "slow_start": True},
+        {**start, "slow_start": True},
         f"still leaving its starting point: {name} lower on {start['down_share']:.0%} of the last "
         f"half's epochs ({fmt(start['loss_first'])} -> {fmt(start['loss_last'])}), faster and faster, "
         f"and training accuracy up from {fmt(start['train_first'])} to {fmt(start['train_last'])}, "
