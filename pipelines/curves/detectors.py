@@ -951,14 +951,34 @@ CONSTANT_OUTPUT_EPOCHS = 5
 CONSTANT_OUTPUT_LOSS_FALL = 0.05
 
 
-def _loss_learns(ctx: Context) -> bool:
+def _loss_learns(ctx: Context, share: float = CONSTANT_OUTPUT_LOSS_FALL) -> bool:
     """The training loss (else val_loss) fell during the run, from its first epoch to its lowest,
-    by at least :data:`CONSTANT_OUTPUT_LOSS_FALL` of its first value."""
+    by at least ``share`` (default :data:`CONSTANT_OUTPUT_LOSS_FALL`) of its first value."""
     loss = finite_series(ctx.curve, "loss") or finite_series(ctx.curve, "val_loss")
     if loss is None or loss[1].size < 2:
         return False
     first = float(loss[1][0])
-    return first - float(np.min(loss[1])) >= CONSTANT_OUTPUT_LOSS_FALL * abs(first)
+    return first - float(np.min(loss[1])) >= share * abs(first)
+
+
+def _still_from_the_start(ctx: Context, accuracy: tuple[np.ndarray, np.ndarray]) -> float | None:
+    """The band an accuracy flickers in when the network never left its initialisation, else None.
+
+    The training loss (else val_loss) never fell by :data:`FROZEN_LOSS_FALL` of its first value,
+    where the first epoch's training loss is the mean over that epoch's batches, so any learning
+    in epoch 1 already shows as a fall; and every accuracy of the run lies within one binomial SD
+    (on the validation set's size, given or read off the grid) of the last one. Such a network's
+    predictions flip only on the few examples nearest a decision boundary as its weights jitter: a
+    real run with SGD at 1e-5 and class weights moved val_accuracy between 0.254 and 0.256 on 4,000
+    examples while its loss went from 0.768 to 0.764 in 30 epochs. Needs the validation set's size.
+
+    Returns:
+        The band (accuracy fraction): one binomial SD at the last accuracy, or None.
+    """
+    if not ctx.n_val or _loss_learns(ctx, FROZEN_LOSS_FALL):
+        return None
+    band = ctx.accuracy_sd(float(accuracy[1][-1]))
+    return band if _frozen_span(accuracy[1], band) == accuracy[1].size else None
 
 
 def _constant_output(
@@ -1077,8 +1097,11 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     while the training accuracy is frozen too or no better, the training loss does not fall both
     beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level over the frozen span's
     second half, and, when the classes are known, the loss stays at least 0.85 x the prior's
-    entropy: a network predicting one class on any task. Frozen at >= 0.99 is excluded (a solved
-    task). Both accuracies frozen to float precision on every epoch (at least
+    entropy: a network predicting one class on any task. Also, on a validation set of known or
+    read size, a network that never left its initialisation (:func:`_still_from_the_start`: the
+    loss never 1% below its first value, the accuracy within one binomial SD all run) with its loss
+    at least 0.85 x ln 2 (near-uniform outputs) when the prior is not known. Frozen at >= 0.99 is
+    excluded (a solved task). Both accuracies frozen to float precision on every epoch (at least
     :data:`CONSTANT_OUTPUT_EPOCHS`) while the loss falls are not learning, however low the loss:
     the predicted class never changes while the loss learns (:func:`_constant_output`). First of
     all, losses at zero on every epoch while accuracy is below 0.99 are a loss that measures
@@ -1107,7 +1130,12 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     step = 0.5 / n if n else 1e-6
     span = _frozen_span(accuracy[1], step)
     level = float(accuracy[1][-1])
-    if span < max(MIN_JUDGE_EPOCHS, (accuracy[1].size + 1) // 2) or level >= 0.99:
+    needed = max(MIN_JUDGE_EPOCHS, (accuracy[1].size + 1) // 2)
+    # Not frozen to the example, but never moved from its initialisation (:func:`_still_from_the_start`).
+    band = _still_from_the_start(ctx, accuracy) if span < needed else None
+    if band is not None:
+        step, span = band, accuracy[1].size
+    if span < needed or level >= 0.99:
         return None
     onset = int(accuracy[0][-span])
     if _froze_where_it_learned_to(ctx, accuracy, span, step):
@@ -1138,6 +1166,10 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     # "Elements of Information Theory", 2nd ed., Thms 2.6.3 and 2.5.1 / ex. 2.27). A class count
     # alone gives ln K, the entropy of a balanced prior: too high a floor for an imbalanced one.
     floor = ctx.prior_entropy if ctx.prior_entropy is not None and ctx.prior_known else binary_entropy(level)
+    if band is not None and not ctx.prior_known:
+        # A network still at its initialisation outputs near-uniform probabilities: about ln K,
+        # at least ln 2, whatever its accuracy (a converged model at 0.78 scores 0.47).
+        floor = max(floor, math.log(2))
     loss_tail = _tail(loss, onset)
     if loss_tail.size and float(np.min(loss_tail)) < 0.85 * floor:
         # Below anything a constant prediction reaches: it learned something, unless not one
@@ -1161,6 +1193,23 @@ def detect_not_learning(ctx: Context) -> Finding | None:
                 # (Above the floor it is a dead network fitting the prior through its output bias.)
                 return _constant_output(accuracy, train_acc, acc_name, loss, loss_name) if constant else None
     evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
+    if band is not None:
+        train_loss = finite_series(curve, "loss") or loss
+        assert train_loss is not None  # band needs a loss (_still_from_the_start)
+        first, low = float(train_loss[1][0]), float(np.min(train_loss[1]))
+        evidence.update(band=band, loss_first=first, loss_min=low, still_from_start=True)
+        low_acc, high_acc = float(np.min(accuracy[1])), float(np.max(accuracy[1]))
+        return make_finding(
+            Code.NOT_LEARNING,
+            Severity.CRITICAL,
+            onset,
+            evidence,
+            f"not learning: {acc_name} between {fmt(low_acc)} and {fmt(high_acc)} on all {span} epochs "
+            f"(within one sampling SD, {fmt(band)}) while the loss never fell {FROZEN_LOSS_FALL:.0%} below "
+            f"its first value ({fmt(first)} -> at best {fmt(low)}): the network has not moved from its "
+            "initialisation",
+            (WEIGHTS_STILL,),
+        )
     return make_finding(
         Code.NOT_LEARNING,
         Severity.CRITICAL,

@@ -1435,3 +1435,34 @@ def test_predictions_frozen_while_the_loss_still_falls_is_too_slow() -> None:
     # The same curves with a training set fitted to 1.000: a converged model, not frozen predictions.
     metrics["accuracy"] = _grid(np.where(frozen, 1.0, 0.48 + 0.031 * t), 16000)
     assert not diagnose(_curve(metrics)).has("too_slow")
+
+
+def test_a_network_that_never_left_its_initialisation_is_not_learning() -> None:
+    # A real imbalanced binary run at SGD 1e-5 with class weights (tests/fixtures/probes/README.md):
+    # val_accuracy flickers between 0.253 and 0.256 on 4,000 examples (not frozen to the example)
+    # while the training loss goes from 0.768 to 0.764 in 30 epochs. It read "plateau".
+    diagnosis = diagnose(_probe("imbalanced-class-weight-sgd-1e-5.csv"))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert finding.evidence["still_from_start"] is True
+    assert "has not moved from its initialisation" in finding.message
+    assert (
+        "raise the learning rate or restart the schedule (warm restarts), then a wider or deeper model"
+        in (finding.remedies)
+    )
+
+
+def test_a_log_that_starts_converged_is_not_a_network_still_at_its_initialisation() -> None:
+    # A second fit() on a converged model, logged to a new file from epoch 0: its loss no longer
+    # falls and its accuracy flickers within a sampling SD, but its loss (0.47) is below what
+    # near-uniform outputs score (ln 2): it learned before the log began.
+    rng = np.random.default_rng(0)
+    t = np.arange(30)
+    metrics = {
+        "accuracy": 0.79 + 0.002 * rng.standard_normal(30),
+        "loss": 0.470 - 0.0001 * t,
+        "val_accuracy": _grid(0.78 + 0.004 * rng.standard_normal(30), 500),
+        "val_loss": 0.475 + 0.001 * rng.standard_normal(30),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert not diagnosis.has("not_learning"), [f.message for f in diagnosis.findings]
