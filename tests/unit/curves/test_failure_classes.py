@@ -1466,3 +1466,17 @@ def test_a_log_that_starts_converged_is_not_a_network_still_at_its_initialisatio
     }
     diagnosis = diagnose(_curve(metrics))
     assert not diagnosis.has("not_learning"), [f.message for f in diagnosis.findings]
+
+
+def test_adam_bouncing_a_memorised_loss_off_zero_is_not_divergence() -> None:
+    # A real CNN memorising 1,000 images (tests/fixtures/probes/README.md): its training loss fell
+    # from 0.526 to 0.017, then Adam bounced it to 0.053, three times the minimum but a fraction of
+    # what was learned. It read "divergence: loss blew up", which hid the overfitting.
+    diagnosis = diagnose(_probe("fmnist-tshirt-shirt-cnn-adam-1000.csv"))
+    assert not diagnosis.has("divergence"), [f.message for f in diagnosis.findings]
+    assert diagnosis.verdict == "overfitting", diagnosis.codes
+    # The same bounce, carried up to a real share of the fall (a quarter of it), is a blow-up.
+    curve = _probe("fmnist-tshirt-shirt-cnn-adam-1000.csv")
+    loss = np.asarray(curve.metrics["loss"], dtype=np.float64).copy()
+    loss[-3:] = 0.017 + 0.25 * (0.526 - 0.017)
+    assert diagnose(Curve(curve.run, dict(curve.metrics, loss=loss), curve.epochs)).has("divergence")
