@@ -978,12 +978,14 @@ def _still_from_the_start(ctx: Context, accuracy: tuple[np.ndarray, np.ndarray])
     (on the validation set's size, given or read off the grid) of the last one. Such a network's
     predictions flip only on the few examples nearest a decision boundary as its weights jitter: a
     real run with SGD at 1e-5 and class weights moved val_accuracy between 0.254 and 0.256 on 4,000
-    examples while its loss went from 0.768 to 0.764 in 30 epochs. Needs the validation set's size.
+    examples while its loss went from 0.768 to 0.764 in 30 epochs. Needs a loss and the validation
+    set's size.
 
     Returns:
         The band (accuracy fraction): one binomial SD at the last accuracy, or None.
     """
-    if not ctx.n_val or _loss_learns(ctx, FROZEN_LOSS_FALL):
+    loss = finite_series(ctx.curve, "loss") or finite_series(ctx.curve, "val_loss")
+    if not ctx.n_val or loss is None or loss[1].size < 2 or _loss_learns(ctx, FROZEN_LOSS_FALL):
         return None
     band = ctx.accuracy_sd(float(accuracy[1][-1]))
     return band if _frozen_span(accuracy[1], band) == accuracy[1].size else None
@@ -1202,8 +1204,8 @@ def detect_not_learning(ctx: Context) -> Finding | None:
                 return _constant_output(accuracy, train_acc, acc_name, loss, loss_name) if constant else None
     evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
     if band is not None:
-        train_loss = finite_series(curve, "loss") or loss
-        assert train_loss is not None  # band needs a loss (_still_from_the_start)
+        train_loss = finite_series(curve, "loss") or finite_series(curve, "val_loss")
+        assert train_loss is not None  # _still_from_the_start needs one
         first, low = float(train_loss[1][0]), float(np.min(train_loss[1]))
         evidence.update(band=band, loss_first=first, loss_min=low, still_from_start=True)
         low_acc, high_acc = float(np.min(accuracy[1])), float(np.max(accuracy[1]))

@@ -1480,3 +1480,14 @@ def test_adam_bouncing_a_memorised_loss_off_zero_is_not_divergence() -> None:
     loss = np.asarray(curve.metrics["loss"], dtype=np.float64).copy()
     loss[-3:] = 0.017 + 0.25 * (0.526 - 0.017)
     assert diagnose(Curve(curve.run, dict(curve.metrics, loss=loss), curve.epochs)).has("divergence")
+
+
+def test_an_accuracy_only_log_is_never_read_as_a_network_still_at_its_initialisation() -> None:
+    # No loss column: nothing says the network never learned, however flat its accuracy.
+    rng = np.random.default_rng(1)
+    metrics = {
+        "accuracy": 0.26 + 0.001 * rng.standard_normal(30),
+        "val_accuracy": _grid(0.255 + 0.001 * rng.standard_normal(30), 4000),
+    }
+    diagnosis = diagnose(_curve(metrics))
+    assert not any(f.evidence.get("still_from_start") for f in diagnosis.findings), diagnosis.codes
