@@ -1258,7 +1258,10 @@ def _died_uniform(
             levels.append(series[1][-(still + 1) :])
     if not levels:
         return None
-    k = int(round(math.exp(float(np.median(levels[0])))))
+    loss_level = float(np.median(levels[0]))
+    if not 0.0 < loss_level < math.log(MAX_INFERRED_CLASSES + 0.5):  # (no exp of a blown-up loss)
+        return None
+    k = int(round(math.exp(loss_level)))
     if not 2 <= k <= MAX_INFERRED_CLASSES:
         return None
     ln_k = math.log(k)

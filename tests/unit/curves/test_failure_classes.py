@@ -1491,3 +1491,11 @@ def test_an_accuracy_only_log_is_never_read_as_a_network_still_at_its_initialisa
     }
     diagnosis = diagnose(_curve(metrics))
     assert not any(f.evidence.get("still_from_start") for f in diagnosis.findings), diagnosis.codes
+
+
+def test_a_loss_stuck_at_an_astronomical_value_is_diagnosed_without_overflow() -> None:
+    # A network whose loss blew up to 1e12 and stays there, its weights still: the dead-network
+    # rule read K = exp(loss) and raised OverflowError instead of a diagnosis.
+    metrics = {"loss": np.full(100, 1e12), "val_loss": np.full(100, 1e12), "val_accuracy": np.zeros(100)}
+    diagnosis = diagnose(_curve(metrics))
+    assert diagnosis.verdict in ("divergence", "not_learning"), diagnosis.codes
