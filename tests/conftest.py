@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,24 @@ pytest_plugins = ["tests.services.plugin"]
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_HYPOTHESIS_HOME: tempfile.TemporaryDirectory | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis' own files (its cache of the constants in the code under test, written when
+    ``@given`` decorates a test at collection) go to a temporary folder removed at the end, not
+    ``.hypothesis`` in the working directory (tests/unit/curves/test_properties.py)."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    global _HYPOTHESIS_HOME
+    _HYPOTHESIS_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
+    set_hypothesis_home_dir(_HYPOTHESIS_HOME.name)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _HYPOTHESIS_HOME is not None:
+        _HYPOTHESIS_HOME.cleanup()
 
 
 @pytest.fixture(scope="session")
