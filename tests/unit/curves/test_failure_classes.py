@@ -6,6 +6,7 @@ exercise come from the curve's noise and the validation set's size, not from the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -1499,3 +1500,16 @@ def test_a_loss_stuck_at_an_astronomical_value_is_diagnosed_without_overflow() -
     metrics = {"loss": np.full(100, 1e12), "val_loss": np.full(100, 1e12), "val_accuracy": np.zeros(100)}
     diagnosis = diagnose(_curve(metrics))
     assert diagnosis.verdict in ("divergence", "not_learning"), diagnosis.codes
+
+
+def test_a_class_weighted_run_learning_below_the_majority_share_is_not_dead() -> None:
+    # A real class-weighted run on 5% positives (tests/fixtures/probes/README.md): val_accuracy
+    # climbs from 0.664 to 0.890, below the majority share, and val_loss stays above the prior's
+    # entropy, as a network learning only the prior does; but its training loss ends at 0.121,
+    # below anything predicting the prior scores (0.199). Given the prior it read "not learning".
+    curve = dataclasses.replace(_probe("imbalanced-class-weight-adam.csv"), class_prior=(0.95, 0.05))
+    diagnosis = diagnose(curve)
+    assert not diagnosis.has("not_learning"), [f.message for f in diagnosis.findings]
+    # The same weights at SGD 1e-5 never learn: still not learning with the prior.
+    still = dataclasses.replace(_probe("imbalanced-class-weight-sgd-1e-5.csv"), class_prior=(0.95, 0.05))
+    assert diagnose(still).verdict == "not_learning"
