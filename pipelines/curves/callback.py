@@ -187,6 +187,50 @@ def _val_loss_best_within(history: Mapping[str, Sequence[float]], epochs: int) -
     return best is not None and len(values) - best < epochs
 
 
+#: A logged learning rate at most this share of the epoch before's is a step cut
+#: (``ReduceLROnPlateau``'s ``factor`` is 0.1 by default; a step schedule), not a smooth decay.
+LR_CUT_RATIO = 0.5
+
+
+def last_lr_cut_epoch(history: Mapping[str, Sequence[float]]) -> int | None:
+    """1-based epoch of the last step cut of the logged ``learning_rate``: the first epoch trained
+    at a rate at most :data:`LR_CUT_RATIO` x the epoch before's. None without one.
+
+    Keras logs each epoch's rate as used during that epoch (``ReduceLROnPlateau`` writes it into
+    the logs before it cuts: https://keras.io/api/callbacks/reduce_lr_on_plateau/), so a cut made
+    at the end of epoch e shows on epoch e + 1's row.
+    """
+    values = history.get("learning_rate")
+    if not values or len(values) < 2:
+        return None
+    lr = np.asarray([math.nan if v is None else float(v) for v in values])
+    with np.errstate(invalid="ignore"):
+        cut = np.flatnonzero(lr[1:] <= LR_CUT_RATIO * lr[:-1])
+    return int(cut[-1]) + 2 if cut.size else None
+
+
+def _lr_cut_working(
+    history: Mapping[str, Sequence[float]], monitored: Sequence[float], diagnosis: Diagnosis, patience: int
+) -> bool:
+    """A step cut of the learning rate less than ``patience`` epochs ago whose effect shows: the
+    monitored metric now beats its value on the last epoch at the old rate by more than 2 x
+    :func:`_min_delta` (noise SDs). The plateau was reached at the old rate; the new one is
+    visibly moving the run and has not had its patience. (A cut that changes nothing visible
+    gets no wait: waiting on every cut cost the tune split 2.5 of its median 15.5 epochs saved on
+    stalls, for no less regret.) A real SGD run, cut from 0.1 to 0.01 at epoch 16, rose from
+    0.757 to 0.822 in two epochs and was stopped there, 2.3 points short of its best.
+    """
+    cut = last_lr_cut_epoch(history)
+    size = len(monitored)
+    if cut is None or cut < 2 or size - cut + 1 >= patience or cut > size:
+        return False
+    before, now = monitored[cut - 2], monitored[size - 1]
+    if before is None or now is None or not (math.isfinite(before) and math.isfinite(now)):
+        return False
+    gain = now - before if diagnosis.monitor != "val_loss" else before - now
+    return gain > 2 * _min_delta(monitored, diagnosis)
+
+
 def last_improvement_epoch(
     values: Sequence[float | None], min_delta: float, *, higher_is_better: bool = True
 ) -> int | None:
@@ -263,10 +307,11 @@ def should_stop(
        a new best of any size within the same patience (``live_patience`` epochs for a stall of
        substance, 2 x for a convergence: a sound run whose accuracy drifts up under the noise of
        1,000 examples sets a new val_loss low every 4-5 epochs; as
-       ``EarlyStopping(monitor="val_loss")`` counts its patience): stop, whether the plateau is
-       a stall or a convergence, since more epochs help neither. Never while the diagnosis of
-       the same history finds ``too_slow`` (a loss still falling steadily to the end): a stop
-       must not contradict the diagnosis.
+       ``EarlyStopping(monitor="val_loss")`` counts its patience), nor within that patience of a
+       step cut of the logged learning rate whose effect shows (:func:`_lr_cut_working`): stop,
+       whether the plateau is a stall or a convergence, since more epochs help neither. Never
+       while the diagnosis of the same history finds ``too_slow`` (a loss still falling steadily
+       to the end): a stop must not contradict the diagnosis.
 
     Never a run still improving beyond its noise. Compare ``keras.callbacks.EarlyStopping``
     (https://keras.io/api/callbacks/early_stopping/), which waits ``patience`` epochs after the
@@ -364,6 +409,8 @@ def should_stop(
             higher_is_better=diagnosis.monitor != "val_loss",
         )
         if size - (improved or best) < patience:
+            return _NO
+        if _lr_cut_working(history, monitored, diagnosis, patience):
             return _NO
         recent = max(onset, size - 3 * cfg.live_patience + 1)
         if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):

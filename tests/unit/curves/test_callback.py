@@ -353,3 +353,22 @@ def test_a_regularised_run_whose_training_accuracy_trails_validation_is_not_stop
     stops = [e for e in range(6, 61) if should_stop({k: v[:e] for k, v in history.items()}, 60).stop]
     first = stops[0] if stops else 60
     assert max(val_acc) - max(val_acc[:first]) <= 0.005, first
+
+
+def test_a_learning_rate_cut_that_is_visibly_working_gets_its_patience() -> None:
+    # A real SGD run with step decay (tests/fixtures/probes/README.md): cut from 0.1 to 0.01 at
+    # epoch 16, val_accuracy rose from 0.757 to 0.822 in two epochs, still under the 0.825 it
+    # reached at the high rate, and the live stop fired at epoch 17, 2.3 points short of its best.
+    from pipelines.curves.io import load_csv_logger
+
+    csv = Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-mlp-sgd-step-decay.csv"
+    history = {name: [float(v) for v in values] for name, values in load_csv_logger(csv).metrics.items()}
+    val_acc = history["val_accuracy"]
+    assert history["learning_rate"][15] == pytest.approx(0.1 * history["learning_rate"][14])  # the cut
+    assert not should_stop({k: v[:17] for k, v in history.items()}, 40).stop
+    stops = [e for e in range(6, 41) if should_stop({k: v[:e] for k, v in history.items()}, 40).stop]
+    first = stops[0] if stops else 40
+    assert max(val_acc) - max(val_acc[:first]) <= 0.005, first
+    # Without the logged rate, nothing says a cut was made: the stop at epoch 17 stands.
+    no_rate = {k: v[:17] for k, v in history.items() if k != "learning_rate"}
+    assert should_stop(no_rate, 40).stop
