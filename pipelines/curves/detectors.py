@@ -999,7 +999,9 @@ def _loss_learns(ctx: Context, share: float = CONSTANT_OUTPUT_LOSS_FALL) -> bool
     return first - float(np.min(loss[1])) >= share * abs(first)
 
 
-def _still_from_the_start(ctx: Context, accuracy: tuple[np.ndarray, np.ndarray]) -> float | None:
+def _still_from_the_start(
+    ctx: Context, accuracy: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, float, float] | None:
     """The band an accuracy flickers in when the network never left its initialisation, else None.
 
     The training loss (else val_loss) never fell by :data:`FROZEN_LOSS_FALL` of its first value,
@@ -1012,13 +1014,16 @@ def _still_from_the_start(ctx: Context, accuracy: tuple[np.ndarray, np.ndarray])
     set's size.
 
     Returns:
-        The band (accuracy fraction): one binomial SD at the last accuracy, or None.
+        ``(band, first, lowest)``: the band (accuracy fraction, one binomial SD at the last
+        accuracy), and that loss's first and lowest values; or None.
     """
     loss = finite_series(ctx.curve, "loss") or finite_series(ctx.curve, "val_loss")
     if not ctx.n_val or loss is None or loss[1].size < 2 or _loss_learns(ctx, FROZEN_LOSS_FALL):
         return None
     band = ctx.accuracy_sd(float(accuracy[1][-1]))
-    return band if _frozen_span(accuracy[1], band) == accuracy[1].size else None
+    if _frozen_span(accuracy[1], band) < accuracy[1].size:
+        return None
+    return band, float(loss[1][0]), float(np.min(loss[1]))
 
 
 def _constant_output(
@@ -1174,9 +1179,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     level = float(accuracy[1][-1])
     needed = max(MIN_JUDGE_EPOCHS, (accuracy[1].size + 1) // 2)
     # Not frozen to the example, but never moved from its initialisation (:func:`_still_from_the_start`).
-    band = _still_from_the_start(ctx, accuracy) if span < needed else None
-    if band is not None:
-        step, span = band, accuracy[1].size
+    still = _still_from_the_start(ctx, accuracy) if span < needed else None
+    if still is not None:
+        step, span = still[0], accuracy[1].size
     if span < needed or level >= 0.99:
         return None
     onset = int(accuracy[0][-span])
@@ -1208,7 +1213,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     # "Elements of Information Theory", 2nd ed., Thms 2.6.3 and 2.5.1 / ex. 2.27). A class count
     # alone gives ln K, the entropy of a balanced prior: too high a floor for an imbalanced one.
     floor = ctx.prior_entropy if ctx.prior_entropy is not None and ctx.prior_known else binary_entropy(level)
-    if band is not None and not ctx.prior_known:
+    if still is not None and not ctx.prior_known:
         # A network still at its initialisation outputs near-uniform probabilities: about ln K,
         # at least ln 2, whatever its accuracy (a converged model at 0.78 scores 0.47).
         floor = max(floor, math.log(2))
@@ -1235,10 +1240,8 @@ def detect_not_learning(ctx: Context) -> Finding | None:
                 # (Above the floor it is a dead network fitting the prior through its output bias.)
                 return _constant_output(accuracy, train_acc, acc_name, loss, loss_name) if constant else None
     evidence = {"frozen_level": level, "frozen_epochs": span, "since_epoch": onset, "chance_source": "frozen"}
-    if band is not None:
-        train_loss = finite_series(curve, "loss") or finite_series(curve, "val_loss")
-        assert train_loss is not None  # _still_from_the_start needs one
-        first, low = float(train_loss[1][0]), float(np.min(train_loss[1]))
+    if still is not None:
+        band, first, low = still
         evidence.update(band=band, loss_first=first, loss_min=low, still_from_start=True)
         low_acc, high_acc = float(np.min(accuracy[1])), float(np.max(accuracy[1]))
         return make_finding(
