@@ -2420,33 +2420,97 @@ def _below_first_epoch_training(ctx: Context, val_acc: tuple[np.ndarray, np.ndar
     return first if float(np.max(val_acc[1])) < first - margin else None
 
 
-def detect_split_mismatch(ctx: Context) -> Finding | None:
-    """Validation accuracy far below training accuracy from the first epoch on.
+#: How many times the first epoch's training loss (scored on examples not yet seen) every
+#: validation loss of the run must stay above to show a validation set drawn otherwise
+#: (:func:`_above_first_epoch_training_loss`). Real mismatches: 2.5 (images shifted by 4 pixels) to
+#: 24 (classes never trained on); sound runs, overfitting ones included: at most 1.7.
+SPLIT_LOSS_RATIO = 2.0
 
-    On each of the first 3 epochs the gap must be at least max(0.1, 10 noise SDs), and so must the
-    median gap of the run. (At epoch 1 training accuracy is averaged over a model still learning,
-    so it normally sits below validation.) CRITICAL when, besides, every validation accuracy sits
-    below what any guess scores (:func:`_below_any_guess`): the validation labels are not the
-    training labels' (evidence ``below_any_guess``), which is what an unshuffled
+
+def _above_first_epoch_training_loss(ctx: Context) -> float | None:
+    """The first epoch's training loss, when every validation loss of the run stays at least
+    :data:`SPLIT_LOSS_RATIO` times above it while the training loss is sound; else None.
+
+    The loss counterpart of :func:`_below_first_epoch_training`: Keras' epoch-1 ``loss`` is a
+    progressive-validation estimate (Blum, Kalai and Langford, COLT 1999) of the loss on unseen data
+    drawn like the training set, and a high one, averaged over a model still learning; the
+    validation loss of that model at the end of the epoch, and at its best epoch later, normally
+    sits below it. A validation loss that never comes within :data:`SPLIT_LOSS_RATIO` of it, while
+    the training loss never rises above its first value and falls to half of it or less, means
+    the model is confidently wrong on validation examples where it was not on unseen training
+    examples: inputs scaled otherwise (validation images left in 0-255), another domain, or
+    classes never trained on. Validation accuracy may agree with training's meanwhile: rescaled
+    inputs keep most argmaxes and inflate the logits. Only for a log that starts at epoch 1 (a
+    resumed fit's first epoch has seen its training set) with at least :data:`MIN_JUDGE_EPOCHS`
+    validation losses.
+    """
+    train, val = finite_series(ctx.curve, "loss"), finite_series(ctx.curve, "val_loss")
+    if train is None or val is None or int(train[0][0]) != 1 or val[1].size < MIN_JUDGE_EPOCHS:
+        return None
+    first = float(train[1][0])
+    if not first > 0 or float(np.max(train[1][1:], initial=first)) > first or float(train[1][-1]) > first / 2:
+        return None
+    return first if float(np.min(val[1])) >= SPLIT_LOSS_RATIO * first else None
+
+
+def detect_split_mismatch(ctx: Context) -> Finding | None:
+    """Validation far below training from the first epoch on: in accuracy, or in loss.
+
+    Accuracy: on each of the first 3 epochs the gap must be at least max(0.1, 10 noise SDs), and
+    so must the median gap of the run. (At epoch 1 training accuracy is averaged over a model still
+    learning, so it normally sits below validation.) CRITICAL when, besides, every validation
+    accuracy sits below what any guess scores (:func:`_below_any_guess`): the validation labels are
+    not the training labels' (evidence ``below_any_guess``), which is what an unshuffled
     ``validation_split`` does to data ordered by class; or below the first epoch's training
-    accuracy (:func:`_below_first_epoch_training`, evidence ``below_first_epoch_training``): the
+    accuracy (:func:`_below_first_epoch_training`, evidence ``below_first_epoch_training``); or
+    every validation loss far above the first epoch's training loss
+    (:func:`_above_first_epoch_training_loss`, evidence ``above_first_epoch_training_loss``): the
     validation inputs are not drawn like the training inputs.
+
+    Loss: that last evidence alone, with no accuracy gap, is CRITICAL too (validation images left
+    unscaled score as well as training's and lose 4 x as much).
     """
     val_acc, train_acc = finite_series(ctx.curve, "val_accuracy"), finite_series(ctx.curve, "accuracy")
-    if val_acc is None or train_acc is None:
-        return None
-    common, iv, it = np.intersect1d(val_acc[0], train_acc[0], return_indices=True)
-    if common.size < 2:
-        return None
-    gap = train_acc[1][it] - val_acc[1][iv]
+    gap = np.empty(0)
+    common = np.empty(0, dtype=np.int64)
+    if val_acc is not None and train_acc is not None:
+        common, iv, it = np.intersect1d(val_acc[0], train_acc[0], return_indices=True)
+        gap = train_acc[1][it] - val_acc[1][iv]
     threshold = max(0.1, 10 * ctx.sigma)
     # The start's gap is the smallest over the first 3 epochs: a gap that closes within them was
     # an artefact (BatchNormalization's moving averages lag after a first epoch of a hundred
     # steps: a real BN CNN scored 0.17 on validation at epoch 1, then 0.68 and 0.80, at 0.77, 0.86
     # and 0.89 in training). A validation set drawn otherwise keeps its gap.
-    start_gap = float(np.min(gap[:3]))
-    if start_gap < threshold or float(np.median(gap)) < threshold:
+    start_gap = float(np.min(gap[:3])) if common.size >= 2 else -math.inf
+    accuracy_gap = start_gap >= threshold and float(np.median(gap)) >= threshold
+    first_loss = _above_first_epoch_training_loss(ctx)
+    if not accuracy_gap and first_loss is None:
         return None
+    val_loss = finite_series(ctx.curve, "val_loss")
+    if not accuracy_gap:
+        assert val_loss is not None  # first_loss needs it
+        lowest = float(np.min(val_loss[1]))
+        message = (
+            f"val_loss never came below {fmt(lowest)}, {lowest / first_loss:.1f} x the {fmt(first_loss)} "
+            "the model lost in its first epoch on training examples it had not yet seen, while its "
+            "training loss kept falling"
+        )
+        if val_acc is not None:
+            message += f" (val_accuracy up to {fmt(float(np.max(val_acc[1])))})"
+        message += (
+            ": it is confidently wrong on validation examples as it never was on training ones, so the "
+            "validation set is not drawn like the training set (unless this log continues an earlier fit)"
+        )
+        evidence = {"above_first_epoch_training_loss": first_loss, "val_loss_min": lowest, "noise": ctx.sigma}
+        return make_finding(
+            Code.SPLIT_MISMATCH,
+            Severity.CRITICAL,
+            int(val_loss[0][0]),
+            evidence,
+            message,
+            (SKEW, UNSEEN_LABELS),
+        )
+    assert val_acc is not None and train_acc is not None
     evidence: dict[str, Any] = {
         "gap_start": start_gap,
         "gap_first_epoch": float(gap[0]),
@@ -2457,16 +2521,25 @@ def detect_split_mismatch(ctx: Context) -> Finding | None:
     share = _below_any_guess(ctx, val_acc)
     if share is None:
         first = _below_first_epoch_training(ctx, val_acc)
-        if first is None:
+        if first is None and first_loss is None:
             return make_finding(
                 Code.SPLIT_MISMATCH, Severity.WARNING, int(common[0]), evidence, message, (SPLITS,)
             )
-        evidence["below_first_epoch_training"] = first
-        message += (
-            f", and never above {fmt(float(np.max(val_acc[1])))}: below the {fmt(first)} the model "
-            "scored in its first epoch on training examples it had not yet seen: the validation set is "
-            "not drawn like the training set"
-        )
+        if first is not None:
+            evidence["below_first_epoch_training"] = first
+            message += (
+                f", and never above {fmt(float(np.max(val_acc[1])))}: below the {fmt(first)} the model "
+                "scored in its first epoch on training examples it had not yet seen"
+            )
+        else:
+            assert val_loss is not None and first_loss is not None
+            evidence["above_first_epoch_training_loss"] = first_loss
+            message += (
+                f", and val_loss never below {fmt(float(np.min(val_loss[1])))}: over "
+                f"{SPLIT_LOSS_RATIO:g} x the {fmt(first_loss)} the model lost in its first epoch on "
+                "training examples it had not yet seen"
+            )
+        message += ": the validation set is not drawn like the training set"
         return make_finding(
             Code.SPLIT_MISMATCH, Severity.CRITICAL, int(common[0]), evidence, message, (SKEW, UNSEEN_LABELS)
         )

@@ -1513,3 +1513,49 @@ def test_a_class_weighted_run_learning_below_the_majority_share_is_not_dead() ->
     # The same weights at SGD 1e-5 never learn: still not learning with the prior.
     still = dataclasses.replace(_probe("imbalanced-class-weight-sgd-1e-5.csv"), class_prior=(0.95, 0.05))
     assert diagnose(still).verdict == "not_learning"
+
+
+@pytest.mark.parametrize(
+    ("name", "evidence_only"),
+    [
+        ("fmnist-cnn-val-unscaled-jax-gpu.csv", True),
+        ("fmnist-cnn-sorted-validation-split-jax-gpu.csv", False),
+    ],
+)
+def test_a_validation_loss_never_near_the_first_epochs_training_loss_is_a_split_mismatch(
+    name: str, evidence_only: bool
+) -> None:
+    # Real runs (tests/fixtures/probes/README.md). Validation images left in 0-255: the accuracy
+    # agrees with training's (no accuracy gap), the loss is 4.3 x the first epoch's training loss at
+    # its lowest; it read "plateau". Validation of a class never trained on, accuracy 0.0 on every
+    # epoch (no grid gives the set's size): it read "divergence".
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    diagnosis = diagnose(curve)
+    assert diagnosis.verdict == "split_mismatch", diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert finding.severity == "critical" and "first epoch" in finding.message, finding
+    assert finding.evidence["above_first_epoch_training_loss"] == pytest.approx(curve.metrics["loss"][0])
+    assert ("gap_start" not in finding.evidence) is evidence_only, finding.evidence
+    assert not diagnosis.has("divergence") and not diagnosis.has("plateau"), diagnosis.codes
+    assert any("preprocessing" in r for r in finding.remedies)
+
+
+def test_a_first_epoch_loss_not_fallen_from_or_a_resumed_log_gives_no_loss_evidence() -> None:
+    # A validation loss twice the first epoch's training loss says nothing when the training loss
+    # did not fall to half of it (no sound fit to compare with), or when the log starts later.
+    t = np.arange(20)
+    metrics = {
+        "accuracy": 0.80 + 0.005 * t,
+        "loss": 0.55 - 0.005 * t,
+        "val_accuracy": _grid(0.82 + 0.004 * np.sin(t), 10000),
+        "val_loss": 2.4 + 0.2 * np.sin(t),
+    }
+    assert not diagnose(_curve(metrics)).has("split_mismatch")
+    metrics["loss"] = 0.55 * np.exp(-t / 8)
+    assert diagnose(_curve(metrics)).verdict == "split_mismatch"
+    resumed = Curve("run", metrics, np.arange(11, 31), None)
+    assert not diagnose(resumed).has("split_mismatch")
