@@ -1556,6 +1556,10 @@ def stall_reasons(
        the model learns its training set and validation no longer follows.
     6. ``loss_above_uniform``: val_loss over the plateau at or above the prior's entropy while
        accuracy is well above chance: wildly overconfident logits, the mark of unnormalised inputs.
+    7. ``weights_still``: the training loss has repeated itself (:func:`weights_still`) over at
+       least a third of the run (and :data:`STILL_EPOCHS`): the weights stopped changing, so the
+       plateau is where the optimiser was left (a learning rate decayed to about zero), not what
+       the model can reach. A schedule that only settles its last epochs stays a convergence.
     """
     plateau = ctx.plateau
     if plateau is None:
@@ -1577,6 +1581,9 @@ def stall_reasons(
             tail = _tail(finite_series(ctx.curve, "val_loss"), plateau.onset_epoch)
             if tail.size and float(np.mean(tail)) >= ctx.prior_entropy and fraction >= cfg.low_level_fraction:
                 reasons["loss_above_uniform"] = round(float(np.mean(tail)), 4)
+    still = weights_still(ctx.curve)
+    if still is not None and still >= ctx.curve.epochs.size / 3:
+        reasons["weights_still"] = still
     if is_accuracy and ctx.baseline is not None:
         margin = baseline_margin(ctx.baseline, plateau.noise, plateau.flat_epochs + 1, ctx.values, ctx.n_val)
         if plateau.level < ctx.baseline - margin:
@@ -1698,6 +1705,11 @@ def detect_plateau(
         message += f"; the train-validation gap widened by {fmt(gap['gap_growth'])} meanwhile"
     if "below_baseline" in reasons:
         message += f"; below the baseline's {fmt(float(reasons['below_baseline']))}"
+    if "weights_still" in reasons:
+        message += (
+            f"; the training loss has repeated itself for {reasons['weights_still']} epochs: the weights "
+            "no longer change"
+        )
     return make_finding(
         Code.PLATEAU,
         Severity.WARNING,

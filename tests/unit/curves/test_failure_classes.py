@@ -1126,14 +1126,15 @@ def test_a_validation_set_drawn_otherwise_is_a_split_problem_not_divergence_or_a
 def test_a_convergence_on_accuracy_says_when_val_loss_kept_falling() -> None:
     # A real imbalanced binary run (SGD): both accuracies frozen near the majority share for 47
     # epochs while val_loss fell 0.345 -> 0.281 on every epoch. "converged" alone hid a model still
-    # learning; the message now says so. A loss flat over the plateau adds nothing.
+    # learning; the message now says so. A val_loss flat over the plateau adds nothing (the training
+    # loss still drifts down: one repeating itself for 48 epochs would be weights left still).
     t = np.arange(60)
     acc = np.where(t < 12, 0.80 + 0.0085 * t, 0.902)
     falling = 0.28 + 0.08 * np.exp(-np.clip(t - 12, 0, None) / 12) + 0.1 * np.exp(-t / 3)  # slowing down
     for val_loss, said in ((falling, True), (np.where(t < 12, falling, falling[12]), False)):
         metrics = {
             "accuracy": acc + 0.004,
-            "loss": val_loss - 0.01,
+            "loss": val_loss - 0.01 - 0.0002 * t,
             "val_accuracy": _grid(acc + 0.0005 * np.sin(t), 1000),
             "val_loss": val_loss,
         }
@@ -1559,3 +1560,31 @@ def test_a_first_epoch_loss_not_fallen_from_or_a_resumed_log_gives_no_loss_evide
     assert diagnose(_curve(metrics)).verdict == "split_mismatch"
     resumed = Curve("run", metrics, np.arange(11, 31), None)
     assert not diagnose(resumed).has("split_mismatch")
+
+
+def test_weights_left_still_by_a_decayed_rate_for_much_of_the_run_are_a_stall_not_a_convergence() -> None:
+    # A real run (tests/fixtures/probes/README.md): an exponential decay halving the rate every
+    # epoch froze a CNN at 0.850 (training accuracy 0.862) from epoch 6 of 40, its training loss
+    # repeating itself to five digits. It read "healthy: converged".
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    name = "fmnist-cnn-exponential-decay-too-fast-jax-gpu.csv"
+    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    diagnosis = diagnose(curve)
+    assert diagnosis.verdict == "plateau", diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert "weights_still" in finding.evidence["stall_reasons"], finding.evidence
+    assert "the weights no longer change" in finding.message, finding.message
+    assert any("schedule" in r for r in finding.remedies), finding.remedies
+    # A schedule that settles only the last epochs (the same loss still for 5 of 40) stays a
+    # convergence: the weights moved for most of the run.
+    loss = np.concatenate([0.9 * np.exp(-np.arange(35) / 4) + 0.39, np.full(5, 0.39)])
+    metrics = {
+        "accuracy": 0.86 - 0.3 * np.exp(-np.arange(40) / 4),
+        "loss": loss,
+        "val_accuracy": _grid(0.85 - 0.3 * np.exp(-np.arange(40) / 3), 10000),
+        "val_loss": loss + 0.03,
+    }
+    assert diagnose(_curve(metrics)).verdict == "healthy", diagnose(_curve(metrics)).codes
