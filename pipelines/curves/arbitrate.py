@@ -26,7 +26,9 @@ which of those findings the user is shown and in what order. The rules:
    monitored metric or, for coarse accuracy, on val_loss) is not stalled on a short flat stretch of
    a noisy curve, nor underfitting: a plateau whose only reasons are its level, an underfit or
    prematurity goes, with the underfitting finding. A plateau with a reason of its own
-   (memorising, a widening gap, an overconfident loss) stays, and then ``too_slow`` goes.
+   (memorising, a widening gap, an overconfident loss) stays, and then ``too_slow`` goes. With no
+   plateau at all (the climb goes on to the end), an ``underfitting`` read off a last third flat
+   for practical purposes goes too.
 5. ``too_slow`` is not reported next to an oscillation (the learning rate is too high, not low).
 6. Secondary findings never suppress primary ones: ``oscillation``, ``split_mismatch`` and
    ``incomplete`` are reported beside ``overfitting``, ``plateau`` and ``underfitting``, never
@@ -117,7 +119,9 @@ def arbitrate(
     if plateau is not None and "loss_above_uniform" in plateau.evidence.get("stall_reasons", ()):
         found.pop(Code.UNDERFITTING, None)
     if Code.TOO_SLOW in found:
-        if plateau is not None and set(plateau.evidence.get("stall_reasons", ())) <= _LEVEL_ONLY_REASONS:
+        if plateau is None:
+            found.pop(Code.UNDERFITTING, None)
+        elif set(plateau.evidence.get("stall_reasons", ())) <= _LEVEL_ONLY_REASONS:
             found.pop(Code.PLATEAU)
             found.pop(Code.UNDERFITTING, None)
         elif plateau is not None or Code.OSCILLATION in found:

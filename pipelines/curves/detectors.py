@@ -426,6 +426,8 @@ def build_context(
         noise=sigma,
         metric=monitor,
     )
+    if plateau is not None and not live and _climb_continues(x, g, plateau, sigma, cfg):
+        plateau = None  # too short to tell from the climb: still improving, not flat
     forecast = None
     if extrapolate and values.size >= 5:
         from pipelines.curves.extrapolate import extrapolate as fit_curves
@@ -451,6 +453,48 @@ def build_context(
         live=live,
         extrapolation=forecast,
     )
+
+
+#: Slope z the climb into a flat tail must reach for :func:`_climb_continues` to project it.
+CLIMB_Z = 3.0
+
+
+def _climb_continues(
+    x: np.ndarray, g: np.ndarray, plateau: Plateau, sigma: float, cfg: DiagnoseConfig
+) -> bool:
+    """A flat tail at the end of a run that the climb into it predicts: too short to be a plateau.
+
+    :func:`find_plateau` accepts a tail of ``min_plateau_epochs`` with no significant trend of its
+    own; over 3 or 4 epochs a slow climb has none either. The climb is the OLS line of the
+    w = max(2 x the tail, 6) epochs before the onset, kept when its slope reaches :data:`CLIMB_Z`
+    under the noise SD; the tail continues it when the tail's mean is not below that line's
+    prediction at the tail's mean epoch by more than the one-sided ``1 - alpha`` quantile of the
+    difference's SD, sigma * sqrt(1 / tail + 1 / w + (x_tail - x_w)^2 / Sxx) (the prediction
+    interval of a mean; Montgomery, Peck and Vining, "Introduction to Linear Regression
+    Analysis", 5th ed., sec. 2.4). A real CNN at Adam 1e-5 climbing 0.001 an epoch on 10,000
+    examples, with val_loss falling on every epoch, read as stalled on its last 3 epochs.
+
+    Args:
+        x: (E,) epochs of the monitored metric; g: (E,) its values, oriented so that higher is better.
+        plateau: the flat tail :func:`find_plateau` found.
+        sigma: the metric's noise SD.
+        cfg: thresholds (``alpha``).
+    """
+    tail = plateau.flat_epochs + 1
+    w = max(2 * tail, 6)
+    i = plateau.onset_index
+    if i < w:
+        return False
+    xs, ys = x[i - w : i].astype(float), g[i - w : i]
+    xm = float(np.mean(xs))
+    sxx = float(np.sum((xs - xm) ** 2))
+    slope = float(np.sum((xs - xm) * (ys - np.mean(ys)))) / sxx
+    if slope * math.sqrt(sxx) / max(sigma, 1e-12) < CLIMB_Z:
+        return False
+    xt = float(np.mean(x[i:]))
+    predicted = float(np.mean(ys)) + slope * (xt - xm)
+    sd = sigma * math.sqrt(1 / tail + 1 / w + (xt - xm) ** 2 / sxx)
+    return float(np.mean(g[i:])) >= predicted - _z_crit(cfg) * sd
 
 
 def _z_crit(cfg: DiagnoseConfig) -> float:

@@ -1588,3 +1588,29 @@ def test_weights_left_still_by_a_decayed_rate_for_much_of_the_run_are_a_stall_no
         "val_loss": loss + 0.03,
     }
     assert diagnose(_curve(metrics)).verdict == "healthy", diagnose(_curve(metrics)).codes
+
+
+def test_a_short_flat_end_that_the_climb_into_it_predicts_is_still_improving_not_a_plateau() -> None:
+    # A real run (tests/fixtures/probes/README.md): Adam 1e-5 still climbing 0.001 an epoch on
+    # 10,000 validation examples; its last 3 epochs sat within noise and it read "plateau ... 3
+    # epochs on the plateau" with underfitting.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    name = "fmnist-cnn-adam-1e-5-batch-512-jax-gpu.csv"
+    diagnosis = diagnose(load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name))
+    assert diagnosis.verdict == "healthy", diagnosis.codes
+    assert "still improving" in diagnosis.findings[0].message, diagnosis.findings[0].message
+    assert diagnosis.plateau_onset_epoch is None
+    # The same climb stopping dead 4 epochs before the end, 0.01 below its line: a plateau.
+    t = np.arange(1, 41)
+    climb = 0.6 + 0.005 * t
+    stopped = np.where(t <= 36, climb, climb[35] - 0.01)
+    metrics = {
+        "accuracy": stopped - 0.01,
+        "loss": 1.2 - stopped,
+        "val_accuracy": _grid(stopped, 10000),
+        "val_loss": 1.25 - stopped,
+    }
+    assert diagnose(_curve(metrics)).plateau_onset_epoch is not None
