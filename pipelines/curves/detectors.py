@@ -1972,8 +1972,23 @@ def _late_loss_swings(curve: Curve, cfg: DiagnoseConfig) -> bool:
     # swing() gives the share of direction changes (0 under MIN_SWING_EPOCHS values).
     if y.size < MIN_SWING_EPOCHS or swing(y)[1] < cfg.late_swing_changes:
         return False
-    step, level = float(np.median(np.abs(np.diff(y)))), abs(float(np.median(y)))
+    step, level = _late_step(series[1])
     return step >= cfg.late_swing_step * level and step > _loss_sampling_sd(curve, cfg)
+
+
+def _late_step(values: np.ndarray) -> tuple[float, float]:
+    """(median absolute epoch-to-epoch step, absolute median level) of a loss after its first fifth
+    (the first fall dwarfs any later step); (0, 0) under two values there."""
+    y = values[values.size // 5 :]
+    if y.size < 2:
+        return 0.0, 0.0
+    return float(np.median(np.abs(np.diff(y)))), abs(float(np.median(y)))
+
+
+def _late_step_share(values: np.ndarray) -> float:
+    """:func:`_late_step`'s step as a share of its level (inf at a level of 0)."""
+    step, level = _late_step(values)
+    return step / level if level > 0 else math.inf
 
 
 def detect_oscillation(ctx: Context) -> Finding | None:
@@ -1985,7 +2000,8 @@ def detect_oscillation(ctx: Context) -> Finding | None:
     set's size explains (:func:`_loss_sampling_sd`: a mean over 400 examples scatters by a tenth
     of its level); or when, after its first fall, its steps are large against its own level
     (:func:`_late_loss_swings`). The validation loss swings at ``oscillation_ratio`` with 30%
-    sign changes, and only counts when the validation accuracy's own epoch-to-epoch scatter exceeds
+    sign changes and steps of at least ``val_swing_step`` of its level (:func:`_late_step_share`),
+    and only counts when the validation accuracy's own epoch-to-epoch scatter exceeds
     ``swing_z`` binomial SDs of an accuracy on the validation set: on a small validation set a
     jittery val_loss is the set's size, not the optimiser (binomial sampling SD of an accuracy,
     sqrt(p (1 - p) / n)). When n is unknown because fewer than three accuracy values give it,
@@ -2018,6 +2034,7 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         and not sparse
         and stats["val_loss"][0] >= cfg.oscillation_ratio
         and stats["val_loss"][1] >= 0.3
+        and _late_step_share(finite_series(curve, "val_loss")[1]) >= cfg.val_swing_step  # type: ignore[index]
     ):
         beyond_sampling = True
         if "val_accuracy" in stats:

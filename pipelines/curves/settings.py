@@ -29,6 +29,10 @@ class DiagnoseConfig(BaseModel):
         gap_widening_sd: binomial SDs of an accuracy on the validation set (and at least 3 noise
             SDs) the train-validation accuracy gap must grow by over a plateau to make it a stall.
         oscillation_ratio: noise SD / trend extent of a loss above which it swings.
+        val_swing_step: after the first fifth of the run, val_loss's median epoch-to-epoch step
+            as a share of its median level below which its swings are too small to be an
+            optimiser overshooting, however large against a flat trend (a converged SGD CNN moving
+            2% of its val_loss an epoch; a warm-restart cycle's 2%).
         late_swing_step: after the first fifth of the run, a training loss whose median
             epoch-to-epoch step is at least this share of its median level (and beyond its
             sampling scatter) swings, when its steps also change direction often enough
@@ -78,6 +82,7 @@ class DiagnoseConfig(BaseModel):
     swing_z: float = Field(1.0, gt=0.0)
     gap_widening_sd: float = Field(4.0, gt=0.0)
     oscillation_ratio: float = Field(0.065, gt=0.0)
+    val_swing_step: float = Field(0.025, ge=0.0)
     late_swing_step: float = Field(0.1, gt=0.0)
     late_swing_changes: float = Field(0.3, gt=0.0, le=1.0)
     overfit_rise: float = Field(0.1, gt=0.0)

@@ -1614,3 +1614,17 @@ def test_a_short_flat_end_that_the_climb_into_it_predicts_is_still_improving_not
         "val_loss": 1.25 - stopped,
     }
     assert diagnose(_curve(metrics)).plateau_onset_epoch is not None
+
+
+def test_val_loss_steps_of_two_percent_of_its_level_are_no_oscillation() -> None:
+    # A real run (tests/fixtures/probes/README.md): SGD with Nesterov momentum, val_loss near 0.32
+    # moving 0.007 an epoch (2.2% of itself, changing direction on 60% of the epochs) after its
+    # first fall: large against a flat trend, but no optimiser overshooting. It read "oscillation".
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    name = "fmnist-cnn-dropout-sgd-nesterov-jax-gpu.csv"
+    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    assert not diagnose(curve).has("oscillation"), diagnose(curve).codes
+    assert diagnose(curve, val_swing_step=0.0).has("oscillation")  # the level floor alone decides
