@@ -240,7 +240,8 @@ UNIFORM_LOSS_TOLERANCE = 0.06
 
 
 def uniform_output_classes(curve: Curve) -> int | None:
-    """K when the loss sits at ln K over the run's second half: outputs uniform over K classes.
+    """K when the loss sits at ln K over the run's second half (else, on 16 epochs or more, over
+    its first half: a slow start that leaves ln K only late): outputs uniform over K classes.
 
     A softmax whose outputs are uniform over K classes has cross-entropy exactly ln K on any labels
     (and a dead network predicting the prior sits close to it on a balanced task): a validation
@@ -261,43 +262,60 @@ def uniform_output_classes(curve: Curve) -> int | None:
         series = finite_series(curve, name)
         if series is None:
             continue
-        y = series[1][series[1].size // 2 :]
-        if y.size == 0:
-            return None
-        level = float(np.median(y))
-        if not 0.0 < level < math.log(MAX_INFERRED_CLASSES + 0.5):
-            return None
-        k = int(round(math.exp(level)))
-        if k < 2:
-            return None
-        ln_k = math.log(k)
-        # A quarter of the gap to ln(K + 1) at most: for large K the levels crowd together, and a
-        # loss between two of them names neither.
-        tolerance = min(UNIFORM_LOSS_TOLERANCE * ln_k, 0.25 * (math.log(k + 1) - ln_k))
-        # Its median within the tolerance, and 90% of the epochs within twice it (a loss measured
-        # on few examples scatters around its level).
-        if abs(level - ln_k) > tolerance or float(np.mean(np.abs(y - ln_k) <= 2 * tolerance)) < 0.9:
-            return None
-        # Sitting there, not passing through: its least-squares trend over the half moves it by
-        # less than the tolerance (a learning run's loss falling steadily past ln K does not).
-        if y.size >= 3 and abs(float(np.polyfit(np.arange(y.size), y, 1)[0])) * (y.size - 1) > tolerance:
-            return None
-        # Uniform outputs score ln K on any labels, the training set's too (a penalty only adds to
-        # it): a training loss below ln K means outputs that are not uniform, whose validation loss
-        # only happens to sit near ln K (a dead 10-class network at 2.48 is no guess over 12).
-        if name == "val_loss":
-            train = finite_series(curve, "loss")
-            if train is not None and float(np.median(train[1][train[1].size // 2 :])) < ln_k - tolerance:
-                return None
-        # Uniform outputs score the share of whichever class the argmax picks: an accuracy far
-        # above 1 / K over the same epochs is a learning run whose loss happens to pass ln K.
-        acc = finite_series(curve, "val_accuracy" if name == "val_loss" else "accuracy")
-        if acc is not None:
-            tail = acc[1][acc[1].size // 2 :]
-            if tail.size and float(np.max(tail)) > 1.0 / k + 0.15 * (1.0 - 1.0 / k) + 0.05:
-                return None
+        k = _sits_at_ln_k(curve, name, series, late=True)
+        if k is None and series[1].size >= 16:
+            # A slow start sits at ln K for its first half and only then leaves it.
+            k = _sits_at_ln_k(curve, name, series, late=False)
         return k
     return None
+
+
+def _sits_at_ln_k(
+    curve: Curve, name: str, series: tuple[np.ndarray, np.ndarray], *, late: bool
+) -> int | None:
+    """:func:`uniform_output_classes`' test on one half of the run (the second when ``late``)."""
+    half = series[1].size // 2
+    sl = slice(half, None) if late else slice(0, half)
+    y = series[1][sl]
+    if y.size == 0:
+        return None
+    level = float(np.median(y))
+    if not 0.0 < level < math.log(MAX_INFERRED_CLASSES + 0.5):
+        return None
+    k = int(round(math.exp(level)))
+    if k < 2:
+        return None
+    ln_k = math.log(k)
+    # A quarter of the gap to ln(K + 1) at most: for large K the levels crowd together, and a
+    # loss between two of them names neither.
+    tolerance = min(UNIFORM_LOSS_TOLERANCE * ln_k, 0.25 * (math.log(k + 1) - ln_k))
+    # Its median within the tolerance, and 90% of the epochs within twice it (a loss measured
+    # on few examples scatters around its level).
+    if abs(level - ln_k) > tolerance or float(np.mean(np.abs(y - ln_k) <= 2 * tolerance)) < 0.9:
+        return None
+    # Sitting there, not passing through: its least-squares trend over the half moves it by
+    # less than the tolerance (a learning run's loss falling steadily past ln K does not).
+    if y.size >= 3 and abs(float(np.polyfit(np.arange(y.size), y, 1)[0])) * (y.size - 1) > tolerance:
+        return None
+    # Uniform outputs score ln K on any labels, the training set's too (a penalty only adds to
+    # it): a training loss below ln K means outputs that are not uniform, whose validation loss
+    # only happens to sit near ln K (a dead 10-class network at 2.48 is no guess over 12).
+    if name == "val_loss":
+        train = finite_series(curve, "loss")
+        if train is not None:
+            t_half = train[1].size // 2
+            part = train[1][t_half:] if late else train[1][:t_half]
+            if part.size and float(np.median(part)) < ln_k - tolerance:
+                return None
+    # Uniform outputs score the share of whichever class the argmax picks: an accuracy far
+    # above 1 / K over the same epochs is a learning run whose loss happens to pass ln K.
+    acc = finite_series(curve, "val_accuracy" if name == "val_loss" else "accuracy")
+    if acc is not None:
+        a_half = acc[1].size // 2
+        tail = acc[1][a_half:] if late else acc[1][:a_half]
+        if tail.size and float(np.max(tail)) > 1.0 / k + 0.15 * (1.0 - 1.0 / k) + 0.05:
+            return None
+    return k
 
 
 #: Rule 4 of :func:`detect_divergence` without a class count: a classifier's val_loss never below
@@ -844,8 +862,9 @@ SLOW_START_GAIN = 0.02
 def _slow_start(ctx: Context) -> dict[str, Any] | None:
     """A run leaving its starting point slowly: still near chance, but learning, faster and faster.
 
-    Over the second half of the run (at least 8 epochs): val_loss (else the training loss) lower
-    on at least 90% of the steps with OLS z <= -3, its fall over the last quarter of the run larger
+    Over the second half of the run (at least 8 epochs): val_loss (else the training loss, when
+    val_loss is absent or falls with OLS z <= -3 but jitters) lower on at least 90% of the steps
+    with OLS z <= -3, its fall over the last quarter of the run larger
     than over the quarter before (accelerating), and ending below the prior's entropy (what
     predicting the class shares scores) by less than a tenth of it: still at the starting point,
     so the prior's entropy must be known; and the training accuracy rising with
@@ -859,18 +878,36 @@ def _slow_start(ctx: Context) -> dict[str, Any] | None:
         ``{"loss_first", "loss_last", "down_share", "train_first", "train_last"}`` over the second
         half and ``"metric"``, the loss read (``val_loss`` or ``loss``), or None.
     """
-    name = "val_loss" if finite_series(ctx.curve, "val_loss") is not None else "loss"
-    loss, train = finite_series(ctx.curve, name), finite_series(ctx.curve, "accuracy")
-    if loss is None or train is None or loss[1].size < 16 or train[1].size < 16:
+    train = finite_series(ctx.curve, "accuracy")
+    val_loss = finite_series(ctx.curve, "val_loss")
+    found = None
+    for name in ("val_loss", "loss"):
+        loss = finite_series(ctx.curve, name)
+        if loss is None or train is None or loss[1].size < 16 or train[1].size < 16:
+            continue
+        if name == "loss" and val_loss is not None:
+            # The training loss stands in for a val_loss whose upticks are noise (a
+            # 10,000-example val_loss near ln 10 jitters by 1e-4), as long as val_loss falls too:
+            # memorising shuffled labels speeds the training loss up with val_loss flat.
+            vh = val_loss[1].size // 2
+            if slope_z(val_loss[0][vh:].astype(float), val_loss[1][vh:], estimate_noise(val_loss[1])) > -3.0:
+                continue
+        half = loss[1].size // 2
+        x, y = loss[0][half:].astype(float), loss[1][half:]
+        share = float(np.mean(np.diff(y) < 0))
+        quarter = max(2, loss[1].size // 4)
+        last_fall = float(loss[1][-quarter - 1] - loss[1][-1])
+        before_fall = float(loss[1][-2 * quarter - 1] - loss[1][-quarter - 1])
+        if (
+            share >= 0.9
+            and slope_z(x, y, estimate_noise(loss[1])) <= -3.0
+            and last_fall > max(before_fall, 0.0)
+        ):
+            found = name, y, share
+            break
+    if found is None or train is None:
         return None
-    half = loss[1].size // 2
-    x, y = loss[0][half:].astype(float), loss[1][half:]
-    share = float(np.mean(np.diff(y) < 0))
-    quarter = max(2, loss[1].size // 4)
-    last_fall = float(loss[1][-quarter - 1] - loss[1][-1])
-    before_fall = float(loss[1][-2 * quarter - 1] - loss[1][-quarter - 1])
-    if share < 0.9 or slope_z(x, y, estimate_noise(loss[1])) > -3.0 or last_fall <= max(before_fall, 0.0):
-        return None
+    name, y, share = found
     # Still at its starting point: within a tenth below the prior's entropy (what predicting the
     # class shares scores), not above it.
     if ctx.prior_entropy is None or not 0.9 * ctx.prior_entropy <= float(y[-1]) < ctx.prior_entropy:

@@ -1628,3 +1628,28 @@ def test_val_loss_steps_of_two_percent_of_its_level_are_no_oscillation() -> None
     curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
     assert not diagnose(curve).has("oscillation"), diagnose(curve).codes
     assert diagnose(curve, val_swing_step=0.0).has("oscillation")  # the level floor alone decides
+
+
+def test_a_slow_start_after_sixty_epochs_at_ln_k_is_too_slow_without_a_class_count() -> None:
+    # A real run (tests/fixtures/probes/README.md): 5 sigmoid layers at SGD 0.01 sit at ln 10 for 60
+    # epochs, then start learning. The class count is read off the first half's loss at ln K; the
+    # training loss, falling on every epoch, stands in for a val_loss that jitters by 1e-4.
+    from pathlib import Path
+
+    from pipelines.curves.detectors import uniform_output_classes
+    from pipelines.curves.io import load_csv_logger
+
+    name = "fmnist-mlp-5-sigmoid-sgd-slow-start-jax-gpu.csv"
+    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    assert curve.num_classes is None and uniform_output_classes(curve) == 10
+    diagnosis = diagnose(curve)
+    assert diagnosis.verdict == "too_slow", diagnosis.codes
+    finding = diagnosis.findings[0]
+    assert finding.evidence["slow_start"] and "starting point" in finding.message, finding
+    assert not diagnosis.has("plateau") and not diagnosis.has("not_learning"), diagnosis.codes
+    # The same first half followed by a training loss that speeds up while val_loss stays at
+    # ln 10 (memorising): the training loss does not stand in, and the run is no slow start.
+    memorising = dataclasses.replace(
+        curve, metrics={**curve.metrics, "val_loss": np.full(curve.epochs.size, math.log(10))}
+    )
+    assert not any(f.evidence.get("slow_start") for f in diagnose(memorising).findings)
