@@ -119,13 +119,13 @@ def arbitrate(
     if plateau is not None and "loss_above_uniform" in plateau.evidence.get("stall_reasons", ()):
         found.pop(Code.UNDERFITTING, None)
     if Code.TOO_SLOW in found:
-        if plateau is None:
-            found.pop(Code.UNDERFITTING, None)
-        elif set(plateau.evidence.get("stall_reasons", ())) <= _LEVEL_ONLY_REASONS:
+        if plateau is not None and set(plateau.evidence.get("stall_reasons", ())) <= _LEVEL_ONLY_REASONS:
             found.pop(Code.PLATEAU)
             found.pop(Code.UNDERFITTING, None)
         elif plateau is not None or Code.OSCILLATION in found:
             found.pop(Code.TOO_SLOW)
+        else:
+            found.pop(Code.UNDERFITTING, None)
     findings = list(found.values())
     if healthy is not None and not any(Severity(f.severity) != Severity.INFO for f in findings):
         findings.append(healthy)

@@ -927,3 +927,21 @@ def test_no_plateau_at_perfect_validation_accuracy() -> None:
         assert not at_the_top.has("plateau"), (top, at_the_top.codes)
     below = diagnose(_memorising(17))
     assert below.has("overfitting") and below.has("plateau"), below.codes
+
+
+def test_arbitration_of_a_steady_climb_without_a_plateau() -> None:
+    # too_slow with no plateau: an underfitting read off a practically flat last third goes (the
+    # run is still improving); beside an oscillation, too_slow goes instead (the rate is too high)
+    # and the underfitting stays, as before a plateau could be dropped for a climb.
+    from pipelines.curves.arbitrate import arbitrate
+    from pipelines.curves.findings import Code, make_finding
+    from pipelines.curves.types import Severity
+
+    def finding(code: Code) -> object:
+        return make_finding(code, Severity.WARNING, None, {}, code.value)
+
+    slow, under, osc = Code.TOO_SLOW, Code.UNDERFITTING, Code.OSCILLATION
+    codes = [f.code for f in arbitrate({slow: finding(slow), under: finding(under)})]
+    assert codes == ["too_slow"], codes
+    codes = [f.code for f in arbitrate({slow: finding(slow), under: finding(under), osc: finding(osc)})]
+    assert codes == ["underfitting", "oscillation"], codes
