@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtri
 
-from pipelines.curves.detectors import steady_improvement
+from pipelines.curves.detectors import last_lr_cut_epoch, steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS, canonical_names, engine_metrics
@@ -185,28 +185,6 @@ def _val_loss_best_within(history: Mapping[str, Sequence[float]], epochs: int) -
         return False
     best = last_improvement_epoch(values, 0.0, higher_is_better=False)
     return best is not None and len(values) - best < epochs
-
-
-#: A logged learning rate at most this share of the epoch before's is a step cut
-#: (``ReduceLROnPlateau``'s ``factor`` is 0.1 by default; a step schedule), not a smooth decay.
-LR_CUT_RATIO = 0.5
-
-
-def last_lr_cut_epoch(history: Mapping[str, Sequence[float]]) -> int | None:
-    """1-based epoch of the last step cut of the logged ``learning_rate``: the first epoch trained
-    at a rate at most :data:`LR_CUT_RATIO` x the epoch before's. None without one.
-
-    Keras logs each epoch's rate as used during that epoch (``ReduceLROnPlateau`` writes it into
-    the logs before it cuts: https://keras.io/api/callbacks/reduce_lr_on_plateau/), so a cut made
-    at the end of epoch e shows on epoch e + 1's row.
-    """
-    values = history.get("learning_rate")
-    if not values or len(values) < 2:
-        return None
-    lr = np.asarray([math.nan if v is None else float(v) for v in values])
-    with np.errstate(invalid="ignore"):
-        cut = np.flatnonzero(lr[1:] <= LR_CUT_RATIO * lr[:-1])
-    return int(cut[-1]) + 2 if cut.size else None
 
 
 def _lr_cut_working(

@@ -17,6 +17,7 @@ accuracy frozen at one value while the loss stays flat.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -1640,7 +1641,10 @@ def stall_reasons(
     7. ``weights_still``: the training loss has repeated itself (:func:`weights_still`) over at
        least a third of the run (and :data:`STILL_EPOCHS`): the weights stopped changing, so the
        plateau is where the optimiser was left (a learning rate decayed to about zero), not what
-       the model can reach. A schedule that only settles its last epochs stays a convergence.
+       the model can reach. A schedule that only settles its last epochs stays a convergence,
+       and so does a run whose logged rate was cut in steps (:func:`last_lr_cut_epoch`):
+       ``ReduceLROnPlateau`` cuts after progress stalls, so the weights stand still because the
+       run converged (a real MLP, cut 0.2 x every 2 flat epochs, stood still for 21 of 60).
     """
     plateau = ctx.plateau
     if plateau is None:
@@ -1663,7 +1667,11 @@ def stall_reasons(
             if tail.size and float(np.mean(tail)) >= ctx.prior_entropy and fraction >= cfg.low_level_fraction:
                 reasons["loss_above_uniform"] = round(float(np.mean(tail)), 4)
     still = weights_still(ctx.curve)
-    if still is not None and still >= ctx.curve.epochs.size / 3:
+    if (
+        still is not None
+        and still >= ctx.curve.epochs.size / 3
+        and last_lr_cut_epoch(ctx.curve.metrics) is None
+    ):
         reasons["weights_still"] = still
     if is_accuracy and ctx.baseline is not None:
         margin = baseline_margin(ctx.baseline, plateau.noise, plateau.flat_epochs + 1, ctx.values, ctx.n_val)
@@ -1690,6 +1698,28 @@ def stall_reasons(
         if climbing and long_enough and above and gap["gap_growth"] > widening:
             reasons["gap_widening"] = round(gap["gap_growth"], 4)
     return reasons
+
+
+#: A logged learning rate at most this share of the epoch before's is a step cut
+#: (``ReduceLROnPlateau``'s ``factor`` is 0.1 by default; a step schedule), not a smooth decay.
+LR_CUT_RATIO = 0.5
+
+
+def last_lr_cut_epoch(history: Mapping[str, Sequence[float]]) -> int | None:
+    """1-based epoch of the last step cut of the logged ``learning_rate``: the first epoch trained
+    at a rate at most :data:`LR_CUT_RATIO` x the epoch before's. None without one.
+
+    Keras logs each epoch's rate as used during that epoch (``ReduceLROnPlateau`` writes it into
+    the logs before it cuts: https://keras.io/api/callbacks/reduce_lr_on_plateau/), so a cut made
+    at the end of epoch e shows on epoch e + 1's row.
+    """
+    values = history.get("learning_rate")
+    if values is None or len(values) < 2:
+        return None
+    lr = np.asarray([math.nan if v is None else float(v) for v in values])
+    with np.errstate(invalid="ignore"):
+        cut = np.flatnonzero(lr[1:] <= LR_CUT_RATIO * lr[:-1])
+    return int(cut[-1]) + 2 if cut.size else None
 
 
 #: Relative epoch-to-epoch change of the training loss below which it "repeats itself": Keras'

@@ -1578,6 +1578,11 @@ def test_weights_left_still_by_a_decayed_rate_for_much_of_the_run_are_a_stall_no
     assert "weights_still" in finding.evidence["stall_reasons"], finding.evidence
     assert "the weights no longer change" in finding.message, finding.message
     assert any("schedule" in r for r in finding.remedies), finding.remedies
+    # ReduceLROnPlateau cuts the rate because the run stopped improving: a real MLP that converged
+    # at 0.867 and then stood still for 21 of 60 epochs is a convergence.
+    name = "fmnist-mlp-reduce-lr-on-plateau-converged.csv"
+    rlrop = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    assert diagnose(rlrop).verdict == "healthy", diagnose(rlrop).codes
     # A schedule that settles only the last epochs (the same loss still for 5 of 40) stays a
     # convergence: the weights moved for most of the run.
     loss = np.concatenate([0.9 * np.exp(-np.arange(35) / 4) + 0.39, np.full(5, 0.39)])
