@@ -2533,6 +2533,38 @@ def _grid_examples(ctx: Context, values: np.ndarray) -> int | None:
     return max(1, math.floor(1.0 / float(steps.min()) + 1e-6))
 
 
+#: Training accuracy the run must gain after its first epoch, or the share of its first epoch's
+#: training loss its second may keep at most, for that first epoch to be a fresh start
+#: (:func:`_fresh_start`).
+FRESH_START_GAIN = 0.05
+FRESH_START_LOSS_RATIO = 0.7
+
+
+def _fresh_start(curve: Curve) -> bool:
+    """The log's first row is a fresh model's first epoch, scored on training examples not yet seen.
+
+    It must be epoch 1 (a resumed fit's first row has seen its training set), and the model must
+    learn visibly after it: training accuracy gains at least :data:`FRESH_START_GAIN` over the run,
+    or the second epoch's training loss is at most :data:`FRESH_START_LOSS_RATIO` of the first's
+    (a first epoch averages the loss from initialisation on; a fast learner is at 0.96 after it but
+    its loss still drops 10 x). A second ``fit`` logged to a new file starts at epoch 1 too, with a
+    model that already knows its training set: a real MLP continued at a tenth of its rate scored
+    0.987 on its "first" epoch and 0.998 at its best (loss 0.046, then 0.035) while validation sat
+    at 0.86, and read as a fresh start that was a critical split mismatch. Without training
+    accuracy or a second epoch, epoch 1 alone decides.
+    """
+    loss = finite_series(curve, "loss")
+    accuracy = finite_series(curve, "accuracy")
+    first = accuracy if accuracy is not None else loss
+    if first is None or int(first[0][0]) != 1:
+        return False
+    if accuracy is not None and float(np.max(accuracy[1])) - float(accuracy[1][0]) >= FRESH_START_GAIN:
+        return True
+    if loss is None or loss[1].size < 2 or int(loss[0][0]) != 1 or int(loss[0][1]) != 2:
+        return accuracy is None
+    return float(loss[1][1]) <= FRESH_START_LOSS_RATIO * float(loss[1][0])
+
+
 def _below_first_epoch_training(ctx: Context, val_acc: tuple[np.ndarray, np.ndarray]) -> float | None:
     """The first epoch's training accuracy, when every validation accuracy of the run stays far
     below it; else None.
@@ -2545,12 +2577,12 @@ def _below_first_epoch_training(ctx: Context, val_acc: tuple[np.ndarray, np.ndar
     of every epoch, but for sampling. Every validation accuracy more than max(0.1, 3 binomial SDs
     on the validation set's size, 3 noise SDs) below it means the validation set is not drawn like
     the training set: inverted, rescaled or otherwise transformed inputs, another domain, classes
-    the model never saw. Only for a log that starts at epoch 1 (a resumed fit's first epoch has
-    seen its training set), and not judged when the validation set's size has no bound (given, or
-    read off the grid of a val_accuracy that moves at least once).
+    the model never saw. Only for a fresh start (:func:`_fresh_start`), and not judged when the
+    validation set's size has no bound (given, or read off the grid of a val_accuracy that moves
+    at least once).
     """
     train = finite_series(ctx.curve, "accuracy")
-    if train is None or int(train[0][0]) != 1 or val_acc[1].size < 2:
+    if train is None or not _fresh_start(ctx.curve) or val_acc[1].size < 2:
         return None
     first = float(train[1][0])
     n = _grid_examples(ctx, val_acc[1])
@@ -2580,12 +2612,11 @@ def _above_first_epoch_training_loss(ctx: Context) -> float | None:
     the model is confidently wrong on validation examples where it was not on unseen training
     examples: inputs scaled otherwise (validation images left in 0-255), another domain, or
     classes never trained on. Validation accuracy may agree with training's meanwhile: rescaled
-    inputs keep most argmaxes and inflate the logits. Only for a log that starts at epoch 1 (a
-    resumed fit's first epoch has seen its training set) with at least :data:`MIN_JUDGE_EPOCHS`
-    validation losses.
+    inputs keep most argmaxes and inflate the logits. Only for a fresh start (:func:`_fresh_start`)
+    with at least :data:`MIN_JUDGE_EPOCHS` validation losses.
     """
     train, val = finite_series(ctx.curve, "loss"), finite_series(ctx.curve, "val_loss")
-    if train is None or val is None or int(train[0][0]) != 1 or val[1].size < MIN_JUDGE_EPOCHS:
+    if train is None or val is None or not _fresh_start(ctx.curve) or val[1].size < MIN_JUDGE_EPOCHS:
         return None
     first = float(train[1][0])
     if not first > 0 or float(np.max(train[1][1:], initial=first)) > first or float(train[1][-1]) > first / 2:

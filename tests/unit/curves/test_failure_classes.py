@@ -1658,3 +1658,24 @@ def test_a_slow_start_after_sixty_epochs_at_ln_k_is_too_slow_without_a_class_cou
         curve, metrics={**curve.metrics, "val_loss": np.full(curve.epochs.size, math.log(10))}
     )
     assert not any(f.evidence.get("slow_start") for f in diagnose(memorising).findings)
+
+
+def test_a_second_fit_logged_to_a_new_file_is_no_fresh_start_for_the_split_tests() -> None:
+    # A real run (tests/fixtures/probes/README.md): fit called again at a tenth of the rate with a
+    # new CSVLogger. Its first row is epoch 1 of a model that already knows its training set, so
+    # neither the first-epoch accuracy nor the first-epoch loss estimates unseen data: the 0.12
+    # gap is the overfitting it carries over, not a validation set drawn otherwise.
+    from pathlib import Path
+
+    from pipelines.curves.detectors import _fresh_start
+    from pipelines.curves.io import load_csv_logger
+
+    name = "fmnist-mlp-second-fit-new-log.csv"
+    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    assert not _fresh_start(curve)
+    diagnosis = diagnose(curve)
+    assert not diagnosis.has("split_mismatch") and diagnosis.verdict == "overfitting", diagnosis.codes
+    # A fast learner's fresh start: 0.96 after one epoch, but its loss still falls 10 x after it.
+    t = np.arange(20)
+    fast = {"accuracy": np.minimum(0.963 + 0.002 * t, 1.0), "loss": 0.45 * np.exp(-2.3 * t) + 1e-4}
+    assert _fresh_start(_curve(fast))
