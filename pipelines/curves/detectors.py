@@ -2599,6 +2599,27 @@ def _below_first_epoch_training(ctx: Context, val_acc: tuple[np.ndarray, np.ndar
 SPLIT_LOSS_RATIO = 2.0
 
 
+def _unweighted_loss(curve: Curve) -> bool:
+    """The training loss is an unweighted cross-entropy, comparable with the validation loss.
+
+    A misclassified example puts at most 1/2 on its true class (the argmax holds at least as much),
+    so it costs at least ln 2: an unweighted cross-entropy averaged over the same batches as an
+    accuracy a is at least (1 - a) ln 2 (label smoothing and penalties only add). A training loss
+    below that on some epoch (1% float slack) is weighted: ``class_weight`` or ``sample_weight``
+    averaging under 1 (Keras weights the loss, not the accuracy), or a focal loss. A real binary
+    run with the majority class weighted 1/9 logged 0.052 at a training accuracy of 0.887 (bound
+    0.078): its validation loss, unweighted, sat 2 x above. True without a training accuracy.
+    """
+    loss, accuracy = finite_series(curve, "loss"), finite_series(curve, "accuracy")
+    if loss is None or accuracy is None:
+        return True
+    common, il, ia = np.intersect1d(loss[0], accuracy[0], return_indices=True)
+    if common.size == 0:
+        return True
+    bound = math.log(2) * (1.0 - np.clip(accuracy[1][ia], 0.0, 1.0))
+    return bool(np.all(loss[1][il] >= 0.99 * bound))
+
+
 def _above_first_epoch_training_loss(ctx: Context) -> float | None:
     """The first epoch's training loss, when every validation loss of the run stays at least
     :data:`SPLIT_LOSS_RATIO` times above it while the training loss is sound; else None.
@@ -2613,10 +2634,13 @@ def _above_first_epoch_training_loss(ctx: Context) -> float | None:
     examples: inputs scaled otherwise (validation images left in 0-255), another domain, or
     classes never trained on. Validation accuracy may agree with training's meanwhile: rescaled
     inputs keep most argmaxes and inflate the logits. Only for a fresh start (:func:`_fresh_start`)
-    with at least :data:`MIN_JUDGE_EPOCHS` validation losses.
+    with at least :data:`MIN_JUDGE_EPOCHS` validation losses, and a training loss that is not
+    weighted (:func:`_unweighted_loss`).
     """
     train, val = finite_series(ctx.curve, "loss"), finite_series(ctx.curve, "val_loss")
     if train is None or val is None or not _fresh_start(ctx.curve) or val[1].size < MIN_JUDGE_EPOCHS:
+        return None
+    if not _unweighted_loss(ctx.curve):
         return None
     first = float(train[1][0])
     if not first > 0 or float(np.max(train[1][1:], initial=first)) > first or float(train[1][-1]) > first / 2:

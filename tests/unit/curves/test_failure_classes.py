@@ -1556,7 +1556,8 @@ def test_a_first_epoch_loss_not_fallen_from_or_a_resumed_log_gives_no_loss_evide
         "val_loss": 2.4 + 0.2 * np.sin(t),
     }
     assert not diagnose(_curve(metrics)).has("split_mismatch")
-    metrics["loss"] = 0.55 * np.exp(-t / 8)
+    # A sound fit: the training loss halves, and stays above what its accuracy's errors cost.
+    metrics["loss"], metrics["accuracy"] = 0.55 * np.exp(-t / 8), 1.0 - 0.2 * np.exp(-t / 8)
     assert diagnose(_curve(metrics)).verdict == "split_mismatch"
     resumed = Curve("run", metrics, np.arange(11, 31), None)
     assert not diagnose(resumed).has("split_mismatch")
@@ -1679,3 +1680,21 @@ def test_a_second_fit_logged_to_a_new_file_is_no_fresh_start_for_the_split_tests
     t = np.arange(20)
     fast = {"accuracy": np.minimum(0.963 + 0.002 * t, 1.0), "loss": 0.45 * np.exp(-2.3 * t) + 1e-4}
     assert _fresh_start(_curve(fast))
+
+
+def test_a_weighted_training_loss_is_not_compared_with_the_validation_loss() -> None:
+    # A real run (tests/fixtures/probes/README.md): the majority class weighted 1/9 scales the
+    # training loss down (0.052 at a training accuracy of 0.887, below the 0.078 any unweighted
+    # cross-entropy costs there); the unweighted val_loss sits 2 x above it. It read as a critical
+    # split mismatch. The same run with the minority weighted up (mean weight above 1) never did.
+    from pathlib import Path
+
+    from pipelines.curves.detectors import _unweighted_loss
+    from pipelines.curves.io import load_csv_logger
+
+    name = "fmnist-binary-majority-weighted-down.csv"
+    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    assert not _unweighted_loss(curve)
+    assert not diagnose(curve).has("split_mismatch"), diagnose(curve).codes
+    unscaled = "fmnist-cnn-val-unscaled-jax-gpu.csv"
+    assert _unweighted_loss(load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / unscaled))
