@@ -266,11 +266,14 @@ def should_stop(
        a finite blow-up (an exploded or dead network, a val_loss far above the prior's entropy)
        once it has lasted ``live_patience`` epochs and the loss is not coming back down beyond
        noise (a spike that recovers is not divergence).
-    2. ``not_learning`` (at chance with the loss at the prior's entropy) for at least
+    2. A CRITICAL ``split_mismatch`` (the validation set is not drawn like the training set, from
+       epoch 1 on) for at least 2 x ``live_patience`` epochs: stop, saying so; its accuracy's
+       plateau would be the stated reason otherwise.
+    3. ``not_learning`` (at chance with the loss at the prior's entropy) for at least
        2 x ``live_patience`` epochs, its loss not falling beyond noise over the last
        2 x ``live_patience`` epochs (a slow start sits at chance while its loss already falls):
        stop.
-    3. A plateau of the monitored metric (:func:`pipelines.curves.plateau.find_plateau`: no
+    4. A plateau of the monitored metric (:func:`pipelines.curves.plateau.find_plateau`: no
        improvement beyond the curve's own noise), confirmed by ``live_patience`` epochs since the
        last improvement beyond noise (:func:`last_improvement_epoch`, ``min_delta`` = the noise
        SD, capped by the binomial SD of one measurement) when the diagnosis calls it a stall for
@@ -356,6 +359,13 @@ def should_stop(
                     history, max(1, size - 2 * cfg.live_patience + 1), cfg, epoch_budget
                 )
             ):
+                chosen = finding
+                break
+        if finding.code == Code.SPLIT_MISMATCH and finding.severity == Severity.CRITICAL:
+            # The validation set does not measure the task (drawn otherwise from epoch 1 on): no
+            # plateau of it means anything, and more epochs fix nothing. Confirmed over
+            # 2 x live_patience epochs, as a dead network is.
+            if size - (finding.onset_epoch or 1) + 1 >= 2 * cfg.live_patience:
                 chosen = finding
                 break
         if finding.code == Code.NOT_LEARNING:

@@ -372,3 +372,18 @@ def test_a_learning_rate_cut_that_is_visibly_working_gets_its_patience() -> None
     # Without the logged rate, nothing says a cut was made: the stop at epoch 17 stands.
     no_rate = {k: v[:17] for k, v in history.items() if k != "learning_rate"}
     assert should_stop(no_rate, 40).stop
+
+
+def test_a_critical_split_mismatch_stops_with_its_own_reason() -> None:
+    # A real run (tests/fixtures/probes/README.md): validation images left unscaled. The live stop
+    # waited for its accuracy's plateau and stopped at epoch 14 "flat at 0.833", saying nothing of
+    # a validation set that does not measure the task; ES(val_loss, p=5) stopped at 7.
+    from pipelines.curves.io import load_csv_logger
+
+    csv = Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-cnn-val-unscaled-jax-gpu.csv"
+    curve = load_csv_logger(csv)
+    history = {name: [float(v) for v in values] for name, values in curve.metrics.items()}
+    stops = [e for e in range(1, 21) if should_stop({k: v[:e] for k, v in history.items()}, 20).stop]
+    decision = should_stop({k: v[: stops[0]] for k, v in history.items()}, 20)
+    assert stops[0] == 6 and decision.finding.code == "split_mismatch", (stops[:1], decision.reason)
+    assert "not drawn like the training set" in decision.reason, decision.reason
