@@ -1530,11 +1530,7 @@ def test_a_validation_loss_never_near_the_first_epochs_training_loss_is_a_split_
     # agrees with training's (no accuracy gap), the loss is 4.3 x the first epoch's training loss at
     # its lowest; it read "plateau". Validation of a class never trained on, accuracy 0.0 on every
     # epoch (no grid gives the set's size): it read "divergence".
-    from pathlib import Path
-
-    from pipelines.curves.io import load_csv_logger
-
-    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    curve = _probe(name)
     diagnosis = diagnose(curve)
     assert diagnosis.verdict == "split_mismatch", diagnosis.codes
     finding = diagnosis.findings[0]
@@ -1567,12 +1563,8 @@ def test_weights_left_still_by_a_decayed_rate_for_much_of_the_run_are_a_stall_no
     # A real run (tests/fixtures/probes/README.md): an exponential decay halving the rate every
     # epoch froze a CNN at 0.850 (training accuracy 0.862) from epoch 6 of 40, its training loss
     # repeating itself to five digits. It read "healthy: converged".
-    from pathlib import Path
-
-    from pipelines.curves.io import load_csv_logger
-
     name = "fmnist-cnn-exponential-decay-too-fast-jax-gpu.csv"
-    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    curve = _probe(name)
     diagnosis = diagnose(curve)
     assert diagnosis.verdict == "plateau", diagnosis.codes
     finding = diagnosis.findings[0]
@@ -1582,7 +1574,7 @@ def test_weights_left_still_by_a_decayed_rate_for_much_of_the_run_are_a_stall_no
     # ReduceLROnPlateau cuts the rate because the run stopped improving: a real MLP that converged
     # at 0.867 and then stood still for 21 of 60 epochs is a convergence.
     name = "fmnist-mlp-reduce-lr-on-plateau-converged.csv"
-    rlrop = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    rlrop = _probe(name)
     assert diagnose(rlrop).verdict == "healthy", diagnose(rlrop).codes
     # A schedule that settles only the last epochs (the same loss still for 5 of 40) stays a
     # convergence: the weights moved for most of the run.
@@ -1600,12 +1592,8 @@ def test_a_short_flat_end_that_the_climb_into_it_predicts_is_still_improving_not
     # A real run (tests/fixtures/probes/README.md): Adam 1e-5 still climbing 0.001 an epoch on
     # 10,000 validation examples; its last 3 epochs sat within noise and it read "plateau ... 3
     # epochs on the plateau" with underfitting.
-    from pathlib import Path
-
-    from pipelines.curves.io import load_csv_logger
-
     name = "fmnist-cnn-adam-1e-5-batch-512-jax-gpu.csv"
-    diagnosis = diagnose(load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name))
+    diagnosis = diagnose(_probe(name))
     assert diagnosis.verdict == "healthy", diagnosis.codes
     assert "still improving" in diagnosis.findings[0].message, diagnosis.findings[0].message
     assert diagnosis.plateau_onset_epoch is None
@@ -1626,12 +1614,8 @@ def test_val_loss_steps_of_two_percent_of_its_level_are_no_oscillation() -> None
     # A real run (tests/fixtures/probes/README.md): SGD with Nesterov momentum, val_loss near 0.32
     # moving 0.007 an epoch (2.2% of itself, changing direction on 60% of the epochs) after its
     # first fall: large against a flat trend, but no optimiser overshooting. It read "oscillation".
-    from pathlib import Path
-
-    from pipelines.curves.io import load_csv_logger
-
     name = "fmnist-cnn-dropout-sgd-nesterov-jax-gpu.csv"
-    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    curve = _probe(name)
     assert not diagnose(curve).has("oscillation"), diagnose(curve).codes
     assert diagnose(curve, val_swing_step=0.0).has("oscillation")  # the level floor alone decides
 
@@ -1640,13 +1624,10 @@ def test_a_slow_start_after_sixty_epochs_at_ln_k_is_too_slow_without_a_class_cou
     # A real run (tests/fixtures/probes/README.md): 5 sigmoid layers at SGD 0.01 sit at ln 10 for 60
     # epochs, then start learning. The class count is read off the first half's loss at ln K; the
     # training loss, falling on every epoch, stands in for a val_loss that jitters by 1e-4.
-    from pathlib import Path
-
     from pipelines.curves.detectors import uniform_output_classes
-    from pipelines.curves.io import load_csv_logger
 
     name = "fmnist-mlp-5-sigmoid-sgd-slow-start-jax-gpu.csv"
-    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    curve = _probe(name)
     assert curve.num_classes is None and uniform_output_classes(curve) == 10
     diagnosis = diagnose(curve)
     assert diagnosis.verdict == "too_slow", diagnosis.codes
@@ -1666,13 +1647,10 @@ def test_a_second_fit_logged_to_a_new_file_is_no_fresh_start_for_the_split_tests
     # new CSVLogger. Its first row is epoch 1 of a model that already knows its training set, so
     # neither the first-epoch accuracy nor the first-epoch loss estimates unseen data: the 0.12
     # gap is the overfitting it carries over, not a validation set drawn otherwise.
-    from pathlib import Path
-
     from pipelines.curves.detectors import _fresh_start
-    from pipelines.curves.io import load_csv_logger
 
     name = "fmnist-mlp-second-fit-new-log.csv"
-    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    curve = _probe(name)
     assert not _fresh_start(curve)
     diagnosis = diagnose(curve)
     assert not diagnosis.has("split_mismatch") and diagnosis.verdict == "overfitting", diagnosis.codes
@@ -1687,14 +1665,11 @@ def test_a_weighted_training_loss_is_not_compared_with_the_validation_loss() -> 
     # training loss down (0.052 at a training accuracy of 0.887, below the 0.078 any unweighted
     # cross-entropy costs there); the unweighted val_loss sits 2 x above it. It read as a critical
     # split mismatch. The same run with the minority weighted up (mean weight above 1) never did.
-    from pathlib import Path
-
     from pipelines.curves.detectors import _unweighted_loss
-    from pipelines.curves.io import load_csv_logger
 
     name = "fmnist-binary-majority-weighted-down.csv"
-    curve = load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / name)
+    curve = _probe(name)
     assert not _unweighted_loss(curve)
     assert not diagnose(curve).has("split_mismatch"), diagnose(curve).codes
     unscaled = "fmnist-cnn-val-unscaled-jax-gpu.csv"
-    assert _unweighted_loss(load_csv_logger(Path(__file__).parents[2] / "fixtures" / "probes" / unscaled))
+    assert _unweighted_loss(_probe(unscaled))
