@@ -241,8 +241,9 @@ UNIFORM_LOSS_TOLERANCE = 0.06
 
 
 def uniform_output_classes(curve: Curve) -> int | None:
-    """K when the loss sits at ln K over the run's second half (else, on 16 epochs or more, over
-    its first half: a slow start that leaves ln K only late): outputs uniform over K classes.
+    """K when the loss sits at ln K over the run's second half (else, on
+    :data:`SLOW_START_MIN_EPOCHS` epochs or more, over its first half: a slow start that leaves
+    ln K only late): outputs uniform over K classes.
 
     A softmax whose outputs are uniform over K classes has cross-entropy exactly ln K on any labels
     (and a dead network predicting the prior sits close to it on a balanced task): a validation
@@ -264,20 +265,24 @@ def uniform_output_classes(curve: Curve) -> int | None:
         if series is None:
             continue
         k = _sits_at_ln_k(curve, name, series, late=True)
-        if k is None and series[1].size >= 16:
+        if k is None and series[1].size >= SLOW_START_MIN_EPOCHS:
             # A slow start sits at ln K for its first half and only then leaves it.
             k = _sits_at_ln_k(curve, name, series, late=False)
         return k
     return None
 
 
+def _half(values: np.ndarray, *, late: bool) -> np.ndarray:
+    """The second half of ``values`` when ``late`` (the middle value with it), else the first."""
+    half = values.size // 2
+    return values[half:] if late else values[:half]
+
+
 def _sits_at_ln_k(
     curve: Curve, name: str, series: tuple[np.ndarray, np.ndarray], *, late: bool
 ) -> int | None:
     """:func:`uniform_output_classes`' test on one half of the run (the second when ``late``)."""
-    half = series[1].size // 2
-    sl = slice(half, None) if late else slice(0, half)
-    y = series[1][sl]
+    y = _half(series[1], late=late)
     if y.size == 0:
         return None
     level = float(np.median(y))
@@ -304,16 +309,14 @@ def _sits_at_ln_k(
     if name == "val_loss":
         train = finite_series(curve, "loss")
         if train is not None:
-            t_half = train[1].size // 2
-            part = train[1][t_half:] if late else train[1][:t_half]
+            part = _half(train[1], late=late)
             if part.size and float(np.median(part)) < ln_k - tolerance:
                 return None
     # Uniform outputs score the share of whichever class the argmax picks: an accuracy far
     # above 1 / K over the same epochs is a learning run whose loss happens to pass ln K.
     acc = finite_series(curve, "val_accuracy" if name == "val_loss" else "accuracy")
     if acc is not None:
-        a_half = acc[1].size // 2
-        tail = acc[1][a_half:] if late else acc[1][:a_half]
+        tail = _half(acc[1], late=late)
         if tail.size and float(np.max(tail)) > 1.0 / k + 0.15 * (1.0 - 1.0 / k) + 0.05:
             return None
     return k
@@ -485,8 +488,8 @@ def _climb_continues(
 
     :func:`find_plateau` accepts a tail of ``min_plateau_epochs`` with no significant trend of its
     own; over 3 or 4 epochs a slow climb has none either. The climb is the OLS line of the
-    w = max(2 x the tail, 6) epochs before the onset, kept when its slope reaches :data:`CLIMB_Z`
-    under the noise SD; the tail continues it when the tail's mean is not below that line's
+    w = max(2 x the tail, 6) epochs before the onset, kept when its slope's z (:func:`slope_z`, under
+    the noise SD) reaches :data:`CLIMB_Z`; the tail continues it when the tail's mean is not below that line's
     prediction at the tail's mean epoch by more than the one-sided ``1 - alpha`` quantile of the
     difference's SD, sigma * sqrt(1 / tail + 1 / w + (x_tail - x_w)^2 / Sxx) (the prediction
     interval of a mean; Montgomery, Peck and Vining, "Introduction to Linear Regression
@@ -505,11 +508,11 @@ def _climb_continues(
     if i < w:
         return False
     xs, ys = x[i - w : i].astype(float), g[i - w : i]
+    if slope_z(xs, ys, sigma) < CLIMB_Z:
+        return False
     xm = float(np.mean(xs))
     sxx = float(np.sum((xs - xm) ** 2))
     slope = float(np.sum((xs - xm) * (ys - np.mean(ys)))) / sxx
-    if slope * math.sqrt(sxx) / max(sigma, 1e-12) < CLIMB_Z:
-        return False
     xt = float(np.mean(x[i:]))
     predicted = float(np.mean(ys)) + slope * (xt - xm)
     sd = sigma * math.sqrt(1 / tail + 1 / w + (xt - xm) ** 2 / sxx)
@@ -860,6 +863,11 @@ def _frozen_span(values: np.ndarray, step: float) -> int:
 SLOW_START_GAIN = 0.02
 
 
+#: Epochs a log needs for a slow start to be told apart: two halves of at least 8
+#: (:func:`_slow_start`, and the first-half class count of :func:`uniform_output_classes`).
+SLOW_START_MIN_EPOCHS = 16
+
+
 def _slow_start(ctx: Context) -> dict[str, Any] | None:
     """A run leaving its starting point slowly: still near chance, but learning, faster and faster.
 
@@ -884,7 +892,7 @@ def _slow_start(ctx: Context) -> dict[str, Any] | None:
     found = None
     for name in ("val_loss", "loss"):
         loss = finite_series(ctx.curve, name)
-        if loss is None or train is None or loss[1].size < 16 or train[1].size < 16:
+        if loss is None or train is None or min(loss[1].size, train[1].size) < SLOW_START_MIN_EPOCHS:
             continue
         if name == "loss" and val_loss is not None:
             # The training loss stands in for a val_loss whose upticks are noise (a
@@ -2620,9 +2628,10 @@ def _unweighted_loss(curve: Curve) -> bool:
     return bool(np.all(loss[1][il] >= 0.99 * bound))
 
 
-def _above_first_epoch_training_loss(ctx: Context) -> float | None:
-    """The first epoch's training loss, when every validation loss of the run stays at least
-    :data:`SPLIT_LOSS_RATIO` times above it while the training loss is sound; else None.
+def _above_first_epoch_training_loss(ctx: Context) -> tuple[float, float] | None:
+    """(the first epoch's training loss, the lowest validation loss), when every validation loss
+    of the run stays at least :data:`SPLIT_LOSS_RATIO` times above the first while the training
+    loss is sound; else None.
 
     The loss counterpart of :func:`_below_first_epoch_training`: Keras' epoch-1 ``loss`` is a
     progressive-validation estimate (Blum, Kalai and Langford, COLT 1999) of the loss on unseen data
@@ -2645,7 +2654,8 @@ def _above_first_epoch_training_loss(ctx: Context) -> float | None:
     first = float(train[1][0])
     if not first > 0 or float(np.max(train[1][1:], initial=first)) > first or float(train[1][-1]) > first / 2:
         return None
-    return first if float(np.min(val[1])) >= SPLIT_LOSS_RATIO * first else None
+    lowest = float(np.min(val[1]))
+    return (first, lowest) if lowest >= SPLIT_LOSS_RATIO * first else None
 
 
 def detect_split_mismatch(ctx: Context) -> Finding | None:
@@ -2678,13 +2688,13 @@ def detect_split_mismatch(ctx: Context) -> Finding | None:
     # and 0.89 in training). A validation set drawn otherwise keeps its gap.
     start_gap = float(np.min(gap[:3])) if common.size >= 2 else -math.inf
     accuracy_gap = start_gap >= threshold and float(np.median(gap)) >= threshold
-    first_loss = _above_first_epoch_training_loss(ctx)
-    if not accuracy_gap and first_loss is None:
+    losses = _above_first_epoch_training_loss(ctx)
+    if not accuracy_gap and losses is None:
         return None
-    val_loss = finite_series(ctx.curve, "val_loss")
     if not accuracy_gap:
-        assert val_loss is not None  # first_loss needs it
-        lowest = float(np.min(val_loss[1]))
+        val_loss = finite_series(ctx.curve, "val_loss")
+        assert losses is not None and val_loss is not None  # losses are read off val_loss
+        first_loss, lowest = losses
         message = (
             f"val_loss never came below {fmt(lowest)}, {lowest / first_loss:.1f} x the {fmt(first_loss)} "
             "the model lost in its first epoch on training examples it had not yet seen, while its "
@@ -2716,7 +2726,7 @@ def detect_split_mismatch(ctx: Context) -> Finding | None:
     share = _below_any_guess(ctx, val_acc)
     if share is None:
         first = _below_first_epoch_training(ctx, val_acc)
-        if first is None and first_loss is None:
+        if first is None and losses is None:
             return make_finding(
                 Code.SPLIT_MISMATCH, Severity.WARNING, int(common[0]), evidence, message, (SPLITS,)
             )
@@ -2727,10 +2737,11 @@ def detect_split_mismatch(ctx: Context) -> Finding | None:
                 "scored in its first epoch on training examples it had not yet seen"
             )
         else:
-            assert val_loss is not None and first_loss is not None
+            assert losses is not None
+            first_loss, lowest = losses
             evidence["above_first_epoch_training_loss"] = first_loss
             message += (
-                f", and val_loss never below {fmt(float(np.min(val_loss[1])))}: over "
+                f", and val_loss never below {fmt(lowest)}: over "
                 f"{SPLIT_LOSS_RATIO:g} x the {fmt(first_loss)} the model lost in its first epoch on "
                 "training examples it had not yet seen"
             )
