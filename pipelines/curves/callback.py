@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtri
 
-from pipelines.curves.detectors import last_lr_cut_epoch, steady_improvement
+from pipelines.curves.detectors import last_lr_cut_epoch, lr_new_high_within, steady_improvement
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS, canonical_names, engine_metrics
@@ -293,7 +293,11 @@ def should_stop(
        substance, 2 x for a convergence: a sound run whose accuracy drifts up under the noise of
        1,000 examples sets a new val_loss low every 4-5 epochs; as
        ``EarlyStopping(monitor="val_loss")`` counts its patience), nor within that patience of a
-       step cut of the logged learning rate whose effect shows (:func:`_lr_cut_working`): stop,
+       step cut of the logged learning rate whose effect shows (:func:`_lr_cut_working`), nor
+       within that patience of a new high of the logged learning rate
+       (:func:`pipelines.curves.detectors.lr_new_high_within`: a warm-up or the rising half of a
+       one-cycle schedule holds accuracy down by design; a real one-cycle run was stopped at its
+       peak rate, 4 points short; a cyclical rate back at an earlier peak is no new high): stop,
        whether the plateau is a stall or a convergence, since more epochs help neither. Never
        while the diagnosis of the same history finds ``too_slow`` (a loss still falling steadily
        to the end): a stop must not contradict the diagnosis.
@@ -400,6 +404,13 @@ def should_stop(
         if size - (improved or best) < patience:
             return _NO
         if _lr_cut_working(history, monitored, higher, min_delta, patience):
+            return _NO
+        if lr_new_high_within(history, patience):
+            # A schedule is still raising the learning rate to new highs (a warm-up, the first
+            # half of a one-cycle schedule): accuracy is held down by the rising rate by design
+            # and recovers as it comes down, as Keras' EarlyStopping(start_from_epoch=...) waits
+            # out a warm-up. A rate that only ever rises and blows the loss up is stopped as
+            # divergence, above.
             return _NO
         recent = max(onset, size - 3 * cfg.live_patience + 1)
         if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):
@@ -573,12 +584,20 @@ def _build_callback_class() -> type:
             seen = max(self._epochs, int(epoch))
             for values in self.history.values():
                 values.extend([math.nan] * (seen - len(values)))
-            for name, value in canonical_names(dict(logs or {})).items():
+            logged = canonical_names(dict(logs or {}))
+            for name, value in logged.items():
                 try:
                     number = float(value)
                 except (TypeError, ValueError):
                     continue
                 self.history.setdefault(name, [math.nan] * seen).append(number)
+            if "learning_rate" not in logged:
+                # Keras logs the rate only when LearningRateScheduler or ReduceLROnPlateau puts it
+                # in the logs (and only for callbacks after them in the list); a LearningRateSchedule
+                # given to the optimizer never shows. The live stop reads the rate's cuts and rises.
+                rate = self._current_learning_rate()
+                if rate is not None:
+                    self.history.setdefault("learning_rate", [math.nan] * seen).append(rate)
             self._epochs = seen + 1
             for values in self.history.values():
                 if len(values) < self._epochs:
@@ -628,6 +647,19 @@ def _build_callback_class() -> type:
                 self.logger.warning("%s: %s", self.run, self.stop_reason)
                 if self.restore_best_weights and self._best_weights is not None:
                     self.model.set_weights(self._best_weights)
+
+        def _current_learning_rate(self) -> float | None:
+            """The optimizer's learning rate now, as ``ReduceLROnPlateau`` reads it into the logs:
+            the rate the epoch just ended trained at (for a ``LearningRateSchedule``, its value at
+            the current step). None without a model, an optimizer or a finite rate."""
+            optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
+            if optimizer is None:
+                return None
+            try:
+                rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            except (AttributeError, TypeError, ValueError):
+                return None
+            return rate if math.isfinite(rate) else None
 
         def _track_best(self) -> None:
             if not self.restore_best_weights:

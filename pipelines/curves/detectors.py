@@ -1730,6 +1730,36 @@ def last_lr_cut_epoch(history: Mapping[str, Sequence[float]]) -> int | None:
     return int(cut[-1]) + 2 if cut.size else None
 
 
+#: Relative rise of the logged learning rate above its highest earlier value that counts as a new
+#: high (:func:`lr_new_high_within`): above float32 round-off of a constant rate.
+LR_RISE = 1e-3
+
+
+def lr_new_high_within(history: Mapping[str, Sequence[float]], epochs: int) -> bool:
+    """The logged ``learning_rate`` reached a new high (above every earlier epoch's rate by more
+    than :data:`LR_RISE` of it) on any of the last ``epochs`` epochs: a warm-up, or the rising half
+    of a one-cycle schedule (Smith & Topin, "Super-Convergence", 2019). A cyclical rate (Smith,
+    WACV 2017) or a warm restart (SGDR) that returns to an earlier peak is no new high. False
+    without a logged rate, and on a run's first epoch.
+
+    Args:
+        history: ``{metric: [value per epoch]}``; reads ``learning_rate`` (per epoch, as Keras
+            logs it: the rate used during that epoch; None/NaN skipped).
+        epochs: how many of the last epochs to look at (>= 1).
+    """
+    values = history.get("learning_rate")
+    if not values or epochs < 1:
+        return False
+    lr = np.asarray([math.nan if v is None else float(v) for v in values])
+    finite = np.isfinite(lr)
+    if finite.sum() < 2:
+        return False
+    # The highest rate before each epoch (NaN-skipping), against that epoch's rate.
+    before = np.maximum.accumulate(np.where(finite, lr, -np.inf))[:-1]
+    rose = finite[1:] & (lr[1:] > (1.0 + LR_RISE) * before) & np.isfinite(before)
+    return bool(rose[-epochs:].any())
+
+
 #: Relative epoch-to-epoch change of the training loss below which it "repeats itself": Keras'
 #: training loss is the mean over an epoch of minibatches on weights that move, so while they move
 #: it changes by 1e-4 of its level or more (the corpus' converged runs); a rate decayed to about 0

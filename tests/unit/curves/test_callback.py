@@ -262,15 +262,16 @@ def test_callback_stops_tiny_fit_on_plateau_and_says_why(digits, caplog) -> None
     assert restored == pytest.approx(best, abs=1e-6)
 
 
-def _fit_softmax_with_callback(digits, seed: int, **fit_kwargs):  # noqa: ANN001, ANN202
-    """A one-layer softmax on digits, fit with a DiagnosisCallback(num_classes=10); the callback."""
+def _fit_softmax_with_callback(digits, seed: int, optimizer="adam", after=(), **fit_kwargs):  # noqa: ANN001, ANN202
+    """A one-layer softmax on digits, fit with a DiagnosisCallback(num_classes=10) (then the
+    callbacks ``after``); the callback."""
     keras = pytest.importorskip("keras")
     from pipelines.curves.callback import DiagnosisCallback
 
     x_train, y_train, x_val, y_val = digits
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callback = DiagnosisCallback(num_classes=10)
     model.fit(
         x_train,
@@ -278,7 +279,7 @@ def _fit_softmax_with_callback(digits, seed: int, **fit_kwargs):  # noqa: ANN001
         validation_data=(x_val, y_val),
         batch_size=128,
         verbose=0,
-        callbacks=[callback],
+        callbacks=[callback, *after],
         **fit_kwargs,
     )
     return callback
@@ -307,6 +308,22 @@ def test_callback_numbers_epochs_of_a_fit_resumed_at_initial_epoch(digits) -> No
     val = np.asarray(callback.history["val_accuracy"])
     assert val.size == 6 and np.isnan(val[:3]).all() and np.isfinite(val[3:]).all()
     assert {len(values) for values in callback.history.values()} == {6}
+
+
+def test_callback_reads_the_optimizers_learning_rate_when_the_logs_lack_it(digits) -> None:  # noqa: ANN001
+    # A LearningRateSchedule given to the optimizer never reaches the logs, nor does a
+    # LearningRateScheduler's rate for the callbacks listed before it: the live stop reads the
+    # rate's cuts and new highs, so the callback reads it off the optimizer.
+    keras = pytest.importorskip("keras")
+    decay = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=10, decay_rate=0.5)
+    callback = _fit_softmax_with_callback(digits, 4, epochs=3, optimizer=keras.optimizers.SGD(decay))
+    steps = math.ceil(1200 / 128)  # 10 steps an epoch: the rate at each epoch's end
+    assert callback.history["learning_rate"] == pytest.approx(
+        [0.01 * 0.5 ** (steps * epoch / 10) for epoch in (1, 2, 3)], rel=1e-5
+    )
+    warm_up = keras.callbacks.LearningRateScheduler(lambda epoch, _: 1e-3 * (epoch + 1))
+    callback = _fit_softmax_with_callback(digits, 4, epochs=3, after=[warm_up])
+    assert callback.history["learning_rate"] == pytest.approx([1e-3, 2e-3, 3e-3], rel=1e-5)
 
 
 def test_a_convergence_waits_for_val_loss_as_long_as_for_accuracy() -> None:

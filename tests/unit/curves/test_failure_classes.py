@@ -1673,3 +1673,43 @@ def test_a_weighted_training_loss_is_not_compared_with_the_validation_loss() -> 
     assert not diagnose(curve).has("split_mismatch"), diagnose(curve).codes
     unscaled = "fmnist-cnn-val-unscaled-jax-gpu.csv"
     assert _unweighted_loss(_probe(unscaled))
+
+
+def test_live_stop_waits_while_a_schedule_raises_the_rate_to_new_highs() -> None:
+    # Real runs (tests/fixtures/probes/README.md). A one-cycle rate held val_accuracy down on its
+    # way up to the peak, by design, and the run reached its best at epoch 29 of 30: a stop at the
+    # peak (epoch 13, before the wait) lost 4 points. A triangular cyclical rate that returns to
+    # the same peak every 8 epochs is no warm-up: that run never beats its epoch-10 best and must
+    # still be stopped.
+    def first_stop(name: str, budget: int) -> tuple[int | None, float]:
+        curve = _probe(name)
+        history = {k: v.tolist() for k, v in curve.metrics.items()}
+        va = curve.metrics["val_accuracy"]
+        for epoch in range(1, va.size + 1):
+            if should_stop({k: v[:epoch] for k, v in history.items()}, budget, num_classes=10).stop:
+                return epoch, float(va.max() - va[:epoch].max())
+        return None, 0.0
+
+    stop, regret = first_stop("fmnist-mlp-sgd-one-cycle.csv", 30)
+    assert regret <= 0.005, (stop, regret)
+    stop, regret = first_stop("fmnist-mlp-sgd-triangular-cyclic.csv", 40)
+    assert stop is not None and stop < 40 and regret == 0.0, (stop, regret)
+
+
+def test_lr_new_high_within_tells_a_warm_up_from_a_cycle() -> None:
+    from pipelines.curves.detectors import lr_new_high_within
+
+    warm_up = [1e-4, 2e-4, 4e-4, 8e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3]
+    assert lr_new_high_within({"learning_rate": warm_up[:5]}, 3)
+    assert not lr_new_high_within({"learning_rate": warm_up}, 3)  # constant since epoch 5
+    assert lr_new_high_within({"learning_rate": warm_up}, 5)
+    triangle = [0.01, 0.1, 0.2, 0.1, 0.01, 0.1, 0.2, 0.1, 0.01]
+    assert lr_new_high_within({"learning_rate": triangle[:3]}, 1)
+    assert not lr_new_high_within({"learning_rate": triangle}, 6)  # back to the same peak
+    decay = [1e-3, 5e-4, 2.5e-4, 1.25e-4]
+    assert not lr_new_high_within({"learning_rate": decay}, 3)
+    # float32 round-off of a constant rate is no rise; NaN epochs (validation_freq) are skipped
+    assert not lr_new_high_within({"learning_rate": [1e-3, 1e-3 * (1 + 1e-7), 1e-3]}, 2)
+    assert lr_new_high_within({"learning_rate": [1e-3, math.nan, 2e-3]}, 1)
+    assert not lr_new_high_within({"loss": [1.0, 0.5]}, 2)
+    assert not lr_new_high_within({"learning_rate": [1e-3]}, 2)
