@@ -2058,12 +2058,18 @@ def _loss_sampling_sd(curve: Curve, cfg: DiagnoseConfig) -> float:
     return cfg.loss_sd_ratio * abs(float(np.median(loss[1]))) / math.sqrt(n_train)
 
 
+#: A training loss whose median level after the first fifth is below this share of its highest
+#: value is at about 0 (:func:`_late_loss_swings`): its relative steps mean nothing.
+ZERO_LOSS_SHARE = 1e-3
+
+
 def _late_loss_swings(curve: Curve, cfg: DiagnoseConfig) -> bool:
     """The training loss swinging after its first fall: over the run after its first fifth (at
     least ``MIN_SWING_EPOCHS`` values), its steps change direction on at least
     ``cfg.late_swing_changes`` of them and their median size is at least ``cfg.late_swing_step`` of
     the loss's median level and beyond what the training set's size explains
-    (:func:`_loss_sampling_sd`).
+    (:func:`_loss_sampling_sd`). A loss at about 0 (its level below :data:`ZERO_LOSS_SHARE` of
+    its highest value) does not swing.
 
     Against the trend's extent (:func:`swing`), the first fall dwarfs any later swing; against its
     own level, a mean over the whole training set does not move by a tenth from epoch to epoch
@@ -2078,6 +2084,10 @@ def _late_loss_swings(curve: Curve, cfg: DiagnoseConfig) -> bool:
     if y.size < MIN_SWING_EPOCHS or swing(y)[1] < cfg.late_swing_changes:
         return False
     step, level = _late_step(series[1])
+    if level < ZERO_LOSS_SHARE * float(np.max(np.abs(series[1]))):
+        # A loss driven to about 0 (a memorised training set: 1e-6 after 0.5) moves by its own
+        # size from epoch to epoch in float round-off; against its level that is no swing.
+        return False
     return step >= cfg.late_swing_step * level and step > _loss_sampling_sd(curve, cfg)
 
 

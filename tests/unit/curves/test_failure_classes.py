@@ -491,6 +491,26 @@ def test_a_training_loss_swinging_after_its_first_fall_is_oscillation() -> None:
     assert not diagnose(curve).has("oscillation")
 
 
+def test_a_training_loss_memorised_to_about_zero_does_not_swing() -> None:
+    # A 512 x 512 MLP memorising 200 examples with Adam (a real run, session 25): the training loss
+    # falls from 0.5 to about 1e-6 and then moves by its own size from epoch to epoch (5.8e-07,
+    # 7.2e-07, 1.3e-06, 4.3e-06...), float round-off against its level; it read as oscillation.
+    t = np.arange(60)
+    rng = np.random.default_rng(0)
+    floor = 1e-6 * np.exp(rng.normal(0.0, 0.8, t.size))
+    loss = np.maximum(0.5 * np.exp(-0.6 * t), floor)
+    metrics = {
+        "accuracy": _grid(1.0 - 0.4 * np.exp(-0.3 * t), 5000),
+        "loss": loss,
+        "val_accuracy": _grid(np.minimum(0.6 + 0.05 * t, 0.85), 500),
+        "val_loss": np.maximum(0.9 * np.exp(-0.4 * t), 0.42),
+    }
+    assert not diagnose(_curve(metrics, num_classes=10)).has("oscillation")
+    # The same swings of a loss that stays at 0.05 (its level, not 0) are an optimiser overshooting.
+    metrics["loss"] = np.maximum(0.5 * np.exp(-0.6 * t), 0.05 * np.exp(rng.normal(0.0, 0.8, t.size)))
+    assert diagnose(_curve(metrics, num_classes=10)).has("oscillation")
+
+
 # 4. Too slow on coarse accuracy ------------------------------------------------------------------
 
 
