@@ -56,6 +56,7 @@ ORDER: tuple[Code, ...] = (
     Code.OSCILLATION,
     Code.TOO_SLOW,
     Code.SPLIT_MISMATCH,
+    Code.FROM_LOGITS_MISMATCH,
     Code.HEALTHY,
     Code.NOISY_VALIDATION,
 )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import ndtri, xlogy
 from scipy.stats import entropy as shannon_entropy
 
 from pipelines.curves.findings import (
@@ -30,6 +30,7 @@ from pipelines.curves.findings import (
     CONSTANT_OUTPUT,
     CONVERGED,
     DEAD,
+    DOUBLE_SOFTMAX,
     EXPLODING,
     INPUTS,
     INTERRUPTED,
@@ -2181,6 +2182,82 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         evidence,
         f"{', '.join(swinging)} {verb} up and down from epoch to epoch, large against {pronoun} trend",
         (LR_HIGH,),
+    )
+
+
+def double_softmax_floor(k: int) -> float:
+    """ln(e + K - 1) - 1, in nats: the least cross-entropy a K-class softmax reaches on outputs that
+    are already probabilities (in [0, 1], summing to 1). softmax(p) puts at most e / (e + K - 1) on
+    any class, at a one-hot p (the largest exponent e^1 against K - 1 of e^0); K = 10: 1.461."""
+    return math.log(math.e + k - 1) - 1.0
+
+
+def calibrated_cross_entropy(accuracy: float, k: int) -> float:
+    """-a ln a - (1 - a) ln((1 - a) / (K - 1)), in nats: the cross-entropy of a model calibrated at
+    accuracy ``a`` (probability ``a`` on its predicted class, the rest spread evenly), a typical
+    loss at that accuracy. Its terms at ``a`` = 0 or 1 are 0 (``scipy.special.xlogy``)."""
+    a = min(max(float(accuracy), 0.0), 1.0)
+    return float(-xlogy(a, a) - xlogy(1.0 - a, (1.0 - a) / (k - 1)))
+
+
+#: ``from_logits_mismatch``: the training loss's lowest value lies within this share of the span
+#: from the double-softmax floor up to ln K above the floor (the loss hugs a floor it cannot cross).
+DOUBLE_SOFTMAX_BAND = 0.15
+#: ... and never more than this share below it (float32 round-off of an epoch's mean).
+DOUBLE_SOFTMAX_BELOW = 0.01
+
+
+def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
+    """A softmax applied twice: a loss that cannot fall below :func:`double_softmax_floor`.
+
+    ``SparseCategoricalCrossentropy(from_logits=True)`` (or ``CategoricalCrossentropy``) on a
+    ``Dense(K, activation="softmax")`` output takes the probabilities for logits, and no epoch's
+    mean loss can go below ln(e + K - 1) - 1 (Keras warns of the mismatch once, at the first call:
+    https://keras.io/api/losses/probabilistic_losses/). Found when the class count K >= 3 is known
+    (``num_classes`` or the class prior; for K = 2 the floor, 0.313, is where sound binary runs
+    sit), the training loss's lowest value lies between :data:`DOUBLE_SOFTMAX_BELOW` below the
+    floor and :data:`DOUBLE_SOFTMAX_BAND` of the way from it up to ln K (so does val_loss's, no
+    lower than the floor), and training accuracy reached a level at which a calibrated model's loss
+    (:func:`calibrated_cross_entropy`) is at most half the floor: a sound run there sits far below
+    the floor (a real CNN at 0.948 training accuracy logged 1.514, against a floor of 1.461 and a
+    typical 0.30). A loss with a floor of its own (label smoothing near 0.5 with 10 classes, a large
+    weight penalty) can look the same; the causes say so.
+    """
+    curve = ctx.curve
+    prior = class_shares(curve)
+    k = prior.size if prior is not None else curve.num_classes
+    if not k or k < 3:
+        return None
+    loss, accuracy = finite_series(curve, "loss"), finite_series(curve, "accuracy")
+    if loss is None or accuracy is None or loss[1].size < MIN_JUDGE_EPOCHS:
+        return None
+    floor, ln_k = double_softmax_floor(k), math.log(k)
+    top = floor + DOUBLE_SOFTMAX_BAND * (ln_k - floor)
+    lowest, best = float(np.min(loss[1])), float(np.max(accuracy[1]))
+    if not (1.0 - DOUBLE_SOFTMAX_BELOW) * floor <= lowest <= top:
+        return None
+    if calibrated_cross_entropy(best, k) > 0.5 * floor:
+        return None
+    val_loss = finite_series(curve, "val_loss")
+    if val_loss is not None and float(np.min(val_loss[1])) < (1.0 - DOUBLE_SOFTMAX_BELOW) * floor:
+        return None
+    evidence = {
+        "num_classes": int(k),
+        "loss_floor": floor,
+        "loss_min": lowest,
+        "accuracy_max": best,
+        "calibrated_loss": calibrated_cross_entropy(best, k),
+    }
+    return make_finding(
+        Code.FROM_LOGITS_MISMATCH,
+        Severity.WARNING,
+        int(loss[0][int(np.argmin(loss[1]))]),
+        evidence,
+        f"the training loss never fell below {fmt(lowest)} while training accuracy reached {fmt(best)}: "
+        f"a {k}-class cross-entropy taken on outputs that already went through a softmax cannot go below "
+        f"ln(e + {k - 1}) - 1 = {fmt(floor)}, and a model calibrated at that accuracy scores about "
+        f"{fmt(calibrated_cross_entropy(best, k))}",
+        (DOUBLE_SOFTMAX,),
     )
 
 

@@ -31,6 +31,7 @@ from pipelines.curves.detectors import (
     MIN_JUDGE_EPOCHS,
     build_context,
     detect_divergence,
+    detect_from_logits_mismatch,
     detect_incomplete,
     detect_noisy_validation,
     detect_not_learning,
@@ -168,6 +169,7 @@ def diagnose(
         Code.TOO_SLOW: detect_too_slow(ctx),
         Code.SPLIT_MISMATCH: detect_split_mismatch(ctx),
         Code.NOISY_VALIDATION: detect_noisy_validation(ctx),
+        Code.FROM_LOGITS_MISMATCH: detect_from_logits_mismatch(ctx),
     }
     findings = arbitrate(candidates, fits_training_set=fits_training_set(ctx), healthy=healthy_finding(ctx))
     codes = {f.code for f in findings}

@@ -36,6 +36,7 @@ class Code(str, Enum):
     SPLIT_MISMATCH = "split_mismatch"
     HEALTHY = "healthy"
     NOISY_VALIDATION = "noisy_validation"
+    FROM_LOGITS_MISMATCH = "from_logits_mismatch"
     CURVE_REGRESSION = "curve_regression"
     REGRESSION = "regression"
     SERIES_STALL = "series_stall"
@@ -178,6 +179,19 @@ ZERO_LOSS: Group = (
         "for one output unit use binary_crossentropy; for K classes, Dense(K, softmax) with "
         "sparse_categorical_crossentropy (integer labels) or categorical_crossentropy (one-hot)",
         "check that the labels reach the loss (not all zeros, not the wrong column)",
+    ),
+)
+DOUBLE_SOFTMAX: Group = (
+    (
+        "the loss applies a softmax to outputs that already went through one (from_logits=True on a "
+        "softmax output layer): its gradients shrink as the model grows confident, so it learns "
+        "slowly and can never be sure of any class",
+        "or a loss with a floor of its own: label smoothing near 0.5, or a large weight penalty "
+        "added to the loss",
+    ),
+    (
+        "keep the softmax output layer and use the loss with from_logits=False (Keras' default)",
+        "or drop the output activation (Dense(K)) and keep from_logits=True",
     ),
 )
 INTERRUPTED: Group = (

@@ -1733,3 +1733,44 @@ def test_lr_new_high_within_tells_a_warm_up_from_a_cycle() -> None:
     assert lr_new_high_within({"learning_rate": [1e-3, math.nan, 2e-3]}, 1)
     assert not lr_new_high_within({"loss": [1.0, 0.5]}, 2)
     assert not lr_new_high_within({"learning_rate": [1e-3]}, 2)
+
+
+def test_a_softmax_applied_twice_is_named_beside_the_plateau() -> None:
+    # A real run (tests/fixtures/probes/README.md): from_logits=True on a softmax output. The loss
+    # cannot go below ln(e + 9) - 1 = 1.461 with 10 classes; it sat at 1.514 with training accuracy
+    # at 0.948, where a calibrated model scores 0.32. The stall it causes is still reported.
+    import dataclasses
+
+    from pipelines.curves.detectors import calibrated_cross_entropy, double_softmax_floor
+
+    curve = _probe("fmnist-cnn-softmax-from-logits-jax-gpu.csv")
+    diagnosis = diagnose(dataclasses.replace(curve, num_classes=10))
+    assert diagnosis.has("from_logits_mismatch") and diagnosis.verdict == "plateau", diagnosis.codes
+    found = next(f for f in diagnosis.findings if str(f.code) == "from_logits_mismatch")
+    assert "ln(e + 9) - 1 = 1.461" in found.message and found.severity == "warning"
+    # Without the class count there is no floor to hold the loss against.
+    assert not diagnose(curve).has("from_logits_mismatch")
+    # The floor: softmax of a one-hot probability vector, as Keras' loss computes it.
+    for k in (3, 10, 100):
+        p = np.eye(k)[0]
+        assert double_softmax_floor(k) == pytest.approx(-np.log(np.exp(p[0]) / np.exp(p).sum()))
+    assert calibrated_cross_entropy(1.0, 10) == 0.0
+    assert calibrated_cross_entropy(0.1, 10) == pytest.approx(math.log(10))
+
+
+def test_a_sound_run_at_the_floors_level_is_no_from_logits_mismatch() -> None:
+    # Three classes at 0.85 training accuracy: a calibrated model's loss there (0.53) is the floor's
+    # level (0.552), so a loss near the floor proves nothing; at 0.97 it would (0.15 typical).
+    t = np.arange(30)
+    accuracy = 0.85 - 0.5 * np.exp(-0.3 * t)
+    metrics = {
+        "accuracy": _grid(accuracy, 3000),
+        "loss": 0.56 + 0.5 * np.exp(-0.3 * t),
+        "val_accuracy": _grid(accuracy - 0.01, 600),
+        "val_loss": 0.58 + 0.5 * np.exp(-0.3 * t),
+    }
+    assert not diagnose(_curve(metrics, num_classes=3)).has("from_logits_mismatch")
+    metrics["accuracy"] = _grid(0.97 - 0.6 * np.exp(-0.3 * t), 3000)
+    assert diagnose(_curve(metrics, num_classes=3)).has("from_logits_mismatch")
+    # Two classes: the floor (0.313) is where sound binary runs sit; never judged.
+    assert not diagnose(_curve(metrics, num_classes=2)).has("from_logits_mismatch")
