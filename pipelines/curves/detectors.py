@@ -2200,11 +2200,14 @@ def calibrated_cross_entropy(accuracy: float, k: int) -> float:
     return float(-xlogy(a, a) - xlogy(1.0 - a, (1.0 - a) / (k - 1)))
 
 
-#: ``from_logits_mismatch``: the training loss's lowest value lies within this share of the span
-#: from the double-softmax floor up to ln K above the floor (the loss hugs a floor it cannot cross).
-DOUBLE_SOFTMAX_BAND = 0.15
+#: ``from_logits_mismatch``: the training loss's lowest value lies at most (1 - accuracy + this
+#: share) of the span from the double-softmax floor up to ln K above the floor: a softmax applied
+#: twice costs about the floor on each example it gets right and up to ln K on the others.
+DOUBLE_SOFTMAX_BAND = 0.1
 #: ... and never more than this share below it (float32 round-off of an epoch's mean).
 DOUBLE_SOFTMAX_BELOW = 0.01
+#: ... while a calibrated model at the best training accuracy scores at most this share of it.
+DOUBLE_SOFTMAX_SOUND_SHARE = 0.6
 
 
 def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
@@ -2216,12 +2219,13 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
     https://keras.io/api/losses/probabilistic_losses/). Found when the class count K >= 3 is known
     (``num_classes`` or the class prior; for K = 2 the floor, 0.313, is where sound binary runs
     sit), the training loss's lowest value lies between :data:`DOUBLE_SOFTMAX_BELOW` below the
-    floor and :data:`DOUBLE_SOFTMAX_BAND` of the way from it up to ln K (so does val_loss's, no
-    lower than the floor), and training accuracy reached a level at which a calibrated model's loss
-    (:func:`calibrated_cross_entropy`) is at most half the floor: a sound run there sits far below
-    the floor (a real CNN at 0.948 training accuracy logged 1.514, against a floor of 1.461 and a
-    typical 0.30). A loss with a floor of its own (label smoothing near 0.5 with 10 classes, a large
-    weight penalty) can look the same; the causes say so.
+    floor and (1 - a + :data:`DOUBLE_SOFTMAX_BAND`) of the way from it up to ln K, ``a`` the best
+    training accuracy (val_loss no lower than the floor either), and a calibrated model at ``a``
+    (:func:`calibrated_cross_entropy`) scores at most :data:`DOUBLE_SOFTMAX_SOUND_SHARE` of that
+    lowest loss: a sound run sits far below it (a real CNN at 0.948 training accuracy logged 1.514,
+    against a floor of 1.461 and a calibrated 0.32; with 3 classes at 0.85 a calibrated model
+    scores 0.53, the floor's level, and nothing is said). A loss with a floor of its own (label
+    smoothing near 0.5 with 10 classes, a large weight penalty) can look the same; the causes say so.
     """
     curve = ctx.curve
     prior = class_shares(curve)
@@ -2232,11 +2236,11 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
     if loss is None or accuracy is None or loss[1].size < MIN_JUDGE_EPOCHS:
         return None
     floor, ln_k = double_softmax_floor(k), math.log(k)
-    top = floor + DOUBLE_SOFTMAX_BAND * (ln_k - floor)
     lowest, best = float(np.min(loss[1])), float(np.max(accuracy[1]))
+    top = floor + (1.0 - best + DOUBLE_SOFTMAX_BAND) * (ln_k - floor)
     if not (1.0 - DOUBLE_SOFTMAX_BELOW) * floor <= lowest <= top:
         return None
-    if calibrated_cross_entropy(best, k) > 0.5 * floor:
+    if calibrated_cross_entropy(best, k) > DOUBLE_SOFTMAX_SOUND_SHARE * lowest:
         return None
     val_loss = finite_series(curve, "val_loss")
     if val_loss is not None and float(np.min(val_loss[1])) < (1.0 - DOUBLE_SOFTMAX_BELOW) * floor:

@@ -1750,6 +1750,10 @@ def test_a_softmax_applied_twice_is_named_beside_the_plateau() -> None:
     assert "ln(e + 9) - 1 = 1.461" in found.message and found.severity == "warning"
     # Without the class count there is no floor to hold the loss against.
     assert not diagnose(curve).has("from_logits_mismatch")
+    # A slower run (an MLP with SGD) that reached only 0.848: its loss, 1.618, sits as far above the
+    # floor as its errors put it, and twice what a calibrated model scores there.
+    slow = _probe("fmnist-mlp-sgd-softmax-from-logits.csv")
+    assert diagnose(dataclasses.replace(slow, num_classes=10)).has("from_logits_mismatch")
     # The floor: softmax of a one-hot probability vector, as Keras' loss computes it.
     for k in (3, 10, 100):
         p = np.eye(k)[0]
