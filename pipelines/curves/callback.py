@@ -502,7 +502,8 @@ def _build_callback_class() -> type:
             stopped_epoch: 1-based epoch training stopped after (0 when it did not stop).
             history: ``{metric: [value per epoch]}`` seen so far, every list one value per
                 epoch (NaN where the epoch's logs lacked the metric, e.g. the epochs that
-                ``fit(..., validation_freq=k)`` does not validate).
+                ``fit(..., validation_freq=k)`` does not validate); ``learning_rate`` is read off
+                the optimizer when the logs lack it.
         """
 
         def __init__(
