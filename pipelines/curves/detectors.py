@@ -2210,40 +2210,74 @@ DOUBLE_SOFTMAX_BELOW = 0.01
 DOUBLE_SOFTMAX_SOUND_SHARE = 0.6
 
 
+def double_sigmoid_floor(positive_share: float) -> tuple[float, float]:
+    """(floor, uniform loss), in nats, of a binary cross-entropy taken on a sigmoid output as though
+    it were a logit, with a share ``positive_share`` of label-1 examples. An output p in [0, 1] read
+    as a logit gives sigmoid(p) in [0.5, 0.731]: at best -ln sigmoid(1) = 0.313 on a positive
+    example and ln 2 on a negative one (p = 0); 0.503 on a balanced task. The uniform loss is the
+    same mixture at p = 0.5 (an untrained model's output): 0.724 balanced."""
+    pi = min(max(float(positive_share), 0.0), 1.0)
+    floor = pi * math.log1p(math.exp(-1.0)) + (1.0 - pi) * math.log(2.0)
+    uniform = pi * math.log1p(math.exp(-0.5)) + (1.0 - pi) * math.log1p(math.exp(0.5))
+    return floor, uniform
+
+
+def _squashed_twice_floor(curve: Curve) -> tuple[int, float, float, float, str] | None:
+    """(K, floor, uniform loss, least floor over any label mix, what was doubled) of the loss when the
+    output's activation is applied again by a loss with ``from_logits=True``: K >= 3 classes known
+    (``num_classes`` or the prior), a softmax (:func:`double_softmax_floor`, uniform ln K, the floor
+    whatever the labels); K = 2 with the class prior known, a sigmoid unit
+    (:func:`double_sigmoid_floor`; with Dense(2, softmax) the floor, 0.313, is where sound binary
+    runs sit). None otherwise."""
+    prior = class_shares(curve)
+    k = prior.size if prior is not None else curve.num_classes
+    if k and k >= 3:
+        floor = double_softmax_floor(k)
+        return k, floor, math.log(k), floor, f"ln(e + {k - 1}) - 1"
+    if k == 2 and prior is not None:
+        floor, uniform = double_sigmoid_floor(float(prior[1]))
+        least = math.log1p(math.exp(-1.0))
+        return 2, floor, uniform, least, f"{fmt(float(prior[1]))} x 0.313 + {fmt(float(prior[0]))} x ln 2"
+    return None
+
+
 def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
-    """A softmax applied twice: a loss that cannot fall below :func:`double_softmax_floor`.
+    """An output activation applied twice: a loss that cannot fall below its floor.
 
     ``SparseCategoricalCrossentropy(from_logits=True)`` (or ``CategoricalCrossentropy``) on a
     ``Dense(K, activation="softmax")`` output takes the probabilities for logits, and no epoch's
-    mean loss can go below ln(e + K - 1) - 1 (Keras warns of the mismatch once, at the first call:
-    https://keras.io/api/losses/probabilistic_losses/). Found when the class count K >= 3 is known
-    (``num_classes`` or the class prior; for K = 2 the floor, 0.313, is where sound binary runs
-    sit), the training loss's lowest value lies between :data:`DOUBLE_SOFTMAX_BELOW` below the
-    floor and (1 - a + :data:`DOUBLE_SOFTMAX_BAND`) of the way from it up to ln K, ``a`` the best
-    training accuracy (val_loss no lower than the floor either), and a calibrated model at ``a``
-    (:func:`calibrated_cross_entropy`) scores at most :data:`DOUBLE_SOFTMAX_SOUND_SHARE` of that
-    lowest loss: a sound run sits far below it (a real CNN at 0.948 training accuracy logged 1.514,
-    against a floor of 1.461 and a calibrated 0.32; with 3 classes at 0.85 a calibrated model
-    scores 0.53, the floor's level, and nothing is said). A loss with a floor of its own (label
-    smoothing near 0.5 with 10 classes, a large weight penalty) can look the same; the causes say so.
+    mean loss can go below ln(e + K - 1) - 1 (:func:`double_softmax_floor`);
+    ``BinaryCrossentropy(from_logits=True)`` on a ``Dense(1, activation="sigmoid")`` output cannot go
+    below :func:`double_sigmoid_floor` (Keras warns of the mismatch once, at the first call:
+    https://keras.io/api/losses/probabilistic_losses/). Found when :func:`_squashed_twice_floor`
+    has a floor (K >= 3 classes known, or two with their prior), the training loss's lowest value
+    lies between :data:`DOUBLE_SOFTMAX_BELOW` below the floor and (1 - a +
+    :data:`DOUBLE_SOFTMAX_BAND`) of the way from it up to the uniform output's loss, ``a`` the best
+    training accuracy (val_loss no lower than the floor of any label mix either), and a calibrated
+    model at ``a`` (:func:`calibrated_cross_entropy`) scores at most
+    :data:`DOUBLE_SOFTMAX_SOUND_SHARE` of that lowest loss: a sound run sits far below it (a real
+    CNN at 0.948 training accuracy logged 1.514, against a floor of 1.461 and a calibrated 0.32; a
+    sigmoid MLP at 0.937 on a balanced binary task logged 0.528 against 0.503 and 0.24; with 3
+    classes at 0.85 a calibrated model scores 0.53, the floor's level, and nothing is said). A loss
+    with a floor of its own (label smoothing near 0.5 with 10 classes, a large weight penalty) can
+    look the same; the causes say so.
     """
     curve = ctx.curve
-    prior = class_shares(curve)
-    k = prior.size if prior is not None else curve.num_classes
-    if not k or k < 3:
+    squashed = _squashed_twice_floor(curve)
+    if squashed is None:
         return None
+    k, floor, uniform, least, formula = squashed
     loss, accuracy = finite_series(curve, "loss"), finite_series(curve, "accuracy")
     if loss is None or accuracy is None or loss[1].size < MIN_JUDGE_EPOCHS:
         return None
-    floor, ln_k = double_softmax_floor(k), math.log(k)
     lowest, best = float(np.min(loss[1])), float(np.max(accuracy[1]))
-    top = floor + (1.0 - best + DOUBLE_SOFTMAX_BAND) * (ln_k - floor)
+    top = floor + (1.0 - best + DOUBLE_SOFTMAX_BAND) * (uniform - floor)
     if not (1.0 - DOUBLE_SOFTMAX_BELOW) * floor <= lowest <= top:
         return None
     if calibrated_cross_entropy(best, k) > DOUBLE_SOFTMAX_SOUND_SHARE * lowest:
         return None
     val_loss = finite_series(curve, "val_loss")
-    if val_loss is not None and float(np.min(val_loss[1])) < (1.0 - DOUBLE_SOFTMAX_BELOW) * floor:
+    if val_loss is not None and float(np.min(val_loss[1])) < (1.0 - DOUBLE_SOFTMAX_BELOW) * least:
         return None
     evidence = {
         "num_classes": int(k),
@@ -2252,15 +2286,19 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
         "accuracy_max": best,
         "calibrated_loss": calibrated_cross_entropy(best, k),
     }
+    what = (
+        f"a {k}-class cross-entropy taken on outputs that already went through a softmax"
+        if k >= 3
+        else "a binary cross-entropy taken on a sigmoid output as though it were a logit"
+    )
     return make_finding(
         Code.FROM_LOGITS_MISMATCH,
         Severity.WARNING,
         int(loss[0][int(np.argmin(loss[1]))]),
         evidence,
         f"the training loss never fell below {fmt(lowest)} while training accuracy reached {fmt(best)}: "
-        f"a {k}-class cross-entropy taken on outputs that already went through a softmax cannot go below "
-        f"ln(e + {k - 1}) - 1 = {fmt(floor)}, and a model calibrated at that accuracy scores about "
-        f"{fmt(calibrated_cross_entropy(best, k))}",
+        f"{what} cannot go below {formula} = {fmt(floor)}, and a model calibrated at that accuracy "
+        f"scores about {fmt(calibrated_cross_entropy(best, k))}",
         (DOUBLE_SOFTMAX,),
     )
 

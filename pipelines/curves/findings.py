@@ -183,15 +183,15 @@ ZERO_LOSS: Group = (
 )
 DOUBLE_SOFTMAX: Group = (
     (
-        "the loss applies a softmax to outputs that already went through one (from_logits=True on a "
-        "softmax output layer): its gradients shrink as the model grows confident, so it learns "
-        "slowly and can never be sure of any class",
+        "the loss applies a softmax (or sigmoid) to outputs that already went through one "
+        "(from_logits=True on a softmax or sigmoid output layer): its gradients shrink as the model "
+        "grows confident, so it learns slowly and can never be sure of any class",
         "or a loss with a floor of its own: label smoothing near 0.5, or a large weight penalty "
         "added to the loss",
     ),
     (
-        "keep the softmax output layer and use the loss with from_logits=False (Keras' default)",
-        "or drop the output activation (Dense(K)) and keep from_logits=True",
+        "keep the softmax (sigmoid) output layer and use the loss with from_logits=False (Keras' default)",
+        "or drop the output activation (Dense(K), Dense(1)) and keep from_logits=True",
     ),
 )
 INTERRUPTED: Group = (

@@ -1735,13 +1735,17 @@ def test_lr_new_high_within_tells_a_warm_up_from_a_cycle() -> None:
     assert not lr_new_high_within({"learning_rate": [1e-3]}, 2)
 
 
-def test_a_softmax_applied_twice_is_named_beside_the_plateau() -> None:
+def test_an_output_activation_applied_twice_is_named_beside_the_plateau() -> None:
     # A real run (tests/fixtures/probes/README.md): from_logits=True on a softmax output. The loss
     # cannot go below ln(e + 9) - 1 = 1.461 with 10 classes; it sat at 1.514 with training accuracy
     # at 0.948, where a calibrated model scores 0.32. The stall it causes is still reported.
     import dataclasses
 
-    from pipelines.curves.detectors import calibrated_cross_entropy, double_softmax_floor
+    from pipelines.curves.detectors import (
+        calibrated_cross_entropy,
+        double_sigmoid_floor,
+        double_softmax_floor,
+    )
 
     curve = _probe("fmnist-cnn-softmax-from-logits-jax-gpu.csv")
     diagnosis = diagnose(dataclasses.replace(curve, num_classes=10))
@@ -1754,10 +1758,20 @@ def test_a_softmax_applied_twice_is_named_beside_the_plateau() -> None:
     # floor as its errors put it, and twice what a calibrated model scores there.
     slow = _probe("fmnist-mlp-sgd-softmax-from-logits.csv")
     assert diagnose(dataclasses.replace(slow, num_classes=10)).has("from_logits_mismatch")
+    # A sigmoid read as a logit by BinaryCrossentropy(from_logits=True), on a balanced binary task
+    # (the class prior gives the floor: 0.5 x 0.313 + 0.5 x ln 2 = 0.503); not a sound binary run.
+    binary = _probe("fmnist-binary-sigmoid-from-logits.csv")
+    assert diagnose(dataclasses.replace(binary, class_prior=(0.5, 0.5))).has("from_logits_mismatch")
+    assert not diagnose(dataclasses.replace(binary, num_classes=2)).has("from_logits_mismatch")
+    sound = _probe("fmnist-binary-tshirt-shirt-sound.csv")
+    assert not diagnose(dataclasses.replace(sound, class_prior=(0.5, 0.5))).has("from_logits_mismatch")
     # The floor: softmax of a one-hot probability vector, as Keras' loss computes it.
     for k in (3, 10, 100):
         p = np.eye(k)[0]
         assert double_softmax_floor(k) == pytest.approx(-np.log(np.exp(p[0]) / np.exp(p).sum()))
+    assert double_sigmoid_floor(0.5)[0] == pytest.approx(
+        0.5 * -np.log(1 / (1 + np.exp(-1.0))) + 0.5 * -np.log(1 - 1 / (1 + np.exp(-0.0)))
+    )
     assert calibrated_cross_entropy(1.0, 10) == 0.0
     assert calibrated_cross_entropy(0.1, 10) == pytest.approx(math.log(10))
 
