@@ -2294,7 +2294,7 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
     return make_finding(
         Code.FROM_LOGITS_MISMATCH,
         Severity.WARNING,
-        int(loss[0][int(np.argmin(loss[1]))]),
+        int(loss[0][0]),  # the loss is squashed twice from the first epoch on
         evidence,
         f"the training loss never fell below {fmt(lowest)} while training accuracy reached {fmt(best)}: "
         f"{what} cannot go below {formula} = {fmt(floor)}, and a model calibrated at that accuracy "
