@@ -1752,6 +1752,8 @@ def test_an_output_activation_applied_twice_is_named_beside_the_plateau() -> Non
     assert diagnosis.has("from_logits_mismatch") and diagnosis.verdict == "plateau", diagnosis.codes
     found = next(f for f in diagnosis.findings if str(f.code) == "from_logits_mismatch")
     assert "ln(e + 9) - 1 = 1.461" in found.message and found.severity == "warning"
+    # From the first epoch on: a fixed onset, so the live callback logs it once, not every epoch.
+    assert found.onset_epoch == 1
     # Without the class count there is no floor to hold the loss against.
     assert not diagnose(curve).has("from_logits_mismatch")
     # A slower run (an MLP with SGD) that reached only 0.848: its loss, 1.618, sits as far above the
