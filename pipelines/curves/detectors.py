@@ -2124,7 +2124,9 @@ def detect_oscillation(ctx: Context) -> Finding | None:
     the smallest grid the values lie on bounds n from below (:func:`infer_num_examples` with
     ``min_distinct=1``), so the SD from above; a val_accuracy that never changes vetoes the swing;
     else (no val_accuracy, or values on no grid) val_loss alone decides. A val_loss measured every
-    k-th epoch (:func:`validation_frequency`) is not judged: its values are k epochs apart.
+    k-th epoch (:func:`validation_frequency`) is not judged: its values are k epochs apart. When a
+    schedule's high rates bring the largest steps (:func:`_swings_at_peak_rate`), the message says
+    so: the schedule's peak is what to lower.
     """
     curve, cfg = ctx.curve, ctx.cfg
     stats: dict[str, tuple[float, float, float]] = {}
@@ -2175,14 +2177,48 @@ def detect_oscillation(ctx: Context) -> Finding | None:
     evidence["n_val"] = ctx.n_val
     verb = "swings" if len(swinging) == 1 else "swing"
     pronoun = "its" if len(swinging) == 1 else "their"
-    return make_finding(
-        Code.OSCILLATION,
-        Severity.WARNING,
-        None,
-        evidence,
-        f"{', '.join(swinging)} {verb} up and down from epoch to epoch, large against {pronoun} trend",
-        (LR_HIGH,),
-    )
+    message = f"{', '.join(swinging)} {verb} up and down from epoch to epoch, large against {pronoun} trend"
+    peak = _swings_at_peak_rate(curve, swinging[-1])
+    if peak is not None:
+        evidence.update(swing_learning_rate=peak[0], calm_learning_rate=peak[1])
+        message += (
+            f"; the largest steps of {swinging[-1]} come at the schedule's highest learning rates "
+            f"(median {fmt(peak[0])}, "
+            f"against {fmt(peak[1])} on the other epochs): lower the schedule's peak"
+        )
+    return make_finding(Code.OSCILLATION, Severity.WARNING, None, evidence, message, (LR_HIGH,))
+
+
+#: ``oscillation``: the epochs of the largest third of a loss's steps trained at a median logged
+#: learning rate at least this many times the other epochs' (:func:`_swings_at_peak_rate`).
+PEAK_RATE_RATIO = 1.5
+
+
+def _swings_at_peak_rate(curve: Curve, name: str) -> tuple[float, float] | None:
+    """(median learning rate on the epochs of ``name``'s largest third of epoch-to-epoch steps after
+    its first fifth, median on the others) when a schedule varied the logged ``learning_rate`` and
+    the large steps came at its high rates (:data:`PEAK_RATE_RATIO`): a one-cycle or cyclical
+    schedule whose peak is too high. None otherwise (no rate logged, a rate that never rises to
+    :data:`PEAK_RATE_RATIO` x its lowest, or swings spread over the schedule)."""
+    lr, series = finite_series(curve, "learning_rate"), finite_series(curve, name)
+    if lr is None or series is None or series[1].size < MIN_SWING_EPOCHS:
+        return None
+    rate = dict(zip(lr[0].tolist(), lr[1].tolist(), strict=True))
+    if max(rate.values()) < PEAK_RATE_RATIO * min(rate.values()):
+        return None
+    # After the first fifth, as :func:`_late_step`: the first fall dwarfs any later step. A step is
+    # the epoch it ends on (that epoch's rate moved the weights).
+    start = series[1].size // 5
+    steps = np.abs(np.diff(series[1][start:]))
+    at = series[0][start + 1 :]
+    known = np.asarray([int(e) in rate for e in at])
+    steps, at = steps[known], at[known]
+    if steps.size < MIN_SWING_EPOCHS:
+        return None
+    large = steps >= np.quantile(steps, 2 / 3)
+    high = float(np.median([rate[int(e)] for e in at[large]]))
+    low = float(np.median([rate[int(e)] for e in at[~large]])) if (~large).any() else high
+    return (high, low) if high >= PEAK_RATE_RATIO * low else None
 
 
 def double_softmax_floor(k: int) -> float:

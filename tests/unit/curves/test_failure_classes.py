@@ -1794,3 +1794,21 @@ def test_a_sound_run_at_the_floors_level_is_no_from_logits_mismatch() -> None:
     assert diagnose(_curve(metrics, num_classes=3)).has("from_logits_mismatch")
     # Two classes: the floor (0.313) is where sound binary runs sit; never judged.
     assert not diagnose(_curve(metrics, num_classes=2)).has("from_logits_mismatch")
+
+
+def test_oscillation_under_a_schedule_names_its_peak_rate() -> None:
+    # A real one-cycle run (tests/fixtures/probes/README.md): val_loss swings hardest while the rate
+    # is near its 0.2 peak. "Lower the learning rate" alone misreads a schedule; its peak is the fix.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_curve
+
+    swings = next(
+        f for f in diagnose(_probe("fmnist-mlp-sgd-one-cycle.csv")).findings if str(f.code) == "oscillation"
+    )
+    assert "the schedule's highest learning rates" in swings.message, swings.message
+    assert swings.evidence["swing_learning_rate"] >= 1.5 * swings.evidence["calm_learning_rate"]
+    # A constant rate (a corpus run, Adam at 0.05): no schedule to name.
+    csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "synth-tabular-oscillate-s0.csv"
+    constant = next(f for f in diagnose(load_curve(csv)).findings if str(f.code) == "oscillation")
+    assert "schedule" not in constant.message and "swing_learning_rate" not in constant.evidence
