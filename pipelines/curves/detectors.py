@@ -38,6 +38,7 @@ from pipelines.curves.findings import (
     LR_LOW,
     MAJORITY,
     MEMORISING,
+    NOT_PROBABILITIES,
     OVERCONFIDENT,
     SKEW,
     SPLITS,
@@ -1034,14 +1035,34 @@ def _not_learning_at_chance(
     if ctx.prior_known and chance > 1.05 / k:
         groups = (MAJORITY, INPUTS, DEAD)
     when = " throughout" if start == 0 else f" since epoch {onset}"
-    return make_finding(
-        Code.NOT_LEARNING,
-        Severity.CRITICAL,
-        onset,
-        evidence,
-        "not learning: " + " and ".join(parts) + when,
-        groups,
-    )
+    message = "not learning: " + " and ".join(parts) + when
+    lowest = float(np.min(loss_tail)) if loss_tail.size else 0.0
+    if lowest >= CLIPPED_LOSS_SHARE * KERAS_CLIP_LOSS and lowest >= 2 * ctx.prior_entropy:
+        # Far above any output spread over the classes: predictions pinned at Keras' probability
+        # clip on a share of the examples (each costs -ln 1e-7 = 16.1).
+        share = lowest / KERAS_CLIP_LOSS
+        evidence["clipped_share"] = share
+        message += (
+            f"; {fmt(lowest)} is {fmt(share)} x -ln(1e-7) = {fmt(KERAS_CLIP_LOSS)}, what Keras' "
+            f"cross-entropy charges a probability at its clip: the outputs sit at the clip on about "
+            f"{share:.0%} of the examples"
+        )
+        wrong = 1.0 - float(np.max(acc_tail)) if acc_tail.size else None
+        if wrong is not None and abs(share - wrong) <= 0.05 * wrong:
+            # Every example the accuracy misses, and only those: a softmax saturated on one class.
+            message += ", every one it gets wrong: a softmax saturated on the classes it predicts"
+            groups = (*groups, NOT_PROBABILITIES)
+        else:
+            groups = (NOT_PROBABILITIES, *groups)
+    return make_finding(Code.NOT_LEARNING, Severity.CRITICAL, onset, evidence, message, groups)
+
+
+#: What Keras' cross-entropy charges an example whose probability is at its clip, in nats:
+#: -ln(1e-7), ``keras.config.epsilon()`` (https://keras.io/api/utils/config_utils/#epsilon-function).
+KERAS_CLIP_LOSS = -math.log(1e-7)
+#: A not-learning loss at least this share of :data:`KERAS_CLIP_LOSS` (and 2 x the prior's entropy)
+#: has outputs pinned at the clip on that share of the examples, or more.
+CLIPPED_LOSS_SHARE = 0.25
 
 
 def _froze_where_it_learned_to(

@@ -181,6 +181,18 @@ ZERO_LOSS: Group = (
         "check that the labels reach the loss (not all zeros, not the wrong column)",
     ),
 )
+NOT_PROBABILITIES: Group = (
+    (
+        "the loss reads outputs that are not probabilities: a last Dense layer without softmax (or "
+        "sigmoid) while the loss keeps its default from_logits=False; or a softmax saturated on "
+        "wrong classes, as after a blow-up",
+    ),
+    (
+        "give the last layer activation='softmax' (sigmoid for one unit), or pass from_logits=True "
+        "to the loss",
+        "if the loss blew up first, lower the learning rate",
+    ),
+)
 DOUBLE_SOFTMAX: Group = (
     (
         "the loss applies a softmax (or sigmoid) to outputs that already went through one "

@@ -1812,3 +1812,37 @@ def test_oscillation_under_a_schedule_names_its_peak_rate() -> None:
     csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "synth-tabular-oscillate-s0.csv"
     constant = next(f for f in diagnose(load_curve(csv)).findings if str(f.code) == "oscillation")
     assert "schedule" not in constant.message and "swing_learning_rate" not in constant.evidence
+
+
+def test_a_not_learning_loss_at_keras_probability_clip_says_so() -> None:
+    # A real run (tests/fixtures/probes/README.md): a linear Dense(10) output read as probabilities
+    # by the default from_logits=False. Both losses sit at 8.064 = 0.5 x -ln(1e-7), what Keras'
+    # cross-entropy charges a probability at its clip: outputs that are not probabilities come first.
+    import dataclasses
+
+    curve = dataclasses.replace(
+        _probe("fmnist-cnn-linear-output-probability-loss-jax-gpu.csv"), num_classes=10
+    )
+    found = next(f for f in diagnose(curve).findings if str(f.code) == "not_learning")
+    assert "0.500 x -ln(1e-7) = 16.118" in found.message and "about 50% of the examples" in found.message
+    assert found.causes[0].startswith("the loss reads outputs that are not probabilities")
+    # A softmax saturated on one class: 90% of a balanced 10-class set at the clip, exactly the 90%
+    # it gets wrong (real dead networks after a too-high rate sit at 14.506).
+    t = np.arange(20)
+    dead = {
+        "accuracy": np.full(t.size, 0.1),
+        "loss": np.full(t.size, 14.506),
+        "val_accuracy": np.full(t.size, 0.1),
+        "val_loss": np.full(t.size, 14.506),
+    }
+    saturated = next(
+        f for f in diagnose(_curve(dead, num_classes=10)).findings if str(f.code) == "not_learning"
+    )
+    assert "saturated on the classes it predicts" in saturated.message
+    assert saturated.causes[-1].startswith("the loss reads outputs that are not probabilities")
+    # A dead network at ln 10 (uniform outputs): nothing at the clip.
+    dead.update(loss=np.full(t.size, math.log(10)), val_loss=np.full(t.size, math.log(10)))
+    uniform = next(
+        f for f in diagnose(_curve(dead, num_classes=10)).findings if str(f.code) == "not_learning"
+    )
+    assert "-ln(1e-7)" not in uniform.message and "clipped_share" not in uniform.evidence
