@@ -653,7 +653,7 @@ def _build_callback_class() -> type:
             """The optimizer's learning rate now, as ``ReduceLROnPlateau`` reads it into the logs:
             the rate the epoch just ended trained at (for a ``LearningRateSchedule``, its value at
             the current step). None without a model, an optimizer or a finite rate."""
-            optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
+            optimizer = getattr(self.model, "optimizer", None)
             if optimizer is None:
                 return None
             try:

@@ -1735,6 +1735,14 @@ def stall_reasons(
 LR_CUT_RATIO = 0.5
 
 
+def _logged_rates(history: Mapping[str, Sequence[float]]) -> np.ndarray | None:
+    """The logged ``learning_rate`` per epoch as (E,) float64 (None -> NaN); None when not logged."""
+    values = history.get("learning_rate")
+    if values is None or len(values) == 0:
+        return None
+    return np.asarray([math.nan if v is None else float(v) for v in values])
+
+
 def last_lr_cut_epoch(history: Mapping[str, Sequence[float]]) -> int | None:
     """1-based epoch of the last step cut of the logged ``learning_rate``: the first epoch trained
     at a rate at most :data:`LR_CUT_RATIO` x the epoch before's. None without one.
@@ -1743,10 +1751,9 @@ def last_lr_cut_epoch(history: Mapping[str, Sequence[float]]) -> int | None:
     the logs before it cuts: https://keras.io/api/callbacks/reduce_lr_on_plateau/), so a cut made
     at the end of epoch e shows on epoch e + 1's row.
     """
-    values = history.get("learning_rate")
-    if values is None or len(values) < 2:
+    lr = _logged_rates(history)
+    if lr is None or lr.size < 2:
         return None
-    lr = np.asarray([math.nan if v is None else float(v) for v in values])
     with np.errstate(invalid="ignore"):
         cut = np.flatnonzero(lr[1:] <= LR_CUT_RATIO * lr[:-1])
     return int(cut[-1]) + 2 if cut.size else None
@@ -1769,10 +1776,9 @@ def lr_new_high_within(history: Mapping[str, Sequence[float]], epochs: int) -> b
             logs it: the rate used during that epoch; None/NaN skipped).
         epochs: how many of the last epochs to look at (>= 1).
     """
-    values = history.get("learning_rate")
-    if not values or epochs < 1:
+    lr = _logged_rates(history)
+    if lr is None or epochs < 1:
         return False
-    lr = np.asarray([math.nan if v is None else float(v) for v in values])
     finite = np.isfinite(lr)
     if finite.sum() < 2:
         return False
@@ -2293,7 +2299,7 @@ def _squashed_twice_floor(curve: Curve) -> tuple[int, float, float, float, str] 
         return k, floor, math.log(k), floor, f"ln(e + {k - 1}) - 1"
     if k == 2 and prior is not None:
         floor, uniform = double_sigmoid_floor(float(prior[1]))
-        least = math.log1p(math.exp(-1.0))
+        least = double_sigmoid_floor(1.0)[0]  # every example positive: -ln sigmoid(1)
         return 2, floor, uniform, least, f"{fmt(float(prior[1]))} x 0.313 + {fmt(float(prior[0]))} x ln 2"
     return None
 
@@ -2331,7 +2337,8 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
     top = floor + (1.0 - best + DOUBLE_SOFTMAX_BAND) * (uniform - floor)
     if not (1.0 - DOUBLE_SOFTMAX_BELOW) * floor <= lowest <= top:
         return None
-    if calibrated_cross_entropy(best, k) > DOUBLE_SOFTMAX_SOUND_SHARE * lowest:
+    calibrated = calibrated_cross_entropy(best, k)
+    if calibrated > DOUBLE_SOFTMAX_SOUND_SHARE * lowest:
         return None
     val_loss = finite_series(curve, "val_loss")
     if val_loss is not None and float(np.min(val_loss[1])) < (1.0 - DOUBLE_SOFTMAX_BELOW) * least:
@@ -2341,7 +2348,7 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
         "loss_floor": floor,
         "loss_min": lowest,
         "accuracy_max": best,
-        "calibrated_loss": calibrated_cross_entropy(best, k),
+        "calibrated_loss": calibrated,
     }
     what = (
         f"a {k}-class cross-entropy taken on outputs that already went through a softmax"
@@ -2355,7 +2362,7 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
         evidence,
         f"the training loss never fell below {fmt(lowest)} while training accuracy reached {fmt(best)}: "
         f"{what} cannot go below {formula} = {fmt(floor)}, and a model calibrated at that accuracy "
-        f"scores about {fmt(calibrated_cross_entropy(best, k))}",
+        f"scores about {fmt(calibrated)}",
         (DOUBLE_SOFTMAX,),
     )
 
