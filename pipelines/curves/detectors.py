@@ -2286,7 +2286,7 @@ def double_sigmoid_floor(positive_share: float) -> tuple[float, float]:
 
 
 def _squashed_twice_floor(curve: Curve) -> tuple[int, float, float, float, str] | None:
-    """(K, floor, uniform loss, least floor over any label mix, what was doubled) of the loss when the
+    """(K, floor, uniform loss, least floor over any label mix, the floor as a formula) of the loss when the
     output's activation is applied again by a loss with ``from_logits=True``: K >= 3 classes known
     (``num_classes`` or the prior), a softmax (:func:`double_softmax_floor`, uniform ln K, the floor
     whatever the labels); K = 2 with the class prior known, a sigmoid unit
