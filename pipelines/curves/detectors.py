@@ -1824,6 +1824,11 @@ def weights_still(curve: Curve) -> int | None:
 def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) -> tuple[Group, ...]:
     """Causes for a stall: memorising or capacity (never both), then inputs where the level says so.
 
+    Memorising: the run overfits or its gap widens (``reasons``), or, short of those, training sits
+    clearly above validation (a gap over 5 noise SDs and 0.05, or over 3 noise SDs while training
+    still climbs), except when the run underfits (``underfit``: the underfitting finding says
+    training accuracy is as low as validation's, and the gap is within what it allows).
+
     Weights that no longer change (:func:`weights_still`) replace both, unless the run overfits or
     its gap widens: training accuracy that repeats itself memorises nothing, and its trend over a
     frozen curve (noise about 0) means nothing either.
@@ -1832,7 +1837,9 @@ def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) 
     assert plateau is not None
     memorising = "memorising" in reasons or "gap_widening" in reasons
     still = not memorising and weights_still(ctx.curve) is not None
-    if not memorising and not still and gap:
+    # A stall called underfit (training accuracy no better than validation's) is not read as
+    # memorising from a small gap that its own tolerance allowed.
+    if not memorising and not still and gap and "underfit" not in reasons:
         memorising = gap["train_val_gap"] > max(5 * plateau.noise, 0.05) or (
             gap["train_trend_z"] > 3 and gap["train_val_gap"] > 3 * plateau.noise
         )

@@ -1846,3 +1846,17 @@ def test_a_not_learning_loss_at_keras_probability_clip_says_so() -> None:
         f for f in diagnose(_curve(dead, num_classes=10)).findings if str(f.code) == "not_learning"
     )
     assert "-ln(1e-7)" not in uniform.message and "clipped_share" not in uniform.evidence
+
+
+def test_a_stall_read_as_underfit_gives_capacity_causes_not_memorising() -> None:
+    # A real run (tests/fixtures/probes/README.md): plain SGD at 1e-3 on T-shirt against shirt, both
+    # accuracies crawling up together (0.828 / 0.818). The plateau's first cause said the model
+    # memorises its training set, beside the underfitting finding's "training accuracy is as low
+    # as validation": one report contradicting itself.
+    diagnosis = diagnose(_probe("fmnist-tshirt-shirt-cnn-sgd-1e-3-jax-gpu.csv"))
+    assert diagnosis.codes[:2] == ["plateau", "underfitting"], diagnosis.codes
+    plateau = diagnosis.findings[0]
+    assert plateau.evidence["train_val_gap"] < 0.02
+    assert not any("memorises" in cause for cause in plateau.causes), plateau.causes
+    assert plateau.causes[0] == diagnosis.findings[1].causes[0]
+    assert not any("augmentation" in r or "dropout" in r for r in plateau.remedies), plateau.remedies
