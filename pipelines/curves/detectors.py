@@ -568,7 +568,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        classes, 10 x ln 4, is as high).
 
     A single val_loss spike that recovers is none of these: every rule reads the training loss,
-    the run's end, or the validation loss's minimum.
+    the run's end, or the validation loss's minimum. Nor is a finite training loss that has repeated
+    itself since the first epoch (:func:`weights_still` over every epoch): it never moved, so nothing
+    blew up (the weights got no gradient from the first step).
 
     Does not need the Context (a run whose validation metrics are all NaN still diverged).
     """
@@ -616,6 +618,12 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     if series is None or series[1].size < 2:
         return None
     x, y = series
+    if (weights_still(curve) or 0) >= y.size - 1:
+        # A training loss that has repeated itself since the first epoch never blew up: it started
+        # where it ends, with no gradient from the first step (a softmax over one unit outputs 1.0
+        # whatever its weights). A blow-up within epoch 1 shows: that epoch's mean holds the steps
+        # before it (real dead networks after a rate too high: 1.8e-3 to 8e-3 below the rest).
+        return None
     chance, chance_source, entropy = chance_of(curve)
     n_val = val_examples(curve)
     val_acc = finite_series(curve, "val_accuracy")

@@ -1860,3 +1860,19 @@ def test_a_stall_read_as_underfit_gives_capacity_causes_not_memorising() -> None
     assert not any("memorises" in cause for cause in plateau.causes), plateau.causes
     assert plateau.causes[0] == diagnosis.findings[1].causes[0]
     assert not any("augmentation" in r or "dropout" in r for r in plateau.remedies), plateau.remedies
+
+
+def test_a_loss_that_never_moved_from_epoch_1_is_no_blow_up() -> None:
+    # A real Dense(1, softmax) run (tests/fixtures/probes/README.md): the loss is 7.936 on every
+    # epoch from the first, since the weights get no gradient. With two classes known it read as
+    # "loss exploded to 7.936 at epoch 7 and the network died", and the live stop said so.
+    curve = dataclasses.replace(_probe("fmnist-binary-dense1-softmax.csv"), num_classes=2)
+    assert diagnose(curve).codes == ["not_learning"], diagnose(curve).codes
+    decision = should_stop({k: list(v) for k, v in curve.metrics.items()}, 25, num_classes=2)
+    assert decision.stop and str(decision.finding.code) == "not_learning", decision.reason
+    # The same run with a first epoch that held the steps before a blow-up (its mean 0.2% lower)
+    # died of it.
+    loss = curve.metrics["loss"].copy()
+    loss[0] *= 0.998
+    blown = dataclasses.replace(curve, metrics={**curve.metrics, "loss": loss})
+    assert diagnose(blown).verdict == "divergence", diagnose(blown).codes
