@@ -13,7 +13,8 @@ which of those findings the user is shown and in what order. The rules:
 1. ``divergence`` explains everything downstream of the blow-up: of the other problems only
    ``incomplete`` stays, and ``not_learning`` when the blow-up killed the network (evidence
    ``died``: it now sits at chance), which is what the run is now beside how it got there.
-2. ``not_learning`` explains a low plateau, underfitting, slowness, swings and a split gap; a
+2. ``not_learning`` explains a low plateau, underfitting, slowness, swings, a split gap and
+   ``saturated_outputs`` (its own message says when its loss sits at Keras' clip); a
    memorising ``overfitting`` stays when the training set is fitted (random labels). Except a
    CRITICAL ``split_mismatch`` (rule 0): the network learns its training set and the validation
    set is drawn otherwise, so that finding stays and ``not_learning`` goes.
@@ -36,7 +37,8 @@ which of those findings the user is shown and in what order. The rules:
    not reported beside ``overfitting``: a network that memorises fast opens the same gap (a real
    BatchNorm CNN on 4,000 images was 0.13 below training from epoch 2).
 7. ``healthy`` only when nothing is WARNING or CRITICAL (``too_slow`` included).
-8. Order: severity (CRITICAL, WARNING, INFO), then :data:`ORDER`.
+8. Order: severity (CRITICAL, WARNING, INFO), then :data:`ORDER`: among warnings
+   ``saturated_outputs`` first, the cause of the stall, swings or slowness reported beside it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ ORDER: tuple[Code, ...] = (
     Code.DIVERGENCE,
     Code.NOT_LEARNING,
     Code.INCOMPLETE,
+    Code.SATURATED_OUTPUTS,
     Code.OVERFITTING,
     Code.PLATEAU,
     Code.UNDERFITTING,
@@ -105,7 +108,14 @@ def arbitrate(
     if skewed and Code.SPLIT_MISMATCH in found:
         found.pop(Code.NOT_LEARNING, None)
     if Code.NOT_LEARNING in found:
-        drop = {Code.PLATEAU, Code.UNDERFITTING, Code.TOO_SLOW, Code.OSCILLATION, Code.SPLIT_MISMATCH}
+        drop = {
+            Code.PLATEAU,
+            Code.UNDERFITTING,
+            Code.TOO_SLOW,
+            Code.OSCILLATION,
+            Code.SPLIT_MISMATCH,
+            Code.SATURATED_OUTPUTS,
+        }
         if not fits_training_set:
             drop.add(Code.OVERFITTING)
         found = {c: f for c, f in found.items() if c not in drop}

@@ -40,6 +40,7 @@ from pipelines.curves.findings import (
     MEMORISING,
     NOT_PROBABILITIES,
     OVERCONFIDENT,
+    SATURATED,
     SKEW,
     SPLITS,
     UNSEEN_LABELS,
@@ -2380,6 +2381,87 @@ def detect_from_logits_mismatch(ctx: Context) -> Finding | None:
         f"scores about {fmt(calibrated)}",
         (DOUBLE_SOFTMAX,),
     )
+
+
+#: Where a training loss with its outputs pinned at 0 or 1 sits, as a share of what Keras charges
+#: the examples it gets wrong at its clip ((1 - accuracy) x :data:`KERAS_CLIP_LOSS`): each wrong one
+#: costs -ln(1e-7) and each right one about nothing; outputs strictly between 0 and 1 add a little,
+#: and a sound sigmoid or softmax output sits far below (a first epoch at 0.1 to 0.35 of it).
+SATURATED_CHARGE_BAND = (0.85, 1.15)
+
+
+def clip_charge(loss: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """Per epoch, the loss as a share of Keras' charge for the misclassified examples at its clip.
+
+    Args:
+        loss: (E,) float cross-entropy per epoch (nats).
+        accuracy: (E,) float accuracy per epoch on the same examples, in [0, 1).
+
+    Returns:
+        (E,) float64 ``loss / ((1 - accuracy) x KERAS_CLIP_LOSS)``; about 1 when every misclassified
+        example's probability sits at ``keras.config.epsilon()`` (1e-7) and every other at 1 - 1e-7.
+    """
+    wrong = 1.0 - np.asarray(accuracy, dtype=np.float64)
+    return np.asarray(loss, dtype=np.float64) / (wrong * KERAS_CLIP_LOSS)
+
+
+def detect_saturated_outputs(ctx: Context) -> Finding | None:
+    """Outputs pinned at 0 or 1: a training loss that is Keras' clip charge for its errors, every epoch.
+
+    Keras' cross-entropy with ``from_logits=False`` clips each probability to [1e-7, 1 - 1e-7]
+    (``keras.config.epsilon()``, https://keras.io/api/utils/config_utils/#epsilon-function), so an
+    example whose output sits on the wrong side of 0 or 1 costs -ln(1e-7) = 16.118
+    (:data:`KERAS_CLIP_LOSS`) and passes no gradient. Found when, on every epoch with training
+    accuracy below 1 (at least :data:`MIN_JUDGE_EPOCHS` of them), the training loss lies within
+    :data:`SATURATED_CHARGE_BAND` of (1 - accuracy) x 16.118 (:func:`clip_charge`), the first epoch
+    included: a sigmoid or softmax output starts near uniform and charges a tenth to a third of
+    that, so outputs at the clip from the start are not probabilities (a linear or relu last layer)
+    or are saturated by unscaled inputs. Real runs (session 26): ``Dense(1)`` and ``Dense(1, relu)``
+    read by ``binary_crossentropy`` logged 1.72 at 0.892 (0.99 of the charge) and swung between 0.73
+    and 0.90 validation accuracy; a sigmoid output on inputs in 0-255 sat at 0.98. A dead network
+    at chance has the same loss; :func:`detect_not_learning` says so there, and the arbitration
+    keeps that finding instead.
+    """
+    curve = ctx.curve
+    loss, accuracy = curve.get("loss"), curve.get("accuracy")
+    if loss is None or accuracy is None or len(loss) != len(accuracy):
+        return None
+    loss, accuracy = np.asarray(loss, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
+    keep = np.isfinite(loss) & np.isfinite(accuracy) & (accuracy < 1.0 - 1e-6)
+    if keep.sum() < MIN_JUDGE_EPOCHS or not keep[0]:
+        return None
+    share = clip_charge(loss[keep], accuracy[keep])
+    low, high = SATURATED_CHARGE_BAND
+    if not (float(share.min()) >= low and float(share.max()) <= high):
+        return None
+    epochs = np.asarray(curve.epochs)[keep]
+    last = int(np.flatnonzero(keep)[-1])
+    evidence: dict[str, Any] = {
+        "clip_charge_min": float(share.min()),
+        "clip_charge_max": float(share.max()),
+        "loss_last": float(loss[last]),
+        "accuracy_last": float(accuracy[last]),
+    }
+    message = (
+        f"the training loss is what Keras' cross-entropy charges for the examples it gets wrong at its "
+        f"probability clip (-ln(1e-7) = {fmt(KERAS_CLIP_LOSS)} each) and about nothing for the rest, on "
+        f"every epoch from the first ({fmt(float(share.min()))} to {fmt(float(share.max()))} x that "
+        f"charge; {fmt(float(loss[last]))} at training accuracy {fmt(float(accuracy[last]))}, epoch "
+        f"{int(epochs[-1])}): the outputs sit at 0 or 1, not in between"
+    )
+    val_loss, val_acc = curve.get("val_loss"), curve.get("val_accuracy")
+    if val_loss is not None and val_acc is not None and len(val_loss) == len(val_acc):
+        vl, va = np.asarray(val_loss, dtype=np.float64), np.asarray(val_acc, dtype=np.float64)
+        ok = np.flatnonzero(np.isfinite(vl) & np.isfinite(va) & (va < 1.0 - 1e-6))
+        if ok.size:
+            v = float(clip_charge(vl[ok[-1:]], va[ok[-1:]])[0])
+            evidence["val_clip_charge_last"] = v
+            if low <= v <= high:
+                message += (
+                    f"; so does val_loss ({fmt(float(vl[ok[-1]]))} at val_accuracy {fmt(float(va[ok[-1]]))})"
+                )
+    onset = int(epochs[0])
+    return make_finding(Code.SATURATED_OUTPUTS, Severity.WARNING, onset, evidence, message, (SATURATED,))
 
 
 def detect_noisy_validation(ctx: Context) -> Finding | None:

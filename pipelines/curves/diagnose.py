@@ -38,6 +38,7 @@ from pipelines.curves.detectors import (
     detect_oscillation,
     detect_overfitting,
     detect_plateau,
+    detect_saturated_outputs,
     detect_split_mismatch,
     detect_too_slow,
     detect_underfitting,
@@ -170,6 +171,7 @@ def diagnose(
         Code.SPLIT_MISMATCH: detect_split_mismatch(ctx),
         Code.NOISY_VALIDATION: detect_noisy_validation(ctx),
         Code.FROM_LOGITS_MISMATCH: detect_from_logits_mismatch(ctx),
+        Code.SATURATED_OUTPUTS: detect_saturated_outputs(ctx),
     }
     findings = arbitrate(candidates, fits_training_set=fits_training_set(ctx), healthy=healthy_finding(ctx))
     codes = {f.code for f in findings}

@@ -37,6 +37,7 @@ class Code(str, Enum):
     HEALTHY = "healthy"
     NOISY_VALIDATION = "noisy_validation"
     FROM_LOGITS_MISMATCH = "from_logits_mismatch"
+    SATURATED_OUTPUTS = "saturated_outputs"
     CURVE_REGRESSION = "curve_regression"
     REGRESSION = "regression"
     SERIES_STALL = "series_stall"
@@ -191,6 +192,21 @@ NOT_PROBABILITIES: Group = (
         "give the last layer activation='softmax' (sigmoid for one unit), or pass from_logits=True "
         "to the loss",
         "if the loss blew up first, lower the learning rate",
+    ),
+)
+SATURATED: Group = (
+    (
+        "the outputs sit at 0 or 1, not in between: a last Dense layer without sigmoid or softmax "
+        "(linear, or relu) read by a loss with from_logits=False, which clips it to [1e-7, 1 - 1e-7] "
+        "and gives no gradient beyond: each example on the wrong side costs -ln(1e-7) = 16.1 and "
+        "stays there",
+        "inputs left unscaled (pixels in 0-255, raw features) saturate a sigmoid or softmax output "
+        "from the first step",
+    ),
+    (
+        "give the last layer activation='sigmoid' (one unit) or 'softmax' (one per class), or keep it "
+        "linear and pass from_logits=True to the loss",
+        "scale the inputs (keras.layers.Rescaling(1 / 255) for pixels; standardise other features)",
     ),
 )
 DOUBLE_SOFTMAX: Group = (

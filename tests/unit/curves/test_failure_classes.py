@@ -1876,3 +1876,22 @@ def test_a_loss_that_never_moved_from_epoch_1_is_no_blow_up() -> None:
     loss[0] *= 0.998
     blown = dataclasses.replace(curve, metrics={**curve.metrics, "loss": loss})
     assert diagnose(blown).verdict == "divergence", diagnose(blown).codes
+
+
+@pytest.mark.parametrize(
+    "name", ["fmnist-binary-dense1-linear-bce.csv", "fmnist-binary-sigmoid-unscaled-inputs.csv"]
+)
+def test_outputs_pinned_at_keras_clip_are_saturated_outputs(name: str) -> None:
+    # Real runs (tests/fixtures/probes/README.md): a linear Dense(1) read by binary_crossentropy
+    # (from_logits=False), and a sigmoid output on inputs in 0-255. Every epoch's training loss is
+    # what Keras charges the misclassified examples at its clip, -ln(1e-7) each: both read as
+    # oscillation alone, with "lower the learning rate".
+    diagnosis = diagnose(dataclasses.replace(_probe(name), num_classes=2))
+    assert diagnosis.verdict == "saturated_outputs", diagnosis.codes
+    found = diagnosis.findings[0]
+    assert 0.85 <= found.evidence["clip_charge_min"] <= found.evidence["clip_charge_max"] <= 1.15
+    assert "from_logits=False" in found.causes[0] and "unscaled" in found.causes[1]
+    assert "the outputs sit at 0 or 1" in found.message and "so does val_loss" in found.message
+    # Sound sigmoid and softmax runs charge a fraction of that, from their first epoch.
+    for sound in ("fmnist-binary-tshirt-shirt-sound.csv", "fmnist-cnn-sgd-1e-3-jax-gpu.csv"):
+        assert not diagnose(_probe(sound)).has("saturated_outputs")
