@@ -1892,6 +1892,13 @@ def test_outputs_pinned_at_keras_clip_are_saturated_outputs(name: str) -> None:
     assert 0.85 <= found.evidence["clip_charge_min"] <= found.evidence["clip_charge_max"] <= 1.15
     assert "from_logits=False" in found.causes[0] and "unscaled" in found.causes[1]
     assert "the outputs sit at 0 or 1" in found.message and "so does val_loss" in found.message
+    # Under TensorFlow a linear output's first epoch charged 0.848 (its early steps inside (0, 1)).
+    curve = dataclasses.replace(_probe(name), num_classes=2)
+    loss = curve.metrics["loss"].copy()
+    loss[0] *= 0.848 / found.evidence["clip_charge_first"]
+    assert diagnose(dataclasses.replace(curve, metrics={**curve.metrics, "loss": loss})).has(
+        "saturated_outputs"
+    )
     # Sound sigmoid and softmax runs charge a fraction of that, from their first epoch.
     for sound in ("fmnist-binary-tshirt-shirt-sound.csv", "fmnist-cnn-sgd-1e-3-jax-gpu.csv"):
         assert not diagnose(_probe(sound)).has("saturated_outputs")
