@@ -2419,17 +2419,17 @@ def detect_saturated_outputs(ctx: Context) -> Finding | None:
     (:data:`KERAS_CLIP_LOSS`) and passes no gradient. Found when, on every epoch with training
     accuracy below 1 (at least :data:`MIN_JUDGE_EPOCHS` of them, the first among them) but the
     first, the training loss lies within :data:`SATURATED_CHARGE_BAND` of (1 - accuracy) x 16.118
-    (:func:`clip_charge`), the first epoch at least :data:`SATURATED_FIRST_EPOCH_MIN` of it (its mean holds the steps before the outputs got
-    there): a sigmoid or softmax output starts near uniform and charges a tenth to a third of that,
-    so outputs at the clip from the start are not probabilities (a linear or relu last layer) or are
-    saturated by unscaled inputs. (Keras' TensorFlow backend computes a sigmoid or softmax output's
-    cross-entropy from its logits, unclipped: there only the first cause shows.) Real runs (session
-    26): ``Dense(1)`` and ``Dense(1, relu)`` read by ``binary_crossentropy`` logged 1.72 at 0.892
-    (0.99 of the charge) and swung between 0.73 and 0.90 validation accuracy; a sigmoid output on
-    inputs in 0-255 sat at 0.98. The nearest corpus runs stay at or below 0.73 on some epoch after
-    the first. A dead network
-    at chance has the same loss; :func:`detect_not_learning` says so there, and the arbitration
-    keeps that finding instead.
+    (:func:`clip_charge`), the first epoch at least :data:`SATURATED_FIRST_EPOCH_MIN` of it (its
+    mean holds the steps before the outputs got there): a sigmoid or softmax output starts near
+    uniform and charges a tenth to a third of that, so outputs at the clip from the start are not
+    probabilities (a linear or relu last layer) or are saturated by unscaled inputs. (Keras'
+    TensorFlow backend computes a sigmoid or softmax output's cross-entropy from its logits,
+    unclipped: there only the first cause shows.) Real runs (session 26): ``Dense(1)`` and
+    ``Dense(1, relu)`` read by ``binary_crossentropy`` logged 1.72 at 0.892 (0.99 of the charge) and
+    swung between 0.73 and 0.90 validation accuracy; a sigmoid output on inputs in 0-255 sat at
+    0.98. The nearest corpus runs stay at or below 0.73 on some epoch after the first. A dead
+    network at chance has the same loss; :func:`detect_not_learning` says so there, and the
+    arbitration keeps that finding instead.
     """
     curve = ctx.curve
     loss, accuracy = curve.get("loss"), curve.get("accuracy")
