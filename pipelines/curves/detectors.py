@@ -1049,21 +1049,46 @@ def _not_learning_at_chance(
     if lowest >= CLIPPED_LOSS_SHARE * KERAS_CLIP_LOSS and lowest >= 2 * ctx.prior_entropy:
         # Far above any output spread over the classes: predictions pinned at Keras' probability
         # clip on a share of the examples (each costs -ln 1e-7 = 16.1).
-        share = lowest / KERAS_CLIP_LOSS
-        evidence["clipped_share"] = share
-        message += (
-            f"; {fmt(lowest)} is {fmt(share)} x -ln(1e-7) = {fmt(KERAS_CLIP_LOSS)}, what Keras' "
-            f"cross-entropy charges a probability at its clip: the outputs sit at the clip on about "
-            f"{share:.0%} of the examples"
-        )
         wrong = 1.0 - float(np.max(acc_tail)) if acc_tail.size else None
-        if wrong is not None and abs(share - wrong) <= 0.05 * wrong:
-            # Every example the accuracy misses, and only those: a softmax saturated on one class.
-            message += ", every one it gets wrong: a softmax saturated on the classes it predicts"
-            groups = (*groups, NOT_PROBABILITIES)
-        else:
-            groups = (NOT_PROBABILITIES, *groups)
+        note, groups = _at_the_clip(ctx, lowest, wrong, groups, evidence)
+        message += note
     return make_finding(Code.NOT_LEARNING, Severity.CRITICAL, onset, evidence, message, groups)
+
+
+def _at_the_clip(
+    ctx: Context, lowest: float, wrong: float | None, groups: tuple[Group, ...], evidence: dict[str, Any]
+) -> tuple[str, tuple[Group, ...]]:
+    """What a not-learning loss at Keras' probability clip says: the note for the message and the
+    causes, reordered (``evidence`` gains ``clipped_share``, and ``loss_unmoved`` when it applies).
+
+    The loss ``lowest`` is ``share`` x -ln(1e-7): the outputs sit at the clip on that share of the
+    examples. When the share is the error rate ``wrong`` (within 5%), every example it gets wrong and
+    only those: a softmax saturated on the classes it predicts, whose usual causes stay first; and
+    when the training loss has not moved since the first epoch (:func:`weights_still` over every
+    epoch), no gradient ever reached the weights, as with a softmax over one unit (1.0 whatever its
+    input): outputs that are not probabilities come first. Otherwise too.
+    """
+    share = lowest / KERAS_CLIP_LOSS
+    evidence["clipped_share"] = share
+    note = (
+        f"; {fmt(lowest)} is {fmt(share)} x -ln(1e-7) = {fmt(KERAS_CLIP_LOSS)}, what Keras' "
+        f"cross-entropy charges a probability at its clip: the outputs sit at the clip on about "
+        f"{share:.0%} of the examples"
+    )
+    loss = finite_series(ctx.curve, "loss")
+    unmoved = loss is not None and (weights_still(ctx.curve) or 0) >= loss[1].size - 1
+    if wrong is None or abs(share - wrong) > 0.05 * wrong:
+        return note, (NOT_PROBABILITIES, *groups)
+    # Every example the accuracy misses, and only those.
+    note += ", every one it gets wrong"
+    if unmoved:
+        evidence["loss_unmoved"] = True
+        note += (
+            ", and the training loss has not moved since the first epoch: no gradient reached the "
+            "weights (a softmax over one unit outputs 1.0 whatever its input)"
+        )
+        return note, (NOT_PROBABILITIES, *groups)
+    return note + ": a softmax saturated on the classes it predicts", (*groups, NOT_PROBABILITIES)
 
 
 #: What Keras' cross-entropy charges an example whose probability is at its clip, in nats:
@@ -1376,16 +1401,21 @@ def detect_not_learning(ctx: Context) -> Finding | None:
             "initialisation",
             (WEIGHTS_STILL,),
         )
-    return make_finding(
-        Code.NOT_LEARNING,
-        Severity.CRITICAL,
-        onset,
-        evidence,
+    message = (
         f"not learning: {acc_name} frozen at {fmt(level)} for {span} epochs since epoch {onset} while the "
         "loss stays flat: the network predicts the same class(es) for every example (on an imbalanced "
-        "task that is the majority share)",
-        (MAJORITY, INPUTS, DEAD),
+        "task that is the majority share)"
     )
+    groups: tuple[Group, ...] = (MAJORITY, INPUTS, DEAD)
+    lowest = float(np.min(loss_tail)) if loss_tail.size else 0.0
+    if lowest >= CLIPPED_LOSS_SHARE * KERAS_CLIP_LOSS and abs(
+        lowest / KERAS_CLIP_LOSS - (1 - level)
+    ) <= 0.05 * (1 - level):
+        # With no class count the prior's entropy is unknown: the clip is read only where it
+        # charges exactly the examples the frozen accuracy misses.
+        note, groups = _at_the_clip(ctx, lowest, 1.0 - level, groups, evidence)
+        message += note
+    return make_finding(Code.NOT_LEARNING, Severity.CRITICAL, onset, evidence, message, groups)
 
 
 #: Relative distance to ln K within which a dead network's losses sit (uniform outputs score ln K

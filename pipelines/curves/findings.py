@@ -185,8 +185,8 @@ ZERO_LOSS: Group = (
 NOT_PROBABILITIES: Group = (
     (
         "the loss reads outputs that are not probabilities: a last Dense layer without softmax (or "
-        "sigmoid) while the loss keeps its default from_logits=False; or a softmax saturated on "
-        "wrong classes, as after a blow-up",
+        "sigmoid) while the loss keeps its default from_logits=False; a softmax over a single unit, "
+        "1.0 whatever its input; or a softmax saturated on wrong classes, as after a blow-up",
     ),
     (
         "give the last layer activation='softmax' (sigmoid for one unit), or pass from_logits=True "

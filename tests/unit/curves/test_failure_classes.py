@@ -1827,11 +1827,12 @@ def test_a_not_learning_loss_at_keras_probability_clip_says_so() -> None:
     assert "0.500 x -ln(1e-7) = 16.118" in found.message and "about 50% of the examples" in found.message
     assert found.causes[0].startswith("the loss reads outputs that are not probabilities")
     # A softmax saturated on one class: 90% of a balanced 10-class set at the clip, exactly the 90%
-    # it gets wrong (real dead networks after a too-high rate sit at 14.506).
+    # it gets wrong (real dead networks after a too-high rate sit at 14.506, their first epoch a
+    # little lower: it holds the steps before the blow-up).
     t = np.arange(20)
     dead = {
         "accuracy": np.full(t.size, 0.1),
-        "loss": np.full(t.size, 14.506),
+        "loss": np.concatenate([[14.48], np.full(t.size - 1, 14.506)]),
         "val_accuracy": np.full(t.size, 0.1),
         "val_loss": np.full(t.size, 14.506),
     }
@@ -1870,6 +1871,13 @@ def test_a_loss_that_never_moved_from_epoch_1_is_no_blow_up() -> None:
     assert diagnose(curve).codes == ["not_learning"], diagnose(curve).codes
     decision = should_stop({k: list(v) for k, v in curve.metrics.items()}, 25, num_classes=2)
     assert decision.stop and str(decision.finding.code) == "not_learning", decision.reason
+    # It says why, from the file alone too: every example it gets wrong sits at Keras' clip and the
+    # loss never moved, so outputs that are not probabilities come first (a softmax over one unit).
+    for run in (curve, _probe("fmnist-binary-dense1-softmax.csv")):
+        found = diagnose(run).findings[0]
+        assert "has not moved since the first epoch" in found.message, found.message
+        assert found.causes[0].startswith("the loss reads outputs that are not probabilities")
+        assert "softmax over a single unit" in found.causes[0]
     # The same run with a first epoch that held the steps before a blow-up (its mean 0.2% lower)
     # died of it.
     loss = curve.metrics["loss"].copy()
