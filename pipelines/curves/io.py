@@ -362,9 +362,12 @@ def load_csv_logger(
             the last logged epoch: ``ModelCheckpoint`` every few epochs, a kill between
             CSVLogger's row and ``BackupAndRestore``'s backup), its rows replace the earlier rows
             from epoch ``k`` on, as the training itself did, and a warning says which epochs
-            were logged twice (:func:`resumed_rows`). Of a file holding several trainings (``fit``
-            run again from epoch 0 without ``initial_epoch``), the last one is read, with a
-            warning: trainings are never merged.
+            were logged twice (:func:`resumed_rows`). ``fit`` called again on the same model
+            without ``initial_epoch`` numbers its epochs from 0 again while its loss goes on from
+            where the call before left off: its rows are read as the run's next epochs, numbered
+            on, with a warning (:func:`continued_fits`). Of a file holding several trainings (a
+            ``fit`` from epoch 0 again whose loss starts back where the first one did), the last
+            one is read, with a warning: trainings are never merged.
         epoch_budget: epochs the run was configured for, if known.
         num_classes: classes of the task, if known.
         run: display name (default: the file's stem).
@@ -443,7 +446,8 @@ def load_csv_logger(
         del columns[name]
         log.warning("%s: column %r is not numeric (row %d: %r): ignored", path, name, number, cell)
     raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
-    epochs, keep = _logged_epochs(raw_epochs, path, "column")
+    loss = np.asarray(columns["loss"], dtype=np.float64) if "loss" in columns else None
+    epochs, keep = _logged_epochs(raw_epochs, path, "column", loss)
     metrics = engine_metrics(
         {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}, path
     )
@@ -520,10 +524,86 @@ def resumed_rows(epochs: np.ndarray, source: Path | str) -> np.ndarray:
     return keep
 
 
-def _logged_epochs(raw: np.ndarray, source: Path | str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+#: A ``fit`` whose epoch numbering starts again goes on training the same model when its first
+#: training loss is nearer the row before it than the first row of the chain's first fit (the same
+#: epoch number on a new model), by this factor at least (:func:`continued_fits`).
+CONTINUED_FIT_RATIO = 0.5
+#: ... and, for a file of one-epoch fits (every row numbered the same), when the loss falls on at
+#: least this share of the rows and ends below :data:`CONTINUED_FIT_FALL` x its first value.
+CONTINUED_FIT_DOWN_SHARE = 0.7
+CONTINUED_FIT_FALL = 0.9
+
+
+def continued_fits(epochs: np.ndarray, loss: np.ndarray | None, source: Path | str) -> np.ndarray:
+    """Epoch numbers with the fits that went on training the same model numbered on.
+
+    ``fit`` called again on the same model without ``initial_epoch`` (a notebook cell re-run, a
+    training loop of ``fit`` calls) numbers its epochs from 0 again in a ``CSVLogger(append=True)``
+    file, while the model goes on from where it was. Such a call is told from a new training by its
+    first training loss: at or beside the loss the previous call ended on, not back at the first
+    call's first epoch (an untrained model's). Each restart back to the first epoch number of the
+    chain of calls read so far is judged so: continued when ``|l_i - l_(i-1)|`` is below
+    :data:`CONTINUED_FIT_RATIO` x ``|l_i - l_first|``, ``l_first`` the loss on the chain's first row
+    (the same epoch number); it is then numbered on from the row before. A file of one-epoch calls
+    (every row with the same number) is continued when its loss falls from row to row
+    (:data:`CONTINUED_FIT_DOWN_SHARE`, and ending below :data:`CONTINUED_FIT_FALL` x its first
+    value); fresh one-epoch trainings start at about the same loss each. Anything else (no loss, a
+    NaN at the restart, a resume from a checkpoint, a new training) keeps its numbers for
+    :func:`resumed_rows`. One warning naming the file says how many calls were read as one run.
+
+    Args:
+        epochs: (R,) int64 epoch numbers as logged (0-based).
+        loss: (R,) float training loss per row, or None.
+        source: the file, for the warning.
+
+    Returns:
+        (R,) int64 epoch numbers, continued fits numbered on.
+    """
+    out = np.asarray(epochs, dtype=np.int64).copy()
+    if loss is None or out.size < 2:
+        return out
+    loss = np.asarray(loss, dtype=np.float64)
+    calls = 1
+    if out.size >= 3 and np.all(out == out[0]) and np.all(np.isfinite(loss)):
+        falls = float(np.mean(np.diff(loss) < 0)) >= CONTINUED_FIT_DOWN_SHARE
+        if falls and loss[-1] < CONTINUED_FIT_FALL * loss[0]:
+            out = out[0] + np.arange(out.size, dtype=np.int64)
+            calls = out.size
+    else:
+        base, offset = 0, 0
+        for i in range(1, out.size):
+            number = int(epochs[i])
+            if number > int(epochs[i - 1]) or number > int(epochs[base]):
+                out[i] = number + offset  # on, or a resume within the chain (resumed_rows decides)
+                continue
+            near, first = abs(loss[i] - loss[i - 1]), abs(loss[i] - loss[base])
+            if number == int(epochs[base]) and base < i - 1 and near < CONTINUED_FIT_RATIO * first:
+                offset = int(out[i - 1]) + 1 - number
+                out[i] = number + offset
+                calls += 1
+            else:  # a new training (or undecided): its own numbers
+                base, offset = i, 0
+                out[i] = number
+    if calls > 1:
+        log.warning(
+            "%s: %d fit() calls number their epochs from %d again while the training loss goes on from "
+            "where the call before left off (the same model trained again without initial_epoch, as "
+            "when a notebook cell is re-run): read as one run, its epochs numbered on",
+            source,
+            calls,
+            int(epochs[0]),
+        )
+    return out
+
+
+def _logged_epochs(
+    raw: np.ndarray, source: Path | str, kind: str, loss: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(1-based epochs (E,) int64, (R,) bool rows kept) from a log's 0-based ``epoch`` values.
 
-    The rows kept are :func:`resumed_rows`'s, so the epochs are strictly increasing.
+    Fits that went on training the same model are numbered on first (:func:`continued_fits`, from
+    the training ``loss`` per row when given); the rows kept are :func:`resumed_rows`'s, so the
+    epochs are strictly increasing.
 
     Raises:
         ValueError: an epoch that is not a whole number, or negative (the message names the source
@@ -531,8 +611,9 @@ def _logged_epochs(raw: np.ndarray, source: Path | str, kind: str) -> tuple[np.n
     """
     if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
         raise ValueError(f"{source}: {kind} 'epoch' must hold whole numbers")
-    keep = resumed_rows(raw.astype(np.int64), source)
-    epochs = raw.astype(np.int64)[keep] + 1
+    numbers = continued_fits(raw.astype(np.int64), loss, source)
+    keep = resumed_rows(numbers, source)
+    epochs = numbers[keep] + 1
     if epochs[0] < 1:
         raise ValueError(f"{source}: {kind} 'epoch': negative epoch {int(epochs[0]) - 1}")
     return epochs, keep
@@ -587,7 +668,7 @@ def curve_from_history(
         raise ValueError(f"{run}: no epochs in history")
     if "epoch" in metrics:
         # Appended logs (JSON lines of resumed or repeated fits) as a CSVLogger file's rows.
-        epochs, keep = _logged_epochs(metrics.pop("epoch"), run, "metric")
+        epochs, keep = _logged_epochs(metrics.pop("epoch"), run, "metric", metrics.get("loss"))
         metrics = {name: values[keep] for name, values in metrics.items()}
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)

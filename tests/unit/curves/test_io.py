@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.curves.io import curve_from_history, load_curve, metrics_read, resumed_rows
+from pipelines.curves.io import continued_fits, curve_from_history, load_curve, metrics_read, resumed_rows
 
 HISTORY = {
     "accuracy": [0.5, 0.7, 0.8],
@@ -479,3 +479,38 @@ def test_metrics_read_names_what_the_engine_reads_of_a_run() -> None:
     # acc beside accuracy stays acc, unread.
     assert metrics_read(["acc", "accuracy", "val_accuracy"]) == ("accuracy", "val_accuracy")
     assert metrics_read([]) == ()
+
+
+def test_fit_called_again_on_the_same_model_is_read_as_one_run(caplog: pytest.LogCaptureFixture) -> None:
+    # A real log (tests/fixtures/probes/README.md): fit(epochs=8) called three times on one model
+    # with CSVLogger(append=True) and no initial_epoch. Only the last 8 rows were read.
+    path = Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-mlp-fit-called-three-times-append.csv"
+    with caplog.at_level("WARNING"):
+        curve = load_curve(path)
+    assert curve.epochs.tolist() == list(range(1, 25))
+    assert curve.metrics["loss"][8] < curve.metrics["loss"][7] < curve.metrics["loss"][0]
+    assert "3 fit() calls" in caplog.text and "read as one run" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("epochs", "loss", "numbers"),
+    [
+        # A second fit on the same model: its first loss beside the first fit's last.
+        ([0, 1, 2, 0, 1], [0.9, 0.5, 0.4, 0.38, 0.36], [0, 1, 2, 3, 4]),
+        # A new model: back at the first fit's first loss. Its own numbers (resumed_rows keeps it).
+        ([0, 1, 2, 0, 1], [0.9, 0.5, 0.4, 0.88, 0.52], [0, 1, 2, 0, 1]),
+        # One-epoch fits in a loop, the loss falling: one run.
+        ([0, 0, 0, 0], [0.9, 0.6, 0.5, 0.45], [0, 1, 2, 3]),
+        # One-epoch trainings of new models: each starts at about the same loss.
+        ([0, 0, 0, 0], [0.9, 0.91, 0.89, 0.9], [0, 0, 0, 0]),
+        # A resume from a checkpoint (initial_epoch=1) is resumed_rows' to read.
+        ([0, 1, 2, 1, 2], [0.9, 0.5, 0.4, 0.5, 0.39], [0, 1, 2, 1, 2]),
+        # No loss at the restart: undecided, own numbers.
+        ([0, 1, 2, 0, 1], [0.9, 0.5, 0.4, float("nan"), 0.36], [0, 1, 2, 0, 1]),
+    ],
+)
+def test_continued_fits_numbers_on_only_the_same_models_training(
+    epochs: list[int], loss: list[float], numbers: list[int]
+) -> None:
+    out = continued_fits(np.asarray(epochs, dtype=np.int64), np.asarray(loss), "run.csv")
+    assert out.tolist() == numbers
