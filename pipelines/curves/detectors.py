@@ -3324,11 +3324,14 @@ def healthy_finding(ctx: Context) -> Finding:
             # widening gap: not a stall (yet), but the user sees it.
             widening = widening_threshold(ctx, plateau)
             evidence_c.update(gap_growth=gap["gap_growth"], train_trend_z=gap["train_trend_z"])
+            grew, needed = fmt(gap["gap_growth"]), fmt(widening)
+            if grew == needed:  # "grew by 0.031, short of the 0.031": one more decimal tells them apart
+                grew, needed = f"{gap['gap_growth']:.4f}", f"{widening:.4f}"
             message += (
                 f"; training accuracy kept climbing meanwhile, to {fmt(gap['train_end_level'])}: the "
-                f"train-validation gap grew by {fmt(gap['gap_growth'])}"
+                f"train-validation gap grew by {grew}"
                 + (
-                    f", short of the {fmt(widening)} that would make it a stall"
+                    f", short of the {needed} that would make it a stall"
                     if widening > gap["gap_growth"]
                     else ""
                 )

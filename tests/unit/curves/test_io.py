@@ -490,6 +490,11 @@ def test_fit_called_again_on_the_same_model_is_read_as_one_run(caplog: pytest.Lo
     assert curve.epochs.tolist() == list(range(1, 25))
     assert curve.metrics["loss"][8] < curve.metrics["loss"][7] < curve.metrics["loss"][0]
     assert "3 fit() calls" in caplog.text and "read as one run" in caplog.text
+    # Its diagnosis tells the gap's growth from what a stall needs, though both round to 0.031.
+    from pipelines.curves.diagnose import diagnose
+
+    message = diagnose(curve).findings[0].message
+    assert "grew by 0.0307, short of the 0.0311" in message, message
 
 
 @pytest.mark.parametrize(
