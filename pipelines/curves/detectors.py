@@ -1287,7 +1287,8 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     may differ from the training prior), from the curve alone: validation accuracy frozen at one
     value (every value of the last half within half a grid step, or 1e-6 when the grid is unknown),
     not at the best level it had climbed to with a falling loss (:func:`_froze_where_it_learned_to`),
-    while the training accuracy is frozen too or no better, the training loss does not fall both
+    while the training accuracy is frozen too (over the span's second half, below 0.99) or no
+    better, the training loss does not fall both
     beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level over the frozen span's
     second half, and, when the classes are known, the loss stays at least 0.85 x the prior's
     entropy: a network predicting one class on any task. Also, on a validation set of known or
@@ -1348,8 +1349,12 @@ def detect_not_learning(ctx: Context) -> Finding | None:
         t_noise = estimate_noise(train_acc[1])
         # Better and moving: the model learns something. Training accuracy frozen at one value
         # over the same span (to 1e-6: a training set's grid is not known) is the same fixed
-        # prediction scored on other labels, however much higher it sits.
-        moving = t_tail.size >= 2 and float(np.ptp(t_tail)) > 1e-6
+        # prediction scored on other labels, however much higher it sits. Moving is judged over
+        # the span's second half, as the loss is below: a first epoch that still held the steps
+        # before the network died moves nothing after it. A training accuracy frozen at 0.99 or
+        # more is a fitted training set, as a validation one there is a solved task (below).
+        late = t_tail[t_tail.size // 2 :]
+        moving = late.size >= 2 and (float(np.ptp(late)) > 1e-6 or float(np.max(late)) >= 0.99)
         if moving and float(np.max(t_tail)) > level + max(0.02, 3 * t_noise):
             return None
     # The loss floor of a constant prediction: the prior's entropy when the class prior is known;

@@ -1910,3 +1910,13 @@ def test_outputs_pinned_at_keras_clip_are_saturated_outputs(name: str) -> None:
     # Sound sigmoid and softmax runs charge a fraction of that, from their first epoch.
     for sound in ("fmnist-binary-tshirt-shirt-sound.csv", "fmnist-cnn-sgd-1e-3-jax-gpu.csv"):
         assert not diagnose(_probe(sound)).has("saturated_outputs")
+
+
+def test_a_network_dead_after_its_first_epoch_is_not_learning_from_the_file_alone() -> None:
+    # A real CNN on unscaled inputs (tests/fixtures/probes/README.md): training accuracy 0.509 in
+    # its first epoch, then 0.503 on every epoch, validation frozen at 0.479, the loss at Keras'
+    # clip. The first epoch counted as training accuracy still moving: a plateau and underfitting.
+    diagnosis = diagnose(_probe("fmnist-coat-shirt-cnn-unscaled-inputs.csv"))
+    assert diagnosis.codes == ["not_learning"], diagnosis.codes
+    assert "frozen at 0.479" in diagnosis.findings[0].message
+    assert any("badly scaled inputs" in cause for cause in diagnosis.findings[0].causes)
