@@ -292,7 +292,10 @@ def should_stop(
        a new best of any size within the same patience (``live_patience`` epochs for a stall of
        substance, 2 x for a convergence: a sound run whose accuracy drifts up under the noise of
        1,000 examples sets a new val_loss low every 4-5 epochs; as
-       ``EarlyStopping(monitor="val_loss")`` counts its patience), nor within that patience of a
+       ``EarlyStopping(monitor="val_loss")`` counts its patience; no longer than
+       ``live_val_loss_patience`` epochs, 5, the patience of the EarlyStopping it is measured
+       against, except for a stall read only as premature or underfit, which waits its 2 x:
+       a real augmented CNN climbing 3 points after both would have stopped), nor within that patience of a
        step cut of the logged learning rate whose effect shows (:func:`_lr_cut_working`), nor
        within that patience of a new high of the logged learning rate
        (:func:`pipelines.curves.detectors.lr_new_high_within`: a warm-up or the rising half of a
@@ -415,7 +418,12 @@ def should_stop(
         recent = max(onset, size - 3 * cfg.live_patience + 1)
         if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):
             return _NO
-        if diagnosis.monitor == "val_accuracy" and _val_loss_best_within(history, patience):
+        # A stall read only as premature or underfit (training accuracy no better than validation's,
+        # as under dropout or augmentation) waits its full patience after a new val_loss best;
+        # anything else no longer than EarlyStopping(monitor="val_loss", patience=5) does.
+        regularised = stall is not None and not confident
+        vl_patience = patience if regularised else min(patience, cfg.live_val_loss_patience)
+        if diagnosis.monitor == "val_accuracy" and _val_loss_best_within(history, vl_patience):
             # val_loss reached a new best in the last epochs, however small: the weights that
             # restore_best_weights would keep are still getting better, whatever accuracy shows.
             return _NO

@@ -404,3 +404,26 @@ def test_a_critical_split_mismatch_stops_with_its_own_reason() -> None:
     decision = should_stop({k: v[: stops[0]] for k, v in history.items()}, 20)
     assert stops[0] == 6 and decision.finding.code == "split_mismatch", (stops[:1], decision.reason)
     assert "not drawn like the training set" in decision.reason, decision.reason
+
+
+def test_a_convergence_waits_no_longer_than_early_stopping_after_a_val_loss_best() -> None:
+    # A real CNN memorising 2,000 images (tests/fixtures/probes/README.md), read live as a
+    # convergence: the stop waited 6 epochs after val_loss's best (epoch 9) and fired at 15, one
+    # after EarlyStopping(val_loss, patience=5), for nothing more.
+    from pipelines.curves.io import load_csv_logger
+
+    csv = Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-pullover-coat-cnn-adam-2000-jax-gpu.csv"
+    history = {name: [float(v) for v in values] for name, values in load_csv_logger(csv).metrics.items()}
+    val_loss = history["val_loss"]
+    best, keras_stop = math.inf, None
+    for epoch, value in enumerate(val_loss, start=1):  # Keras' rule: 5 epochs without a new low
+        if value < best:
+            best, since = value, epoch
+        elif epoch - since >= 5:
+            keras_stop = epoch
+            break
+    assert keras_stop == 14
+    stops = [e for e in range(6, 61) if should_stop({k: v[:e] for k, v in history.items()}, 60).stop]
+    assert stops and stops[0] <= keras_stop, stops[:1]
+    # Its own patience still holds: nothing before 5 epochs after the best.
+    assert stops[0] >= 9 + 5
