@@ -34,6 +34,7 @@ from pipelines.curves.findings import (
     EXPLODING,
     INPUTS,
     INTERRUPTED,
+    LABELS_OUT_OF_RANGE,
     LR_HIGH,
     LR_LOW,
     MAJORITY,
@@ -1271,6 +1272,50 @@ def _zero_loss(ctx: Context) -> Finding | None:
     )
 
 
+#: An accuracy that gains no more than this over its first epoch has not learned (for
+#: :func:`_negative_loss`: a loss below 0 there is labels out of range, not a custom loss at work).
+NEGATIVE_LOSS_GAIN = 0.02
+
+
+def _negative_loss(ctx: Context) -> Finding | None:
+    """``not_learning`` for a run whose losses are below 0 on every epoch while its accuracy stays put.
+
+    A cross-entropy of labels in [0, 1] is never negative (every term is -y log p with p <= 1).
+    ``binary_crossentropy`` given class indices 0 to K - 1 is: -(y log p + (1 - y) log(1 - p))
+    with y = 9 falls without bound as p goes to 1, so the optimiser pushes the output to its clip
+    and the accuracy, scored against labels it cannot match, stays where it is (a real Fashion-MNIST
+    MLP, ``Dense(1, sigmoid)`` on labels 0-9: -52.4 to -56.0 over 20 epochs, accuracy 0.10 on every
+    one; session 26). Found when both logged losses (training and validation, where present) are
+    below -:data:`ZERO_LOSS_LEVEL` on every finite epoch (at least :data:`MIN_JUDGE_EPOCHS`) and
+    the accuracy never rises more than :data:`NEGATIVE_LOSS_GAIN` above its first epoch's, below
+    0.99; a custom negative loss (a negated Dice score) on a run that learns is left alone.
+    """
+    losses = {n: s for n in ("loss", "val_loss") if (s := finite_series(ctx.curve, n)) is not None}
+    acc_name = "val_accuracy" if finite_series(ctx.curve, "val_accuracy") is not None else "accuracy"
+    accuracy = finite_series(ctx.curve, acc_name)
+    if not losses or accuracy is None or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
+        return None
+    top = max(float(np.max(s[1])) for s in losses.values())
+    first, best = float(accuracy[1][0]), float(np.max(accuracy[1]))
+    if top >= -ZERO_LOSS_LEVEL or best >= 0.99 or best - first > NEGATIVE_LOSS_GAIN:
+        return None
+    names = " and ".join(losses)
+    last = {n: float(s[1][-1]) for n, s in losses.items()}
+    level = fmt(first) if fmt(first) == fmt(best) else f"{fmt(first)} to {fmt(best)}"
+    evidence: dict[str, Any] = {"max_loss": top, f"{acc_name}_first": first, f"{acc_name}_max": best}
+    return make_finding(
+        Code.NOT_LEARNING,
+        Severity.CRITICAL,
+        int(accuracy[0][0]),
+        evidence,
+        f"not learning: {names} below 0 on every epoch ("
+        + ", ".join(f"{n} {fmt(v)}" for n, v in last.items())
+        + f" at the end) while {acc_name} stays at {level}: no cross-entropy of labels in [0, 1] is "
+        "negative, so the labels that reach the loss lie outside [0, 1]",
+        (LABELS_OUT_OF_RANGE,),
+    )
+
+
 def detect_not_learning(ctx: Context) -> Finding | None:
     """Validation accuracy at chance (and loss at the prior's entropy) from some epoch to the end.
 
@@ -1299,7 +1344,8 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     :data:`CONSTANT_OUTPUT_EPOCHS`) while the loss falls are not learning, however low the loss:
     the predicted class never changes while the loss learns (:func:`_constant_output`). First of
     all, losses at zero on every epoch while accuracy is below 0.99 are a loss that measures
-    nothing (:func:`_zero_loss`).
+    nothing (:func:`_zero_loss`), and losses below zero on every epoch while accuracy stays put are
+    labels outside [0, 1] (:func:`_negative_loss`).
     """
     curve, cfg = ctx.curve, ctx.cfg
     acc_name = "val_accuracy" if finite_series(curve, "val_accuracy") is not None else "accuracy"
@@ -1307,7 +1353,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     accuracy, loss = finite_series(curve, acc_name), finite_series(curve, loss_name)
     if accuracy is None and loss is None:
         return None
-    zero = _zero_loss(ctx)
+    zero = _zero_loss(ctx) or _negative_loss(ctx)
     if zero is not None:
         return zero
     if ctx.chance is not None and ctx.prior_entropy is not None:

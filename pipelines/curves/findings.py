@@ -182,6 +182,18 @@ ZERO_LOSS: Group = (
         "check that the labels reach the loss (not all zeros, not the wrong column)",
     ),
 )
+LABELS_OUT_OF_RANGE: Group = (
+    (
+        "the labels that reach the loss lie outside [0, 1]: binary_crossentropy given class indices "
+        "(0 to K - 1) rewards pushing the output to its clip without bound, so the loss falls below "
+        "0, which no cross-entropy on labels in [0, 1] can; or a loss that is not a cross-entropy",
+    ),
+    (
+        "for K classes use Dense(K, activation='softmax') with sparse_categorical_crossentropy "
+        "(integer labels) or categorical_crossentropy (one-hot); for two, labels 0 and 1",
+        "check the labels' values before fit (numpy.unique(y))",
+    ),
+)
 NOT_PROBABILITIES: Group = (
     (
         "the loss reads outputs that are not probabilities: a last Dense layer without softmax (or "

@@ -1920,3 +1920,25 @@ def test_a_network_dead_after_its_first_epoch_is_not_learning_from_the_file_alon
     assert diagnosis.codes == ["not_learning"], diagnosis.codes
     assert "frozen at 0.479" in diagnosis.findings[0].message
     assert any("badly scaled inputs" in cause for cause in diagnosis.findings[0].causes)
+
+
+def test_a_negative_loss_at_a_frozen_accuracy_is_labels_out_of_range() -> None:
+    # A real run (tests/fixtures/probes/README.md): binary_crossentropy on class indices 0-9. Both
+    # losses below 0 on every epoch, accuracy at 0.10: read as a plateau and underfitting.
+    for curve in (
+        _probe("fmnist-mlp-bce-on-class-indices.csv"),
+        dataclasses.replace(_probe("fmnist-mlp-bce-on-class-indices.csv"), num_classes=10),
+    ):
+        diagnosis = diagnose(curve)
+        assert diagnosis.codes == ["not_learning"], diagnosis.codes
+        found = diagnosis.findings[0]
+        assert "below 0 on every epoch" in found.message and "outside [0, 1]" in found.causes[0]
+    # A negative custom loss on a run that learns (a negated score) is not this.
+    t = np.arange(1, 21, dtype=float)
+    learning = {
+        "accuracy": 0.5 + 0.4 * (1 - np.exp(-t / 5)),
+        "loss": -(0.5 + 0.4 * (1 - np.exp(-t / 5))),
+        "val_accuracy": 0.5 + 0.38 * (1 - np.exp(-t / 5)),
+        "val_loss": -(0.5 + 0.38 * (1 - np.exp(-t / 5))),
+    }
+    assert not any("below 0 on every epoch" in f.message for f in diagnose(_curve(learning)).findings)
