@@ -1265,9 +1265,9 @@ def _zero_loss(ctx: Context) -> Finding | None:
         Severity.CRITICAL,
         int(accuracy[0][0]),
         evidence,
-        f"not learning: {names} at most {fmt(top)} on every epoch while {acc_name} went from "
-        f"{fmt(first)} to {fmt(last)}: a loss of zero with accuracy this low measures nothing, and "
-        "gives the weights no gradient",
+        f"not learning: {names} at most {fmt(top)} on every epoch while {acc_name} "
+        + (f"stayed at {fmt(first)}" if fmt(first) == fmt(last) else f"went from {fmt(first)} to {fmt(last)}")
+        + ": a loss of zero with accuracy this low measures nothing, and gives the weights no gradient",
         (ZERO_LOSS,),
     )
 

@@ -1267,6 +1267,10 @@ def test_a_loss_that_is_zero_on_every_epoch_while_accuracy_is_low_is_not_learnin
     finding = diagnosis.findings[0]
     assert finding.severity.name == "CRITICAL" and "at most 1.2e-08 on every epoch" in finding.message
     assert any("binary_crossentropy" in r for r in finding.remedies), finding.remedies
+    assert "val_accuracy went from 0.624 to" in finding.message
+    # An accuracy that never moved says so once ("stayed at 0.615", not "went from 0.615 to 0.615").
+    still = {**metrics, "accuracy": np.full(20, 0.614), "val_accuracy": np.full(20, 0.615)}
+    assert "val_accuracy stayed at 0.615:" in diagnose(_curve(still)).findings[0].message
     # A solved task has a loss near zero too: not flagged.
     solved = {**metrics, "accuracy": np.full(20, 1.0), "val_accuracy": np.full(20, 0.995)}
     assert not diagnose(_curve(solved)).has("not_learning")
