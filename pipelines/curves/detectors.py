@@ -1232,6 +1232,11 @@ def _constant_output(
 ZERO_LOSS_LEVEL = 1e-6
 
 
+def _logged(ctx: Context, names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The metrics of ``names`` the run logged, each as :func:`finite_series` gives it."""
+    return {n: s for n in names if (s := finite_series(ctx.curve, n)) is not None}
+
+
 def _zero_loss(ctx: Context) -> Finding | None:
     """``not_learning`` for a run whose losses are zero on every epoch while its accuracy is not.
 
@@ -1245,11 +1250,7 @@ def _zero_loss(ctx: Context) -> Finding | None:
     must be at most :data:`ZERO_LOSS_LEVEL` on every finite epoch (at least
     :data:`MIN_JUDGE_EPOCHS`) and the accuracies below 0.99 on every epoch.
     """
-
-    def present(names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return {n: s for n in names if (s := finite_series(ctx.curve, n)) is not None}
-
-    losses, accuracies = present(("loss", "val_loss")), present(("accuracy", "val_accuracy"))
+    losses, accuracies = _logged(ctx, ("loss", "val_loss")), _logged(ctx, ("accuracy", "val_accuracy"))
     if not losses or not accuracies or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
         return None
     top = max(float(np.max(np.abs(s[1]))) for s in losses.values())
@@ -1290,7 +1291,7 @@ def _negative_loss(ctx: Context) -> Finding | None:
     the accuracy never rises more than :data:`NEGATIVE_LOSS_GAIN` above its first epoch's, below
     0.99; a custom negative loss (a negated Dice score) on a run that learns is left alone.
     """
-    losses = {n: s for n in ("loss", "val_loss") if (s := finite_series(ctx.curve, n)) is not None}
+    losses = _logged(ctx, ("loss", "val_loss"))
     acc_name = "val_accuracy" if finite_series(ctx.curve, "val_accuracy") is not None else "accuracy"
     accuracy = finite_series(ctx.curve, acc_name)
     if not losses or accuracy is None or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
