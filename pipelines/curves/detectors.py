@@ -1076,8 +1076,10 @@ def _at_the_clip(
         f"cross-entropy charges a probability at its clip: the outputs sit at the clip on about "
         f"{share:.0%} of the examples"
     )
-    loss = finite_series(ctx.curve, "loss")
-    unmoved = loss is not None and (weights_still(ctx.curve) or 0) >= loss[1].size - 1
+    loss, still = finite_series(ctx.curve, "loss"), weights_still(ctx.curve)
+    # Repeated over every epoch, and over at least STILL_EPOCHS of them: a first epoch alone has
+    # not shown that it does not move.
+    unmoved = loss is not None and still is not None and still >= loss[1].size - 1
     if wrong is None or abs(share - wrong) > 0.05 * wrong:
         return note, (NOT_PROBABILITIES, *groups)
     # Every example the accuracy misses, and only those.

@@ -1882,6 +1882,12 @@ def test_a_loss_that_never_moved_from_epoch_1_is_no_blow_up() -> None:
         assert "has not moved since the first epoch" in found.message, found.message
         assert found.causes[0].startswith("the loss reads outputs that are not probabilities")
         assert "softmax over a single unit" in found.causes[0]
+    # Its first epoch alone has not shown that the loss does not move (a real linear-output run
+    # under TensorFlow read so live at epoch 1).
+    first = dataclasses.replace(
+        curve, metrics={k: v[:1] for k, v in curve.metrics.items()}, epochs=curve.epochs[:1]
+    )
+    assert all("has not moved" not in f.message for f in diagnose(first).findings)
     # The same run with a first epoch that held the steps before a blow-up (its mean 0.2% lower)
     # died of it.
     loss = curve.metrics["loss"].copy()
