@@ -292,11 +292,11 @@ def should_stop(
        a new best of any size within the same patience (``live_patience`` epochs for a stall of
        substance, 2 x for a convergence: a sound run whose accuracy drifts up under the noise of
        1,000 examples sets a new val_loss low every 4-5 epochs; as
-       ``EarlyStopping(monitor="val_loss")`` counts its patience; no longer than
+       ``EarlyStopping(monitor="val_loss")`` counts its patience; never longer than
        ``live_val_loss_patience`` epochs, 5, the patience of the EarlyStopping it is measured
-       against, except for a stall read only as premature or underfit, which waits its 2 x:
-       a real augmented CNN climbing 3 points after both would have stopped), nor within that patience of a
-       step cut of the logged learning rate whose effect shows (:func:`_lr_cut_working`), nor
+       against, except for a stall read only as premature or underfit, which waits its 2 x: a
+       real augmented CNN that a 5-epoch wait stopped 3 points short), nor within that patience
+       of a step cut of the logged learning rate whose effect shows (:func:`_lr_cut_working`), nor
        within that patience of a new high of the logged learning rate
        (:func:`pipelines.curves.detectors.lr_new_high_within`: a warm-up or the rising half of a
        one-cycle schedule holds accuracy down by design; a real one-cycle run was stopped at its

@@ -620,7 +620,7 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     if series is None or series[1].size < 2:
         return None
     x, y = series
-    if (weights_still(curve) or 0) >= y.size - 1:
+    if loss_unmoved(curve):
         # A training loss that has repeated itself since the first epoch never blew up: it started
         # where it ends, with no gradient from the first step (a softmax over one unit outputs 1.0
         # whatever its weights). A blow-up within epoch 1 shows: that epoch's mean holds the steps
@@ -1063,11 +1063,11 @@ def _at_the_clip(
     causes, reordered (``evidence`` gains ``clipped_share``, and ``loss_unmoved`` when it applies).
 
     The loss ``lowest`` is ``share`` x -ln(1e-7): the outputs sit at the clip on that share of the
-    examples. When the share is the error rate ``wrong`` (within 5%), every example it gets wrong and
-    only those: a softmax saturated on the classes it predicts, whose usual causes stay first; and
-    when the training loss has not moved since the first epoch (:func:`weights_still` over every
-    epoch), no gradient ever reached the weights, as with a softmax over one unit (1.0 whatever its
-    input): outputs that are not probabilities come first. Otherwise too.
+    examples. When the share is the error rate ``wrong`` (:func:`charges_every_error`), every example
+    it gets wrong and only those: a softmax saturated on the classes it predicts, whose usual causes
+    stay first; and when the training loss has not moved since the first epoch
+    (:func:`loss_unmoved`), no gradient ever reached the weights, as with a softmax over one unit
+    (1.0 whatever its input): outputs that are not probabilities come first. Otherwise too.
     """
     share = lowest / KERAS_CLIP_LOSS
     evidence["clipped_share"] = share
@@ -1076,15 +1076,11 @@ def _at_the_clip(
         f"cross-entropy charges a probability at its clip: the outputs sit at the clip on about "
         f"{share:.0%} of the examples"
     )
-    loss, still = finite_series(ctx.curve, "loss"), weights_still(ctx.curve)
-    # Repeated over every epoch, and over at least STILL_EPOCHS of them: a first epoch alone has
-    # not shown that it does not move.
-    unmoved = loss is not None and still is not None and still >= loss[1].size - 1
-    if wrong is None or abs(share - wrong) > 0.05 * wrong:
+    if wrong is None or not charges_every_error(lowest, 1.0 - wrong):
         return note, (NOT_PROBABILITIES, *groups)
     # Every example the accuracy misses, and only those.
     note += ", every one it gets wrong"
-    if unmoved:
+    if loss_unmoved(ctx.curve):
         evidence["loss_unmoved"] = True
         note += (
             ", and the training loss has not moved since the first epoch: no gradient reached the "
@@ -1100,6 +1096,17 @@ KERAS_CLIP_LOSS = -math.log(1e-7)
 #: A not-learning loss at least this share of :data:`KERAS_CLIP_LOSS` (and 2 x the prior's entropy)
 #: has outputs pinned at the clip on that share of the examples, or more.
 CLIPPED_LOSS_SHARE = 0.25
+#: A loss within this share of :func:`clip_charge`'s 1 charges exactly the examples the accuracy
+#: misses (:func:`charges_every_error`).
+CLIPPED_ERRORS_TOLERANCE = 0.05
+
+
+def charges_every_error(loss: float, accuracy: float) -> bool:
+    """The ``loss`` is Keras' clip charge for exactly the examples ``accuracy`` misses: its
+    :func:`clip_charge` within :data:`CLIPPED_ERRORS_TOLERANCE` of 1 (False at ``accuracy`` 1)."""
+    if accuracy >= 1.0:
+        return False
+    return abs(float(clip_charge(np.asarray(loss), np.asarray(accuracy))) - 1.0) <= CLIPPED_ERRORS_TOLERANCE
 
 
 def _froze_where_it_learned_to(
@@ -1293,11 +1300,11 @@ def _negative_loss(ctx: Context) -> Finding | None:
     the accuracy never rises more than :data:`NEGATIVE_LOSS_GAIN` above its first epoch's, below
     0.99; a custom negative loss (a negated Dice score) on a run that learns is left alone.
     """
-    losses = _logged(ctx, ("loss", "val_loss"))
-    acc_name = "val_accuracy" if finite_series(ctx.curve, "val_accuracy") is not None else "accuracy"
-    accuracy = finite_series(ctx.curve, acc_name)
-    if not losses or accuracy is None or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
+    losses, accuracies = _logged(ctx, ("loss", "val_loss")), _logged(ctx, ("accuracy", "val_accuracy"))
+    if not losses or not accuracies or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
         return None
+    acc_name = "val_accuracy" if "val_accuracy" in accuracies else "accuracy"
+    accuracy = accuracies[acc_name]
     top = max(float(np.max(s[1])) for s in losses.values())
     first, best = float(accuracy[1][0]), float(np.max(accuracy[1]))
     if top >= -ZERO_LOSS_LEVEL or best >= 0.99 or best - first > NEGATIVE_LOSS_GAIN:
@@ -1462,9 +1469,7 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     )
     groups: tuple[Group, ...] = (MAJORITY, INPUTS, DEAD)
     lowest = float(np.min(loss_tail)) if loss_tail.size else 0.0
-    if lowest >= CLIPPED_LOSS_SHARE * KERAS_CLIP_LOSS and abs(
-        lowest / KERAS_CLIP_LOSS - (1 - level)
-    ) <= 0.05 * (1 - level):
+    if lowest >= CLIPPED_LOSS_SHARE * KERAS_CLIP_LOSS and charges_every_error(lowest, level):
         # With no class count the prior's entropy is unknown: the clip is read only where it
         # charges exactly the examples the frozen accuracy misses.
         note, groups = _at_the_clip(ctx, lowest, 1.0 - level, groups, evidence)
@@ -1912,6 +1917,14 @@ def weights_still(curve: Curve) -> int | None:
     moved = np.flatnonzero(rel >= STILL_LOSS_CHANGE)
     still = int(rel.size - (moved[-1] + 1 if moved.size else 0))
     return still if still >= STILL_EPOCHS else None
+
+
+def loss_unmoved(curve: Curve) -> bool:
+    """The training loss has repeated itself over every epoch since the first
+    (:func:`weights_still` over all of them, so at least :data:`STILL_EPOCHS`): the weights got no
+    gradient from the first step. A first epoch alone has not shown that the loss does not move."""
+    loss, still = finite_series(curve, "loss"), weights_still(curve)
+    return loss is not None and still is not None and still >= loss[1].size - 1
 
 
 def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) -> tuple[Group, ...]:

@@ -70,11 +70,11 @@ class DiagnoseConfig(BaseModel):
         live_patience: epochs without improvement beyond noise (on val_accuracy AND val_loss)
             before the live stop may fire; the plateau test decides earlier when it can.
         live_val_loss_patience: the most epochs the live stop waits after a new val_loss best
-            (of any size), but for a stall read only as premature or underfit (dropout,
-            augmentation), which waits 2 x ``live_patience``: the patience of
-            ``EarlyStopping(monitor="val_loss", patience=5)``, the stop it is measured against
-            (``benchmarks/early_stop.py``). A convergence's 2 x ``live_patience`` (6) stopped the
-            tune split's stalls later than that stop on 84 of 194 runs.
+            (of any size); default 5, the patience of ``EarlyStopping(monitor="val_loss",
+            patience=5)``, the stop it is measured against (``benchmarks/early_stop.py``). A stall
+            read only as premature or underfit (dropout, augmentation) waits its 2 x
+            ``live_patience`` regardless. Uncapped, a convergence's 2 x ``live_patience`` (6)
+            stopped the tune split's stalls later than that EarlyStopping on 84 of 194 runs.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
