@@ -137,12 +137,20 @@ def _not_text(path: Path, error: UnicodeDecodeError) -> str:
     return f"{path}: not a UTF-8 text file (byte 0x{error.object[error.start]:02x} at offset {error.start})"
 
 
+#: How far above 1 an accuracy column may peak and still be read as a fraction (rounding), not a
+#: percentage: :func:`_accuracy_fractions`.
+ACCURACY_ROUNDING = 1e-3
+
+
 def _accuracy_fractions(metrics: dict[str, np.ndarray], source: Path | str) -> dict[str, np.ndarray]:
     """``accuracy`` / ``val_accuracy`` as fractions in [0, 1], as Keras logs them.
 
     A column whose finite values exceed 1 but not 100 was logged in percent (a custom metric or
     logger): it is divided by 100, with a warning, so the engine's binomial noise and chance levels
-    apply. Negative values, or values above 100, are refused.
+    apply. Values at most :data:`ACCURACY_ROUNDING` above 1 are a fraction at its ceiling (a
+    float32 mean of per-batch accuracies can end at 1.0000001) and are clipped to 1; a percentage
+    whose highest value is that close to 1 % would need a task of 100 or more classes at chance.
+    Negative values, or values above 100, are refused.
 
     Raises:
         ValueError: an accuracy below 0 or above 100 (the message names the source and column).
@@ -158,7 +166,9 @@ def _accuracy_fractions(metrics: dict[str, np.ndarray], source: Path | str) -> d
             raise ValueError(
                 f"{source}: column {name!r}: accuracy {low if low < 0 else high:g} is not a fraction"
             )
-        if high > 1:
+        if high <= 1 + ACCURACY_ROUNDING:
+            out[name] = np.minimum(values, 1.0)  # NaN stays NaN
+        else:
             log.warning("%s: column %r reads as a percentage (up to %g): divided by 100", source, name, high)
             out[name] = values / 100.0
     return out

@@ -324,6 +324,21 @@ def test_an_accuracy_logged_in_percent_is_read_as_a_fraction(
     assert "pct.csv" in caplog.text and "'val_accuracy' reads as a percentage" in caplog.text
 
 
+def test_an_accuracy_a_rounding_error_above_one_stays_a_fraction(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # float32 sums of per-batch accuracies can end a hair above 1 (1.0000001): that is a fraction
+    # at its ceiling, not a percentage of about 1 % (dividing by 100 read a perfect run as at 0.01).
+    header = ["epoch", "accuracy", "val_accuracy"]
+    rows = [[0, 0.9, 0.88], [1, 1.0000001, 0.97], [2, 1.0000002, 0.98]]
+    with caplog.at_level("WARNING", logger="pipelines.curves.io"):
+        curve = load_curve(_write_csv(tmp_path / "ceiling.csv", header, rows))
+    np.testing.assert_allclose(curve.metrics["accuracy"], [0.9, 1.0, 1.0])
+    assert curve.metrics["accuracy"].max() <= 1.0
+    np.testing.assert_allclose(curve.metrics["val_accuracy"], [0.88, 0.97, 0.98])
+    assert "percentage" not in caplog.text
+
+
 @pytest.mark.parametrize(("value", "shown"), [(250.0, "250"), (-0.2, "-0.2")])
 def test_an_accuracy_that_is_no_fraction_nor_percentage_is_refused(
     tmp_path: Path, value: float, shown: str
