@@ -1036,7 +1036,9 @@ def _not_learning_at_chance(
             "num_classes": f"ln {k} = {level}",
             "uniform_loss": f"ln {k} = {level}: outputs uniform over {k} classes",
             "chance_accuracy": (
-                f"ln {k} = {level}, with accuracy at 1 / {k}: no better than a guess over {k} classes"
+                f"ln {k} = {level}, with accuracy at 1 / {k}: no better than a guess over {k} classes,"
+                f" or a network that predicts only 1 / {k} of the classes; the class count is read off"
+                " the accuracy"
             ),
         }.get(ctx.chance_source or "", f"the class prior's entropy {level}")
         parts.append(f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({reference})")

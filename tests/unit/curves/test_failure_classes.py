@@ -1952,3 +1952,19 @@ def test_a_negative_loss_at_a_frozen_accuracy_is_labels_out_of_range() -> None:
         "val_loss": -(0.5 + 0.38 * (1 - np.exp(-t / 5))),
     }
     assert not any("below 0 on every epoch" in f.message for f in diagnose(_curve(learning)).findings)
+
+
+def test_a_class_count_read_off_the_accuracy_says_so() -> None:
+    # A real run (tests/fixtures/probes/README.md): Adam(0.05) kills a 10-class MLP in its first
+    # epoch; it then predicts 2 of the 10 classes, val_accuracy 0.194, and the file alone reads
+    # 1 / 5 as chance. "A guess over 5 classes" was said as fact: the 5 came from the accuracy.
+    diagnosis = diagnose(_probe("fmnist-mlp-adam-5e-2-dead.csv"))
+    assert diagnosis.verdict == "not_learning"
+    message = diagnosis.findings[0].message
+    assert "no better than a guess over 5 classes" in message
+    assert "or a network that predicts only 1 / 5 of the classes" in message
+    assert "the class count is read off the accuracy" in message
+    # With the class count known the 10 classes are said, and no inferred count.
+    known = diagnose(dataclasses.replace(_probe("fmnist-mlp-adam-5e-2-dead.csv"), num_classes=10))
+    assert known.verdict == "not_learning"
+    assert "read off the accuracy" not in known.findings[0].message
