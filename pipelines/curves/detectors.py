@@ -1562,7 +1562,9 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     a noise SD, and their mean by more than max(3 standard errors of the difference of the two
     means, ``overfit_rise`` x that level, ``overfit_sd_ratio`` x that level / sqrt(n) with n
     validation examples); and a
-    non-increasing training-loss trend since the minimum. A level test, not a trend test: a
+    non-increasing training-loss trend since the minimum, ending no more than 2 of its noise SDs
+    above its value there (a val_loss that rose with the training loss is the optimisation
+    getting worse, not memorising). A level test, not a trend test: a
     val_loss that spiked and came part of the way back is still above its minimum. Falls back to
     (negated) val_accuracy / accuracy when there are no losses. The onset is the best epoch.
     """
@@ -1613,7 +1615,14 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     mask = tx >= x[best]
     if mask.sum() < 2:
         return None
-    if slope_z(tx[mask].astype(float), tv[mask], estimate_noise(tv)) > 0:
+    train_noise = estimate_noise(tv)
+    if slope_z(tx[mask].astype(float), tv[mask], train_noise) > 0:
+        return None
+    # ... and it must end no worse than at the val_loss minimum: a val_loss that rose because the
+    # training loss rose with it (a jump that the optimiser never undid) is the optimisation
+    # getting worse, not the model memorising its training set.
+    train_at_best = float(tv[mask][0])
+    if float(np.mean(tv[-width:])) > train_at_best + 2 * train_noise:
         return None
     common, iv, it = np.intersect1d(x, tx, return_indices=True)
     gap = v[iv] - tv[it]

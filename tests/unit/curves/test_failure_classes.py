@@ -1968,3 +1968,23 @@ def test_a_class_count_read_off_the_accuracy_says_so() -> None:
     known = diagnose(dataclasses.replace(_probe("fmnist-mlp-adam-5e-2-dead.csv"), num_classes=10))
     assert known.verdict == "not_learning"
     assert "read off the accuracy" not in known.findings[0].message
+
+
+def test_val_loss_that_rose_with_the_training_loss_is_not_overfitting() -> None:
+    # A real run (tests/fixtures/probes/README.md): a tanh output read by binary_crossentropy.
+    # The training loss jumped from 0.480 to 2.435 at epoch 4 and ended at 1.173, above its 0.552
+    # at val_loss's minimum (epoch 2); val_loss rose with it. It read as overfitting "while loss
+    # kept improving (1.069 -> 1.173)": the loss had not improved, and nothing was memorised.
+    diagnosis = diagnose(_probe("fmnist-binary-tanh-output-bce.csv"))
+    assert not diagnosis.has("overfitting"), [f.message for f in diagnosis.findings]
+    assert diagnosis.verdict != "healthy"
+    # Overfitting proper, the training loss still falling below its level at val_loss's minimum,
+    # is still found.
+    t = np.arange(1, 31, dtype=float)
+    memorising = {
+        "loss": 1.0 * np.exp(-t / 6) + 0.01,
+        "accuracy": 1 - 0.5 * np.exp(-t / 6),
+        "val_loss": 0.5 + 0.002 * (t - 8) ** 2,
+        "val_accuracy": np.full(t.size, 0.8),
+    }
+    assert diagnose(_curve(memorising)).has("overfitting")
