@@ -214,11 +214,14 @@ SATURATED: Group = (
         "stays there",
         "inputs left unscaled (pixels in 0-255, raw features) saturate a sigmoid or softmax output "
         "from the first step",
+        "initial weights far too large (a kernel_initializer such as RandomNormal(stddev=3)) make "
+        "the logits huge from the first step, with the same effect",
     ),
     (
         "give the last layer activation='sigmoid' (one unit) or 'softmax' (one per class), or keep it "
         "linear and pass from_logits=True to the loss",
         "scale the inputs (keras.layers.Rescaling(1 / 255) for pixels; standardise other features)",
+        "keep Keras' default initialisers (glorot_uniform; he_normal before relu)",
     ),
 )
 DOUBLE_SOFTMAX: Group = (

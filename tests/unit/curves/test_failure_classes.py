@@ -1988,3 +1988,15 @@ def test_val_loss_that_rose_with_the_training_loss_is_not_overfitting() -> None:
         "val_accuracy": np.full(t.size, 0.8),
     }
     assert diagnose(_curve(memorising)).has("overfitting")
+
+
+def test_saturated_outputs_from_oversized_initial_weights_name_the_initialiser() -> None:
+    # A real run (tests/fixtures/probes/README.md): kernel_initializer=RandomNormal(stddev=3) on a
+    # softmax MLP with scaled inputs and from_logits=False. Its loss sits at Keras' clip charge
+    # (0.997-0.999 x) although neither the last layer nor the inputs are at fault: the causes named
+    # only those two.
+    diagnosis = diagnose(_probe("fmnist-mlp-init-normal-sd-3.csv"))
+    assert diagnosis.verdict == "saturated_outputs", diagnosis.codes
+    found = diagnosis.findings[0]
+    assert any("kernel_initializer" in cause for cause in found.causes)
+    assert any("default initialisers" in remedy for remedy in found.remedies)
