@@ -1287,6 +1287,9 @@ def _zero_loss(ctx: Context) -> Finding | None:
 #: An accuracy that gains no more than this over its first epoch has not learned (for
 #: :func:`_negative_loss`: a loss below 0 there is labels out of range, not a custom loss at work).
 NEGATIVE_LOSS_GAIN = 0.02
+#: A negated score in [0, 1] (Dice, accuracy, IoU) never goes below -1: losses below this on every
+#: epoch are labels out of range whatever the accuracy does (:func:`_negative_loss`).
+NEGATED_SCORE_FLOOR = -1.0
 
 
 def _negative_loss(ctx: Context) -> Finding | None:
@@ -1300,7 +1303,10 @@ def _negative_loss(ctx: Context) -> Finding | None:
     one; session 26). Found when both logged losses (training and validation, where present) are
     below -:data:`ZERO_LOSS_LEVEL` on every finite epoch (at least :data:`MIN_JUDGE_EPOCHS`) and
     the accuracy never rises more than :data:`NEGATIVE_LOSS_GAIN` above its first epoch's, below
-    0.99; a custom negative loss (a negated Dice score) on a run that learns is left alone.
+    0.99; a custom negative loss (a negated Dice score) on a run that learns is left alone. Losses
+    below :data:`NEGATED_SCORE_FLOOR` on every epoch are no negated score: then the accuracy may
+    move, as long as it stays below 0.99 (a real sigmoid output given labels -1 / +1: losses -5.5
+    to -7.2, accuracy 0.34 to 0.43 on a balanced binary task; session 27).
     """
     losses, accuracies = _logged(ctx, ("loss", "val_loss")), _logged(ctx, ("accuracy", "val_accuracy"))
     if not losses or not accuracies or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
@@ -1309,11 +1315,13 @@ def _negative_loss(ctx: Context) -> Finding | None:
     accuracy = accuracies[acc_name]
     top = max(float(np.max(s[1])) for s in losses.values())
     first, best = float(accuracy[1][0]), float(np.max(accuracy[1]))
-    if top >= -ZERO_LOSS_LEVEL or best >= 0.99 or best - first > NEGATIVE_LOSS_GAIN:
+    moved = best - first > NEGATIVE_LOSS_GAIN
+    if top >= -ZERO_LOSS_LEVEL or best >= 0.99 or (moved and top >= NEGATED_SCORE_FLOOR):
         return None
     names = " and ".join(losses)
     last = {n: float(s[1][-1]) for n, s in losses.items()}
     level = fmt(first) if fmt(first) == fmt(best) else f"{fmt(first)} to {fmt(best)}"
+    stays = f"reaches only {fmt(best)}" if moved else f"stays at {level}"
     evidence: dict[str, Any] = {"max_loss": top, f"{acc_name}_first": first, f"{acc_name}_max": best}
     return make_finding(
         Code.NOT_LEARNING,
@@ -1322,7 +1330,7 @@ def _negative_loss(ctx: Context) -> Finding | None:
         evidence,
         f"not learning: {names} below 0 on every epoch ("
         + ", ".join(f"{n} {fmt(v)}" for n, v in last.items())
-        + f" at the end) while {acc_name} stays at {level}: no cross-entropy of labels in [0, 1] is "
+        + f" at the end) while {acc_name} {stays}: no cross-entropy of labels in [0, 1] is "
         "negative, so the labels that reach the loss lie outside [0, 1]",
         (LABELS_OUT_OF_RANGE,),
     )

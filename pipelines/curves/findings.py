@@ -185,7 +185,8 @@ ZERO_LOSS: Group = (
 LABELS_OUT_OF_RANGE: Group = (
     (
         "the labels that reach the loss lie outside [0, 1]: binary_crossentropy given class indices "
-        "(0 to K - 1) rewards pushing the output to its clip without bound, so the loss falls below "
+        "(0 to K - 1), or labels -1 and +1 (a hinge loss's convention), rewards pushing the output to "
+        "its clip without bound, so the loss falls below "
         "0, which no cross-entropy on labels in [0, 1] can; or a loss that is not a cross-entropy",
     ),
     (

@@ -1943,6 +1943,12 @@ def test_a_negative_loss_at_a_frozen_accuracy_is_labels_out_of_range() -> None:
         assert diagnosis.codes == ["not_learning"], diagnosis.codes
         found = diagnosis.findings[0]
         assert "below 0 on every epoch" in found.message and "outside [0, 1]" in found.causes[0]
+    # Labels -1 / +1 (a real run): the losses fall below -1, which no negated score in [0, 1] does,
+    # while the accuracy creeps from 0.375 to 0.428; read as a plateau and underfitting.
+    labels = diagnose(_probe("fmnist-binary-labels-minus-1-plus-1-bce.csv"))
+    assert labels.verdict == "not_learning", labels.codes
+    assert "reaches only 0.428" in labels.findings[0].message
+    assert "-1 and +1" in labels.findings[0].causes[0]
     # A negative custom loss on a run that learns (a negated score) is not this.
     t = np.arange(1, 21, dtype=float)
     learning = {
