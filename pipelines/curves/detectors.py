@@ -41,10 +41,12 @@ from pipelines.curves.findings import (
     MEMORISING,
     NOT_PROBABILITIES,
     OVERCONFIDENT,
+    REGULARISED,
     SATURATED,
     SKEW,
     SPLITS,
     UNSEEN_LABELS,
+    UNSHUFFLED,
     WEIGHTS_STILL,
     ZERO_LOSS,
     Code,
@@ -1968,9 +1970,14 @@ def _stall_groups(ctx: Context, reasons: dict[str, Any], gap: dict[str, float]) 
         memorising = gap["train_val_gap"] > max(5 * plateau.noise, 0.05) or (
             gap["train_trend_z"] > 3 and gap["train_val_gap"] > 3 * plateau.noise
         )
+    # Training accuracy clearly below validation's is scored under regularisation or over
+    # unshuffled batches (as the underfitting finding says): no reading of capacity from it.
+    below = bool(gap) and -gap["train_val_gap"] > _fit_tolerance(ctx, plateau)
     groups: list[Group] = []
     if "loss_above_uniform" in reasons:
         groups.append(INPUTS)
+    if below and not memorising and not still:
+        groups += [REGULARISED, UNSHUFFLED]
     groups.append(MEMORISING if memorising else WEIGHTS_STILL if still else CAPACITY)
     if (
         "low_level" in reasons or "below_baseline" in reasons or "underfit" in reasons
@@ -2107,6 +2114,12 @@ def _practical_val_plateau(ctx: Context) -> Plateau | None:
     return _practically_flat(val, int(val[0][-tail]), ctx.cfg, metric="val_accuracy", n_examples=ctx.n_val)
 
 
+def _fit_tolerance(ctx: Context, plateau: Plateau) -> float:
+    """How far training accuracy may sit from validation's plateau and still be "no better" (or
+    "no worse"): max(3 noise SDs, 2 binomial SDs on the validation set, 0.05), in accuracy units."""
+    return max(3 * plateau.noise, 2 * ctx.accuracy_sd(plateau.level), 0.05)
+
+
 def detect_underfitting(ctx: Context) -> Finding | None:
     """Training and validation accuracy both flat, together, at a low level.
 
@@ -2139,15 +2152,18 @@ def detect_underfitting(ctx: Context) -> Finding | None:
     train_low = _is_low(
         ctx, train_plateau.level, train_plateau.noise, train[1], train_plateau.flat_epochs + 1
     )
-    basis = "chance / baseline"
+    basis, below = "chance / baseline", False
     if not (val_low and train_low):
         gap = train_plateau.level - plateau.level
-        close = gap <= max(3 * plateau.noise, 2 * ctx.accuracy_sd(plateau.level), 0.05)
+        close = gap <= _fit_tolerance(ctx, plateau)
         # The better of the two measures the fit: training accuracy under dropout or noise can sit
         # far below what the model scores on clean validation data.
         if not (close and 1.0 - max(train_plateau.level, plateau.level) >= cfg.underfit_error):
             return None
         basis = "fit"
+        # Training clearly below validation (by as much as "close" allows above it) is scored with
+        # regularisation on, or over unshuffled batches: those come before capacity.
+        below = -gap > _fit_tolerance(ctx, plateau)
     onset = max(plateau.onset_epoch, train_plateau.onset_epoch)
     evidence = {
         "val_accuracy_level": plateau.level,
@@ -2179,7 +2195,9 @@ def detect_underfitting(ctx: Context) -> Finding | None:
         evidence,
         f"training and validation accuracy both flat at a low level ({fmt(train_plateau.level)} / "
         f"{fmt(plateau.level)}; {', '.join(against)}) since epoch {onset}" + still_note,
-        (WEIGHTS_STILL if still else CAPACITY, INPUTS),
+        (REGULARISED, UNSHUFFLED, CAPACITY, INPUTS)
+        if basis == "fit" and below and not still
+        else (WEIGHTS_STILL if still else CAPACITY, INPUTS),
     )
 
 
@@ -3177,7 +3195,7 @@ def detect_split_mismatch(ctx: Context) -> Finding | None:
         first = _below_first_epoch_training(ctx, val_acc)
         if first is None and losses is None:
             return make_finding(
-                Code.SPLIT_MISMATCH, Severity.WARNING, int(common[0]), evidence, message, (SPLITS,)
+                Code.SPLIT_MISMATCH, Severity.WARNING, int(common[0]), evidence, message, (SPLITS, UNSHUFFLED)
             )
         if first is not None:
             evidence["below_first_epoch_training"] = first

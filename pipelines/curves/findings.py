@@ -95,6 +95,28 @@ SPLITS: Group = (
         "for time-ordered data, use a temporal split (train on the past, validate on the future)",
     ),
 )
+REGULARISED: Group = (
+    (
+        "training accuracy sits below validation's: Keras scores it with dropout, input noise or "
+        "augmentation on, so strong regularisation (dropout near 0.9, heavy augmentation, a large "
+        "weight penalty) holds down the fit it measures",
+    ),
+    (
+        "lower dropout, augmentation or weight decay, then judge the fit with "
+        "model.evaluate(x_train, y_train), which runs with them off",
+    ),
+)
+UNSHUFFLED: Group = (
+    (
+        "training batches not shuffled (data ordered by class with fit(shuffle=False), or a tf.data "
+        "pipeline without .shuffle()): each step fits the class at hand and forgets the others, so "
+        "the accuracy scored during the epoch says little about the model at its end",
+    ),
+    (
+        "shuffle the training data every epoch (fit(shuffle=True), the default for arrays; "
+        "dataset.shuffle(buffer_size) before .batch() for tf.data)",
+    ),
+)
 UNSEEN_LABELS: Group = (
     (
         "the validation set holds classes (or label codes) the training set does not: Keras' "

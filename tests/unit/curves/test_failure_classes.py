@@ -2006,3 +2006,24 @@ def test_saturated_outputs_from_oversized_initial_weights_name_the_initialiser()
     found = diagnosis.findings[0]
     assert any("kernel_initializer" in cause for cause in found.causes)
     assert any("default initialisers" in remedy for remedy in found.remedies)
+
+
+def test_training_accuracy_held_below_validation_names_regularisation_and_shuffling() -> None:
+    # Real runs (tests/fixtures/probes/README.md). Dropout 0.9: training accuracy 0.586 against
+    # validation's 0.769; data sorted by label with fit(shuffle=False): 0.644 against 0.721. Both
+    # read as plateau and underfitting with "too little capacity" as the only cause besides inputs.
+    for name in ("fmnist-mlp-dropout-0.9-sgd.csv", "fmnist-mlp-sorted-by-label-shuffle-false-adam.csv"):
+        diagnosis = diagnose(_probe(name))
+        for code in ("plateau", "underfitting"):
+            found = next(f for f in diagnosis.findings if f.code == code)
+            assert "sits below validation's" in found.causes[0], (name, code, found.causes)
+            assert any("not shuffled" in cause for cause in found.causes)
+            assert any("model.evaluate(x_train, y_train)" in remedy for remedy in found.remedies)
+    # Sorted data under SGD scores training accuracy far above validation's from epoch 1 (0.854
+    # against 0.094): the split mismatch now names unshuffled batches beside a skewed split.
+    sgd = diagnose(_probe("fmnist-mlp-sorted-by-label-shuffle-false-sgd.csv"))
+    mismatch = next(f for f in sgd.findings if f.code == "split_mismatch")
+    assert any("not shuffled" in cause for cause in mismatch.causes)
+    # A run whose training accuracy sits within noise of validation's keeps capacity first.
+    digits = diagnose(_probe("fmnist-mlp-sgd-20-steps-per-epoch.csv"))
+    assert all("sits below validation's" not in f.causes[0] for f in digits.findings if f.causes)
