@@ -1036,7 +1036,9 @@ def _not_learning_at_chance(
         k, level = round(math.exp(ctx.prior_entropy)), fmt(ctx.prior_entropy)
         reference = {
             "num_classes": f"ln {k} = {level}",
-            "uniform_loss": f"ln {k} = {level}: outputs uniform over {k} classes",
+            "uniform_loss": (
+                f"ln {k} = {level}: outputs uniform over {k} classes; the class count is read off the loss"
+            ),
             "chance_accuracy": (
                 f"ln {k} = {level}, with accuracy at 1 / {k}: no better than a guess over {k} classes,"
                 f" or a network that predicts only 1 / {k} of the classes; the class count is read off"

@@ -2027,3 +2027,17 @@ def test_training_accuracy_held_below_validation_names_regularisation_and_shuffl
     # A run whose training accuracy sits within noise of validation's keeps capacity first.
     digits = diagnose(_probe("fmnist-mlp-sgd-20-steps-per-epoch.csv"))
     assert all("sits below validation's" not in f.causes[0] for f in digits.findings if f.causes)
+
+
+def test_a_class_count_read_off_the_loss_says_so() -> None:
+    # A real run (tests/fixtures/probes/README.md): SGD with clipnorm=1e-3 barely moves a 10-class
+    # MLP. Seven epochs in, both losses sit near their random-initialisation level, 2.47 to 2.48,
+    # which is ln 12: the live reading said "outputs uniform over 12 classes" as if that were known.
+    curve = _probe("fmnist-mlp-sgd-clipnorm-1e-3.csv")
+    first7 = dataclasses.replace(
+        curve, metrics={k: v[:7] for k, v in curve.metrics.items()}, epochs=curve.epochs[:7]
+    )
+    found = next(f for f in diagnose(first7).findings if f.code == "not_learning")
+    assert "outputs uniform over 12 classes; the class count is read off the loss" in found.message
+    known = dataclasses.replace(first7, num_classes=10)
+    assert all("read off" not in f.message for f in diagnose(known).findings)
