@@ -2019,6 +2019,16 @@ def detect_plateau(
     message = (
         plateau_message(plateau, drift=True) + f", {ctx.plateau_epochs} epochs on the plateau {ctx.until}"
     )
+    val = finite_series(ctx.curve, "val_accuracy") if plateau.metric == "val_accuracy" else None
+    if val is not None and ctx.plateau_epochs <= 2 * ctx.cfg.min_plateau_epochs:
+        # A short plateau at the end of a long creep within the noise: say how long it has been stuck.
+        since = practically_flat_since(val, plateau.onset_epoch, ctx.cfg, ctx.n_val)
+        if since is not None and plateau.onset_epoch - since >= ctx.cfg.min_plateau_epochs + 2:
+            evidence["practically_flat_since"] = since
+            message += (
+                f"; within its noise since epoch {since} ({int(val[0][-1]) - since} epochs: no gain "
+                "beyond what the validation set's size can measure)"
+            )
     if "gap_widening" in reasons and gap:
         message += f"; the train-validation gap widened by {fmt(gap['gap_growth'])} meanwhile"
     if "below_baseline" in reasons:
@@ -2049,6 +2059,12 @@ def _is_low(ctx: Context, level: float, noise: float, values: np.ndarray | None,
     if ctx.baseline is not None:
         return level < ctx.baseline - baseline_margin(ctx.baseline, noise, tail_epochs, values, ctx.n_val)
     return False
+
+
+def _practical_allowance(level: float, noise: float, n: int | None) -> float:
+    """The range an accuracy tail at ``level`` may span and still be flat for practical purposes:
+    max(3 noise SDs, 2 binomial SDs on ``n`` examples, 0.01)."""
+    return max(3 * noise, 2 * binomial_sd(level, n) if n else 0.0, 0.01)
 
 
 def _practically_flat(
@@ -2084,8 +2100,7 @@ def _practically_flat(
     noise = estimate_noise(y)
     level = float(np.mean(tail))
     n = n_examples or infer_num_examples(y)
-    allowed = max(3 * noise, 2 * binomial_sd(level, n) if n else 0.0, 0.01)
-    if float(np.ptp(tail)) > allowed:
+    if float(np.ptp(tail)) > _practical_allowance(level, noise, n):
         return None
     first = int(np.flatnonzero(mask)[0])
     return Plateau(
@@ -2098,6 +2113,33 @@ def _practically_flat(
         trend_z=slope_z(x[mask].astype(float), tail, noise),
         onset_index=first,
     )
+
+
+def practically_flat_since(
+    series: tuple[np.ndarray, np.ndarray], onset_epoch: int, cfg: DiagnoseConfig, n_examples: int | None
+) -> int | None:
+    """The earliest epoch from which an accuracy curve has stayed flat for practical purposes
+    (:func:`_practically_flat` of every tail from there to ``onset_epoch``), or None when not even
+    the tail from ``onset_epoch`` is.
+
+    :func:`find_plateau` dates a plateau from where no significant creep is left; a curve that
+    crept by less than its binomial noise for thirty epochs before that has been stuck for longer
+    than its plateau says. Every tail at once with suffix extremes and means: O(E).
+    """
+    x, y = series
+    if _practically_flat(series, onset_epoch, cfg, n_examples=n_examples) is None:
+        return None
+    noise, n = estimate_noise(y), n_examples or infer_num_examples(y)
+    high = np.maximum.accumulate(y[::-1])[::-1]
+    low = np.minimum.accumulate(y[::-1])[::-1]
+    mean = np.cumsum(y[::-1])[::-1] / np.arange(y.size, 0, -1)
+    start = int(np.flatnonzero(x >= onset_epoch)[0])
+    since = start
+    for i in range(start - 1, -1, -1):
+        if high[i] - low[i] > _practical_allowance(float(mean[i]), noise, n):
+            break
+        since = i
+    return int(x[since])
 
 
 def _practical_val_plateau(ctx: Context) -> Plateau | None:

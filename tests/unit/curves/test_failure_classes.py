@@ -2041,3 +2041,25 @@ def test_a_class_count_read_off_the_loss_says_so() -> None:
     assert "outputs uniform over 12 classes; the class count is read off the loss" in found.message
     known = dataclasses.replace(first7, num_classes=10)
     assert all("read off" not in f.message for f in diagnose(known).findings)
+
+
+def test_a_short_plateau_after_a_creep_within_the_noise_says_how_long_it_has_been_stuck() -> None:
+    # A real run (tests/fixtures/probes/README.md): ReduceLROnPlateau(patience=1, factor=0.1) cut
+    # SGD's rate within a few epochs; val_accuracy then crept from 0.792 to 0.803 over 36 epochs on
+    # 2,000 examples (2 binomial SDs: 0.018). The creep is significant against its tiny scatter, so
+    # the plateau dates from epoch 37: "3 epochs on the plateau", for a run stuck since epoch 4.
+    diagnosis = diagnose(_probe("fmnist-mlp-sgd-rlrop-patience-1-factor-0.1.csv"))
+    stall = next(f for f in diagnosis.findings if f.code == "plateau")
+    assert "3 epochs on the plateau before the end" in stall.message
+    assert "within its noise since epoch 4 (36 epochs" in stall.message
+    assert stall.evidence["practically_flat_since"] == 4
+    # A short plateau after a climb beyond the noise gets no such note (a corpus run of the tune
+    # split: 5 epochs on the plateau, its climb before them beyond 2 binomial SDs).
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "hi2-diabetes-third-budget-s1.csv"
+    short = next(f for f in diagnose(load_csv_logger(csv)).findings if f.code == "plateau")
+    assert "5 epochs on the plateau before the end" in short.message
+    assert "within its noise since" not in short.message and "practically_flat_since" not in short.evidence
