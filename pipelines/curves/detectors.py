@@ -1090,7 +1090,8 @@ def _at_the_clip(
         evidence["loss_unmoved"] = True
         note += (
             ", and the training loss has not moved since the first epoch: no gradient reached the "
-            "weights (a softmax over one unit outputs 1.0 whatever its input)"
+            "weights (a softmax over one unit outputs 1.0 whatever its input; a sigmoid or softmax "
+            "fed unscaled inputs saturates at its first step)"
         )
         return note, (NOT_PROBABILITIES, *groups)
     return note + ": a softmax saturated on the classes it predicts", (*groups, NOT_PROBABILITIES)

@@ -222,11 +222,15 @@ NOT_PROBABILITIES: Group = (
         "the loss reads outputs that are not probabilities: a last Dense layer without softmax (or "
         "sigmoid) while the loss keeps its default from_logits=False; a softmax over a single unit, "
         "1.0 whatever its input; or a softmax saturated on wrong classes, as after a blow-up",
+        "a sigmoid or softmax output saturated from the first step by unscaled inputs (raw features "
+        "in the hundreds or thousands, pixels in 0-255): it outputs 0 or 1 and passes no gradient",
     ),
     (
         "give the last layer activation='softmax' (sigmoid for one unit), or pass from_logits=True "
         "to the loss",
         "if the loss blew up first, lower the learning rate",
+        "scale the inputs (StandardScaler or keras.layers.Normalization for features, "
+        "Rescaling(1 / 255) for pixels)",
     ),
 )
 SATURATED: Group = (

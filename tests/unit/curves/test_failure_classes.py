@@ -1844,7 +1844,9 @@ def test_a_not_learning_loss_at_keras_probability_clip_says_so() -> None:
         f for f in diagnose(_curve(dead, num_classes=10)).findings if str(f.code) == "not_learning"
     )
     assert "saturated on the classes it predicts" in saturated.message
-    assert saturated.causes[-1].startswith("the loss reads outputs that are not probabilities")
+    # The NOT_PROBABILITIES group comes last: its two causes.
+    assert saturated.causes[-2].startswith("the loss reads outputs that are not probabilities")
+    assert "unscaled inputs" in saturated.causes[-1]
     # A dead network at ln 10 (uniform outputs): nothing at the clip.
     dead.update(loss=np.full(t.size, math.log(10)), val_loss=np.full(t.size, math.log(10)))
     uniform = next(
@@ -2063,3 +2065,16 @@ def test_a_short_plateau_after_a_creep_within_the_noise_says_how_long_it_has_bee
     short = next(f for f in diagnose(load_csv_logger(csv)).findings if f.code == "plateau")
     assert "5 epochs on the plateau before the end" in short.message
     assert "within its noise since" not in short.message and "practically_flat_since" not in short.evidence
+
+
+def test_a_sigmoid_dead_on_unscaled_features_names_the_scaling() -> None:
+    # A real run (tests/fixtures/probes/README.md): breast cancer's raw features (up to about 4,000)
+    # into Dense(32, relu) -> Dense(1, sigmoid). The output saturates at its first step: accuracy
+    # frozen at the positive share, the loss at 0.364 x the clip charge, unmoved for 200 epochs.
+    # The causes named a missing sigmoid or a one-unit softmax; the scaling came third, generically.
+    diagnosis = diagnose(_probe("breast-cancer-unscaled-inputs-sigmoid.csv"))
+    assert diagnosis.verdict == "not_learning", diagnosis.codes
+    found = diagnosis.findings[0]
+    assert "a sigmoid or softmax fed unscaled inputs saturates at its first step" in found.message
+    assert "unscaled inputs (raw features" in found.causes[1]
+    assert any("StandardScaler" in remedy for remedy in found.remedies)
