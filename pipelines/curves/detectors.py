@@ -2126,6 +2126,16 @@ def practically_flat_since(
     :func:`find_plateau` dates a plateau from where no significant creep is left; a curve that
     crept by less than its binomial noise for thirty epochs before that has been stuck for longer
     than its plateau says. Every tail at once with suffix extremes and means: O(E).
+
+    Args:
+        series: (epochs (E,) int, accuracy (E,) float fractions), finite values only
+            (:func:`pipelines.curves.plateau.finite_series`).
+        onset_epoch: 1-based epoch the plateau found by :func:`find_plateau` begins.
+        cfg: thresholds (``min_plateau_epochs``: the tail from ``onset_epoch`` needs one more value).
+        n_examples: validation examples, when known (else read off the accuracy's grid).
+
+    Returns:
+        A 1-based epoch <= ``onset_epoch``, or None.
     """
     x, y = series
     if _practically_flat(series, onset_epoch, cfg, n_examples=n_examples) is None:
