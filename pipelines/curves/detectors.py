@@ -2242,7 +2242,10 @@ def detect_underfitting(ctx: Context) -> Finding | None:
     if basis != "fit" and ctx.chance is None and ctx.baseline is None:
         against.append(f"less than {ctx.cfg.low_level_fraction:.0%} of the way from any chance level to 1.0")
     if basis == "fit":
-        against.append("training no better than validation")
+        # The fit tolerance lets training sit a few points above validation: say by how much.
+        against.append(
+            "training no better than validation" if gap <= 0 else f"training only {fmt(gap)} above validation"
+        )
     return make_finding(
         Code.UNDERFITTING,
         Severity.WARNING,

@@ -2078,3 +2078,17 @@ def test_a_sigmoid_dead_on_unscaled_features_names_the_scaling() -> None:
     assert "a sigmoid or softmax fed unscaled inputs saturates at its first step" in found.message
     assert "unscaled inputs (raw features" in found.causes[1]
     assert any("StandardScaler" in remedy for remedy in found.remedies)
+
+
+def test_underfitting_read_off_the_fit_says_how_far_training_sits_above_validation() -> None:
+    # A real CNN (tests/fixtures/probes/README.md): SGD 0.01 without momentum on 5,000 images,
+    # validation swinging by 0.06. Training at 0.779 against validation's 0.672 sits within the
+    # fit tolerance (3 noise SDs), and the message said "training no better than validation".
+    diagnosis = diagnose(_probe("fmnist-cnn-sgd-0.01-no-momentum-5000.csv"))
+    found = next(f for f in diagnosis.findings if f.code == "underfitting")
+    assert "training only 0.107 above validation" in found.message
+    assert "no better than validation" not in found.message
+    # Training below validation keeps the old words (dropout 0.9: 0.586 against 0.769).
+    dropout = diagnose(_probe("fmnist-mlp-dropout-0.9-sgd.csv"))
+    below = next(f for f in dropout.findings if f.code == "underfitting")
+    assert "training no better than validation" in below.message
