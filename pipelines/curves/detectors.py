@@ -47,6 +47,7 @@ from pipelines.curves.findings import (
     SPLITS,
     UNSEEN_LABELS,
     UNSHUFFLED,
+    VALIDATION_SWINGS,
     WEIGHTS_STILL,
     ZERO_LOSS,
     Code,
@@ -2421,7 +2422,8 @@ def detect_oscillation(ctx: Context) -> Finding | None:
             f"(median {fmt(peak[0])}, "
             f"against {fmt(peak[1])} on the other epochs): lower the schedule's peak"
         )
-    return make_finding(Code.OSCILLATION, Severity.WARNING, None, evidence, message, (LR_HIGH,))
+    groups = (LR_HIGH, VALIDATION_SWINGS) if swinging == ["val_loss"] else (LR_HIGH,)
+    return make_finding(Code.OSCILLATION, Severity.WARNING, None, evidence, message, groups)
 
 
 #: ``oscillation``: the epochs of the largest third of a loss's steps trained at a median logged

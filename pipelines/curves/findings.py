@@ -156,6 +156,20 @@ LR_HIGH: Group = (
     ("learning rate too high (or batch too small): updates overshoot",),
     ("lower the learning rate", "enlarge the batch size"),
 )
+VALIDATION_SWINGS: Group = (
+    (
+        "only the validation loss swings, the training loss is smooth: the weights move more "
+        "between epochs than training shows, as BatchNormalization's moving averages lagging "
+        "behind them (small batches) or training inputs that strong augmentation or dropout keep "
+        "unlike the validation ones",
+    ),
+    (
+        "watch the trend over several epochs and keep the best epoch "
+        "(EarlyStopping(restore_best_weights=True))",
+        "with BatchNormalization, enlarge the batch or lower the layer's momentum (e.g. 0.9)",
+        "weaken the augmentation if training accuracy stays far below validation's",
+    ),
+)
 LR_LOW: Group = (
     ("learning rate too low: steady but slow progress",),
     ("raise the learning rate", "use a learning-rate warm-up"),

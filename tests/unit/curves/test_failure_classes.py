@@ -2092,3 +2092,19 @@ def test_underfitting_read_off_the_fit_says_how_far_training_sits_above_validati
     dropout = diagnose(_probe("fmnist-mlp-dropout-0.9-sgd.csv"))
     below = next(f for f in dropout.findings if f.code == "underfitting")
     assert "training no better than validation" in below.message
+
+
+def test_validation_only_swings_name_their_own_causes() -> None:
+    # A real CNN (tests/fixtures/probes/README.md) trained under strong augmentation (rotation 0.3,
+    # zoom 0.3, translation 0.2): the training loss falls smoothly, val_loss swings by 0.3-0.5.
+    # The only cause given was a learning rate too high.
+    diagnosis = diagnose(_probe("fmnist-cnn-heavy-augmentation-adam-5000.csv"))
+    swings = next(f for f in diagnosis.findings if f.code == "oscillation")
+    assert swings.message.startswith("val_loss swings")
+    assert swings.causes[0].startswith("learning rate too high")
+    assert "only the validation loss swings" in swings.causes[1]
+    assert any("BatchNormalization" in remedy for remedy in swings.remedies)
+    # A training loss that swings keeps the learning rate alone (the tanh-output run).
+    both = diagnose(_probe("fmnist-binary-tanh-output-bce.csv"))
+    training = next(f for f in both.findings if f.code == "oscillation")
+    assert training.message.startswith("loss swings") and len(training.causes) == 1
