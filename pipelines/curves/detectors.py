@@ -1254,6 +1254,19 @@ def _logged(ctx: Context, names: tuple[str, ...]) -> dict[str, tuple[np.ndarray,
     return {n: s for n in names if (s := finite_series(ctx.curve, n)) is not None}
 
 
+def _losses_to_judge(
+    ctx: Context,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, np.ndarray]], str] | None:
+    """(losses, accuracies, the accuracy a message names) for :func:`_zero_loss` and
+    :func:`_negative_loss`: both losses and both accuracies the run logged (:func:`_logged`), and
+    ``val_accuracy`` when logged, else ``accuracy``; None without a loss or an accuracy, or when a
+    loss has fewer than :data:`MIN_JUDGE_EPOCHS` finite epochs."""
+    losses, accuracies = _logged(ctx, ("loss", "val_loss")), _logged(ctx, ("accuracy", "val_accuracy"))
+    if not losses or not accuracies or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
+        return None
+    return losses, accuracies, "val_accuracy" if "val_accuracy" in accuracies else "accuracy"
+
+
 def _zero_loss(ctx: Context) -> Finding | None:
     """``not_learning`` for a run whose losses are zero on every epoch while its accuracy is not.
 
@@ -1267,13 +1280,13 @@ def _zero_loss(ctx: Context) -> Finding | None:
     must be at most :data:`ZERO_LOSS_LEVEL` on every finite epoch (at least
     :data:`MIN_JUDGE_EPOCHS`) and the accuracies below 0.99 on every epoch.
     """
-    losses, accuracies = _logged(ctx, ("loss", "val_loss")), _logged(ctx, ("accuracy", "val_accuracy"))
-    if not losses or not accuracies or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
+    judged = _losses_to_judge(ctx)
+    if judged is None:
         return None
+    losses, accuracies, acc_name = judged
     top = max(float(np.max(np.abs(s[1]))) for s in losses.values())
     if top > ZERO_LOSS_LEVEL or any(float(np.max(s[1])) >= 0.99 for s in accuracies.values()):
         return None
-    acc_name = "val_accuracy" if "val_accuracy" in accuracies else "accuracy"
     accuracy = accuracies[acc_name]
     first, last = float(accuracy[1][0]), float(accuracy[1][-1])
     evidence: dict[str, Any] = {"max_abs_loss": top, f"{acc_name}_first": first, f"{acc_name}_last": last}
@@ -1314,10 +1327,10 @@ def _negative_loss(ctx: Context) -> Finding | None:
     move, as long as it stays below 0.99 (a real sigmoid output given labels -1 / +1: losses -5.5
     to -7.2, accuracy 0.34 to 0.43 on a balanced binary task; session 27).
     """
-    losses, accuracies = _logged(ctx, ("loss", "val_loss")), _logged(ctx, ("accuracy", "val_accuracy"))
-    if not losses or not accuracies or min(s[1].size for s in losses.values()) < MIN_JUDGE_EPOCHS:
+    judged = _losses_to_judge(ctx)
+    if judged is None:
         return None
-    acc_name = "val_accuracy" if "val_accuracy" in accuracies else "accuracy"
+    losses, accuracies, acc_name = judged
     accuracy = accuracies[acc_name]
     top = max(float(np.max(s[1])) for s in losses.values())
     first, best = float(accuracy[1][0]), float(np.max(accuracy[1]))
@@ -2139,19 +2152,20 @@ def practically_flat_since(
         A 1-based epoch <= ``onset_epoch``, or None.
     """
     x, y = series
-    if _practically_flat(series, onset_epoch, cfg, n_examples=n_examples) is None:
+    tail = np.flatnonzero(x >= onset_epoch)
+    if tail.size < cfg.min_plateau_epochs + 1:  # as _practically_flat asks of its tail
         return None
+    start = int(tail[0])
     noise, n = estimate_noise(y), n_examples or infer_num_examples(y)
     high = np.maximum.accumulate(y[::-1])[::-1]
     low = np.minimum.accumulate(y[::-1])[::-1]
     mean = np.cumsum(y[::-1])[::-1] / np.arange(y.size, 0, -1)
-    start = int(np.flatnonzero(x >= onset_epoch)[0])
-    since = start
-    for i in range(start - 1, -1, -1):
+    since = None
+    for i in range(start, -1, -1):  # the tail from index i is y[i:]: its range, its mean
         if high[i] - low[i] > _practical_allowance(float(mean[i]), noise, n):
             break
         since = i
-    return int(x[since])
+    return None if since is None else int(x[since])
 
 
 def _practical_val_plateau(ctx: Context) -> Plateau | None:
@@ -2210,8 +2224,8 @@ def detect_underfitting(ctx: Context) -> Finding | None:
     )
     basis, below = "chance / baseline", False
     if not (val_low and train_low):
-        gap = train_plateau.level - plateau.level
-        close = gap <= _fit_tolerance(ctx, plateau)
+        gap, tolerance = train_plateau.level - plateau.level, _fit_tolerance(ctx, plateau)
+        close = gap <= tolerance
         # The better of the two measures the fit: training accuracy under dropout or noise can sit
         # far below what the model scores on clean validation data.
         if not (close and 1.0 - max(train_plateau.level, plateau.level) >= cfg.underfit_error):
@@ -2219,7 +2233,7 @@ def detect_underfitting(ctx: Context) -> Finding | None:
         basis = "fit"
         # Training clearly below validation (by as much as "close" allows above it) is scored with
         # regularisation on, or over unshuffled batches: those come before capacity.
-        below = -gap > _fit_tolerance(ctx, plateau)
+        below = -gap > tolerance
     onset = max(plateau.onset_epoch, train_plateau.onset_epoch)
     evidence = {
         "val_accuracy_level": plateau.level,
