@@ -231,20 +231,28 @@ LABELS_OUT_OF_RANGE: Group = (
         "check the labels' values before fit (numpy.unique(y))",
     ),
 )
+#: One cause and its remedy that two groups share (:data:`NOT_PROBABILITIES`, :data:`SATURATED`):
+#: an output that unscaled inputs pin at 0 or 1 from the first step.
+UNSCALED_INPUTS = (
+    "a sigmoid or softmax output saturated from the first step by unscaled inputs (raw features "
+    "in the hundreds or thousands, pixels in 0-255): it outputs 0 or 1 and passes no gradient"
+)
+SCALE_INPUTS = (
+    "scale the inputs (StandardScaler or keras.layers.Normalization for features, "
+    "keras.layers.Rescaling(1 / 255) for pixels)"
+)
 NOT_PROBABILITIES: Group = (
     (
         "the loss reads outputs that are not probabilities: a last Dense layer without softmax (or "
         "sigmoid) while the loss keeps its default from_logits=False; a softmax over a single unit, "
         "1.0 whatever its input; or a softmax saturated on wrong classes, as after a blow-up",
-        "a sigmoid or softmax output saturated from the first step by unscaled inputs (raw features "
-        "in the hundreds or thousands, pixels in 0-255): it outputs 0 or 1 and passes no gradient",
+        UNSCALED_INPUTS,
     ),
     (
         "give the last layer activation='softmax' (sigmoid for one unit), or pass from_logits=True "
         "to the loss",
         "if the loss blew up first, lower the learning rate",
-        "scale the inputs (StandardScaler or keras.layers.Normalization for features, "
-        "Rescaling(1 / 255) for pixels)",
+        SCALE_INPUTS,
     ),
 )
 SATURATED: Group = (
@@ -253,15 +261,14 @@ SATURATED: Group = (
         "(linear, or relu) read by a loss with from_logits=False, which clips it to [1e-7, 1 - 1e-7] "
         "and gives no gradient beyond: each example on the wrong side costs -ln(1e-7) = 16.1 and "
         "stays there",
-        "inputs left unscaled (pixels in 0-255, raw features) saturate a sigmoid or softmax output "
-        "from the first step",
+        UNSCALED_INPUTS,
         "initial weights far too large (a kernel_initializer such as RandomNormal(stddev=3)) make "
         "the logits huge from the first step, with the same effect",
     ),
     (
         "give the last layer activation='sigmoid' (one unit) or 'softmax' (one per class), or keep it "
         "linear and pass from_logits=True to the loss",
-        "scale the inputs (keras.layers.Rescaling(1 / 255) for pixels; standardise other features)",
+        SCALE_INPUTS,
         "keep Keras' default initialisers (glorot_uniform; he_normal before relu)",
     ),
 )
