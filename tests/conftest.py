@@ -23,12 +23,19 @@ _HYPOTHESIS_HOME: tempfile.TemporaryDirectory | None = None
 def pytest_configure(config: pytest.Config) -> None:
     """Hypothesis' own files (its cache of the constants in the code under test, written when
     ``@given`` decorates a test at collection) go to a temporary folder removed at the end, not
-    ``.hypothesis`` in the working directory (tests/unit/curves/test_properties.py)."""
+    ``.hypothesis`` in the working directory (tests/unit/curves/test_properties.py); DVC's log
+    handlers are created on pytest's session-wide output capture."""
     from hypothesis.configuration import set_hypothesis_home_dir
 
     global _HYPOTHESIS_HOME
     _HYPOTHESIS_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
     set_hypothesis_home_dir(_HYPOTHESIS_HOME.name)
+    # `import dvc` gives DVC's logger console handlers bound to the sys.stdout / sys.stderr of that
+    # moment (dvc.logger.setup). Imported first inside a test using capsys, they would keep that
+    # test's capture stream, closed when it ends, and every later DVC log line would raise
+    # "I/O operation on closed file" (seen when a CLI test ran before tests/unit/test_versioning.py).
+    # Here they get pytest's session-wide capture instead.
+    import dvc  # noqa: F401
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -67,6 +67,8 @@ _PLATEAU_COLOURS = {
     "converged": ("palegreen", "green"),
     "flat": ("0.85", "0.5"),
 }
+# Margins of the 8 x 4.5 in curve plot (figure fractions): what tight_layout() gives it, rounded out.
+_CURVE_MARGINS = {"left": 0.095, "right": 0.98, "bottom": 0.13, "top": 0.92}
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,9 @@ def plot_val_curves(
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 4.5), dpi=100)
+    # Fixed margins instead of tight_layout(), which draws the whole figure once more to measure it
+    # (about 0.03 s of every flow run): the labels here are fixed text and accuracies, so these fit.
+    fig.subplots_adjust(**_CURVE_MARGINS)
     ax = fig.add_subplot(1, 1, 1)
     for i, run in enumerate(recent):
         xy = _xy(run, "val_accuracy")
@@ -445,7 +450,6 @@ def plot_val_curves(
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
     return fig
 
 

@@ -184,3 +184,38 @@ def test_per_class_table_is_one_row_per_class_plus_macro(result: EvaluationResul
     assert table["precision"].iloc[-1] == pytest.approx(result.per_class["precision"].mean(), abs=1e-4)
     assert table["support"].iloc[-1] == result.per_class["support"].sum()
     assert table["support"].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["a", "b"],
+        CLASSES,
+        ["golden_retriever_from_the_north", "cat", "WWWWWWWWWWWWWW"],
+        [f"class_{i}" for i in range(25)],
+    ],
+)
+def test_confusion_matrix_plot_keeps_every_label_and_the_title_inside_the_figure(names: list[str]) -> None:
+    from pipelines.evaluate import plot_confusion_matrix
+
+    k = len(names)
+
+    class Result:  # the three fields plot_confusion_matrix reads
+        class_names = names
+        confusion = np.arange(k * k, dtype=np.int64).reshape(k, k)
+        accuracy = 0.9
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plot_confusion_matrix(Result())  # type: ignore[arg-type]
+    canvas = FigureCanvasAgg(fig)  # the canvas savefig(format="png") draws on
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    figure_box = fig.bbox
+    ax = fig.axes[0]
+    texts = [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title, ax.xaxis.label, ax.yaxis.label]
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= figure_box.x0 - 1 and box.x1 <= figure_box.x1 + 1, text.get_text()
+        assert box.y0 >= figure_box.y0 - 1 and box.y1 <= figure_box.y1 + 1, text.get_text()

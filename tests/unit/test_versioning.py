@@ -62,6 +62,21 @@ def test_commit_records_every_stage_in_one_lock_and_status_is_clean(project):
     assert versioning.changed_stages(versioning.DvcProject(root), ["first", "second"]) == {"first"}
 
 
+def test_changed_stages_agrees_with_dvc_status_and_names_an_unknown_stage(project):
+    root, _ = project
+    dvc = versioning.DvcProject(root)
+    (root / "first.txt").write_text("1")
+    (root / "second.txt").write_text("2")
+    assert versioning.changed_stages(dvc, ["first", "second"]) == {"first", "second"}  # not in dvc.lock yet
+    versioning.commit_and_push(dvc, ["first", "second"])
+    (root / "second.txt").write_text("edited")  # an output changed after the commit
+    assert versioning.changed_stages(dvc, ["first", "second"]) == {"second"}
+    assert versioning.changed_stages(dvc, ["first"]) == set()  # only the stages asked about
+    assert "second" in _dvc(root, "status", "second") and "first" not in _dvc(root, "status")
+    with pytest.raises(versioning.VersioningError, match="no stage third in dvc.yaml"):
+        versioning.changed_stages(dvc, ["first", "third"])
+
+
 def test_a_null_image_folder_is_not_recorded_and_the_reason_names_the_key(project):
     root, _ = project
     assert versioning.dvc_project(root / "params.yaml")[0] == versioning.DvcProject(root)
