@@ -2108,3 +2108,22 @@ def test_validation_only_swings_name_their_own_causes() -> None:
     both = diagnose(_probe("fmnist-binary-tanh-output-bce.csv"))
     training = next(f for f in both.findings if f.code == "oscillation")
     assert training.message.startswith("loss swings") and len(training.causes) == 1
+
+
+def test_a_short_flat_stretch_of_a_run_still_improving_beyond_its_noise_is_no_stall() -> None:
+    # A real run (tests/fixtures/probes/README.md): a head on a frozen pretrained base, then
+    # fine-tuned at 1e-5. Over its last 20 of 60 epochs val_accuracy rose 0.773 -> 0.802 (beyond 2
+    # binomial SDs on 974 examples) and val_loss fell on every epoch; the last 4 sat at 0.800.
+    # It read as a plateau and underfitting.
+    diagnosis = diagnose(_probe("fmnist-mlp-frozen-base-head-500-then-finetune-1e-5.csv"))
+    assert diagnosis.verdict == "healthy", diagnosis.codes
+    assert {"plateau", "underfitting"}.isdisjoint(diagnosis.codes)
+    assert "still improving at epoch 60" in diagnosis.findings[0].message
+    assert "train longer" in diagnosis.findings[0].message
+    # The same run cut at epoch 56, before its last 4 flat epochs, is still improving too.
+    from dataclasses import replace
+
+    curve = _probe("fmnist-mlp-frozen-base-head-500-then-finetune-1e-5.csv")
+    keep = curve.epochs <= 56
+    cut = replace(curve, epochs=curve.epochs[keep], metrics={k: v[keep] for k, v in curve.metrics.items()})
+    assert {"plateau", "underfitting"}.isdisjoint(diagnose(cut).codes)
