@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -159,6 +160,14 @@ class Context:
             return self.n_val
         val_acc = finite_series(self.curve, "val_accuracy")
         return infer_num_examples(val_acc[1], min_distinct=1) if val_acc is not None else None
+
+    @cached_property
+    def still_improving(self) -> bool:
+        """The flat tail of val_accuracy is a pause in a run still improving
+        (:func:`_still_improving`), worked out once: the stall (:func:`stall_reasons`), the
+        underfitting (:func:`detect_underfitting`) and the healthy reading (:func:`healthy_finding`)
+        all ask."""
+        return _still_improving(self)
 
     @property
     def prior_known(self) -> bool:
@@ -1819,7 +1828,7 @@ def stall_reasons(
     is_accuracy = ctx.higher and "acc" in plateau.metric
     if is_accuracy and at_the_top(ctx, plateau.level, plateau.noise):
         return {}
-    if overfitting is None and still_improving(ctx):
+    if overfitting is None and ctx.still_improving:
         return {}
     reasons: dict[str, Any] = {}
     if overfitting is not None:
@@ -2210,7 +2219,7 @@ def detect_underfitting(ctx: Context) -> Finding | None:
     plateau, cfg = ctx.plateau, ctx.cfg
     if plateau is None and ctx.monitor == "val_accuracy":
         plateau = _practical_val_plateau(ctx)
-    if plateau is None or plateau.metric != "val_accuracy" or still_improving(ctx):
+    if plateau is None or plateau.metric != "val_accuracy" or ctx.still_improving:
         return None
     train = finite_series(ctx.curve, "accuracy")
     if train is None:
@@ -3454,7 +3463,7 @@ def _loss_falls_over(
 #: OLS z of the monitored metric's slope over the run's last third (:func:`slope_z`, at least 3
 #: epochs) above which a healthy run says "train longer"; a short flat stretch at the end of such a
 #: run, while val_loss still falls, is not called converged, nor (with a gain beyond its binomial
-#: noise, :func:`still_improving`) a stall.
+#: noise, :func:`_still_improving`) a stall.
 STILL_IMPROVING_Z = 3.0
 
 
@@ -3472,7 +3481,7 @@ def _recent_trend_z(ctx: Context) -> float:
     return slope_z(ctx.x[-recent:].astype(float), ctx.g[-recent:], ctx.sigma)
 
 
-def still_improving(ctx: Context) -> bool:
+def _still_improving(ctx: Context) -> bool:
     """The flat tail of val_accuracy is a pause in a run still improving, by a margin that matters:
     over the run's last third (:func:`_recent_span`) the accuracy rose beyond its noise (OLS z >
     :data:`STILL_IMPROVING_Z`, :func:`_recent_trend_z`) and by more than its binomial noise (the
@@ -3525,7 +3534,7 @@ def healthy_finding(ctx: Context) -> Finding:
     if (
         plateau is not None
         and not (sharpening is not None and recent_z > STILL_IMPROVING_Z)
-        and not still_improving(ctx)
+        and not ctx.still_improving
     ):
         evidence_c: dict[str, Any] = {
             "metric": ctx.monitor,
