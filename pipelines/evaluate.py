@@ -256,8 +256,8 @@ def plot_confusion_matrix(result: EvaluationResult) -> Any:
 
     k = len(result.class_names)
     grid = max(4.0, CONFUSION_CELL_INCHES * k)
-    size = rcParams["xtick.labelsize"]
-    points = size if isinstance(size, int | float) else 10.0  # "medium" and the like: 10 pt
+    fontsize = rcParams["xtick.labelsize"]
+    points = fontsize if isinstance(fontsize, int | float) else 10.0  # "medium" and the like: 10 pt
     label = max((len(str(name)) for name in result.class_names), default=1) * CHAR_EM * points / 72
     rotated = label * math.sin(math.radians(45))  # the x labels are turned 45 degrees
     left, right = label + 0.8, 0.3 + max(0.0, rotated / 2 - CONFUSION_CELL_INCHES / 2)
