@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import ValidateConfig, load_params
+from pipelines.prepare import MANIFEST_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 10
@@ -49,19 +50,8 @@ def make_manifest(per_class: dict[str, int] | None = None, num_classes: int = NU
                     "pixel_max": 255,
                 }
             )
-    frame = pd.DataFrame(rows)
-    return frame.astype(
-        {
-            "label": "int64",
-            "height": "int64",
-            "width": "int64",
-            "channels": "int64",
-            "pixel_mean": "float64",
-            "pixel_std": "float64",
-            "pixel_min": "int64",
-            "pixel_max": "int64",
-        }
-    )
+    # The dtypes the prepare stage writes (one declaration: pipelines.prepare.MANIFEST_COLUMNS).
+    return pd.DataFrame(rows).astype(MANIFEST_COLUMNS)
 
 
 def write_prepared(directory: Path, manifest: pd.DataFrame, num_classes: int = NUM_CLASSES) -> Path:
