@@ -83,3 +83,18 @@ def test_a_null_image_folder_is_not_recorded_and_the_reason_names_the_key(projec
     (root / "params.yaml").write_text(yaml.safe_dump({"fetch": {"image_folder": None}}))
     found, reason = versioning.dvc_project(root / "params.yaml")
     assert found is None and "fetch.image_folder" in reason and "params.yaml" in reason
+
+
+def test_push_sends_the_outputs_just_committed_to_the_default_remote(project, tmp_path):
+    root, _ = project
+    _dvc(root, "remote", "add", "-d", "local", str(tmp_path / "storage"))
+    dvc = versioning.DvcProject(root)
+    (root / "first.txt").write_text("1")
+    (root / "second.txt").write_text("2")
+    versioning.commit_and_push(dvc, ["first", "second"])
+    (root / "second.txt").write_text("edited")  # a rerun's new output: a new hash to push
+    versioning.commit_and_push(dvc, ["second"])
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    md5 = lock["stages"]["second"]["outs"][0]["md5"]
+    assert (tmp_path / "storage" / "files" / "md5" / md5[:2] / md5[2:]).read_text() == "edited"
+    assert "in sync" in _dvc(root, "status", "--cloud")
