@@ -133,9 +133,14 @@ def test_infer_num_examples_reads_values_one_ulp_off_the_grid():
         assert infer_num_examples(off.astype(np.float64)) == n, n  # as read from a CSV
     two_ulps = np.nextafter(np.nextafter(np.float32([0.84, 0.86, 0.88, 0.9, 0.92]), 0), 0)
     assert infer_num_examples(two_ulps) != 50
-    # Continuous values still lie on no grid, and three values are too few to read with slack.
+    # Continuous values still lie on no grid. Three values one ulp off are read only on a grid of
+    # at most TOLERANT_FEW_MAX_N examples (21, 22 and 23 of 25 here), where a chance fit is rare;
+    # 5001, 5100 and 5500 of 6000 are too few to read with slack.
     assert infer_num_examples(rng.uniform(0.8, 0.9, 30).astype(np.float32)) is None
-    assert infer_num_examples(np.nextafter(np.float32([0.84, 0.88, 0.92]), 0)) is None
+    assert infer_num_examples(np.nextafter(np.float32([0.84, 0.88, 0.92]), 0)) == 25
+    assert infer_num_examples(np.nextafter(np.float32([5001, 5100, 5500]) / np.float32(6000), 0)) is None
+    triples = rng.uniform(0.3, 0.99, (300, 3)).astype(np.float32)
+    assert sum(infer_num_examples(np.nextafter(t, 0)) is not None for t in triples) <= 3
 
 
 def test_infer_num_examples_from_fewer_values_is_a_lower_bound():

@@ -1234,6 +1234,27 @@ def test_a_gpu_logged_small_validation_set_is_read_and_its_loss_jitter_is_no_osc
     assert diagnosis.verdict == "healthy", [f.message for f in diagnosis.findings]
 
 
+def test_a_13_example_validation_set_logged_on_a_gpu_is_read_and_its_jitter_is_no_oscillation() -> None:
+    # A real Keras 3 / JAX CNN on a GPU validated on 13 images (tests/fixtures/probes/README.md):
+    # in 40 epochs val_accuracy takes three values below 1.0 (8, 11 and 12 of 13), 12 / 13 logged
+    # one float32 ulp off, too few values for the tolerant grid reading over every n. The 13 went
+    # unread, and val_loss stepping by 0.1 on 13 examples was called oscillation (a learning rate
+    # too high) on a run whose training accuracy climbed smoothly from 0.66 to 0.98.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    curve = load_csv_logger(
+        Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-cnn-val-13-jax-gpu.csv"
+    )
+    diagnosis = diagnose(curve)
+    assert diagnosis.n_val == 13
+    assert not diagnosis.has("oscillation"), [f.message for f in diagnosis.findings]
+    assert diagnosis.verdict == "healthy", [f.message for f in diagnosis.findings]
+    (noisy,) = (f for f in diagnosis.findings if f.code == "noisy_validation")
+    assert "13 validation examples" in noisy.message
+
+
 def test_a_slow_sgd_run_still_gaining_over_its_last_third_is_not_called_converged() -> None:
     # A real CNN with plain SGD at 1e-3 (tests/fixtures/probes/README.md): 0.769 -> 0.792 over the
     # last 12 of 35 epochs, val_loss lower on 94% of them, but flat within noise over the last 6.
