@@ -262,7 +262,9 @@ def should_stop(
 
     The decision, on the history so far (:func:`diagnose_history`, ``live=True``):
 
-    1. ``divergence``, with ``stop_on_divergence``: a NaN/inf loss stops at once, from epoch 1;
+    1. ``divergence``, with ``stop_on_divergence``: a NaN/inf loss stops at once, from epoch 1
+       (also when the weights came through it and only the loss of some examples is undefined: as
+       ``keras.callbacks.TerminateOnNaN`` does; the reason says which);
        a finite blow-up (an exploded or dead network, a val_loss far above the prior's entropy)
        once it has lasted ``live_patience`` epochs and the loss is not coming back down beyond
        noise (a spike that recovers is not divergence).
@@ -354,9 +356,10 @@ def should_stop(
     chosen: Finding | None = None
     for finding in diagnosis.findings:
         if finding.code == Code.DIVERGENCE and stop_on_divergence:
-            # NaN/inf: stop now (the weights are NaN; no later epoch recovers). A finite blow-up
-            # (a loss above its threshold, a dead network, a val_loss far above the prior's
-            # entropy) is confirmed first: it has lasted live_patience epochs and the loss is not
+            # NaN/inf: stop now (NaN weights: no later epoch recovers; finite weights under a loss
+            # undefined on some examples: nothing it logs can be trusted until that is fixed). A
+            # finite blow-up (a loss above its threshold, a dead network, a val_loss far above the
+            # prior's entropy) is confirmed first: it has lasted live_patience epochs and the loss is not
             # coming back down beyond noise (a spike that recovers is not divergence).
             non_finite = "first_non_finite_epoch" in finding.evidence
             lasted = size - (finding.onset_epoch or 1) >= cfg.live_patience

@@ -46,6 +46,7 @@ from pipelines.curves.findings import (
     SATURATED,
     SKEW,
     SPLITS,
+    UNDEFINED_LOSS,
     UNSEEN_LABELS,
     UNSHUFFLED,
     VALIDATION_SWINGS,
@@ -550,11 +551,46 @@ def _tail(series: tuple[np.ndarray, np.ndarray] | None, start_epoch: int) -> np.
 # ----------------------------------------------------------------------------------------------
 
 
+def _weights_survived_nan(curve: Curve, first_bad: int) -> tuple[int, str] | None:
+    """Whether a training loss first NaN/inf at epoch ``first_bad`` left the weights finite, and the
+    evidence: (epochs with a non-finite loss, what shows the weights finite), else None.
+
+    NaN weights give NaN outputs, so every later loss and val_loss is NaN. A val_loss that is
+    finite on that same epoch (scored with the epoch's final weights), or a training loss finite
+    again on a later one, shows the weights came through: the NaN is in the loss of some examples
+    (0 / 0 from an all-zero relu output read as probabilities, log(0), a float16 overflow whose
+    step the loss-scale optimizer skipped). A real MLP with a Dense(10, relu) output logged a NaN
+    loss on 22 of 30 epochs while val_accuracy reached 0.79.
+    """
+    epochs = np.asarray(curve.epochs)
+    loss = np.asarray(curve.get("loss"), dtype=np.float64)
+    bad = ~np.isfinite(loss)
+    later = np.flatnonzero((epochs > first_bad) & ~bad)
+    val_loss = curve.get("val_loss")
+    at_first = np.flatnonzero(epochs == first_bad)
+    if (
+        val_loss is not None
+        and at_first.size
+        and np.isfinite(np.asarray(val_loss, dtype=np.float64)[at_first[0]])
+    ):
+        value = float(np.asarray(val_loss, dtype=np.float64)[at_first[0]])
+        return int(bad.sum()), f"val_loss was {fmt(value)} on that epoch"
+    if later.size:
+        return int(
+            bad.sum()
+        ), f"the loss was finite again at epoch {int(epochs[later[0]])} ({fmt(float(loss[later[0]]))})"
+    return None
+
+
 def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     """Training diverged: a NaN/inf loss, a loss that blew up and stayed up, or a blow-up then death.
 
     1. NaN/inf training loss (or inf val_loss): the first such epoch is the onset, unless the finite
        loss before it had already risen past ``blowup_factor`` x its minimum: then the epoch it did.
+       When the weights evidently stayed finite (:func:`_weights_survived_nan`: val_loss finite on
+       the first NaN epoch of the training loss, or the training loss finite again later), the
+       finding says so, and that the loss is undefined on some examples (an output layer that is
+       not a probability, log(0), a float16 overflow), not that training diverged.
     2. Blow-up: the last training loss exceeds max(``blowup_factor`` x its minimum, minimum + 10
        noise SDs, minimum + :data:`BLOWUP_UNDONE_SHARE` of the fall to it from the highest loss
        before it), or ln(K) after having been below ln(K) / 2; onset: the first epoch after the
@@ -607,6 +643,16 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
         evidence: dict[str, Any] = {"metric": name, "first_non_finite_epoch": first_bad}
         message = f"{name} became NaN/inf at epoch {first_bad}: training diverged"
         onset = first_bad
+        survived = _weights_survived_nan(curve, first_bad) if name == "loss" else None
+        if survived is not None:
+            evidence.update(non_finite_epochs=survived[0], finite_after=survived[1])
+            message = (
+                f"loss NaN/inf on {survived[0]} of {epochs.size} epochs from epoch {first_bad}, yet "
+                f"{survived[1]}: the weights stayed finite; the loss is undefined on some examples"
+            )
+            return make_finding(
+                Code.DIVERGENCE, Severity.CRITICAL, onset, evidence, message, (UNDEFINED_LOSS, LR_HIGH)
+            )
         before = finite_series(curve, "loss")
         if before is not None:
             keep = before[0] < first_bad

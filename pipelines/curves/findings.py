@@ -255,6 +255,21 @@ NOT_PROBABILITIES: Group = (
         SCALE_INPUTS,
     ),
 )
+UNDEFINED_LOSS: Group = (
+    (
+        "the loss is undefined on some examples while the weights stay finite: an output layer that "
+        "is not a probability (relu or linear) read by a cross-entropy with from_logits=False "
+        "divides 0 by 0 where every output of an example is 0, or takes log(0); labels outside the "
+        "loss's range; NaN or inf in some inputs; or, under mixed precision, a float16 loss that "
+        "overflows on some batches (their steps are skipped)",
+    ),
+    (
+        "give the last layer activation='softmax' (sigmoid for one unit), or pass from_logits=True "
+        "to the loss",
+        "check the inputs and labels (numpy.isfinite(x).all(), numpy.unique(y))",
+        "stop at the first NaN batch with keras.callbacks.TerminateOnNaN() while you look",
+    ),
+)
 SATURATED: Group = (
     (
         "the outputs sit at 0 or 1, not in between: a last Dense layer without sigmoid or softmax "

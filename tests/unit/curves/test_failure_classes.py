@@ -1255,6 +1255,32 @@ def test_a_13_example_validation_set_logged_on_a_gpu_is_read_and_its_jitter_is_n
     assert "13 validation examples" in noisy.message
 
 
+def test_a_nan_loss_whose_weights_stay_finite_is_called_an_undefined_loss_not_a_divergence() -> None:
+    # A real Keras 3 / JAX MLP with a Dense(10, relu) output read by sparse_categorical_crossentropy
+    # (tests/fixtures/probes/README.md): the training loss is NaN on most epochs from the second on
+    # (an example whose ten outputs are all 0 is read as 0 / 0), yet val_loss is finite beside it
+    # and val_accuracy reaches 0.79. It read "training diverged" with a learning rate too high.
+    from pathlib import Path
+
+    from pipelines.curves.io import load_csv_logger
+
+    curve = load_csv_logger(
+        Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-mlp-relu-output-layer-jax-gpu.csv"
+    )
+    (finding,) = (f for f in diagnose(curve).findings if f.code == "divergence")
+    assert "weights stayed finite" in finding.message and "undefined" in finding.message, finding.message
+    assert "training diverged" not in finding.message
+    assert "not a probability" in finding.causes[0] and "from_logits=True" in finding.remedies[0]
+    assert finding.evidence["non_finite_epochs"] >= 20
+    # The same loss NaN from one epoch on with val_loss NaN beside it (NaN weights) still diverged.
+    metrics = {name: np.array(values, dtype=float) for name, values in curve.metrics.items()}
+    for name in ("loss", "val_loss"):
+        metrics[name][1:] = np.nan
+    dead = Curve(curve.run, metrics, curve.epochs)
+    (finding,) = (f for f in diagnose(dead).findings if f.code == "divergence")
+    assert "training diverged" in finding.message and "finite" not in finding.message
+
+
 def test_a_slow_sgd_run_still_gaining_over_its_last_third_is_not_called_converged() -> None:
     # A real CNN with plain SGD at 1e-3 (tests/fixtures/probes/README.md): 0.769 -> 0.792 over the
     # last 12 of 35 epochs, val_loss lower on 94% of them, but flat within noise over the last 6.
