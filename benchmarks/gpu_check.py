@@ -33,6 +33,10 @@ control. On the 2 shared CPU cores here: 117 s per epoch for the same model (flo
 Re-run on one H200 at commit ea35bfe: 0.92 s per epoch after a 13.6 s first epoch, test accuracy
 0.902; 3 trials complete and the 4th pruned at epoch 5 of 6 by its forecast (P = 0.042), best
 trial val 0.916 / test 0.908; again 1,164 MiB held against 107,918 MiB preallocated.
+Re-run on one H200 at commit 1a4f59d (session 30; keras, optuna, pydantic, sqlalchemy, alembic and
+cronsim carried as wheels): 1.09 s per epoch after a 16.9 s first epoch, test accuracy 0.908; 4
+trials complete one after another, none pruned, best trial val 0.912 / test 0.901; 1,164 MiB held
+against 107,918 MiB preallocated; TensorFlow not imported.
 """
 
 from __future__ import annotations
