@@ -1,0 +1,954 @@
+"""Probe runs for the curve diagnosis: real Keras fits of setups common in public repositories.
+
+Not the labelled corpus (``benchmarks/corpus``): each probe is one run of a setup a Keras user
+writes (a CNN validated on 13 images, a relu output layer, AdamW with a large weight decay, an
+LSTM on a long-range dependency, a linear model on circles, ...), trained once so that the engine's
+reading of it can be checked by eye; those it got wrong are kept in ``tests/fixtures/probes/`` with
+a regression test each (see that folder's README, which names the file and the design).
+
+Each run writes ``<name>.csv`` (``keras.callbacks.CSVLogger``) and ``<name>.json`` (the design in
+words, training and validation sizes, class count, seconds) to the output folder. Fashion-MNIST is
+read from the IDX files in ``$PROBE_DATA`` (default Debian's ``/usr/share/datasets/fashion-mnist``);
+the sequence tasks are synthetic; ``make_moons`` / ``make_circles`` come from scikit-learn.
+Seeds: ``keras.utils.set_random_seed(0)`` for every run, fixed numpy seeds for the data.
+
+Run (session 30: on one NVIDIA H200, three batches of 10-14 runs took 54-124 s each with 5-10
+workers)::
+
+    KERAS_BACKEND=jax python benchmarks/probe_runs.py OUT [--workers N] [name ...]
+
+``PROBE_SMOKE=1`` trains every run for one epoch (a check that each one builds and fits).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(os.environ.get("PROBE_DATA", "/usr/share/datasets/fashion-mnist"))
+
+
+def idx(name):
+    """The uint8 array of one gzipped IDX file in :data:`DATA` (images (N, 28, 28), labels (N,))."""
+    with gzip.open(DATA / name, "rb") as fh:
+        raw = fh.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def fmnist():
+    """Fashion-MNIST as (x_train (60000, 28, 28, 1) float32 in [0, 1], y_train (60000,) int64,
+    x_test (10000, 28, 28, 1), y_test (10000,))."""
+    xtr = idx("train-images-idx3-ubyte.gz").astype("float32") / 255.0
+    ytr = idx("train-labels-idx1-ubyte.gz").astype("int64")
+    xte = idx("t10k-images-idx3-ubyte.gz").astype("float32") / 255.0
+    yte = idx("t10k-labels-idx1-ubyte.gz").astype("int64")
+    return xtr[..., None], ytr, xte[..., None], yte
+
+
+def cnn(keras, out=10, act="softmax", bn=False, dropout=0.0):
+    """The plain CNN of the probes: Conv2D(32, 3) -> MaxPool -> Conv2D(64, 3) -> MaxPool -> Dense(128)
+    -> Dense(out, act), optionally with BatchNormalization and dropout."""
+    L = keras.layers
+    layers = [keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation=None if bn else "relu")]
+    if bn:
+        layers += [L.BatchNormalization(), L.Activation("relu")]
+    layers += [L.MaxPooling2D(), L.Conv2D(64, 3, activation=None if bn else "relu")]
+    if bn:
+        layers += [L.BatchNormalization(), L.Activation("relu")]
+    layers += [L.MaxPooling2D(), L.Flatten()]
+    if dropout:
+        layers.append(L.Dropout(dropout))
+    layers += [L.Dense(128, activation="relu")]
+    if dropout:
+        layers.append(L.Dropout(dropout))
+    layers.append(L.Dense(out, activation=act))
+    return keras.Sequential(layers)
+
+
+def mlp(keras, units=256, out=10, act="softmax"):
+    """Flatten -> Dense(units, relu) -> Dense(out, act) on 28 x 28 x 1 inputs."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Flatten(),
+            L.Dense(units, activation="relu"),
+            L.Dense(out, activation=act),
+        ]
+    )
+
+
+def seq_task(rng, n, length, vocab=20):
+    """Class = parity of the first token; the rest is noise (a long-range dependency)."""
+    x = rng.integers(2, vocab, size=(n, length))
+    y = (x[:, 0] % 2).astype("int64")
+    return x, y
+
+
+RUNS = {}
+
+
+def run(name):
+    """Register a probe: the decorated function builds (model, fit kwargs, design) from keras and data."""
+
+    def deco(fn):
+        RUNS[name] = fn
+        return fn
+
+    return deco
+
+
+@run("seq-lstm-first-token-parity-len100")
+def _(keras, d):
+    rng = np.random.default_rng(3)
+    xtr, ytr = seq_task(rng, 4000, 100)
+    xva, yva = seq_task(rng, 1000, 100)
+    L = keras.layers
+    m = keras.Sequential(
+        [keras.Input((100,)), L.Embedding(20, 16), L.LSTM(32), L.Dense(1, activation="sigmoid")]
+    )
+    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=60, batch_size=64),
+        dict(
+            desc="Embedding(20,16) -> LSTM(32) -> Dense(1, sigmoid); class = parity of the first of 100 tokens; Adam 1e-3, batch 64",
+            n_train=4000,
+            n_val=1000,
+            classes=2,
+        ),
+    )
+
+
+@run("fmnist-mlp-full-batch-adam")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = mlp(keras)
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=xtr[:20000],
+            y=ytr[:20000],
+            validation_data=(xte[:2000], yte[:2000]),
+            epochs=150,
+            batch_size=20000,
+        ),
+        dict(
+            desc="MLP 256, batch = the whole training set (20,000): one step an epoch, Adam 1e-3",
+            n_train=20000,
+            n_val=2000,
+            classes=10,
+        ),
+    )
+
+
+@run("fmnist-cnn-val-13")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = cnn(keras)
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr[:10000], y=ytr[:10000], validation_data=(xte[:13], yte[:13]), epochs=40, batch_size=128),
+        dict(
+            desc="plain CNN, 10,000 training images, validated on 13 test images, Adam 1e-3",
+            n_train=10000,
+            n_val=13,
+            classes=10,
+        ),
+    )
+
+
+@run("fmnist-cnn-label-smoothing-0.2-2000")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = cnn(keras)
+    m.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.CategoricalCrossentropy(label_smoothing=0.2),
+        metrics=["accuracy"],
+    )
+    oh = lambda y: np.eye(10, dtype="float32")[y]  # noqa: E731
+    return (
+        m,
+        dict(
+            x=xtr[:2000],
+            y=oh(ytr[:2000]),
+            validation_data=(xte[:2000], oh(yte[:2000])),
+            epochs=60,
+            batch_size=64,
+        ),
+        dict(
+            desc="plain CNN, 2,000 training images, one-hot labels, CategoricalCrossentropy(label_smoothing=0.2), Adam 1e-3",
+            n_train=2000,
+            n_val=2000,
+            classes=10,
+        ),
+    )
+
+
+@run("fmnist-mlp-adamw-weight-decay-1.0")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = mlp(keras)
+    m.compile(
+        keras.optimizers.AdamW(1e-3, weight_decay=1.0),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return (
+        m,
+        dict(
+            x=xtr[:20000], y=ytr[:20000], validation_data=(xte[:2000], yte[:2000]), epochs=40, batch_size=128
+        ),
+        dict(desc="MLP 256, AdamW(1e-3, weight_decay=1.0)", n_train=20000, n_val=2000, classes=10),
+    )
+
+
+@run("fmnist-cnn-sgd-momentum-0.99-lr-0.05")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = cnn(keras)
+    m.compile(
+        keras.optimizers.SGD(0.05, momentum=0.99), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return (
+        m,
+        dict(
+            x=xtr[:10000], y=ytr[:10000], validation_data=(xte[:2000], yte[:2000]), epochs=30, batch_size=128
+        ),
+        dict(desc="plain CNN, SGD(0.05, momentum=0.99)", n_train=10000, n_val=2000, classes=10),
+    )
+
+
+@run("fmnist-cnn-1000-train-200-epochs")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = cnn(keras)
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr[:1000], y=ytr[:1000], validation_data=(xte[:1000], yte[:1000]), epochs=200, batch_size=32),
+        dict(
+            desc="plain CNN, 1,000 training images, 200 epochs, Adam 1e-3, batch 32",
+            n_train=1000,
+            n_val=1000,
+            classes=10,
+        ),
+    )
+
+
+@run("fmnist-mlp-sgd-1e-4-300-epochs")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = mlp(keras)
+    m.compile(keras.optimizers.SGD(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=xtr[:5000], y=ytr[:5000], validation_data=(xte[:2000], yte[:2000]), epochs=300, batch_size=128
+        ),
+        dict(desc="MLP 256, plain SGD(1e-4), 300 epochs", n_train=5000, n_val=2000, classes=10),
+    )
+
+
+@run("fmnist-cnn-label-noise-40pct")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    rng = np.random.default_rng(11)
+    y = ytr[:10000].copy()
+    flip = rng.random(y.size) < 0.4
+    y[flip] = rng.integers(0, 10, flip.sum())
+    m = cnn(keras)
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr[:10000], y=y, validation_data=(xte[:2000], yte[:2000]), epochs=60, batch_size=128),
+        dict(
+            desc="plain CNN, 10,000 training images with 40% of labels replaced at random (clean validation), Adam 1e-3",
+            n_train=10000,
+            n_val=2000,
+            classes=10,
+        ),
+    )
+
+
+@run("fmnist-mlp-val-labels-shuffled-separately")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    rng = np.random.default_rng(5)
+    yv = yte[:2000].copy()
+    rng.shuffle(yv)
+    m = mlp(keras)
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr[:10000], y=ytr[:10000], validation_data=(xte[:2000], yv), epochs=30, batch_size=128),
+        dict(
+            desc="MLP 256, Adam 1e-3; the validation labels were shuffled apart from their images (a pipeline bug)",
+            n_train=10000,
+            n_val=2000,
+            classes=10,
+        ),
+    )
+
+
+@run("fmnist-cnn-50-train-images")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = cnn(keras)
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr[:50], y=ytr[:50], validation_data=(xte[:1000], yte[:1000]), epochs=100, batch_size=16),
+        dict(
+            desc="plain CNN, 50 training images, 100 epochs, Adam 1e-3, batch 16",
+            n_train=50,
+            n_val=1000,
+            classes=10,
+        ),
+    )
+
+
+@run("seq-lstm-adam-0.1")
+def _(keras, d):
+    rng = np.random.default_rng(4)
+    xtr, ytr = seq_task(rng, 4000, 30)
+    xva, yva = seq_task(rng, 1000, 30)
+    L = keras.layers
+    m = keras.Sequential(
+        [keras.Input((30,)), L.Embedding(20, 16), L.LSTM(64), L.Dense(1, activation="sigmoid")]
+    )
+    m.compile(keras.optimizers.Adam(0.1), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=40, batch_size=64),
+        dict(
+            desc="Embedding -> LSTM(64) -> Dense(1, sigmoid), parity of the first of 30 tokens, Adam 0.1",
+            n_train=4000,
+            n_val=1000,
+            classes=2,
+        ),
+    )
+
+
+@run("fmnist-cnn-dropout-rlrop-val-accuracy-kaggle")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = cnn(keras, dropout=0.3)
+    m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    cb = [keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", patience=2, factor=0.5, min_lr=1e-5)]
+    return (
+        m,
+        dict(
+            x=xtr[:20000],
+            y=ytr[:20000],
+            validation_data=(xte[:500], yte[:500]),
+            epochs=50,
+            batch_size=86,
+            callbacks=cb,
+        ),
+        dict(
+            desc="CNN with dropout 0.3, Adam 3e-3, ReduceLROnPlateau(val_accuracy, patience=2, factor=0.5, min_lr=1e-5), validated on 500 images, batch 86",
+            n_train=20000,
+            n_val=500,
+            classes=10,
+        ),
+    )
+
+
+@run("fmnist-cnn-bn-sgd-batch-8")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    m = cnn(keras, bn=True)
+    m.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr[:4000], y=ytr[:4000], validation_data=(xte[:2000], yte[:2000]), epochs=25, batch_size=8),
+        dict(
+            desc="CNN with BatchNormalization, SGD(0.05), batch 8, 4,000 training images",
+            n_train=4000,
+            n_val=2000,
+            classes=10,
+        ),
+    )
+
+
+def _fm(
+    keras,
+    d,
+    model,
+    opt,
+    ntr,
+    nval,
+    epochs,
+    batch,
+    desc,
+    loss="sparse_categorical_crossentropy",
+    x=None,
+    y=None,
+    xv=None,
+    yv=None,
+):
+    xtr, ytr, xte, yte = d
+    x = xtr[:ntr] if x is None else x
+    y = ytr[:ntr] if y is None else y
+    xv = xte[:nval] if xv is None else xv
+    yv = yte[:nval] if yv is None else yv
+    model.compile(opt, loss, metrics=["accuracy"])
+    return (
+        model,
+        dict(x=x, y=y, validation_data=(xv, yv), epochs=epochs, batch_size=batch),
+        dict(
+            desc=desc,
+            n_train=int(len(x)),
+            n_val=int(len(xv)),
+            classes=int(np.max(yv)) + 1 if np.ndim(yv) == 1 else int(np.shape(yv)[1]),
+        ),
+    )
+
+
+@run("fmnist-noisy-inputs-sd1-mlp-adam")
+def _(keras, d):
+    rng = np.random.default_rng(21)
+    xtr, ytr, xte, yte = d
+    x = xtr[:20000] + rng.normal(0, 1.0, xtr[:20000].shape).astype("float32")
+    xv = xte[:2000] + rng.normal(0, 1.0, xte[:2000].shape).astype("float32")
+    return _fm(
+        keras,
+        d,
+        mlp(keras, 512),
+        keras.optimizers.Adam(1e-3),
+        20000,
+        2000,
+        60,
+        128,
+        "MLP 512 on Fashion-MNIST with Gaussian pixel noise (SD 1.0, inputs in 0..1), Adam 1e-3",
+        x=x,
+        xv=xv,
+    )
+
+
+@run("fmnist-noisy-inputs-sd1-cnn-dropout-adam")
+def _(keras, d):
+    rng = np.random.default_rng(22)
+    xtr, ytr, xte, yte = d
+    x = xtr[:20000] + rng.normal(0, 1.0, xtr[:20000].shape).astype("float32")
+    xv = xte[:2000] + rng.normal(0, 1.0, xte[:2000].shape).astype("float32")
+    return _fm(
+        keras,
+        d,
+        cnn(keras, dropout=0.3),
+        keras.optimizers.Adam(1e-3),
+        20000,
+        2000,
+        40,
+        128,
+        "CNN with dropout 0.3 on Fashion-MNIST with Gaussian pixel noise (SD 1.0), Adam 1e-3",
+        x=x,
+        xv=xv,
+    )
+
+
+@run("fmnist-logistic-regression-adam")
+def _(keras, d):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((28, 28, 1)), L.Flatten(), L.Dense(10, activation="softmax")])
+    return _fm(
+        keras,
+        d,
+        m,
+        keras.optimizers.Adam(1e-3),
+        20000,
+        2000,
+        50,
+        128,
+        "Flatten -> Dense(10, softmax) (a linear model), Adam 1e-3",
+    )
+
+
+@run("fmnist-mlp-4-units-adam")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        mlp(keras, 4),
+        keras.optimizers.Adam(1e-3),
+        20000,
+        2000,
+        50,
+        128,
+        "MLP with 4 hidden units, Adam 1e-3",
+    )
+
+
+@run("fmnist-cnn-adagrad-1e-3")
+def _(keras, d):
+    return _fm(
+        keras, d, cnn(keras), keras.optimizers.Adagrad(1e-3), 10000, 2000, 30, 128, "plain CNN, Adagrad(1e-3)"
+    )
+
+
+@run("fmnist-cnn-sgd-1e-3-batch-512")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.SGD(1e-3),
+        20000,
+        2000,
+        40,
+        512,
+        "plain CNN, plain SGD(1e-3), batch 512",
+    )
+
+
+@run("fmnist-cnn-val-40")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.Adam(1e-3),
+        10000,
+        40,
+        30,
+        128,
+        "plain CNN, validated on 40 test images, Adam 1e-3",
+    )
+
+
+@run("fmnist-cnn-val-100-sgd-momentum")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        10000,
+        100,
+        30,
+        64,
+        "plain CNN, validated on 100 test images, SGD(0.01, momentum=0.9), batch 64",
+    )
+
+
+@run("fmnist-mlp-relu-output-layer")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        mlp(keras, 256, act="relu"),
+        keras.optimizers.Adam(1e-3),
+        10000,
+        2000,
+        30,
+        128,
+        "MLP 256 with a Dense(10, relu) output read by sparse_categorical_crossentropy, Adam 1e-3",
+    )
+
+
+@run("fmnist-mlp-sgd-lr-3.0")
+def _(keras, d):
+    return _fm(
+        keras, d, mlp(keras, 256), keras.optimizers.SGD(3.0), 10000, 2000, 20, 128, "MLP 256, plain SGD(3.0)"
+    )
+
+
+@run("seq-lstm-first-token-parity-len60-adam-3e-3")
+def _(keras, d):
+    rng = np.random.default_rng(6)
+    xtr, ytr = seq_task(rng, 4000, 60)
+    xva, yva = seq_task(rng, 1000, 60)
+    L = keras.layers
+    m = keras.Sequential(
+        [keras.Input((60,)), L.Embedding(20, 16), L.LSTM(32), L.Dense(1, activation="sigmoid")]
+    )
+    m.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=60, batch_size=64),
+        dict(
+            desc="Embedding(20,16) -> LSTM(32) -> Dense(1, sigmoid); class = parity of the first of 60 tokens; Adam 3e-3, batch 64",
+            n_train=4000,
+            n_val=1000,
+            classes=2,
+        ),
+    )
+
+
+@run("fmnist-binary-sneaker-0.03-mlp-adam")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    rng = np.random.default_rng(9)
+    pos, neg = np.flatnonzero(ytr == 7), np.flatnonzero(ytr != 7)
+    idx = np.concatenate([rng.choice(pos, 300, replace=False), rng.choice(neg, 9700, replace=False)])
+    rng.shuffle(idx)
+    vpos, vneg = np.flatnonzero(yte == 7), np.flatnonzero(yte != 7)
+    vidx = np.concatenate([vpos[:60], vneg[:1940]])
+    L = keras.layers
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Flatten(),
+            L.Dense(64, activation="relu"),
+            L.Dense(1, activation="sigmoid"),
+        ]
+    )
+    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=xtr[idx],
+            y=(ytr[idx] == 7).astype("float32"),
+            validation_data=(xte[vidx], (yte[vidx] == 7).astype("float32")),
+            epochs=30,
+            batch_size=128,
+        ),
+        dict(
+            desc="sneaker (7) against the rest at 3% positives (300 of 10,000; validation 60 of 2,000), MLP 64, Dense(1, sigmoid), Adam 1e-3",
+            n_train=10000,
+            n_val=2000,
+            classes=2,
+        ),
+    )
+
+
+@run("fmnist-cnn-unscaled-inputs-sgd-0.01")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.SGD(0.01),
+        10000,
+        2000,
+        25,
+        128,
+        "plain CNN, inputs left in 0..255, plain SGD(0.01)",
+        x=xtr[:10000] * 255.0,
+        xv=xte[:2000] * 255.0,
+    )
+
+
+@run("fmnist-cnn-l2-0.1")
+def _(keras, d):
+    L = keras.layers
+    r = keras.regularizers.l2(0.1)
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(32, 3, activation="relu", kernel_regularizer=r),
+            L.MaxPooling2D(),
+            L.Conv2D(64, 3, activation="relu", kernel_regularizer=r),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(128, activation="relu", kernel_regularizer=r),
+            L.Dense(10, activation="softmax", kernel_regularizer=r),
+        ]
+    )
+    return _fm(
+        keras,
+        d,
+        m,
+        keras.optimizers.Adam(1e-3),
+        10000,
+        2000,
+        30,
+        128,
+        "plain CNN with L2(0.1) on every kernel, Adam 1e-3",
+    )
+
+
+@run("fmnist-cnn-2-filters")
+def _(keras, d):
+    L = keras.layers
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(2, 3, activation="relu"),
+            L.MaxPooling2D(4),
+            L.Flatten(),
+            L.Dense(10, activation="softmax"),
+        ]
+    )
+    return _fm(
+        keras,
+        d,
+        m,
+        keras.optimizers.Adam(1e-3),
+        20000,
+        2000,
+        40,
+        128,
+        "Conv2D(2, 3) -> MaxPool(4) -> Dense(10, softmax), Adam 1e-3",
+    )
+
+
+@run("fmnist-simplernn-tanh-sgd-0.01")
+def _(keras, d):
+    L = keras.layers
+    m = keras.Sequential(
+        [keras.Input((28, 28, 1)), L.Reshape((28, 28)), L.SimpleRNN(32), L.Dense(10, activation="softmax")]
+    )
+    return _fm(
+        keras,
+        d,
+        m,
+        keras.optimizers.SGD(0.01),
+        10000,
+        2000,
+        40,
+        64,
+        "rows as a sequence: SimpleRNN(32, tanh) -> Dense(10, softmax), plain SGD(0.01), batch 64",
+    )
+
+
+@run("seq-lstm-relu-sgd-0.5")
+def _(keras, d):
+    rng = np.random.default_rng(8)
+    xtr, ytr = seq_task(rng, 4000, 30)
+    xva, yva = seq_task(rng, 1000, 30)
+    L = keras.layers
+    m = keras.Sequential(
+        [
+            keras.Input((30,)),
+            L.Embedding(20, 16),
+            L.LSTM(32, activation="relu"),
+            L.Dense(1, activation="sigmoid"),
+        ]
+    )
+    m.compile(keras.optimizers.SGD(0.5, momentum=0.9), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=40, batch_size=64),
+        dict(
+            desc="Embedding -> LSTM(32, activation='relu') -> Dense(1, sigmoid), parity of the first of 30 tokens, SGD(0.5, momentum=0.9), no clipping",
+            n_train=4000,
+            n_val=1000,
+            classes=2,
+        ),
+    )
+
+
+@run("fmnist-mlp-input-dropout-0.8")
+def _(keras, d):
+    L = keras.layers
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Flatten(),
+            L.Dropout(0.8),
+            L.Dense(256, activation="relu"),
+            L.Dropout(0.5),
+            L.Dense(10, activation="softmax"),
+        ]
+    )
+    return _fm(
+        keras,
+        d,
+        m,
+        keras.optimizers.Adam(1e-3),
+        20000,
+        2000,
+        40,
+        128,
+        "Flatten -> Dropout(0.8) -> Dense(256) -> Dropout(0.5) -> Dense(10), Adam 1e-3",
+    )
+
+
+@run("fmnist-mlp-softmax-mse-sgd-0.1")
+def _(keras, d):
+    oh = lambda y: np.eye(10, dtype="float32")[y]  # noqa: E731
+    xtr, ytr, xte, yte = d
+    return _fm(
+        keras,
+        d,
+        mlp(keras, 128),
+        keras.optimizers.SGD(0.1),
+        10000,
+        2000,
+        40,
+        128,
+        "MLP 128, softmax output, mean_squared_error on one-hot labels, plain SGD(0.1)",
+        loss="mean_squared_error",
+        y=oh(ytr[:10000]),
+        yv=oh(yte[:2000]),
+    )
+
+
+@run("fmnist-binary-tshirt-shirt-mlp-2-units")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    tr = np.flatnonzero((ytr == 0) | (ytr == 6))[:6000]
+    va = np.flatnonzero((yte == 0) | (yte == 6))[:1000]
+    L = keras.layers
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Flatten(),
+            L.Dense(2, activation="relu"),
+            L.Dense(1, activation="sigmoid"),
+        ]
+    )
+    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=xtr[tr],
+            y=(ytr[tr] == 6).astype("float32"),
+            validation_data=(xte[va], (yte[va] == 6).astype("float32")),
+            epochs=40,
+            batch_size=64,
+        ),
+        dict(
+            desc="T-shirt (0) against shirt (6), MLP with 2 hidden units, Dense(1, sigmoid), Adam 1e-3",
+            n_train=6000,
+            n_val=1000,
+            classes=2,
+        ),
+    )
+
+
+@run("moons-noise-0.3-linear-model")
+def _(keras, d):
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(1500, noise=0.3, random_state=1)
+    L = keras.layers
+    m = keras.Sequential([keras.Input((2,)), L.Dense(1, activation="sigmoid")])
+    m.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=x[:1000],
+            y=y[:1000].astype("float32"),
+            validation_data=(x[1000:], y[1000:].astype("float32")),
+            epochs=100,
+            batch_size=32,
+        ),
+        dict(
+            desc="make_moons(1500, noise=0.3), a logistic regression Dense(1, sigmoid), Adam 1e-2, 100 epochs",
+            n_train=1000,
+            n_val=500,
+            classes=2,
+        ),
+    )
+
+
+@run("circles-linear-model")
+def _(keras, d):
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(1000, noise=0.1, factor=0.5, random_state=1)
+    L = keras.layers
+    m = keras.Sequential([keras.Input((2,)), L.Dense(1, activation="sigmoid")])
+    m.compile(keras.optimizers.SGD(0.01, momentum=0.9), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=x[:500],
+            y=y[:500].astype("float32"),
+            validation_data=(x[500:], y[500:].astype("float32")),
+            epochs=200,
+            batch_size=32,
+        ),
+        dict(
+            desc="make_circles(1000, noise=0.1, factor=0.5), a logistic regression Dense(1, sigmoid), SGD(0.01, momentum=0.9), 200 epochs",
+            n_train=500,
+            n_val=500,
+            classes=2,
+        ),
+    )
+
+
+@run("circles-mlp-tanh-5-layers-sgd")
+def _(keras, d):
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(1000, noise=0.1, random_state=1)
+    L = keras.layers
+    layers = [keras.Input((2,))] + [
+        L.Dense(5, activation="tanh", kernel_initializer="random_uniform") for _ in range(5)
+    ]
+    m = keras.Sequential(layers + [L.Dense(1, activation="sigmoid")])
+    m.compile(keras.optimizers.SGD(0.01, momentum=0.9), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=x[:500],
+            y=y[:500].astype("float32"),
+            validation_data=(x[500:], y[500:].astype("float32")),
+            epochs=300,
+            batch_size=32,
+        ),
+        dict(
+            desc="make_circles(1000, noise=0.1), 5 hidden tanh layers of 5 units with random_uniform init (the vanishing-gradients article), SGD(0.01, momentum=0.9), 300 epochs",
+            n_train=500,
+            n_val=500,
+            classes=2,
+        ),
+    )
+
+
+def one(name, out):
+    """Train probe ``name`` and write its CSVLogger file and design JSON to folder ``out``."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    d = fmnist() if name.startswith("fmnist") else None
+    m, fit, meta = RUNS[name](keras, d)
+    cbs = list(fit.pop("callbacks", []))
+    if os.environ.get("PROBE_SMOKE"):
+        fit["epochs"] = 1
+    path = out / f"{name}.csv"
+    cbs.append(keras.callbacks.CSVLogger(str(path)))
+    t = time.time()
+    m.fit(**fit, callbacks=cbs, verbose=0)
+    meta.update(
+        seconds=round(time.time() - t, 1),
+        epochs=fit["epochs"],
+        batch_size=fit["batch_size"],
+        keras=keras.__version__,
+        backend=keras.backend.backend(),
+    )
+    (out / f"{name}.json").write_text(json.dumps(meta, indent=1))
+    print(f"{name}: {meta['seconds']} s", flush=True)
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[2:]
+    workers = 1
+    if args[:1] == ["--workers"]:
+        workers, args = int(args[1]), args[2:]
+    names = args or list(RUNS)
+    if workers > 1:
+        import subprocess
+
+        queue = list(names)
+        procs = []
+        while queue or procs:
+            while queue and len(procs) < workers:
+                n = queue.pop(0)
+                procs.append(subprocess.Popen([sys.executable, __file__, str(out), n]))
+            time.sleep(0.5)
+            procs = [p for p in procs if p.poll() is None]
+    else:
+        for n in names:
+            try:
+                one(n, out)
+            except Exception as exc:  # noqa: BLE001
+                print(f"{n}: FAILED {exc!r}", flush=True)
