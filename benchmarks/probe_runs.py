@@ -902,6 +902,160 @@ def _(keras, d):
     )
 
 
+def _pima_like(seed=3):
+    """A Pima-diabetes-like table: 768 rows, 8 features in their raw units (tens to hundreds),
+    majority class 0.65, 10% of labels flipped."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        768, 8, n_informative=4, n_redundant=2, flip_y=0.1, weights=[0.65], class_sep=0.8, random_state=seed
+    )
+    scale = np.array([3.0, 30.0, 19.0, 16.0, 115.0, 8.0, 0.33, 12.0])
+    offset = np.array([4.0, 120.0, 69.0, 20.0, 80.0, 32.0, 0.47, 33.0])
+    return (x * scale + offset).astype("float32"), y.astype("float32")
+
+
+def _tabular_mlp(keras, d_in, units, out=1, act="sigmoid"):
+    L = keras.layers
+    layers = [keras.Input((d_in,))] + [L.Dense(u, activation="relu") for u in units]
+    return keras.Sequential([*layers, L.Dense(out, activation=act)])
+
+
+@run("pima-like-mlp-12-8-unscaled-adam-batch-10")
+def _(keras, d):
+    x, y = _pima_like()
+    m = _tabular_mlp(keras, 8, (12, 8))
+    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=x, y=y, validation_split=0.33, epochs=150, batch_size=10),
+        dict(
+            desc="Pima-like table (768 rows, raw units), Dense(12, relu) -> Dense(8, relu) -> Dense(1, sigmoid), "
+            "Adam 1e-3, batch 10, validation_split=0.33, 150 epochs (the usual first-Keras-project tutorial)",
+            n_train=514,
+            n_val=254,
+            classes=2,
+        ),
+    )
+
+
+@run("pima-like-mlp-12-8-scaled-adam-batch-10")
+def _(keras, d):
+    x, y = _pima_like()
+    x = (x - x[:514].mean(0)) / x[:514].std(0)
+    m = _tabular_mlp(keras, 8, (12, 8))
+    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=x, y=y, validation_split=0.33, epochs=150, batch_size=10),
+        dict(desc="the same, features standardised on the training rows", n_train=514, n_val=254, classes=2),
+    )
+
+
+@run("pima-like-mlp-12-8-unscaled-sgd-0.01")
+def _(keras, d):
+    x, y = _pima_like()
+    m = _tabular_mlp(keras, 8, (12, 8))
+    m.compile(keras.optimizers.SGD(0.01), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=x, y=y, validation_split=0.33, epochs=150, batch_size=10),
+        dict(desc="the same unscaled table, plain SGD(0.01)", n_train=514, n_val=254, classes=2),
+    )
+
+
+@run("titanic-like-mlp-16-8-adam")
+def _(keras, d):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        891, 8, n_informative=3, n_redundant=1, flip_y=0.15, weights=[0.62], random_state=5
+    )
+    x[:, 0] = np.round(np.abs(x[:, 0]) * 15 + 5)  # an age-like column
+    x[:, 1] = np.abs(x[:, 1]) * 30  # a fare-like column
+    m = _tabular_mlp(keras, 8, (16, 8))
+    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=x.astype("float32"), y=y.astype("float32"), validation_split=0.2, epochs=100, batch_size=32),
+        dict(
+            desc="Titanic-like table (891 rows, two columns in raw units), Dense(16) -> Dense(8) -> Dense(1, sigmoid), Adam 1e-3",
+            n_train=712,
+            n_val=179,
+            classes=2,
+        ),
+    )
+
+
+@run("heart-like-mlp-64-32-adam-200")
+def _(keras, d):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(303, 13, n_informative=5, flip_y=0.08, weights=[0.54], random_state=7)
+    m = _tabular_mlp(keras, 13, (64, 32))
+    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=x.astype("float32"), y=y.astype("float32"), validation_split=0.2, epochs=200, batch_size=16),
+        dict(
+            desc="heart-disease-like table (303 rows, 13 standardised features), Dense(64) -> Dense(32) -> Dense(1, sigmoid), Adam 1e-3, 200 epochs",
+            n_train=242,
+            n_val=61,
+            classes=2,
+        ),
+    )
+
+
+@run("iris-val-15-sgd-0.01-700-epochs")
+def _(keras, d):
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(2)
+    order = rng.permutation(150)
+    x, y = x[order].astype("float32"), y[order]
+    m = _tabular_mlp(keras, 4, (8,), out=3, act="softmax")
+    m.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(x=x, y=y, validation_split=0.1, epochs=700, batch_size=16),
+        dict(
+            desc="iris (raw units), Dense(8, relu) -> Dense(3, softmax), plain SGD(0.01), validation_split=0.1 (15 examples), 700 epochs",
+            n_train=135,
+            n_val=15,
+            classes=3,
+        ),
+    )
+
+
+@run("tabular-7-classes-imbalanced-mlp-adam")
+def _(keras, d):
+    from sklearn.datasets import make_classification
+
+    w = [0.36, 0.49, 0.06, 0.005, 0.016, 0.03]
+    x, y = make_classification(
+        6000, 20, n_informative=10, n_classes=7, n_clusters_per_class=1, weights=w, random_state=4
+    )
+    m = _tabular_mlp(keras, 20, (64, 64), out=7, act="softmax")
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return (
+        m,
+        dict(
+            x=x[:5000].astype("float32"),
+            y=y[:5000],
+            validation_data=(x[5000:].astype("float32"), y[5000:]),
+            epochs=50,
+            batch_size=64,
+        ),
+        dict(
+            desc="7-class table (6,000 rows, shares 0.36 / 0.49 / 0.06 / ... like forest cover), Dense(64) -> Dense(64) -> Dense(7, softmax), Adam 1e-3",
+            n_train=5000,
+            n_val=1000,
+            classes=7,
+        ),
+    )
+
+
 def one(name, out):
     """Train probe ``name`` and write its CSVLogger file and design JSON to folder ``out``."""
     import keras

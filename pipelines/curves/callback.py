@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import ndtri
 
-from pipelines.curves.detectors import last_lr_cut_epoch, lr_new_high_within, steady_improvement
+from pipelines.curves.detectors import (
+    BELOW_PRIOR_SHARE,
+    last_lr_cut_epoch,
+    lr_new_high_within,
+    steady_improvement,
+)
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.findings import CONVERGED, Code, fmt, make_finding
 from pipelines.curves.io import VALIDATION_METRICS, canonical_names, engine_metrics
@@ -118,7 +123,13 @@ _NO = StopDecision(False, None, None)
 
 
 def _loss_still_falling(
-    history: Mapping[str, Sequence[float]], since: int, cfg: DiagnoseConfig, budget: int | None = None
+    history: Mapping[str, Sequence[float]],
+    since: int,
+    cfg: DiagnoseConfig,
+    budget: int | None = None,
+    *,
+    with_training_loss: bool = False,
+    below: float | None = None,
 ) -> bool:
     """val_loss (else the training loss) still falling: steadily over the run, or beyond noise lately.
 
@@ -128,12 +139,49 @@ def _loss_still_falling(
     negative with z <= -z_(1-alpha) under the loss's own noise (:func:`pipelines.curves.noise.
     estimate_noise`). Accuracy on a small validation set moves in coarse steps, and a slow start
     sits at chance for epochs, while the loss already improves: such a run is still learning.
+
+    With ``with_training_loss`` (a run at chance: is it dead, or a slow start?), also True when, from
+    ``since`` on, val_loss heads down (a negative OLS slope, however noisy) while
+    the training loss falls as (b) asks: a mean over a few validation examples scatters too much to
+    show a slow fall within a few epochs, the training set's mean does not, and a network that only
+    memorises (shuffled labels) raises val_loss meanwhile. A real iris MLP with plain SGD at 0.01,
+    validated on 15 examples, sat at 5-6 of 15 for 17 epochs while both losses fell on almost every
+    one (the training loss from 1.88 to 0.97) and was stopped at epoch 11 as not learning; it
+    reached 13 of 15.
     """
-    name = (
-        "val_loss"
-        if any(v is not None and math.isfinite(float(v)) for v in history.get("val_loss", []))
-        else "loss"
-    )
+    if _falling(history, "val_loss" if _has_values(history, "val_loss") else "loss", since, cfg, budget):
+        return True
+    if not (with_training_loss and _has_values(history, "val_loss") and _has_values(history, "loss")):
+        return False
+    val = np.asarray([math.nan if v is None else float(v) for v in history["val_loss"]])
+    epochs = np.arange(1, val.size + 1)
+    mask = np.isfinite(val) & (epochs >= since)
+    if mask.sum() < 3 or float(np.polyfit(epochs[mask].astype(float), val[mask], 1)[0]) >= 0:
+        return False
+    if below is not None:
+        # Falling towards the prior's entropy from above is a dead network learning the class prior
+        # through its output bias (detect_not_learning asks the same of a slow start).
+        loss = [float(v) for v in history["loss"] if v is not None and math.isfinite(float(v))]
+        if float(np.mean(loss[-2:])) >= below:
+            return False
+    return _falling(history, "loss", since, cfg, budget, steady_run=False)
+
+
+def _has_values(history: Mapping[str, Sequence[float]], name: str) -> bool:
+    return any(v is not None and math.isfinite(float(v)) for v in history.get(name, []))
+
+
+def _falling(
+    history: Mapping[str, Sequence[float]],
+    name: str,
+    since: int,
+    cfg: DiagnoseConfig,
+    budget: int | None,
+    *,
+    steady_run: bool = True,
+) -> bool:
+    """:func:`_loss_still_falling`'s tests (a) and (b) on one loss ``name``; without ``steady_run``,
+    (b) alone, and its fall must reach ``live_loss_fall`` of the level within the window itself."""
     values = np.asarray([math.nan if v is None else float(v) for v in history.get(name, [])])
     epochs = np.arange(1, values.size + 1)
     ok = np.isfinite(values)
@@ -141,7 +189,7 @@ def _loss_still_falling(
         return False
     sigma = estimate_noise(values[ok])
     z_crit = float(ndtri(1 - cfg.alpha))
-    steady = steady_improvement(epochs[ok], -values[ok], sigma, max(3.0, z_crit))
+    steady = steady_improvement(epochs[ok], -values[ok], sigma, max(3.0, z_crit)) if steady_run else None
     if steady is not None and steady["steadiness"] >= 0.5:
         return True
     mask = ok & (epochs >= since)
@@ -155,6 +203,8 @@ def _loss_still_falling(
     # creeping down by a fraction of a percent an epoch leaves accuracy where it is.
     slope = float(np.polyfit(x, y, 1)[0])
     left = (budget - int(epochs[-1])) if budget else 2 * int(mask.sum())
+    if not steady_run:
+        left = int(mask.sum())
     level = float(np.mean(y[-3:]))
     return -slope * max(left, 1) >= cfg.live_loss_fall * abs(level)
 
@@ -382,7 +432,14 @@ def should_stop(
             since = finding.onset_epoch or 1
             recent = max(since, size - 2 * cfg.live_patience + 1)
             if size - since + 1 >= 2 * cfg.live_patience and not _loss_still_falling(
-                history, recent, cfg, epoch_budget
+                history,
+                recent,
+                cfg,
+                epoch_budget,
+                with_training_loss=True,
+                below=BELOW_PRIOR_SHARE * entropy
+                if (entropy := finding.evidence.get("prior_entropy"))
+                else None,
             ):
                 chosen = finding
                 break
@@ -419,7 +476,12 @@ def should_stop(
             # divergence, above.
             return _NO
         recent = max(onset, size - 3 * cfg.live_patience + 1)
-        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(history, recent, cfg, epoch_budget):
+        # A stall at a low level may be a slow start: the training loss has its say, as for
+        # not_learning above.
+        near_chance = stall is not None and "low_level" in set(stall.evidence.get("stall_reasons", ()))
+        if diagnosis.monitor == "val_accuracy" and _loss_still_falling(
+            history, recent, cfg, epoch_budget, with_training_loss=near_chance
+        ):
             return _NO
         # A stall read only as premature or underfit (training accuracy no better than validation's,
         # as under dropout or augmentation) waits its full patience after a new val_loss best;

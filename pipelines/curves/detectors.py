@@ -343,6 +343,10 @@ def _sits_at_ln_k(
 #: this many times ln(MAX_INFERRED_CLASSES) (fitted on the corpus' tune split among 2, 3, 5, 10).
 BLIND_LOSS_FACTOR = 2.0
 
+#: A loss below this share of the prior's entropy has learned something beyond the class prior (a
+#: slow start, not a dead network learning the prior through its output bias).
+BELOW_PRIOR_SHARE = 0.95
+
 #: Share of ln K the validation loss must stay at or above for :func:`chance_accuracy_classes`.
 CHANCE_LOSS_SHARE = 0.95
 
@@ -1070,7 +1074,7 @@ def _not_learning_at_chance(
         lx = loss[0][loss[0] >= onset].astype(float)[loss_tail.size // 2 :]
         z = slope_z(lx, recent, estimate_noise(loss[1]))
         fall = float(np.mean(recent[:2]) - np.mean(recent[-2:]))
-        below_prior = float(np.mean(recent[-2:])) < 0.95 * ctx.prior_entropy
+        below_prior = float(np.mean(recent[-2:])) < BELOW_PRIOR_SHARE * ctx.prior_entropy
         if below_prior and z <= -max(3.0, _z_crit(cfg)) and fall >= 0.1 * float(np.mean(recent[:2])):
             return None
     if _slow_start(ctx) is not None or _learns_below_majority(ctx, accuracy, onset):
@@ -2830,7 +2834,7 @@ def _learning_the_task(ctx: Context, last_loss: float) -> bool:
     """A val_loss ending at ``last_loss`` is learning the task, not the class prior: it sits below
     95% of the prior's entropy (or the prior is unknown), or the accuracy is already clearly beyond
     chance (a bad start climbing out)."""
-    if ctx.prior_entropy is None or last_loss < 0.95 * ctx.prior_entropy:
+    if ctx.prior_entropy is None or last_loss < BELOW_PRIOR_SHARE * ctx.prior_entropy:
         return True
     acc = finite_series(ctx.curve, "val_accuracy")
     if acc is None or ctx.chance is None:

@@ -357,6 +357,27 @@ def test_a_slow_learner_whose_loss_falls_beyond_noise_only_over_more_epochs_is_n
         assert not decision.stop, (epoch, decision)
 
 
+def test_a_slow_start_on_15_validation_examples_whose_losses_both_fall_is_not_stopped() -> None:
+    # A real iris MLP with plain SGD at 0.01 validated on 15 examples (tests/fixtures/probes/README.md):
+    # it sits at 3-6 of 15 for 18 epochs while the training loss falls on every one (1.88 -> 0.96)
+    # and val_loss heads down under the scatter of 15 examples, then climbs to 13 of 15. The live
+    # stop called it not learning at epoch 11 (val_loss's fall over 6 epochs within its noise), then,
+    # once that was mended, a plateau at a low level at epoch 18; EarlyStopping(val_loss, patience=5)
+    # stopped at 189.
+    from pipelines.curves.io import load_csv_logger
+
+    csv = Path(__file__).parents[2] / "fixtures" / "probes" / "iris-val-15-sgd-0.01-slow-start-jax-gpu.csv"
+    history = {name: [float(v) for v in values] for name, values in load_csv_logger(csv).metrics.items()}
+    val_acc = history["val_accuracy"]
+    assert max(val_acc[:18]) <= 0.41 and max(val_acc) >= 0.86  # the file is what the test is about
+    stops = [e for e in range(2, 40) if should_stop({k: v[:e] for k, v in history.items()}, 700).stop]
+    assert not stops, stops
+    # Its first 11 epochs with the training loss flat: a dead network at chance is still stopped.
+    dead = {k: list(v[:11]) for k, v in history.items()}
+    dead["loss"] = [dead["loss"][0]] + [1.0986] * 10
+    assert should_stop(dead, 700).stop
+
+
 def test_a_regularised_run_whose_training_accuracy_trails_validation_is_not_stopped_as_underfit() -> None:
     # A real augmented, dropout CNN (tests/fixtures/probes/README.md): its training accuracy,
     # scored under augmentation and dropout, sits at or below validation's while both climb from
