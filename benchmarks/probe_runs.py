@@ -106,283 +106,6 @@ def run(name):
     return deco
 
 
-@run("seq-lstm-first-token-parity-len100")
-def _(keras, d):
-    rng = np.random.default_rng(3)
-    xtr, ytr = seq_task(rng, 4000, 100)
-    xva, yva = seq_task(rng, 1000, 100)
-    L = keras.layers
-    m = keras.Sequential(
-        [keras.Input((100,)), L.Embedding(20, 16), L.LSTM(32), L.Dense(1, activation="sigmoid")]
-    )
-    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=60, batch_size=64),
-        dict(
-            desc="Embedding(20,16) -> LSTM(32) -> Dense(1, sigmoid); class = parity of the first of 100 tokens; Adam 1e-3, batch 64",
-            n_train=4000,
-            n_val=1000,
-            classes=2,
-        ),
-    )
-
-
-@run("fmnist-mlp-full-batch-adam")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = mlp(keras)
-    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=xtr[:20000],
-            y=ytr[:20000],
-            validation_data=(xte[:2000], yte[:2000]),
-            epochs=150,
-            batch_size=20000,
-        ),
-        dict(
-            desc="MLP 256, batch = the whole training set (20,000): one step an epoch, Adam 1e-3",
-            n_train=20000,
-            n_val=2000,
-            classes=10,
-        ),
-    )
-
-
-@run("fmnist-cnn-val-13")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = cnn(keras)
-    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr[:10000], y=ytr[:10000], validation_data=(xte[:13], yte[:13]), epochs=40, batch_size=128),
-        dict(
-            desc="plain CNN, 10,000 training images, validated on 13 test images, Adam 1e-3",
-            n_train=10000,
-            n_val=13,
-            classes=10,
-        ),
-    )
-
-
-@run("fmnist-cnn-label-smoothing-0.2-2000")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = cnn(keras)
-    m.compile(
-        keras.optimizers.Adam(1e-3),
-        keras.losses.CategoricalCrossentropy(label_smoothing=0.2),
-        metrics=["accuracy"],
-    )
-    oh = lambda y: np.eye(10, dtype="float32")[y]  # noqa: E731
-    return (
-        m,
-        dict(
-            x=xtr[:2000],
-            y=oh(ytr[:2000]),
-            validation_data=(xte[:2000], oh(yte[:2000])),
-            epochs=60,
-            batch_size=64,
-        ),
-        dict(
-            desc="plain CNN, 2,000 training images, one-hot labels, CategoricalCrossentropy(label_smoothing=0.2), Adam 1e-3",
-            n_train=2000,
-            n_val=2000,
-            classes=10,
-        ),
-    )
-
-
-@run("fmnist-mlp-adamw-weight-decay-1.0")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = mlp(keras)
-    m.compile(
-        keras.optimizers.AdamW(1e-3, weight_decay=1.0),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return (
-        m,
-        dict(
-            x=xtr[:20000], y=ytr[:20000], validation_data=(xte[:2000], yte[:2000]), epochs=40, batch_size=128
-        ),
-        dict(desc="MLP 256, AdamW(1e-3, weight_decay=1.0)", n_train=20000, n_val=2000, classes=10),
-    )
-
-
-@run("fmnist-cnn-sgd-momentum-0.99-lr-0.05")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = cnn(keras)
-    m.compile(
-        keras.optimizers.SGD(0.05, momentum=0.99), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    return (
-        m,
-        dict(
-            x=xtr[:10000], y=ytr[:10000], validation_data=(xte[:2000], yte[:2000]), epochs=30, batch_size=128
-        ),
-        dict(desc="plain CNN, SGD(0.05, momentum=0.99)", n_train=10000, n_val=2000, classes=10),
-    )
-
-
-@run("fmnist-cnn-1000-train-200-epochs")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = cnn(keras)
-    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr[:1000], y=ytr[:1000], validation_data=(xte[:1000], yte[:1000]), epochs=200, batch_size=32),
-        dict(
-            desc="plain CNN, 1,000 training images, 200 epochs, Adam 1e-3, batch 32",
-            n_train=1000,
-            n_val=1000,
-            classes=10,
-        ),
-    )
-
-
-@run("fmnist-mlp-sgd-1e-4-300-epochs")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = mlp(keras)
-    m.compile(keras.optimizers.SGD(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=xtr[:5000], y=ytr[:5000], validation_data=(xte[:2000], yte[:2000]), epochs=300, batch_size=128
-        ),
-        dict(desc="MLP 256, plain SGD(1e-4), 300 epochs", n_train=5000, n_val=2000, classes=10),
-    )
-
-
-@run("fmnist-cnn-label-noise-40pct")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    rng = np.random.default_rng(11)
-    y = ytr[:10000].copy()
-    flip = rng.random(y.size) < 0.4
-    y[flip] = rng.integers(0, 10, flip.sum())
-    m = cnn(keras)
-    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr[:10000], y=y, validation_data=(xte[:2000], yte[:2000]), epochs=60, batch_size=128),
-        dict(
-            desc="plain CNN, 10,000 training images with 40% of labels replaced at random (clean validation), Adam 1e-3",
-            n_train=10000,
-            n_val=2000,
-            classes=10,
-        ),
-    )
-
-
-@run("fmnist-mlp-val-labels-shuffled-separately")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    rng = np.random.default_rng(5)
-    yv = yte[:2000].copy()
-    rng.shuffle(yv)
-    m = mlp(keras)
-    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr[:10000], y=ytr[:10000], validation_data=(xte[:2000], yv), epochs=30, batch_size=128),
-        dict(
-            desc="MLP 256, Adam 1e-3; the validation labels were shuffled apart from their images (a pipeline bug)",
-            n_train=10000,
-            n_val=2000,
-            classes=10,
-        ),
-    )
-
-
-@run("fmnist-cnn-50-train-images")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = cnn(keras)
-    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr[:50], y=ytr[:50], validation_data=(xte[:1000], yte[:1000]), epochs=100, batch_size=16),
-        dict(
-            desc="plain CNN, 50 training images, 100 epochs, Adam 1e-3, batch 16",
-            n_train=50,
-            n_val=1000,
-            classes=10,
-        ),
-    )
-
-
-@run("seq-lstm-adam-0.1")
-def _(keras, d):
-    rng = np.random.default_rng(4)
-    xtr, ytr = seq_task(rng, 4000, 30)
-    xva, yva = seq_task(rng, 1000, 30)
-    L = keras.layers
-    m = keras.Sequential(
-        [keras.Input((30,)), L.Embedding(20, 16), L.LSTM(64), L.Dense(1, activation="sigmoid")]
-    )
-    m.compile(keras.optimizers.Adam(0.1), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=40, batch_size=64),
-        dict(
-            desc="Embedding -> LSTM(64) -> Dense(1, sigmoid), parity of the first of 30 tokens, Adam 0.1",
-            n_train=4000,
-            n_val=1000,
-            classes=2,
-        ),
-    )
-
-
-@run("fmnist-cnn-dropout-rlrop-val-accuracy-kaggle")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = cnn(keras, dropout=0.3)
-    m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    cb = [keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", patience=2, factor=0.5, min_lr=1e-5)]
-    return (
-        m,
-        dict(
-            x=xtr[:20000],
-            y=ytr[:20000],
-            validation_data=(xte[:500], yte[:500]),
-            epochs=50,
-            batch_size=86,
-            callbacks=cb,
-        ),
-        dict(
-            desc="CNN with dropout 0.3, Adam 3e-3, ReduceLROnPlateau(val_accuracy, patience=2, factor=0.5, min_lr=1e-5), validated on 500 images, batch 86",
-            n_train=20000,
-            n_val=500,
-            classes=10,
-        ),
-    )
-
-
-@run("fmnist-cnn-bn-sgd-batch-8")
-def _(keras, d):
-    xtr, ytr, xte, yte = d
-    m = cnn(keras, bn=True)
-    m.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr[:4000], y=ytr[:4000], validation_data=(xte[:2000], yte[:2000]), epochs=25, batch_size=8),
-        dict(
-            desc="CNN with BatchNormalization, SGD(0.05), batch 8, 4,000 training images",
-            n_train=4000,
-            n_val=2000,
-            classes=10,
-        ),
-    )
-
-
 def _fm(
     keras,
     d,
@@ -398,22 +121,270 @@ def _fm(
     y=None,
     xv=None,
     yv=None,
+    callbacks=(),
 ):
+    """A Fashion-MNIST probe: ``model`` compiled with ``opt`` and ``loss`` (accuracy metric), fitted on
+    the first ``ntr`` training and validated on the first ``nval`` test images (or on ``x``, ``y``,
+    ``xv``, ``yv`` when given) for ``epochs`` epochs of batches of ``batch``."""
     xtr, ytr, xte, yte = d
     x = xtr[:ntr] if x is None else x
     y = ytr[:ntr] if y is None else y
     xv = xte[:nval] if xv is None else xv
     yv = yte[:nval] if yv is None else yv
     model.compile(opt, loss, metrics=["accuracy"])
-    return (
-        model,
-        dict(x=x, y=y, validation_data=(xv, yv), epochs=epochs, batch_size=batch),
-        dict(
-            desc=desc,
-            n_train=int(len(x)),
-            n_val=int(len(xv)),
-            classes=int(np.max(yv)) + 1 if np.ndim(yv) == 1 else int(np.shape(yv)[1]),
-        ),
+    fit = dict(x=x, y=y, validation_data=(xv, yv), epochs=epochs, batch_size=batch)
+    if callbacks:
+        fit["callbacks"] = list(callbacks)
+    classes = int(np.max(yv)) + 1 if np.ndim(yv) == 1 else int(np.shape(yv)[1])
+    return model, fit, dict(desc=desc, n_train=int(len(x)), n_val=int(len(xv)), classes=max(classes, 2))
+
+
+def _seq(keras, seed, length, units, opt, epochs, desc, activation="tanh"):
+    """A sequence probe: Embedding(20, 16) -> LSTM(units) -> Dense(1, sigmoid) on :func:`seq_task`
+    (4,000 training and 1,000 validation sequences of ``length`` tokens), batch 64."""
+    rng = np.random.default_rng(seed)
+    xtr, ytr = seq_task(rng, 4000, length)
+    xva, yva = seq_task(rng, 1000, length)
+    L = keras.layers
+    m = keras.Sequential(
+        [
+            keras.Input((length,)),
+            L.Embedding(20, 16),
+            L.LSTM(units, activation=activation),
+            L.Dense(1, activation="sigmoid"),
+        ]
+    )
+    m.compile(opt, "binary_crossentropy", metrics=["accuracy"])
+    fit = dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=epochs, batch_size=64)
+    return m, fit, dict(desc=desc, n_train=4000, n_val=1000, classes=2)
+
+
+def _one_hot(y):
+    return np.eye(10, dtype="float32")[y]
+
+
+@run("seq-lstm-first-token-parity-len100")
+def _(keras, d):
+    return _seq(
+        keras,
+        3,
+        100,
+        32,
+        keras.optimizers.Adam(1e-3),
+        60,
+        "Embedding(20,16) -> LSTM(32) -> Dense(1, sigmoid); class = parity of the first of 100 tokens; Adam 1e-3, batch 64",
+    )
+
+
+@run("fmnist-mlp-full-batch-adam")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        mlp(keras),
+        keras.optimizers.Adam(1e-3),
+        20000,
+        2000,
+        150,
+        20000,
+        "MLP 256, batch = the whole training set (20,000): one step an epoch, Adam 1e-3",
+    )
+
+
+@run("fmnist-cnn-val-13")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.Adam(1e-3),
+        10000,
+        13,
+        40,
+        128,
+        "plain CNN, 10,000 training images, validated on 13 test images, Adam 1e-3",
+    )
+
+
+@run("fmnist-cnn-label-smoothing-0.2-2000")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.Adam(1e-3),
+        2000,
+        2000,
+        60,
+        64,
+        "plain CNN, 2,000 training images, one-hot labels, CategoricalCrossentropy(label_smoothing=0.2), Adam 1e-3",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.2),
+        y=_one_hot(ytr[:2000]),
+        yv=_one_hot(yte[:2000]),
+    )
+
+
+@run("fmnist-mlp-adamw-weight-decay-1.0")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        mlp(keras),
+        keras.optimizers.AdamW(1e-3, weight_decay=1.0),
+        20000,
+        2000,
+        40,
+        128,
+        "MLP 256, AdamW(1e-3, weight_decay=1.0)",
+    )
+
+
+@run("fmnist-cnn-sgd-momentum-0.99-lr-0.05")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.SGD(0.05, momentum=0.99),
+        10000,
+        2000,
+        30,
+        128,
+        "plain CNN, SGD(0.05, momentum=0.99)",
+    )
+
+
+@run("fmnist-cnn-1000-train-200-epochs")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.Adam(1e-3),
+        1000,
+        1000,
+        200,
+        32,
+        "plain CNN, 1,000 training images, 200 epochs, Adam 1e-3, batch 32",
+    )
+
+
+@run("fmnist-mlp-sgd-1e-4-300-epochs")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        mlp(keras),
+        keras.optimizers.SGD(1e-4),
+        5000,
+        2000,
+        300,
+        128,
+        "MLP 256, plain SGD(1e-4), 300 epochs",
+    )
+
+
+@run("fmnist-cnn-label-noise-40pct")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    rng = np.random.default_rng(11)
+    y = ytr[:10000].copy()
+    flip = rng.random(y.size) < 0.4
+    y[flip] = rng.integers(0, 10, flip.sum())
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.Adam(1e-3),
+        10000,
+        2000,
+        60,
+        128,
+        "plain CNN, 10,000 training images with 40% of labels replaced at random (clean validation), Adam 1e-3",
+        y=y,
+    )
+
+
+@run("fmnist-mlp-val-labels-shuffled-separately")
+def _(keras, d):
+    xtr, ytr, xte, yte = d
+    rng = np.random.default_rng(5)
+    yv = yte[:2000].copy()
+    rng.shuffle(yv)
+    return _fm(
+        keras,
+        d,
+        mlp(keras),
+        keras.optimizers.Adam(1e-3),
+        10000,
+        2000,
+        30,
+        128,
+        "MLP 256, Adam 1e-3; the validation labels were shuffled apart from their images (a pipeline bug)",
+        yv=yv,
+    )
+
+
+@run("fmnist-cnn-50-train-images")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras),
+        keras.optimizers.Adam(1e-3),
+        50,
+        1000,
+        100,
+        16,
+        "plain CNN, 50 training images, 100 epochs, Adam 1e-3, batch 16",
+    )
+
+
+@run("seq-lstm-adam-0.1")
+def _(keras, d):
+    return _seq(
+        keras,
+        4,
+        30,
+        64,
+        keras.optimizers.Adam(0.1),
+        40,
+        "Embedding -> LSTM(64) -> Dense(1, sigmoid), parity of the first of 30 tokens, Adam 0.1",
+    )
+
+
+@run("fmnist-cnn-dropout-rlrop-val-accuracy-kaggle")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras, dropout=0.3),
+        keras.optimizers.Adam(3e-3),
+        20000,
+        500,
+        50,
+        86,
+        "CNN with dropout 0.3, Adam 3e-3, ReduceLROnPlateau(val_accuracy, patience=2, factor=0.5, "
+        "min_lr=1e-5), validated on 500 images, batch 86",
+        callbacks=[
+            keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", patience=2, factor=0.5, min_lr=1e-5)
+        ],
+    )
+
+
+@run("fmnist-cnn-bn-sgd-batch-8")
+def _(keras, d):
+    return _fm(
+        keras,
+        d,
+        cnn(keras, bn=True),
+        keras.optimizers.SGD(0.05),
+        4000,
+        2000,
+        25,
+        8,
+        "CNN with BatchNormalization, SGD(0.05), batch 8, 4,000 training images",
     )
 
 
@@ -567,23 +538,14 @@ def _(keras, d):
 
 @run("seq-lstm-first-token-parity-len60-adam-3e-3")
 def _(keras, d):
-    rng = np.random.default_rng(6)
-    xtr, ytr = seq_task(rng, 4000, 60)
-    xva, yva = seq_task(rng, 1000, 60)
-    L = keras.layers
-    m = keras.Sequential(
-        [keras.Input((60,)), L.Embedding(20, 16), L.LSTM(32), L.Dense(1, activation="sigmoid")]
-    )
-    m.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=60, batch_size=64),
-        dict(
-            desc="Embedding(20,16) -> LSTM(32) -> Dense(1, sigmoid); class = parity of the first of 60 tokens; Adam 3e-3, batch 64",
-            n_train=4000,
-            n_val=1000,
-            classes=2,
-        ),
+    return _seq(
+        keras,
+        6,
+        60,
+        32,
+        keras.optimizers.Adam(3e-3),
+        60,
+        "Embedding(20,16) -> LSTM(32) -> Dense(1, sigmoid); class = parity of the first of 60 tokens; Adam 3e-3, batch 64",
     )
 
 
@@ -596,31 +558,22 @@ def _(keras, d):
     rng.shuffle(idx)
     vpos, vneg = np.flatnonzero(yte == 7), np.flatnonzero(yte != 7)
     vidx = np.concatenate([vpos[:60], vneg[:1940]])
-    L = keras.layers
-    m = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            L.Flatten(),
-            L.Dense(64, activation="relu"),
-            L.Dense(1, activation="sigmoid"),
-        ]
-    )
-    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=xtr[idx],
-            y=(ytr[idx] == 7).astype("float32"),
-            validation_data=(xte[vidx], (yte[vidx] == 7).astype("float32")),
-            epochs=30,
-            batch_size=128,
-        ),
-        dict(
-            desc="sneaker (7) against the rest at 3% positives (300 of 10,000; validation 60 of 2,000), MLP 64, Dense(1, sigmoid), Adam 1e-3",
-            n_train=10000,
-            n_val=2000,
-            classes=2,
-        ),
+    return _fm(
+        keras,
+        d,
+        mlp(keras, 64, out=1, act="sigmoid"),
+        keras.optimizers.Adam(1e-3),
+        0,
+        0,
+        30,
+        128,
+        "sneaker (7) against the rest at 3% positives (300 of 10,000; validation 60 of 2,000), MLP 64, "
+        "Dense(1, sigmoid), Adam 1e-3",
+        loss="binary_crossentropy",
+        x=xtr[idx],
+        y=(ytr[idx] == 7).astype("float32"),
+        xv=xte[vidx],
+        yv=(yte[vidx] == 7).astype("float32"),
     )
 
 
@@ -717,28 +670,16 @@ def _(keras, d):
 
 @run("seq-lstm-relu-sgd-0.5")
 def _(keras, d):
-    rng = np.random.default_rng(8)
-    xtr, ytr = seq_task(rng, 4000, 30)
-    xva, yva = seq_task(rng, 1000, 30)
-    L = keras.layers
-    m = keras.Sequential(
-        [
-            keras.Input((30,)),
-            L.Embedding(20, 16),
-            L.LSTM(32, activation="relu"),
-            L.Dense(1, activation="sigmoid"),
-        ]
-    )
-    m.compile(keras.optimizers.SGD(0.5, momentum=0.9), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=xtr, y=ytr, validation_data=(xva, yva), epochs=40, batch_size=64),
-        dict(
-            desc="Embedding -> LSTM(32, activation='relu') -> Dense(1, sigmoid), parity of the first of 30 tokens, SGD(0.5, momentum=0.9), no clipping",
-            n_train=4000,
-            n_val=1000,
-            classes=2,
-        ),
+    return _seq(
+        keras,
+        8,
+        30,
+        32,
+        keras.optimizers.SGD(0.5, momentum=0.9),
+        40,
+        "Embedding -> LSTM(32, activation='relu') -> Dense(1, sigmoid), parity of the first of 30 tokens, "
+        "SGD(0.5, momentum=0.9), no clipping",
+        activation="relu",
     )
 
 
@@ -793,32 +734,48 @@ def _(keras, d):
     xtr, ytr, xte, yte = d
     tr = np.flatnonzero((ytr == 0) | (ytr == 6))[:6000]
     va = np.flatnonzero((yte == 0) | (yte == 6))[:1000]
+    return _fm(
+        keras,
+        d,
+        mlp(keras, 2, out=1, act="sigmoid"),
+        keras.optimizers.Adam(1e-3),
+        0,
+        0,
+        40,
+        64,
+        "T-shirt (0) against shirt (6), MLP with 2 hidden units, Dense(1, sigmoid), Adam 1e-3",
+        loss="binary_crossentropy",
+        x=xtr[tr],
+        y=(ytr[tr] == 6).astype("float32"),
+        xv=xte[va],
+        yv=(yte[va] == 6).astype("float32"),
+    )
+
+
+def _table(keras, model, opt, x, y, epochs, batch, desc, *, split, loss="binary_crossentropy"):
+    """A tabular probe: ``model`` compiled with ``opt`` and ``loss`` (accuracy metric) on float32
+    rows ``x`` and labels ``y`` for ``epochs`` epochs of batches of ``batch``. ``split``: the first
+    ``split`` rows train and the rest validate (an int), or Keras' ``validation_split`` (a float: the
+    last share of the rows)."""
+    x = np.asarray(x, dtype="float32")
+    y = np.asarray(y, dtype="float32" if loss == "binary_crossentropy" else "int64")
+    model.compile(opt, loss, metrics=["accuracy"])
+    fit = dict(epochs=epochs, batch_size=batch)
+    if isinstance(split, float):
+        n_train = int(len(x) * (1.0 - split))  # as keras' fit(validation_split=...) cuts
+        fit.update(x=x, y=y, validation_split=split)
+    else:
+        n_train = split
+        fit.update(x=x[:split], y=y[:split], validation_data=(x[split:], y[split:]))
+    classes = max(int(np.max(y)) + 1, 2)
+    return model, fit, dict(desc=desc, n_train=n_train, n_val=len(x) - n_train, classes=classes)
+
+
+def _tabular_mlp(keras, d_in, units, out=1, act="sigmoid", hidden="relu", init="glorot_uniform"):
+    """Dense(u, ``hidden``) for each u of ``units`` -> Dense(out, act) on ``d_in`` features."""
     L = keras.layers
-    m = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            L.Flatten(),
-            L.Dense(2, activation="relu"),
-            L.Dense(1, activation="sigmoid"),
-        ]
-    )
-    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=xtr[tr],
-            y=(ytr[tr] == 6).astype("float32"),
-            validation_data=(xte[va], (yte[va] == 6).astype("float32")),
-            epochs=40,
-            batch_size=64,
-        ),
-        dict(
-            desc="T-shirt (0) against shirt (6), MLP with 2 hidden units, Dense(1, sigmoid), Adam 1e-3",
-            n_train=6000,
-            n_val=1000,
-            classes=2,
-        ),
-    )
+    layers = [keras.Input((d_in,))] + [L.Dense(u, activation=hidden, kernel_initializer=init) for u in units]
+    return keras.Sequential([*layers, L.Dense(out, activation=act)])
 
 
 @run("moons-noise-0.3-linear-model")
@@ -826,24 +783,16 @@ def _(keras, d):
     from sklearn.datasets import make_moons
 
     x, y = make_moons(1500, noise=0.3, random_state=1)
-    L = keras.layers
-    m = keras.Sequential([keras.Input((2,)), L.Dense(1, activation="sigmoid")])
-    m.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=x[:1000],
-            y=y[:1000].astype("float32"),
-            validation_data=(x[1000:], y[1000:].astype("float32")),
-            epochs=100,
-            batch_size=32,
-        ),
-        dict(
-            desc="make_moons(1500, noise=0.3), a logistic regression Dense(1, sigmoid), Adam 1e-2, 100 epochs",
-            n_train=1000,
-            n_val=500,
-            classes=2,
-        ),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 2, ()),
+        keras.optimizers.Adam(1e-2),
+        x,
+        y,
+        100,
+        32,
+        "make_moons(1500, noise=0.3), a logistic regression Dense(1, sigmoid), Adam 1e-2, 100 epochs",
+        split=1000,
     )
 
 
@@ -852,24 +801,17 @@ def _(keras, d):
     from sklearn.datasets import make_circles
 
     x, y = make_circles(1000, noise=0.1, factor=0.5, random_state=1)
-    L = keras.layers
-    m = keras.Sequential([keras.Input((2,)), L.Dense(1, activation="sigmoid")])
-    m.compile(keras.optimizers.SGD(0.01, momentum=0.9), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=x[:500],
-            y=y[:500].astype("float32"),
-            validation_data=(x[500:], y[500:].astype("float32")),
-            epochs=200,
-            batch_size=32,
-        ),
-        dict(
-            desc="make_circles(1000, noise=0.1, factor=0.5), a logistic regression Dense(1, sigmoid), SGD(0.01, momentum=0.9), 200 epochs",
-            n_train=500,
-            n_val=500,
-            classes=2,
-        ),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 2, ()),
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        x,
+        y,
+        200,
+        32,
+        "make_circles(1000, noise=0.1, factor=0.5), a logistic regression Dense(1, sigmoid), "
+        "SGD(0.01, momentum=0.9), 200 epochs",
+        split=500,
     )
 
 
@@ -878,27 +820,18 @@ def _(keras, d):
     from sklearn.datasets import make_circles
 
     x, y = make_circles(1000, noise=0.1, random_state=1)
-    L = keras.layers
-    layers = [keras.Input((2,))] + [
-        L.Dense(5, activation="tanh", kernel_initializer="random_uniform") for _ in range(5)
-    ]
-    m = keras.Sequential(layers + [L.Dense(1, activation="sigmoid")])
-    m.compile(keras.optimizers.SGD(0.01, momentum=0.9), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=x[:500],
-            y=y[:500].astype("float32"),
-            validation_data=(x[500:], y[500:].astype("float32")),
-            epochs=300,
-            batch_size=32,
-        ),
-        dict(
-            desc="make_circles(1000, noise=0.1), 5 hidden tanh layers of 5 units with random_uniform init (the vanishing-gradients article), SGD(0.01, momentum=0.9), 300 epochs",
-            n_train=500,
-            n_val=500,
-            classes=2,
-        ),
+    model = _tabular_mlp(keras, 2, (5,) * 5, hidden="tanh", init="random_uniform")
+    return _table(
+        keras,
+        model,
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        x,
+        y,
+        300,
+        32,
+        "make_circles(1000, noise=0.1), 5 hidden tanh layers of 5 units with random_uniform init (the "
+        "vanishing-gradients article), SGD(0.01, momentum=0.9), 300 epochs",
+        split=500,
     )
 
 
@@ -915,27 +848,20 @@ def _pima_like(seed=3):
     return (x * scale + offset).astype("float32"), y.astype("float32")
 
 
-def _tabular_mlp(keras, d_in, units, out=1, act="sigmoid"):
-    L = keras.layers
-    layers = [keras.Input((d_in,))] + [L.Dense(u, activation="relu") for u in units]
-    return keras.Sequential([*layers, L.Dense(out, activation=act)])
-
-
 @run("pima-like-mlp-12-8-unscaled-adam-batch-10")
 def _(keras, d):
     x, y = _pima_like()
-    m = _tabular_mlp(keras, 8, (12, 8))
-    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=x, y=y, validation_split=0.33, epochs=150, batch_size=10),
-        dict(
-            desc="Pima-like table (768 rows, raw units), Dense(12, relu) -> Dense(8, relu) -> Dense(1, sigmoid), "
-            "Adam 1e-3, batch 10, validation_split=0.33, 150 epochs (the usual first-Keras-project tutorial)",
-            n_train=514,
-            n_val=254,
-            classes=2,
-        ),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 8, (12, 8)),
+        keras.optimizers.Adam(1e-3),
+        x,
+        y,
+        150,
+        10,
+        "Pima-like table (768 rows, raw units), Dense(12, relu) -> Dense(8, relu) -> Dense(1, sigmoid), "
+        "Adam 1e-3, batch 10, validation_split=0.33, 150 epochs (the usual first-Keras-project tutorial)",
+        split=0.33,
     )
 
 
@@ -943,24 +869,32 @@ def _(keras, d):
 def _(keras, d):
     x, y = _pima_like()
     x = (x - x[:514].mean(0)) / x[:514].std(0)
-    m = _tabular_mlp(keras, 8, (12, 8))
-    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=x, y=y, validation_split=0.33, epochs=150, batch_size=10),
-        dict(desc="the same, features standardised on the training rows", n_train=514, n_val=254, classes=2),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 8, (12, 8)),
+        keras.optimizers.Adam(1e-3),
+        x,
+        y,
+        150,
+        10,
+        "the same, features standardised on the training rows",
+        split=0.33,
     )
 
 
 @run("pima-like-mlp-12-8-unscaled-sgd-0.01")
 def _(keras, d):
     x, y = _pima_like()
-    m = _tabular_mlp(keras, 8, (12, 8))
-    m.compile(keras.optimizers.SGD(0.01), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=x, y=y, validation_split=0.33, epochs=150, batch_size=10),
-        dict(desc="the same unscaled table, plain SGD(0.01)", n_train=514, n_val=254, classes=2),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 8, (12, 8)),
+        keras.optimizers.SGD(0.01),
+        x,
+        y,
+        150,
+        10,
+        "the same unscaled table, plain SGD(0.01)",
+        split=0.33,
     )
 
 
@@ -973,17 +907,16 @@ def _(keras, d):
     )
     x[:, 0] = np.round(np.abs(x[:, 0]) * 15 + 5)  # an age-like column
     x[:, 1] = np.abs(x[:, 1]) * 30  # a fare-like column
-    m = _tabular_mlp(keras, 8, (16, 8))
-    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=x.astype("float32"), y=y.astype("float32"), validation_split=0.2, epochs=100, batch_size=32),
-        dict(
-            desc="Titanic-like table (891 rows, two columns in raw units), Dense(16) -> Dense(8) -> Dense(1, sigmoid), Adam 1e-3",
-            n_train=712,
-            n_val=179,
-            classes=2,
-        ),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 8, (16, 8)),
+        keras.optimizers.Adam(1e-3),
+        x,
+        y,
+        100,
+        32,
+        "Titanic-like table (891 rows, two columns in raw units), Dense(16) -> Dense(8) -> Dense(1, sigmoid), Adam 1e-3",
+        split=0.2,
     )
 
 
@@ -992,17 +925,17 @@ def _(keras, d):
     from sklearn.datasets import make_classification
 
     x, y = make_classification(303, 13, n_informative=5, flip_y=0.08, weights=[0.54], random_state=7)
-    m = _tabular_mlp(keras, 13, (64, 32))
-    m.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=x.astype("float32"), y=y.astype("float32"), validation_split=0.2, epochs=200, batch_size=16),
-        dict(
-            desc="heart-disease-like table (303 rows, 13 standardised features), Dense(64) -> Dense(32) -> Dense(1, sigmoid), Adam 1e-3, 200 epochs",
-            n_train=242,
-            n_val=61,
-            classes=2,
-        ),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 13, (64, 32)),
+        keras.optimizers.Adam(1e-3),
+        x,
+        y,
+        200,
+        16,
+        "heart-disease-like table (303 rows, 13 standardised features), Dense(64) -> Dense(32) -> "
+        "Dense(1, sigmoid), Adam 1e-3, 200 epochs",
+        split=0.2,
     )
 
 
@@ -1011,20 +944,19 @@ def _(keras, d):
     from sklearn.datasets import load_iris
 
     x, y = load_iris(return_X_y=True)
-    rng = np.random.default_rng(2)
-    order = rng.permutation(150)
-    x, y = x[order].astype("float32"), y[order]
-    m = _tabular_mlp(keras, 4, (8,), out=3, act="softmax")
-    m.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(x=x, y=y, validation_split=0.1, epochs=700, batch_size=16),
-        dict(
-            desc="iris (raw units), Dense(8, relu) -> Dense(3, softmax), plain SGD(0.01), validation_split=0.1 (15 examples), 700 epochs",
-            n_train=135,
-            n_val=15,
-            classes=3,
-        ),
+    order = np.random.default_rng(2).permutation(150)
+    return _table(
+        keras,
+        _tabular_mlp(keras, 4, (8,), out=3, act="softmax"),
+        keras.optimizers.SGD(0.01),
+        x[order],
+        y[order],
+        700,
+        16,
+        "iris (raw units), Dense(8, relu) -> Dense(3, softmax), plain SGD(0.01), validation_split=0.1 "
+        "(15 examples), 700 epochs",
+        split=0.1,
+        loss="sparse_categorical_crossentropy",
     )
 
 
@@ -1036,23 +968,18 @@ def _(keras, d):
     x, y = make_classification(
         6000, 20, n_informative=10, n_classes=7, n_clusters_per_class=1, weights=w, random_state=4
     )
-    m = _tabular_mlp(keras, 20, (64, 64), out=7, act="softmax")
-    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return (
-        m,
-        dict(
-            x=x[:5000].astype("float32"),
-            y=y[:5000],
-            validation_data=(x[5000:].astype("float32"), y[5000:]),
-            epochs=50,
-            batch_size=64,
-        ),
-        dict(
-            desc="7-class table (6,000 rows, shares 0.36 / 0.49 / 0.06 / ... like forest cover), Dense(64) -> Dense(64) -> Dense(7, softmax), Adam 1e-3",
-            n_train=5000,
-            n_val=1000,
-            classes=7,
-        ),
+    return _table(
+        keras,
+        _tabular_mlp(keras, 20, (64, 64), out=7, act="softmax"),
+        keras.optimizers.Adam(1e-3),
+        x,
+        y,
+        50,
+        64,
+        "7-class table (6,000 rows, shares 0.36 / 0.49 / 0.06 / ... like forest cover), Dense(64) -> "
+        "Dense(64) -> Dense(7, softmax), Adam 1e-3",
+        split=5000,
+        loss="sparse_categorical_crossentropy",
     )
 
 
