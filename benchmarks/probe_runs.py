@@ -983,6 +983,155 @@ def _(keras, d):
     )
 
 
+def _sk(name):
+    """A scikit-learn toy table (``load_<name>``) in raw units, rows shuffled with seed 2."""
+    import sklearn.datasets
+
+    x, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+    order = np.random.default_rng(2).permutation(len(y))
+    return x[order], y[order]
+
+
+@run("wine-val-13-sgd-1e-3-500-epochs")
+def _(keras, d):
+    x, y = _sk("wine")
+    return _table(
+        keras,
+        _tabular_mlp(keras, 13, (16,), out=3, act="softmax"),
+        keras.optimizers.SGD(1e-3),
+        x,
+        y,
+        500,
+        16,
+        "wine (raw units), Dense(16, relu) -> Dense(3, softmax), plain SGD(1e-3), the last 13 rows validate, 500 epochs",
+        split=165,
+        loss="sparse_categorical_crossentropy",
+    )
+
+
+@run("breast-cancer-raw-adam-val-57-300-epochs")
+def _(keras, d):
+    x, y = _sk("breast_cancer")
+    return _table(
+        keras,
+        _tabular_mlp(keras, 30, (32, 16)),
+        keras.optimizers.Adam(1e-3),
+        x,
+        y,
+        300,
+        32,
+        "breast cancer (raw units), Dense(32) -> Dense(16) -> Dense(1, sigmoid), Adam 1e-3, validation_split=0.1, 300 epochs",
+        split=0.1,
+    )
+
+
+@run("digits-mlp-sgd-1e-3-val-30-300-epochs")
+def _(keras, d):
+    x, y = _sk("digits")
+    return _table(
+        keras,
+        _tabular_mlp(keras, 64, (32,), out=10, act="softmax"),
+        keras.optimizers.SGD(1e-3),
+        x / 16.0,
+        y,
+        300,
+        32,
+        "scikit-learn digits (/ 16), Dense(32) -> Dense(10, softmax), plain SGD(1e-3), the last 30 rows validate, 300 epochs",
+        split=1767,
+        loss="sparse_categorical_crossentropy",
+    )
+
+
+@run("moons-200-val-20-mlp-adam-1e-2-700-epochs")
+def _(keras, d):
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(200, noise=0.25, random_state=3)
+    return _table(
+        keras,
+        _tabular_mlp(keras, 2, (16, 16)),
+        keras.optimizers.Adam(1e-2),
+        x,
+        y,
+        700,
+        16,
+        "make_moons(200, noise=0.25), Dense(16) -> Dense(16) -> Dense(1, sigmoid), Adam 1e-2, the last 20 rows validate, 700 epochs",
+        split=180,
+    )
+
+
+@run("iris-scaled-adam-1e-3-val-15-300-epochs")
+def _(keras, d):
+    x, y = _sk("iris")
+    x = (x - x[:135].mean(0)) / x[:135].std(0)
+    return _table(
+        keras,
+        _tabular_mlp(keras, 4, (8,), out=3, act="softmax"),
+        keras.optimizers.Adam(1e-3),
+        x,
+        y,
+        300,
+        16,
+        "iris (standardised), Dense(8, relu) -> Dense(3, softmax), Adam 1e-3, validation_split=0.1 (15), 300 epochs",
+        split=0.1,
+        loss="sparse_categorical_crossentropy",
+    )
+
+
+@run("circles-mlp-relu-32-32-sgd-0.01-val-50-500-epochs")
+def _(keras, d):
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(500, noise=0.1, factor=0.5, random_state=4)
+    return _table(
+        keras,
+        _tabular_mlp(keras, 2, (32, 32)),
+        keras.optimizers.SGD(0.01),
+        x,
+        y,
+        500,
+        32,
+        "make_circles(500, noise=0.1), Dense(32) -> Dense(32) -> Dense(1, sigmoid), plain SGD(0.01), the last 50 rows validate, 500 epochs",
+        split=450,
+    )
+
+
+@run("iris-raw-sgd-1e-3-val-15-700-epochs")
+def _(keras, d):
+    x, y = _sk("iris")
+    return _table(
+        keras,
+        _tabular_mlp(keras, 4, (8,), out=3, act="softmax"),
+        keras.optimizers.SGD(1e-3),
+        x,
+        y,
+        700,
+        16,
+        "iris (raw units), Dense(8, relu) -> Dense(3, softmax), plain SGD(1e-3), validation_split=0.1 (15), 700 epochs",
+        split=0.1,
+        loss="sparse_categorical_crossentropy",
+    )
+
+
+@run("blobs-3-sgd-momentum-val-100-200-epochs")
+def _(keras, d):
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(1000, centers=3, n_features=2, cluster_std=2.0, random_state=2)
+    return _table(
+        keras,
+        _tabular_mlp(keras, 2, (50,), out=3, act="softmax"),
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        x,
+        y,
+        200,
+        32,
+        "make_blobs(1000, 3 centres, cluster_std=2), Dense(50) -> Dense(3, softmax), SGD(0.01, momentum=0.9), the last 100 rows validate, 200 epochs",
+        split=900,
+        loss="sparse_categorical_crossentropy",
+    )
+
+
 def one(name, out):
     """Train probe ``name`` and write its CSVLogger file and design JSON to folder ``out``."""
     import keras
