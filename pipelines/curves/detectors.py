@@ -371,24 +371,50 @@ def chance_accuracy_classes(curve: Curve) -> int | None:
     Returns:
         K, or None (no val_accuracy or val_loss, too few epochs, or an accuracy that is not 1 / K).
     """
+    k, fits = _chance_accuracy_candidates(curve)
+    return k if k in fits else None
+
+
+def _class_count_range(curve: Curve) -> str:
+    """The clause ', which bounds it only: 1 / 10 to 1 / 11 fit as well' when
+    :func:`chance_accuracy_fits` admits more than one K, else an empty string."""
+    fits = chance_accuracy_fits(curve)
+    if len(fits) < 2:
+        return ""
+    return f", which bounds it only: 1 / {fits[0]} to 1 / {fits[-1]} fit as well"
+
+
+def chance_accuracy_fits(curve: Curve) -> list[int]:
+    """Every K (2 <= K <= ``MAX_INFERRED_CLASSES``, within 3 of the nearest) that
+    :func:`chance_accuracy_classes`'s test admits: every val_accuracy within its band of 1 / K and
+    every val_loss at least ``CHANCE_LOSS_SHARE`` x ln K (ascending; empty when the curve does not
+    qualify). More than one means the class count is not read off the accuracy, only bounded: a
+    frozen 0.095 on 2,000 examples is 1 / 10 or 1 / 11 within 2 binomial SDs (a dead Fashion-MNIST
+    network scoring one class's share of its validation set)."""
+    return _chance_accuracy_candidates(curve)[1]
+
+
+def _chance_accuracy_candidates(curve: Curve) -> tuple[int | None, list[int]]:
+    """(the integer nearest 1 / mean val_accuracy, the K that fit: :func:`chance_accuracy_fits`)."""
     acc, loss = finite_series(curve, "val_accuracy"), finite_series(curve, "val_loss")
     if acc is None or loss is None:
-        return None
+        return None, []
     common, ia, il = np.intersect1d(acc[0], loss[0], return_indices=True)
     if common.size < MIN_JUDGE_EPOCHS:
-        return None
+        return None, []
     a, lv = acc[1][ia], loss[1][il]
     level = float(np.mean(a))
     if not 0.0 < level < 2.0 / 3.0:
-        return None
-    k = int(round(1.0 / level))
-    if not 2 <= k <= MAX_INFERRED_CLASSES:
-        return None
+        return None, []
     n = val_examples(curve)
-    band = max(2 * binomial_sd(1.0 / k, n) if n else 0.0, 0.01)
-    if float(np.max(np.abs(a - 1.0 / k))) > band or float(np.min(lv)) < CHANCE_LOSS_SHARE * math.log(k):
-        return None
-    return k
+    nearest = int(round(1.0 / level))
+    fits = []
+    for k in range(max(2, nearest - 3), min(MAX_INFERRED_CLASSES, nearest + 3) + 1):
+        band = max(2 * binomial_sd(1.0 / k, n) if n else 0.0, 0.01)
+        near = float(np.max(np.abs(a - 1.0 / k))) <= band
+        if near and float(np.min(lv)) >= CHANCE_LOSS_SHARE * math.log(k):
+            fits.append(k)
+    return nearest, fits
 
 
 def val_examples(curve: Curve) -> int | None:
@@ -1102,7 +1128,7 @@ def _not_learning_at_chance(
             "chance_accuracy": (
                 f"ln {k} = {level}, with accuracy at 1 / {k}: no better than a guess over {k} classes,"
                 f" or a network that predicts only 1 / {k} of the classes; the class count is read off"
-                " the accuracy"
+                " the accuracy" + _class_count_range(ctx.curve)
             ),
         }.get(ctx.chance_source or "", f"the class prior's entropy {level}")
         parts.append(f"{loss_name} at least {fmt(float(np.min(loss_tail)))} ({reference})")

@@ -1281,6 +1281,27 @@ def test_a_nan_loss_whose_weights_stay_finite_is_called_an_undefined_loss_not_a_
     assert "training diverged" in finding.message and "finite" not in finding.message
 
 
+def test_a_frozen_accuracy_that_fits_two_class_counts_says_the_count_is_only_bounded() -> None:
+    # A real MLP blown up by SGD(3.0) in its first epoch (benchmarks/probe_runs.py,
+    # fmnist-mlp-sgd-lr-3.0): val_accuracy frozen at 190 of 2,000 (0.095, one class's share of that
+    # validation set) and both losses at 0.905 x the clip's charge. It read "no better than a guess
+    # over 11 classes" on a 10-class task: 0.095 is as close to 1 / 10 as to 1 / 11.
+    epochs = np.arange(1, 21)
+    frozen = {
+        "accuracy": np.full(20, 0.1019),
+        "loss": np.full(20, 14.4757),
+        "val_accuracy": np.full(20, np.float32(190 / 2000), dtype=float),
+        "val_loss": np.full(20, 14.5869),
+    }
+    (finding,) = (f for f in diagnose(Curve("sgd-3", frozen, epochs)).findings if f.code == "not_learning")
+    assert "1 / 10 to 1 / 11 fit as well" in finding.message, finding.message
+    # A frozen accuracy that only one class count fits keeps its plain reading.
+    exact = dict(frozen, val_accuracy=np.full(20, np.float32(0.25), dtype=float), val_loss=np.full(20, 3.0))
+    (finding,) = (f for f in diagnose(Curve("k4", exact, epochs)).findings if f.code == "not_learning")
+    assert "1 / 4" in finding.message and "read off the accuracy" in finding.message, finding.message
+    assert "fit as well" not in finding.message, finding.message
+
+
 def test_a_slow_sgd_run_still_gaining_over_its_last_third_is_not_called_converged() -> None:
     # A real CNN with plain SGD at 1e-3 (tests/fixtures/probes/README.md): 0.769 -> 0.792 over the
     # last 12 of 35 epochs, val_loss lower on 94% of them, but flat within noise over the last 6.
