@@ -149,40 +149,34 @@ def _loss_still_falling(
     one (the training loss from 1.88 to 0.97) and was stopped at epoch 11 as not learning; it
     reached 13 of 15.
     """
-    if _falling(history, "val_loss" if _has_values(history, "val_loss") else "loss", since, cfg, budget):
+    val, loss = _values(history, "val_loss"), _values(history, "loss")
+    has_val, has_loss = bool(np.isfinite(val).any()), bool(np.isfinite(loss).any())
+    if _falling(val if has_val else loss, since, cfg, budget):
         return True
-    if not (with_training_loss and _has_values(history, "val_loss") and _has_values(history, "loss")):
+    if not (with_training_loss and has_val and has_loss):
         return False
-    val = np.asarray([math.nan if v is None else float(v) for v in history["val_loss"]])
     epochs = np.arange(1, val.size + 1)
     mask = np.isfinite(val) & (epochs >= since)
     if mask.sum() < 3 or float(np.polyfit(epochs[mask].astype(float), val[mask], 1)[0]) >= 0:
         return False
-    if below is not None:
-        # Falling towards the prior's entropy from above is a dead network learning the class prior
-        # through its output bias (detect_not_learning asks the same of a slow start).
-        loss = [float(v) for v in history["loss"] if v is not None and math.isfinite(float(v))]
-        if float(np.mean(loss[-2:])) >= below:
-            return False
-    return _falling(history, "loss", since, cfg, budget, steady_run=False)
+    # Falling towards the prior's entropy from above is a dead network learning the class prior
+    # through its output bias (detect_not_learning asks the same of a slow start).
+    if below is not None and float(np.mean(loss[np.isfinite(loss)][-2:])) >= below:
+        return False
+    return _falling(loss, since, cfg, budget, steady_run=False)
 
 
-def _has_values(history: Mapping[str, Sequence[float]], name: str) -> bool:
-    return any(v is not None and math.isfinite(float(v)) for v in history.get(name, []))
+def _values(history: Mapping[str, Sequence[float]], name: str) -> np.ndarray:
+    """(E,) float64 values of metric ``name`` in ``history`` (None -> NaN; empty when absent)."""
+    return np.asarray([math.nan if v is None else float(v) for v in history.get(name, [])], dtype=np.float64)
 
 
 def _falling(
-    history: Mapping[str, Sequence[float]],
-    name: str,
-    since: int,
-    cfg: DiagnoseConfig,
-    budget: int | None,
-    *,
-    steady_run: bool = True,
+    values: np.ndarray, since: int, cfg: DiagnoseConfig, budget: int | None, *, steady_run: bool = True
 ) -> bool:
-    """:func:`_loss_still_falling`'s tests (a) and (b) on one loss ``name``; without ``steady_run``,
-    (b) alone, and its fall must reach ``live_loss_fall`` of the level within the window itself."""
-    values = np.asarray([math.nan if v is None else float(v) for v in history.get(name, [])])
+    """:func:`_loss_still_falling`'s tests (a) and (b) on one loss's (E,) ``values`` (epochs 1..E);
+    without ``steady_run``, (b) alone, and its fall must reach ``live_loss_fall`` of the level within
+    the window itself."""
     epochs = np.arange(1, values.size + 1)
     ok = np.isfinite(values)
     if ok.sum() < 3:
@@ -431,15 +425,10 @@ def should_stop(
         if finding.code == Code.NOT_LEARNING:
             since = finding.onset_epoch or 1
             recent = max(since, size - 2 * cfg.live_patience + 1)
+            entropy = finding.evidence.get("prior_entropy")
+            below = BELOW_PRIOR_SHARE * entropy if entropy else None
             if size - since + 1 >= 2 * cfg.live_patience and not _loss_still_falling(
-                history,
-                recent,
-                cfg,
-                epoch_budget,
-                with_training_loss=True,
-                below=BELOW_PRIOR_SHARE * entropy
-                if (entropy := finding.evidence.get("prior_entropy"))
-                else None,
+                history, recent, cfg, epoch_budget, with_training_loss=True, below=below
             ):
                 chosen = finding
                 break

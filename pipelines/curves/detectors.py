@@ -376,26 +376,25 @@ def chance_accuracy_classes(curve: Curve) -> int | None:
 
 
 def _class_count_range(curve: Curve) -> str:
-    """The clause ', which bounds it only: 1 / 10 to 1 / 11 fit as well' when
-    :func:`chance_accuracy_fits` admits more than one K, else an empty string."""
-    fits = chance_accuracy_fits(curve)
+    """The clause ', which bounds it only: 1 / 10 to 1 / 11 fit as well' when more than one K fits
+    the accuracy (:func:`_chance_accuracy_candidates`), else an empty string."""
+    fits = _chance_accuracy_candidates(curve)[1]
     if len(fits) < 2:
         return ""
     return f", which bounds it only: 1 / {fits[0]} to 1 / {fits[-1]} fit as well"
 
 
-def chance_accuracy_fits(curve: Curve) -> list[int]:
-    """Every K (2 <= K <= ``MAX_INFERRED_CLASSES``, within 3 of the nearest) that
-    :func:`chance_accuracy_classes`'s test admits: every val_accuracy within its band of 1 / K and
-    every val_loss at least ``CHANCE_LOSS_SHARE`` x ln K (ascending; empty when the curve does not
-    qualify). More than one means the class count is not read off the accuracy, only bounded: a
-    frozen 0.095 on 2,000 examples is 1 / 10 or 1 / 11 within 2 binomial SDs (a dead Fashion-MNIST
-    network scoring one class's share of its validation set)."""
-    return _chance_accuracy_candidates(curve)[1]
-
-
 def _chance_accuracy_candidates(curve: Curve) -> tuple[int | None, list[int]]:
-    """(the integer nearest 1 / mean val_accuracy, the K that fit: :func:`chance_accuracy_fits`)."""
+    """(the integer nearest 1 / mean val_accuracy, every K that fits) for
+    :func:`chance_accuracy_classes`.
+
+    A K fits (2 <= K <= ``MAX_INFERRED_CLASSES``, within 3 of the nearest) when every val_accuracy
+    lies within its band of 1 / K and every val_loss is at least ``CHANCE_LOSS_SHARE`` x ln K; the
+    list is ascending, empty when the curve does not qualify. More than one K means the class count
+    is not read off the accuracy, only bounded: a frozen 0.095 on 2,000 examples is 1 / 10 or 1 / 11
+    within 2 binomial SDs (a dead Fashion-MNIST network scoring one class's share of its validation
+    set).
+    """
     acc, loss = finite_series(curve, "val_accuracy"), finite_series(curve, "val_loss")
     if acc is None or loss is None:
         return None, []
@@ -594,21 +593,17 @@ def _weights_survived_nan(curve: Curve, first_bad: int) -> tuple[int, str] | Non
     """
     epochs = np.asarray(curve.epochs)
     loss = np.asarray(curve.get("loss"), dtype=np.float64)
-    bad = ~np.isfinite(loss)
-    later = np.flatnonzero((epochs > first_bad) & ~bad)
+    bad = int((~np.isfinite(loss)).sum())
     val_loss = curve.get("val_loss")
     at_first = np.flatnonzero(epochs == first_bad)
-    if (
-        val_loss is not None
-        and at_first.size
-        and np.isfinite(np.asarray(val_loss, dtype=np.float64)[at_first[0]])
-    ):
+    if val_loss is not None and at_first.size:
         value = float(np.asarray(val_loss, dtype=np.float64)[at_first[0]])
-        return int(bad.sum()), f"val_loss was {fmt(value)} on that epoch"
+        if math.isfinite(value):
+            return bad, f"val_loss was {fmt(value)} on that epoch"
+    later = np.flatnonzero((epochs > first_bad) & np.isfinite(loss))
     if later.size:
-        return int(
-            bad.sum()
-        ), f"the loss was finite again at epoch {int(epochs[later[0]])} ({fmt(float(loss[later[0]]))})"
+        epoch, value = int(epochs[later[0]]), float(loss[later[0]])
+        return bad, f"the loss was finite again at epoch {epoch} ({fmt(value)})"
     return None
 
 
