@@ -12,7 +12,7 @@ read from the IDX files in ``$PROBE_DATA`` (default Debian's ``/usr/share/datase
 the sequence tasks are synthetic; ``make_moons`` / ``make_circles`` come from scikit-learn.
 Seeds: ``keras.utils.set_random_seed(0)`` for every run, fixed numpy seeds for the data.
 
-Run (session 30: on one NVIDIA H200, three batches of 10-14 runs took 54-124 s each with 5-10
+Run (session 30: on one NVIDIA H200, five batches of 7-14 runs took 38-124 s each with 5-10
 workers)::
 
     KERAS_BACKEND=jax python benchmarks/probe_runs.py OUT [--workers N] [name ...]
@@ -835,6 +835,15 @@ def _(keras, d):
     )
 
 
+def _sk(name):
+    """A scikit-learn toy table (``load_<name>``) in raw units, rows shuffled with seed 2."""
+    import sklearn.datasets
+
+    x, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+    order = np.random.default_rng(2).permutation(len(y))
+    return x[order], y[order]
+
+
 def _pima_like(seed=3):
     """A Pima-diabetes-like table: 768 rows, 8 features in their raw units (tens to hundreds),
     majority class 0.65, 10% of labels flipped."""
@@ -941,16 +950,13 @@ def _(keras, d):
 
 @run("iris-val-15-sgd-0.01-700-epochs")
 def _(keras, d):
-    from sklearn.datasets import load_iris
-
-    x, y = load_iris(return_X_y=True)
-    order = np.random.default_rng(2).permutation(150)
+    x, y = _sk("iris")
     return _table(
         keras,
         _tabular_mlp(keras, 4, (8,), out=3, act="softmax"),
         keras.optimizers.SGD(0.01),
-        x[order],
-        y[order],
+        x,
+        y,
         700,
         16,
         "iris (raw units), Dense(8, relu) -> Dense(3, softmax), plain SGD(0.01), validation_split=0.1 "
@@ -981,15 +987,6 @@ def _(keras, d):
         split=5000,
         loss="sparse_categorical_crossentropy",
     )
-
-
-def _sk(name):
-    """A scikit-learn toy table (``load_<name>``) in raw units, rows shuffled with seed 2."""
-    import sklearn.datasets
-
-    x, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
-    order = np.random.default_rng(2).permutation(len(y))
-    return x[order], y[order]
 
 
 @run("wine-val-13-sgd-1e-3-500-epochs")
