@@ -6,6 +6,8 @@ DATASET_DIR := /usr/share/datasets/fashion-mnist
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 TUNE_UI_PORT ?= 8080
+# `make test` runs pytest on this many processes (pytest-xdist); 1 runs it in one.
+TEST_WORKERS ?= 2
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 .PHONY: help setup uv venv dataset system-deps run run-full repro test test-slow lint ui services-up services-down serve bench clean tune tune-ui
@@ -64,7 +66,7 @@ repro: setup ## run the same stages with DVC (`dvc repro`)
 test: venv system-deps ## check the environment (uv pip check) and the code (ruff), then run the tests (not the `slow` ones)
 	$(UV) pip check
 	$(UV) run --frozen ruff check pipelines flows tests benchmarks
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: venv ## run only the slow end-to-end tests (real Fashion-MNIST subset)
 	$(UV) run --frozen pytest -m slow

@@ -38,6 +38,32 @@ def pytest_configure(config: pytest.Config) -> None:
     import dvc  # noqa: F401
 
 
+# Fixtures that start one server per pytest process (tests/services/plugin.py).
+SHARED_SERVER_FIXTURES = frozenset({"services", "mlflow_server", "prefect_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two processes).
+
+    Each module is one group, so its module-scoped fixtures (a trained model, a loaded MLflow
+    store) are built once, as in a serial run; every module with a test that uses a session server
+    joins one group, ``servers``, so PostgreSQL, MLflow and Prefect start in one process only.
+    Without xdist the mark is inert.
+    """
+
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    with_servers = {
+        module(item)
+        for item in items
+        if SHARED_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    }
+    for item in items:
+        group = "servers" if module(item) in with_servers else module(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _HYPOTHESIS_HOME is not None:
         _HYPOTHESIS_HOME.cleanup()
