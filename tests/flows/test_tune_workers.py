@@ -17,6 +17,7 @@ import pytest
 from flows.tune import worker_command
 from pipelines import steps, tracking
 from pipelines.config import load_params
+from pipelines.tune import make_storage
 
 # In the default run (about 2.5 minutes past the session's servers on 2 cores: PostgreSQL and 3
 # TensorFlow workers); `make test` runs it beside the other tests' process, in the `servers` group.
@@ -149,6 +150,10 @@ STUDY_SCRIPT = textwrap.dedent(
 
 def test_two_studies_writing_to_one_store_lose_nothing(optuna_postgres, tmp_path):
     names = [f"a-{tmp_path.name[-12:]}", f"b-{tmp_path.name[-12:]}"]
+    # The store's tables are created once before the writers start, as `tune` does before its workers:
+    # RDBStorage creates them when missing, and processes doing that at once on an empty database
+    # collide ("relation studies already exists"; Optuna's advice: optuna/optuna#1092).
+    make_storage(optuna_postgres)
     procs = [
         subprocess.Popen([sys.executable, "-c", STUDY_SCRIPT, name, optuna_postgres])
         for name in names
