@@ -18,7 +18,9 @@ the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the de
   (:func:`pipelines.heap.freeze_imported`; a process that ran the flow before does nothing).
 
 I/O-bound tasks retry; the train task retries once too, resuming from Keras' ``BackupAndRestore``
-state rather than starting over. A failed data validation stops the flow before training.
+state rather than starting over, except after a SIGTERM or SIGINT (``TrainingInterrupted``: a
+worker cancelling the flow run, or Ctrl-C), which fails the flow run with the backup kept. A failed
+data validation stops the flow before training.
 
 The flow function is ``async`` although its work is synchronous: every task runs in the calling
 thread, as in a sync flow, and ``.submit`` uses the same thread pool; only the report artifact is
@@ -47,6 +49,7 @@ from prefect.context import SyncClientContext
 
 from pipelines import heap, schedule, steps, versioning
 from pipelines.config import Params, load_params
+from pipelines.train import TrainingInterrupted
 
 
 @task(name="fetch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -80,7 +83,27 @@ def baseline_task(params: Params) -> float:
     return steps.run_baseline(params)
 
 
-@task(name="train", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def _retry_unless(*errors: type[BaseException]):
+    """A task's ``retry_condition_fn`` (Prefect 3, https://docs.prefect.io/v3/how-to-guides/workflows/retries,
+    "Retry with a custom condition"): retry a failed run unless it raised one of ``errors``, the failures
+    that a second try would repeat or that someone asked for."""
+
+    def condition(task, task_run, state) -> bool:
+        return not isinstance(state.result(raise_on_failure=False), errors)
+
+    condition.__name__ = f"retry_unless_{'_'.join(e.__name__ for e in errors)}"
+    return condition
+
+
+# A SIGTERM or SIGINT (a worker cancelling the flow run, Ctrl-C) stops training on purpose
+# (TrainingInterrupted, backup kept): a retry would resume it against the operator's wish.
+@task(
+    name="train",
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=_retry_unless(TrainingInterrupted),
+    cache_policy=NO_CACHE,
+)
 def train_task(params: Params) -> steps.TrainOutcome:
     return steps.run_train(params)
 
@@ -90,16 +113,12 @@ def evaluate_task(params: Params, model=None):
     return steps.run_evaluate(params, model=model)
 
 
-def _not_a_gate_failure(task, task_run, state) -> bool:
-    """Retry compare on I/O trouble, never on a failed gate (the same runs give the same verdict)."""
-    return not isinstance(state.result(raise_on_failure=False), steps.GateFailed)
-
-
 @task(
     name="compare",
     retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=_not_a_gate_failure,
+    # Retried on I/O trouble, never on a failed gate (the same runs give the same verdict).
+    retry_condition_fn=_retry_unless(steps.GateFailed),
     cache_policy=NO_CACHE,
 )
 def compare_task(params: Params) -> steps.CompareOutcome:

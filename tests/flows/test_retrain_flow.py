@@ -143,3 +143,41 @@ def test_cli_runs_the_async_flow_and_prints_its_summary(folder_params):
     out = CliRunner().invoke(app, ["flow", "retrain", "--params", str(broken)])
     assert out.exit_code == 1, out.output
     assert "data validation : FAILED" in out.output
+
+
+@pytest.mark.parametrize(
+    ("error", "calls_expected"),
+    [
+        (None, 1),  # a SIGTERM (TrainingInterrupted): stopped on purpose, not retried
+        (OSError("disk full"), 2),  # anything else: retried once, and the retry finishes
+    ],
+    ids=["signal-not-retried", "other-error-retried"],
+)
+def test_train_task_retries_a_failure_but_not_a_signal(params_file, monkeypatch, error, calls_expected):
+    import signal
+
+    from prefect import flow
+
+    from flows.retrain import train_task
+    from pipelines.train import TrainingInterrupted
+
+    calls: list[int] = []
+
+    def run_train(params):
+        calls.append(1)
+        if len(calls) == 1:
+            raise error or TrainingInterrupted(signal.SIGTERM, 2)
+        return "trained"
+
+    monkeypatch.setattr(steps, "run_train", run_train)
+
+    @flow(name="train-retry-check")
+    def only_train(path: str):
+        return train_task(load_params(Path(path)))
+
+    if error is None:
+        with pytest.raises(TrainingInterrupted, match="SIGTERM after 2 finished epoch"):
+            only_train(str(params_file()))
+    else:
+        assert only_train(str(params_file())) == "trained"
+    assert len(calls) == calls_expected
