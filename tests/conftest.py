@@ -38,7 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import dvc  # noqa: F401
 
 
-# Fixtures that start one server per pytest process (tests/services/plugin.py).
+# Fixtures that start one server per pytest process: tests/services/plugin.py's, and the flow tests'
+# Prefect test harness (tests/flows/conftest.py, which reuses the name ``prefect_server``).
 SHARED_SERVER_FIXTURES = frozenset({"services", "mlflow_server", "prefect_server"})
 
 
