@@ -91,7 +91,6 @@ def _retry_unless(*errors: type[BaseException]):
     def condition(task, task_run, state) -> bool:
         return not isinstance(state.result(raise_on_failure=False), errors)
 
-    condition.__name__ = f"retry_unless_{'_'.join(e.__name__ for e in errors)}"
     return condition
 
 
