@@ -618,7 +618,8 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        not a probability, log(0), a float16 overflow), not that training diverged.
     2. Blow-up: the last training loss exceeds max(``blowup_factor`` x its minimum, minimum + 10
        noise SDs, minimum + :data:`BLOWUP_UNDONE_SHARE` of the fall to it from the highest loss
-       before it), or ln(K) after having been below ln(K) / 2; onset: the first epoch after the
+       before it), or the prior's entropy after having been below half of it (unless that is within
+       10 noise SDs of the minimum: a loss that swings so far by itself); onset: the first epoch after the
        minimum from which the loss stays above that. The noise is the whole loss curve's, or, for a
        loss that rose past ``blowup_factor`` x its minimum after it and stayed above, the loss's
        before that rise: not the explosion's own jumps.
@@ -854,8 +855,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
     threshold = max(factor * floor, floor + 10 * sigma, floor + BLOWUP_UNDONE_SHARE * fallen)
     if entropy is not None and floor < 0.5 * entropy:
         # Above the loss of predicting the prior after having been well below it: worse than
-        # knowing nothing.
-        threshold = min(threshold, entropy)
+        # knowing nothing. Unless the loss swings that far by itself: a rise within 10 of its own
+        # noise SDs is a swing, whatever level it crosses.
+        threshold = min(threshold, max(entropy, floor + 10 * sigma))
     above = y > threshold
     if best == y.size - 1 or not above[-1]:
         return None

@@ -1374,6 +1374,32 @@ def test_a_run_unlearning_its_training_set_is_divergence() -> None:
     assert "training accuracy fell from its best 0.902 to 0.737" in diagnosis.findings[0].message
 
 
+def test_a_training_loss_swinging_across_the_priors_entropy_is_no_blow_up() -> None:
+    # A real 5-class MLP at Adam 0.2 (500 validation examples): training accuracy climbs to 0.98
+    # while the loss swings between 0.8 and 7.7 (the few examples it gets wrong, at full
+    # confidence). Its last epoch, 2.64 after its low of 0.80, crosses ln 5 = 1.61 as earlier swings
+    # did and came back from. It read "divergence: loss blew up from its minimum 0.800".
+    loss = [9.31, 4.35, 1.87, 1.72, 2.27, 3.55, 4.41, 5.16, 6.11, 7.68, 6.02, 6.87, 5.30, 3.60, 5.02,
+            3.90, 3.04, 2.96, 3.17, 2.74, 1.53, 1.15, 1.26, 1.40, 2.47, 1.93, 2.01, 2.92, 3.39, 3.50,
+            4.16, 3.67, 5.82, 5.34, 4.03, 1.83, 0.80, 1.18, 1.88, 2.64]  # fmt: skip
+    accuracy = np.r_[np.linspace(0.32, 0.95, 17), np.full(23, 0.96)]
+    accuracy[-5:] = [0.977, 0.982, 0.980, 0.983, 0.973]
+    metrics = {
+        "accuracy": accuracy,
+        "loss": np.asarray(loss),
+        "val_accuracy": _grid(np.r_[np.linspace(0.43, 0.62, 17), np.full(23, 0.61)], 500),
+        "val_loss": np.linspace(5.7, 335.0, 40),
+    }
+    diagnosis = diagnose(_curve(metrics, num_classes=5))
+    assert not diagnosis.has("divergence"), [f.message for f in diagnosis.findings]
+    # The same rise from a loss that never swung (a fall from 50, then 0.80 to 2.64 and staying):
+    # above the prior's entropy after having been well below it is worse than knowing nothing.
+    smooth = np.r_[np.geomspace(50.0, 0.8, 30), [1.0, 1.5, 2.0, 2.3, 2.5, 2.6, 2.6, 2.62, 2.63, 2.64]]
+    diagnosis = diagnose(_curve(metrics | {"loss": smooth}, num_classes=5))
+    assert diagnosis.has("divergence"), diagnosis.codes
+    assert "loss blew up from its minimum 0.800" in diagnosis.findings[0].message
+
+
 def test_a_slow_start_whose_loss_falls_faster_and_faster_is_too_slow_not_dead() -> None:
     # A real embedding model with SGD at 0.05 (tests/fixtures/probes/README.md): at chance for 28 of
     # 40 epochs, with both losses at ln 2 but lower on every epoch, faster each time, and training
