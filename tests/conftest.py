@@ -49,8 +49,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Each module is one group, so its module-scoped fixtures (a trained model, a loaded MLflow
     store) are built once, as in a serial run; every module with a test that uses a session server
     joins one group, ``servers``, so PostgreSQL, MLflow and Prefect start in one process only.
-    Without xdist the mark is inert.
+    Without xdist (``pytest -p no:xdist``) nothing is marked: its ``xdist_group`` marker is then
+    not registered, and ``--strict-markers`` would refuse it.
     """
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
 
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::", 1)[0]

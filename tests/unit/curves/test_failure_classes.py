@@ -1400,6 +1400,32 @@ def test_a_training_loss_swinging_across_the_priors_entropy_is_no_blow_up() -> N
     assert "loss blew up from its minimum 0.800" in diagnosis.findings[0].message
 
 
+def test_a_training_loss_rising_while_training_accuracy_climbs_is_no_blow_up() -> None:
+    # The same real run's first 12 epochs: the training loss rose from 1.72 (epoch 4) to 6.87,
+    # above 3 x its minimum for 4 epochs, while training accuracy climbed from 0.78 to 0.87: the
+    # model gets more of its training set right, ever more confident on the rest. The live stop
+    # stopped it as divergence at epoch 12; it went on to its best val_accuracy at epoch 17.
+    history = {
+        "accuracy": [0.325, 0.536, 0.716, 0.778, 0.783, 0.785, 0.793, 0.833, 0.841, 0.860, 0.874, 0.887],
+        "loss": [9.31, 4.35, 1.87, 1.72, 2.27, 3.55, 4.41, 5.16, 6.11, 7.68, 6.02, 6.87],
+        "val_accuracy": [0.426, 0.466, 0.512, 0.502, 0.516, 0.532, 0.55, 0.55, 0.552, 0.554, 0.58, 0.584],
+        "val_loss": [5.70, 7.79, 11.18, 15.43, 20.41, 26.92, 45.68, 47.89, 58.59, 68.80, 80.02, 84.73],
+    }
+    metrics = {k: np.asarray(v) for k, v in history.items()}
+    diagnosis = diagnose(_curve(metrics, 40, num_classes=5))
+    assert not diagnosis.has("divergence"), [f.message for f in diagnosis.findings]
+    decision = should_stop(history, 40, num_classes=5)
+    assert decision.finding is None or decision.finding.code != "divergence", decision.reason
+    # A training accuracy that fell back while its loss rose is still divergence (the optimiser
+    # undoes what the model learned), as is one that only held its level.
+    for accuracy in (
+        [*history["accuracy"][:4], *np.linspace(0.77, 0.70, 8)],
+        [*history["accuracy"][:4], *[0.78] * 8],
+    ):
+        diagnosis = diagnose(_curve(metrics | {"accuracy": np.asarray(accuracy)}, 40, num_classes=5))
+        assert diagnosis.has("divergence"), diagnosis.codes
+
+
 def test_a_slow_start_whose_loss_falls_faster_and_faster_is_too_slow_not_dead() -> None:
     # A real embedding model with SGD at 0.05 (tests/fixtures/probes/README.md): at chance for 28 of
     # 40 epochs, with both losses at ln 2 but lower on every epoch, faster each time, and training
