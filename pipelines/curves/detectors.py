@@ -622,7 +622,9 @@ def detect_divergence(curve: Curve, cfg: DiagnoseConfig) -> Finding | None:
        10 noise SDs of the minimum: a loss that swings so far by itself); onset: the first epoch after the
        minimum from which the loss stays above that. The noise is the whole loss curve's, or, for a
        loss that rose past ``blowup_factor`` x its minimum after it and stayed above, the loss's
-       before that rise: not the explosion's own jumps.
+       before that rise: not the explosion's own jumps. Not while the training accuracy has climbed
+       beyond noise since the loss's minimum (:func:`_training_accuracy_rose`): the model still
+       learns, ever more confident on what it gets wrong.
     3. Blow-up then death: a training loss above 10 x the prior's entropy at some epoch (a first
        epoch above 100 x the final loss, or a peak above 10 x ln(``MAX_INFERRED_CLASSES``), when
        the classes are unknown), and the run ending at chance (with no chance level: the loss
