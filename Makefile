@@ -54,7 +54,7 @@ run: setup ## run the Prefect flow `retrain` (quick profile; PROFILE=full for th
 tune: setup ## run the Prefect flow `tune`: tune.n_trials Optuna trials pruned by their curves, in MLflow, best gated
 	$(UV) run --frozen curvewatch flow tune $(PROFILE_ARG)
 
-tune-ui: venv ## optuna-dashboard on the tuning studies (CURVEWATCH_OPTUNA_STORAGE, else paths.tune_dir), 127.0.0.1:$(TUNE_UI_PORT)
+tune-ui: venv ## optuna-dashboard on the tuning studies (CURVEWATCH_OPTUNA_STORAGE, else paths.tune_dir), 127.0.0.1:8080 (TUNE_UI_PORT)
 	$(UV) run --frozen curvewatch tune-ui $(PROFILE_ARG) --port $(TUNE_UI_PORT)
 
 run-full: ## the full profile (small CNN, 20 epochs, more dropout: see profiles.full in params.yaml)
@@ -68,7 +68,7 @@ test: venv system-deps ## check the environment (uv pip check) and the code (ruf
 	$(UV) run --frozen ruff check pipelines flows tests benchmarks
 	$(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test-slow: venv ## run only the slow end-to-end tests (real Fashion-MNIST subset)
+test-slow: venv ## run only the slow tests (Fashion-MNIST end-to-end, slow reliability rows, JAX augmentation)
 	$(UV) run --frozen pytest -m slow
 
 lint: venv ## ruff
