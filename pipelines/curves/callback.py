@@ -88,8 +88,10 @@ def diagnose_history(
         **kwargs: passed on to ``diagnose`` (``min_plateau_epochs``, ``baseline_accuracy``, ...).
 
     Raises:
-        ValueError: the history has no ``val_accuracy`` / ``val_loss`` values yet and no finite
-            training loss.
+        ValueError: the history has no finite ``val_accuracy`` / ``val_loss`` value yet and its
+            training loss did not diverge (a NaN or blown-up training loss is diagnosed as
+            divergence without them); an invalid ``class_prior``; an unknown or invalid threshold
+            in ``kwargs``.
     """
     curve = _history_curve(history, epoch_budget, num_classes, run, class_prior)
     return diagnose(curve, live=True, **kwargs)
@@ -103,8 +105,9 @@ class StopDecision:
 
     Attributes:
         stop: stop training now.
-        finding: the finding behind the stop: ``divergence``, ``not_learning``, ``plateau`` (a stall,
-            WARNING) or a converged ``plateau`` (INFO, ``evidence["converged"] = True``).
+        finding: the finding behind the stop: ``divergence``, a CRITICAL ``split_mismatch``,
+            ``not_learning``, ``plateau`` (a stall, WARNING) or a converged ``plateau`` (INFO,
+            ``evidence["converged"] = True``).
         reason: one line: why it stopped, the best epoch kept, and what the run would likely have
             reached by its budget (the learning-curve extrapolation with a 95% interval) when
             ``forecast`` was asked for; None when ``stop`` is False.
@@ -376,8 +379,9 @@ def should_stop(
         A :class:`StopDecision` (unpacks as ``stop, finding``).
 
     Raises:
-        ValueError: no validation metric in ``history`` (nothing to decide on), or an unknown
-            threshold in ``overrides``.
+        ValueError: no validation metric in ``history`` (nothing to decide on), or an unknown or
+            invalid threshold in ``overrides`` (pydantic's ``ValidationError`` is a ``ValueError``:
+            e.g. ``live_patience`` below ``min_plateau_epochs``).
     """
     history = canonical_names(dict(history))
     if not any(name in history and len(history[name]) > 0 for name in VALIDATION_METRICS):

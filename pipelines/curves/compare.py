@@ -117,7 +117,7 @@ def compare_curves(
         fired (``lower`` / ``slower``) with its numbers.
 
     Raises:
-        ValueError: ``alpha`` or ``tail_fraction`` outside (0, 1], a negative ``min_effect`` /
+        ValueError: ``alpha`` outside (0, 1) or ``tail_fraction`` outside (0, 1], a negative ``min_effect`` /
             ``noise`` / ``noise_multiple``, or ``num_val_examples`` < 1.
     """
     if not 0.0 < alpha < 1.0:

@@ -1466,8 +1466,9 @@ def _negative_loss(ctx: Context) -> Finding | None:
 def detect_not_learning(ctx: Context) -> Finding | None:
     """Validation accuracy at chance (and loss at the prior's entropy) from some epoch to the end.
 
-    With a known chance level: accuracy at most :func:`chance_limit` (chance plus the larger of 3
-    noise SDs and 2 binomial SDs on the validation set), and the loss at least 0.85 x the prior's
+    With a known chance level: accuracy at most :func:`chance_limit` (chance plus the largest of 3
+    noise SDs, 2 binomial SDs on the validation set and 1 / n when the prior and n are known; of
+    15% of the way to 1.0, 3 noise SDs and 2 binomial SDs otherwise), and the loss at least 0.85 x the prior's
     entropy (ln K for balanced classes, H(prior) for imbalanced ones, where a model that predicts
     the prior scores exactly the majority share), over at least the last half of the run. Short
     runs need no trend: one epoch at chance with such a loss suffices, since chance level is a
@@ -1482,8 +1483,9 @@ def detect_not_learning(ctx: Context) -> Finding | None:
     while the training accuracy is frozen too (over the span's second half, below 0.99) or no
     better, the training loss does not fall both
     beyond noise and by at least ``FROZEN_LOSS_FALL`` (1%) of its level over the frozen span's
-    second half, and, when the classes are known, the loss stays at least 0.85 x the prior's
-    entropy: a network predicting one class on any task. Also, on a validation set of known or
+    second half, and the loss stays at least 0.85 x the prior's entropy when the class prior is
+    known (else 0.85 x the binary entropy of the frozen level): a network predicting one class on
+    any task. Also, on a validation set of known or
     read size, a network that never left its initialisation (:func:`_still_from_the_start`: the
     loss never 1% below its first value, the accuracy within one binomial SD all run) with its loss
     at least 0.85 x ln 2 (near-uniform outputs) when the prior is not known. Frozen at >= 0.99 is
@@ -1891,7 +1893,7 @@ def stall_reasons(
 ) -> dict[str, Any]:
     """Why the flat tail of ``ctx.monitor`` is a stall rather than a convergence ({} = converged).
 
-    None for an accuracy plateau at the top of the scale (:func:`at_the_top`): within one
+    {} (no reasons) for an accuracy plateau at the top of the scale (:func:`at_the_top`): within one
     validation example of 1.0 there is nothing to stall short of; an overfitting run there is
     reported as overfitting alone.
 
@@ -1906,7 +1908,8 @@ def stall_reasons(
        short of what the data allows.
     5. ``gap_widening``: training accuracy keeps rising beyond noise (OLS z >= 3, over the plateau
        and over its last third, or over the plateau while its last third stays at a training error
-       of ``underfit_error`` or more) through a plateau of at least a third of the run, and the
+       of ``underfit_error`` or more) through a plateau of at least a third of the run and 2 x
+       ``min_plateau_epochs`` epochs, and the
        train-validation gap grows by more than 3 noise SDs and ``gap_widening_sd`` binomial SDs,
        ending with training above validation by as much:
        the model learns its training set and validation no longer follows.
@@ -3048,8 +3051,8 @@ def detect_too_slow(ctx: Context) -> Finding | None:
     The monitored metric's last third must improve with OLS z >= max(3, z_(1-alpha)) and its
     slope be at least half the first third's or its last third make at least ``slow_late_share``
     of the run's gain; val_loss must confirm it (falling in ``slow_down_share`` of the second
-    half's epochs, by ``live_loss_fall`` of its level, below the prior's entropy unless
-    val_accuracy is already beyond :func:`chance_limit`), an accuracy's
+    half's epochs, by ``live_loss_fall`` of its level, below :data:`BELOW_PRIOR_SHARE` (95%) of
+    the prior's entropy unless val_accuracy is already beyond :func:`chance_limit`), an accuracy's
     last-third gain must exceed two binomial SDs, and, with an extrapolation, the fitted curve
     must also plateau only after twice the horizon. When validation accuracy is coarse (a small
     validation set moves it in steps of 1/n) the validation loss is judged the same way: a

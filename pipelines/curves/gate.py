@@ -245,8 +245,10 @@ def gate(
         ValueError: a frame lacks ``id`` / ``correct``, has duplicate ids, missing (NaN)
             correctness or no rows; the two sides' ids differ (the message says which side
             lacks how many ids, with examples); ``alpha`` / ``confidence`` outside (0, 1);
-            ``min_effect`` < 0; a seed accuracy outside [0, 1].
-        TypeError: ``champion_seed_accuracies`` is not a mapping keyed by seed.
+            ``min_effect`` < 0; a seed accuracy outside [0, 1]; a ``correct`` column that is not
+            bool (or 0/1).
+        TypeError: ``champion_seed_accuracies`` is not a mapping keyed by seed; predictions that
+            are not a pandas DataFrame or Series.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")

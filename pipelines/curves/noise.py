@@ -46,7 +46,9 @@ def estimate_noise(
 
     Uses the second differences ``y[t] - 2 y[t-1] + y[t-2]``, which cancel any locally linear
     trend, and their median absolute deviation scaled to a normal standard deviation
-    (``scipy.stats.median_abs_deviation(..., scale="normal")``), divided by sqrt(6). The MAD makes
+    (``scipy.stats.median_abs_deviation(..., scale="normal")``), divided by sqrt(6); with at least
+    4 of them, one reweighting step then takes the SD of those within 3 MADs of their median
+    (and the plain SD when that is at the ``floor``: a quantised curve). The MAD makes
     the estimate insensitive to the few epochs where the trend itself bends sharply (the steep start
     of training, a learning-rate drop). The steep first ``skip_fraction`` of the curve (at most
     ``max_skip`` epochs) is left out because its curvature is trend, not noise.
@@ -64,8 +66,8 @@ def estimate_noise(
             that are multiples of zero would call any change significant).
 
     Returns:
-        Noise standard deviation in the curve's own units (>= ``floor``); ``floor`` for fewer than
-        three finite values.
+        Noise standard deviation in the curve's own units (>= ``floor``); for two finite values
+        their difference / sqrt(2), for fewer ``floor``.
     """
     y = np.asarray(values, dtype=np.float64)
     y = y[np.isfinite(y)]

@@ -145,7 +145,8 @@ class RatioForecast:
         value: the forecast's median of the trial's final best, in the metric's units.
         n: completed trials it was made from (>= 1).
         mean: mean of their log distance ratios ``r_j`` (<= 0: the distance shrinks).
-        scale: the Student t's scale for a new ratio (its SD, when ``dof`` > 2).
+        scale: the Student t's scale for a new ratio (its SD is ``scale * sqrt(dof / (dof - 2))``
+            when ``dof`` > 2).
         dof: the Student t's degrees of freedom.
     """
 
@@ -212,8 +213,9 @@ def ratio_forecast(
         prior_dof: prior pseudo-observations, > 0.
 
     Returns:
-        The :class:`RatioForecast`, or None when no completed curve ran past ``epoch`` or a value
-        has no known bound (then this forecast does not apply).
+        The :class:`RatioForecast`, or None when no completed curve ran past ``epoch``, a value
+        has no known bound, or ``best_so_far`` or ``target`` sits at the bound (no distance left
+        to shrink; then this forecast does not apply).
     """
     now, goal = _distance(best_so_far, higher), _distance(target, higher)
     if now is None or goal is None or now <= 0 or goal <= 0:

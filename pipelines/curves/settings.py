@@ -22,13 +22,15 @@ class DiagnoseConfig(BaseModel):
             premature stall.
         stall_k: noise SDs the projected continuation of the climb must exceed the plateau by for
             it to be a premature stall.
-        blowup_factor: a training loss above this multiple of its minimum at the end is divergence.
+        blowup_factor: a training loss above this multiple of its minimum at the end is divergence
+            (``UNLEARN_LOSS_FACTOR``, 2.0, instead when the training accuracy fell too).
         swing_z: a swinging val_loss counts as oscillation only when val_accuracy's epoch-to-epoch
             scatter exceeds this many binomial SDs of an accuracy on the validation set (on a
             fixed set, sound runs scatter by 0.3-0.5 binomial SDs: measured on the fixtures).
         gap_widening_sd: binomial SDs of an accuracy on the validation set (and at least 3 noise
             SDs) the train-validation accuracy gap must grow by over a plateau to make it a stall.
-        oscillation_ratio: noise SD / trend extent of a loss above which it swings.
+        oscillation_ratio: noise SD / trend extent of val_loss above which it swings (the
+            training loss swings at half of it, with its sampling scatter as a further bar).
         val_swing_step: after the first fifth of the run, val_loss's median epoch-to-epoch step
             as a share of its median level below which its swings are too small to be an
             optimiser overshooting, however large against a flat trend (a converged SGD CNN moving
@@ -54,8 +56,9 @@ class DiagnoseConfig(BaseModel):
             first half's pace, and 8.7%, the smallest among its too-slow short runs (both splits
             were inspected).
         improving_z: OLS slope z over the last third above which a curve is "still improving".
-        underfit_error: training error (1 - accuracy) at or above which a model that fits its
-            training set no better than its validation set underfits when chance is unknown.
+        underfit_error: error (1 - the better of training and validation accuracy) at or above
+            which a model that fits its training set no better than its validation set underfits,
+            when its levels are not low against chance or a baseline.
         loss_sd_ratio: standard deviation of a per-example cross-entropy as a multiple of its mean
             (heavy-tailed: most examples near 0, a few wrong ones large): a mean loss over n
             training examples scatters by about ``loss_sd_ratio`` x level / sqrt(n), the scale
@@ -66,9 +69,11 @@ class DiagnoseConfig(BaseModel):
             epochs is the model (fitted on the tune split: 1.0 and 1.5 alike, 2.0 missed a
             val_loss rising 16% over 10 epochs on 142 examples).
         live_loss_fall: share of its level the validation loss must be on course to lose by the
-            budget (at its recent pace, falling beyond noise) for the live stop to wait.
+            budget (at its recent pace, falling beyond noise) for the live stop to wait; also the
+            least share of its level val_loss must have lost over the run for ``too_slow``.
         live_patience: epochs without improvement beyond noise (on val_accuracy AND val_loss)
-            before the live stop may fire; the plateau test decides earlier when it can.
+            before the live stop may fire (twice that for a convergence, a stall read only as
+            premature or underfit, or an oscillating run); the plateau test decides earlier when it can.
         live_val_loss_patience: the most epochs the live stop waits after a new val_loss best
             (of any size); default 5, the patience of ``EarlyStopping(monitor="val_loss",
             patience=5)``, the stop it is measured against (``benchmarks/early_stop.py``). A stall
