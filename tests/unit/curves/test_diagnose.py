@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -227,15 +226,26 @@ def test_find_plateau_validates_input() -> None:
 # ---------------------------------------------------------------------------------------------- speed
 
 
-def test_diagnose_is_fast_without_extrapolation() -> None:
-    curves = [healthy(seed, epochs=100) for seed in range(20)]
-    timings = []
-    for _ in range(3):  # best of three: a loaded CI machine should not fail this
-        start = time.perf_counter()
-        for curve in curves:
-            diagnose(curve)
-        timings.append((time.perf_counter() - start) / len(curves))
-    assert min(timings) < 0.01, f"{min(timings) * 1e3:.1f} ms per 100-epoch run"
+def test_diagnose_fits_no_curve_family_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The learning-curve fit is the costly part (about 0.2 s a run); the default diagnosis, which
+    # the live stop runs after every epoch, must not pay it. (Speed itself is a benchmark figure:
+    # benchmarks/diagnosis_quality.py prints the time per run; a timed test fails on a busy machine.)
+    import pipelines.curves.extrapolate as extrapolate_module
+
+    calls = []
+    real = extrapolate_module.extrapolate
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(extrapolate_module, "extrapolate", counting)
+    curves = [healthy(seed, epochs=100) for seed in range(3)]
+    for curve in curves:
+        assert diagnose(curve).extrapolation is None
+    assert calls == []
+    diagnose(curves[0], extrapolate=True)
+    assert calls, "the counter sees the fit when it is asked for"
 
 
 # ------------------------------------------------------------------------------------------ other findings
