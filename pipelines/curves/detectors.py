@@ -2471,25 +2471,27 @@ def _late_step_share(values: np.ndarray) -> float:
 
 
 def detect_oscillation(ctx: Context) -> Finding | None:
-    """Losses swinging up and down from epoch to epoch, large against their trend: a learning rate
-    too high.
+    """Losses swinging up and down from epoch to epoch, large against their trend: a learning rate too
+    high.
 
     The training loss swings when its noise-to-trend ratio is at least ``oscillation_ratio`` / 2
-    with sign changes in at least 20% of its steps, and its noise SD exceeds what the training
-    set's size explains (:func:`_loss_sampling_sd`: a mean over 400 examples scatters by a tenth
-    of its level); or when, after its first fall, its steps are large against its own level
-    (:func:`_late_loss_swings`). The validation loss swings at ``oscillation_ratio`` with 30%
-    sign changes and steps of at least ``val_swing_step`` of its level (:func:`_late_step_share`),
-    and only counts when the validation accuracy's own epoch-to-epoch scatter exceeds
-    ``swing_z`` binomial SDs of an accuracy on the validation set: on a small validation set a
-    jittery val_loss is the set's size, not the optimiser (binomial sampling SD of an accuracy,
-    sqrt(p (1 - p) / n)). When n is unknown because fewer than three accuracy values give it,
-    the smallest grid the values lie on bounds n from below (:func:`infer_num_examples` with
-    ``min_distinct=1``), so the SD from above; a val_accuracy that never changes vetoes the swing;
-    else (no val_accuracy, or values on no grid) val_loss alone decides. A val_loss measured every
-    k-th epoch (:func:`validation_frequency`) is not judged: its values are k epochs apart. When a
-    schedule's high rates bring the largest steps (:func:`_swings_at_peak_rate`), the message says
-    so: the schedule's peak is what to lower.
+    with sign changes in at least 20% of its steps, and its noise SD exceeds what the training set's
+    size explains (:func:`_loss_sampling_sd`: a mean over 400 examples scatters by a tenth of its
+    level); or when, after its first fall, its steps are large against its own level
+    (:func:`_late_loss_swings`). The validation loss swings at ``oscillation_ratio`` with 30% sign
+    changes and steps of at least ``val_swing_step`` of its level (:func:`_late_step_share`) and,
+    with the validation set's size n known or read off the accuracy grid, of at least
+    ``overfit_sd_ratio`` / sqrt(n) of it (the scale by which the mean cross-entropy of n examples
+    moves as the model's answers on a few of them change, as for overfitting), and only counts when
+    the validation accuracy's own epoch-to-epoch scatter exceeds ``swing_z`` binomial SDs of an
+    accuracy on the validation set: on a small validation set a jittery val_loss is the set's size,
+    not the optimiser (binomial sampling SD of an accuracy, sqrt(p (1 - p) / n)). When n is unknown
+    because fewer than three accuracy values give it, the smallest grid the values lie on bounds n
+    from below (:func:`infer_num_examples` with ``min_distinct=1``), so the SD from above; a
+    val_accuracy that never changes vetoes the swing; else (no val_accuracy, or values on no grid)
+    val_loss alone decides. A val_loss measured every k-th epoch (:func:`validation_frequency`) is
+    not judged: its values are k epochs apart. When a schedule's high rates bring the largest steps
+    (:func:`_swings_at_peak_rate`), the message says so: the schedule's peak is what to lower.
     """
     curve, cfg = ctx.curve, ctx.cfg
     stats: dict[str, tuple[float, float, float]] = {}
@@ -2515,7 +2517,8 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         and not sparse
         and stats["val_loss"][0] >= cfg.oscillation_ratio
         and stats["val_loss"][1] >= 0.3
-        and _late_step_share(finite_series(curve, "val_loss")[1]) >= cfg.val_swing_step  # type: ignore[index]
+        and _late_step_share(finite_series(curve, "val_loss")[1])  # type: ignore[index]
+        >= max(cfg.val_swing_step, cfg.overfit_sd_ratio / math.sqrt(ctx.n_val) if ctx.n_val else 0.0)
     ):
         beyond_sampling = True
         if "val_accuracy" in stats:

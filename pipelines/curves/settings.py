@@ -67,7 +67,8 @@ class DiagnoseConfig(BaseModel):
             level / sqrt(n_val). Smaller than ``loss_sd_ratio``: every epoch scores the same
             validation examples, so their draw shifts all epochs alike and what moves between
             epochs is the model (fitted on the tune split: 1.0 and 1.5 alike, 2.0 missed a
-            val_loss rising 16% over 10 epochs on 142 examples).
+            val_loss rising 16% over 10 epochs on 142 examples). Also the least median step of a
+            swinging val_loss, as a share of its level, times sqrt(n_val) (oscillation).
         live_loss_fall: share of its level the validation loss must be on course to lose by the
             budget (at its recent pace, falling beyond noise) for the live stop to wait; also the
             least share of its level val_loss must have lost over the run for ``too_slow``.
