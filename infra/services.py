@@ -119,6 +119,43 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def port_holder(port: int) -> str:
+    """Who listens on TCP ``port``, for an error message: "pid N (command line)", or "another
+    process" when /proc does not say (another user's process, or not Linux).
+
+    The listening socket's inode comes from ``/proc/net/tcp`` and ``/proc/net/tcp6`` (state ``0A``,
+    LISTEN; the local port in hex), and its owner is the process with a ``/proc/<pid>/fd`` link to
+    ``socket:[inode]`` (proc(5)): what ``ss -ltnp`` reads, without its package.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if inodes:
+        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+            try:
+                fds = list(fd_dir.iterdir())
+            except OSError:  # gone, or another user's
+                continue
+            links = set()
+            for fd in fds:
+                try:
+                    links.add(os.readlink(fd))
+                except OSError:  # closed meanwhile (the listing's own descriptor, for one)
+                    continue
+            if inodes & links:
+                pid = int(fd_dir.parent.name)
+                command = cmdline(pid).strip()
+                return f"pid {pid}" + (f" ({command[:80]})" if command else "")
+    return "another process"
+
+
 #: Waits (seconds) before each retry of a request answered 503 Service Unavailable.
 UNAVAILABLE_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -222,14 +259,14 @@ def choose_port(state: State, env: str, default: int) -> int:
             return free_port()
         if not port_free(port):
             raise ServiceError(
-                f"{env}={port}: 127.0.0.1:{port} is held by another process; "
+                f"{env}={port}: 127.0.0.1:{port} is held by {port_holder(port)}; "
                 f"free it or set {env}=0 for any free port"
             )
         return port
     if port_free(default):
         return default
     port = free_port()
-    say(f"{state.name}: 127.0.0.1:{default} is held by another process (not ours); using free port {port}")
+    say(f"{state.name}: 127.0.0.1:{default} is held by {port_holder(default)} (not ours); using free port {port}")
     return port
 
 
@@ -843,7 +880,7 @@ def ui(port_arg: str | None) -> int:
         ours = server.port() == port and server.process_ok()
         hint = (
             f" (the project's tracking server: set MLFLOW_TRACKING_URI=http://{HOST}:{port} to use it)"
-            if ours else " by another process"
+            if ours else f" by {port_holder(port)}"
         )
         raise ServiceError(f"make ui: cannot bind 127.0.0.1:{port}, it is held{hint}; pick another with "
                            "CURVEWATCH_UI_PORT=<port>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import subprocess
@@ -96,7 +97,8 @@ def test_postgres_never_takes_a_held_port(scratch_services: Services):
             "postgres.sh", "start", check=False, CURVEWATCH_POSTGRES_PORT=str(held)
         )
         assert explicit.returncode == 1
-        assert f"127.0.0.1:{held} is held by another process" in explicit.stderr
+        # named: the holder's pid (this test process) and command line, read from /proc
+        assert f"127.0.0.1:{held} is held by pid {os.getpid()} (" in explicit.stderr
         # a recorded port that something else took meanwhile: a free port, recorded, and ours
         (scratch_services.dir / "postgres" / "port").write_text(f"{held}\n")
         url = scratch_services.start("postgres.sh")
@@ -114,14 +116,14 @@ def test_ui_fails_loudly_when_its_port_is_held():
     holder.listen()
     port = holder.getsockname()[1]
     try:
-        env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         proc = subprocess.run(
             ["bash", "infra/mlflow-ui.sh", str(port)], capture_output=True, text=True, env=env, timeout=60
         )
     finally:
         holder.close()
     assert proc.returncode == 1
-    assert f"cannot bind 127.0.0.1:{port}" in proc.stderr
+    assert f"cannot bind 127.0.0.1:{port}, it is held by pid {os.getpid()} (" in proc.stderr
 
 
 def test_worker_without_a_server_says_so_and_fails(scratch_services: Services):
