@@ -153,6 +153,12 @@ class Context:
         """Binomial SD of a validation accuracy at ``level`` (0.0 when n is unknown)."""
         return binomial_sd(level, self.n_val) if self.n_val else 0.0
 
+    def val_loss_scatter(self, level: float) -> float:
+        """How far a mean validation loss at ``level`` moves as the model's answers on a few of
+        the n validation examples change: ``overfit_sd_ratio`` x level / sqrt(n) (0.0 when n is
+        unknown). Overfitting's rise and oscillation's steps must exceed it."""
+        return self.cfg.overfit_sd_ratio * abs(level) / math.sqrt(self.n_val) if self.n_val else 0.0
+
     def n_val_at_least(self) -> int | None:
         """``n_val``, else a lower bound on it: the smallest grid val_accuracy's values lie on
         (:func:`infer_num_examples` with ``min_distinct=1``; 28/32 and 30/32 give 16), so that a
@@ -904,6 +910,17 @@ UNLEARN_LOSS_FACTOR = 2.0
 UNLEARN_ACCURACY_DROP = 0.05
 
 
+def _training_accuracy_margin(curve: Curve) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(epochs, values, margin) of the training accuracy: a change beyond ``margin``,
+    max(:data:`UNLEARN_ACCURACY_DROP`, 5 noise SDs of the curve), is the model's, not dropout's or
+    augmentation's jitter (:func:`_training_accuracy_fell`, :func:`_training_accuracy_rose`). None
+    without at least :data:`MIN_JUDGE_EPOCHS` finite values."""
+    train = finite_series(curve, "accuracy")
+    if train is None or train[1].size < MIN_JUDGE_EPOCHS:
+        return None
+    return train[0], train[1], max(UNLEARN_ACCURACY_DROP, 5 * estimate_noise(train[1]))
+
+
 def _training_accuracy_fell(curve: Curve) -> tuple[float, float] | None:
     """(best, last) training accuracy when the last is below the best by more than
     max(:data:`UNLEARN_ACCURACY_DROP`, 5 noise SDs of the curve): the model got worse on the very
@@ -911,13 +928,12 @@ def _training_accuracy_fell(curve: Curve) -> tuple[float, float] | None:
     augmentation jitter it by a point or two); a rate too high for the current basin does: a real GRU
     with Adam at 1e-2 went from 0.902 to 0.737 while its training loss rose 2.7 x. None without a
     training accuracy."""
-    train = finite_series(curve, "accuracy")
-    if train is None or train[1].size < MIN_JUDGE_EPOCHS:
+    train = _training_accuracy_margin(curve)
+    if train is None:
         return None
-    best, last = float(np.max(train[1])), float(train[1][-1])
-    if best - last > max(UNLEARN_ACCURACY_DROP, 5 * estimate_noise(train[1])):
-        return best, last
-    return None
+    _, values, margin = train
+    best, last = float(np.max(values)), float(values[-1])
+    return (best, last) if best - last > margin else None
 
 
 def _training_accuracy_rose(curve: Curve, epoch: int) -> tuple[float, float] | None:
@@ -927,16 +943,15 @@ def _training_accuracy_rose(curve: Curve, epoch: int) -> tuple[float, float] | N
     training set. A real 5-class MLP at Adam 0.2 climbed from 0.778 to 0.874 while its training
     loss rose from 1.72 to 6.87 (wrong answers ever more confident) and read as a blow-up. None
     without a training accuracy logged at ``epoch``."""
-    train = finite_series(curve, "accuracy")
-    if train is None or train[1].size < MIN_JUDGE_EPOCHS:
+    train = _training_accuracy_margin(curve)
+    if train is None:
         return None
-    at = train[1][train[0] == epoch]
+    epochs, values, margin = train
+    at = values[epochs == epoch]
     if at.size == 0:
         return None
-    start, last = float(at[0]), float(train[1][-1])
-    if last - start > max(UNLEARN_ACCURACY_DROP, 5 * estimate_noise(train[1])):
-        return start, last
-    return None
+    start, last = float(at[0]), float(values[-1])
+    return (start, last) if last - start > margin else None
 
 
 def _lr_raised_after(curve: Curve, epoch: int) -> bool:
@@ -1739,11 +1754,11 @@ def detect_overfitting(ctx: Context) -> Finding | None:
     # by a tenth of the loss's own level (``overfit_rise``).
     significant = 3 * sigma * math.sqrt(1 / width + 1 / 3)
     floor = max(significant, cfg.overfit_rise * abs(around)) if sign > 0 else significant
-    if sign > 0 and ctx.n_val:
+    if sign > 0:
         # On n validation examples a few confident predictions flipping move the mean loss by
         # about its level / sqrt(n): a rise within overfit_sd_ratio of that is the set's size,
         # however steady the curve.
-        floor = max(floor, cfg.overfit_sd_ratio * abs(around) / math.sqrt(ctx.n_val))
+        floor = max(floor, ctx.val_loss_scatter(around))
     # Sustained: at least two thirds of the tail's epochs above the minimum by a noise SD (a
     # swinging val_loss dips back now and then while its level keeps rising).
     if rise < floor or float(np.mean(tail > around + sigma)) < 2 / 3:
@@ -2518,7 +2533,7 @@ def detect_oscillation(ctx: Context) -> Finding | None:
         and stats["val_loss"][0] >= cfg.oscillation_ratio
         and stats["val_loss"][1] >= 0.3
         and _late_step_share(finite_series(curve, "val_loss")[1])  # type: ignore[index]
-        >= max(cfg.val_swing_step, cfg.overfit_sd_ratio / math.sqrt(ctx.n_val) if ctx.n_val else 0.0)
+        >= max(cfg.val_swing_step, ctx.val_loss_scatter(1.0))  # as a share of its level
     ):
         beyond_sampling = True
         if "val_accuracy" in stats:
