@@ -13,9 +13,9 @@ One design for every service (infra/README.md has the table):
 
 Run through the shell wrappers: ``infra/postgres.sh start|stop|status|url [db]``,
 ``infra/mlflow-server.sh start|stop|status|url``, ``infra/prefect-server.sh start|stop|status|url``,
-``infra/prefect-worker.sh start|stop|status``, ``infra/mlflow-ui.sh [port]``. Standard library only (and
-``pipelines/processes.py``, itself standard library only), so a status check costs no MLflow or
-Prefect import. Exit codes: 0 ok, 1 failure or not running,
+``infra/prefect-worker.sh start|stop|status``, ``infra/mlflow-ui.sh [port]``. The standard library
+and psutil only (processes and sockets; ``pipelines/processes.py`` likewise), so a status check
+costs no MLflow or Prefect import. Exit codes: 0 ok, 1 failure or not running,
 2 usage.
 """
 
@@ -38,8 +38,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: the package beside this folder (stdlib-only modules)
+if str(ROOT) not in sys.path:  # run as a script: the package beside this folder (pipelines/processes.py)
     sys.path.insert(0, str(ROOT))
 from pipelines.processes import pid_alive  # noqa: E402
 
@@ -104,55 +106,45 @@ def free_port() -> int:
 
 
 def start_time(pid: int) -> str:
-    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid it
-    names one process for good, so a recycled pid is never taken for our server."""
+    """The process's start time, in clock ticks since boot ("" when it is gone): with the pid it
+    names one process for good, so a recycled pid is never taken for our server.
+
+    psutil's ``Process.create_time()`` less ``psutil.boot_time()``, in ``SC_CLK_TCK`` ticks
+    (https://psutil.readthedocs.io/en/latest/#psutil.Process.create_time): on Linux both come from
+    /proc (``/proc/<pid>/stat`` field 22 and ``/proc/stat``'s ``btime``), so this is that field
+    exactly, as ``pid_start`` files have always recorded it.
+    """
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
         return ""
+    return str(round((created - psutil.boot_time()) * os.sysconf("SC_CLK_TCK")))
 
 
 def cmdline(pid: int) -> str:
+    """The process's command line, its arguments joined by spaces ("" when it cannot be read):
+    psutil's ``Process.cmdline()``."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
 def port_holder(port: int) -> str:
     """Who listens on TCP ``port``, for an error message: "pid N (command line)", or "another
-    process" when /proc does not say (another user's process, or not Linux).
+    process" when the system does not say (another user's process, where only root may know).
 
-    The listening socket's inode comes from ``/proc/net/tcp`` and ``/proc/net/tcp6`` (state ``0A``,
-    LISTEN; the local port in hex), and its owner is the process with a ``/proc/<pid>/fd`` link to
-    ``socket:[inode]`` (proc(5)): what ``ss -ltnp`` reads, without its package.
+    psutil's ``net_connections(kind="tcp")`` (https://psutil.readthedocs.io/en/latest/#psutil.net_connections):
+    the socket in state LISTEN on that local port, and its process, as ``ss -ltnp`` shows them.
     """
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
-    if inodes:
-        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-            try:
-                fds = list(fd_dir.iterdir())
-            except OSError:  # gone, or another user's
-                continue
-            links = set()
-            for fd in fds:
-                try:
-                    links.add(os.readlink(fd))
-                except OSError:  # closed meanwhile (the listing's own descriptor, for one)
-                    continue
-            if inodes & links:
-                pid = int(fd_dir.parent.name)
-                command = cmdline(pid).strip()
-                return f"pid {pid}" + (f" ({command[:80]})" if command else "")
+    try:
+        sockets = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # macOS lists sockets to root only
+        sockets = []
+    for sock in sockets:
+        if sock.status == psutil.CONN_LISTEN and sock.laddr and sock.laddr.port == port and sock.pid:
+            command = cmdline(sock.pid).strip()
+            return f"pid {sock.pid}" + (f" ({command[:80]})" if command else "")
     return "another process"
 
 

@@ -97,7 +97,7 @@ def test_postgres_never_takes_a_held_port(scratch_services: Services):
             "postgres.sh", "start", check=False, CURVEWATCH_POSTGRES_PORT=str(held)
         )
         assert explicit.returncode == 1
-        # named: the holder's pid (this test process) and command line, read from /proc
+        # named: the holder's pid (this test process) and command line, read with psutil
         assert f"127.0.0.1:{held} is held by pid {os.getpid()} (" in explicit.stderr
         # a recorded port that something else took meanwhile: a free port, recorded, and ours
         (scratch_services.dir / "postgres" / "port").write_text(f"{held}\n")

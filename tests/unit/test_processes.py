@@ -19,7 +19,7 @@ def test_a_running_process_is_alive_and_an_exited_one_is_not_even_before_it_is_r
         while pid_alive(child.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not pid_alive(child.pid)
-        # os.kill(pid, 0) alone still finds the zombie: the /proc state check is what says "gone"
+        # os.kill(pid, 0) alone still finds the zombie: its zombie state (psutil) is what says "gone"
         os.kill(child.pid, 0)
     finally:
         child.wait(timeout=30)
