@@ -17,19 +17,31 @@ pytest_plugins = ["tests.services.plugin"]
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Tests run offline: DVC's usage analytics (on by default in a repository that `dvc init` makes in
+# a test's tmp_path; the project's own .dvc/config turns them off) would spawn a daemon that posts to
+# analytics.dvc.org (https://dvc.org/doc/user-guide/analytics). Inherited by every `dvc` subprocess.
+os.environ["DVC_NO_ANALYTICS"] = "1"
+
 _HYPOTHESIS_HOME: tempfile.TemporaryDirectory | None = None
+_SCRATCH: tempfile.TemporaryDirectory | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Hypothesis' own files (its cache of the constants in the code under test, written when
     ``@given`` decorates a test at collection) go to a temporary folder removed at the end, not
-    ``.hypothesis`` in the working directory (tests/unit/curves/test_properties.py); DVC's log
-    handlers are created on pytest's session-wide output capture."""
+    ``.hypothesis`` in the working directory (tests/unit/curves/test_properties.py); so do DVC's
+    per-repository state (its site cache, ``DVC_SITE_CACHE_DIR``: ``/var/tmp/dvc/repo/<hash>``
+    otherwise, one folder per tmp_path repository, never removed) and Keras' config
+    (``KERAS_HOME``: ``~/.keras/keras.json`` otherwise). DVC's log handlers are created on
+    pytest's session-wide output capture."""
     from hypothesis.configuration import set_hypothesis_home_dir
 
-    global _HYPOTHESIS_HOME
+    global _HYPOTHESIS_HOME, _SCRATCH
     _HYPOTHESIS_HOME = tempfile.TemporaryDirectory(prefix="hypothesis-")
     set_hypothesis_home_dir(_HYPOTHESIS_HOME.name)
+    _SCRATCH = tempfile.TemporaryDirectory(prefix="curvewatch-tests-")
+    os.environ.setdefault("DVC_SITE_CACHE_DIR", os.path.join(_SCRATCH.name, "dvc-site-cache"))
+    os.environ.setdefault("KERAS_HOME", os.path.join(_SCRATCH.name, "keras"))
     # `import dvc` gives DVC's logger console handlers bound to the sys.stdout / sys.stderr of that
     # moment (dvc.logger.setup). Imported first inside a test using capsys, they would keep that
     # test's capture stream, closed when it ends, and every later DVC log line would raise
@@ -69,8 +81,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _HYPOTHESIS_HOME is not None:
-        _HYPOTHESIS_HOME.cleanup()
+    for folder in (_HYPOTHESIS_HOME, _SCRATCH):
+        if folder is not None:
+            folder.cleanup()
 
 
 @pytest.fixture(scope="session")

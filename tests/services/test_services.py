@@ -69,17 +69,30 @@ def scratch_services():
     remove_services(svc)
 
 
-def test_status_does_not_trust_a_look_alike_on_the_recorded_port(fake_mlflow, scratch_services: Services):
+def test_status_does_not_trust_a_look_alike_on_the_recorded_port(
+    fake_mlflow, scratch_services: Services, monkeypatch: pytest.MonkeyPatch
+):
     port, pid = fake_mlflow
     state = scratch_services.dir / "mlflow"
     state.mkdir(parents=True)
+    # the start time as pid_start files record it: /proc/<pid>/stat field 22, read here independently
     start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     for key, value in {"port": port, "pid": pid, "pid_start": start, "token": "ours"}.items():
         (state / key).write_text(f"{value}\n")
     assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok  # it answers like MLflow
     status = scratch_services.run("mlflow-server.sh", "status", check=False)
     assert status.returncode == 1
-    assert "not running" in status.stdout  # same pid, start time, command words and port: the token differs
+    assert "not running" in status.stdout
+    # What refused it is the token: the recorded pid, start time, command words and port all match
+    # the look-alike, and the token it reports is the only difference. (status alone would also fail
+    # on the PostgreSQL backend, which this scratch folder never started.)
+    monkeypatch.setenv("CURVEWATCH_SERVICES_DIR", str(scratch_services.dir))
+    server = _services_module().MlflowServer()
+    assert server.process_ok()
+    assert not server.token_ok()
+    (state / "token").write_text("someone-elses\n")  # the token the look-alike reports
+    assert server.token_ok()
+    (state / "token").write_text("ours\n")
     # and stop leaves a process that is not ours alone
     (state / "pid_start").write_text("0\n")
     stop = scratch_services.run("mlflow-server.sh", "stop")
