@@ -212,13 +212,16 @@ def _min_delta(values: Sequence[float | None], diagnosis: Diagnosis) -> float:
     The curve's epoch-to-epoch noise SD, capped for val_accuracy by the binomial SD of one
     measurement on the validation set (``diagnosis.n_val``: given, or read off the accuracy grid):
     an oscillating run's jitter is not the measurement's noise, and a real gain of a few examples
-    must still restart the count.
+    must still restart the count. For val_accuracy it is never below 1.5 examples (1.5 / n_val): a
+    gain of one example is one step of the accuracy's grid, not an improvement the measurement can
+    resolve (a real run on 1,000 examples, flat at 0.925 under ReduceLROnPlateau with a noise SD of
+    0.00095, gained one example at epoch 16 and had its patience restarted).
     """
     noise = diagnosis.noise or 0.0
     if diagnosis.monitor != "val_accuracy" or not diagnosis.n_val:
         return noise
     y = np.asarray([math.nan if v is None else float(v) for v in values])
-    return min(noise, binomial_sd(float(np.nanmax(y)), diagnosis.n_val))
+    return max(min(noise, binomial_sd(float(np.nanmax(y)), diagnosis.n_val)), 1.5 / diagnosis.n_val)
 
 
 def _val_loss_best_within(history: Mapping[str, Sequence[float]], epochs: int) -> bool:

@@ -55,7 +55,7 @@ def test_in_memory_and_mlflow_string_params_compare_equal():
     assert same_config(p, _flat(Params()))
 
 
-def test_runs_without_params_never_match():
+def test_runs_without_params_never_match_and_seed_only_params_are_one_empty_config():
     assert not same_config({}, {})
     assert not same_config({}, _params())
     # Params holding nothing but a seed are an empty config: equal, by the definition.

@@ -1014,9 +1014,7 @@ def test_live_stop_never_fires_on_a_run_still_improving_beyond_its_noise() -> No
         }
         for epochs in range(3, 51):
             decision = should_stop({k: v[:epochs] for k, v in history.items()}, 50, num_classes=10)
-            if decision.stop:
-                regret = max(history["val_accuracy"]) - max(history["val_accuracy"][:epochs])
-                assert regret <= 0.005, (seed, epochs, regret, decision.reason)
+            assert not decision.stop, (seed, epochs, decision.reason)
 
 
 def test_live_stop_never_contradicts_a_too_slow_diagnosis() -> None:
@@ -1093,7 +1091,7 @@ def test_a_one_epoch_run_is_diagnosed_not_refused() -> None:
 
 
 @pytest.mark.parametrize("n_val", [1000, 20])
-def test_a_run_perfect_on_a_large_validation_set_is_not_too_slow(n_val: int) -> None:
+def test_a_perfect_score_ends_too_slow_only_on_a_validation_set_too_small_to_vouch_for_it(n_val: int) -> None:
     # An LSTM that sat at chance for 20 epochs, then got every one of 1,000 validation examples
     # right while val_loss kept falling (0.004 -> 0.0003): reported as too slow, "far from its
     # ceiling". A perfect score on 20 examples still allows a 15% error: there it stays too slow.

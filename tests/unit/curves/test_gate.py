@@ -221,13 +221,15 @@ def test_false_regression_rate_is_near_alpha():
         b = rng.random(n) < 0.85
         res = gate(_frame(a, ids), _frame(b, ids), n_resamples=200)
         flagged += res.decision == REGRESSION
-    assert flagged / sims < 0.09
+    assert 0.02 <= flagged / sims < 0.09, flagged  # near alpha: neither blind nor trigger-happy
 
 
 def test_bootstrap_is_seeded_and_result_serialises():
     ch, cp = _pair(N, 0.889, b=300, c=120)
     r1, r2 = gate(ch, cp, seed=7), gate(ch, cp, seed=7)
     assert r1.delta_ci == r2.delta_ci
+    # the seed is the bootstrap's, not ignored (percentiles of a discrete law: some seeds agree)
+    assert len({gate(ch, cp, seed=s).delta_ci for s in range(7, 12)}) > 1
     assert isinstance(r1, GateResult)
     d = json.loads(json.dumps(r1.to_dict()))
     assert d["decision"] == REGRESSION and d["finding"]["code"] == "regression"

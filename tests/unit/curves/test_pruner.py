@@ -78,8 +78,7 @@ def test_close_competitor_is_not_pruned():
     # Within the noise of the best: some remaining epoch may well beat it.
     study = study_with(CurvePruner(BUDGET, num_classes=10))
     t = run(study, curve(0.899, seed=3))
-    # Only near the budget, with few epochs left to beat it, may it be given up.
-    assert t.state == optuna.trial.TrialState.COMPLETE or t.user_attrs["pruned_epoch"] >= 24
+    assert t.state == optuna.trial.TrialState.COMPLETE, t.user_attrs.get("pruned_because")
 
 
 def test_no_forecast_prune_before_startup_trials_or_warmup():
@@ -328,13 +327,19 @@ def test_bad_arguments_name_the_argument(kwargs, field):
 
 
 def test_multi_objective_is_refused():
-    study = optuna.create_study(directions=["maximize", "minimize"], pruner=CurvePruner(BUDGET))
+    # Called directly: Optuna's Trial.should_prune() refuses a multi-objective study itself, before
+    # any pruner is asked, so going through it would pass whatever CurvePruner does.
+    pruner = CurvePruner(BUDGET)
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
     trial = study.ask()
-    with pytest.raises(NotImplementedError):
-        trial.should_prune()
+    with pytest.raises(NotImplementedError, match="single-objective"):
+        pruner.prune(study, study.trials[trial.number])
 
 
 def test_from_the_family_warmup_the_probability_is_the_mean_of_both_forecasts():
+    # What is under test is the mixing only: from which epoch the two forecasts are averaged, and
+    # with equal weights. Each forecast is rebuilt from the pruner's own helpers, so their values
+    # are tested elsewhere (ratio_forecast and the family forecast above), not here.
     from pipelines.curves.pruner import _forecast
 
     pruner = CurvePruner(BUDGET, num_classes=10, use_diagnosis=False)
