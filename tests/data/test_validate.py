@@ -14,10 +14,12 @@ from pipelines.config import ValidateConfig
 from pipelines.validate import (
     ValidationInputError,
     ValidationResult,
+    _parameter_names,
     class_shares,
     find_leakage,
     format_failures,
     kl_divergence,
+    suite_parameters,
     validate,
 )
 
@@ -338,3 +340,7 @@ def test_repository_suites_load_as_json_with_known_parameters(suites_dir):
         suite = json.loads((suites_dir / f"{name}.json").read_text())
         assert suite["name"] == name
         assert all("type" in e and "kwargs" in e for e in suite["expectations"])
+        # every $PARAMETER the suite names is one the validation step supplies
+        used = _parameter_names(suite["expectations"])
+        known = suite_parameters(ValidateConfig(), {"num_classes": 10, "image_shape": [28, 28, 1]})
+        assert used <= set(known), (name, used - set(known))

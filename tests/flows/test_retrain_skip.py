@@ -43,13 +43,20 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     lock = (project.root / "dvc.lock").read_text()
     assert run.data.tags[schedule.DATA_TAG] in lock  # dvc.lock records the data the run used
 
+    def mlflow_runs() -> int:
+        experiments = [e.experiment_id for e in mc.search_experiments()]
+        return len(mc.search_runs(experiments, max_results=1000))
+
+    runs_before = mlflow_runs()
     start = time.perf_counter()
     second = run_retrain()
     skip_s = time.perf_counter() - start
     assert second.skipped and second.skipped.startswith("skipped training") and first.run_id in second.skipped
     assert second.run_id is None and "\n" not in second.skipped
     assert (project.root / "dvc.lock").read_text() == lock
-    assert skip_s < full_s / 2, f"skip took {skip_s:.1f} s against {full_s:.1f} s for the full run"
+    # Skipped means no training, evaluation or comparison: no run is written at all. (Its time is
+    # printed, not asserted: these machines are shared.)
+    assert mlflow_runs() == runs_before
     print(f"full run {full_s:.1f} s, skipped run {skip_s:.1f} s")
 
     assert dvc_status(project.root) == DVC_CLEAN

@@ -39,10 +39,21 @@ def test_mistyped_path_says_no_such_file(tmp_path, monkeypatch):
 
 
 def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    from pipelines.curves.io import load_curve
+
+    # Epochs 5..16 in the file, so that a header read as "\ufeffepoch" (rows numbered instead of
+    # the epoch column read) shows.
+    rows = [f"{int(row.split(',', 1)[0]) + 5},{row.split(',', 1)[1]}" for row in _rows()]
     path = tmp_path / "excel.csv"
-    path.write_bytes(("\ufeff" + "\r\n".join([HEADER, *_rows()]) + "\r\n").encode("utf-8"))
+    path.write_bytes(("\ufeff" + "\r\n".join([HEADER, *rows]) + "\r\n").encode("utf-8"))
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join([HEADER, *rows]) + "\n")
+    with_bom, without = load_curve(path), load_curve(plain)
+    assert with_bom.epochs.tolist() == without.epochs.tolist()
+    assert with_bom.epochs.tolist() != list(range(1, len(rows) + 1))
+    assert set(with_bom.metrics) == set(without.metrics)
     result = runner.invoke(
-        app, ["diagnose", str(path), "--epoch-budget", "12", "--no-extrapolate", "--out", str(tmp_path / "r")]
+        app, ["diagnose", str(path), "--epoch-budget", "17", "--no-extrapolate", "--out", str(tmp_path / "r")]
     )
     assert result.exit_code in (0, 1), result.output  # diagnosed, not refused
     assert "excel.csv" in (tmp_path / "r" / "diagnosis.json").read_text()

@@ -98,7 +98,10 @@ def test_labels_and_dropped_cover_every_csv():
 
 
 def test_load_corpus_filters_and_rejects_bad_split(tmp_path):
-    assert {r.split for r in load_corpus("test")} == {"test"}
+    labels = json.loads((CORPUS_DIR / "labels.json").read_text())
+    test_runs = load_corpus("test")
+    assert {r.split for r in test_runs} == {"test"}
+    assert len(test_runs) == sum(label["split"] == "test" for label in labels.values()) > 0
     with pytest.raises(ValueError, match="split"):
         load_corpus("train")
     with pytest.raises(FileNotFoundError, match="labels.json"):

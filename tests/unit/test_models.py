@@ -53,6 +53,11 @@ def test_dropout_and_l2_come_from_config() -> None:
     x, _ = _images((28, 28, 1), n=2)
     model(x, training=False)
     assert len(model.losses) > 0  # one L2 penalty per regularised kernel
+    kernels = [layer.kernel for layer in model.layers if getattr(layer, "kernel_regularizer", None)]
+    assert kernels
+    expected = sum(1e-3 * float(keras.ops.sum(keras.ops.square(k))) for k in kernels)
+    penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses))
+    assert penalty == pytest.approx(expected, rel=1e-4)
     plain = build_model(TrainConfig(model="small_cnn", l2=0.0), (28, 28, 1), 10)
     plain(x, training=False)
     assert len(plain.losses) == 0
@@ -66,6 +71,10 @@ def test_augmentation_is_inside_the_model_and_only_acts_in_training() -> None:
     a = keras.ops.convert_to_numpy(model(x, training=False))
     b = keras.ops.convert_to_numpy(model(x, training=False))
     np.testing.assert_array_equal(a, b)
+    # In training the random flips, shifts and zooms change what the network sees.
+    augment = keras.Sequential([model.get_layer(n) for n in ("aug_flip", "aug_translate", "aug_zoom")])
+    seen = [keras.ops.convert_to_numpy(augment(x, training=True)) for _ in range(3)]
+    assert any(not np.array_equal(s, np.asarray(x, dtype=s.dtype)) for s in seen)
     assert not {"aug_flip"} & {layer.name for layer in build_model(TrainConfig(), (28, 28, 1), 10).layers}
 
 
