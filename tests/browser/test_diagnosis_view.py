@@ -200,6 +200,8 @@ def test_runs_table_shows_verdict_onset_and_gate_as_loaded(seeded, page, tmp_pat
         assert t["curvewatch.verdict"] in cells, (key, cells)
         assert t["curvewatch.gate"] in cells, (key, cells)
         onset = t.get("curvewatch.plateau_onset_epoch")
+        if key == "stalled":  # a plateau has its onset tagged, and the table shows it
+            assert onset, t
         if onset:
             assert onset in cells, (key, cells)
     # Every run name is distinct and says model, learning rate, data version and time.

@@ -43,6 +43,9 @@ def test_prefect_ui_loads_its_dashboard(prefect_server, page, screenshot_dir):
     page.get_by_text("Work Pools").first.wait_for(state="visible", timeout=30_000)
     page.screenshot(path=str(screenshot_dir / "prefect-ui.png"))
     # the UI reads from its own server's API (PREFECT_UI_API_URL on a non-4200 port): the
-    # ownership variable infra/prefect-server.sh wrote is listed
+    # ownership variable infra/prefect-server.sh wrote is listed with this server's own token (any
+    # server the project starts has the variable; only this one has the value)
+    token = (prefect_server.services.dir / "prefect" / "token").read_text().strip()
     page.goto(f"{base}/variables", wait_until="domcontentloaded")
     page.get_by_text("curvewatch_server_token").first.wait_for(state="visible", timeout=60_000)
+    page.get_by_text(token[:16]).first.wait_for(state="visible", timeout=30_000)

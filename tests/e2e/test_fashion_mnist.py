@@ -1,4 +1,5 @@
-"""End to end on a Fashion-MNIST subset: the CLI stages as dvc.yaml calls them, then the flow."""
+"""End to end on a Fashion-MNIST subset: the CLI stages as dvc.yaml calls them, one after another (the
+Prefect flow that runs the same steps is tested in tests/flows/)."""
 
 from __future__ import annotations
 

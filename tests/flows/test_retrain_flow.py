@@ -14,8 +14,9 @@ from pipelines.config import load_params
 pytestmark = pytest.mark.flow
 
 
-def _events(name: str, timeout: float = 30.0) -> list:
-    """Events named ``name`` on the Prefect server (they are persisted asynchronously)."""
+def _events(name: str, mlflow_run_id: str, timeout: float = 30.0) -> list:
+    """Events named ``name`` about MLflow run ``mlflow_run_id`` (their payload's ``mlflow_run_id``) on
+    the Prefect server, which the other flow tests share (events are persisted asynchronously)."""
     import time
 
     from prefect import get_client
@@ -26,6 +27,7 @@ def _events(name: str, timeout: float = 30.0) -> list:
         while True:
             # limit: the client defaults to 100, over the server's maximum of 50.
             events = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50).events
+            events = [e for e in events if e.payload.get("mlflow_run_id") == mlflow_run_id]
             if events or time.monotonic() > deadline:
                 return events
             time.sleep(1)
@@ -107,10 +109,12 @@ def test_retrain_promotes_first_champion_then_gates_a_worse_challenger(folder_pa
     )
     with pytest.raises(steps.GateFailed, match="regression gate failed"):
         run_retrain(params_path=str(bad))
-    assert _events(schedule.REGRESSION_EVENT), "no curvewatch.regression event reached the Prefect server"
     assert tracking.get_champion(mc, "flow-test-model").run_id == summary.run_id
     latest = tracking.recent_training_runs(mc, run.info.experiment_id, limit=1)[0]
     assert latest.info.run_id != summary.run_id
+    assert _events(schedule.REGRESSION_EVENT, latest.info.run_id), (
+        "no curvewatch.regression event about the challenger reached the Prefect server"
+    )
     assert mc.get_run(latest.info.run_id).data.tags["curvewatch.promoted"] == "false"
     assert mc.get_run(latest.info.run_id).data.tags["curvewatch.gate"] != "promote"
 

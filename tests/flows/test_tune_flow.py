@@ -8,6 +8,8 @@ from flows.tune import TuneSummary, tune
 from pipelines import tracking
 from pipelines.config import ConfigError, load_params
 
+pytestmark = pytest.mark.flow
+
 
 def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folder_params):
     path = folder_params(

@@ -145,7 +145,9 @@ def test_signal_keeps_the_backup_marks_killed_and_resumes(slow_project, tmp_path
     kept = len(_state(params)["epochs"])
 
     assert proc.returncode == 128 + signum, out
-    assert exit_s < 5  # the epoch in progress is abandoned at the next batch, not finished
+    # The epoch in progress is abandoned at the next batch, not finished: the backup holds the
+    # epochs finished when the signal came (its exit time is printed, not asserted).
+    assert kept == len(state["epochs"]), (kept, len(state["epochs"]))
     assert signal.Signals(signum).name in out
     assert run.info.status == "KILLED"
     assert "rerun the same command to resume" in run.data.tags["curvewatch.failure_reason"]

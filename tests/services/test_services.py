@@ -123,15 +123,25 @@ def test_postgres_never_takes_a_held_port(scratch_services: Services):
         holder.close()
 
 
-def test_ui_fails_loudly_when_its_port_is_held():
+def test_ui_fails_loudly_when_its_port_is_held(tmp_path: Path):
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     port = holder.getsockname()[1]
     try:
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        # Its own store and state folder: were the port check to fail, the UI it started would
+        # touch neither the repository's mlflow.db nor the developer's services.
+        env = dict(
+            os.environ,
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            CURVEWATCH_SERVICES_DIR=str(tmp_path / "services"),
+        )
         proc = subprocess.run(
-            ["bash", "infra/mlflow-ui.sh", str(port)], capture_output=True, text=True, env=env, timeout=60
+            ["bash", str(INFRA / "mlflow-ui.sh"), str(port)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
     finally:
         holder.close()
@@ -169,8 +179,16 @@ def test_prefect_server_is_reused_only_as_ours(prefect_server):
     assert "already running" in again.stdout
     health = requests.get(f"{prefect_server.url}/health", timeout=10)
     assert health.status_code == 200
-    ui = requests.get(prefect_server.url.removesuffix("/api"), timeout=10)
-    assert ui.status_code == 200 and "<html" in ui.text.lower()
+    # The same server, with a token on record that is not the one it holds, is not ours: status
+    # says so (start would restart it rather than reuse it; the session's server is left running).
+    token = svc.dir / "prefect" / "token"
+    ours = token.read_text()
+    try:
+        token.write_text("someone-elses\n")
+        assert svc.run("prefect-server.sh", "status", check=False).returncode == 1
+    finally:
+        token.write_text(ours)
+    assert svc.run("prefect-server.sh", "status").returncode == 0
 
 
 # ------------------------------------------------------------------ MLflow server with basic auth

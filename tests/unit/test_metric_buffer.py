@@ -79,10 +79,10 @@ def test_metrics_logged_while_a_real_server_restarts_all_arrive(tmp_path):
         time.sleep(3)
         assert buf.pending == 6 and buf.last_error is not None
         server.start()
-        back = time.monotonic()
         buf.put(_epoch(5))
-        buf.close(timeout_s=120)
-        assert time.monotonic() - back < 10  # sent within the buffer's 2 s backoff, not MLflow's minutes
+        # A deadline, not a speed check: the buffer retries every 2 s at most and sends at once,
+        # while a send left to MLflow's own retries would hold it for minutes (close raises).
+        buf.close(timeout_s=30)
         for key in ("val_accuracy", "loss"):
             assert [m.step for m in mc.get_metric_history(run_id, key)] == [1, 2, 3, 4, 5]
     finally:
