@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,15 +271,23 @@ def test_compare_never_promotes_an_incomplete_run(tiny_project):
     mc = tracking.client()
     with pytest.raises(KeyboardInterrupt):
         steps.run_train(params, extra_callbacks=(_StopAfter(1),))
-    killed = tracking.run_curve(mc, _state(params)["run_id"])
+    killed_id = _state(params)["run_id"]
+    killed = tracking.run_curve(mc, killed_id)
     assert steps.incomplete_reason(killed) == "the run is incomplete (not FINISHED, or stopped by a NaN loss)"
 
+    shutil.rmtree(params.paths.backup_dir)  # not resumed: the next training is a new run
     done = steps.run_train(params)
+    assert done.run_id != killed_id
     curve = tracking.run_curve(mc, done.run_id)
     assert steps.incomplete_reason(curve) is None
     gap = type(curve)(run=curve.run, metrics=curve.metrics, epochs=curve.epochs + 1, complete=True)
     assert "per-epoch metrics are missing" in steps.incomplete_reason(gap)
-    # The registry policy (pipelines/registry.py) registers, hence promotes, only complete runs.
-    from pipelines.registry import registration_decision
-
-    assert not registration_decision(completed=False, verdict="healthy").register
+    # The compare stage on the killed run (the finished run's model scored the test set): with no
+    # champion yet, a complete run would be registered and promoted; the incomplete one is neither.
+    steps.run_evaluate(params)
+    info = json.loads(params.paths.run_file.read_text())
+    params.paths.run_file.write_text(json.dumps({**info, "run_id": killed_id}))
+    outcome = steps.run_compare(params)
+    assert not outcome.promoted
+    assert tracking.get_champion(mc, params.tracking.registered_model) is None
+    assert not mc.search_model_versions(f"name='{params.tracking.registered_model}'")
