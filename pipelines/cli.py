@@ -115,12 +115,15 @@ def validate(
 ) -> None:
     """Run the Great Expectations suites and cross-split checks; exit 1 when any fails."""
     from pipelines.steps import ValidationFailed, run_validate
+    from pipelines.validate import ValidationInputError
 
     _setup_logging()
     try:
         result = run_validate(_params(params, profile, set_))
     except ValidationFailed as exc:
         _fail(exc)
+    except (ValidationInputError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
+        _fail(exc, code=2)
     typer.echo(f"data validation passed; Data Docs: {result.data_docs_index}")
 
 
@@ -129,18 +132,22 @@ def baseline(
     params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
 ) -> None:
     """Logistic-regression validation accuracy on the same split (the diagnosis' "low plateau" yardstick)."""
+    from pipelines.fetch import DataError
     from pipelines.steps import run_baseline
 
     _setup_logging()
-    typer.echo(
-        f"baseline (logistic regression) val_accuracy {run_baseline(_params(params, profile, set_)):.4f}"
-    )
+    try:
+        accuracy = run_baseline(_params(params, profile, set_))
+    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
+        _fail(exc, code=2)
+    typer.echo(f"baseline (logistic regression) val_accuracy {accuracy:.4f}")
 
 
 @app.command()
 def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Train the configured model and log the run to MLflow."""
     from pipelines import heap
+    from pipelines.fetch import DataError
     from pipelines.steps import StageError, run_train
     from pipelines.train import TrainingInterrupted
 
@@ -150,6 +157,8 @@ def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
         outcome = run_train(_params(params, profile, set_))
     except StageError as exc:
         _fail(exc)
+    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
+        _fail(exc, code=2)
     except TrainingInterrupted as exc:
         typer.secho(str(exc), fg="red", err=True)
         logging.shutdown()
@@ -175,6 +184,7 @@ def evaluate(
 ) -> None:
     """Evaluate the trained model on the test split (metrics, confusion matrix, predictions)."""
     from pipelines import heap
+    from pipelines.fetch import DataError
     from pipelines.steps import StageError, run_evaluate
 
     _setup_logging()
@@ -183,6 +193,8 @@ def evaluate(
         result = run_evaluate(_params(params, profile, set_))
     except StageError as exc:
         _fail(exc)
+    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
+        _fail(exc, code=2)
     typer.echo(f"test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}")
 
 
@@ -441,14 +453,18 @@ def tune(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
 ) -> None:
     """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""
+    from pipelines.fetch import DataError
     from pipelines.prepare import load_split
     from pipelines.steps import load_train_data
     from pipelines.tune import tune as run_tune
 
     _setup_logging()
     p = _params(params, profile, set_)
-    data, _ = load_train_data(p)
-    test = load_split(p.paths.prepared_dir, "test")
+    try:
+        data, _ = load_train_data(p)
+        test = load_split(p.paths.prepared_dir, "test")
+    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
+        _fail(exc, code=2)
     try:
         result = run_tune(p, data, n_trials=trials, test=(test.x, test.y), storage=storage)
     except ValueError as exc:

@@ -318,7 +318,10 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(value_text)
+    try:
+        node[parts[-1]] = yaml.safe_load(value_text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML: {exc}") from exc
 
 
 def load_params(
@@ -346,7 +349,9 @@ def load_params(
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -354,12 +359,19 @@ def load_params(
     for override in overrides or []:
         if override.startswith("base.profile="):
             _apply_override(raw, override)
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: base: must be a mapping of keys to values, got {base!r}")
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: profiles must be a mapping of profile name to overrides")
-    chosen = profile or (raw.get("base") or {}).get("profile", "quick")
+    chosen = profile or base.get("profile", "quick")
+    if not isinstance(chosen, str):
+        raise ConfigError(f"{path}: base.profile: must be a profile name, got {chosen!r}")
     if chosen not in profiles and chosen != "quick":
         raise ConfigError(f"{path}: base.profile: unknown profile {chosen!r}; known: {sorted(profiles)}")
+    if not isinstance(profiles.get(chosen) or {}, dict):
+        raise ConfigError(f"{path}: profiles.{chosen}: must be a mapping of sections to overrides")
     resolved = _deep_merge(raw, profiles.get(chosen) or {})
     resolved.setdefault("base", {})["profile"] = chosen
     for override in overrides or []:

@@ -345,7 +345,8 @@ def _read_image(data: bytes, path: Path, mode: str, size: tuple[int, int]) -> np
             if converted.size != (width, height):
                 converted = converted.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(converted, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # SyntaxError: Pillow's PNG decoder on a broken chunk ("broken PNG file (chunk ...)").
         raise DataError(f"{path}: unreadable image: {exc}") from exc
     return array[..., np.newaxis] if array.ndim == 2 else array
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,7 +300,8 @@ def load_split(prepared_dir: Path, split: str) -> Split:
             x, y, ids = archive["x"], archive["y"], archive["ids"]
     except PreparedDataError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # BadZipFile: a truncated or corrupted archive ("File is not a zip file", "Bad CRC-32").
         raise PreparedDataError(f"{path}: not a readable .npz file: {exc}") from exc
     if x.dtype != np.uint8 or x.ndim != 4:
         raise PreparedDataError(f"{path}: x must be (N, H, W, C) uint8, got {x.shape} {x.dtype}")

@@ -414,6 +414,8 @@ def load_csv_logger(
             ]
     except UnicodeDecodeError as error:
         raise ValueError(_not_text(path, error)) from None
+    except csv.Error as error:  # e.g. a cell over the csv module's field size limit (128 KiB)
+        raise ValueError(f"{path}: not a readable CSV file ({error})") from None
     numbered = False
     if "epoch" not in header:
         if header and header[0] == "":
@@ -668,7 +670,7 @@ def curve_from_history(
             metrics[name] = np.asarray(
                 [math.nan if v is None else float(v) for v in values], dtype=np.float64
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64's range
             raise ValueError(f"{run}: metric {name!r} holds a non-numeric value") from None
     lengths = {name: array.size for name, array in metrics.items()}
     if len(set(lengths.values())) != 1:
@@ -733,6 +735,8 @@ def load_history_json(
             if not error.msg.startswith("Extra data"):
                 raise ValueError(f"{path}: not valid JSON ({error})") from None
             payload = _json_lines(text, path)
+        except RecursionError:
+            raise ValueError(f"{path}: not a training history (JSON nested too deeply to read)") from None
     if isinstance(payload, list):
         payload = _records_to_history(payload, path)
     if not isinstance(payload, dict):
@@ -742,7 +746,10 @@ def load_history_json(
     if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
         raise ValueError(f"{path}: expected metric name -> list of per-epoch values")
     if epoch_budget is None and isinstance(params, dict) and isinstance(params.get("epochs"), int):
-        epoch_budget = int(params["epochs"])
+        epochs = params["epochs"]
+        if isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"{path}: params.epochs: must be a positive number of epochs, got {epochs!r}")
+        epoch_budget = int(epochs)
     _check_history(history, path)
     return curve_from_history(
         history, run if run is not None else path.stem, epoch_budget=epoch_budget, num_classes=num_classes
@@ -758,6 +765,8 @@ def _json_lines(text: str, path: Path) -> list[Any]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}: line {number}: JSON nested too deeply to read") from None
     return records
 
 

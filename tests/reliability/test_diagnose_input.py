@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -68,3 +71,39 @@ def test_run_id_without_a_store_creates_no_mlflow_db(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "no MLflow store" in result.output and "MLFLOW_TRACKING_URI" in result.output
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("big.csv", "epoch,val_loss\n0," + "1" * 140_000 + "\n", "big.csv: not a readable CSV file"),
+        ("huge.json", '{"val_loss": [1, 1' + "0" * 400 + "]}", "metric 'val_loss' holds a non-numeric value"),
+        (
+            "deep.json",
+            "[" * 100_000 + "]" * 100_000,
+            "deep.json: not a training history (JSON nested too deeply",
+        ),
+        (
+            "zero.json",
+            '{"history": {"val_loss": [1, 0.5]}, "params": {"epochs": 0}}',
+            "zero.json: params.epochs: must be a positive number of epochs, got 0",
+        ),
+    ],
+    ids=["cell-over-the-csv-limit", "integer-beyond-float64", "json-nested-too-deep", "budget-zero"],
+)
+def test_unreadable_logs_are_refused_naming_the_file_and_a_folder_skips_them(
+    tmp_path, name, content, message
+):
+    # Each had escaped as csv.Error, OverflowError or RecursionError (or been taken as a budget of
+    # 0), which `curvewatch diagnose <folder>` does not catch: one such file aborted the whole folder.
+    from pipelines.curves.io import load_curve
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / name).write_text(content)
+    (folder / "good.csv").write_text("\n".join([HEADER, *_rows()]) + "\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_curve(folder / name)
+    result = runner.invoke(app, ["diagnose", str(folder), "--no-extrapolate", "--out", str(tmp_path / "r")])
+    assert result.exit_code in (0, 1), result.output  # the good file diagnosed, the bad one skipped
+    assert "skipped, not a training curve" in result.output

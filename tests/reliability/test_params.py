@@ -58,3 +58,32 @@ def test_the_repository_params_pass_the_same_rules():
     from pathlib import Path
 
     load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("base: 5\n", None, "p.yaml: base: must be a mapping of keys to values, got 5"),
+        ("base: {profile: [a]}\n", None, "p.yaml: base.profile: must be a profile name, got ['a']"),
+        ("base: {profile: full}\nprofiles: {full: 5}\n", None, "p.yaml: profiles.full: must be a mapping"),
+        (
+            "train: {epochs: 3}\n",
+            ["train.epochs=[1"],
+            "override 'train.epochs=[1': the value is not valid YAML",
+        ),
+    ],
+    ids=["base-not-a-mapping", "profile-not-a-name", "profile-not-a-mapping", "override-not-yaml"],
+)
+def test_malformed_params_files_and_overrides_name_the_key(tmp_path, text, overrides, message):
+    # Each had escaped as a raw AttributeError, TypeError or yaml ParserError naming nothing.
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_params(path, overrides=overrides)
+
+
+def test_a_params_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"train:\n  epochs: 3\n# \xff\xfe\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: not UTF-8 text")):
+        load_params(path)

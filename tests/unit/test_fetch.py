@@ -349,6 +349,27 @@ def _truncated_image(root: Path) -> str:
     return "a.png"
 
 
+def _broken_png_chunk(root: Path) -> str:
+    # A PNG whose image data runs on into a chunk with an invalid type: Pillow's decoder raises
+    # SyntaxError("broken PNG file"), which had escaped without the file's name.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    pixels = zlib.compress(b"".join(b"\x00" + bytes(range(y, y + 8)) for y in range(8)))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", pixels[:10])
+        + chunk(b"\x95\x1c\xde?", pixels[10:])
+        + chunk(b"IEND", b"")
+    )
+    (root / "bee" / "chunk.png").write_bytes(png)
+    return "chunk.png"
+
+
 def _empty_class(root: Path) -> str:
     (root / "dog").mkdir()
     (root / "dog" / "readme.txt").write_text("no images here")
@@ -365,6 +386,7 @@ def _no_class_folders(root: Path) -> str:
 BAD_FOLDER_CASES: dict[str, tuple[Callable[[Path], str], str]] = {
     "unreadable_image": (_unreadable, "unreadable image"),
     "truncated_image": (_truncated_image, "unreadable image"),
+    "broken_png_chunk": (_broken_png_chunk, "unreadable image"),
     "empty_class": (_empty_class, "empty class folder"),
     "no_class_folders": (_no_class_folders, "at least 2 class subfolders"),
 }

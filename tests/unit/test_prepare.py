@@ -216,6 +216,11 @@ def test_load_split_malformed(prepared: Path) -> None:
     (prepared / "val.npz").write_bytes(b"garbage")
     with pytest.raises(PreparedDataError, match="val.npz"):
         load_split(prepared, "val")
+    # A real archive cut short (zipfile.BadZipFile, which had escaped without the path).
+    whole = (prepared / "train.npz").read_bytes()
+    (prepared / "val.npz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(PreparedDataError, match="val.npz: not a readable .npz file"):
+        load_split(prepared, "val")
     np.savez(prepared / "train.npz", x=np.zeros((2, 6, 5, 1), np.uint8), y=np.zeros(2, np.int64))
     with pytest.raises(PreparedDataError, match=r"train.npz: missing arrays \['ids'\]"):
         load_split(prepared, "train")

@@ -1,0 +1,24 @@
+"""Reliability rows: a stage run before the one it needs exits non-zero with one line naming the missing
+file (2 for missing or unreadable input, 1 for a stage not run yet), never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("stage", ["validate", "baseline", "train", "evaluate", "tune"])
+def test_a_stage_without_prepared_data_fails_in_one_line_naming_the_file(
+    params_file, mlflow_uri, tmp_path, stage
+):
+    # Each had ended in a traceback (ValidationInputError, FileNotFoundError) although its message
+    # named the file.
+    path = params_file()
+    result = runner.invoke(app, [stage, "--params", str(path)])
+    assert isinstance(result.exception, SystemExit), result.exception  # typer.Exit, not an error
+    assert result.exit_code in (1, 2), result.output
+    assert str(tmp_path) in result.output and "Traceback" not in result.output
