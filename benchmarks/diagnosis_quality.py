@@ -294,7 +294,9 @@ def write_baselines(fixtures: Path = LEGACY_FIXTURES, path: Path = BASELINES) ->
         ),
         "datasets": datasets,
     }
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    from pipelines.io_utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     return out
 
 

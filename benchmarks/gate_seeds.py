@@ -80,6 +80,7 @@ def train_missing(cache: Path, kinds: dict[str, tuple[dict, tuple[int, ...]]]) -
     from pipelines.config import BaseConfig, FetchConfig, PrepareConfig, TrainConfig
     from pipelines.evaluate import evaluate
     from pipelines.fetch import fetch, load_raw
+    from pipelines.io_utils import atomic_write_text, atomic_write_via
     from pipelines.prepare import split_dataset
     from pipelines.train import TrainData, train
 
@@ -109,7 +110,6 @@ def train_missing(cache: Path, kinds: dict[str, tuple[dict, tuple[int, ...]]]) -
         ev = evaluate(result.model, te.x, te.y, te.ids, raw.class_names, batch_size=512)
         correct = ev.predictions.set_index("id").loc[te.ids, "correct"].to_numpy(dtype=bool)
         name = _run_name(kind, seed)
-        np.save(cache / f"{name}.npy", correct)
         meta = {
             "kind": kind,
             "seed": seed,
@@ -121,7 +121,10 @@ def train_missing(cache: Path, kinds: dict[str, tuple[dict, tuple[int, ...]]]) -
             "seconds": time.perf_counter() - start,
             "cpu_seconds": _cpu_seconds() - cpu,
         }
-        (cache / f"{name}.json").write_text(json.dumps(meta, indent=1))
+        # The metadata first, then the predictions, each written whole (temporary file, rename): the
+        # .npy is what marks the run done, so a run cut short is trained again, never read half-written.
+        atomic_write_text(cache / f"{name}.json", json.dumps(meta, indent=1))
+        atomic_write_via(cache / f"{name}.npy", lambda tmp, values=correct: np.save(tmp, values))
         print(
             f"{name}: test accuracy {meta['test_accuracy']:.4f}, {result.epochs_run} epochs "
             f"(best {result.best_epoch}), {meta['seconds']:.0f} s, {meta['cpu_seconds']:.0f} CPU-s",

@@ -252,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"argv": sys.argv[1:], "keras_backend": os.environ["KERAS_BACKEND"]}
 
     def save() -> None:
+        from pipelines.io_utils import atomic_write_text
+
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+            # Written whole each time (temporary file, rename): a run cut short keeps what it measured.
+            atomic_write_text(args.out / "gpu_check.json", json.dumps(report, indent=1, default=str))
 
     # The project's enable_memory_growth must be what turns preallocation off: drop an inherited value.
     inherited = os.environ.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)

@@ -1139,10 +1139,14 @@ def one(name, out):
     cbs = list(fit.pop("callbacks", []))
     if os.environ.get("PROBE_SMOKE"):
         fit["epochs"] = 1
-    path = out / f"{name}.csv"
-    cbs.append(keras.callbacks.CSVLogger(str(path)))
+    from pipelines.io_utils import atomic_write_text, atomic_write_via
+
     t = time.time()
-    m.fit(**fit, callbacks=cbs, verbose=0)
+    # The log goes to a temporary file renamed at the end: a run cut short leaves no partial probe.
+    atomic_write_via(
+        out / f"{name}.csv",
+        lambda log: m.fit(**fit, callbacks=[*cbs, keras.callbacks.CSVLogger(log)], verbose=0),
+    )
     meta.update(
         seconds=round(time.time() - t, 1),
         epochs=fit["epochs"],
@@ -1150,7 +1154,7 @@ def one(name, out):
         keras=keras.__version__,
         backend=keras.backend.backend(),
     )
-    (out / f"{name}.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_text(out / f"{name}.json", json.dumps(meta, indent=1))
     print(f"{name}: {meta['seconds']} s", flush=True)
 
 

@@ -715,18 +715,23 @@ def run_variant(variant: Variant, seed: int, out_dir: Path) -> Path:
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    path = out_dir / f"{variant.name}-s{seed}.csv"
-    model.fit(
-        x_tr,
-        y_tr,
-        validation_data=(x_va, y_va),
-        epochs=variant.epochs,
-        batch_size=variant.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[_lr_logger(), keras.callbacks.CSVLogger(str(path))],
-    )
-    return path
+    from pipelines.io_utils import atomic_write_via
+
+    def fit(log: str) -> None:
+        model.fit(
+            x_tr,
+            y_tr,
+            validation_data=(x_va, y_va),
+            epochs=variant.epochs,
+            batch_size=variant.batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=[_lr_logger(), keras.callbacks.CSVLogger(log)],
+        )
+
+    # The log goes to a temporary file renamed at the end: a run cut short leaves no partial fixture
+    # that --relabel would take for a finished one.
+    return atomic_write_via(out_dir / f"{variant.name}-s{seed}.csv", fit)
 
 
 def summarize(path: Path) -> str:
@@ -839,7 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             took = time.perf_counter() - t0
             print(f"{summarize(path)} {took:.1f}s {labels[path.name]['expected']}", flush=True)
         print(f"trained {len(selected)} runs in {time.perf_counter() - start:.0f}s")
-    labels_path.write_text(json.dumps(dict(sorted(labels.items())), indent=1) + "\n")
+    from pipelines.io_utils import atomic_write_text
+
+    atomic_write_text(labels_path, json.dumps(dict(sorted(labels.items())), indent=1) + "\n")
     print(f"{len(labels)} runs labelled in {labels_path}")
     return 0
 
