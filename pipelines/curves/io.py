@@ -328,6 +328,9 @@ def _complete_from_epochs(epochs: np.ndarray) -> bool:
 
 #: Separators ``CSVLogger(separator=...)`` is commonly given, the default first.
 SEPARATORS = ",;\t|"
+#: The largest epoch number read (10**9): a logged "epoch" above it is no epoch count, and past
+#: 2**63 it would wrap to a negative int64.
+MAX_EPOCH = 10**9
 
 
 def _separator(header: str) -> str:
@@ -623,6 +626,10 @@ def _logged_epochs(
     """
     if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
         raise ValueError(f"{source}: {kind} 'epoch' must hold whole numbers")
+    if np.any(np.abs(raw) > MAX_EPOCH):  # beyond int64 the cast wraps (1e20 read as a negative epoch)
+        raise ValueError(
+            f"{source}: {kind} 'epoch': {raw[np.abs(raw) > MAX_EPOCH][0]:g} is not an epoch number"
+        )
     numbers = continued_fits(raw.astype(np.int64), loss, source)
     keep = resumed_rows(numbers, source)
     epochs = numbers[keep] + 1

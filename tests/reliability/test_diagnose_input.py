@@ -84,12 +84,23 @@ def test_run_id_without_a_store_creates_no_mlflow_db(tmp_path, monkeypatch):
             "deep.json: not a training history (JSON nested too deeply",
         ),
         (
+            "far.csv",
+            "epoch,val_loss\n0,1\n1e20,0.5\n",
+            "far.csv: column 'epoch': 1e+20 is not an epoch number",
+        ),
+        (
             "zero.json",
             '{"history": {"val_loss": [1, 0.5]}, "params": {"epochs": 0}}',
             "zero.json: params.epochs: must be a positive number of epochs, got 0",
         ),
     ],
-    ids=["cell-over-the-csv-limit", "integer-beyond-float64", "json-nested-too-deep", "budget-zero"],
+    ids=[
+        "cell-over-the-csv-limit",
+        "integer-beyond-float64",
+        "json-nested-too-deep",
+        "epoch-1e20",
+        "budget-zero",
+    ],
 )
 def test_unreadable_logs_are_refused_naming_the_file_and_a_folder_skips_them(
     tmp_path, name, content, message
