@@ -677,8 +677,10 @@ def curve_from_history(
             metrics[name] = np.asarray(
                 [math.nan if v is None else float(v) for v in values], dtype=np.float64
             )
-        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64's range
+        except (TypeError, ValueError):
             raise ValueError(f"{run}: metric {name!r} holds a non-numeric value") from None
+        except OverflowError:  # an integer such as 10**400: JSON has no size limit, float64 has
+            raise ValueError(f"{run}: metric {name!r} holds a number beyond float64's range") from None
     lengths = {name: array.size for name, array in metrics.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"{run}: metrics have different lengths {lengths}")

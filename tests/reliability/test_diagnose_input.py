@@ -77,7 +77,11 @@ def test_run_id_without_a_store_creates_no_mlflow_db(tmp_path, monkeypatch):
     ("name", "content", "message"),
     [
         ("big.csv", "epoch,val_loss\n0," + "1" * 140_000 + "\n", "big.csv: not a readable CSV file"),
-        ("huge.json", '{"val_loss": [1, 1' + "0" * 400 + "]}", "metric 'val_loss' holds a non-numeric value"),
+        (
+            "huge.json",
+            '{"val_loss": [1, 1' + "0" * 400 + "]}",
+            "metric 'val_loss' holds a number beyond float64's range",
+        ),
         (
             "deep.json",
             "[" * 100_000 + "]" * 100_000,
