@@ -341,9 +341,11 @@ def load_params(
         The frozen, validated :class:`Params`.
 
     Raises:
-        ConfigError: the file is missing or not a YAML mapping, the profile is unknown, an override
-            is malformed, or a field is unknown or of the wrong type (the message names the file
-            and the field, e.g. ``params.yaml: train.epochs: Input should be a valid integer``).
+        ConfigError: the file is missing, not UTF-8 or not a YAML mapping; ``base`` or the chosen
+            profile is not a mapping, the profile name is not a string or is unknown; an override
+            is malformed or its value is not YAML; or a field is unknown or of the wrong type (the
+            message names the file and the field, e.g. ``params.yaml: train.epochs: Input should
+            be a valid integer``).
     """
     path = Path(path)
     if not path.is_file():

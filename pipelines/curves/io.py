@@ -396,7 +396,8 @@ def load_csv_logger(
             byte-order mark is accepted), no header, a row whose cells do not match the header
             (but for a last row still being written), a non-numeric cell in the epoch, a loss or an
             accuracy column (another column with text, e.g. a time stamp, is dropped with a warning),
-            no rows, or neither ``val_accuracy`` nor ``val_loss``.
+            a cell over the csv module's field size limit, no rows, or neither ``val_accuracy`` nor
+            ``val_loss``.
     """
     path = Path(path)
     # utf-8-sig: Excel saves CSV with a byte-order mark, which would otherwise glue to "epoch".
@@ -621,8 +622,8 @@ def _logged_epochs(
     epochs are strictly increasing.
 
     Raises:
-        ValueError: an epoch that is not a whole number, or negative (the message names the source
-            and the ``kind`` of field: ``column`` or ``metric``).
+        ValueError: an epoch that is not a whole number, negative, or above :data:`MAX_EPOCH`
+            (the message names the source and the ``kind`` of field: ``column`` or ``metric``).
     """
     if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
         raise ValueError(f"{source}: {kind} 'epoch' must hold whole numbers")
@@ -726,8 +727,9 @@ def load_history_json(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: (naming the file) not UTF-8 text (a byte-order mark is accepted), invalid
-            JSON (the line, for JSON lines), not an object of lists nor objects of numbers, or
-            the errors of :func:`curve_from_history`.
+            JSON (the line, for JSON lines) or JSON nested too deeply to read, not an object of
+            lists nor objects of numbers, ``params.epochs`` not a positive number, or the errors
+            of :func:`curve_from_history` (a number beyond float64's range among them).
     """
     path = Path(path)
     try:
