@@ -271,8 +271,8 @@ def last_improvement_epoch(
     Keras' ``EarlyStopping`` counts its patience from the last epoch that beat the best by more
     than ``min_delta`` (https://keras.io/api/callbacks/early_stopping/); :func:`should_stop` passes
     the metric's own epoch-to-epoch noise SD (:func:`pipelines.curves.noise.estimate_noise`,
-    capped by the binomial SD of one measurement), so a new best within noise does not restart
-    the count.
+    capped by the binomial SD of one measurement and never below 1.5 examples: :func:`_min_delta`),
+    so a new best within noise does not restart the count.
 
     Args:
         values: (E,) metric per epoch (None/NaN skipped).
@@ -328,9 +328,9 @@ def should_stop(
     4. A plateau of the monitored metric (:func:`pipelines.curves.plateau.find_plateau`: no
        improvement beyond the curve's own noise), confirmed by ``live_patience`` epochs since the
        last improvement beyond noise (:func:`last_improvement_epoch`, ``min_delta`` = the noise
-       SD, capped by the binomial SD of one measurement) when the diagnosis calls it a stall for
-       a reason of substance (a low level, below the baseline, memorising, a widening gap, an
-       overconfident loss), and by 2 x ``live_patience`` when it is only premature or an underfit
+       SD, capped by the binomial SD of one measurement, never below 1.5 examples:
+       :func:`_min_delta`) when the diagnosis calls it a stall for a reason of substance (a low
+       level, below the baseline, memorising, a widening gap, an overconfident loss), and by 2 x ``live_patience`` when it is only premature or an underfit
        (training accuracy no better than validation's: under dropout or augmentation a run still
        climbing shows that; a real augmented CNN was stopped at epoch 12 of 60, 8 points short)
        or a convergence (a sound run's bump looks like those for a few epochs) or the diagnosis
