@@ -330,9 +330,10 @@ def should_stop(
        last improvement beyond noise (:func:`last_improvement_epoch`, ``min_delta`` = the noise
        SD, capped by the binomial SD of one measurement, never below 1.5 examples:
        :func:`_min_delta`) when the diagnosis calls it a stall for a reason of substance (a low
-       level, below the baseline, memorising, a widening gap, an overconfident loss), and by 2 x ``live_patience`` when it is only premature or an underfit
-       (training accuracy no better than validation's: under dropout or augmentation a run still
-       climbing shows that; a real augmented CNN was stopped at epoch 12 of 60, 8 points short)
+       level, below the baseline, memorising, a widening gap, an overconfident loss), and by
+       2 x ``live_patience`` when it is only premature or an underfit (training accuracy no
+       better than validation's: under dropout or augmentation a run still climbing shows that; a
+       real augmented CNN was stopped at epoch 12 of 60, 8 points short)
        or a convergence (a sound run's bump looks like those for a few epochs) or the diagnosis
        finds oscillation (its new bests come in swings), and the
        validation loss not falling beyond noise over the plateau's last 3 x ``live_patience``
