@@ -10,6 +10,8 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,6 +83,18 @@ def _fail(exc: Exception, code: int = 1):
     raise typer.Exit(code) from exc
 
 
+@contextmanager
+def _input_errors(*errors: type[Exception]) -> Iterator[None]:
+    """Exit 2 with the error's one line (it names the file) when a stage's input is missing or
+    unreadable: the prepared data (``DataError``, ``FileNotFoundError``) or any of ``errors``."""
+    from pipelines.fetch import DataError
+
+    try:
+        yield
+    except (DataError, FileNotFoundError, *errors) as exc:
+        _fail(exc, code=2)
+
+
 @app.command()
 def fetch(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Fetch the dataset (Fashion-MNIST IDX files or a user's image folder) into paths.raw_dir."""
@@ -119,11 +133,10 @@ def validate(
 
     _setup_logging()
     try:
-        result = run_validate(_params(params, profile, set_))
+        with _input_errors(ValidationInputError):
+            result = run_validate(_params(params, profile, set_))
     except ValidationFailed as exc:
         _fail(exc)
-    except (ValidationInputError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
-        _fail(exc, code=2)
     typer.echo(f"data validation passed; Data Docs: {result.data_docs_index}")
 
 
@@ -132,14 +145,11 @@ def baseline(
     params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None
 ) -> None:
     """Logistic-regression validation accuracy on the same split (the diagnosis' "low plateau" yardstick)."""
-    from pipelines.fetch import DataError
     from pipelines.steps import run_baseline
 
     _setup_logging()
-    try:
+    with _input_errors():
         accuracy = run_baseline(_params(params, profile, set_))
-    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
-        _fail(exc, code=2)
     typer.echo(f"baseline (logistic regression) val_accuracy {accuracy:.4f}")
 
 
@@ -147,18 +157,16 @@ def baseline(
 def train(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Train the configured model and log the run to MLflow."""
     from pipelines import heap
-    from pipelines.fetch import DataError
     from pipelines.steps import StageError, run_train
     from pipelines.train import TrainingInterrupted
 
     _setup_logging()
     heap.freeze_imported(preload=("mlflow", "keras"))  # imported with collection off, then frozen
     try:
-        outcome = run_train(_params(params, profile, set_))
+        with _input_errors():
+            outcome = run_train(_params(params, profile, set_))
     except StageError as exc:
         _fail(exc)
-    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
-        _fail(exc, code=2)
     except TrainingInterrupted as exc:
         typer.secho(str(exc), fg="red", err=True)
         logging.shutdown()
@@ -184,17 +192,15 @@ def evaluate(
 ) -> None:
     """Evaluate the trained model on the test split (metrics, confusion matrix, predictions)."""
     from pipelines import heap
-    from pipelines.fetch import DataError
     from pipelines.steps import StageError, run_evaluate
 
     _setup_logging()
     heap.freeze_imported(preload=("mlflow", "keras"))  # imported with collection off, then frozen
     try:
-        result = run_evaluate(_params(params, profile, set_))
+        with _input_errors():
+            result = run_evaluate(_params(params, profile, set_))
     except StageError as exc:
         _fail(exc)
-    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
-        _fail(exc, code=2)
     typer.echo(f"test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}")
 
 
@@ -453,18 +459,15 @@ def tune(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
 ) -> None:
     """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""
-    from pipelines.fetch import DataError
     from pipelines.prepare import load_split
     from pipelines.steps import load_train_data
     from pipelines.tune import tune as run_tune
 
     _setup_logging()
     p = _params(params, profile, set_)
-    try:
+    with _input_errors():
         data, _ = load_train_data(p)
         test = load_split(p.paths.prepared_dir, "test")
-    except (DataError, FileNotFoundError) as exc:  # the prepared data is missing or unreadable
-        _fail(exc, code=2)
     try:
         result = run_tune(p, data, n_trials=trials, test=(test.x, test.y), storage=storage)
     except ValueError as exc:

@@ -372,9 +372,10 @@ def load_params(
         raise ConfigError(f"{path}: base.profile: must be a profile name, got {chosen!r}")
     if chosen not in profiles and chosen != "quick":
         raise ConfigError(f"{path}: base.profile: unknown profile {chosen!r}; known: {sorted(profiles)}")
-    if not isinstance(profiles.get(chosen) or {}, dict):
+    profile_overrides = profiles.get(chosen) or {}
+    if not isinstance(profile_overrides, dict):
         raise ConfigError(f"{path}: profiles.{chosen}: must be a mapping of sections to overrides")
-    resolved = _deep_merge(raw, profiles.get(chosen) or {})
+    resolved = _deep_merge(raw, profile_overrides)
     resolved.setdefault("base", {})["profile"] = chosen
     for override in overrides or []:
         _apply_override(resolved, override)

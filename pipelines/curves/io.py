@@ -627,10 +627,9 @@ def _logged_epochs(
     """
     if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
         raise ValueError(f"{source}: {kind} 'epoch' must hold whole numbers")
-    if np.any(np.abs(raw) > MAX_EPOCH):  # beyond int64 the cast wraps (1e20 read as a negative epoch)
-        raise ValueError(
-            f"{source}: {kind} 'epoch': {raw[np.abs(raw) > MAX_EPOCH][0]:g} is not an epoch number"
-        )
+    too_far = np.abs(raw) > MAX_EPOCH  # beyond int64 the cast wraps (1e20 read as a negative epoch)
+    if too_far.any():
+        raise ValueError(f"{source}: {kind} 'epoch': {raw[too_far][0]:g} is not an epoch number")
     numbers = continued_fits(raw.astype(np.int64), loss, source)
     keep = resumed_rows(numbers, source)
     epochs = numbers[keep] + 1

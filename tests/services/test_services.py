@@ -159,6 +159,24 @@ def test_worker_without_a_server_says_so_and_fails(scratch_services: Services):
     assert f"no Prefect server answers at {dead}" in proc.stderr
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[dict]:
+    """The keyword arguments of every call of ``owner.name`` from now on (the call still goes through)."""
+    calls: list[dict] = []
+    real = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def _one_limited_attempt(limits: list) -> bool:
+    """Exactly one attempt, with a time limit of at most 30 s."""
+    return len(limits) == 1 and limits[0] is not None and limits[0] <= 30
+
+
 def test_tracking_server_down_at_the_start_fails_fast_naming_the_uri(monkeypatch):
     from pipelines import tracking
 
@@ -166,17 +184,10 @@ def test_tracking_server_down_at_the_start_fails_fast_naming_the_uri(monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # Fast by construction, not by the clock: one plain request with a time limit (requests retries
     # nothing by default), where MLflow's own client would retry for minutes.
-    calls = []
-    real_get = requests.get
-
-    def counting_get(*args, **kwargs):
-        calls.append(kwargs.get("timeout"))
-        return real_get(*args, **kwargs)
-
-    monkeypatch.setattr(requests, "get", counting_get)
+    gets = _spy(monkeypatch, requests, "get")
     with pytest.raises(tracking.TrackingUnavailable, match=uri.replace(".", r"\.")) as info:
         tracking.client()
-    assert len(calls) == 1 and calls[0] is not None and calls[0] <= 30, calls
+    assert _one_limited_attempt([call.get("timeout") for call in gets]), gets
     assert "\n" not in str(info.value)
 
 
@@ -273,19 +284,8 @@ def test_postgres_refusing_connections_is_one_clear_line(auth_server, monkeypatc
     # connect_timeout, and one plain HTTP request to the tracking server (no retries).
     import sqlalchemy
 
-    engines, requests_made = [], []
-    real_engine, real_get = sqlalchemy.create_engine, requests.get
-
-    def spy_engine(*args, **kwargs):
-        engines.append(kwargs.get("connect_args", {}).get("connect_timeout"))
-        return real_engine(*args, **kwargs)
-
-    def spy_get(*args, **kwargs):
-        requests_made.append(kwargs.get("timeout"))
-        return real_get(*args, **kwargs)
-
-    monkeypatch.setattr(sqlalchemy, "create_engine", spy_engine)
-    monkeypatch.setattr(requests, "get", spy_get)
+    engines = _spy(monkeypatch, sqlalchemy, "create_engine")
+    gets = _spy(monkeypatch, requests, "get")
     try:
         with pytest.raises(tracking.TrackingUnavailable) as direct:
             tracking.check_tracking_store(db_url)
@@ -296,13 +296,9 @@ def test_postgres_refusing_connections_is_one_clear_line(auth_server, monkeypatc
             tracking.check_tracking_store(url)
         assert url in str(via_server.value) and "\n" not in str(via_server.value)
         assert "Traceback" not in str(via_server.value)
-        assert len(engines) == 1 and engines[0] is not None and engines[0] <= 30, engines
-        assert len(requests_made) == 1 and requests_made[0] is not None and requests_made[0] <= 30, (
-            requests_made
-        )
-        monkeypatch.undo()
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        connect = [call.get("connect_args", {}).get("connect_timeout") for call in engines]
+        assert _one_limited_attempt(connect), engines
+        assert _one_limited_attempt([call.get("timeout") for call in gets]), gets
         # What a user of the program sees: that one line and exit code 1, no frames.
         cli = Path(sys.executable).parent / "curvewatch"
         for uri in (db_url, url):
