@@ -193,28 +193,36 @@ def make_storage(
 
 
 def reporting_callback(trial: Any):
-    """A Keras callback reporting ``val_accuracy`` to ``trial`` each epoch (step = 1-based epoch)
-    and raising ``optuna.TrialPruned`` with the pruner's reason when ``trial.should_prune()``."""
+    """A Keras callback reporting ``val_accuracy`` to ``trial`` each epoch (step = 1-based epoch).
+
+    When ``trial.should_prune()``, it sets ``model.stop_training`` and keeps the pruner's reason
+    in its ``pruned_because``; the caller raises ``optuna.TrialPruned`` once ``fit`` has returned.
+    Optuna's own ``TFKerasPruningCallback`` raises inside ``on_epoch_end`` instead: the callbacks
+    after it then miss the epoch it was pruned at, and no callback gets ``on_train_end`` (Keras
+    does not call it when ``fit`` raises), so an MLflow epoch logger's buffer was never drained.
+    """
     import keras
-    import optuna
 
     class ReportToOptuna(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
             self.epochs = 0
             self.history: dict[str, list[float]] = {}
+            self.pruned_because: str | None = None
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.epochs = epoch + 1
             for key, value in (logs or {}).items():
                 self.history.setdefault(key, []).append(float(value))
-            if "val_accuracy" not in (logs or {}):
+            if "val_accuracy" not in (logs or {}) or self.pruned_because is not None:
                 return
             trial.report(float(logs["val_accuracy"]), step=epoch + 1)
             if trial.should_prune():
                 # The pruner wrote its reason through the storage; the Trial's own cache lags.
                 reason = trial.storage.get_trial_user_attrs(trial._trial_id).get("pruned_because")
-                raise optuna.TrialPruned(reason or f"pruned at epoch {epoch + 1}")
+                self.pruned_because = reason or f"pruned at epoch {epoch + 1}"
+                if self.model is not None:
+                    self.model.stop_training = True
 
     return ReportToOptuna()
 
@@ -302,6 +310,9 @@ def tune(
                     )
                 values = [v for v in result.history.get("val_accuracy", []) if math.isfinite(v)]
                 record.history, record.epochs_run = result.history, result.epochs_run
+                if reporter.pruned_because is not None:
+                    del result  # no model is kept for a pruned trial
+                    raise optuna.TrialPruned(reporter.pruned_because)
                 if not values:
                     trial.set_user_attr("pruned_because", "no finite val_accuracy")
                     raise optuna.TrialPruned("no finite val_accuracy")

@@ -256,6 +256,11 @@ def _model_sd(fit) -> float:
     return float(math.hypot(fit.value_std, spread))
 
 
+def _completed_curves(n: int) -> str:
+    """``"1 completed trial's curve"`` / ``"3 completed trials' curves"``, for prune reasons."""
+    return "1 completed trial's curve" if n == 1 else f"{n} completed trials' curves"
+
+
 class CurvePruner(optuna.pruners.BasePruner):
     """Prune trials whose learning curve will not beat the best, or that the engine says are stuck.
 
@@ -493,14 +498,12 @@ class CurvePruner(optuna.pruners.BasePruner):
                 f"at epoch {self.epoch_budget}"
             )
             if early is not None:
-                trials = "trial" if early.n == 1 else "trials"
-                forecast += f" (from {early.n} completed {trials}' curves: {fmt(early.value)})"
+                forecast += f" (from {_completed_curves(early.n)}: {fmt(early.value)})"
         else:
             assert early is not None
-            trials = "trial" if early.n == 1 else "trials"
             forecast = (
-                f"{metric} forecast {fmt(early.value)} at epoch {self.epoch_budget} from {early.n} completed "
-                f"{trials}' curves after epoch {epoch}"
+                f"{metric} forecast {fmt(early.value)} at epoch {self.epoch_budget} from "
+                f"{_completed_curves(early.n)} after epoch {epoch}"
             )
         forecast += f"; P(beating {what}, {fmt(target)}) = {probability:.3f} < {self.threshold:g}"
         if plateau is not None:

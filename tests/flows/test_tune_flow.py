@@ -31,7 +31,9 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
     text = summary.render()
     assert f"best trial      : #{o.best_number}" in text and "with pruning" in text and "optimism" in text
     assert o.epochs_without_pruning == 4 * 6 and 0 < o.epochs_spent <= o.epochs_without_pruning
-    assert sum(o.states.values()) == 4 and o.states.get("COMPLETE", 0) >= 1
+    # The range reaches 1e-5, where 6 epochs learn next to nothing: with the study's seed, one of
+    # the 4 trials is pruned (trial 1, at epoch 4, on the forecast from trial 0's curve).
+    assert sum(o.states.values()) == 4 and o.states.get("COMPLETE", 0) >= 1 and o.states.get("PRUNED", 0) >= 1
 
     mc = tracking.client()
     parent = mc.get_run(o.parent_run_id)
@@ -50,14 +52,22 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
     )
     assert len(children) == 4
     assert all(c.info.status == "FINISHED" for c in children)  # none left RUNNING
+    pruned = 0
     for child in children:
         tags = child.data.tags
         assert tags["curvewatch.trial_state"] in ("COMPLETE", "PRUNED")
         assert tags["curvewatch.verdict"]
         assert "params.train.learning_rate" not in tags and "train.learning_rate" in child.data.params
-        assert mc.get_metric_history(child.info.run_id, "val_accuracy")
+        history = mc.get_metric_history(child.info.run_id, "val_accuracy")
         if tags["curvewatch.trial_state"] == "PRUNED":
-            assert tags["curvewatch.pruned_because"].startswith("stopped at epoch")
+            # Why, in words, with the epoch it stopped at; its curve ends there.
+            pruned += 1
+            reason = tags["curvewatch.pruned_because"]
+            epoch, why = reason.removeprefix("stopped at epoch ").split(": ", 1)
+            assert why and max(m.step for m in history) == int(epoch) < 6, reason
+        else:
+            assert "curvewatch.pruned_because" not in tags
+    assert pruned == o.states["PRUNED"]
     # The best trial went through the retrain's gate: first champion of this registry.
     assert summary.promoted
     champion = tracking.get_champion(mc, params.tracking.registered_model)

@@ -114,7 +114,9 @@ def test_bad_search_space_names_the_params_key(params_file, tune_section, key, m
         load_params(params_file({"tune": tune_section}))
 
 
-def test_reporting_callback_prunes_a_hopeless_trial_with_the_pruners_reason():
+def test_reporting_callback_stops_a_hopeless_trial_with_the_pruners_reason():
+    import keras
+
     study = optuna.create_study(direction="maximize", pruner=CurvePruner(30, num_classes=10))
     for top in (0.86, 0.88, 0.9):
         t = study.ask()
@@ -122,12 +124,75 @@ def test_reporting_callback_prunes_a_hopeless_trial_with_the_pruners_reason():
     # Completed trials need no curves for the target; the running one does.
     trial = study.ask()
     cb = reporting_callback(trial)
-    with pytest.raises(optuna.TrialPruned, match=r"stopped at epoch \d+: val_accuracy forecast"):
-        for epoch in range(30):
-            v = 0.7 - 0.4 * np.exp(-epoch / 3)
-            cb.on_epoch_end(epoch, {"val_accuracy": v, "loss": 1 - v})
-    assert cb.epochs < 15
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.stop_training = False  # as fit() sets it
+    cb.set_model(model)
+    for epoch in range(30):
+        v = 0.7 - 0.4 * np.exp(-epoch / 3)
+        cb.on_epoch_end(epoch, {"val_accuracy": v, "loss": 1 - v})
+        if model.stop_training:
+            break
+    # It asks Keras to stop (fit returns, every callback saw the epoch); the caller raises.
+    assert model.stop_training and cb.epochs < 15
+    assert cb.pruned_because.startswith(f"stopped at epoch {cb.epochs}: val_accuracy forecast")
     assert study.trials[trial.number].user_attrs["pruned_rule"] == "forecast"
+
+
+class _PruneTrialOneAtEpoch2(optuna.pruners.BasePruner):
+    """Prunes trial 1 at its second epoch, with a reason; never trial 0."""
+
+    def prune(self, study, trial) -> bool:
+        if trial.number != 1 or trial.last_step is None or trial.last_step < 2:
+            return False
+        study._storage.set_trial_user_attr(trial._trial_id, "pruned_because", "stopped at epoch 2: test")
+        return True
+
+
+class _EpochSpy:
+    """Hooks whose extra Keras callback records the epochs and the on_train_end it was given."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, dict] = {}
+        self.finished: dict[int, TrialRecord] = {}
+
+    def start(self, number, params, cfg):
+        import keras
+
+        seen = self.seen.setdefault(number, {"epochs": [], "train_end": False})
+
+        class Spy(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                seen["epochs"].append(epoch + 1)
+
+            def on_train_end(self, logs=None):
+                seen["train_end"] = True
+
+        return (Spy(),)
+
+    def finish(self, record):
+        self.finished[record.number] = record
+
+
+def test_a_pruned_trial_ends_its_fit_so_every_callback_sees_its_last_epoch(
+    params_file, digits_data, monkeypatch
+):
+    # The epoch a trial is pruned at reaches the hooks' callbacks (the MLflow epoch logger), and
+    # so does on_train_end (which drains the logger's buffer); raising inside on_epoch_end, as
+    # Optuna's TFKerasPruningCallback does, lost both.
+    import pipelines.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "make_pruner", lambda params, num_classes: _PruneTrialOneAtEpoch2())
+    data, _ = digits_data
+    params = load_params(params_file({"train": {"model": "mlp", "epochs": 4}, "tune": {"models": ["mlp"]}}))
+    hooks = _EpochSpy()
+    result = tune(params, data, n_trials=2, hooks=hooks)
+    assert [r.state for r in result.trials] == ["COMPLETE", "PRUNED"]
+    pruned = hooks.finished[1]
+    assert pruned.pruned_because == "stopped at epoch 2: test" and pruned.epochs_run == 2
+    assert hooks.seen[1] == {"epochs": [1, 2], "train_end": True}
+    assert len(pruned.history["val_accuracy"]) == 2 and pruned.model_path is None
+    assert hooks.seen[0] == {"epochs": [1, 2, 3, 4], "train_end": True}
+    assert result.epochs_spent == 6
 
 
 def test_make_pruner_follows_params(params_file):
