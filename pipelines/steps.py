@@ -237,6 +237,9 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
 #: Tags that tie a training run to the process and checkout that ran it.
 PID_TAG, HOST_TAG, CHECKOUT_TAG = "curvewatch.pid", "curvewatch.host", "curvewatch.checkout"
 FAILURE_REASON_TAG = "curvewatch.failure_reason"
+#: Seconds a failed or interrupted training waits for its buffered epochs to reach MLflow (Keras
+#: skips ``on_train_end`` when ``fit`` raises); short enough to fit a scheduler's kill grace period.
+DRAIN_ON_FAILURE_S = 10.0
 
 
 def close_abandoned_runs(mc, experiment_id: str, checkout: str, *, keep: str | None = None) -> list[str]:
@@ -441,6 +444,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
     # epochs are: none of it feeds training (measured: 0.2-1 s of MLflow writes, more under load).
     inputs_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-inputs")
     inputs_logged = None if resume else inputs_pool.submit(log_inputs)
+    epoch_logger = None
     try:
         # No baseline here: it runs beside training; the compare stage logs it and diagnoses with it.
         diag_cb = DiagnosisCallback(
@@ -449,7 +453,8 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
             class_prior=(np.bincount(data.y_train, minlength=data.num_classes) / data.y_train.size).tolist(),
             config=params.diagnose,
         )
-        callbacks = (tracking.epoch_logger(mc, run_id), diag_cb, *extra_callbacks)
+        epoch_logger = tracking.epoch_logger(mc, run_id)
+        callbacks = (epoch_logger, diag_cb, *extra_callbacks)
         result = train(
             params.train,
             data,
@@ -486,11 +491,15 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         model_info = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
     except (TrainingInterrupted, KeyboardInterrupt) as exc:
         inputs_pool.shutdown(wait=True)  # the inputs reach the run before it is closed
+        if epoch_logger is not None:
+            epoch_logger.drain(DRAIN_ON_FAILURE_S)  # and so do the finished epochs
         tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{exc}; rerun the same command to resume"})
         mc.set_terminated(run_id, status="KILLED")
         raise
     except BaseException as exc:
         inputs_pool.shutdown(wait=True)
+        if epoch_logger is not None:
+            epoch_logger.drain(DRAIN_ON_FAILURE_S)
         tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{type(exc).__name__}: {exc}"[:5000]})
         mc.set_terminated(run_id, status="FAILED")
         raise
@@ -896,6 +905,7 @@ class MlflowTrialHooks:
         self.mc, self.experiment_id, self.parent_run_id = mc, experiment_id, parent_run_id
         self.params, self.num_classes = params, num_classes
         self.run_ids: dict[int, str] = {}
+        self._loggers: dict[int, Any] = {}
 
     def start(self, number: int, sampled: dict[str, Any], cfg) -> tuple:
         from mlflow.entities import Param
@@ -916,7 +926,8 @@ class MlflowTrialHooks:
         self.run_ids[number] = run_id
         flat = {f"train.{k}": v for k, v in cfg.model_dump(mode="json").items()}
         self.mc.log_batch(run_id, params=[Param(k, str(v)) for k, v in flat.items()])
-        return (tracking.epoch_logger(self.mc, run_id),)
+        self._loggers[number] = tracking.epoch_logger(self.mc, run_id)
+        return (self._loggers[number],)
 
     def finish(self, record) -> None:
         from pipelines import tracking
@@ -926,6 +937,9 @@ class MlflowTrialHooks:
         run_id = self.run_ids.get(record.number)
         if run_id is None:
             return
+        logger = self._loggers.pop(record.number, None)
+        if logger is not None:  # a failed trial's fit raised: Keras skipped on_train_end
+            logger.drain(DRAIN_ON_FAILURE_S)
         try:
             tags: dict[str, Any] = {"curvewatch.trial_state": record.state}
             if record.pruned_because:

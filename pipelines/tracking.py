@@ -616,7 +616,10 @@ def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: f
     one request per epoch while the tracking server answers, buffered and re-sent within 10 s of
     its return after a restart; training never blocks on the server. At the end of training the
     callback waits up to ``flush_timeout_s`` seconds for the buffer to drain and raises
-    :class:`TrackingUnavailable` if it cannot. Built in a function so that importing this module
+    :class:`TrackingUnavailable` if it cannot. Keras does not call ``on_train_end`` when ``fit``
+    raises (a signal, a failing callback): the callback's ``drain(timeout_s)`` then sends what it
+    holds, waiting at most ``timeout_s`` seconds, and only logs a warning if it cannot (the
+    exception in flight is the one to report). Built in a function so that importing this module
     does not import Keras.
     """
     import time
@@ -649,6 +652,16 @@ def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: f
         def on_train_end(self, logs: dict | None = None) -> None:
             if self.buffer is not None:
                 self.buffer.close(flush_timeout_s)
+
+        def drain(self, timeout_s: float) -> None:
+            if self.buffer is None:
+                return
+            try:
+                self.buffer.close(timeout_s)
+            except TrackingUnavailable as exc:
+                import logging
+
+                logging.getLogger(__name__).warning("%s", exc)
 
     return MlflowEpochLogger()
 

@@ -103,3 +103,57 @@ def test_epoch_logger_sends_every_epoch_by_the_end_of_training(mlflow_uri):
     assert logger.buffer.pending == 0  # on_train_end waited for the buffer to drain
     for key in ("loss", "val_loss"):
         assert [m.step for m in mc.get_metric_history(run_id, key)] == [1, 2, 3]
+
+
+def _fit_raising_after_epoch(logger, epochs: int) -> None:
+    """A 5-epoch fit whose last callback raises at the end of epoch ``epochs`` (as a signal does)."""
+    import keras
+    import numpy as np
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == epochs:
+                raise RuntimeError("killed")
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    x = np.zeros((16, 2), np.float32)
+    with pytest.raises(RuntimeError, match="killed"):
+        model.fit(x, x[:, 0], validation_data=(x, x[:, 0]), epochs=5, verbose=0, callbacks=[logger, Boom()])
+
+
+def test_epoch_logger_drain_sends_the_epochs_of_a_fit_that_raised(mlflow_uri, monkeypatch):
+    # Keras skips on_train_end when fit raises; drain() is what sends the buffered epochs then.
+    mc = tracking.client()
+    run_id = mc.create_run(tracking.ensure_experiment(mc, "t")).info.run_id
+    real_sender = tracking.metric_sender
+
+    def slow_sender(client, rid, **kwargs):
+        send = real_sender(client, rid, **kwargs)
+
+        def slow(batch):
+            time.sleep(0.5)  # a slow server: epochs are still queued when fit raises
+            send(batch)
+
+        return slow
+
+    monkeypatch.setattr(tracking, "metric_sender", slow_sender)
+    logger = tracking.epoch_logger(mc, run_id)
+    _fit_raising_after_epoch(logger, 3)
+    assert logger.buffer.pending > 0
+    logger.drain(30)
+    assert logger.buffer.pending == 0
+    assert [m.step for m in mc.get_metric_history(run_id, "val_loss")] == [1, 2, 3]
+
+
+def test_epoch_logger_drain_gives_up_with_a_warning_not_an_error(mlflow_uri, monkeypatch, caplog):
+    def refused(batch):
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(tracking, "metric_sender", lambda client, rid, **kwargs: refused)
+    mc = tracking.client()
+    logger = tracking.epoch_logger(mc, "no-such-run")
+    _fit_raising_after_epoch(logger, 2)
+    logger.drain(0.5)  # the exception in flight is the one to report
+    assert logger.buffer.pending > 0
+    assert "could not be sent in 0 s" in caplog.text and "connection refused" in caplog.text
