@@ -761,9 +761,11 @@ def load_history_json(
             raise ValueError(f"{path}: params.epochs: must be a positive number of epochs, got {epochs!r}")
         epoch_budget = int(epochs)
     _check_history(history, path)
-    return curve_from_history(
-        history, run if run is not None else path.stem, epoch_budget=epoch_budget, num_classes=num_classes
-    )
+    name = run if run is not None else path.stem
+    try:
+        return curve_from_history(history, name, epoch_budget=epoch_budget, num_classes=num_classes)
+    except ValueError as error:  # named by the run; the user opens the file
+        raise ValueError(f"{path}: {str(error).removeprefix(f'{name}: ')}") from None
 
 
 def _json_lines(text: str, path: Path) -> list[Any]:

@@ -80,8 +80,9 @@ def test_run_id_without_a_store_creates_no_mlflow_db(tmp_path, monkeypatch):
         (
             "huge.json",
             '{"val_loss": [1, 1' + "0" * 400 + "]}",
-            "metric 'val_loss' holds a number beyond float64's range",
+            "huge.json: metric 'val_loss' holds a number beyond float64's range",
         ),
+        ("none.json", '{"loss": [], "val_loss": []}', "none.json: no epochs in history"),
         (
             "deep.json",
             "[" * 100_000 + "]" * 100_000,
@@ -101,6 +102,7 @@ def test_run_id_without_a_store_creates_no_mlflow_db(tmp_path, monkeypatch):
     ids=[
         "cell-over-the-csv-limit",
         "integer-beyond-float64",
+        "no-epochs",
         "json-nested-too-deep",
         "epoch-1e20",
         "budget-zero",
