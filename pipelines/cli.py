@@ -86,7 +86,8 @@ def _fail(exc: Exception, code: int = 1):
 @contextmanager
 def _input_errors(*errors: type[Exception]) -> Iterator[None]:
     """Exit 2 with the error's one line (it names the file) when a stage's input is missing or
-    unreadable: the prepared data (``DataError``, ``FileNotFoundError``) or any of ``errors``."""
+    unreadable: the dataset, the image folder, the fetched or prepared data (``DataError``,
+    ``FileNotFoundError``) or any of ``errors``."""
     from pipelines.fetch import DataError
 
     try:
@@ -98,28 +99,22 @@ def _input_errors(*errors: type[Exception]) -> Iterator[None]:
 @app.command()
 def fetch(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Fetch the dataset (Fashion-MNIST IDX files or a user's image folder) into paths.raw_dir."""
-    from pipelines.fetch import DataError
     from pipelines.steps import run_fetch
 
     _setup_logging()
-    try:
+    with _input_errors():
         result = run_fetch(_params(params, profile, set_))
-    except DataError as exc:
-        _fail(exc)
     typer.echo(f"fetched {result.num_examples} images from {result.source}")
 
 
 @app.command()
 def prepare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Split train/validation (stratified, seeded), keep the test set apart, write the manifest."""
-    from pipelines.fetch import DataError
     from pipelines.steps import run_prepare
 
     _setup_logging()
-    try:
+    with _input_errors():
         result = run_prepare(_params(params, profile, set_))
-    except (DataError, FileNotFoundError) as exc:
-        _fail(exc)
     typer.echo(f"prepared {result.counts} into {result.prepared_dir}")
 
 

@@ -22,3 +22,14 @@ def test_a_stage_without_prepared_data_fails_in_one_line_naming_the_file(
     assert isinstance(result.exception, SystemExit), result.exception  # typer.Exit, not an error
     assert result.exit_code in (1, 2), result.output
     assert str(tmp_path) in result.output and "Traceback" not in result.output
+
+
+def test_fetch_and_prepare_refuse_missing_input_with_exit_2_naming_it(params_file, tmp_path):
+    # Both had exited 1 on the same kind of error that the later stages exit 2 on.
+    missing = tmp_path / "no-such-folder"
+    path = params_file({"base": {"dataset": "folder"}, "fetch": {"image_folder": str(missing)}})
+    fetched = runner.invoke(app, ["fetch", "--params", str(path)])
+    assert fetched.exit_code == 2 and str(missing) in fetched.output, fetched.output
+    prepared = runner.invoke(app, ["prepare", "--params", str(path)])  # nothing fetched
+    assert prepared.exit_code == 2 and str(tmp_path) in prepared.output, prepared.output
+    assert "Traceback" not in fetched.output + prepared.output
