@@ -295,7 +295,7 @@ def diagnose(
         bool, typer.Option(help="also write each run's HTML and PNG report (out/<run>/report.html)")
     ] = True,
     write_tags: Annotated[
-        bool, typer.Option(help="write verdict tags and metrics back to MLflow runs")
+        bool, typer.Option(help="write the verdict and the diagnosis numbers back to MLflow runs, as tags")
     ] = True,
     params: Annotated[
         Path,

@@ -157,7 +157,8 @@ class TuneConfig(_Frozen):
 
     Ranges are ``[low, high]`` with ``low < high`` (log-uniform for ``learning_rate`` and ``l2``,
     which must then be > 0); choice lists are non-empty without repeats. ``reduce_lr_factor`` tunes
-    the learning-rate schedule (Keras' ReduceLROnPlateau factor that ``train`` always installs).
+    the learning-rate schedule (Keras' ReduceLROnPlateau factor that ``train`` always installs); its
+    range may also be one value, ``low == high`` (a fixed factor; 0.5 when the key is absent).
     """
 
     n_trials: int = Field(8, ge=1)

@@ -1,9 +1,10 @@
 """A quiet console for the ``curvewatch`` command line and the Prefect flow.
 
 TensorFlow, absl, gRPC and MLflow print start-up banners, INFO lines and UserWarnings that bury
-the few lines a user needs. The entry points (``pipelines.cli``'s callback, ``flows.retrain``) call
-:func:`quiet` once, before TensorFlow or MLflow is imported; library modules never do (nothing
-happens at import time). What stays: warnings and errors of every library (Python ``WARNING`` and
+the few lines a user needs. The entry point, ``pipelines.cli``'s callback (``make run`` and
+``make tune`` run the flows through it; a deployment's worker imports the flow module and does
+not), calls :func:`quiet` once, before TensorFlow or MLflow is imported; library modules never do
+(nothing happens at import time). What stays: warnings and errors of every library (Python ``WARNING`` and
 above, TensorFlow's C++ ``ERROR``), tracebacks, the one line each ``curvewatch`` stage command
 prints when it ends, and Keras' progress bar during training.
 

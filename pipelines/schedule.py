@@ -104,7 +104,8 @@ def stages_to_run(changed: set[str], upstream: Mapping[str, str] = SKIPPABLE_STA
 
     Returns:
         The stages to run, in pipeline order: the changed ones and every stage reading the output
-        of one that runs. ``fetch`` always runs and its output's change shows in ``changed``.
+        of one that runs. ``fetch`` is among them only when ``changed`` holds it (the flow runs it
+        when ``dvc status`` reports it changed, or always outside a DVC project).
     """
     run: list[str] = []
     for stage, reads in upstream.items():

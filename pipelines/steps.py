@@ -220,8 +220,10 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     ``paths.history_plot`` and ``paths.train_metrics``.
 
     Raises:
-        StageError: the prepared data or validation results are missing, or another training
-            holds the lock (the message names its pid).
+        StageError: the validation results are missing, or another training holds the lock (the
+            message names its pid).
+        FileNotFoundError, pipelines.prepare.PreparedDataError: the prepared data is missing or
+            unreadable (the message names the file).
         pipelines.train.TrainingInterrupted: SIGTERM/SIGINT; the run is marked KILLED and the
             backup kept, so the same command resumes it.
     """
@@ -899,11 +901,21 @@ def optuna_storage_url(params: Params) -> str:
 
 class MlflowTrialHooks:
     """One nested MLflow child run per trial: parameters, per-epoch curves, the engine's verdict,
-    ``curvewatch.pruned_because``; ended FINISHED (complete or pruned) or FAILED, never left RUNNING."""
+    ``curvewatch.pruned_because``; ended FINISHED (complete or pruned) or FAILED, never left RUNNING.
+    Named by :func:`pipelines.tracking.run_name` (``trial 7 mlp lr=3.2e-4 d=ab12cd ...``; the data
+    version is the study's, ``data_version``)."""
 
-    def __init__(self, mc, experiment_id: str, parent_run_id: str, params: Params, num_classes: int) -> None:
+    def __init__(
+        self,
+        mc,
+        experiment_id: str,
+        parent_run_id: str,
+        params: Params,
+        num_classes: int,
+        data_version: str | None = None,
+    ) -> None:
         self.mc, self.experiment_id, self.parent_run_id = mc, experiment_id, parent_run_id
-        self.params, self.num_classes = params, num_classes
+        self.params, self.num_classes, self.data_version = params, num_classes, data_version
         self.run_ids: dict[int, str] = {}
         self._loggers: dict[int, Any] = {}
 
@@ -914,7 +926,9 @@ class MlflowTrialHooks:
 
         run = self.mc.create_run(
             self.experiment_id,
-            run_name=f"trial-{number:03d}",
+            run_name=tracking.run_name(
+                cfg.model, cfg.learning_rate, self.data_version, datetime.now(UTC), trial=number
+            ),
             tags={
                 "mlflow.parentRunId": self.parent_run_id,
                 tracking.RUN_KIND_TAG: "tune_trial",
@@ -1057,7 +1071,9 @@ def run_tune_worker(params: Params, study: TuneStudy, *, until_finished: int | N
 
     data, _ = load_train_data(params)
     mc = tracking.client()
-    hooks = MlflowTrialHooks(mc, study.experiment_id, study.parent_run_id, params, data.num_classes)
+    hooks = MlflowTrialHooks(
+        mc, study.experiment_id, study.parent_run_id, params, data.num_classes, study.data_version
+    )
     try:
         tune(
             params,
@@ -1077,9 +1093,10 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
     """Close the study: Optuna's plots and the best parameters on the parent run, orphaned child
     runs (a killed worker's) ended FAILED, and the best trial's model staged for the gate.
 
-    The best trial's model is logged to its child run and registered, and written to
-    ``paths.model_file`` with ``paths.run_file`` naming the child run, so that
-    :func:`run_evaluate` and :func:`run_compare` gate it exactly like a retrain.
+    The best trial's model is logged to its child run (not registered: :func:`run_compare`
+    registers it, as for a retrain), and written to ``paths.model_file`` with ``paths.run_file``
+    naming the child run, so that :func:`run_evaluate` and :func:`run_compare` gate it exactly like
+    a retrain.
 
     Raises:
         ValueError: no trial of the study completed.

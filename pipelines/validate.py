@@ -28,8 +28,8 @@ Outputs (written to a temporary sibling of ``out_dir``, then renamed over it):
 ``results.json`` (every GX result and cross-split check), ``metrics.json`` (the flat metrics),
 ``summary.md`` (plain-language report) and ``data_docs/index.html`` (GX Data Docs).
 
-Run as a stage with ``curvewatch validate`` (via ``pipelines.steps.run_validate``) or
-``python -m pipelines.validate [--params params.yaml]`` (exit status 1 when a check failed).
+Run as a stage with ``curvewatch validate [--params params.yaml]`` (via
+``pipelines.steps.run_validate``; exit status 1 when a check failed).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flows.tune import TuneSummary, tune
@@ -56,6 +58,11 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
     for child in children:
         tags = child.data.tags
         assert tags["curvewatch.trial_state"] in ("COMPLETE", "PRUNED")
+        # Named by what differs, as training runs are: trial number, model, learning rate, data version.
+        lr = tracking._short_number(float(child.data.params["train.learning_rate"]))
+        version = parent.data.tags["curvewatch.data_version"][:6]
+        name = rf"trial {tags['curvewatch.trial']} mlp lr={lr} d={version} \S+"
+        assert re.fullmatch(name, child.info.run_name), child.info.run_name
         assert tags["curvewatch.verdict"]
         assert "params.train.learning_rate" not in tags and "train.learning_rate" in child.data.params
         history = mc.get_metric_history(child.info.run_id, "val_accuracy")
