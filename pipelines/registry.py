@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipelines.curves.gate import GateResult
 
 PROMOTION_RULES = ("significantly_better", "not_worse")
+#: The gate's decision, on a run and on its model version. On a run, written last by the compare
+#: stage: a run carrying it went through the gate (``pipelines.schedule.last_fingerprint``).
+GATE_TAG = "curvewatch.gate"
 #: Run-relative path of the curvewatch report the run description links to (compare stage).
 REPORT_ARTIFACT = "curvewatch/report.html"
 #: Verdicts whose model is not worth a registry entry: it learned nothing or blew up.
@@ -213,7 +216,7 @@ def version_tags(
     gate's p-value, test accuracy, data version, promotion rule and the run's name."""
     tags = {
         "curvewatch.verdict": verdict,
-        "curvewatch.gate": decision.code,
+        GATE_TAG: decision.code,
         "curvewatch.gate.p_value": "" if gate_result.p_value is None else f"{gate_result.p_value:.4g}",
         "curvewatch.test_accuracy": f"{gate_result.challenger_accuracy:.4f}",
         "curvewatch.data_version": data_version or "unknown",
@@ -324,7 +327,8 @@ class RegistryOutcome:
         registration: the registration decision.
         decision: the promotion decision.
         version: the run's registered model version (None when not registered).
-        promoted: whether the ``champion`` alias now points at ``version``.
+        promoted: whether the ``champion`` alias now points at ``version`` (with
+            ``move_alias=False``: whether it is to).
         run_tags: tags for the run: ``curvewatch.gate`` (the decision code after the promotion
             rule), ``curvewatch.decision`` (its sentence), ``curvewatch.registered``,
             ``curvewatch.promoted`` and the description ``mlflow.note.content``.
@@ -353,6 +357,7 @@ def apply_policy(
     margin: float,
     best_val_accuracy: float | None = None,
     best_epoch: int | None = None,
+    move_alias: bool = True,
 ) -> RegistryOutcome:
     """Register the run's model and move the ``champion`` alias as the policy decides.
 
@@ -367,6 +372,8 @@ def apply_policy(
         completed: the run trained to the end.
         gate_result, p_better, rule, alpha, margin: see :func:`promotion_decision`.
         best_val_accuracy, best_epoch: headline numbers for the run description.
+        move_alias: move the alias here; False leaves it to the caller (``RegistryOutcome.promoted``
+            and ``version`` say where to), which then moves it after its own writes, last.
 
     Returns:
         RegistryOutcome; the caller writes ``run_tags`` on the run.
@@ -410,11 +417,11 @@ def apply_policy(
             ),
         )
     promoted = decision.promote and version is not None
-    if promoted:
+    if promoted and move_alias:
         tracking.promote(mlflow_client, model_name, version)
     report_link = tracking.report_url(run_info["experiment_id"], run_id, REPORT_ARTIFACT)
     run_tags = {
-        "curvewatch.gate": decision.code,
+        GATE_TAG: decision.code,
         "curvewatch.decision": decision.text if registration.register else registration.reason,
         "curvewatch.registered": f"version {version}" if version else registration.reason,
         "curvewatch.promoted": str(promoted).lower(),

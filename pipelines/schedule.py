@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipelines.registry import GATE_TAG
+
 if TYPE_CHECKING:  # pragma: no cover
     from pipelines.config import Params
 
@@ -122,7 +124,7 @@ def last_fingerprint(runs: Sequence[Any]) -> Fingerprint | None:
         tags = run.data.tags
         if (
             run.info.status == "FINISHED"
-            and "curvewatch.gate" in tags
+            and GATE_TAG in tags
             and DATA_TAG in tags
             and PARAMS_TAG in tags
         ):

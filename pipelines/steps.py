@@ -670,11 +670,18 @@ def run_compare(params: Params) -> CompareOutcome:
     ``tracking.log_summary``), the report (markdown, HTML, PNG, JSON) into ``paths.compare_dir`` and as
     run artifacts, ``paths.compare_metrics``. Registers the model version and moves the
     ``champion`` alias as ``pipelines/registry.py`` decides (``compare.promotion``); a run that
-    :func:`incomplete_reason` finds incomplete is never registered, so never promoted.
+    :func:`incomplete_reason` finds incomplete is never registered, so never promoted. The alias
+    moves, and then the run's ``curvewatch.gate`` tag is written, after everything else: a failure
+    on the way leaves the champion as it was and the run not counted as through the gate. A
+    champion whose run has no predictions artifact, or whose test split differs, is scored on this
+    run's test split; a champion that cannot be read fails the stage (never "no champion").
 
     Raises:
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
             still written first).
+        mlflow.exceptions.MlflowException, OSError: the registry or the champion's artifacts could
+            not be read (``tracking.get_champion``, ``tracking.download_predictions``).
+        ValueError: the champion cannot score this test split (``_rescore_champion``).
     """
     from pipelines import registry, tracking
     from pipelines.curves.batch import mlflow_tags, summary_values
@@ -709,12 +716,17 @@ def run_compare(params: Params) -> CompareOutcome:
     challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
     with tempfile.TemporaryDirectory() as tmp:
         champion_preds = tracking.download_predictions(mc, champion.run_id, Path(tmp)) if champion else None
-    if champion_preds is not None and set(champion_preds["id"]) != set(challenger_preds["id"]):
+    rescore_reason = None
+    if champion is not None and champion_preds is None:
+        # E.g. a champion copied by migrate-store without its artifacts. Never gate as if there
+        # were no champion: that promotes any challenger.
+        rescore_reason = "the champion's run has no evaluation/predictions.parquet"
+    elif champion_preds is not None and set(champion_preds["id"]) != set(challenger_preds["id"]):
         # A new data version (e.g. images added to the folder) moved the test split: a paired gate
         # needs both models scored on the same examples, so score the champion on this one.
-        log.info(
-            "the test split changed since the champion's run: scoring champion v%s on it", champion.version
-        )
+        rescore_reason = "the test split changed since the champion's run"
+    if rescore_reason is not None:
+        log.info("%s: scoring champion v%s on this test split", rescore_reason, champion.version)
         champion_preds = _rescore_champion(params, mc, champion)
     seed_accuracies = (
         tracking.same_config_test_accuracies(mc, run_info["experiment_id"], champion.run_id, exclude=[run_id])
@@ -755,6 +767,7 @@ def run_compare(params: Params) -> CompareOutcome:
         margin=cfg.margin,
         best_val_accuracy=_best(challenger_curve.metrics.get("val_accuracy")),
         best_epoch=diagnosis.best_epoch,
+        move_alias=False,  # last, below: a failure before it leaves the champion as it was
     )
     promoted = reg.promoted
     report = render_report(
@@ -777,6 +790,8 @@ def run_compare(params: Params) -> CompareOutcome:
             "curvewatch.champion_run_id": champion.run_id if champion else None,
         }
     )
+    # The gate tag goes last: it marks the run as through the gate (schedule.last_fingerprint).
+    gate_tag = {registry.GATE_TAG: tags.pop(registry.GATE_TAG)}
     tracking.set_tags(mc, run_id, tags)
     numbers = summary_values(diagnosis) | {
         "gate.p_value": gate_result.p_value,
@@ -787,6 +802,9 @@ def run_compare(params: Params) -> CompareOutcome:
     for p in (report.markdown, report.html, report.png, report.json):
         mc.log_artifact(run_id, str(p), "curvewatch")
     atomic_write_json(paths.compare_metrics, {"compare": _finite(numbers) | {"promoted": promoted}})
+    if promoted:
+        tracking.promote(mc, params.tracking.registered_model, reg.version)
+    tracking.set_tags(mc, run_id, gate_tag)
 
     gate_msg = gate_result.finding.message if gate_result.finding else reg.decision.text
     outcome = CompareOutcome(

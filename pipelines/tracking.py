@@ -708,13 +708,25 @@ class Champion:
 
 
 def get_champion(mlflow_client: MlflowClient, model_name: str) -> Champion | None:
-    """Return the current champion of registered model ``model_name``, or None when there is none."""
+    """Return the current champion of registered model ``model_name``, or None when there is none.
+
+    None only when the registry says so: no such registered model (``RESOURCE_DOES_NOT_EXIST``) or
+    no ``champion`` alias on it (``INVALID_PARAMETER_VALUE`` "... alias champion not found").
+
+    Raises:
+        mlflow.exceptions.MlflowException: any other registry error (a server error, a store that
+            does not answer): read as "no champion", it would let any challenger be promoted.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         mv = mlflow_client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message
+        ):
+            return None
+        raise
     return Champion(version=str(mv.version), run_id=mv.run_id)
 
 
@@ -785,13 +797,31 @@ def recent_training_runs(
 
 
 def download_predictions(mlflow_client: MlflowClient, run_id: str, dst: Path):
-    """Download a run's ``evaluation/predictions.parquet`` and return it as a DataFrame (None if absent)."""
+    """Download a run's ``evaluation/predictions.parquet`` and return it as a DataFrame.
+
+    Returns:
+        The DataFrame, or None when the run has no such artifact (``RESOURCE_DOES_NOT_EXIST`` from
+        the store, HTTP 404 from an artifact server, no local file).
+
+    Raises:
+        mlflow.exceptions.MlflowException, OSError: any other failure to read it (a server error,
+            a network failure), which must not read as "the champion has no predictions".
+    """
     import pandas as pd
+    import requests
     from mlflow.exceptions import MlflowException
 
     try:
         local = mlflow_client.download_artifacts(run_id, "evaluation/predictions.parquet", str(dst))
-    except (MlflowException, OSError):
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    except requests.HTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return None
+        raise
+    except FileNotFoundError:
         return None
     return pd.read_parquet(local)
 

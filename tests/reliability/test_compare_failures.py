@@ -1,0 +1,85 @@
+"""Reliability rows: the compare stage never moves the champion on what it could not read or finish.
+
+G1: a champion whose predictions artifact is gone is scored again, not taken for "no champion"
+(which promoted any challenger). G2: a registry error is an error, not "no champion". G3: a
+compare that fails part-way leaves the champion alias where it was and the run without its
+``curvewatch.gate`` tag (so a scheduled retrain does not skip as if the run had gone through).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipelines import registry, schedule, steps, tracking
+from tests.reliability._support import prepared
+
+
+def _retrain(params) -> str:
+    outcome = steps.run_train(params)
+    steps.run_evaluate(params)
+    return outcome.run_id
+
+
+@pytest.fixture
+def with_champion(folder_project):
+    """A project whose first run went through compare and became champion (version 1)."""
+    params = prepared(folder_project())
+    first = _retrain(params)
+    assert steps.run_compare(params).promoted
+    return params, first
+
+
+def test_a_champion_without_its_predictions_is_scored_again_not_skipped(with_champion):
+    params, first = with_champion
+    mc = tracking.client()
+    artifacts = Path(unquote(urlparse(mc.get_run(first).info.artifact_uri).path))
+    (artifacts / "evaluation" / "predictions.parquet").unlink()  # e.g. migrated without artifacts
+    assert tracking.download_predictions(mc, first, artifacts.parent) is None
+
+    second = _retrain(params)
+    outcome = steps.run_compare(params)
+    assert outcome.champion_run_id == first
+    assert outcome.gate_decision != "first_champion"  # gated against the champion, scored again
+    tags = mc.get_run(second).data.tags
+    # The paired test ran against the champion's predictions on this split: it has a p-value.
+    assert tags["curvewatch.champion_run_id"] == first and 0 <= float(tags["curvewatch.gate.p_value"]) <= 1
+
+
+def test_a_registry_error_is_not_read_as_no_champion(with_champion, monkeypatch):
+    params, first = with_champion
+    _retrain(params)
+
+    def unavailable(self, name, alias):
+        raise MlflowException("503 Service Unavailable", error_code="TEMPORARILY_UNAVAILABLE")
+
+    with monkeypatch.context() as patch, pytest.raises(MlflowException, match="Service Unavailable"):
+        patch.setattr(MlflowClient, "get_model_version_by_alias", unavailable)
+        steps.run_compare(params)
+    assert tracking.get_champion(tracking.client(), params.tracking.registered_model).run_id == first
+
+
+def test_a_compare_that_fails_part_way_leaves_the_champion_and_no_gate_tag(folder_project, monkeypatch):
+    params = prepared(folder_project())
+    run_id = _retrain(params)
+
+    def broken(self, run_id, local_path, artifact_path=None):
+        raise OSError("artifact store full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="artifact store full"):
+        patch.setattr(MlflowClient, "log_artifact", broken)
+        steps.run_compare(params)  # a first run: it would have been promoted
+    mc = tracking.client()
+    assert tracking.get_champion(mc, params.tracking.registered_model) is None
+    run = mc.get_run(run_id)
+    assert registry.GATE_TAG not in run.data.tags
+    assert schedule.last_fingerprint([run]) is None  # not a successful run: the next one retrains
+    # Run again (as the flow's retry does), it completes: promoted, gate tag written.
+    outcome = steps.run_compare(params)
+    assert outcome.promoted and outcome.gate_decision == "first_champion"
+    assert tracking.get_champion(mc, params.tracking.registered_model).run_id == run_id
+    assert mc.get_run(run_id).data.tags[registry.GATE_TAG] == "first_champion"
