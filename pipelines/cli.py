@@ -450,7 +450,7 @@ def tune(
     params: ParamsOpt = Path("params.yaml"),
     profile: ProfileOpt = None,
     set_: SetOpt = None,
-    trials: Annotated[int | None, typer.Option(help="trials (default: tune.n_trials)")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="trials (default: tune.n_trials)")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
 ) -> None:
     """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""

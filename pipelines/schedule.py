@@ -122,12 +122,7 @@ def last_fingerprint(runs: Sequence[Any]) -> Fingerprint | None:
     carrying both fingerprint tags. ``None`` when there is none."""
     for run in runs:
         tags = run.data.tags
-        if (
-            run.info.status == "FINISHED"
-            and GATE_TAG in tags
-            and DATA_TAG in tags
-            and PARAMS_TAG in tags
-        ):
+        if run.info.status == "FINISHED" and GATE_TAG in tags and DATA_TAG in tags and PARAMS_TAG in tags:
             return Fingerprint(tags[DATA_TAG], tags[PARAMS_TAG], run.info.run_id)
     return None
 

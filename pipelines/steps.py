@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import sys
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -638,9 +639,24 @@ def run_evaluate(params: Params, *, model: Any = None):
     mc = tracking.client()
     tracking.log_metrics(mc, run_info["run_id"], summary)
     # One browsable table instead of 2 x K scalar charts (MLflow UI: Artifacts / Evaluation tab).
-    mc.log_table(run_info["run_id"], per_class_table(result), PER_CLASS_TABLE)
+    _log_table_once(mc, run_info["run_id"], per_class_table(result), PER_CLASS_TABLE)
     mc.log_artifacts(run_info["run_id"], str(paths.evaluation_dir), "evaluation")
     return result
+
+
+def _log_table_once(mc, run_id: str, table, artifact_file: str) -> None:
+    """``MlflowClient.log_table``, except that a table already in the run is replaced: log_table
+    appends the new rows to it (MLflow 3.17), so a retried or re-run evaluate doubled the table.
+    The replacement is written as log_table writes it (``to_json(orient="split")``); the run's
+    ``mlflow.loggedArtifacts`` tag already names it as a table."""
+    folder = posixpath.dirname(artifact_file) or None
+    if artifact_file not in {f.path for f in mc.list_artifacts(run_id, folder)}:
+        mc.log_table(run_id, table, artifact_file)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / posixpath.basename(artifact_file)
+        table.to_json(local, orient="split", index=False, date_format="iso")
+        mc.log_artifact(run_id, str(local), folder)
 
 
 # ------------------------------------------------------------------------------------------- compare

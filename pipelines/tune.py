@@ -272,9 +272,10 @@ def tune(
     from pipelines.train import save_model, train
 
     space = params.tune
+    source = "params.yaml: tune.n_trials" if n_trials is None else "the n_trials argument"
     n_trials = space.n_trials if n_trials is None else n_trials
     if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials} (params.yaml: tune.n_trials)")
+        raise ValueError(f"n_trials must be >= 1, got {n_trials} ({source})")
     name = study_name or space.study_name
     with tempfile.TemporaryDirectory(prefix="curvewatch-tune-") as tmp:
         models_dir = Path(trial_dir) if trial_dir is not None else Path(tmp)

@@ -219,3 +219,24 @@ def test_confusion_matrix_plot_keeps_every_label_and_the_title_inside_the_figure
         box = text.get_window_extent(renderer)
         assert box.x0 >= figure_box.x0 - 1 and box.x1 <= figure_box.x1 + 1, text.get_text()
         assert box.y0 >= figure_box.y0 - 1 and box.y1 <= figure_box.y1 + 1, text.get_text()
+
+
+def test_the_per_class_table_is_replaced_not_appended_when_evaluate_runs_again(mlflow_uri, tmp_path) -> None:
+    # MlflowClient.log_table appends rows to a table already in the run: a retried evaluate task
+    # (or `dvc repro` re-running evaluate on the same run) had doubled it.
+    import pandas as pd
+
+    from pipelines import tracking
+    from pipelines.evaluate import PER_CLASS_TABLE
+    from pipelines.steps import _log_table_once
+
+    mc = tracking.client()
+    run_id = mc.create_run(tracking.ensure_experiment(mc, "t")).info.run_id
+    first = pd.DataFrame({"class": ["a", "b", "c"], "recall": [0.1, 0.2, 0.3]})
+    second = first.assign(recall=[0.4, 0.5, 0.6])
+    _log_table_once(mc, run_id, first, PER_CLASS_TABLE)
+    _log_table_once(mc, run_id, second, PER_CLASS_TABLE)
+    local = mc.download_artifacts(run_id, PER_CLASS_TABLE, str(tmp_path))
+    table = pd.read_json(local, orient="split")
+    assert table["recall"].tolist() == pytest.approx([0.4, 0.5, 0.6])  # the second, alone
+    assert PER_CLASS_TABLE in mc.get_run(run_id).data.tags["mlflow.loggedArtifacts"]  # still a table

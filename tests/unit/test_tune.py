@@ -90,10 +90,18 @@ def test_tune_on_sqlite_storage_resumes_the_same_study(params_file, digits_data,
     assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
 
 
-def test_n_trials_must_be_positive(params_file, digits_data):
+def test_n_trials_must_be_positive_naming_where_it_came_from(params_file, digits_data):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
     data, _ = digits_data
-    with pytest.raises(ValueError, match="tune.n_trials"):
+    with pytest.raises(ValueError, match=r"got 0 \(the n_trials argument\)"):
         tune(load_params(params_file()), data, n_trials=0)
+    # params.yaml's tune.n_trials is refused at load (test_bad_search_space_names_the_params_key);
+    # the command line's --trials by Typer, naming it, before any data is read.
+    result = CliRunner().invoke(app, ["tune", "--params", str(params_file()), "--trials", "0"])
+    assert result.exit_code == 2 and "--trials" in result.output
 
 
 @pytest.mark.parametrize(
