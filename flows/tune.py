@@ -140,15 +140,19 @@ def tune(params_path: str = "params.yaml", profile: str | None = None, overrides
     prepare_task(params)
     validate_task(params)
     study = start_task(params)
-    if params.tune.workers == 1:
-        worker_task(params, study)
-    else:
-        workers = [
-            worker_process_task.submit(study, params_path, profile, list(overrides or []))
-            for _ in range(params.tune.workers)
-        ]
-        codes = [w.result() for w in workers]
-        logger.info("%d tuning workers finished with exit codes %s", len(codes), codes)
+    try:
+        if params.tune.workers == 1:
+            worker_task(params, study)
+        else:
+            workers = [
+                worker_process_task.submit(study, params_path, profile, list(overrides or []))
+                for _ in range(params.tune.workers)
+            ]
+            codes = [w.result() for w in workers]
+            logger.info("%d tuning workers finished with exit codes %s", len(codes), codes)
+    except BaseException as exc:  # finish_task closes the parent run; nothing else would
+        steps.fail_tune(study, exc)
+        raise
     outcome = finish_task(params, study)
     evaluate_task(params)
     compared = compare_task(params)

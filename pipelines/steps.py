@@ -1219,15 +1219,30 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
     )
 
 
+def fail_tune(study: TuneStudy, exc: BaseException) -> None:
+    """End the study's MLflow parent run after its workers failed: KILLED for a signal or Ctrl-C,
+    else FAILED, with ``curvewatch.failure_reason``. Never raises: the worker's exception is the
+    one to report (an MLflow error here is logged)."""
+    from pipelines import tracking
+    from pipelines.train import TrainingInterrupted
+
+    killed = isinstance(exc, TrainingInterrupted | KeyboardInterrupt)
+    reason = f"{type(exc).__name__}: {exc}".rstrip(": ")[:5000]
+    try:
+        mc = tracking.client()
+        tracking.set_tags(mc, study.parent_run_id, {FAILURE_REASON_TAG: reason})
+        mc.set_terminated(study.parent_run_id, status="KILLED" if killed else "FAILED")
+    except Exception as error:  # noqa: BLE001 - best effort, see above
+        log.warning("tune: could not close parent run %s: %s", study.parent_run_id, error)
+
+
 def run_tune(params: Params) -> TuneOutcome:
     """:func:`start_tune`, one in-process :func:`run_tune_worker`, :func:`finish_tune`."""
     study = start_tune(params)
     try:
         run_tune_worker(params, study)
-    except BaseException:
-        from pipelines import tracking
-
-        tracking.client().set_terminated(study.parent_run_id, status="FAILED")
+    except BaseException as exc:
+        fail_tune(study, exc)
         raise
     return finish_tune(params, study)
 

@@ -296,10 +296,11 @@ def tune(
 
         def objective(trial: optuna.Trial) -> float:
             cfg = sample_config(trial, params.train, space)
-            extra = hooks.start(trial.number, dict(trial.params), cfg) if hooks else ()
             reporter = reporting_callback(trial)
             record = TrialRecord(trial.number, "FAIL", None, dict(trial.params), 0)
             try:
+                # Inside the try: hooks that fail after opening the trial's run still close it.
+                extra = hooks.start(trial.number, dict(trial.params), cfg) if hooks else ()
                 with tempfile.TemporaryDirectory(prefix="curvewatch-trial-") as backup:
                     result = train(
                         cfg,

@@ -86,3 +86,24 @@ def test_bad_search_space_fails_before_any_trial(folder_params):
     path = folder_params({"tune": {"learning_rate": [0.01, 0.001]}})
     with pytest.raises(ConfigError, match="tune.learning_rate: .*inverted range"):
         tune(params_path=str(path))
+
+
+def test_a_failed_worker_leaves_the_parent_run_failed_with_the_reason(folder_params, monkeypatch):
+    # Only finish_task closed the parent run: a worker that raised left it RUNNING for good.
+    from pipelines import steps
+
+    path = folder_params({"train": {"model": "mlp", "epochs": 2}, "tune": {"n_trials": 1, "models": ["mlp"]}})
+
+    def crashed(params, study, **kwargs):
+        raise RuntimeError("worker crashed")
+
+    monkeypatch.setattr(steps, "run_tune_worker", crashed)
+    with pytest.raises(RuntimeError, match="worker crashed"):
+        tune(params_path=str(path))
+    mc = tracking.client()
+    experiment = mc.get_experiment_by_name(load_params(path).tracking.experiment)
+    (parent,) = mc.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{tracking.RUN_KIND_TAG}` = 'tune'"
+    )
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags[steps.FAILURE_REASON_TAG] == "RuntimeError: worker crashed"

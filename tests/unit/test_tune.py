@@ -284,3 +284,19 @@ def test_a_model_trained_under_mixed_precision_is_loaded_for_prediction_without_
         accuracy = score(path, x, y)
     assert getattr(loaded, "optimizer", None) is None  # not compiled: no training state restored
     assert accuracy == pytest.approx(expected)
+
+
+def test_hooks_that_fail_to_start_a_trial_still_get_to_finish_it(params_file, digits_data):
+    # hooks.start had run outside the trial's try: an MLflow error after it opened the trial's run
+    # left that run RUNNING (finish, which ends it, was never called).
+    class FailingStart(Recorder):
+        def start(self, number, params, cfg):
+            self.started.append(number)
+            raise ConnectionError("tracking server went away")
+
+    data, _ = digits_data
+    params = load_params(params_file({"train": {"model": "mlp", "epochs": 1}, "tune": {"models": ["mlp"]}}))
+    hooks = FailingStart()
+    with pytest.raises(ConnectionError):
+        tune(params, data, n_trials=1, hooks=hooks)
+    assert hooks.started == [0] and [(r.number, r.state) for r in hooks.finished] == [(0, "FAIL")]
