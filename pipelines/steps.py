@@ -134,9 +134,11 @@ def _log_failed_validation(params: Params, result) -> str:
     mc = tracking.client()
     exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
     run = mc.create_run(exp_id, run_name="validation-failed", tags={tracking.RUN_KIND_TAG: "validation"})
-    tracking.log_params(mc, run.info.run_id, params)
-    _log_validation(mc, run.info.run_id, params, result)
-    mc.set_terminated(run.info.run_id, status="FAILED")
+    try:
+        tracking.log_params(mc, run.info.run_id, params)
+        _log_validation(mc, run.info.run_id, params, result)
+    finally:  # never left RUNNING (nothing else closes validation runs)
+        mc.set_terminated(run.info.run_id, status="FAILED")
     return run.info.run_id
 
 
@@ -496,15 +498,16 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         inputs_pool.shutdown(wait=True)  # the inputs reach the run before it is closed
         if epoch_logger is not None:
             epoch_logger.drain(DRAIN_ON_FAILURE_S)  # and so do the finished epochs
-        tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{exc}; rerun the same command to resume"})
-        mc.set_terminated(run_id, status="KILLED")
+        what = str(exc) or type(exc).__name__  # KeyboardInterrupt() says nothing
+        reason = f"{what}; rerun the same command to resume"
+        tracking.end_run_on_failure(mc, run_id, "KILLED", {FAILURE_REASON_TAG: reason})
         raise
     except BaseException as exc:
         inputs_pool.shutdown(wait=True)
         if epoch_logger is not None:
             epoch_logger.drain(DRAIN_ON_FAILURE_S)
-        tracking.set_tags(mc, run_id, {FAILURE_REASON_TAG: f"{type(exc).__name__}: {exc}"[:5000]})
-        mc.set_terminated(run_id, status="FAILED")
+        reason = f"{type(exc).__name__}: {exc}"[:5000]
+        tracking.end_run_on_failure(mc, run_id, "FAILED", {FAILURE_REASON_TAG: reason})
         raise
     inputs_pool.shutdown(wait=True)
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")
@@ -1221,19 +1224,15 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
 
 def fail_tune(study: TuneStudy, exc: BaseException) -> None:
     """End the study's MLflow parent run after its workers failed: KILLED for a signal or Ctrl-C,
-    else FAILED, with ``curvewatch.failure_reason``. Never raises: the worker's exception is the
-    one to report (an MLflow error here is logged)."""
+    else FAILED, with ``curvewatch.failure_reason`` (:func:`pipelines.tracking.end_run_on_failure`:
+    never raises; the worker's exception is the one to report)."""
     from pipelines import tracking
     from pipelines.train import TrainingInterrupted
 
     killed = isinstance(exc, TrainingInterrupted | KeyboardInterrupt)
     reason = f"{type(exc).__name__}: {exc}".rstrip(": ")[:5000]
-    try:
-        mc = tracking.client()
-        tracking.set_tags(mc, study.parent_run_id, {FAILURE_REASON_TAG: reason})
-        mc.set_terminated(study.parent_run_id, status="KILLED" if killed else "FAILED")
-    except Exception as error:  # noqa: BLE001 - best effort, see above
-        log.warning("tune: could not close parent run %s: %s", study.parent_run_id, error)
+    status = "KILLED" if killed else "FAILED"
+    tracking.end_run_on_failure(tracking.client(), study.parent_run_id, status, {FAILURE_REASON_TAG: reason})
 
 
 def run_tune(params: Params) -> TuneOutcome:

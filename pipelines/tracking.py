@@ -609,6 +609,73 @@ def metric_sender(mlflow_client: MlflowClient, run_id: str, *, timeout_s: float 
     return send
 
 
+def end_run_on_failure(
+    mlflow_client: MlflowClient,
+    run_id: str,
+    status: str,
+    tags: Mapping[str, Any],
+    *,
+    timeout_s: float = 10.0,
+) -> bool:
+    """Tag and end a run whose stage is failing, without ever raising (best effort).
+
+    The exception in flight (a signal's, a stage's) is the one to report, and it must not wait on
+    the tracking server: on a server (``http(s)://``) each request is one attempt of at most
+    ``timeout_s`` seconds (``http_request`` with ``max_retries=0``; ``MlflowClient`` would retry for
+    minutes, past a scheduler's kill grace period); on other stores, ``MlflowClient``. Each failure
+    is logged as a warning.
+
+    Args:
+        mlflow_client: the client of the run's store.
+        run_id: the run.
+        status: ``FAILED`` or ``KILLED``.
+        tags: set first (e.g. ``curvewatch.failure_reason``); None values are skipped.
+
+    Returns:
+        True when the run was ended.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    values = {k: str(v) for k, v in tags.items() if v is not None}
+    uri = mlflow_client.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        from mlflow.protos.service_pb2 import SetTag, UpdateRun
+        from mlflow.utils.proto_json_utils import message_to_json
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        creds = _host_creds(uri)
+
+        def post(endpoint: str, message) -> None:
+            body = json.loads(message_to_json(message))
+            response = http_request(creds, endpoint, "POST", max_retries=0, timeout=timeout_s, json=body)
+            verify_rest_response(response, endpoint)
+
+        def write_tags() -> None:
+            for key, value in values.items():
+                post("/api/2.0/mlflow/runs/set-tag", SetTag(run_id=run_id, key=key, value=value))
+
+        def end() -> None:
+            end_time = int(datetime.now(UTC).timestamp() * 1000)
+            post("/api/2.0/mlflow/runs/update", UpdateRun(run_id=run_id, status=status, end_time=end_time))
+    else:
+
+        def write_tags() -> None:
+            set_tags(mlflow_client, run_id, values)
+
+        def end() -> None:
+            mlflow_client.set_terminated(run_id, status=status)
+
+    ended = False
+    for step, action in (("tag", write_tags), ("end", end)):
+        try:
+            action()
+            ended = step == "end"
+        except Exception as exc:  # noqa: BLE001 - best effort, see above
+            log.warning("%s run %s: could not %s it (%s: %s)", uri, run_id, step, type(exc).__name__, exc)
+    return ended
+
+
 def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: float = 600.0):
     """A Keras callback that logs each epoch's ``logs`` to ``run_id`` with ``step`` = 1-based epoch.
 

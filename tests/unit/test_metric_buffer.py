@@ -157,3 +157,38 @@ def test_epoch_logger_drain_gives_up_with_a_warning_not_an_error(mlflow_uri, mon
     logger.drain(0.5)  # the exception in flight is the one to report
     assert logger.buffer.pending > 0
     assert "could not be sent in 0 s" in caplog.text and "connection refused" in caplog.text
+
+
+def test_end_run_on_failure_ends_the_run_and_never_raises_or_retries(tmp_path, monkeypatch):
+    # A failing stage ends its run through this: it had called set_tags then set_terminated, which
+    # with the server down sat in MLflow's retries for minutes and then replaced the exception in
+    # flight (a SIGTERM's) with an MlflowException, leaving the run RUNNING.
+    from mlflow.utils import rest_utils
+
+    attempts: list[int] = []
+    real_request = rest_utils.http_request
+
+    def spy(*args, **kwargs):
+        attempts.append(kwargs.get("max_retries"))
+        return real_request(*args, **kwargs)
+
+    monkeypatch.setattr(rest_utils, "http_request", spy)
+    server = MlflowServer(tmp_path / "server")
+    url = server.start()
+    try:
+        mc = tracking.client(url)
+        experiment = mc.create_experiment("fail")
+        run_id, other = (mc.create_run(experiment).info.run_id for _ in range(2))
+        reason = {"curvewatch.failure_reason": "TrainingInterrupted: SIGTERM"}
+        attempts.clear()
+        assert tracking.end_run_on_failure(mc, run_id, "KILLED", reason)
+        assert attempts == [0, 0]  # one tag, one update: each a single attempt
+        run = mc.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert run.data.tags["curvewatch.failure_reason"] == "TrainingInterrupted: SIGTERM"
+        server.stop()
+        attempts.clear()
+        assert not tracking.end_run_on_failure(mc, other, "FAILED", reason)  # no exception
+        assert attempts == [0, 0]  # tag and end each tried once, not retried
+    finally:
+        server.stop()
