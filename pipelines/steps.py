@@ -499,7 +499,8 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         if epoch_logger is not None:
             epoch_logger.drain(DRAIN_ON_FAILURE_S)  # and so do the finished epochs
         what = str(exc) or type(exc).__name__  # KeyboardInterrupt() says nothing
-        reason = f"{what}; rerun the same command to resume"
+        resumable = getattr(exc, "backup_kept", True)
+        reason = f"{what}; rerun the same command to resume" if resumable else what
         tracking.end_run_on_failure(mc, run_id, "KILLED", {FAILURE_REASON_TAG: reason})
         raise
     except BaseException as exc:

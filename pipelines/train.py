@@ -48,18 +48,35 @@ _HISTORY_BACKUP_NAME = "curvewatch_state.json"
 class TrainingInterrupted(Exception):
     """SIGTERM (or SIGINT) arrived during :func:`train`; the epoch in progress was abandoned.
 
-    The backup folder holds every finished epoch, so the same call resumes from there.
+    The backup folder holds every finished epoch, so the same call resumes from there; unless the
+    signal came once every epoch had run, while Keras' end-of-training callbacks (which delete the
+    backup) were running: then ``backup_kept`` is False and the message says a rerun trains again.
 
     Attributes:
         signum: the signal number (``signal.SIGTERM`` = 15).
         epochs_done: epochs finished (and backed up) before the signal, including resumed ones.
+        backup_kept: whether the backup folder still holds them.
     """
 
-    def __init__(self, signum: int, epochs_done: int) -> None:
+    def __init__(self, signum: int, epochs_done: int, *, backup_kept: bool = True) -> None:
         name = signal.Signals(signum).name
-        super().__init__(f"training stopped by {name} after {epochs_done} finished epoch(s); backup kept")
+        where = (
+            "backup kept"
+            if backup_kept
+            else "at the end of training, after the backup was removed: a rerun trains again"
+        )
+        super().__init__(f"training stopped by {name} after {epochs_done} finished epoch(s); {where}")
         self.signum = signum
         self.epochs_done = epochs_done
+        self.backup_kept = backup_kept
+
+
+def _interrupted(flag: dict[str, Any], signum: int) -> TrainingInterrupted:
+    """The :class:`TrainingInterrupted` for ``signum``, saying whether ``flag["backup_dir"]``
+    still holds the backup."""
+    backup = flag.get("backup_dir")
+    kept = backup is None or (Path(backup).is_dir() and any(Path(backup).iterdir()))
+    return TrainingInterrupted(signum, flag.get("epochs_done") or 0, backup_kept=kept)
 
 
 class TrainingLocked(RuntimeError):
@@ -536,7 +553,7 @@ def training_lock(backup_dir: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
+def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
     """Record SIGTERM/SIGINT in ``flag["signum"]`` instead of dying; a second one raises at once.
 
     Python lets only the main thread install handlers; elsewhere (a Prefect task thread) the
@@ -548,7 +565,7 @@ def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
 
     def handler(signum: int, frame: Any) -> None:
         if flag["signum"] is not None:
-            raise TrainingInterrupted(signum, flag.get("epochs_done") or 0)
+            raise _interrupted(flag, signum)
         flag["signum"] = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -559,7 +576,7 @@ def _stop_on_signals(flag: dict[str, int | None]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _stop_callback(flag: dict[str, int | None], recorder: Any) -> Any:
+def _stop_callback(flag: dict[str, Any], recorder: Any) -> Any:
     """A callback that raises :class:`TrainingInterrupted` at the first batch boundary (training
     or validation) after a signal, abandoning the epoch in progress, or at the end of the epoch
     after every other callback has logged it."""
@@ -725,7 +742,7 @@ def train(
     }
     prior = _prior_history(backup_dir, identity)
     own = _make_callbacks(cfg, backup_dir, prior, identity)
-    flag: dict[str, int | None] = {"signum": None, "epochs_done": len(prior)}
+    flag: dict[str, Any] = {"signum": None, "epochs_done": len(prior), "backup_dir": backup_dir}
     stop = _stop_callback(flag, own["recorder"])
     start = time.perf_counter()
     with _stop_on_signals(flag), release_traced_gradients():
@@ -739,6 +756,11 @@ def train(
             shuffle=True,
             verbose=verbose,
         )
+        if flag["signum"] is not None:
+            # It came after the last epoch's check, during the end-of-training callbacks (e.g. the
+            # MLflow logger waiting for its buffer): stop now, not after the stage's remaining work.
+            flag["epochs_done"] = len(own["recorder"].epochs)
+            raise _interrupted(flag, int(flag["signum"]))
     seconds = time.perf_counter() - start
 
     recorder = own["recorder"]

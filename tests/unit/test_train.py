@@ -469,3 +469,35 @@ def test_a_model_trains_on_and_retraces_the_same_after_its_gradients_are_release
     assert all(math.isfinite(v) for v in released)
     assert released[2] < released[0]  # it went on learning
     assert released == pytest.approx(kept, rel=1e-4)
+
+
+class _SignalAtTrainEnd(keras.callbacks.Callback):
+    """Sends this process ``signum`` from ``on_train_end``: after every epoch's check, while the
+    end-of-training callbacks run (BackupAndRestore's, before it, has removed the backup)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        import os
+
+        os.kill(os.getpid(), self.signum)
+
+
+def test_a_signal_during_the_end_of_training_is_not_lost_and_says_no_backup(
+    tmp_path: Path, digits: TrainData
+) -> None:
+    # The signal was recorded, the handler put back, and train() returned as if nothing happened:
+    # the stage went on for minutes (a model log, an MLflow logger waiting on a slow server).
+    import signal
+
+    from pipelines.train import TrainingInterrupted
+
+    backup = tmp_path / "backup"
+    with pytest.raises(TrainingInterrupted, match="after 2 finished epoch.*a rerun trains again") as info:
+        train(
+            _cfg(epochs=2), digits, seed=0, backup_dir=backup, callbacks=[_SignalAtTrainEnd(signal.SIGTERM)]
+        )
+    assert info.value.epochs_done == 2 and not info.value.backup_kept
+    assert not backup.exists() or not any(backup.iterdir())
