@@ -8,8 +8,10 @@ APIs" and "Model Registry"), straight from one store to the other:
 - experiments by name, with their tags (created on the destination when missing);
 - runs with their name, start/end time, status, params, tags, full per-step metric histories,
   dataset inputs and artifacts; each copy is tagged ``curvewatch.migrated_from = <source run id>``,
-  so running the migration again copies only what is new;
-- logged models (MLflow 3's ``models:/m-...``) with their artifacts, params and tags;
+  so running the migration again copies only what is new, and a copy cut short (still RUNNING
+  where its source is not: ending it is the copy's last step) is deleted and copied again;
+- logged models (MLflow 3's ``models:/m-...``) with their artifacts, params and tags (a copy not
+  finalized like its source is deleted and copied again);
 - registered models, their versions (pointing at the copied logged model or run), descriptions,
   tags and aliases (``champion``).
 """
@@ -100,8 +102,8 @@ def migrate_store(
         target = dst.get_experiment_by_name(exp.name)
         dst_exp = target.experiment_id if target else dst.create_experiment(exp.name, tags=dict(exp.tags))
         result.experiments += 1
-        done = {
-            r.data.tags[MIGRATED_FROM]: r.info.run_id
+        earlier = {
+            r.data.tags[MIGRATED_FROM]: r
             for r in tracking.search_training_runs(
                 dst, [dst_exp], filter_string=f"tags.`{MIGRATED_FROM}` != ''"
             )
@@ -109,10 +111,16 @@ def migrate_store(
         copied = 0
         for run in sorted(runs, key=lambda r: r.info.start_time or 0):
             old = run.info.run_id
-            if old in done:
-                result.run_ids[old] = done[old]
+            copy = earlier.get(old)
+            if copy is not None and (copy.info.status != "RUNNING" or run.info.status == "RUNNING"):
+                result.run_ids[old] = copy.info.run_id
                 result.runs_skipped += 1
                 continue
+            if copy is not None:
+                # A copy cut short (ending it is the last step): its params, metrics or artifacts
+                # may be missing. Deleted (MLflow keeps it in the trash) and copied again.
+                echo(f"run {old}: its earlier copy {copy.info.run_id} was cut short; copying it again")
+                dst.delete_run(copy.info.run_id)
             tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}
             tags[MIGRATED_FROM] = old
             new = dst.create_run(
@@ -145,9 +153,11 @@ def migrate_store(
             exists = dst.search_logged_models(
                 [dst_exp], filter_string=f"tags.`{MIGRATED_FROM}` = '{lm.model_id}'"
             )
-            if exists:
+            if exists and (exists[0].status == lm.status or lm.status == LoggedModelStatus.PENDING):
                 model_ids[lm.model_id] = exists[0].model_id
                 continue
+            if exists:  # cut short before it was finalized (the last step): artifacts may be missing
+                dst.delete_logged_model(exists[0].model_id)
             new_model = dst.create_logged_model(
                 dst_exp,
                 name=lm.name,

@@ -111,3 +111,37 @@ def test_migrate_store_refuses_a_missing_source(tmp_path):
     )
     assert out.exit_code == 2
     assert "no SQLite store at" in out.output
+
+
+def test_a_migration_cut_short_is_completed_by_running_it_again(
+    mlflow_uri, mlflow_server, tmp_path, monkeypatch
+):
+    # The copy's tag was set when it was created: a run the process died in the middle of (here,
+    # an artifact upload that failed) was "already there" for every later migration, RUNNING and
+    # without its artifacts.
+    from mlflow import MlflowClient
+
+    from pipelines import tracking
+    from pipelines.migrate_store import migrate_store
+
+    exp_name, model_name = f"migrate-{uuid.uuid4().hex[:8]}", f"migrate-model-{uuid.uuid4().hex[:8]}"
+    _source_store(mlflow_uri, tmp_path, exp_name, model_name)
+    with monkeypatch.context() as patch:
+
+        def cut(self, run_id, local_dir, artifact_path=None):
+            raise ConnectionError("connection reset")
+
+        patch.setattr(MlflowClient, "log_artifacts", cut)
+        with pytest.raises(ConnectionError):
+            migrate_store(mlflow_uri, mlflow_server.url, experiments=[exp_name], echo=lambda _: None)
+    lines: list[str] = []
+    result = migrate_store(mlflow_uri, mlflow_server.url, experiments=[exp_name], echo=lines.append)
+    assert (result.runs, result.runs_skipped) == (2, 0) and any("cut short" in line for line in lines)
+
+    dst = tracking.client(mlflow_server.url)
+    exp = dst.get_experiment_by_name(exp_name)
+    runs = dst.search_runs([exp.experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert [a.path for a in dst.list_artifacts(run.info.run_id, "curvewatch")] == ["curvewatch/report.md"]
+    assert dst.get_model_version_by_alias(model_name, "champion").run_id in {r.info.run_id for r in runs}
