@@ -474,6 +474,9 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         )
         if inputs_logged is not None:
             inputs_logged.result()  # an MLflow error here fails the run like any other
+        # run.json names the run that paths.model_file came from: gone until both are this run's,
+        # so a failure below never leaves the new model under the previous run's run.json.
+        paths.run_file.unlink(missing_ok=True)
         save_model(result.model, paths.model_file)
         save_history_csv(result.history, paths.history_plot)
         tracking.set_tags(
@@ -1187,6 +1190,7 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
         best_run_id = runs[str(best.number)]
         data, classes = load_train_data(params)
         model = keras.saving.load_model(Path(best.user_attrs["model_path"]))
+        paths.run_file.unlink(missing_ok=True)  # as in run_train: never a model under another run's run.json
         save_model(model, paths.model_file)
         tracking.set_tags(mc, best_run_id, {tracking.RUN_KIND_TAG: "train", "curvewatch.tune_best": "true"})
         model_info = _log_model(mc, best_run_id, params, model, data.x_val[:2], classes)

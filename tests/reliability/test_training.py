@@ -291,3 +291,24 @@ def test_compare_never_promotes_an_incomplete_run(tiny_project):
     assert not outcome.promoted
     assert tracking.get_champion(mc, params.tracking.registered_model) is None
     assert not mc.search_model_versions(f"name='{params.tracking.registered_model}'")
+
+
+def test_a_training_that_fails_after_saving_its_model_leaves_no_run_json_naming_another_run(
+    tiny_project, monkeypatch
+):
+    # The new model.keras was written before the MLflow logging and run.json after it: a failure
+    # in between left the new model under the previous run's run.json, and a hand-run evaluate
+    # or compare scored it into that run.
+    params = tiny_project
+    steps.run_train(params)
+    assert params.paths.run_file.is_file()
+
+    def upload_failed(*args, **kwargs):
+        raise OSError("artifact store full")
+
+    monkeypatch.setattr(steps, "_log_model", upload_failed)
+    with pytest.raises(OSError, match="artifact store full"):
+        steps.run_train(params)
+    assert params.paths.model_file.is_file() and not params.paths.run_file.exists()
+    with pytest.raises(steps.StageError, match="run.json"):
+        steps.run_evaluate(params)
