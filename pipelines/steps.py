@@ -242,6 +242,8 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
 #: Tags that tie a training run to the process and checkout that ran it.
 PID_TAG, HOST_TAG, CHECKOUT_TAG = "curvewatch.pid", "curvewatch.host", "curvewatch.checkout"
 FAILURE_REASON_TAG = "curvewatch.failure_reason"
+#: Set on a training run once its config, dataset and validation results are all logged.
+INPUTS_LOGGED_TAG = "curvewatch.inputs_logged"
 #: Seconds a failed or interrupted training waits for its buffered epochs to reach MLflow (Keras
 #: skips ``on_train_end`` when ``fit`` raises); short enough to fit a scheduler's kill grace period.
 DRAIN_ON_FAILURE_S = 10.0
@@ -444,11 +446,14 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         )
         tracking.log_metrics(mc, run_id, _flat(validation_metrics))
         mc.log_artifacts(run_id, str(paths.validation_dir), "validation")
+        tracking.set_tags(mc, run_id, {INPUTS_LOGGED_TAG: "true"})
 
     # The run's inputs (config, dataset, validation results) are logged beside training, as the
     # epochs are: none of it feeds training (measured: 0.2-1 s of MLflow writes, more under load).
+    # A resumed run has them, unless its process was killed before they were all written.
     inputs_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-inputs")
-    inputs_logged = None if resume else inputs_pool.submit(log_inputs)
+    has_inputs = resume and INPUTS_LOGGED_TAG in mc.get_run(run_id).data.tags
+    inputs_logged = None if has_inputs else inputs_pool.submit(log_inputs)
     epoch_logger = None
     try:
         # No baseline here: it runs beside training; the compare stage logs it and diagnoses with it.

@@ -312,3 +312,26 @@ def test_a_training_that_fails_after_saving_its_model_leaves_no_run_json_naming_
     assert params.paths.model_file.is_file() and not params.paths.run_file.exists()
     with pytest.raises(steps.StageError, match="run.json"):
         steps.run_evaluate(params)
+
+
+def test_a_resumed_run_logs_the_inputs_its_killed_process_had_not(tiny_project, monkeypatch):
+    # Inputs are logged beside training; a process killed before they were all written left a run
+    # that its resume never completed (no dataset, no validation results), because a resumed run
+    # skipped them.
+    params = tiny_project
+    mc = tracking.client()
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+
+        def died(*args, **kwargs):
+            raise ConnectionError("the process died here")
+
+        patch.setattr(tracking, "log_dataset", died)
+        steps.run_train(params, extra_callbacks=(_StopAfter(1),))
+    run_id = _state(params)["run_id"]
+    run = mc.get_run(run_id)
+    assert steps.INPUTS_LOGGED_TAG not in run.data.tags and not run.inputs.dataset_inputs
+    outcome = steps.run_train(params)  # resumes the same run
+    assert outcome.run_id == run_id
+    run = mc.get_run(run_id)
+    assert run.data.tags[steps.INPUTS_LOGGED_TAG] == "true" and run.inputs.dataset_inputs
+    assert any(key.startswith("validation.") for key in run.data.metrics)
