@@ -26,15 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipelines.tracking import GATE_TAG
+
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
     from pipelines.curves.gate import GateResult
 
 PROMOTION_RULES = ("significantly_better", "not_worse")
-#: The gate's decision, on a run and on its model version. On a run, written last by the compare
-#: stage: a run carrying it went through the gate (``pipelines.schedule.last_fingerprint``).
-GATE_TAG = "curvewatch.gate"
 #: Run-relative path of the curvewatch report the run description links to (compare stage).
 REPORT_ARTIFACT = "curvewatch/report.html"
 #: Verdicts whose model is not worth a registry entry: it learned nothing or blew up.

@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipelines.registry import GATE_TAG
-
 if TYPE_CHECKING:  # pragma: no cover
     from pipelines.config import Params
 
@@ -120,6 +118,8 @@ def last_fingerprint(runs: Sequence[Any]) -> Fingerprint | None:
     """The fingerprint of the newest *successful* run among ``runs`` (MLflow ``Run`` objects, newest
     first): finished, through the gate (tag ``curvewatch.gate`` set by the compare stage), and
     carrying both fingerprint tags. ``None`` when there is none."""
+    from pipelines.tracking import GATE_TAG
+
     for run in runs:
         tags = run.data.tags
         if run.info.status == "FINISHED" and GATE_TAG in tags and DATA_TAG in tags and PARAMS_TAG in tags:

@@ -819,7 +819,7 @@ def run_compare(params: Params) -> CompareOutcome:
         }
     )
     # The gate tag goes last: it marks the run as through the gate (schedule.last_fingerprint).
-    gate_tag = {registry.GATE_TAG: tags.pop(registry.GATE_TAG)}
+    gate_tag = {tracking.GATE_TAG: tags.pop(tracking.GATE_TAG)}
     tracking.set_tags(mc, run_id, tags)
     numbers = summary_values(diagnosis) | {
         "gate.p_value": gate_result.p_value,

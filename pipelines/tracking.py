@@ -37,6 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
 CHAMPION_ALIAS = "champion"
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 RUN_KIND_TAG = "curvewatch.run_kind"
+#: The gate's decision, on a run and on its model version (``pipelines/registry.py``). On a run,
+#: written last by the compare stage: a run carrying it went through the gate
+#: (``pipelines.schedule.last_fingerprint``).
+GATE_TAG = "curvewatch.gate"
 #: MLflow search filter for finished training runs (not validation-only runs).
 FINISHED_TRAINING = f"tags.`{RUN_KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipelines import registry, schedule, steps, tracking
+from pipelines import schedule, steps, tracking
 from tests.reliability._support import prepared
 
 
@@ -76,10 +76,10 @@ def test_a_compare_that_fails_part_way_leaves_the_champion_and_no_gate_tag(folde
     mc = tracking.client()
     assert tracking.get_champion(mc, params.tracking.registered_model) is None
     run = mc.get_run(run_id)
-    assert registry.GATE_TAG not in run.data.tags
+    assert tracking.GATE_TAG not in run.data.tags
     assert schedule.last_fingerprint([run]) is None  # not a successful run: the next one retrains
     # Run again (as the flow's retry does), it completes: promoted, gate tag written.
     outcome = steps.run_compare(params)
     assert outcome.promoted and outcome.gate_decision == "first_champion"
     assert tracking.get_champion(mc, params.tracking.registered_model).run_id == run_id
-    assert mc.get_run(run_id).data.tags[registry.GATE_TAG] == "first_champion"
+    assert mc.get_run(run_id).data.tags[tracking.GATE_TAG] == "first_champion"
