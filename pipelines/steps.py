@@ -137,8 +137,8 @@ def _log_failed_validation(params: Params, result) -> str:
     try:
         tracking.log_params(mc, run.info.run_id, params)
         _log_validation(mc, run.info.run_id, params, result)
-    finally:  # never left RUNNING (nothing else closes validation runs)
-        mc.set_terminated(run.info.run_id, status="FAILED")
+    finally:  # never left RUNNING (nothing else closes validation runs), never raising over the failure
+        tracking.end_run_on_failure(mc, run.info.run_id, "FAILED", {})
     return run.info.run_id
 
 
@@ -502,21 +502,17 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         }
         tracking.log_summary(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
         model_info = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
-    except (TrainingInterrupted, KeyboardInterrupt) as exc:
+    except BaseException as exc:
         inputs_pool.shutdown(wait=True)  # the inputs reach the run before it is closed
         if epoch_logger is not None:
             epoch_logger.drain(DRAIN_ON_FAILURE_S)  # and so do the finished epochs
-        what = str(exc) or type(exc).__name__  # KeyboardInterrupt() says nothing
-        resumable = getattr(exc, "backup_kept", True)
-        reason = f"{what}; rerun the same command to resume" if resumable else what
-        tracking.end_run_on_failure(mc, run_id, "KILLED", {FAILURE_REASON_TAG: reason})
-        raise
-    except BaseException as exc:
-        inputs_pool.shutdown(wait=True)
-        if epoch_logger is not None:
-            epoch_logger.drain(DRAIN_ON_FAILURE_S)
-        reason = f"{type(exc).__name__}: {exc}"[:5000]
-        tracking.end_run_on_failure(mc, run_id, "FAILED", {FAILURE_REASON_TAG: reason})
+        if isinstance(exc, TrainingInterrupted | KeyboardInterrupt):
+            status, reason = "KILLED", str(exc) or type(exc).__name__  # KeyboardInterrupt() says nothing
+            if getattr(exc, "backup_kept", True):
+                reason += "; rerun the same command to resume"
+        else:
+            status, reason = "FAILED", f"{type(exc).__name__}: {exc}"[:5000]
+        tracking.end_run_on_failure(mc, run_id, status, {FAILURE_REASON_TAG: reason})
         raise
     inputs_pool.shutdown(wait=True)
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")

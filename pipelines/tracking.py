@@ -598,19 +598,29 @@ def metric_sender(mlflow_client: MlflowClient, run_id: str, *, timeout_s: float 
     if not uri.startswith(("http://", "https://")):
         return lambda batch: mlflow_client.log_batch(run_id, metrics=batch)
     from mlflow.protos.service_pb2 import LogBatch
-    from mlflow.utils.proto_json_utils import message_to_json
-    from mlflow.utils.rest_utils import http_request, verify_rest_response
 
     creds = _host_creds(uri)
 
     def send(batch) -> None:
-        body = json.loads(message_to_json(LogBatch(run_id=run_id, metrics=[m.to_proto() for m in batch])))
-        response = http_request(
-            creds, LOG_BATCH_ENDPOINT, "POST", max_retries=0, timeout=timeout_s, json=body
-        )
-        verify_rest_response(response, LOG_BATCH_ENDPOINT)
+        message = LogBatch(run_id=run_id, metrics=[m.to_proto() for m in batch])
+        _post_once(creds, LOG_BATCH_ENDPOINT, message, timeout_s)
 
     return send
+
+
+def _post_once(creds, endpoint: str, message, timeout_s: float) -> None:
+    """POST one MLflow REST ``message`` (a protobuf) to ``endpoint`` in a single attempt of at most
+    ``timeout_s`` seconds (``http_request`` with ``max_retries=0``).
+
+    Raises:
+        mlflow.exceptions.MlflowException, OSError: the server refused it or did not answer.
+    """
+    from mlflow.utils.proto_json_utils import message_to_json
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    body = json.loads(message_to_json(message))
+    response = http_request(creds, endpoint, "POST", max_retries=0, timeout=timeout_s, json=body)
+    verify_rest_response(response, endpoint)
 
 
 def end_run_on_failure(
@@ -624,10 +634,10 @@ def end_run_on_failure(
     """Tag and end a run whose stage is failing, without ever raising (best effort).
 
     The exception in flight (a signal's, a stage's) is the one to report, and it must not wait on
-    the tracking server: on a server (``http(s)://``) each request is one attempt of at most
-    ``timeout_s`` seconds (``http_request`` with ``max_retries=0``; ``MlflowClient`` would retry for
-    minutes, past a scheduler's kill grace period); on other stores, ``MlflowClient``. Each failure
-    is logged as a warning.
+    the tracking server: on a server (``http(s)://``) the tags (one ``LogBatch``) and the end are
+    one attempt each of at most ``timeout_s`` seconds (:func:`_post_once`; ``MlflowClient`` would
+    retry for minutes, past a scheduler's kill grace period); on other stores, ``MlflowClient``.
+    Each failure is logged as a warning.
 
     Args:
         mlflow_client: the client of the run's store.
@@ -644,24 +654,20 @@ def end_run_on_failure(
     values = {k: str(v) for k, v in tags.items() if v is not None}
     uri = mlflow_client.tracking_uri
     if uri.startswith(("http://", "https://")):
-        from mlflow.protos.service_pb2 import SetTag, UpdateRun
-        from mlflow.utils.proto_json_utils import message_to_json
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
+        from mlflow.entities import RunTag
+        from mlflow.protos.service_pb2 import LogBatch, UpdateRun
 
         creds = _host_creds(uri)
 
-        def post(endpoint: str, message) -> None:
-            body = json.loads(message_to_json(message))
-            response = http_request(creds, endpoint, "POST", max_retries=0, timeout=timeout_s, json=body)
-            verify_rest_response(response, endpoint)
-
         def write_tags() -> None:
-            for key, value in values.items():
-                post("/api/2.0/mlflow/runs/set-tag", SetTag(run_id=run_id, key=key, value=value))
+            if values:
+                tags_ = [RunTag(k, v).to_proto() for k, v in values.items()]
+                _post_once(creds, LOG_BATCH_ENDPOINT, LogBatch(run_id=run_id, tags=tags_), timeout_s)
 
         def end() -> None:
             end_time = int(datetime.now(UTC).timestamp() * 1000)
-            post("/api/2.0/mlflow/runs/update", UpdateRun(run_id=run_id, status=status, end_time=end_time))
+            message = UpdateRun(run_id=run_id, status=status, end_time=end_time)
+            _post_once(creds, "/api/2.0/mlflow/runs/update", message, timeout_s)
     else:
 
         def write_tags() -> None:
