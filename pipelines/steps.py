@@ -17,6 +17,7 @@ import os
 import posixpath
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,7 +206,9 @@ def load_train_data(params: Params):
     ), classes
 
 
-def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
+def run_train(
+    params: Params, *, extra_callbacks: tuple = (), tags: Mapping[str, str] | None = None
+) -> TrainOutcome:
     """Train the configured model, tracking everything in one MLflow run per training.
 
     Holds this checkout's training lock (:func:`pipelines.train.training_lock`) throughout. Closes,
@@ -222,6 +225,12 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     named by :func:`pipelines.tracking.run_name`. Writes ``paths.model_file``, ``paths.run_file``,
     ``paths.history_plot`` and ``paths.train_metrics``.
 
+    Args:
+        params: the resolved params.
+        extra_callbacks: Keras callbacks added after curvewatch's own (e.g. a tuning trial's).
+        tags: MLflow tags set on the run, new or resumed (e.g. the ``retrain`` flow's pending
+            ``pipelines.tracking.LOCK_TAG``).
+
     Raises:
         StageError: the validation results are missing, or another training holds the lock (the
             message names its pid).
@@ -234,7 +243,7 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
 
     try:
         with training_lock(params.paths.backup_dir):
-            return _run_train_locked(params, extra_callbacks)
+            return _run_train_locked(params, extra_callbacks, dict(tags or {}))
     except TrainingLocked as exc:
         raise StageError(str(exc)) from exc
 
@@ -353,7 +362,7 @@ def _backfill_epochs(mc, run_id: str, epochs: dict[int, dict[str, float]]) -> in
     return len({m.step for m in missing})
 
 
-def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
+def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, str]) -> TrainOutcome:
     import socket
     from concurrent.futures import ThreadPoolExecutor
 
@@ -389,7 +398,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         config_hash=config_hash(params.train, params.base.seed, data.input_shape, data.num_classes),
     )
     close_abandoned_runs(mc, exp_id, checkout, keep=state.run_id if resume and state else None)
-    process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout}
+    process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout, **tags}
     if resume and state is not None:
         run_id = state.run_id
         mc.update_run(run_id, status="RUNNING")
@@ -683,6 +692,27 @@ class CompareOutcome:
     findings: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: On a run gone through compare: the run of the champion it was gated against (none: first champion).
+CHAMPION_RUN_TAG = "curvewatch.champion_run_id"
+
+
+def _replaced_champion(mc, model_name: str, run_id: str):
+    """The champion that run ``run_id``, now champion, was gated against the first time: the newest
+    version registered from its ``CHAMPION_RUN_TAG`` run, or None (it was the first champion, or
+    that version is gone: then there is nothing to gate against, and the log says why)."""
+    from pipelines import tracking
+    from pipelines.registry import existing_version
+
+    previous = mc.get_run(run_id).data.tags.get(CHAMPION_RUN_TAG)
+    if not previous:
+        return None
+    version = existing_version(mc, model_name, previous)
+    if version is None:
+        log.warning("compare: the champion run %s replaced has no version of %s left", previous, model_name)
+        return None
+    return tracking.Champion(version=version, run_id=previous)
+
+
 def run_compare(params: Params) -> CompareOutcome:
     """Diagnose this run's curves, compare with the champion and recent runs, gate, report.
 
@@ -698,7 +728,10 @@ def run_compare(params: Params) -> CompareOutcome:
     moves, and then the run's ``curvewatch.gate`` tag is written, after everything else: a failure
     on the way leaves the champion as it was and the run not counted as through the gate. A
     champion whose run has no predictions artifact, or whose test split differs, is scored on this
-    run's test split; a champion that cannot be read fails the stage (never "no champion").
+    run's test split; a champion that cannot be read fails the stage (never "no champion"). Run
+    again on the champion itself, it gates against the champion that run replaced (its
+    ``curvewatch.champion_run_id`` tag), and gives that one the alias back when the gate no longer
+    promotes the run.
 
     Raises:
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
@@ -720,8 +753,12 @@ def run_compare(params: Params) -> CompareOutcome:
     mc = tracking.client()
     challenger_curve = tracking.run_curve(mc, run_id)
     champion = tracking.get_champion(mc, params.tracking.registered_model)
-    if champion is not None and champion.run_id == run_id:
-        champion = None  # re-running compare on the champion itself: nothing to compare against
+    rerun_on_champion = champion is not None and champion.run_id == run_id
+    if rerun_on_champion:
+        # Compare re-run on the champion itself (a compare retried after the alias moved, `dvc
+        # repro` after compare's code or params changed): gate against the champion it replaced,
+        # as the first time; none when it was the first champion.
+        champion = _replaced_champion(mc, params.tracking.registered_model, run_id)
     recent_runs = tracking.recent_training_runs(
         mc,
         run_info["experiment_id"],
@@ -811,7 +848,7 @@ def run_compare(params: Params) -> CompareOutcome:
         | {
             "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings}))
             or "none",
-            "curvewatch.champion_run_id": champion.run_id if champion else None,
+            CHAMPION_RUN_TAG: champion.run_id if champion else None,
         }
     )
     # The gate tag goes last: it marks the run as through the gate (schedule.last_fingerprint).
@@ -828,6 +865,11 @@ def run_compare(params: Params) -> CompareOutcome:
     atomic_write_json(paths.compare_metrics, {"compare": _finite(numbers) | {"promoted": promoted}})
     if promoted:
         tracking.promote(mc, params.tracking.registered_model, reg.version)
+    elif rerun_on_champion and champion is not None:
+        # The gate, run again, no longer promotes this run (e.g. a stricter compare.promotion):
+        # the champion it replaced takes the alias back.
+        log.warning("compare: run %s fails the gate now; champion back to v%s", run_id, champion.version)
+        tracking.promote(mc, params.tracking.registered_model, champion.version)
     tracking.set_tags(mc, run_id, gate_tag)
 
     gate_msg = gate_result.finding.message if gate_result.finding else reg.decision.text

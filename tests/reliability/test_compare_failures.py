@@ -4,6 +4,8 @@ G1: a champion whose predictions artifact is gone is scored again, not taken for
 (which promoted any challenger). G2: a registry error is an error, not "no champion". G3: a
 compare that fails part-way leaves the champion alias where it was and the run without its
 ``curvewatch.gate`` tag (so a scheduled retrain does not skip as if the run had gone through).
+G4: compare run again on the champion itself (a retry after the alias moved, ``dvc repro`` after
+compare changed) gates against the champion it replaced, not against "no champion".
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def test_a_champion_without_its_predictions_is_scored_again_not_skipped(with_cha
     assert outcome.gate_decision != "first_champion"  # gated against the champion, scored again
     tags = mc.get_run(second).data.tags
     # The paired test ran against the champion's predictions on this split: it has a p-value.
-    assert tags["curvewatch.champion_run_id"] == first and 0 <= float(tags["curvewatch.gate.p_value"]) <= 1
+    assert tags[steps.CHAMPION_RUN_TAG] == first and 0 <= float(tags["curvewatch.gate.p_value"]) <= 1
 
 
 def test_a_registry_error_is_not_read_as_no_champion(with_champion, monkeypatch):
@@ -83,3 +85,26 @@ def test_a_compare_that_fails_part_way_leaves_the_champion_and_no_gate_tag(folde
     assert outcome.promoted and outcome.gate_decision == "first_champion"
     assert tracking.get_champion(mc, params.tracking.registered_model).run_id == run_id
     assert mc.get_run(run_id).data.tags[tracking.GATE_TAG] == "first_champion"
+
+
+def test_compare_again_on_the_champion_gates_against_the_champion_it_replaced(folder_project):
+    params = prepared(folder_project({"compare": {"promotion": "not_worse", "margin": 0.5}}))
+    first = _retrain(params)
+    assert steps.run_compare(params).gate_decision == "first_champion"
+    second = _retrain(params)
+    outcome = steps.run_compare(params)
+    assert outcome.promoted and outcome.champion_run_id == first
+
+    again = steps.run_compare(params)  # a retried compare, or dvc repro after compare's code changed
+    assert again.champion_run_id == first, "gated against no champion"
+    assert (again.gate_decision, again.promoted) == (outcome.gate_decision, True)
+    mc = tracking.client()
+    assert mc.get_run(second).data.tags[steps.CHAMPION_RUN_TAG] == first
+    assert tracking.get_champion(mc, params.tracking.registered_model).run_id == second
+
+    # Under a stricter rule the same run does not pass (the two seeded runs score alike): the
+    # champion it replaced gets the alias back.
+    strict = folder_project({"compare": {"promotion": "significantly_better"}})
+    again = steps.run_compare(strict)
+    assert not again.promoted and again.champion_run_id == first
+    assert tracking.get_champion(mc, params.tracking.registered_model).run_id == first
