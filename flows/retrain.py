@@ -10,7 +10,8 @@ the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the de
 * after fetching, the run is skipped when the data version and params equal those of the last
   successful run (:func:`pipelines.schedule.decide_retrain`), in one log line;
 * at the end the stages that ran are recorded with ``dvc commit`` and pushed (``dvc.lock`` is then
-  clean), and ``dvc.lock`` is attached to the MLflow run;
+  clean), and ``dvc.lock`` is attached to the MLflow run, whose lock tag said pending until then (a
+  run whose commit or push failed is not skipped after: the next run retrains);
 * a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
   ``curvewatch.series_stall``;
 * MLflow at the start, and Keras with its backend once the run will train, are imported with
@@ -47,7 +48,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import SyncClientContext
 
-from pipelines import heap, schedule, steps, versioning
+from pipelines import heap, schedule, steps, tracking, versioning
 from pipelines.config import Params, load_params
 from pipelines.train import TrainingInterrupted
 
@@ -103,8 +104,8 @@ def _retry_unless(*errors: type[BaseException]):
     retry_condition_fn=_retry_unless(TrainingInterrupted),
     cache_policy=NO_CACHE,
 )
-def train_task(params: Params) -> steps.TrainOutcome:
-    return steps.run_train(params)
+def train_task(params: Params, tags: dict[str, str] | None = None) -> steps.TrainOutcome:
+    return steps.run_train(params, tags=tags)
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -288,7 +289,9 @@ async def _retrain(
     baseline = baseline_task.submit(params) if "baseline" in run else None
     data_stages = [*(["fetch"] if fetched else []), *(s for s in ("prepare", "validate") if s in run)]
     committed = commit_data_task.submit(project, data_stages) if project and data_stages else None
-    trained = train_task(params)
+    # Until version_task records the run in dvc.lock, its lock tag says pending: a run whose DVC
+    # commit or push fails is not one the next scheduled run may skip after.
+    trained = train_task(params, {tracking.LOCK_TAG: tracking.LOCK_PENDING} if project else None)
     if baseline is not None:
         baseline.result()
     if committed is not None:

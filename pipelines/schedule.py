@@ -45,6 +45,9 @@ class Fingerprint:
     data_version: str
     params_md5: str
     run_id: str | None = None  # the MLflow run it came from, when it is a past run's
+    #: False for a past run of a flow in a DVC project whose outputs were never committed and pushed
+    #: (its ``pipelines.tracking.LOCK_TAG`` still says pending): ``dvc.lock`` does not describe it.
+    recorded: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class RetrainDecision:
 
 
 def decide_retrain(current: Fingerprint, last: Fingerprint | None, *, force: bool = False) -> RetrainDecision:
-    """Retrain unless the data version and params equal those of the last successful run.
+    """Retrain unless the data version and params equal those of the last successful run, and
+    ``dvc.lock`` records that run (``last.recorded``).
 
     Args:
         current: this run's data version and params.
@@ -70,6 +74,12 @@ def decide_retrain(current: Fingerprint, last: Fingerprint | None, *, force: boo
         return RetrainDecision(True, "retraining: no successful run to compare with yet")
     data_same = current.data_version == last.data_version
     params_same = current.params_md5 == last.params_md5
+    if data_same and params_same and not last.recorded:
+        return RetrainDecision(
+            True,
+            f"retraining: run {last.run_id or '?'}, with this data version and params, was never"
+            " recorded in dvc.lock (its DVC commit or push did not finish)",
+        )
     if data_same and params_same:
         return RetrainDecision(
             False,
@@ -117,13 +127,18 @@ def stages_to_run(changed: set[str], upstream: Mapping[str, str] = SKIPPABLE_STA
 def last_fingerprint(runs: Sequence[Any]) -> Fingerprint | None:
     """The fingerprint of the newest *successful* run among ``runs`` (MLflow ``Run`` objects, newest
     first): finished, through the gate (tag ``curvewatch.gate`` set by the compare stage), and
-    carrying both fingerprint tags. ``None`` when there is none."""
-    from pipelines.tracking import GATE_TAG
+    carrying both fingerprint tags. ``None`` when there is none. Its ``recorded`` is False when
+    the run's ``curvewatch.dvc_lock_md5`` tag is still pending (a flow run whose DVC commit or push
+    failed after the gate); a run without the tag (``dvc repro``, a flow outside a DVC project)
+    counts as recorded."""
+    from pipelines.tracking import GATE_TAG, LOCK_PENDING, LOCK_TAG
 
     for run in runs:
         tags = run.data.tags
         if run.info.status == "FINISHED" and GATE_TAG in tags and DATA_TAG in tags and PARAMS_TAG in tags:
-            return Fingerprint(tags[DATA_TAG], tags[PARAMS_TAG], run.info.run_id)
+            return Fingerprint(
+                tags[DATA_TAG], tags[PARAMS_TAG], run.info.run_id, recorded=tags.get(LOCK_TAG) != LOCK_PENDING
+            )
     return None
 
 

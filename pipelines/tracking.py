@@ -41,6 +41,11 @@ RUN_KIND_TAG = "curvewatch.run_kind"
 #: written last by the compare stage: a run carrying it went through the gate
 #: (``pipelines.schedule.last_fingerprint``).
 GATE_TAG = "curvewatch.gate"
+#: On a training run of a ``retrain`` flow in a DVC project: the MD5 of the ``dvc.lock`` that records
+#: it (``pipelines/versioning.py``), once its outputs are committed and pushed; :data:`LOCK_PENDING`
+#: until then, so that a run whose DVC commit or push failed is not taken for a recorded one.
+LOCK_TAG = "curvewatch.dvc_lock_md5"
+LOCK_PENDING = "pending"
 #: MLflow search filter for finished training runs (not validation-only runs).
 FINISHED_TRAINING = f"tags.`{RUN_KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
 

@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = "dvc.lock"
 PARAMS_FILE = "params.yaml"
-#: MLflow tag on the training run: MD5 of the ``dvc.lock`` that records it.
-LOCK_TAG = "curvewatch.dvc_lock_md5"
 #: MLflow artifact path of that ``dvc.lock``.
 LOCK_ARTIFACT = "dvc"
 #: The params key of the image folder that dvc.yaml's fetch stage depends on (``${fetch.image_folder}``).
@@ -173,7 +171,7 @@ def changed_stages(project: DvcProject, stages: Iterable[str]) -> set[str]:
 
 
 def lock_md5(project: DvcProject) -> str:
-    """MD5 of ``dvc.lock``'s bytes (what the MLflow tag :data:`LOCK_TAG` records).
+    """MD5 of ``dvc.lock``'s bytes (what the MLflow tag ``pipelines.tracking.LOCK_TAG`` records).
 
     Raises:
         FileNotFoundError: there is no ``dvc.lock`` yet.
@@ -239,5 +237,5 @@ def record_in_run(project: DvcProject, run_id: str) -> str:
     md5 = lock_md5(project)
     mc = tracking.client()
     mc.log_artifact(run_id, str(project.lock_file), LOCK_ARTIFACT)
-    tracking.set_tags(mc, run_id, {LOCK_TAG: md5})
+    tracking.set_tags(mc, run_id, {tracking.LOCK_TAG: md5})
     return md5

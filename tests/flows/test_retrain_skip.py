@@ -36,7 +36,7 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     assert dvc_status(project.root) == DVC_CLEAN
     mc = tracking.client()
     run = mc.get_run(first.run_id)
-    assert run.data.tags[versioning.LOCK_TAG] == versioning.lock_md5(project) == first.dvc_lock_md5
+    assert run.data.tags[tracking.LOCK_TAG] == versioning.lock_md5(project) == first.dvc_lock_md5
     assert run.data.tags[schedule.PARAMS_TAG] and run.data.tags[schedule.DATA_TAG].endswith(".dir")
     assert "dvc/dvc.lock" in {a.path for a in mc.list_artifacts(first.run_id, "dvc")}
     assert (project.root / ".dvc-storage").is_dir(), "dvc push did not fill the default local remote"
@@ -73,3 +73,35 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     assert new.data.metrics["validation.rows"] > run.data.metrics["validation.rows"]  # validated anew
     assert dvc_status(project.root) == DVC_CLEAN
     assert new.data.tags[schedule.DATA_TAG] in (project.root / "dvc.lock").read_text()
+
+
+def test_a_run_whose_dvc_commit_failed_is_not_skipped_after(dvc_folder_project, monkeypatch):
+    """The gate passed but DVC could not record the run (commit or push failed): the flow run fails,
+    the MLflow run's lock tag stays pending, and the next run with the same data and params
+    retrains and records, where it used to skip after a run that dvc.lock does not describe."""
+    project = dvc_folder_project()
+    commit_and_push = versioning.commit_and_push
+
+    def remote_down(project, stages, **kwargs):
+        if "train" in stages:
+            raise versioning.VersioningError("dvc push: remote unreachable (test)")
+        return commit_and_push(project, stages, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(versioning, "commit_and_push", remote_down)
+        state = run_retrain(return_state=True)
+    assert state.is_failed() and "remote unreachable" in state.message
+    mc = tracking.client()
+    (failed,) = [
+        r
+        for e in mc.search_experiments()
+        for r in mc.search_runs([e.experiment_id])
+        if tracking.GATE_TAG in r.data.tags
+    ]
+    assert failed.info.status == "FINISHED" and failed.data.tags[tracking.LOCK_TAG] == tracking.LOCK_PENDING
+
+    second = run_retrain()
+    assert second.skipped is None and second.run_id != failed.info.run_id
+    assert mc.get_run(second.run_id).data.tags[tracking.LOCK_TAG] == versioning.lock_md5(project)
+    assert dvc_status(project.root) == DVC_CLEAN
+    assert run_retrain().skipped  # recorded now: the third run skips

@@ -66,6 +66,25 @@ def test_last_fingerprint_takes_the_newest_run_that_went_through_the_gate():
     assert last_fingerprint(runs[:2]) is None
 
 
+def test_a_run_never_recorded_in_dvc_lock_is_not_skipped_after():
+    """A flow run whose DVC commit or push failed after the gate keeps its pending lock tag: the
+    next run retrains (and records), instead of skipping after a run dvc.lock does not describe."""
+    from pipelines.tracking import LOCK_PENDING, LOCK_TAG
+
+    full = {DATA_TAG: "d", PARAMS_TAG: "p", "curvewatch.gate": "promote"}
+    pending = _run("unrecorded", **full, **{LOCK_TAG: LOCK_PENDING})
+    recorded = _run("recorded", **full, **{LOCK_TAG: "0123abcd"})
+    by_dvc_repro = _run("repro", **full)  # no lock tag: dvc repro writes dvc.lock itself
+    last = last_fingerprint([pending, recorded])
+    assert last == Fingerprint("d", "p", "unrecorded", recorded=False)
+    decision = decide_retrain(Fingerprint("d", "p"), last)
+    assert decision.retrain is True and "unrecorded" in decision.reason and "dvc.lock" in decision.reason
+    for run in (recorded, by_dvc_repro):
+        assert decide_retrain(Fingerprint("d", "p"), last_fingerprint([run])).retrain is False
+    # Changed data still names the change, recorded or not.
+    assert decide_retrain(Fingerprint("d2", "p"), last).reason.startswith("retraining: data version changed")
+
+
 def test_params_md5_ignores_schedule_and_tune_only(params_file):
     base = load_params(params_file())
     assert params_md5(base) == params_md5(
