@@ -19,9 +19,10 @@ the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the de
   (:func:`pipelines.heap.freeze_imported`; a process that ran the flow before does nothing).
 
 I/O-bound tasks retry; the train task retries once too, resuming from Keras' ``BackupAndRestore``
-state rather than starting over, except after a SIGTERM or SIGINT (``TrainingInterrupted``: a
-worker cancelling the flow run, or Ctrl-C), which fails the flow run with the backup kept. A failed
-data validation stops the flow before training.
+state (or, when the fit had ended, from the finished training kept beside it) rather than
+starting over, except after a SIGTERM or SIGINT (``TrainingInterrupted``: a worker cancelling the
+flow run, or Ctrl-C), which fails the flow run with the backup kept. A failed data validation
+stops the flow before training.
 
 The flow function is ``async`` although its work is synchronous: every task runs in the calling
 thread, as in a sync flow, and ``.submit`` uses the same thread pool; only the report artifact is

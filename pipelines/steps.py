@@ -217,7 +217,9 @@ def run_train(
     interrupted training of the same MLflow run, data version (DVC content hash of
     ``paths.prepared_dir``) and config hash, resumes it into that same run (epochs the killed
     process finished but had not logged are logged first); otherwise starts a new run and says
-    why in the log and the ``curvewatch.fresh_start_reason`` tag.
+    why in the log and the ``curvewatch.fresh_start_reason`` tag. A training that had ended but
+    whose run was not completed (a failure after the fit, a killed process) is kept in the backup
+    (:func:`pipelines.train.keep_finished`) and completed without training again.
 
     Logs the full resolved config, the git commit, the dataset with its DVC content hash, the
     validation results, per-epoch curves (step = epoch) and the model (Keras flavour; the compare
@@ -375,6 +377,8 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
         TrainingInterrupted,
         config_hash,
         discard_backup,
+        finished_result,
+        keep_finished,
         read_backup_state,
         save_history_csv,
         save_model,
@@ -391,12 +395,27 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
     split_version = tracking.dvc_content_hash(paths.prepared_dir)
     checkout = str(paths.backup_dir.resolve())
     state = read_backup_state(paths.backup_dir)
+    finished = None  # a training that had ended before its process failed (keep_finished)
+    if state is not None and state.finished is not None:
+        try:
+            finished = finished_result(paths.backup_dir, state)
+        except ValueError as exc:
+            log.warning("train: discarding the finished training's backup: %s", exc)
+            discard_backup(paths.backup_dir)
+            state = None
+    identity = {
+        "run_id": state.run_id if state else None,
+        "data_version": split_version,
+        "config_hash": config_hash(params.train, params.base.seed, data.input_shape, data.num_classes),
+    }
     resume, why = resume_plan(
         state,
-        run_status=_run_status(mc, state.run_id if state else None),
+        run_status=_run_status(mc, identity["run_id"]),
         data_version=split_version,
-        config_hash=config_hash(params.train, params.base.seed, data.input_shape, data.num_classes),
+        config_hash=identity["config_hash"],
     )
+    if not resume:
+        finished = None
     close_abandoned_runs(mc, exp_id, checkout, keep=state.run_id if resume and state else None)
     process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout, **tags}
     if resume and state is not None:
@@ -408,12 +427,20 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
         tracking.set_tags(
             mc, run_id, process_tags | {"curvewatch.resumed_from_epoch": str(len(state.epochs))}
         )
-        log.info(
-            "train: resuming MLflow run %s after epoch %d (%d epoch(s) logged from the backup)",
-            run_id,
-            len(state.epochs),
-            backfilled,
-        )
+        if finished is not None:
+            log.info(
+                "train: MLflow run %s had finished training (%d epochs) before its process failed:"
+                " completing the run without training again",
+                run_id,
+                finished.epochs_run,
+            )
+        else:
+            log.info(
+                "train: resuming MLflow run %s after epoch %d (%d epoch(s) logged from the backup)",
+                run_id,
+                len(state.epochs),
+                backfilled,
+            )
     else:
         if state is not None:
             log.warning("train: starting a new MLflow run, not resuming the backup: %s", why)
@@ -465,27 +492,35 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
     inputs_logged = None if has_inputs else inputs_pool.submit(log_inputs)
     epoch_logger = None
     try:
-        # No baseline here: it runs beside training; the compare stage logs it and diagnoses with it.
-        diag_cb = DiagnosisCallback(
-            epoch_budget=params.train.epochs,
-            num_classes=data.num_classes,
-            class_prior=(np.bincount(data.y_train, minlength=data.num_classes) / data.y_train.size).tolist(),
-            config=params.diagnose,
-        )
-        epoch_logger = tracking.epoch_logger(mc, run_id)
-        callbacks = (epoch_logger, diag_cb, *extra_callbacks)
-        result = train(
-            params.train,
-            data,
-            seed=params.base.seed,
-            backup_dir=paths.backup_dir,
-            callbacks=callbacks,
-            # Keras' progress bar on a terminal; one line per epoch in a log (its bar would print a
-            # new line every 0.05 s when stdout is not a terminal).
-            verbose=1 if sys.stdout.isatty() else 2,
-            run_id=run_id,
-            data_version=split_version,
-        )
+        if finished is not None:
+            result = finished
+        else:
+            # No baseline here: it runs beside training; the compare stage logs it and diagnoses with it.
+            diag_cb = DiagnosisCallback(
+                epoch_budget=params.train.epochs,
+                num_classes=data.num_classes,
+                class_prior=(
+                    np.bincount(data.y_train, minlength=data.num_classes) / data.y_train.size
+                ).tolist(),
+                config=params.diagnose,
+            )
+            epoch_logger = tracking.epoch_logger(mc, run_id)
+            callbacks = (epoch_logger, diag_cb, *extra_callbacks)
+            result = train(
+                params.train,
+                data,
+                seed=params.base.seed,
+                backup_dir=paths.backup_dir,
+                callbacks=callbacks,
+                # Keras' progress bar on a terminal; one line per epoch in a log (its bar would print
+                # a new line every 0.05 s when stdout is not a terminal).
+                verbose=1 if sys.stdout.isatty() else 2,
+                run_id=run_id,
+                data_version=split_version,
+            )
+            # Kept until the run is complete, below: a failure from here on, or a killed process,
+            # is followed by a rerun that completes this run without training again.
+            keep_finished(paths.backup_dir, result, identity | {"run_id": run_id})
         if inputs_logged is not None:
             inputs_logged.result()  # an MLflow error here fails the run like any other
         # run.json names the run that paths.model_file came from: gone until both are this run's,
@@ -537,6 +572,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
         },
     )
     atomic_write_json(paths.train_metrics, {"train": summary})
+    discard_backup(paths.backup_dir)
     return TrainOutcome(
         run_id=run_id,
         model_version=None,

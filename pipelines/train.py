@@ -43,6 +43,9 @@ MONITOR = "val_loss"
 # backup belongs to, and every finished epoch's logs, so a resumed run rebuilds the epochs it skips.
 # BackupAndRestore deletes the whole folder when training ends normally.
 _HISTORY_BACKUP_NAME = "curvewatch_state.json"
+# A training that ended normally, kept by its caller (keep_finished) until everything after the fit
+# is done: the final model (best weights restored) beside the state file, which then says finished.
+_FINISHED_MODEL_NAME = "finished.keras"
 
 
 class TrainingInterrupted(Exception):
@@ -100,6 +103,9 @@ class BackupState:
     config_hash: str
     epochs: dict[int, dict[str, float]]
     pid: int | None = None
+    #: Set when the training had ended normally (:func:`keep_finished`): the :class:`TrainResult`
+    #: fields other than ``model`` and ``history``.
+    finished: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -409,7 +415,7 @@ _KERAS_BACKUP_FILES = (
     "training_metadata.json",
     "training_metadata.json.bkp",
 )
-_BACKUP_FILES = (*_KERAS_BACKUP_FILES, _HISTORY_BACKUP_NAME)
+_BACKUP_FILES = (*_KERAS_BACKUP_FILES, _HISTORY_BACKUP_NAME, _FINISHED_MODEL_NAME)
 
 
 def config_hash(cfg: TrainConfig, seed: int, input_shape: Sequence[int], num_classes: int) -> str:
@@ -453,9 +459,87 @@ def read_backup_state(backup_dir: Path) -> BackupState | None:
             config_hash=str(raw["config_hash"]),
             epochs={int(e): {k: float(v) for k, v in logs.items()} for e, logs in raw["epochs"].items()},
             pid=raw.get("pid"),
+            finished=dict(raw["finished"]) if raw.get("finished") is not None else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+#: The :class:`TrainResult` fields a finished backup records (``model`` is its own file, ``history``
+#: is the state's epochs).
+_FINISHED_FIELDS = (
+    "epochs_run",
+    "stopped_early",
+    "best_epoch",
+    "train_seconds",
+    "device",
+    "mixed_precision",
+    "completed",
+    "resumed_from_epoch",
+    "backend",
+)
+
+
+def keep_finished(backup_dir: Path, result: TrainResult, identity: Mapping[str, Any]) -> None:
+    """Keep a training that ended normally in ``backup_dir`` until its caller has done everything
+    after the fit, so that a failure there (an MLflow write, a full disk) or a killed process is
+    followed by :func:`finished_result` instead of training again. Keras' ``BackupAndRestore``
+    deletes its own checkpoint when ``fit`` ends; resuming it would run no epoch and keep the last
+    epoch's weights, not the best ones EarlyStopping restored.
+
+    Writes the model (``finished.keras``, atomically), then the state file with every epoch and a
+    ``finished`` record, so the state never says finished without the model on disk. The caller
+    removes both with :func:`discard_backup` once done.
+
+    Args:
+        backup_dir: the training's backup folder (created when needed).
+        result: what :func:`train` returned.
+        identity: ``run_id``, ``data_version`` and ``config_hash`` (:func:`config_hash`) of the
+            training, as :func:`train` records them.
+    """
+    backup_dir = Path(backup_dir)
+    save_model(result.model, backup_dir / _FINISHED_MODEL_NAME)
+    epochs = {str(e): {k: v[e] for k, v in result.history.items()} for e in range(result.epochs_run)}
+    state = {
+        "run_id": identity["run_id"],
+        "data_version": identity["data_version"],
+        "config_hash": identity["config_hash"],
+        "pid": os.getpid(),
+        "epochs": epochs,
+        "finished": {name: getattr(result, name) for name in _FINISHED_FIELDS},
+    }
+    atomic_write_text(backup_dir / _HISTORY_BACKUP_NAME, json.dumps(state, allow_nan=True))
+
+
+def finished_result(backup_dir: Path, state: BackupState) -> TrainResult:
+    """The :class:`TrainResult` of a finished training kept by :func:`keep_finished`, without
+    training: its model loaded from ``finished.keras``, its history from ``state``, and the other
+    fields as recorded (``train_seconds`` is that training's).
+
+    Args:
+        backup_dir: the backup folder.
+        state: its :func:`read_backup_state`, with ``finished`` set.
+
+    Raises:
+        ValueError: ``state`` is not a finished training, or ``finished.keras`` is missing or
+            unreadable (the message names it).
+    """
+    import keras
+
+    if state.finished is None:
+        raise ValueError(f"{backup_dir}: the backup is not a finished training")
+    path = Path(backup_dir) / _FINISHED_MODEL_NAME
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises OSError, ValueError, zipfile.BadZipFile ...
+        raise ValueError(f"{path}: the finished training's model cannot be read: {exc}") from exc
+    fields = {k: state.finished[k] for k in _FINISHED_FIELDS}
+    return TrainResult(model=model, history=_history(state.epochs), **fields)
+
+
+def _history(epochs: Mapping[int, Mapping[str, float]]) -> dict[str, list[float]]:
+    """``HISTORY_KEYS`` -> one float per epoch (in epoch order; NaN where an epoch lacks the key)."""
+    return {key: [float(epochs[e].get(key, math.nan)) for e in sorted(epochs)] for key in HISTORY_KEYS}
 
 
 def resume_mismatch(
@@ -766,7 +850,7 @@ def train(
     recorder = own["recorder"]
     epochs = recorder.epochs
     resumed_from = recorder.first_epoch if recorder.first_epoch is not None else len(epochs)
-    history = {key: [float(epochs[e].get(key, math.nan)) for e in sorted(epochs)] for key in HISTORY_KEYS}
+    history = _history(epochs)
     return TrainResult(
         model=model,
         history=history,

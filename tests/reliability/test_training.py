@@ -335,3 +335,43 @@ def test_a_resumed_run_logs_the_inputs_its_killed_process_had_not(tiny_project, 
     run = mc.get_run(run_id)
     assert run.data.tags[steps.INPUTS_LOGGED_TAG] == "true" and run.inputs.dataset_inputs
     assert any(key.startswith("validation.") for key in run.data.metrics)
+
+
+def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_training_again(
+    tiny_project, monkeypatch
+):
+    # Keras' BackupAndRestore deletes its checkpoint when fit ends: a failure after it (here the
+    # model upload) made the rerun, e.g. the retrain flow's task retry, train again in a new run.
+    import keras
+    import numpy as np
+
+    import pipelines.train
+
+    params = tiny_project
+    mc = tracking.client()
+
+    def upload_failed(*args, **kwargs):
+        raise OSError("artifact store full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="artifact store full"):
+        patch.setattr(steps, "_log_model", upload_failed)
+        steps.run_train(params)
+    failed = _state(params)["run_id"]
+    assert mc.get_run(failed).info.status == "FAILED"
+    trained = keras.saving.load_model(params.paths.model_file, compile=False).get_weights()
+
+    def trained_again(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipelines.train, "train", trained_again)
+        outcome = steps.run_train(params)
+    assert outcome.run_id == failed
+    run = mc.get_run(failed)
+    assert run.info.status == "FINISHED" and steps.FAILURE_REASON_TAG not in run.data.tags
+    assert run.outputs.model_outputs or mc.list_artifacts(failed)  # the model reached the run this time
+    for got, want in zip(outcome.model.get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(got, want)  # the weights EarlyStopping restored, not the last epoch's
+    assert outcome.epochs_run == len(_history(mc, failed)["val_loss"]) and outcome.train_seconds > 0
+    assert json.loads(params.paths.run_file.read_text())["run_id"] == failed
+    assert _state(params) is None and not (params.paths.backup_dir / "finished.keras").exists()
