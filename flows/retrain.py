@@ -10,7 +10,7 @@ the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the de
 * after fetching, the run is skipped when the data version and params equal those of the last
   successful run (:func:`pipelines.schedule.decide_retrain`), in one log line;
 * at the end the stages that ran are recorded with ``dvc commit`` and pushed (``dvc.lock`` is then
-  clean), and ``dvc.lock`` is attached to the MLflow run, whose lock tag said pending until then (a
+  clean), and ``dvc.lock`` is attached to the MLflow run, whose lock tag says pending meanwhile (a
   run whose commit or push failed is not skipped after: the next run retrains);
 * a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
   ``curvewatch.series_stall``;
@@ -105,8 +105,8 @@ def _retry_unless(*errors: type[BaseException]):
     retry_condition_fn=_retry_unless(TrainingInterrupted),
     cache_policy=NO_CACHE,
 )
-def train_task(params: Params, tags: dict[str, str] | None = None) -> steps.TrainOutcome:
-    return steps.run_train(params, tags=tags)
+def train_task(params: Params) -> steps.TrainOutcome:
+    return steps.run_train(params)
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -133,6 +133,9 @@ def commit_data_task(project: versioning.DvcProject, stages: list[str]) -> None:
 
 @task(name="dvc-commit", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def version_task(project: versioning.DvcProject, stages: list[str], run_id: str) -> str:
+    # Until the run is recorded in dvc.lock and pushed, its lock tag says pending: a commit or push
+    # that fails (or a process killed meanwhile) leaves a run the next scheduled run retrains after.
+    tracking.set_tags(tracking.client(), run_id, {tracking.LOCK_TAG: tracking.LOCK_PENDING})
     versioning.commit_and_push(project, stages)
     return versioning.record_in_run(project, run_id)
 
@@ -290,9 +293,7 @@ async def _retrain(
     baseline = baseline_task.submit(params) if "baseline" in run else None
     data_stages = [*(["fetch"] if fetched else []), *(s for s in ("prepare", "validate") if s in run)]
     committed = commit_data_task.submit(project, data_stages) if project and data_stages else None
-    # Until version_task records the run in dvc.lock, its lock tag says pending: a run whose DVC
-    # commit or push fails is not one the next scheduled run may skip after.
-    trained = train_task(params, {tracking.LOCK_TAG: tracking.LOCK_PENDING} if project else None)
+    trained = train_task(params)
     if baseline is not None:
         baseline.result()
     if committed is not None:

@@ -146,6 +146,10 @@ def migrate_store(
             result.run_ids[old] = new
             copied += 1
         result.runs += copied
+        for run in runs:  # the champion each run was gated against, by its id in the destination
+            champion = result.run_ids.get(run.data.tags.get(tracking.CHAMPION_RUN_TAG, ""))
+            if champion is not None and run.info.run_id in result.run_ids:
+                dst.set_tag(result.run_ids[run.info.run_id], tracking.CHAMPION_RUN_TAG, champion)
 
         for lm in src.search_logged_models([exp.experiment_id]):
             if lm.source_run_id not in result.run_ids:

@@ -17,7 +17,6 @@ import os
 import posixpath
 import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,9 +205,7 @@ def load_train_data(params: Params):
     ), classes
 
 
-def run_train(
-    params: Params, *, extra_callbacks: tuple = (), tags: Mapping[str, str] | None = None
-) -> TrainOutcome:
+def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
     """Train the configured model, tracking everything in one MLflow run per training.
 
     Holds this checkout's training lock (:func:`pipelines.train.training_lock`) throughout. Closes,
@@ -230,8 +227,6 @@ def run_train(
     Args:
         params: the resolved params.
         extra_callbacks: Keras callbacks added after curvewatch's own (e.g. a tuning trial's).
-        tags: MLflow tags set on the run, new or resumed (e.g. the ``retrain`` flow's pending
-            ``pipelines.tracking.LOCK_TAG``).
 
     Raises:
         StageError: the validation results are missing, or another training holds the lock (the
@@ -245,7 +240,7 @@ def run_train(
 
     try:
         with training_lock(params.paths.backup_dir):
-            return _run_train_locked(params, extra_callbacks, dict(tags or {}))
+            return _run_train_locked(params, extra_callbacks)
     except TrainingLocked as exc:
         raise StageError(str(exc)) from exc
 
@@ -364,7 +359,7 @@ def _backfill_epochs(mc, run_id: str, epochs: dict[int, dict[str, float]]) -> in
     return len({m.step for m in missing})
 
 
-def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, str]) -> TrainOutcome:
+def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
     import socket
     from concurrent.futures import ThreadPoolExecutor
 
@@ -417,16 +412,19 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
     if not resume:
         finished = None
     close_abandoned_runs(mc, exp_id, checkout, keep=state.run_id if resume and state else None)
-    process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout, **tags}
+    process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout}
     if resume and state is not None:
         run_id = state.run_id
         mc.update_run(run_id, status="RUNNING")
         if FAILURE_REASON_TAG in mc.get_run(run_id).data.tags:
             mc.delete_tag(run_id, FAILURE_REASON_TAG)
         backfilled = _backfill_epochs(mc, run_id, state.epochs)
-        tracking.set_tags(
-            mc, run_id, process_tags | {"curvewatch.resumed_from_epoch": str(len(state.epochs))}
+        resumed = (
+            {"curvewatch.completed_from_backup": "true"}  # its training had ended: none this time
+            if finished is not None
+            else {"curvewatch.resumed_from_epoch": str(len(state.epochs))}
         )
+        tracking.set_tags(mc, run_id, process_tags | resumed)
         if finished is not None:
             log.info(
                 "train: MLflow run %s had finished training (%d epochs) before its process failed:"
@@ -504,7 +502,9 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
                 ).tolist(),
                 config=params.diagnose,
             )
-            epoch_logger = tracking.epoch_logger(mc, run_id)
+            # Closed below, once the finished training is kept: waiting at the end of fit for an
+            # unreachable server, then failing, would lose it (BackupAndRestore deletes its own).
+            epoch_logger = tracking.epoch_logger(mc, run_id, close_on_train_end=False)
             callbacks = (epoch_logger, diag_cb, *extra_callbacks)
             result = train(
                 params.train,
@@ -521,6 +521,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
             # Kept until the run is complete, below: a failure from here on, or a killed process,
             # is followed by a rerun that completes this run without training again.
             keep_finished(paths.backup_dir, result, identity | {"run_id": run_id})
+            epoch_logger.close()  # every epoch reached the run, or TrackingUnavailable
         if inputs_logged is not None:
             inputs_logged.result()  # an MLflow error here fails the run like any other
         # run.json names the run that paths.model_file came from: gone until both are this run's,
@@ -546,6 +547,18 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
         }
         tracking.log_summary(mc, run_id, {f"train.{k}": v for k, v in summary.items()})
         model_info = _log_model(mc, run_id, params, result.model, data.x_val[:2], classes)
+        atomic_write_json(paths.train_metrics, {"train": summary})
+        atomic_write_json(
+            paths.run_file,
+            {
+                "run_id": run_id,
+                "model_version": None,  # registered by the compare stage, after the diagnosis (registry.py)
+                "model_uri": model_info.model_uri,
+                "model_id": model_info.model_id,
+                "experiment_id": exp_id,
+                "data_version": data_version,
+            },
+        )
     except BaseException as exc:
         inputs_pool.shutdown(wait=True)  # the inputs reach the run before it is closed
         if epoch_logger is not None:
@@ -559,19 +572,9 @@ def _run_train_locked(params: Params, extra_callbacks: tuple, tags: dict[str, st
         tracking.end_run_on_failure(mc, run_id, status, {FAILURE_REASON_TAG: reason})
         raise
     inputs_pool.shutdown(wait=True)
+    # Ended last, then the kept training goes: a failure or a kill before the end leaves a run that
+    # is not FINISHED, which a rerun completes from the kept training (a FINISHED run's is discarded).
     mc.set_terminated(run_id, status="FINISHED" if result.completed else "FAILED")
-    atomic_write_json(
-        paths.run_file,
-        {
-            "run_id": run_id,
-            "model_version": None,  # registered by the compare stage, after the diagnosis (registry.py)
-            "model_uri": model_info.model_uri,
-            "model_id": model_info.model_id,
-            "experiment_id": exp_id,
-            "data_version": data_version,
-        },
-    )
-    atomic_write_json(paths.train_metrics, {"train": summary})
     discard_backup(paths.backup_dir)
     return TrainOutcome(
         run_id=run_id,
@@ -728,25 +731,25 @@ class CompareOutcome:
     findings: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: On a run gone through compare: the run of the champion it was gated against (none: first champion).
-CHAMPION_RUN_TAG = "curvewatch.champion_run_id"
-
-
 def _replaced_champion(mc, model_name: str, run_id: str):
     """The champion that run ``run_id``, now champion, was gated against the first time: the newest
-    version registered from its ``CHAMPION_RUN_TAG`` run, or None (it was the first champion, or
-    that version is gone: then there is nothing to gate against, and the log says why)."""
-    from pipelines import tracking
-    from pipelines.registry import existing_version
+    version registered from its ``tracking.CHAMPION_RUN_TAG`` run, or None (the first champion, or
+    that version is gone: then there is nothing to gate against, and the log says why).
 
-    previous = mc.get_run(run_id).data.tags.get(CHAMPION_RUN_TAG)
+    Raises:
+        mlflow.exceptions.MlflowException: the registry could not be searched (never read as "no
+            champion", as in ``tracking.get_champion``).
+    """
+    from pipelines import tracking
+
+    previous = mc.get_run(run_id).data.tags.get(tracking.CHAMPION_RUN_TAG)
     if not previous:
         return None
-    version = existing_version(mc, model_name, previous)
-    if version is None:
+    versions = mc.search_model_versions(f"name = '{model_name}' and run_id = '{previous}'")
+    if not versions:
         log.warning("compare: the champion run %s replaced has no version of %s left", previous, model_name)
         return None
-    return tracking.Champion(version=version, run_id=previous)
+    return tracking.Champion(version=str(max(int(v.version) for v in versions)), run_id=previous)
 
 
 def run_compare(params: Params) -> CompareOutcome:
@@ -884,7 +887,7 @@ def run_compare(params: Params) -> CompareOutcome:
         | {
             "curvewatch.findings": ",".join(sorted({f.code for f in diagnosis.findings + findings}))
             or "none",
-            CHAMPION_RUN_TAG: champion.run_id if champion else None,
+            tracking.CHAMPION_RUN_TAG: champion.run_id if champion else None,
         }
     )
     # The gate tag goes last: it marks the run as through the gate (schedule.last_fingerprint).

@@ -41,9 +41,13 @@ RUN_KIND_TAG = "curvewatch.run_kind"
 #: written last by the compare stage: a run carrying it went through the gate
 #: (``pipelines.schedule.last_fingerprint``).
 GATE_TAG = "curvewatch.gate"
+#: On a run gone through compare: the run of the champion it was gated against (absent: it became
+#: the first champion). A compare run again on the champion gates against that one.
+CHAMPION_RUN_TAG = "curvewatch.champion_run_id"
 #: On a training run of a ``retrain`` flow in a DVC project: the MD5 of the ``dvc.lock`` that records
 #: it (``pipelines/versioning.py``), once its outputs are committed and pushed; :data:`LOCK_PENDING`
-#: until then, so that a run whose DVC commit or push failed is not taken for a recorded one.
+#: while the flow commits and pushes them (set just before), and left so when that fails, so that
+#: such a run is not taken for a recorded one (``pipelines.schedule.last_fingerprint``).
 LOCK_TAG = "curvewatch.dvc_lock_md5"
 LOCK_PENDING = "pending"
 #: MLflow search filter for finished training runs (not validation-only runs).
@@ -691,14 +695,22 @@ def end_run_on_failure(
     return ended
 
 
-def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: float = 600.0):
+def epoch_logger(
+    mlflow_client: MlflowClient,
+    run_id: str,
+    *,
+    flush_timeout_s: float = 600.0,
+    close_on_train_end: bool = True,
+):
     """A Keras callback that logs each epoch's ``logs`` to ``run_id`` with ``step`` = 1-based epoch.
 
     Values go through a :class:`MetricBuffer` (:func:`metric_sender`, retries every 10 s at most):
-    one request per epoch while the tracking server answers, buffered and re-sent within 10 s of
-    its return after a restart; training never blocks on the server. At the end of training the
-    callback waits up to ``flush_timeout_s`` seconds for the buffer to drain and raises
-    :class:`TrackingUnavailable` if it cannot. Keras does not call ``on_train_end`` when ``fit``
+    one request per epoch while the tracking server answers, buffered and re-sent at the first
+    retry after its return from a restart; training never blocks on the server. At the end of
+    training (``on_train_end``, or the caller's ``close()`` when ``close_on_train_end`` is False,
+    e.g. to first keep the finished training) the callback waits up to ``flush_timeout_s`` seconds
+    for the buffer to drain and raises :class:`TrackingUnavailable` if it cannot. Keras does not
+    call ``on_train_end`` when ``fit``
     raises (a signal, a failing callback): the callback's ``drain(timeout_s)`` then sends what it
     holds, waiting at most ``timeout_s`` seconds, and only logs a warning if it cannot (the
     exception in flight is the one to report). Built in a function so that importing this module
@@ -732,6 +744,10 @@ def epoch_logger(mlflow_client: MlflowClient, run_id: str, *, flush_timeout_s: f
                 self.buffer.put(metrics)
 
         def on_train_end(self, logs: dict | None = None) -> None:
+            if close_on_train_end:
+                self.close()
+
+        def close(self) -> None:
             if self.buffer is not None:
                 self.buffer.close(flush_timeout_s)
 

@@ -530,10 +530,14 @@ def finished_result(backup_dir: Path, state: BackupState) -> TrainResult:
         raise ValueError(f"{backup_dir}: the backup is not a finished training")
     path = Path(backup_dir) / _FINISHED_MODEL_NAME
     try:
-        model = keras.saving.load_model(path, compile=False)
+        fields = {k: state.finished[k] for k in _FINISHED_FIELDS}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{backup_dir}: the finished training's record lacks {exc}") from exc
+    try:
+        # Compiled, optimizer state included, as the model train() returns.
+        model = keras.saving.load_model(path)
     except Exception as exc:  # Keras raises OSError, ValueError, zipfile.BadZipFile ...
         raise ValueError(f"{path}: the finished training's model cannot be read: {exc}") from exc
-    fields = {k: state.finished[k] for k in _FINISHED_FIELDS}
     return TrainResult(model=model, history=_history(state.epochs), **fields)
 
 

@@ -49,7 +49,7 @@ def test_a_champion_without_its_predictions_is_scored_again_not_skipped(with_cha
     assert outcome.gate_decision != "first_champion"  # gated against the champion, scored again
     tags = mc.get_run(second).data.tags
     # The paired test ran against the champion's predictions on this split: it has a p-value.
-    assert tags[steps.CHAMPION_RUN_TAG] == first and 0 <= float(tags["curvewatch.gate.p_value"]) <= 1
+    assert tags[tracking.CHAMPION_RUN_TAG] == first and 0 <= float(tags["curvewatch.gate.p_value"]) <= 1
 
 
 def test_a_registry_error_is_not_read_as_no_champion(with_champion, monkeypatch):
@@ -99,7 +99,7 @@ def test_compare_again_on_the_champion_gates_against_the_champion_it_replaced(fo
     assert again.champion_run_id == first, "gated against no champion"
     assert (again.gate_decision, again.promoted) == (outcome.gate_decision, True)
     mc = tracking.client()
-    assert mc.get_run(second).data.tags[steps.CHAMPION_RUN_TAG] == first
+    assert mc.get_run(second).data.tags[tracking.CHAMPION_RUN_TAG] == first
     assert tracking.get_champion(mc, params.tracking.registered_model).run_id == second
 
     # Under a stricter rule the same run does not pass (the two seeded runs score alike): the

@@ -337,11 +337,13 @@ def test_a_resumed_run_logs_the_inputs_its_killed_process_had_not(tiny_project, 
     assert any(key.startswith("validation.") for key in run.data.metrics)
 
 
+@pytest.mark.parametrize("failure", ["model upload", "last epochs unsent", "run.json write"])
 def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_training_again(
-    tiny_project, monkeypatch
+    tiny_project, monkeypatch, failure
 ):
-    # Keras' BackupAndRestore deletes its checkpoint when fit ends: a failure after it (here the
-    # model upload) made the rerun, e.g. the retrain flow's task retry, train again in a new run.
+    # Keras' BackupAndRestore deletes its checkpoint when fit ends: a failure after it (the model
+    # upload; the epoch logger's wait for an unreachable server at the end of fit; the last
+    # writes) made the rerun, e.g. the retrain flow's task retry, train again in a new run.
     import keras
     import numpy as np
 
@@ -349,16 +351,31 @@ def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_tra
 
     params = tiny_project
     mc = tracking.client()
+    write_json = steps.atomic_write_json
 
     def upload_failed(*args, **kwargs):
         raise OSError("artifact store full")
 
-    with monkeypatch.context() as patch, pytest.raises(OSError, match="artifact store full"):
-        patch.setattr(steps, "_log_model", upload_failed)
+    def unsent(self, timeout_s=600.0):
+        raise tracking.TrackingUnavailable("http://127.0.0.1:5000 run r: 4 values unsent (test)")
+
+    def disk_full(path, payload):
+        if path == params.paths.run_file:
+            raise OSError("disk full")
+        return write_json(path, payload)
+
+    with monkeypatch.context() as patch, pytest.raises((OSError, tracking.TrackingUnavailable)):
+        if failure == "model upload":
+            patch.setattr(steps, "_log_model", upload_failed)
+        elif failure == "last epochs unsent":
+            patch.setattr(tracking.MetricBuffer, "close", unsent)
+        else:
+            patch.setattr(steps, "atomic_write_json", disk_full)
         steps.run_train(params)
     failed = _state(params)["run_id"]
     assert mc.get_run(failed).info.status == "FAILED"
-    trained = keras.saving.load_model(params.paths.model_file, compile=False).get_weights()
+    kept = params.paths.backup_dir / "finished.keras"  # the trained model, best weights restored
+    trained = keras.saving.load_model(kept, compile=False).get_weights()
 
     def trained_again(*args, **kwargs):
         raise AssertionError("trained again")
@@ -369,9 +386,10 @@ def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_tra
     assert outcome.run_id == failed
     run = mc.get_run(failed)
     assert run.info.status == "FINISHED" and steps.FAILURE_REASON_TAG not in run.data.tags
-    assert run.outputs.model_outputs or mc.list_artifacts(failed)  # the model reached the run this time
+    assert run.data.tags["curvewatch.completed_from_backup"] == "true"
     for got, want in zip(outcome.model.get_weights(), trained, strict=True):
         np.testing.assert_array_equal(got, want)  # the weights EarlyStopping restored, not the last epoch's
+    assert outcome.model.optimizer is not None and outcome.model.compiled  # as train() returns it
     assert outcome.epochs_run == len(_history(mc, failed)["val_loss"]) and outcome.train_seconds > 0
     assert json.loads(params.paths.run_file.read_text())["run_id"] == failed
-    assert _state(params) is None and not (params.paths.backup_dir / "finished.keras").exists()
+    assert _state(params) is None and not kept.exists()

@@ -47,6 +47,7 @@ def _source_store(uri: str, tmp_path: Path, exp_name: str, model_name: str):
         tags={"curvewatch.verdict": "healthy"},
     )
     src.set_registered_model_alias(model_name, "champion", "1")
+    src.set_tag(ids[1], tracking.CHAMPION_RUN_TAG, ids[0])  # gated against the first run
     return ids
 
 
@@ -77,6 +78,9 @@ def test_migrate_store_copies_runs_models_and_aliases(mlflow_uri, mlflow_server,
 
     champion = dst.get_model_version_by_alias(model_name, "champion")
     assert champion.run_id == first.info.run_id
+    # The run gated against the champion names it by its id in this store (compare run again on it
+    # would otherwise find no such run).
+    assert runs["small_cnn lr=3e-2"].data.tags[tracking.CHAMPION_RUN_TAG] == first.info.run_id
     assert champion.description == "verdict healthy"
     assert champion.tags["curvewatch.verdict"] == "healthy"
     copy = dst.get_logged_model(champion.source.removeprefix("models:/"))  # the copied logged model
