@@ -10,8 +10,9 @@ the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the de
 * after fetching, the run is skipped when the data version and params equal those of the last
   successful run (:func:`pipelines.schedule.decide_retrain`), in one log line;
 * at the end the stages that ran are recorded with ``dvc commit`` and pushed (``dvc.lock`` is then
-  clean), and ``dvc.lock`` is attached to the MLflow run, whose lock tag says pending meanwhile (a
-  run whose commit or push failed is not skipped after: the next run retrains);
+  clean), and ``dvc.lock`` is attached to the MLflow run, whose lock tag says pending from before
+  the gate until then (a run that failed in between, e.g. its commit or push, is not skipped
+  after: the next run retrains);
 * a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
   ``curvewatch.series_stall``;
 * MLflow at the start, and Keras with its backend once the run will train, are imported with
@@ -133,9 +134,6 @@ def commit_data_task(project: versioning.DvcProject, stages: list[str]) -> None:
 
 @task(name="dvc-commit", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def version_task(project: versioning.DvcProject, stages: list[str], run_id: str) -> str:
-    # Until the run is recorded in dvc.lock and pushed, its lock tag says pending: a commit or push
-    # that fails (or a process killed meanwhile) leaves a run the next scheduled run retrains after.
-    tracking.set_tags(tracking.client(), run_id, {tracking.LOCK_TAG: tracking.LOCK_PENDING})
     versioning.commit_and_push(project, stages)
     return versioning.record_in_run(project, run_id)
 
@@ -299,12 +297,25 @@ async def _retrain(
     if committed is not None:
         committed.result()
     evaluate_task(params, trained.model)
+    if project is not None:
+        # From before the gate tag (compare) until version_task has recorded the run in dvc.lock and
+        # pushed it, its lock tag says pending: a failure or a kill in between (compare, the report,
+        # the series watch, the commit or push) leaves a run the next scheduled run retrains after,
+        # not one it skips after (pipelines.schedule.last_fingerprint).
+        tracking.set_tags(tracking.client(), trained.run_id, {tracking.LOCK_TAG: tracking.LOCK_PENDING})
     try:
         outcome = compare_task(params)
     except steps.GateFailed as exc:
         if exc.outcome is not None:  # the report and the series watch still go out
             await _report_artifact(exc.outcome)
             watch_task(params, exc.outcome)
+        if project is not None:
+            # A failed gate is final (compare.fail_on_regression): the same data and params give the
+            # same verdict, so the next run skips after it, as after any gated run; nothing is pending.
+            try:
+                tracking.client().delete_tag(trained.run_id, tracking.LOCK_TAG)
+            except Exception as tag_error:  # noqa: BLE001 - the gate's failure is the one to report
+                logger.warning("run %s: lock tag left pending (%s)", trained.run_id, tag_error)
         raise
     await _report_artifact(outcome)
     watch_task(params, outcome)

@@ -374,6 +374,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         discard_backup,
         finished_result,
         keep_finished,
+        raise_on_signals,
         read_backup_state,
         save_history_csv,
         save_model,
@@ -521,7 +522,10 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
             # Kept until the run is complete, below: a failure from here on, or a killed process,
             # is followed by a rerun that completes this run without training again.
             keep_finished(paths.backup_dir, result, identity | {"run_id": run_id})
-            epoch_logger.close()  # every epoch reached the run, or TrackingUnavailable
+            # Every epoch reached the run, or TrackingUnavailable; a signal meanwhile stops the
+            # stage as one during training does (KILLED, the finished training kept).
+            with raise_on_signals(result.epochs_run):
+                epoch_logger.close()
         if inputs_logged is not None:
             inputs_logged.result()  # an MLflow error here fails the run like any other
         # run.json names the run that paths.model_file came from: gone until both are this run's,
@@ -605,7 +609,7 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes):
     import mlflow
     import mlflow.keras
     import numpy as np
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
 
     # The signature is a schema (dtype and shape), not values: zeros of the output's shape instead
     # of a predict call, which would trace the predict function for one more input shape.
@@ -617,15 +621,18 @@ def _log_model(mc, run_id: str, params: Params, model, example, classes):
     requirements = [f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     mlflow.set_tracking_uri(mc.tracking_uri)
     mlflow.set_registry_uri(mc.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=signature,
-            pip_requirements=requirements,
-            metadata={"class_names": classes.get("class_names")},
-        )
-    return info
+    # Model.log with run_id, as mlflow.keras.log_model calls it, but without `with start_run`: its
+    # exit ends the run FINISHED, before run_train has finished it (pipelines.train.keep_finished).
+    return Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=mlflow.keras,
+        model=model,
+        signature=signature,
+        pip_requirements=requirements,
+        metadata={"class_names": classes.get("class_names")},
+        run_id=run_id,
+    )
 
 
 # ------------------------------------------------------------------------------------------ evaluate

@@ -46,8 +46,8 @@ GATE_TAG = "curvewatch.gate"
 CHAMPION_RUN_TAG = "curvewatch.champion_run_id"
 #: On a training run of a ``retrain`` flow in a DVC project: the MD5 of the ``dvc.lock`` that records
 #: it (``pipelines/versioning.py``), once its outputs are committed and pushed; :data:`LOCK_PENDING`
-#: while the flow commits and pushes them (set just before), and left so when that fails, so that
-#: such a run is not taken for a recorded one (``pipelines.schedule.last_fingerprint``).
+#: from before the flow's compare task until then, and left so when anything in between fails, so
+#: that such a run is not taken for a recorded one (``pipelines.schedule.last_fingerprint``).
 LOCK_TAG = "curvewatch.dvc_lock_md5"
 LOCK_PENDING = "pending"
 #: MLflow search filter for finished training runs (not validation-only runs).

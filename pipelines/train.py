@@ -533,8 +533,10 @@ def finished_result(backup_dir: Path, state: BackupState) -> TrainResult:
         fields = {k: state.finished[k] for k in _FINISHED_FIELDS}
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{backup_dir}: the finished training's record lacks {exc}") from exc
+    enable_memory_growth()  # as train() does, before anything touches the GPU
     try:
-        # Compiled, optimizer state included, as the model train() returns.
+        # Compiled, with its optimizer state (not restored for a mixed-precision model's loss-scale
+        # optimizer, which Keras skips with a warning; see steps.load_model_safely).
         model = keras.saving.load_model(path)
     except Exception as exc:  # Keras raises OSError, ValueError, zipfile.BadZipFile ...
         raise ValueError(f"{path}: the finished training's model cannot be read: {exc}") from exc
@@ -655,6 +657,27 @@ def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
         if flag["signum"] is not None:
             raise _interrupted(flag, signum)
         flag["signum"] = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def raise_on_signals(epochs_done: int) -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into :class:`TrainingInterrupted` (``backup_kept``) at once while the body
+    runs: for a wait after :func:`train` returned whose training is kept on disk
+    (:func:`keep_finished`), e.g. the MLflow epoch logger's last send. Main thread only, as
+    :func:`_stop_on_signals`; elsewhere the process keeps the default behaviour."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise TrainingInterrupted(signum, epochs_done, backup_kept=True)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -337,13 +337,15 @@ def test_a_resumed_run_logs_the_inputs_its_killed_process_had_not(tiny_project, 
     assert any(key.startswith("validation.") for key in run.data.metrics)
 
 
-@pytest.mark.parametrize("failure", ["model upload", "last epochs unsent", "run.json write"])
+@pytest.mark.parametrize("failure", ["model upload", "last epochs unsent", "killed before the end"])
 def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_training_again(
     tiny_project, monkeypatch, failure
 ):
     # Keras' BackupAndRestore deletes its checkpoint when fit ends: a failure after it (the model
-    # upload; the epoch logger's wait for an unreachable server at the end of fit; the last
-    # writes) made the rerun, e.g. the retrain flow's task retry, train again in a new run.
+    # upload; the epoch logger's wait for an unreachable server at the end of fit; a kill before
+    # the run is ended) made the rerun, e.g. the retrain flow's task retry, train again in a new
+    # run. (The model upload's `with mlflow.start_run` had also ended the run FINISHED: a kill
+    # after it left a run that no rerun resumes.)
     import keras
     import numpy as np
 
@@ -351,7 +353,6 @@ def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_tra
 
     params = tiny_project
     mc = tracking.client()
-    write_json = steps.atomic_write_json
 
     def upload_failed(*args, **kwargs):
         raise OSError("artifact store full")
@@ -359,21 +360,26 @@ def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_tra
     def unsent(self, timeout_s=600.0):
         raise tracking.TrackingUnavailable("http://127.0.0.1:5000 run r: 4 values unsent (test)")
 
-    def disk_full(path, payload):
+    write_json, status_then = steps.atomic_write_json, []
+
+    def killed_at_the_last_write(path, payload):
         if path == params.paths.run_file:
-            raise OSError("disk full")
+            status_then.append(mc.get_run(payload["run_id"]).info.status)
+            raise KeyboardInterrupt  # as a kill here: the run must not be FINISHED yet
         return write_json(path, payload)
 
-    with monkeypatch.context() as patch, pytest.raises((OSError, tracking.TrackingUnavailable)):
-        if failure == "model upload":
+    failures = (OSError, tracking.TrackingUnavailable, KeyboardInterrupt)
+    with monkeypatch.context() as patch, pytest.raises(failures):
+        if failure == "killed before the end":
+            patch.setattr(steps, "atomic_write_json", killed_at_the_last_write)
+        elif failure == "model upload":
             patch.setattr(steps, "_log_model", upload_failed)
-        elif failure == "last epochs unsent":
-            patch.setattr(tracking.MetricBuffer, "close", unsent)
         else:
-            patch.setattr(steps, "atomic_write_json", disk_full)
+            patch.setattr(tracking.MetricBuffer, "close", unsent)
         steps.run_train(params)
     failed = _state(params)["run_id"]
-    assert mc.get_run(failed).info.status == "FAILED"
+    assert mc.get_run(failed).info.status == ("KILLED" if failure == "killed before the end" else "FAILED")
+    assert status_then in ([], ["RUNNING"])
     kept = params.paths.backup_dir / "finished.keras"  # the trained model, best weights restored
     trained = keras.saving.load_model(kept, compile=False).get_weights()
 

@@ -501,3 +501,23 @@ def test_a_signal_during_the_end_of_training_is_not_lost_and_says_no_backup(
         )
     assert info.value.epochs_done == 2 and not info.value.backup_kept
     assert not backup.exists() or not any(backup.iterdir())
+
+
+def test_raise_on_signals_ends_a_wait_at_once_with_the_training_kept() -> None:
+    # The train stage waits for the MLflow epoch logger's last epochs after fit, outside train()'s
+    # signal handling: a SIGTERM there ended the process (or, under Prefect, failed the run).
+    import os
+    import signal
+    import time
+
+    from pipelines.train import TrainingInterrupted, raise_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    start = time.monotonic()
+    with pytest.raises(TrainingInterrupted, match="SIGTERM after 4 finished epoch.*backup kept") as info:
+        with raise_on_signals(4):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # a wait such as the logger's; the signal ends it
+    assert time.monotonic() - start < 10
+    assert info.value.backup_kept and info.value.epochs_done == 4
+    assert signal.getsignal(signal.SIGTERM) is before
