@@ -643,48 +643,43 @@ def training_lock(backup_dir: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
-    """Record SIGTERM/SIGINT in ``flag["signum"]`` instead of dying; a second one raises at once.
-
-    Python lets only the main thread install handlers; elsewhere (a Prefect task thread) the
-    process keeps the default behaviour and a killed run is closed by the next training's check.
-    """
+def _signal_handler(handler: Any) -> Iterator[None]:
+    """Install ``handler`` for SIGTERM and SIGINT while the body runs, then put the previous ones
+    back. Python lets only the main thread install handlers; elsewhere (a Prefect task thread) the
+    process keeps the default behaviour and a killed run is closed by the next training's check."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _stop_on_signals(flag: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
+    """Record SIGTERM/SIGINT in ``flag["signum"]`` instead of dying; a second one raises at once
+    (main thread only, see :func:`_signal_handler`)."""
 
     def handler(signum: int, frame: Any) -> None:
         if flag["signum"] is not None:
             raise _interrupted(flag, signum)
         flag["signum"] = signum
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _signal_handler(handler)
 
 
-@contextlib.contextmanager
-def raise_on_signals(epochs_done: int) -> Iterator[None]:
+def raise_on_signals(epochs_done: int) -> contextlib.AbstractContextManager[None]:
     """Turn SIGTERM/SIGINT into :class:`TrainingInterrupted` (``backup_kept``) at once while the body
     runs: for a wait after :func:`train` returned whose training is kept on disk
-    (:func:`keep_finished`), e.g. the MLflow epoch logger's last send. Main thread only, as
-    :func:`_stop_on_signals`; elsewhere the process keeps the default behaviour."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    (:func:`keep_finished`), e.g. the MLflow epoch logger's last send. Main thread only (see
+    :func:`_signal_handler`); elsewhere the process keeps the default behaviour."""
 
     def handler(signum: int, frame: Any) -> None:
         raise TrainingInterrupted(signum, epochs_done, backup_kept=True)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _signal_handler(handler)
 
 
 def _stop_callback(flag: dict[str, Any], recorder: Any) -> Any:
