@@ -277,15 +277,24 @@ def run_description(
     )
 
 
+def newest_version(mlflow_client: MlflowClient, model_name: str, run_id: str) -> str | None:
+    """The newest version of ``model_name`` registered from run ``run_id``, or None when there is none.
+
+    Raises:
+        mlflow.exceptions.MlflowException: the registry could not be searched.
+    """
+    versions = mlflow_client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
 def existing_version(mlflow_client: MlflowClient, model_name: str, run_id: str) -> str | None:
-    """The newest version of ``model_name`` registered from run ``run_id``, or None."""
+    """:func:`newest_version`, or None also when the registry could not be searched."""
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = mlflow_client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+        return newest_version(mlflow_client, model_name, run_id)
     except MlflowException:
         return None
-    return str(max(int(v.version) for v in versions)) if versions else None
 
 
 def register_version(

@@ -748,15 +748,16 @@ def _replaced_champion(mc, model_name: str, run_id: str):
             champion", as in ``tracking.get_champion``).
     """
     from pipelines import tracking
+    from pipelines.registry import newest_version
 
     previous = mc.get_run(run_id).data.tags.get(tracking.CHAMPION_RUN_TAG)
     if not previous:
         return None
-    versions = mc.search_model_versions(f"name = '{model_name}' and run_id = '{previous}'")
-    if not versions:
+    version = newest_version(mc, model_name, previous)
+    if version is None:
         log.warning("compare: the champion run %s replaced has no version of %s left", previous, model_name)
         return None
-    return tracking.Champion(version=str(max(int(v.version) for v in versions)), run_id=previous)
+    return tracking.Champion(version=version, run_id=previous)
 
 
 def run_compare(params: Params) -> CompareOutcome:

@@ -325,9 +325,7 @@ def _make_callbacks(
             self.first_epoch: int | None = None
 
         def write(self) -> None:
-            state = {**identity, "pid": os.getpid()}
-            state["epochs"] = {str(e): v for e, v in sorted(self.epochs.items())}
-            atomic_write_text(backup_dir / _HISTORY_BACKUP_NAME, json.dumps(state))
+            _write_state(backup_dir, identity, self.epochs)
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             # Recorded before the first epoch ends, so a run killed in its first epoch still
@@ -499,16 +497,28 @@ def keep_finished(backup_dir: Path, result: TrainResult, identity: Mapping[str, 
     """
     backup_dir = Path(backup_dir)
     save_model(result.model, backup_dir / _FINISHED_MODEL_NAME)
-    epochs = {str(e): {k: v[e] for k, v in result.history.items()} for e in range(result.epochs_run)}
+    epochs = {e: {k: v[e] for k, v in result.history.items()} for e in range(result.epochs_run)}
+    _write_state(backup_dir, identity, epochs, finished={n: getattr(result, n) for n in _FINISHED_FIELDS})
+
+
+def _write_state(
+    backup_dir: Path,
+    identity: Mapping[str, Any],
+    epochs: Mapping[int, Mapping[str, float]],
+    finished: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the backup's state file (what :func:`read_backup_state` reads) atomically: the
+    training's ``run_id``, ``data_version`` and ``config_hash``, this pid, every finished epoch's
+    logs and, for a finished training, its ``finished`` record."""
     state = {
         "run_id": identity["run_id"],
         "data_version": identity["data_version"],
         "config_hash": identity["config_hash"],
         "pid": os.getpid(),
-        "epochs": epochs,
-        "finished": {name: getattr(result, name) for name in _FINISHED_FIELDS},
+        "epochs": {str(e): dict(v) for e, v in sorted(epochs.items())},
+        **({"finished": dict(finished)} if finished is not None else {}),
     }
-    atomic_write_text(backup_dir / _HISTORY_BACKUP_NAME, json.dumps(state, allow_nan=True))
+    atomic_write_text(Path(backup_dir) / _HISTORY_BACKUP_NAME, json.dumps(state))
 
 
 def finished_result(backup_dir: Path, state: BackupState) -> TrainResult:
