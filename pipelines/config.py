@@ -139,7 +139,7 @@ class TrainConfig(_Frozen):
 
 
 class EvaluateConfig(_Frozen):
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(256, ge=1)
 
 
 class CompareConfig(_Frozen):
