@@ -95,6 +95,7 @@ def migrate_store(
         chosen = [by_name[n] for n in experiments]
 
     model_ids: dict[str, str] = {}
+    gated = []  # runs tagged with the champion they were gated against
     for exp in chosen:
         runs = tracking.search_training_runs(src, [exp.experiment_id])
         if not runs and experiments is None:
@@ -146,10 +147,7 @@ def migrate_store(
             result.run_ids[old] = new
             copied += 1
         result.runs += copied
-        for run in runs:  # the champion each run was gated against, by its id in the destination
-            champion = result.run_ids.get(run.data.tags.get(tracking.CHAMPION_RUN_TAG, ""))
-            if champion is not None and run.info.run_id in result.run_ids:
-                dst.set_tag(result.run_ids[run.info.run_id], tracking.CHAMPION_RUN_TAG, champion)
+        gated += [r for r in runs if r.data.tags.get(tracking.CHAMPION_RUN_TAG)]
 
         for lm in src.search_logged_models([exp.experiment_id]):
             if lm.source_run_id not in result.run_ids:
@@ -181,6 +179,14 @@ def migrate_store(
             model_ids[lm.model_id] = new_model.model_id
             result.logged_models += 1
         echo(f"experiment {exp.name!r}: {copied} runs copied, {len(runs) - copied} already there")
+
+    # The champion each run was gated against, by its id in the destination. After every experiment
+    # is copied: a registered model spans experiments, so the champion of a run may have been
+    # trained in another experiment (tracking.experiment renamed), copied after the run naming it.
+    for run in gated:
+        champion = result.run_ids.get(run.data.tags[tracking.CHAMPION_RUN_TAG])
+        if champion is not None and run.info.run_id in result.run_ids:
+            dst.set_tag(result.run_ids[run.info.run_id], tracking.CHAMPION_RUN_TAG, champion)
 
     for rm in src.search_registered_models():
         versions = sorted(src.search_model_versions(f"name='{rm.name}'"), key=lambda v: int(v.version))

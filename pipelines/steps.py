@@ -391,14 +391,6 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
     split_version = tracking.dvc_content_hash(paths.prepared_dir)
     checkout = str(paths.backup_dir.resolve())
     state = read_backup_state(paths.backup_dir)
-    finished = None  # a training that had ended before its process failed (keep_finished)
-    if state is not None and state.finished is not None:
-        try:
-            finished = finished_result(paths.backup_dir, state)
-        except ValueError as exc:
-            log.warning("train: discarding the finished training's backup: %s", exc)
-            discard_backup(paths.backup_dir)
-            state = None
     identity = {
         "run_id": state.run_id if state else None,
         "data_version": split_version,
@@ -410,8 +402,14 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
         data_version=split_version,
         config_hash=identity["config_hash"],
     )
-    if not resume:
-        finished = None
+    finished = None  # a training that had ended before its process failed (keep_finished)
+    if resume and state is not None and state.finished is not None:  # loaded only when it is used
+        try:
+            finished = finished_result(paths.backup_dir, state)
+        except ValueError as exc:
+            log.warning("train: discarding the finished training's backup: %s", exc)
+            discard_backup(paths.backup_dir)
+            state, resume = None, False
     close_abandoned_runs(mc, exp_id, checkout, keep=state.run_id if resume and state else None)
     process_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), CHECKOUT_TAG: checkout}
     if resume and state is not None:

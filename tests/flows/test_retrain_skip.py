@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from flows.retrain import run_retrain
-from pipelines import schedule, tracking, versioning
+from pipelines import schedule, steps, tracking, versioning
 from tests.flows.conftest import DVC_CLEAN, dvc_status
 
 pytestmark = pytest.mark.flow
@@ -78,7 +79,8 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
 def test_a_run_whose_dvc_commit_failed_is_not_skipped_after(dvc_folder_project, monkeypatch):
     """The gate passed but DVC could not record the run (commit or push failed): the flow run fails,
     the MLflow run's lock tag stays pending, and the next run with the same data and params
-    retrains and records, where it used to skip after a run that dvc.lock does not describe."""
+    retrains and records, where it used to skip after a run that dvc.lock does not describe. A run
+    whose gate fails (``compare.fail_on_regression``) leaves no pending tag: the next one skips."""
     project = dvc_folder_project()
     commit_and_push = versioning.commit_and_push
 
@@ -105,3 +107,19 @@ def test_a_run_whose_dvc_commit_failed_is_not_skipped_after(dvc_folder_project, 
     assert mc.get_run(second.run_id).data.tags[tracking.LOCK_TAG] == versioning.lock_md5(project)
     assert dvc_status(project.root) == DVC_CLEAN
     assert run_retrain().skipped  # recorded now: the third run skips
+
+    # A gate that fails under compare.fail_on_regression is final: the same data and params give the
+    # same verdict. The failed run's lock tag is cleared (nothing is pending), so the next run with
+    # the same params skips after it instead of retraining the same regression every night.
+    params_file = project.root / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["train"]["learning_rate"] = 1e-7
+    raw["compare"]["fail_on_regression"] = True
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(steps.GateFailed) as info:
+        run_retrain()
+    regressed = mc.get_run(info.value.outcome.run_id)
+    assert regressed.data.tags[tracking.GATE_TAG] != "promote"
+    assert tracking.LOCK_TAG not in regressed.data.tags
+    again = run_retrain()
+    assert again.skipped and regressed.info.run_id in again.skipped, again.skipped

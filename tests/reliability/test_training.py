@@ -399,3 +399,42 @@ def test_a_training_that_fails_after_its_fit_is_completed_by_a_rerun_without_tra
     assert outcome.epochs_run == len(_history(mc, failed)["val_loss"]) and outcome.train_seconds > 0
     assert json.loads(params.paths.run_file.read_text())["run_id"] == failed
     assert _state(params) is None and not kept.exists()
+
+
+@pytest.mark.parametrize("kept", ["config changed", "model unreadable"])
+def test_a_finished_training_that_cannot_be_completed_starts_a_fresh_run(
+    tiny_project, folder_project, monkeypatch, kept
+):
+    # A finished training is loaded only when its run will be completed: after a config change the
+    # rerun starts a fresh run without loading the kept model (it used to load it first, then drop
+    # it); a kept model that cannot be read is discarded and the run starts afresh.
+    import pipelines.train
+
+    params = tiny_project
+    mc = tracking.client()
+
+    def upload_failed(*args, **kwargs):
+        raise OSError("artifact store full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError):
+        patch.setattr(steps, "_log_model", upload_failed)
+        steps.run_train(params)
+    failed = _state(params)["run_id"]
+    loaded = []
+    finished_result = pipelines.train.finished_result
+
+    def counted(*args, **kwargs):
+        loaded.append(args)
+        return finished_result(*args, **kwargs)
+
+    if kept == "config changed":
+        params = folder_project({"train": {"epochs": 2}})
+    else:
+        (params.paths.backup_dir / "finished.keras").write_bytes(b"not a model")
+    with monkeypatch.context() as patch:
+        patch.setattr(pipelines.train, "finished_result", counted)
+        outcome = steps.run_train(params)
+    assert outcome.run_id != failed and mc.get_run(outcome.run_id).info.status == "FINISHED"
+    assert len(loaded) == (0 if kept == "config changed" else 1)
+    assert mc.get_run(failed).info.status == "FAILED"
+    assert _state(params) is None and not (params.paths.backup_dir / "finished.keras").exists()

@@ -149,3 +149,30 @@ def test_a_migration_cut_short_is_completed_by_running_it_again(
     for run in runs:
         assert [a.path for a in dst.list_artifacts(run.info.run_id, "curvewatch")] == ["curvewatch/report.md"]
     assert dst.get_model_version_by_alias(model_name, "champion").run_id in {r.info.run_id for r in runs}
+
+
+def test_a_champion_from_another_experiment_is_named_by_its_new_id(mlflow_uri, mlflow_server, tmp_path):
+    """A registered model spans experiments: a run of a renamed experiment was gated against the
+    champion trained in the earlier one. Its tag names the champion's copy even when its own
+    experiment is copied first (the tag used to be rewritten per experiment, and kept the old id)."""
+    from pipelines import tracking
+    from pipelines.migrate_store import migrate_store
+
+    exp_name, model_name = f"migrate-{uuid.uuid4().hex[:8]}", f"migrate-model-{uuid.uuid4().hex[:8]}"
+    src_ids = _source_store(mlflow_uri, tmp_path, exp_name, model_name)
+    src = tracking.client(mlflow_uri)
+    later_name = f"{exp_name}-renamed"
+    later = src.create_run(
+        tracking.ensure_experiment(src, later_name),
+        run_name="small_cnn lr=1e-3 again",
+        tags={tracking.RUN_KIND_TAG: "train", tracking.CHAMPION_RUN_TAG: src_ids[0]},
+    ).info.run_id
+    src.set_terminated(later)
+
+    result = migrate_store(
+        mlflow_uri, mlflow_server.url, experiments=[later_name, exp_name], echo=lambda _: None
+    )
+    dst = tracking.client(mlflow_server.url)
+    copy = dst.get_run(result.run_ids[later])
+    assert copy.data.tags[tracking.CHAMPION_RUN_TAG] == result.run_ids[src_ids[0]] != src_ids[0]
+    assert dst.get_run(result.run_ids[src_ids[0]]).info.experiment_id != copy.info.experiment_id
