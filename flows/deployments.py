@@ -128,12 +128,15 @@ def main(argv: list[str] | None = None) -> None:
         ids = register(args.params, paused=args.paused)
     except ConfigError as exc:
         raise SystemExit(f"{exc}") from exc
+    from prefect.settings import PREFECT_API_URL
+
     params = load_params(args.params)
     for name in ids:
         print(f"registered {name} on work pool {work_pool_name()!r}")
     print(
         f"retrain runs on cron {params.schedule.retrain_cron!r} ({params.schedule.timezone}); "
-        f"trigger now: prefect deployment run retrain/{RETRAIN_DEPLOYMENT}"
+        f"trigger now: PREFECT_API_URL={PREFECT_API_URL.value()} uv run prefect deployment run "
+        f"retrain/{RETRAIN_DEPLOYMENT}"
     )
 
 
