@@ -21,7 +21,7 @@ import pytest
 
 from pipelines import steps, tracking
 from pipelines.config import Params
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
 from tests.mlflow_process import MlflowServer
 
 pytestmark = pytest.mark.browser

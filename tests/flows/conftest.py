@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser_support import screenshot_dir  # noqa: F401 - a pytest fixture (test_deployments.py)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server():

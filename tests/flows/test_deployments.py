@@ -3,7 +3,9 @@
 The Prefect server and the worker are the project's own (``infra/prefect-server.sh``,
 ``infra/prefect-worker.sh``), with their state under this test's tmp_path and the scheduler's loop
 shortened; the deployment is registered with ``flows.deployments.register`` and a cron schedule a
-minute out, exactly as ``make serve`` registers it.
+minute out, exactly as ``make serve`` registers it. Once the scheduled run has completed, chromium
+(Playwright; marker ``browser``) opens it as a user would in the Prefect UI: the deployment, its
+flow run, and the flow run's rendered ``curvewatch-report`` artifact.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipelines import tracking
+from tests.browser_support import chromium_page
 from tests.conftest import REPO
 from tests.flows.conftest import DVC_CLEAN, dvc_status
 
@@ -65,8 +69,38 @@ def _wait_final(client, flow_run_id, timeout: float):
     raise AssertionError(f"flow run {flow_run_id} not finished after {timeout:.0f} s: {run.state}")
 
 
+def _open_in_prefect_ui(profile_dir, api_url: str, run, screenshot_dir) -> None:
+    """As a user would, in chromium: the Deployments page lists ``retrain`` / ``scheduled``; its
+    page lists the flow run; the flow run's Artifacts tab holds the curvewatch report. In a thread
+    of its own (see :func:`tests.browser_support.chromium_page`)."""
+    from flows.deployments import RETRAIN_DEPLOYMENT
+
+    def check() -> None:
+        base = api_url.removesuffix("/api")
+        with chromium_page(profile_dir) as page:
+            page.goto(f"{base}/deployments", wait_until="domcontentloaded")
+            page.get_by_text("retrain", exact=True).first.wait_for(state="visible", timeout=90_000)
+            page.get_by_role("link", name=RETRAIN_DEPLOYMENT, exact=True).first.click()
+            page.get_by_text(run.name, exact=True).first.wait_for(state="visible", timeout=60_000)
+            page.screenshot(path=str(screenshot_dir / "prefect-deployment.png"))
+            page.get_by_role("link", name=run.name, exact=True).first.click()
+            page.wait_for_url(f"**/runs/flow-run/{run.id}**", timeout=60_000)
+            page.get_by_text("Artifacts", exact=True).first.click()  # a tab of the flow run's page
+            # the artifact's card (its key also labels the run's timeline above the tabs)
+            card = page.get_by_text("curvewatch curve diagnosis", exact=True).first
+            card.wait_for(state="visible", timeout=60_000)
+            page.screenshot(path=str(screenshot_dir / "prefect-flow-run-artifacts.png"))
+            card.click()  # the artifact's page renders the report's Markdown
+            page.get_by_text("curvewatch report").first.wait_for(state="visible", timeout=60_000)
+            page.screenshot(path=str(screenshot_dir / "prefect-report.png"))
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(check).result()
+
+
+@pytest.mark.browser
 def test_scheduled_retrain_runs_on_the_worker_and_a_failing_run_keeps_the_champion(
-    prefect_services, dvc_folder_project
+    prefect_services, dvc_folder_project, screenshot_dir, tmp_path
 ):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, DeploymentFilter, FlowRunFilter
@@ -107,6 +141,7 @@ def test_scheduled_retrain_runs_on_the_worker_and_a_failing_run_keeps_the_champi
         )
         assert artifacts and "curvewatch report" in artifacts[0].data
         assert dvc_status(project.root) == DVC_CLEAN
+        _open_in_prefect_ui(tmp_path / "chromium-profile", prefect_services, run, screenshot_dir)
 
         # A run that fails (its data fails validation) is Failed with the reason; the champion stays.
         failed = run_deployment(
