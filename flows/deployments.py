@@ -1,12 +1,14 @@
-"""Register curvewatch's Prefect deployments on a ``process`` work pool.
+"""Register curvewatch's Prefect deployments on a work pool (``process`` by default).
 
 * ``retrain/scheduled``: the flow ``retrain`` on the cron schedule of ``params.yaml: schedule``
   (``retrain_cron``, ``timezone``; nightly at 03:00 UTC by default);
 * ``tune/on-demand``: the flow ``tune``, no schedule (run it from the UI or with
   ``prefect deployment run tune/on-demand``).
 
-Both run on the work pool ``$CURVEWATCH_WORK_POOL`` (default ``curvewatch``, type ``process``),
-served by the worker of ``infra/prefect-worker.sh``; any worker polling the same server and pool
+Both run on the work pool ``$CURVEWATCH_WORK_POOL`` (default ``curvewatch``), created when absent
+with type ``$CURVEWATCH_WORK_POOL_TYPE`` (default ``process``, served by the worker of
+``infra/prefect-worker.sh``; ``docker`` or ``kubernetes`` for workers of that type, which need
+Prefect's ``prefect-docker`` or ``prefect-kubernetes`` package); any worker polling the same server and pool
 picks runs up (Prefect docs, "Deploy flows to work pools and workers",
 https://docs.prefect.io/v3/deploy/infrastructure-concepts/work-pools). The flow code is read from
 ``$CURVEWATCH_FLOW_SOURCE``: by default this checkout (a local directory, so every worker must see it
@@ -33,6 +35,11 @@ DEFAULT_WORK_POOL = "curvewatch"
 def work_pool_name() -> str:
     """``$CURVEWATCH_WORK_POOL`` or ``curvewatch`` (the pool ``infra/prefect-worker.sh`` polls)."""
     return os.environ.get("CURVEWATCH_WORK_POOL") or DEFAULT_WORK_POOL
+
+
+def work_pool_type() -> str:
+    """``$CURVEWATCH_WORK_POOL_TYPE`` or ``process``: the type a missing work pool is created with."""
+    return os.environ.get("CURVEWATCH_WORK_POOL_TYPE") or "process"
 
 
 def ensure_work_pool(name: str, pool_type: str = "process") -> None:
@@ -69,8 +76,8 @@ def register(
             its path relative to ``source`` to the flows.
         source: where workers read the flow code: a directory or a git URL (default
             ``$CURVEWATCH_FLOW_SOURCE``, else the directory of ``params_path``).
-        work_pool: the work pool (default :func:`work_pool_name`); created as type ``process`` if
-            missing.
+        work_pool: the work pool (default :func:`work_pool_name`); created with type
+            :func:`work_pool_type` if missing.
         paused: register the schedule paused.
 
     Returns:
@@ -79,6 +86,7 @@ def register(
     Raises:
         pipelines.config.ConfigError: ``params_path`` is invalid (a bad ``schedule.retrain_cron``
             names the key).
+        ValueError: the work pool exists with another type than :func:`work_pool_type`.
     """
     from prefect.schedules import Cron
 
@@ -91,7 +99,7 @@ def register(
     local = Path(source).is_dir()
     params_arg = str(params_path.relative_to(Path(source).resolve())) if local else params_path.name
     pool = work_pool or work_pool_name()
-    ensure_work_pool(pool)
+    ensure_work_pool(pool, work_pool_type())
     common = dict(work_pool_name=pool, build=False, push=False, print_next_steps=False, tags=["curvewatch"])
     ids = {}
     flow = retrain.from_source(source=source, entrypoint="flows/retrain.py:retrain")

@@ -69,11 +69,19 @@ def _wait_final(client, flow_run_id, timeout: float):
     raise AssertionError(f"flow run {flow_run_id} not finished after {timeout:.0f} s: {run.state}")
 
 
-def _open_in_prefect_ui(profile_dir, api_url: str, run, screenshot_dir) -> None:
+def _open_in_prefect_ui(profile_dir, api_url: str, run, screenshot_dir, worker_log) -> None:
     """As a user would, in chromium: the Deployments page lists ``retrain`` / ``scheduled``; its
-    page lists the flow run; the flow run's Artifacts tab holds the curvewatch report. In a thread
-    of its own (see :func:`tests.browser_support.chromium_page`)."""
+    page lists the flow run; the flow run's Artifacts tab holds the curvewatch report; the flow
+    run's "View at" link in the worker's log opens the run. In a thread of its own (see
+    :func:`tests.browser_support.chromium_page`)."""
+    import re
+
     from flows.deployments import RETRAIN_DEPLOYMENT
+
+    links = re.findall(r"View at (http\S+/runs/flow-run/" + str(run.id) + ")", worker_log.read_text())
+    assert links, f"no flow-run link for {run.id} in {worker_log}"
+    link = links[-1]
+    assert link.startswith(api_url.removesuffix("/api") + "/"), link
 
     def check() -> None:
         base = api_url.removesuffix("/api")
@@ -93,6 +101,9 @@ def _open_in_prefect_ui(profile_dir, api_url: str, run, screenshot_dir) -> None:
             card.click()  # the artifact's page renders the report's Markdown
             page.get_by_text("curvewatch report").first.wait_for(state="visible", timeout=60_000)
             page.screenshot(path=str(screenshot_dir / "prefect-report.png"))
+            page.goto(link, wait_until="domcontentloaded")  # the link the flow run logged
+            page.get_by_text(run.name, exact=True).first.wait_for(state="visible", timeout=60_000)
+            page.get_by_text("Task Runs", exact=True).first.wait_for(state="visible", timeout=30_000)
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(check).result()
@@ -141,7 +152,8 @@ def test_scheduled_retrain_runs_on_the_worker_and_a_failing_run_keeps_the_champi
         )
         assert artifacts and "curvewatch report" in artifacts[0].data
         assert dvc_status(project.root) == DVC_CLEAN
-        _open_in_prefect_ui(tmp_path / "chromium-profile", prefect_services, run, screenshot_dir)
+        worker_log = tmp_path / "services" / "prefect-worker" / "server.log"
+        _open_in_prefect_ui(tmp_path / "chromium-profile", prefect_services, run, screenshot_dir, worker_log)
 
         # A run that fails (its data fails validation) is Failed with the reason; the champion stays.
         failed = run_deployment(
@@ -154,3 +166,23 @@ def test_scheduled_retrain_runs_on_the_worker_and_a_failing_run_keeps_the_champi
         assert failed.state.is_failed()
         assert "data validation failed" in failed.state.message
         assert tracking.get_champion(mc, "flow-test-model") == champion
+
+
+def test_the_work_pool_type_is_configuration(monkeypatch):
+    """``$CURVEWATCH_WORK_POOL_TYPE`` decides the type a missing pool is created with (docker here,
+    for docker workers on other machines); a pool that exists with another type is refused."""
+    import uuid
+
+    from prefect import get_client
+
+    from flows.deployments import ensure_work_pool, work_pool_type
+
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    assert work_pool_type() == "process" or "CURVEWATCH_WORK_POOL_TYPE" in os.environ
+    monkeypatch.setenv("CURVEWATCH_WORK_POOL_TYPE", "docker")
+    ensure_work_pool(name, work_pool_type())
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(name).type == "docker"
+    ensure_work_pool(name, "docker")  # there already: nothing to do
+    with pytest.raises(ValueError, match=f"work pool '{name}' exists with type 'docker', not 'process'"):
+        ensure_work_pool(name, "process")

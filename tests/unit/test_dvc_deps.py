@@ -140,3 +140,18 @@ def test_derivation_follows_function_level_imports_and_catches_an_omission() -> 
     assert Path("pipelines/evaluate.py") not in code_deps("fetch")
     listed = [d for d in _stages()["compare"]["deps"] if d != "pipelines/steps.py"]
     assert uncovered(code_deps("compare"), listed) == {Path("pipelines/steps.py")}
+
+
+def test_image_plots_name_the_files_the_stages_write() -> None:
+    """``dvc.yaml``'s image plots repeat two file names that the code declares (a YAML file cannot
+    import them): each must be the name its writer uses, in the folder it writes to."""
+    from pipelines.curves.report import PNG_NAME
+    from pipelines.evaluate import EVALUATION_FILES
+
+    written = {
+        "${paths.compare_dir}/" + PNG_NAME,  # steps.run_compare writes the report there
+        *("${paths.evaluation_dir}/" + name for name in EVALUATION_FILES if name.endswith(".png")),
+    }
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    images = {p for p in plots if isinstance(p, str) and p.endswith(".png")}
+    assert images == written
