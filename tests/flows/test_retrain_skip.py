@@ -43,6 +43,24 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     assert (project.root / ".dvc-storage").is_dir(), "dvc push did not fill the default local remote"
     lock = (project.root / "dvc.lock").read_text()
     assert run.data.tags[schedule.DATA_TAG] in lock  # dvc.lock records the data the run used
+    # `dvc exp show` sees the run's numbers (metrics are tracked, cache: false, not git-ignored)
+    import csv
+    import subprocess
+    import sys
+
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "-C", str(project.root)]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "the run"], check=True)  # as in a clone: a commit to show
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--csv", "--no-pager"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = {r["rev"]: r for r in csv.DictReader(shown.splitlines())}
+    assert "workspace" in rows, shown
+    assert float(rows["workspace"]["evaluate.test_accuracy"]) == pytest.approx(first.test_accuracy)
 
     def mlflow_runs() -> int:
         experiments = [e.experiment_id for e in mc.search_experiments()]
