@@ -42,7 +42,7 @@ def work_pool_type() -> str:
     return os.environ.get("CURVEWATCH_WORK_POOL_TYPE") or "process"
 
 
-def ensure_work_pool(name: str, pool_type: str = "process") -> None:
+def ensure_work_pool(name: str, pool_type: str) -> None:
     """Create work pool ``name`` of type ``pool_type`` on the Prefect server unless it exists.
 
     Raises:

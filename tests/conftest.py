@@ -11,6 +11,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
+
+def dvc(root: Path | str, *args: str) -> str:
+    """The output of ``dvc <args>`` run in ``root`` as a user would run it, stripped; a failure fails
+    the test with DVC's own output."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, f"dvc {' '.join(args)}: {out.stdout}{out.stderr}"
+    return out.stdout.strip()
+
+
 # Real PostgreSQL / MLflow / Prefect servers, once per session (fixtures `mlflow_server`, `prefect_server`).
 pytest_plugins = ["tests.services.plugin"]
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.browser_support import screenshot_dir  # noqa: F401 - a pytest fixture (test_deployments.py)
+from tests.conftest import dvc
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -116,10 +117,4 @@ DVC_CLEAN = "Data and pipelines are up to date."
 
 def dvc_status(root) -> str:
     """``dvc status`` in ``root``, as a user would run it."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "dvc", "status"], cwd=root, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
+    return dvc(root, "status")

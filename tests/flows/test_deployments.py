@@ -178,7 +178,8 @@ def test_the_work_pool_type_is_configuration(monkeypatch):
     from flows.deployments import ensure_work_pool, work_pool_type
 
     name = f"pool-{uuid.uuid4().hex[:8]}"
-    assert work_pool_type() == "process" or "CURVEWATCH_WORK_POOL_TYPE" in os.environ
+    monkeypatch.delenv("CURVEWATCH_WORK_POOL_TYPE", raising=False)
+    assert work_pool_type() == "process"
     monkeypatch.setenv("CURVEWATCH_WORK_POOL_TYPE", "docker")
     ensure_work_pool(name, work_pool_type())
     with get_client(sync_client=True) as client:

@@ -3,6 +3,8 @@ is validated, trained on, diagnosed and gated. Each run is recorded by DVC (``dv
 
 from __future__ import annotations
 
+import csv
+import subprocess
 import time
 
 import numpy as np
@@ -12,6 +14,7 @@ from PIL import Image
 
 from flows.retrain import run_retrain
 from pipelines import schedule, steps, tracking, versioning
+from tests.conftest import dvc
 from tests.flows.conftest import DVC_CLEAN, dvc_status
 
 pytestmark = pytest.mark.flow
@@ -44,20 +47,10 @@ def test_unchanged_run_skips_and_added_images_retrain(dvc_folder_project, digits
     lock = (project.root / "dvc.lock").read_text()
     assert run.data.tags[schedule.DATA_TAG] in lock  # dvc.lock records the data the run used
     # `dvc exp show` sees the run's numbers (metrics are tracked, cache: false, not git-ignored)
-    import csv
-    import subprocess
-    import sys
-
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "-C", str(project.root)]
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "the run"], check=True)  # as in a clone: a commit to show
-    shown = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "show", "--csv", "--no-pager"],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = dvc(project.root, "exp", "show", "--csv", "--no-pager")
     rows = {r["rev"]: r for r in csv.DictReader(shown.splitlines())}
     assert "workspace" in rows, shown
     assert float(rows["workspace"]["evaluate.test_accuracy"]) == pytest.approx(first.test_accuracy)

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from pipelines import versioning
-
-
-def _dvc(root, *args) -> str:
-    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout.strip()
+from tests.conftest import dvc as _dvc
 
 
 @pytest.fixture
