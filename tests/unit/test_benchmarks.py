@@ -183,10 +183,15 @@ def test_early_stop_replay_matches_hand_computed_stops(tmp_path: Path) -> None:
     pruner = es.summarise(list(replayed.values()), es.OPTUNA)
     assert (pruner.saved_median, pruner.earlier_median, pruner.false_stops) == (10, -1, 0)
     assert (pruner.earlier_runs, pruner.later_runs) == (0, 1)
+    assert (pruner.earlier_by_target, pruner.never_fired, pruner.reference_never_fired) == (0, 0, 0)
+    # Against a patience of 10 (epoch 14), patience 5 (epoch 9) is 5 epochs earlier on the one stall.
+    patient = es.summarise(list(replayed.values()), es.REFERENCE, reference="ES(val_loss, p=10)")
+    assert (patient.earlier_median, patient.earlier_by_target, patient.reference_never_fired) == (5, 1, 0)
     assert pruner.stall_regret == 0.0
     lines = es.targets(pruner, reference)
     assert (
-        "-> NOT met (earlier on 0, later on 1 of 1" in lines[0]
+        "-> NOT met (earlier on 0, later on 1 of 1 stall runs; 3 or more epochs earlier on 0" in lines[0]
+        and "never fires on 0 of them" in lines[0]
         and lines[1].endswith("-> met")
         and lines[2].endswith("-> met")
     )
