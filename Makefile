@@ -63,12 +63,12 @@ run-full: ## the full profile (small CNN, 20 epochs, more dropout: see profiles.
 repro: setup ## run the same stages with DVC (`dvc repro`)
 	$(UV) run --frozen dvc repro
 
-test: venv system-deps ## check the environment (uv pip check) and the code (ruff), then run the tests (not the `slow` ones) on TEST_WORKERS (2) processes
+test: venv dataset system-deps ## install what the tests need (Fashion-MNIST, postgresql, chromium), check the environment (uv pip check) and the code (ruff), then run the tests (not the `slow` ones) on TEST_WORKERS (2) processes
 	$(UV) pip check
 	$(UV) run --frozen ruff check pipelines flows tests benchmarks
 	$(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test-slow: venv ## run only the slow tests (Fashion-MNIST end-to-end, slow reliability rows, JAX augmentation)
+test-slow: venv dataset ## run only the slow tests (Fashion-MNIST end-to-end, slow reliability rows, JAX augmentation)
 	$(UV) run --frozen pytest -m slow
 
 lint: venv ## ruff

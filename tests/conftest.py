@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # a test's tmp_path; the project's own .dvc/config turns them off) would spawn a daemon that posts to
 # analytics.dvc.org (https://dvc.org/doc/user-guide/analytics). Inherited by every `dvc` subprocess.
 os.environ["DVC_NO_ANALYTICS"] = "1"
+
+# Prefect's client-side home (`import prefect` creates it; profiles, local state) is a temporary folder
+# removed at the end, not ~/.prefect or the repository's .prefect that the Makefile exports for the
+# user's own runs. Set before anything imports prefect; the servers the tests start have their own
+# homes (infra/services.py), and subprocesses inherit this one.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="curvewatch-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
 
 _HYPOTHESIS_HOME: tempfile.TemporaryDirectory | None = None
 _SCRATCH: tempfile.TemporaryDirectory | None = None
@@ -96,6 +104,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     for folder in (_HYPOTHESIS_HOME, _SCRATCH):
         if folder is not None:
             folder.cleanup()
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,6 @@ def main(params_path: str, storage: str, out_path: str, augment: str) -> None:
         "test_accuracy": tuned.test_accuracy,
         "best_model_path": str(tuned.best_model_path),
     }
-    out["tensorflow_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
     out["seconds"] = time.perf_counter() - start
     Path(out_path).write_text(json.dumps(out))
 

