@@ -65,14 +65,14 @@ repro: setup ## run the same stages with DVC (`dvc repro`)
 
 test: venv dataset system-deps ## install what the tests need (Fashion-MNIST, postgresql, chromium), check the environment (uv pip check) and the code (ruff), then run the tests (not the `slow` ones) on TEST_WORKERS (2) processes
 	$(UV) pip check
-	$(UV) run --frozen ruff check pipelines flows tests benchmarks
+	$(UV) run --frozen ruff check pipelines flows tests benchmarks infra
 	$(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: venv dataset ## run only the slow tests (Fashion-MNIST end-to-end, slow reliability rows, JAX augmentation)
 	$(UV) run --frozen pytest -m slow
 
 lint: venv ## ruff
-	$(UV) run --frozen ruff check pipelines flows tests benchmarks
+	$(UV) run --frozen ruff check pipelines flows tests benchmarks infra
 
 ui: venv ## the MLflow UI on the configured store (MLFLOW_TRACKING_URI's server, else mlflow.db on :5000)
 	infra/mlflow-ui.sh

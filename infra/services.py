@@ -258,7 +258,10 @@ def choose_port(state: State, env: str, default: int) -> int:
     if port_free(default):
         return default
     port = free_port()
-    say(f"{state.name}: 127.0.0.1:{default} is held by {port_holder(default)} (not ours); using free port {port}")
+    say(
+        f"{state.name}: 127.0.0.1:{default} is held by {port_holder(default)} (not ours); "
+        f"using free port {port}"
+    )
     return port
 
 
@@ -268,7 +271,9 @@ def wait_for(check, timeout: float, what: str, pid: int | None = None, log: Path
         if check():
             return
         if pid is not None and not pid_alive(pid):
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log and log.exists() else ""
+            tail = (
+                "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log and log.exists() else ""
+            )
             raise ServiceError(f"{what} exited during start-up; last lines of {log}:\n{tail}")
         time.sleep(0.5)
     raise ServiceError(f"{what} did not answer within {timeout:.0f} s; see {log}")
@@ -279,7 +284,12 @@ def spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     return proc.pid
@@ -381,9 +391,25 @@ class Postgres:
         port = port or self.port()
         env = dict(os.environ, PGPASSWORD=self.password(), PGCONNECT_TIMEOUT="3")
         return subprocess.run(
-            [str(PG_BIN / "psql"), "-h", HOST, "-p", str(port), "-U", PG_USER, "-d", db, "-XAtq",
-             "-v", "ON_ERROR_STOP=1", "-c", sql],
-            capture_output=True, text=True, env=env,
+            [
+                str(PG_BIN / "psql"),
+                "-h",
+                HOST,
+                "-p",
+                str(port),
+                "-U",
+                PG_USER,
+                "-d",
+                db,
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
         )
 
     def postmaster_pid(self) -> int | None:
@@ -440,10 +466,22 @@ class Postgres:
             if self.as_postgres:
                 pw = pwd.getpwnam("postgres")
                 os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-            r = self._run_as([
-                str(PG_BIN / "initdb"), "-D", str(data), "-U", PG_USER, "--pwfile", str(pwfile),
-                "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-            ])
+            r = self._run_as(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
             pwfile.unlink(missing_ok=True)
             if r.returncode != 0:
                 last = (r.stderr.strip().splitlines() or ["no output"])[-1]
@@ -451,8 +489,9 @@ class Postgres:
         port = choose_port(self.state, self.env_port, 5432)
         log = data.parent / "server.log"
         opts = f"-c listen_addresses={HOST} -c port={port} -c unix_socket_directories={data.parent}"
-        r = self._run_as([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                          "-o", opts, "start"])
+        r = self._run_as(
+            [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start"]
+        )
         if r.returncode != 0:
             tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
             raise ServiceError(f"postgres: pg_ctl start failed: {r.stdout.strip()} {' | '.join(tail)}")
@@ -484,7 +523,10 @@ class Postgres:
 
     def status(self) -> bool:
         if self.owned():
-            say(f"postgres: running on {HOST}:{self.port()} (pid {self.postmaster_pid()}, data {self.data_dir})")
+            say(
+                f"postgres: running on {HOST}:{self.port()} "
+                f"(pid {self.postmaster_pid()}, data {self.data_dir})"
+            )
             return True
         say("postgres: not running")
         return False
@@ -559,7 +601,10 @@ class HttpService:
             say(f"{self.name}: already running at {self.url()} (pid {self.pid()})")
             return
         if self.process_ok():
-            say(f"{self.name}: our server (pid {self.pid()}) fails the ownership check at {self.base_url()}; restarting it")
+            say(
+                f"{self.name}: our server (pid {self.pid()}) fails the ownership check at {self.base_url()}; "
+                "restarting it"
+            )
             self.stop()
         self.before_start()
         port = choose_port(self.state, self.env_port, self.default_port)
@@ -570,10 +615,14 @@ class HttpService:
         self.state.write("pid_start", start_time(pid))
         self.state.write("port", str(port))
         try:
-            wait_for(lambda: self.healthy(port), self.startup_timeout, f"{self.name} server", pid, self.state.log)
+            wait_for(
+                lambda: self.healthy(port), self.startup_timeout, f"{self.name} server", pid, self.state.log
+            )
             self.write_token()
             if not self.owned():
-                raise ServiceError(f"{self.name}: started but the ownership check failed; see {self.state.log}")
+                raise ServiceError(
+                    f"{self.name}: started but the ownership check failed; see {self.state.log}"
+                )
         except ServiceError:
             if pid_alive(pid):
                 stop_group(pid, self.name)
@@ -645,11 +694,19 @@ class MlflowServer(HttpService):
         dest = os.environ.get("CURVEWATCH_ARTIFACTS_DESTINATION") or str(self.state.dir / "artifacts")
         env = dict(os.environ, PGPASSFILE=str(pg.pgpass()), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         args = [
-            venv_bin("mlflow"), "server",
-            "--backend-store-uri", pg.url("mlflow", with_password=False),
-            "--serve-artifacts", "--artifacts-destination", dest,
-            "--host", HOST, "--port", str(port),
-            "--workers", os.environ.get("CURVEWATCH_MLFLOW_WORKERS", "2"),
+            venv_bin("mlflow"),
+            "server",
+            "--backend-store-uri",
+            pg.url("mlflow", with_password=False),
+            "--serve-artifacts",
+            "--artifacts-destination",
+            dest,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            os.environ.get("CURVEWATCH_MLFLOW_WORKERS", "2"),
         ]
         if self.auth_enabled():
             creds = self.auth()
@@ -660,12 +717,19 @@ class MlflowServer(HttpService):
                 )
             user, password = creds.split(":", 1)
             ini = self.state.dir / "basic_auth.ini"
-            write_private(ini, "\n".join([
-                "[mlflow]", "default_permission = READ",
-                f"database_uri = sqlite:///{self.state.dir / 'basic_auth.db'}",
-                f"admin_username = {user}",
-                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", "",
-            ]))
+            write_private(
+                ini,
+                "\n".join(
+                    [
+                        "[mlflow]",
+                        "default_permission = READ",
+                        f"database_uri = sqlite:///{self.state.dir / 'basic_auth.db'}",
+                        f"admin_username = {user}",
+                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+                        "",
+                    ]
+                ),
+            )
             env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=password)
             # the auth app's CSRF protection needs a static key; keep one per state folder
             if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
@@ -682,14 +746,20 @@ class MlflowServer(HttpService):
 
     def write_token(self) -> None:
         status, body = http(
-            f"{self.base_url()}/api/2.0/mlflow/experiments/set-experiment-tag", method="POST",
-            body={"experiment_id": "0", "key": TOKEN_TAG, "value": self.state.token()}, auth=self.auth(),
+            f"{self.base_url()}/api/2.0/mlflow/experiments/set-experiment-tag",
+            method="POST",
+            body={"experiment_id": "0", "key": TOKEN_TAG, "value": self.state.token()},
+            auth=self.auth(),
         )
         if status != 200:
-            raise ServiceError(f"mlflow: could not tag experiment 0 with our token (HTTP {status}: {body[:200]})")
+            raise ServiceError(
+                f"mlflow: could not tag experiment 0 with our token (HTTP {status}: {body[:200]})"
+            )
 
     def token_ok(self) -> bool:
-        status, body = http(f"{self.base_url()}/api/2.0/mlflow/experiments/get?experiment_id=0", auth=self.auth())
+        status, body = http(
+            f"{self.base_url()}/api/2.0/mlflow/experiments/get?experiment_id=0", auth=self.auth()
+        )
         if status != 200:
             return False
         tags = {t["key"]: t.get("value") for t in json.loads(body)["experiment"].get("tags", [])}
@@ -743,8 +813,9 @@ class PrefectServer(HttpService):
         if status == 200:
             status, body = http(name_url, method="PATCH", body={"value": token}, auth=self.auth())
         else:
-            status, body = http(url, method="POST", body={"name": PREFECT_TOKEN_VARIABLE, "value": token},
-                                auth=self.auth())
+            status, body = http(
+                url, method="POST", body={"name": PREFECT_TOKEN_VARIABLE, "value": token}, auth=self.auth()
+            )
         if status not in (200, 201, 204):
             raise ServiceError(f"prefect: could not store our token (HTTP {status}: {body[:200]})")
 
@@ -801,17 +872,29 @@ class PrefectWorker:
         if auth:
             env["PREFECT_API_AUTH_STRING"] = auth
         pool = self.pool()
-        args = [venv_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process",
-                "--name", f"curvewatch-{socket.gethostname()}"]
+        args = [
+            venv_bin("prefect"),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "process",
+            "--name",
+            f"curvewatch-{socket.gethostname()}",
+        ]
         pid = spawn(args, env, self.state.log, cwd=ROOT)
         self.state.write("pid", str(pid))
         self.state.write("pid_start", start_time(pid))
         self.state.write("pool", pool)
+
         # the worker creates the pool and registers itself; wait until the server lists it
         def registered() -> bool:
-            status, body = http(f"{url.rstrip('/')}/work_pools/{pool}/workers/filter", method="POST", body={},
-                                auth=auth)
+            status, body = http(
+                f"{url.rstrip('/')}/work_pools/{pool}/workers/filter", method="POST", body={}, auth=auth
+            )
             return status == 200 and len(json.loads(body)) > 0
+
         try:
             wait_for(registered, 90, "prefect-worker", pid, self.state.log)
         except ServiceError:
@@ -819,7 +902,10 @@ class PrefectWorker:
                 stop_group(pid, "prefect-worker")
             self.state.remove("pid")
             raise
-        say(f"prefect-worker: polling work pool '{pool}' (type process) at {url} (pid {pid}, log {self.state.log})")
+        say(
+            f"prefect-worker: polling work pool '{pool}' (type process) at {url} "
+            f"(pid {pid}, log {self.state.log})"
+        )
 
     def stop(self) -> None:
         pid = self.pid()
@@ -848,7 +934,9 @@ def _say_view_link(base: str) -> None:
     """Print the link that opens the experiment's runs table in the saved "curvewatch diagnosis"
     view (verdict, plateau onset and gate as loaded; ``curvewatch ui-url``). Best effort: the UI
     still starts when the link cannot be made (e.g. no params.yaml here)."""
-    r = subprocess.run([venv_bin("curvewatch"), "ui-url", "--base", base], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [venv_bin("curvewatch"), "ui-url", "--base", base], capture_output=True, text=True, cwd=ROOT
+    )
     if r.returncode == 0 and r.stdout.strip():
         say(f"runs with their diagnosis (verdict, plateau onset, gate): {r.stdout.strip()}")
 
@@ -862,7 +950,9 @@ def ui(port_arg: str | None) -> int:
     if uri.startswith(("http://", "https://")):
         status, _ = http(f"{uri.rstrip('/')}/health")
         if status != 200:
-            raise ServiceError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers there (start it: make services-up)")
+            raise ServiceError(
+                f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers there (start it: make services-up)"
+            )
         say(f"MLflow UI (tracking server): {uri}")
         _say_view_link(uri)
         return 0
@@ -872,17 +962,27 @@ def ui(port_arg: str | None) -> int:
         ours = server.port() == port and server.process_ok()
         hint = (
             f" (the project's tracking server: set MLFLOW_TRACKING_URI=http://{HOST}:{port} to use it)"
-            if ours else f" by {port_holder(port)}"
+            if ours
+            else f" by {port_holder(port)}"
         )
-        raise ServiceError(f"make ui: cannot bind 127.0.0.1:{port}, it is held{hint}; pick another with "
-                           "CURVEWATCH_UI_PORT=<port>")
+        raise ServiceError(
+            f"make ui: cannot bind 127.0.0.1:{port}, it is held{hint}; pick another with "
+            "CURVEWATCH_UI_PORT=<port>"
+        )
     say(f"MLflow UI on http://{HOST}:{port} (store: {uri}); Ctrl-C stops it")
     _say_view_link(f"http://{HOST}:{port}")
-    r = subprocess.run([venv_bin("mlflow"), "ui", "--backend-store-uri", uri, "--host", HOST, "--port", str(port)])
+    r = subprocess.run(
+        [venv_bin("mlflow"), "ui", "--backend-store-uri", uri, "--host", HOST, "--port", str(port)]
+    )
     return r.returncode
 
 
-SERVICES = {"postgres": Postgres, "mlflow": MlflowServer, "prefect": PrefectServer, "prefect-worker": PrefectWorker}
+SERVICES = {
+    "postgres": Postgres,
+    "mlflow": MlflowServer,
+    "prefect": PrefectServer,
+    "prefect-worker": PrefectWorker,
+}
 
 
 def main(argv: list[str]) -> int:
@@ -893,8 +993,11 @@ def main(argv: list[str]) -> int:
             print(exc, file=sys.stderr)
             return 1
     if len(argv) < 2 or argv[0] not in SERVICES:
-        print(f"usage: services.py {{{'|'.join(SERVICES)}}} start|stop|status|url [db]  |  services.py ui [port]",
-              file=sys.stderr)
+        print(
+            f"usage: services.py {{{'|'.join(SERVICES)}}} start|stop|status|url [db]  |  "
+            "services.py ui [port]",
+            file=sys.stderr,
+        )
         return 2
     name, cmd = argv[0], argv[1]
     svc = SERVICES[name]()
