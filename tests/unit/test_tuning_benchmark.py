@@ -35,6 +35,18 @@ def test_summarise_counts_epochs_to_the_goal_and_the_best_pruned_by_hand() -> No
     assert (r["best_sampled"], r["best_pruned"], r["best_lost"]) == (2, 1, 1)
     assert r["found_best_config"] == 1
     assert r["best_found_mean"] == pytest.approx((table.values[LAST - 1] + table.values[LAST]) / 2)
+    # Before the goal: A pruned 2 epochs, B none (median 1); nothing ran to the end without a gain.
+    assert (r["to_goal_pruned"], r["to_goal_no_gain"], r["to_goal_repeats"]) == (1, 0, 0)
+    # Seed C: config 5 completes, a repeat of it and config 2 (below it) run to the end without a gain,
+    # then LAST completes (the goal); a repeat after the goal does not count.
+    c = bench.SearchTrace([5, 5, 2, LAST, 5], [6, 6, 6, 6, 6], [0.5] * 5, [False] * 5)
+    r = bench.summarise(table, [c], n_trials=5)
+    assert (r["to_goal_median"], r["to_goal_pruned"], r["to_goal_no_gain"], r["to_goal_repeats"]) == (
+        24,
+        0,
+        12,
+        6,
+    )
 
 
 def test_perfect_forecast_bound_prunes_exactly_the_trials_that_cannot_beat_the_best() -> None:
@@ -73,7 +85,13 @@ def test_format_results_prints_the_bound_and_the_targets() -> None:
         "TPE + perfect forecast (bound)": row | {"to_goal_median": 90.0},
         "TPE + perfect forecast @13": row | {"to_goal_median": 120.0},
     }
+    results["TPE + CurvePruner"] = row | {
+        "to_goal_pruned": 20.0,
+        "to_goal_no_gain": 30.0,
+        "to_goal_repeats": 24.0,
+    }
     text = bench.format_results(results)
+    assert "20 on trials it pruned, 30 on trials run to the end" in text and "(24 on repeats" in text
     assert ">= 3x fewer epochs than no pruning to within 0.2 pts: 3.00x  met" in text
     assert "reaches it in 90 epochs (2.00x): 3x is out of reach" in text
     assert "the same forecast made at epoch 13" in text and "reaches it in 120 epochs (1.50x)" in text
