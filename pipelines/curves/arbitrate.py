@@ -38,7 +38,8 @@ which of those findings the user is shown and in what order. The rules:
    BatchNorm CNN on 4,000 images was 0.13 below training from epoch 2).
 7. ``healthy`` only when nothing is WARNING or CRITICAL (``too_slow`` included).
 8. Order: severity (CRITICAL, WARNING, INFO), then :data:`ORDER`: among warnings
-   ``saturated_outputs`` first, the cause of the stall, swings or slowness reported beside it.
+   ``incomplete`` first (a run cut short qualifies everything read off it), then
+   ``saturated_outputs``, the cause of the stall, swings or slowness reported beside it.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def arbitrate(
     Args:
         candidates: each detector's finding (None when it saw nothing), keyed by code.
         fits_training_set: training accuracy is well above chance (rule 2's memorising exception).
-        healthy: the healthy finding to show when no problem remains (rule 6).
+        healthy: the healthy finding to show when no problem remains (rule 7).
 
     Returns:
         The findings to report, most important first.

@@ -365,7 +365,8 @@ def should_stop(
 
     Args:
         history: Keras-style ``{metric: [value per epoch so far]}`` (e.g. ``History.history``, or
-            an Optuna trial's intermediate values as ``{"val_accuracy": [...]}``); older or
+            an Optuna trial's intermediate values as ``{"val_accuracy": [...]}``; any sequence per
+            metric: lists, tuples, (E,) NumPy arrays; None is a missing value); older or
             explicit names (``val_acc``, ``val_sparse_categorical_accuracy``, ...) are read as
             :func:`pipelines.curves.io.canonical_names` says.
         epoch_budget: epochs the run is configured for (None when unknown).
@@ -387,7 +388,8 @@ def should_stop(
             invalid threshold in ``overrides`` (pydantic's ``ValidationError`` is a ``ValueError``:
             e.g. ``live_patience`` below ``min_plateau_epochs``).
     """
-    history = canonical_names(dict(history))
+    # Lists, whatever sequence type came in (NumPy arrays, tuples): the checks below test emptiness.
+    history = {name: list(values) for name, values in canonical_names(dict(history)).items()}
     if not any(name in history and len(history[name]) > 0 for name in VALIDATION_METRICS):
         raise ValueError(f"history has no {' / '.join(VALIDATION_METRICS)}: found {sorted(history)}")
     cfg = config or DEFAULT

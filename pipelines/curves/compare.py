@@ -259,10 +259,11 @@ def series_stall(
         retrains).
 
     Raises:
-        ValueError: ``n`` < 1, ``min_improvement`` < 0, or an accuracy outside [0, 1].
+        ValueError: ``n`` not a whole number >= 1, ``min_improvement`` < 0, or an accuracy outside
+            [0, 1].
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
     if min_improvement < 0:
         raise ValueError(f"min_improvement must be >= 0, got {min_improvement}")
     if not 0.0 <= champion_accuracy <= 1.0:

@@ -8,8 +8,9 @@ The engine in four parts, so that adding a finding touches one place in each:
 - :mod:`pipelines.curves.arbitrate`: every precedence rule, in :func:`arbitrate`.
 
 Thresholds live in :class:`pipelines.curves.settings.DiagnoseConfig` (``params.yaml`` section
-``diagnose``); each is a significance level or a multiple of a noise SD measured on the curve or
-derived from the validation set's size, never a fixed ``min_delta``.
+``diagnose``); most are a significance level or a multiple of a noise SD measured on the curve or
+derived from the validation set's size, the others shares of the curve's own level, epoch counts
+or one error level (see that module); none is a fixed ``min_delta`` on the monitored metric.
 
 Plateau versus convergence: :func:`find_plateau` finds the earliest epoch after which the monitored
 validation metric shows no improvement beyond noise; the flat tail is a *stall* (``plateau``

@@ -245,8 +245,8 @@ def gate(
         ValueError: a frame lacks ``id`` / ``correct``, has duplicate ids, missing (NaN)
             correctness or no rows; the two sides' ids differ (the message says which side
             lacks how many ids, with examples); ``alpha`` / ``confidence`` outside (0, 1);
-            ``min_effect`` < 0; a seed accuracy outside [0, 1]; a ``correct`` column that is not
-            bool (or 0/1).
+            ``min_effect`` < 0; ``n_resamples`` not a whole number >= 1; a seed accuracy outside
+            [0, 1]; a ``correct`` column that is not bool (or 0/1).
         TypeError: ``champion_seed_accuracies`` is not a mapping keyed by seed; predictions that
             are not a pandas DataFrame or Series.
     """
@@ -254,6 +254,8 @@ def gate(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a whole number >= 1, got {n_resamples!r}")
     if min_effect < 0:
         raise ValueError(f"min_effect must be >= 0 (an accuracy drop), got {min_effect}")
     if champion_seed_accuracies is None:

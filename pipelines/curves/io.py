@@ -129,8 +129,10 @@ def _to_float(text: str, path: Path | str, column: str, row: int) -> float:
 
 
 def _read_by_the_engine(name: str) -> bool:
-    """The epoch, a loss or an accuracy column (any of its names, :func:`canonical_names`)."""
-    return name in ("epoch", "loss", "val_loss") or name in RENAMES or name.endswith("accuracy")
+    """The epoch, a loss or an accuracy column (any of its names, :data:`RENAMES`): text there is an
+    error; in any other column (``lr`` / ``learning_rate`` among them) the column is dropped."""
+    name = RENAMES.get(name, name)
+    return name in ("epoch", "loss", "val_loss") or name.endswith("accuracy")
 
 
 def _not_text(path: Path, error: UnicodeDecodeError) -> str:
@@ -727,8 +729,9 @@ def load_history_json(
         FileNotFoundError: ``path`` does not exist.
         ValueError: (naming the file) not UTF-8 text (a byte-order mark is accepted), invalid
             JSON (the line, for JSON lines) or JSON nested too deeply to read, not an object of
-            lists nor objects of numbers, ``params.epochs`` not a positive number, or the errors
-            of :func:`curve_from_history` (a number beyond float64's range among them).
+            lists nor objects of numbers, ``params.epochs`` not a whole number >= 1 (30.0 is 30),
+            or the errors of :func:`curve_from_history` (a number beyond float64's range among
+            them).
     """
     path = Path(path)
     try:
@@ -755,9 +758,11 @@ def load_history_json(
     params = payload.get("params") if "history" in payload else None
     if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
         raise ValueError(f"{path}: expected metric name -> list of per-epoch values")
-    if epoch_budget is None and isinstance(params, dict) and isinstance(params.get("epochs"), int):
+    if epoch_budget is None and isinstance(params, dict) and params.get("epochs") is not None:
         epochs = params["epochs"]
-        if isinstance(epochs, bool) or epochs < 1:
+        # JSON writers may give 30 as 30.0; anything else that is not a whole number >= 1 is refused.
+        whole = isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and math.isfinite(epochs)
+        if not whole or epochs < 1 or int(epochs) != epochs:
             raise ValueError(f"{path}: params.epochs: must be a positive number of epochs, got {epochs!r}")
         epoch_budget = int(epochs)
     _check_history(history, path)

@@ -42,14 +42,16 @@ Two rules, checked at every step a trial reports:
 2. **The diagnosis engine** (:func:`pipelines.curves.callback.should_stop` on the intermediate
    values): divergence and not-learning prune as soon as ``should_stop`` calls them (a NaN/inf
    intermediate value at once; a finite blow-up once confirmed); a stall
-   prunes while no trial has completed; once there is a target, a confirmed plateau (stall or
-   convergence) has its forecast checked at once, warm-up and interval aside.
+   prunes while there is no target yet (fewer than ``n_startup_trials`` trials completed); once
+   there is a target, a confirmed plateau (stall or convergence) has its forecast checked at once,
+   warm-up and interval aside.
 
-A trial whose best value so far already beats the target is never pruned: it is the study's
-best, and Optuna counts only completed trials. One that only ties it is not protected: a tie
-does not change Optuna's best trial, so completing it gains the study nothing (with a categorical
-search space a sampler draws the incumbent's configuration again; whether such a repeat is
-pruned is still up to its forecast).
+A trial whose best value so far already beats the target is never pruned by a forecast, a
+stall or a finite finding: it is the study's best, and Optuna counts only completed trials (a
+NaN/inf value still prunes it: its weights are gone, and no later epoch recovers). One that only
+ties it is not protected: a tie does not change Optuna's best trial, so completing it gains the
+study nothing (with a categorical search space a sampler draws the incumbent's configuration
+again; whether such a repeat is pruned is still up to its forecast).
 
 Every prune records why, in the trial's user attributes: ``pruned_because`` (one line, starting
 ``stopped at epoch N:``), ``pruned_epoch`` (int) and ``pruned_rule`` (``forecast``,
@@ -107,7 +109,8 @@ class PruneDecision:
         reason: one line starting ``stopped at epoch N:`` when ``prune``; else None.
         epoch: the 1-based epoch the decision is for (0 when nothing was reported).
         probability: the probability of beating the target (None when no forecast was made).
-        target: the value to beat (None before ``n_startup_trials`` trials completed).
+        target: the value to beat (None before ``n_startup_trials`` trials completed, or when
+            nothing was reported).
     """
 
     prune: bool
@@ -216,7 +219,13 @@ def ratio_forecast(
         The :class:`RatioForecast`, or None when no completed curve ran past ``epoch``, a value
         has no known bound, or ``best_so_far`` or ``target`` sits at the bound (no distance left
         to shrink; then this forecast does not apply).
+
+    Raises:
+        ValueError: ``prior_sd`` or ``prior_dof`` not a finite number > 0 (the message names it).
     """
+    for name, prior in (("prior_sd", prior_sd), ("prior_dof", prior_dof)):
+        if not (math.isfinite(prior) and prior > 0):
+            raise ValueError(f"ratio_forecast: {name} must be a finite number > 0, got {prior!r}")
     now, goal = _distance(best_so_far, higher), _distance(target, higher)
     if now is None or goal is None or now <= 0 or goal <= 0:
         return None
@@ -272,7 +281,8 @@ class CurvePruner(optuna.pruners.BasePruner):
             (Domhan et al. 2015 use 0.05).
         target_quantile: 1.0 = beat the best completed trial; e.g. 0.9 = beat the 90th percentile
             of completed trials' values (for minimisation, the 10th), in (0, 1].
-        n_startup_trials: completed trials needed before the forecast rule may prune (>= 1). The
+        n_startup_trials: completed trials needed before there is a target (>= 1): before, the
+            forecast rule does not prune, and a stall the engine confirms prunes at once. The
             default 1 is safe because the rule only prunes a trial unlikely to beat the best
             completed one: with one completed trial the target is lower, so it prunes less, not
             wrongly, and the early forecast's prior keeps it wide (``benchmarks/tuning.py``: 1
@@ -341,7 +351,13 @@ class CurvePruner(optuna.pruners.BasePruner):
         num_classes: int | None = None,
         config: DiagnoseConfig | None = None,
     ) -> None:
-        if int(epoch_budget) != epoch_budget or epoch_budget < 2:
+        if (
+            isinstance(epoch_budget, bool)
+            or not isinstance(epoch_budget, (int, float, np.integer, np.floating))
+            or not math.isfinite(epoch_budget)
+            or int(epoch_budget) != epoch_budget
+            or epoch_budget < 2
+        ):
             raise ValueError(f"CurvePruner: epoch_budget must be an integer >= 2, got {epoch_budget!r}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"CurvePruner: threshold must lie in (0, 1), got {threshold!r}")
@@ -420,16 +436,17 @@ class CurvePruner(optuna.pruners.BasePruner):
             return PruneDecision(False)
         epoch = int(epochs[-1])
         metric = self.metric or ("val_accuracy" if higher else "val_loss")
+        target = self._target(study, higher)
         if epoch >= self.epoch_budget:
-            return PruneDecision(False, epoch=epoch)
+            return PruneDecision(False, epoch=epoch, target=target)
         if not math.isfinite(values[-1]):
             return PruneDecision(
                 True,
                 Code.DIVERGENCE.value,
                 f"stopped at epoch {epoch}: {metric} became NaN/inf at epoch {epoch}: training diverged",
                 epoch,
+                target=target,
             )
-        target = self._target(study, higher)
         finite = np.isfinite(values)
         best_so_far = float(np.max(values[finite]) if higher else np.min(values[finite]))
         if target is not None and (best_so_far > target if higher else best_so_far < target):

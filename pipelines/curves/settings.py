@@ -1,9 +1,13 @@
 """The diagnosis engine's thresholds, in one frozen config (``params.yaml`` section ``diagnose``).
 
-Every threshold is either a significance level or a multiple of a noise SD that the engine measures
-on the curve itself (:func:`pipelines.curves.noise.estimate_noise`) or derives from the validation
-set's size (binomial SD of an accuracy on n examples; n read off the accuracy grid when unknown).
-None is an absolute ``min_delta``. The detectors receive this object, never long argument lists.
+Most thresholds are a significance level or a multiple of a noise SD that the engine measures on
+the curve itself (:func:`pipelines.curves.noise.estimate_noise`) or derives from the validation
+set's size (binomial SD of an accuracy on n examples; n read off the accuracy grid when unknown);
+the others are shares of the curve's own level or gain (``val_swing_step``, ``overfit_rise``,
+``live_loss_fall``, ``slow_late_share``, ...), epoch counts (``min_plateau_epochs``,
+``live_patience``, ...), and one error level (``underfit_error``: a training error that no fit
+leaves). None is an absolute ``min_delta`` on the monitored metric. The detectors receive this
+object, never long argument lists.
 """
 
 from __future__ import annotations

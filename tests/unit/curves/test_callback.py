@@ -40,6 +40,18 @@ def test_should_stop_waits_for_a_confirmed_plateau() -> None:
     )
 
 
+def test_should_stop_takes_numpy_arrays_as_it_takes_lists() -> None:
+    # Every metric as an (E,) array (a history rebuilt with NumPy), with val_loss, which the stop
+    # checks for a recent new low: the same decisions, epoch by epoch, as with lists.
+    full = _stall_history(0, 16)
+    full["val_loss"] = [2.4 - v for v in full["val_accuracy"]]
+    for epochs in range(1, 17):
+        lists = {k: v[:epochs] for k, v in full.items()}
+        arrays = {k: np.asarray(v) for k, v in lists.items()}
+        assert should_stop(arrays, 30).reason == should_stop(lists, 30).reason
+    assert should_stop({k: np.asarray(v) for k, v in full.items()}, 30).stop
+
+
 def test_should_stop_reads_older_keras_names() -> None:
     # A Keras 2 history logs val_acc: the same decision as under today's name.
     history = _stall_history(0, 14)

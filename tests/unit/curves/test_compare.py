@@ -227,6 +227,8 @@ def test_series_stall_on_and_off():
 def test_series_stall_rejects_bad_input():
     with pytest.raises(ValueError):
         series_stall([0.9], 0.9, n=0)
+    with pytest.raises(ValueError, match="n must be a whole number"):
+        series_stall([0.9, 0.9], 0.9, n=1.5)
     with pytest.raises(ValueError):
         series_stall([89.0, 90.0], 0.9, n=2)  # percent, not fractions
     with pytest.raises(ValueError):

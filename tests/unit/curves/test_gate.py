@@ -168,6 +168,9 @@ def test_bad_inputs_raise():
         gate(ch.iloc[:0], cp)
     with pytest.raises(ValueError, match="alpha"):
         gate(ch, cp, alpha=1.5)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="n_resamples"):
+            gate(ch, cp, n_resamples=bad)
     with pytest.raises(ValueError, match="champion_seed_accuracies"):
         gate(ch, cp, champion_seed_accuracies={1: 0.9, 2: 1.2})
 

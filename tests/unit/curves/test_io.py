@@ -96,6 +96,23 @@ def test_history_json_both_forms(tmp_path: Path) -> None:
     assert load_curve(wrapped, epoch_budget=7).epoch_budget == 7
 
 
+@pytest.mark.parametrize(("epochs", "budget"), [(30.0, 30), (30, 30), (None, None)])
+def test_history_json_reads_a_whole_float_epoch_budget(tmp_path: Path, epochs, budget) -> None:
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"history": HISTORY, "params": {"epochs": epochs}}))
+    assert load_curve(path).epoch_budget == budget
+
+
+@pytest.mark.parametrize("epochs", [-5.0, 0, 2.5, "30", True])
+def test_history_json_refuses_an_epoch_budget_that_is_not_a_whole_positive_number(
+    tmp_path: Path, epochs
+) -> None:
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"history": HISTORY, "params": {"epochs": epochs}}))
+    with pytest.raises(ValueError, match=r"h\.json: params\.epochs"):
+        load_curve(path)
+
+
 @pytest.mark.parametrize(
     ("payload", "needle"),
     [
@@ -360,6 +377,24 @@ def test_a_text_column_the_engine_does_not_read_is_dropped(
         curve = load_curve(_write_csv(tmp_path / "timed.csv", header, rows))
     assert "time" not in curve.metrics and curve.metrics["val_accuracy"].tolist() == [0.5, 0.55]
     assert "timed.csv: column 'time' is not numeric (row 2: '2021-03-04 12:00:01'): ignored" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["lr", "learning_rate"])
+def test_a_text_learning_rate_column_is_dropped_under_either_name(tmp_path: Path, name: str) -> None:
+    # A schedule's rate written as text ('<tf.Variable ...>' in some logs) is not the engine's to read.
+    header = ["epoch", name, "loss", "val_loss", "val_accuracy"]
+    rows = [[0, "<Variable 0.01>", 1.0, 1.1, 0.5], [1, "<Variable 0.01>", 0.9, 1.0, 0.55]]
+    curve = load_curve(_write_csv(tmp_path / "rated.csv", header, rows))
+    assert "learning_rate" not in curve.metrics and "lr" not in curve.metrics
+    assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.55]
+
+
+@pytest.mark.parametrize("name", ["acc", "val_acc", "loss"])
+def test_text_in_an_accuracy_or_loss_column_is_an_error_under_any_name(tmp_path: Path, name: str) -> None:
+    header = ["epoch", name, "val_loss"] if name != "loss" else ["epoch", "loss", "val_loss"]
+    rows = [[0, "oops", 1.1], [1, 0.5, 1.0]]
+    with pytest.raises(ValueError, match=f"bad.csv: column {name!r}, row 2: 'oops' is not a number"):
+        load_curve(_write_csv(tmp_path / "bad.csv", header, rows))
 
 
 def test_csvlogger_na_cells_are_missing_values(tmp_path: Path) -> None:

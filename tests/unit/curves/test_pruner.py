@@ -133,6 +133,26 @@ def test_nan_value_prunes_at_once_as_divergence():
     assert "NaN/inf" in t.user_attrs["pruned_because"]
 
 
+def test_nan_prunes_even_the_study_best_and_every_decision_names_the_target():
+    pruner = CurvePruner(BUDGET, num_classes=10)
+    study = study_with(pruner, tops=(0.7,))
+    trial = study.ask()
+    for step, value in enumerate([0.6, 0.75, float("nan")], start=1):
+        trial.report(value, step=step)
+    decision = pruner.decide(study, study.trials[trial.number])
+    # Its best (0.75) beats the target, yet its weights are gone: pruned, and the target is given.
+    assert (decision.prune, decision.rule, decision.target) == (
+        True,
+        "divergence",
+        pytest.approx(0.7, abs=0.01),
+    )
+    last = study.ask()
+    for step, value in enumerate(curve(0.5, seed=9), start=1):
+        last.report(value, step=step)
+    at_budget = pruner.decide(study, study.trials[last.number])
+    assert not at_budget.prune and at_budget.target == decision.target  # the last epoch: never pruned
+
+
 def test_not_learning_is_pruned_without_any_completed_trial():
     study = optuna.create_study(direction="maximize", pruner=CurvePruner(BUDGET, num_classes=10))
     rng = np.random.default_rng(5)
@@ -308,6 +328,9 @@ def test_ratio_forecast_matches_the_student_t_by_hand():
     ("kwargs", "field"),
     [
         ({"epoch_budget": 1}, "epoch_budget"),
+        ({"epoch_budget": float("inf")}, "epoch_budget"),
+        ({"epoch_budget": float("nan")}, "epoch_budget"),
+        ({"epoch_budget": "30"}, "epoch_budget"),
         ({"epoch_budget": 10, "threshold": 0.0}, "threshold"),
         ({"epoch_budget": 10, "threshold": 1.0}, "threshold"),
         ({"epoch_budget": 10, "target_quantile": 0.0}, "target_quantile"),
@@ -324,6 +347,15 @@ def test_ratio_forecast_matches_the_student_t_by_hand():
 def test_bad_arguments_name_the_argument(kwargs, field):
     with pytest.raises(ValueError, match=field):
         CurvePruner(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("prior_sd", "prior_dof", "field"), [(0.0, 3.0, "prior_sd"), (0.5, 0.0, "prior_dof")]
+)
+def test_ratio_forecast_refuses_a_prior_that_is_not_positive(prior_sd, prior_dof, field):
+    completed = [(np.arange(1, 11), np.linspace(0.5, 0.9, 10))]
+    with pytest.raises(ValueError, match=field):
+        ratio_forecast(completed, 3, 0.6, 0.9, True, prior_sd, prior_dof)
 
 
 def test_multi_objective_is_refused():
