@@ -106,6 +106,27 @@ def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
     return result
 
 
+def _passed_validation(params: Params) -> dict[str, Any]:
+    """``paths.validation_metrics`` of a validation that passed.
+
+    Raises:
+        StageError: the file is missing or unreadable (validate not run), or it records a failed
+            validation (``validation.success`` 0: ``curvewatch validate`` exited 1, and nothing
+            may train on that data).
+    """
+    path = params.paths.validation_metrics
+    metrics = _read_json(path, "validate")
+    success = (
+        metrics.get("validation", {}).get("success") if isinstance(metrics.get("validation"), dict) else None
+    )
+    if success != 1:
+        raise StageError(
+            f"{path}: the last data validation did not pass (validation.success = {success}); "
+            "fix the data or the expectations, then run the validate stage again"
+        )
+    return metrics
+
+
 def _nested(metrics: dict[str, Any]) -> dict[str, Any]:
     """``{"validation.label_kl": x}`` -> ``{"validation": {"label_kl": x}}`` for ``dvc metrics show``."""
     out: dict[str, Any] = {}
@@ -229,8 +250,8 @@ def run_train(params: Params, *, extra_callbacks: tuple = ()) -> TrainOutcome:
         extra_callbacks: Keras callbacks added after curvewatch's own (e.g. a tuning trial's).
 
     Raises:
-        StageError: the validation results are missing, or another training holds the lock (the
-            message names its pid).
+        StageError: the validation results are missing or record a failed validation, or another
+            training holds the lock (the message names its pid).
         FileNotFoundError, pipelines.prepare.PreparedDataError: the prepared data is missing or
             unreadable (the message names the file).
         pipelines.train.TrainingInterrupted: SIGTERM/SIGINT; the run is marked KILLED and the
@@ -382,7 +403,7 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
     )
 
     paths = params.paths
-    validation_metrics = _read_json(paths.validation_metrics, "validate")
+    validation_metrics = _passed_validation(params)
     data, classes = load_train_data(params)
 
     mc = tracking.client()
@@ -660,8 +681,9 @@ def run_evaluate(params: Params, *, model: Any = None):
     """Evaluate the trained model on the official test split; log into the training run.
 
     Writes ``paths.evaluation_dir`` (metrics.json, per_class.csv, confusion_matrix.png,
-    predictions.parquet), ``paths.evaluate_metrics`` and ``paths.confusion_plot``; logs
-    ``test_accuracy``/``test_loss`` and the per-class table (``mlflow.log_table``) to the run.
+    predictions.parquet, and last ``run.json``: the run they belong to, which the compare stage
+    checks), ``paths.evaluate_metrics`` and ``paths.confusion_plot``; logs ``test_accuracy`` /
+    ``test_loss`` and the per-class table (``mlflow.log_table``) to the run.
 
     Args:
         params: the resolved params.
@@ -689,6 +711,9 @@ def run_evaluate(params: Params, *, model: Any = None):
     result = evaluate(
         model, test.x, test.y, test.ids, classes["class_names"], batch_size=params.evaluate.batch_size
     )
+    # The marker goes first (the files are about to change) and is written back last: a crash in
+    # between leaves no marker, and compare refuses the folder instead of mixing two runs' files.
+    (paths.evaluation_dir / EVALUATED_RUN).unlink(missing_ok=True)
     save_evaluation(result, paths.evaluation_dir)
     summary = {"test_loss": float(result.test_loss), "test_accuracy": float(result.test_accuracy)}
     atomic_write_json(paths.evaluate_metrics, {"evaluate": summary})
@@ -701,8 +726,31 @@ def run_evaluate(params: Params, *, model: Any = None):
     tracking.log_metrics(mc, run_info["run_id"], summary)
     # One browsable table instead of 2 x K scalar charts (MLflow UI: Artifacts / Evaluation tab).
     _log_table_once(mc, run_info["run_id"], per_class_table(result), PER_CLASS_TABLE)
+    atomic_write_json(paths.evaluation_dir / EVALUATED_RUN, {"run_id": run_info["run_id"]})
     mc.log_artifacts(run_info["run_id"], str(paths.evaluation_dir), "evaluation")
     return result
+
+
+#: In ``paths.evaluation_dir``: ``{"run_id": ...}`` of the run whose model the folder's files score.
+EVALUATED_RUN = "run.json"
+
+
+def _evaluated_for(paths: Any, run_id: str) -> Path:
+    """``paths.evaluation_dir / "predictions.parquet"`` when the folder scores run ``run_id``.
+
+    Raises:
+        StageError: the folder has no ``run.json`` (never evaluated, an older layout, or an
+            evaluation cut short), or it scores another run (``curvewatch train`` then
+            ``curvewatch compare`` without ``evaluate``: the previous run's predictions).
+    """
+    marker = paths.evaluation_dir / EVALUATED_RUN
+    evaluated = _read_json(marker, "evaluate").get("run_id")
+    if evaluated != run_id:
+        raise StageError(
+            f"{marker}: the evaluation is of run {evaluated}, not of the trained run {run_id}; "
+            "run the evaluate stage first"
+        )
+    return paths.evaluation_dir / "predictions.parquet"
 
 
 def _log_table_once(mc, run_id: str, table, artifact_file: str) -> None:
@@ -779,6 +827,8 @@ def run_compare(params: Params) -> CompareOutcome:
     promotes the run.
 
     Raises:
+        StageError: ``paths.run_file`` is missing, or ``paths.evaluation_dir`` does not score the
+            run it names (:func:`_evaluated_for`: evaluate not run since that training).
         GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
             still written first).
         mlflow.exceptions.MlflowException, OSError: the registry or the champion's artifacts could
@@ -795,6 +845,7 @@ def run_compare(params: Params) -> CompareOutcome:
     paths, cfg = params.paths, params.compare
     run_info = _read_json(paths.run_file, "train")
     run_id = run_info["run_id"]
+    predictions_path = _evaluated_for(paths, run_id)  # before anything is written
     mc = tracking.client()
     challenger_curve = tracking.run_curve(mc, run_id)
     champion = tracking.get_champion(mc, params.tracking.registered_model)
@@ -819,7 +870,7 @@ def run_compare(params: Params) -> CompareOutcome:
     diagnosis = diagnose(challenger_curve, config=params.diagnose, baseline_accuracy=baseline)
     import pandas as pd
 
-    challenger_preds = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
+    challenger_preds = pd.read_parquet(predictions_path)
     with tempfile.TemporaryDirectory() as tmp:
         champion_preds = tracking.download_predictions(mc, champion.run_id, Path(tmp)) if champion else None
     rescore_reason = None
@@ -1154,12 +1205,13 @@ def start_tune(params: Params) -> TuneStudy:
     """Open the MLflow parent run (kind ``tune``: resolved config, search space) and name the study.
 
     Raises:
-        StageError: the validation results are missing (run the validate stage first).
+        StageError: the validation results are missing (run the validate stage first) or record a
+            failed validation.
     """
     from pipelines import tracking
 
     paths = params.paths
-    _read_json(paths.validation_metrics, "validate")
+    _passed_validation(params)
     mc = tracking.client()
     exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
     data_version = tracking.dvc_content_hash(paths.raw_dir)

@@ -113,6 +113,7 @@ def _seed_run(url: str, root: Path, name: str, lr: float, curve_csv: str, correc
     preds = pd.DataFrame({"id": np.arange(correct.size), "correct": correct})
     preds.to_parquet(params.paths.evaluation_dir / "predictions.parquet")
     mc.log_artifact(rid, str(params.paths.evaluation_dir / "predictions.parquet"), "evaluation")
+    (params.paths.evaluation_dir / steps.EVALUATED_RUN).write_text(json.dumps({"run_id": rid}))
     steps.run_compare(params)
     return rid
 

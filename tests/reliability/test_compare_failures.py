@@ -52,6 +52,24 @@ def test_a_champion_without_its_predictions_is_scored_again_not_skipped(with_cha
     assert tags[tracking.CHAMPION_RUN_TAG] == first and 0 <= float(tags["curvewatch.gate.p_value"]) <= 1
 
 
+def test_compare_refuses_the_predictions_of_another_run(with_champion):
+    # curvewatch train, then curvewatch compare without evaluate: the folder still scores the
+    # champion's run. Gating the new run on them would compare the champion with itself.
+    params, first = with_champion
+    second = steps.run_train(params).run_id
+    with pytest.raises(
+        steps.StageError, match=rf"evaluation is of run {first}, not of the trained run {second}"
+    ):
+        steps.run_compare(params)
+    assert tracking.CHAMPION_RUN_TAG not in tracking.client().get_run(second).data.tags  # nothing written
+    steps.run_evaluate(params)
+    assert steps.run_compare(params).champion_run_id == first
+    # An evaluation cut short (its marker is removed first, written last) is refused too.
+    (params.paths.evaluation_dir / steps.EVALUATED_RUN).unlink()
+    with pytest.raises(steps.StageError, match=r"run\.json: missing; run the evaluate stage first"):
+        steps.run_compare(params)
+
+
 def test_a_registry_error_is_not_read_as_no_champion(with_champion, monkeypatch):
     params, first = with_champion
     _retrain(params)

@@ -59,5 +59,11 @@ def test_stages_name_the_missing_input(tiny_params):
     params = tiny_params
     with pytest.raises(steps.StageError, match="validation.json: missing; run the validate stage first"):
         steps.run_train(params)
+    # A validation that failed (curvewatch validate exited 1) stops training and tuning as well.
+    params.paths.validation_metrics.parent.mkdir(parents=True, exist_ok=True)
+    params.paths.validation_metrics.write_text(json.dumps({"validation": {"success": 0.0}}))
+    for stage in (steps.run_train, steps.start_tune):
+        with pytest.raises(steps.StageError, match=r"validation.json: the last data validation did not pass"):
+            stage(params)
     with pytest.raises(steps.StageError, match="run.json: missing; run the train stage first"):
         steps.run_evaluate(params)
