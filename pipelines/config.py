@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -31,16 +31,35 @@ class ConfigError(ValueError):
     """Raised when ``params.yaml`` (or an override) is missing, malformed or invalid."""
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes ``bool`` (itself, or inside a union, tuple or list)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation))
+
+
 class _Frozen(BaseModel):
     # allow_inf_nan=False: a learning rate of .inf or a threshold of .nan is a typo, never a setting.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` where a number (or a list of numbers) belongs is refused: pydantic's lax mode
+        would read it as 1 (``train.batch_size: true`` trained with batches of one)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or _admits_bool(field.annotation):
+            return value
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        if any(isinstance(v, bool) for v in values):
+            raise ValueError(f"must be a number, not a boolean; got {value!r}")
+        return value
+
 
 # ---------------------------------------------------------------------------------- shared rules
 def _count_or_fraction(value: int | float, info: ValidationInfo) -> int | float:
-    """A size given as a count (int >= 1) or as a fraction (float strictly between 0 and 1)."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a count (int >= 1) or a fraction in (0, 1), got {value!r}")
+    """A size given as a count (int >= 1) or as a fraction (float strictly between 0 and 1); a
+    boolean never gets here (:meth:`_Frozen._no_booleans_for_numbers`)."""
     if isinstance(value, int):
         if value < 1:
             raise ValueError(f"a count must be >= 1, got {value}")
@@ -52,7 +71,7 @@ def _count_or_fraction(value: int | float, info: ValidationInfo) -> int | float:
 
 
 class BaseConfig(_Frozen):
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # NumPy's and scikit-learn's seed range
     dataset: Literal["fashion-mnist", "folder"] = "fashion-mnist"
     profile: str = "quick"
 
@@ -76,6 +95,14 @@ class PathsConfig(_Frozen):
     backup_dir: Path = Path(".curvewatch/backup")
     tune_dir: Path = Path(".curvewatch/tune")
     expectations_dir: Path = Path("expectations")
+
+    @field_validator("model_file")
+    @classmethod
+    def _keras_file(cls, v: Path) -> Path:
+        # Checked here, not after the fit: keras.saving.save_model writes only the .keras format.
+        if v.suffix != ".keras":
+            raise ValueError(f"must end in .keras (Keras 3's model format), got {str(v)!r}")
+        return v
 
 
 class FetchConfig(_Frozen):
@@ -222,6 +249,18 @@ class TrackingConfig(_Frozen):
     experiment: str = "curvewatch-fashion-mnist"
     registered_model: str = "curvewatch-fashion-mnist-classifier"
 
+    # MLflow's own rules (mlflow/utils/validation.py: _validate_experiment_name,
+    # _validate_model_name), checked at load instead of at the first MLflow call (the compare stage,
+    # after a whole training, for the model name).
+    @field_validator("experiment", "registered_model")
+    @classmethod
+    def _mlflow_name(cls, v: str, info: ValidationInfo) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        if info.field_name == "registered_model" and ("/" in v or ":" in v):
+            raise ValueError(f"MLflow model names cannot contain '/' or ':', got {v!r}")
+        return v
+
 
 class ScheduleConfig(_Frozen):
     """When the ``retrain`` deployment runs (``flows/deployments.py``).
@@ -342,11 +381,15 @@ def load_params(
         The frozen, validated :class:`Params`.
 
     Raises:
-        ConfigError: the file is missing, not UTF-8 or not a YAML mapping; ``base`` or the chosen
-            profile is not a mapping, the profile name is not a string or is unknown; an override
-            is malformed or its value is not YAML; or a field is unknown or of the wrong type (the
-            message names the file and the field, e.g. ``params.yaml: train.epochs: Input should
-            be a valid integer``).
+        ConfigError: the file is missing, not UTF-8 or not a YAML mapping; ``base`` or a profile
+            is not a mapping, the profile name is not a string or is unknown (``--profile`` named
+            as such when it came from ``profile``), or ``profile`` and a ``base.profile=``
+            override disagree; an override is malformed or its value is not YAML; or a field is
+            unknown or of the wrong type, a boolean included where a number belongs (the message
+            names the file and the field, e.g. ``params.yaml: train.epochs: Input should be a
+            valid integer``; under ``profiles.<name>.`` when a profile sets it: every profile is
+            checked, not only the chosen one). A section left empty (``tune:`` with its keys
+            commented out) is read as empty.
     """
     path = Path(path)
     if not path.is_file():
@@ -359,9 +402,16 @@ def load_params(
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    for override in overrides or []:
-        if override.startswith("base.profile="):
-            _apply_override(raw, override)
+    # A section header whose keys are all commented out ("tune:") is an empty section, not null.
+    raw = {key: {} if value is None else value for key, value in raw.items()}
+    profile_overrides_given = [o for o in overrides or [] if o.split("=", 1)[0].strip() == "base.profile"]
+    for override in profile_overrides_given:
+        _apply_override(raw, override)
+    given_base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
+    if profile is not None and profile_overrides_given and given_base.get("profile") != profile:
+        raise ConfigError(
+            f"--profile {profile!r} and {profile_overrides_given[-1]!r} name different profiles: give one"
+        )
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"{path}: base: must be a mapping of keys to values, got {base!r}")
@@ -372,18 +422,46 @@ def load_params(
     if not isinstance(chosen, str):
         raise ConfigError(f"{path}: base.profile: must be a profile name, got {chosen!r}")
     if chosen not in profiles and chosen != "quick":
-        raise ConfigError(f"{path}: base.profile: unknown profile {chosen!r}; known: {sorted(profiles)}")
+        where = "--profile" if profile is not None else f"{path}: base.profile"
+        raise ConfigError(f"{where}: unknown profile {chosen!r}; known: {sorted(profiles)}")
+    # Every profile is checked, not only the chosen one: a typo in profiles.full must not wait
+    # for the day someone runs --profile full, and it is named under profiles.full.
+    for name, overrides_of in profiles.items():
+        overrides_of = {} if overrides_of is None else overrides_of
+        if not isinstance(overrides_of, dict):
+            raise ConfigError(f"{path}: profiles.{name}: must be a mapping of sections to overrides")
+        merged = _deep_merge(raw, overrides_of)
+        merged.setdefault("base", {})["profile"] = name
+        try:
+            Params.model_validate(merged)
+        except ValidationError as exc:
+            described = [_describe(path, err) for err in exc.errors()]
+            bad = [line for line in described if _names_a_profile_key(line, path, overrides_of)]
+            if bad:
+                raise ConfigError(
+                    "\n".join(line.replace(f"{path}: ", f"{path}: profiles.{name}.", 1) for line in bad)
+                ) from exc
     profile_overrides = profiles.get(chosen) or {}
-    if not isinstance(profile_overrides, dict):
-        raise ConfigError(f"{path}: profiles.{chosen}: must be a mapping of sections to overrides")
     resolved = _deep_merge(raw, profile_overrides)
     resolved.setdefault("base", {})["profile"] = chosen
     for override in overrides or []:
+        if override in profile_overrides_given:
+            continue  # applied above, before the profile was chosen
         _apply_override(resolved, override)
     try:
         return Params.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from exc
+
+
+def _names_a_profile_key(line: str, path: Path, overrides: dict[str, Any]) -> bool:
+    """Whether a :func:`_describe` line (``params.yaml: train.epohcs: ...``) is about a key the
+    profile sets (its section, and the key when the profile names it)."""
+    loc = line.removeprefix(f"{path}: ").split(": ", 1)[0].split(".")
+    section = overrides.get(loc[0])
+    if not isinstance(section, dict):
+        return False
+    return len(loc) < 2 or loc[1] in section
 
 
 def _describe(path: Path, err: Any) -> str:
