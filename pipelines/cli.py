@@ -581,12 +581,20 @@ def flow_tune(
     _params(params, profile, set_)  # a bad search space fails here, before Prefect or any trial starts
     ensure_prefect_server()
     from flows.tune import tune as tune_flow
-    from pipelines.steps import ValidationFailed
+    from pipelines.fetch import DataError
+    from pipelines.steps import GateFailed, StageError
 
-    try:
-        summary = tune_flow(params_path=str(params), profile=profile, overrides=list(set_ or []))
-    except (ValidationFailed, ValueError) as exc:
-        _fail(exc)
+    # As flow retrain: missing or unreadable data exits 2, a failed gate 3, any other stage
+    # refusal (a failed validation, a held lock) or bad value 1, each in one line.
+    with _input_errors():
+        try:
+            summary = tune_flow(params_path=str(params), profile=profile, overrides=list(set_ or []))
+        except DataError:
+            raise  # exit 2, above
+        except GateFailed as exc:
+            _fail(exc, code=3)
+        except (StageError, ValueError) as exc:
+            _fail(exc)
     typer.echo(summary.render())
 
 
@@ -604,18 +612,25 @@ def flow_retrain(
     _params(params, profile, set_)  # fail fast on a bad params file, before Prefect starts
     ensure_prefect_server()
     from flows.retrain import RetrainSummary, run_retrain
-    from pipelines.steps import GateFailed, ValidationFailed
+    from pipelines.steps import GateFailed, StageError, ValidationFailed
+    from pipelines.versioning import VersioningError
 
-    try:
-        summary = run_retrain(
-            params_path=str(params), profile=profile, overrides=list(set_ or []), force=force
-        )
-    except ValidationFailed as exc:
-        failed = RetrainSummary(validation_passed=False, validation_message=str(exc))
-        typer.echo(failed.render())
-        raise typer.Exit(1) from exc
-    except GateFailed as exc:
-        _fail(exc, code=3)
+    # Missing or unreadable data (the image folder, a SHA-256 mismatch) exits 2, as the stage
+    # commands do; a failed gate 3; a failed validation 1 with the summary; any other stage
+    # refusal (a held training lock) or a DVC failure (a dvc push that failed) 1, in one line.
+    with _input_errors():
+        try:
+            summary = run_retrain(
+                params_path=str(params), profile=profile, overrides=list(set_ or []), force=force
+            )
+        except ValidationFailed as exc:
+            failed = RetrainSummary(validation_passed=False, validation_message=str(exc))
+            typer.echo(failed.render())
+            raise typer.Exit(1) from exc
+        except GateFailed as exc:
+            _fail(exc, code=3)
+        except (StageError, VersioningError) as exc:
+            _fail(exc)
     typer.echo(summary.render())
 
 
