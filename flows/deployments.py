@@ -86,7 +86,8 @@ def register(
     Raises:
         pipelines.config.ConfigError: ``params_path`` is invalid (a bad ``schedule.retrain_cron``
             names the key).
-        ValueError: the work pool exists with another type than :func:`work_pool_type`.
+        ValueError: the work pool exists with another type than :func:`work_pool_type`, or the
+            flow source is a folder that does not hold ``params_path``.
     """
     from prefect.schedules import Cron
 
@@ -97,7 +98,16 @@ def register(
     params = load_params(params_path)
     source = str(source or os.environ.get("CURVEWATCH_FLOW_SOURCE") or params_path.parent)
     local = Path(source).is_dir()
-    params_arg = str(params_path.relative_to(Path(source).resolve())) if local else params_path.name
+    params_arg = params_path.name
+    if local:
+        try:
+            params_arg = str(params_path.relative_to(Path(source).resolve()))
+        except ValueError:
+            raise ValueError(
+                f"{params_path}: not inside the flow source {source} (CURVEWATCH_FLOW_SOURCE): workers "
+                "read the params file from the flow source; put it there, or point the source at its "
+                "checkout"
+            ) from None
     pool = work_pool or work_pool_name()
     ensure_work_pool(pool, work_pool_type())
     common = dict(work_pool_name=pool, build=False, push=False, print_next_steps=False, tags=["curvewatch"])
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         ids = register(args.params, paused=args.paused)
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:  # ConfigError is a ValueError; both name what is wrong
         raise SystemExit(f"{exc}") from exc
     from prefect.settings import PREFECT_API_URL
 

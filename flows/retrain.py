@@ -190,7 +190,9 @@ class RetrainSummary:
                 f"report          : {self.report}",
             ]
             if self.dvc_lock_md5:
-                lines.append(f"dvc.lock        : md5 {self.dvc_lock_md5} (committed and pushed)")
+                lines.append(
+                    f"dvc.lock        : md5 {self.dvc_lock_md5} (committed; pushed if a DVC remote is set)"
+                )
         lines.append(f"MLflow UI       : {self.ui_command}")
         return "\n".join(lines)
 

@@ -208,7 +208,8 @@ def compare(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None,
     _setup_logging()
     heap.freeze_imported(preload=("mlflow",))  # imported with collection off, then frozen
     try:
-        outcome = run_compare(_params(params, profile, set_))
+        with _input_errors():  # an evaluation folder emptied by hand: one line, exit 2
+            outcome = run_compare(_params(params, profile, set_))
     except StageError as exc:
         _fail(exc)
     typer.echo(f"verdict: {outcome.verdict}: {outcome.diagnosis_message}")

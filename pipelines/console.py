@@ -76,7 +76,8 @@ def quiet_environment(env: MutableMapping[str, str] | None = None) -> dict[str, 
 
 def quiet_warnings() -> None:
     """Hide MLflow's and Keras' UserWarnings (advice such as "Hint: Inferred schema contains integer
-    column(s)", "Model logged without a signature"); other warnings and all errors still show."""
+    column(s)", "Model logged without a signature") and MLflow's FutureWarnings (deprecation notices
+    of its own API); other warnings and all errors still show."""
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\..*)?")

@@ -4,7 +4,8 @@
 confusion matrix and one row per test example (``id``, ``label``, ``predicted``, ``correct``,
 ``confidence`` and per-class probabilities). The per-example ``correct`` column, keyed by the stable
 ``id``, is what the regression gate pairs between champion and challenger (McNemar's test), so rows
-keep the order and ids of the inputs. :func:`save_evaluation` writes the files atomically.
+keep the order and ids of the inputs. :func:`save_evaluation` writes each file atomically (the
+set is not written at once: the evaluate stage writes ``run.json``, the run the set scores, last).
 """
 
 from __future__ import annotations

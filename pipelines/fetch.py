@@ -431,8 +431,9 @@ def fetch(
     """Gather, verify and publish the raw dataset in ``raw_dir``.
 
     Everything is written into a temporary sibling of ``raw_dir`` and validated before it replaces
-    ``raw_dir`` in one rename; on any error the temporary directory is removed and a previous
-    ``raw_dir`` is left as it was.
+    ``raw_dir`` (:func:`pipelines.io_utils.atomic_dir`: the old folder is renamed aside, then the new
+    one into place, so for an instant there is none; never a half-written one); on any error the
+    temporary directory is removed and a previous ``raw_dir`` is left as it was.
 
     Args:
         cfg: the ``fetch`` section of ``params.yaml``.

@@ -220,8 +220,9 @@ def split_dataset(raw: RawDataset, cfg: PrepareConfig, seed: int) -> dict[str, S
 def prepare(cfg: PrepareConfig, base: BaseConfig, raw_dir: Path, prepared_dir: Path) -> PrepareResult:
     """Split the raw dataset and write the prepared files (see the module docstring).
 
-    ``prepared_dir`` is built in a temporary sibling and replaces any previous one in a single
-    rename, so readers never see a mix of old and new files.
+    ``prepared_dir`` is built in a temporary sibling and replaces any previous one
+    (:func:`pipelines.io_utils.atomic_dir`: the old folder renamed aside, then the new one into
+    place), so readers never see a mix of old and new files.
 
     Args:
         cfg: the ``prepare`` section of ``params.yaml``.

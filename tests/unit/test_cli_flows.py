@@ -48,3 +48,16 @@ def test_flow_failures_end_in_one_line_and_the_stage_exit_code(
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == code, result.output
     assert str(error).splitlines()[0] in result.output and "Traceback" not in result.output
+
+
+def test_deployments_refuse_a_flow_source_folder_without_the_params_file(params_file, tmp_path, monkeypatch):
+    from flows import deployments
+
+    elsewhere = tmp_path / "checkout"
+    elsewhere.mkdir()
+    monkeypatch.setenv("CURVEWATCH_FLOW_SOURCE", str(elsewhere))
+    # Refused before any call to the Prefect server (none runs here); it was a bare relative_to error.
+    with pytest.raises(ValueError, match=r"params\.yaml: not inside the flow source .*checkout"):
+        deployments.register(params_file())
+    with pytest.raises(SystemExit, match="not inside the flow source"):
+        deployments.main(["--params", str(params_file())])
