@@ -55,7 +55,17 @@ from pipelines.config import Params, load_params
 from pipelines.train import TrainingInterrupted
 
 
-@task(name="fetch", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def _retry_fetch(task, task_run, state) -> bool:
+    """The fetch task's ``retry_condition_fn``: retry a download (:class:`pipelines.fetch.
+    DownloadError`) or an unexpected error, not data that is wrong where it lies (a missing image
+    folder, a bad file on disk: ``DataError``), which a second try reads again the same."""
+    from pipelines.fetch import DataError, DownloadError
+
+    error = state.result(raise_on_failure=False)
+    return not isinstance(error, DataError) or isinstance(error, DownloadError)
+
+
+@task(name="fetch", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_fetch, cache_policy=NO_CACHE)
 def fetch_task(params: Params):
     return steps.run_fetch(params)
 

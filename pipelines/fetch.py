@@ -82,6 +82,11 @@ class DataError(ValueError):
     """Raised when the input data is missing, corrupt or inconsistent; the message names the file."""
 
 
+class DownloadError(DataError):
+    """A download failed, or what it brought is not the dataset (a checksum or format error of a
+    downloaded file): unlike data on disk, a second try may succeed."""
+
+
 @dataclass(frozen=True)
 class FetchResult:
     """What :func:`fetch` wrote.
@@ -237,7 +242,7 @@ def _fetch_idx(
             try:
                 downloader(url, dest)
             except Exception as exc:
-                raise DataError(f"{url}: download failed: {exc}") from exc
+                raise DownloadError(f"{url}: download failed: {exc}") from exc
             found[name] = dest
         source, location = "download", cfg.url
 
@@ -246,11 +251,15 @@ def _fetch_idx(
     origins = {name: str(path) for name, path in found.items()}
     if source == "download":
         origins = {name: f"{cfg.url.rstrip('/')}/{name}.gz" for name in FASHION_MNIST_FILES}
+    bad = DownloadError if source == "download" else DataError  # a truncated transfer may pass next time
     for name in FASHION_MNIST_FILES:
-        data = _read_maybe_gz(found[name])
+        try:
+            data = _read_maybe_gz(found[name])
+        except DataError as exc:
+            raise bad(str(exc)) from exc
         digest = _sha256(data)
         if digest != expected_sha256[name].lower():
-            raise DataError(
+            raise bad(
                 f"{origins[name]}: SHA-256 of the decompressed contents is {digest}, "
                 f"expected {expected_sha256[name]}"
             )
@@ -259,7 +268,7 @@ def _fetch_idx(
                 parse_images(data, origins[name]) if "images" in name else parse_labels(data, origins[name])
             )
         except IdxError as exc:
-            raise DataError(str(exc)) from exc
+            raise bad(str(exc)) from exc
         (tmp / name).write_bytes(data)
         sha256s[name] = digest
     _validate_idx_set(arrays, origins, len(class_names))

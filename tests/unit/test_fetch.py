@@ -21,6 +21,7 @@ from pipelines.fetch import (
     TRAIN_IMAGES,
     TRAIN_LABELS,
     DataError,
+    DownloadError,
     fetch,
     load_raw,
 )
@@ -156,9 +157,21 @@ def test_failed_download_is_a_data_error(tmp_path: Path) -> None:
         raise OSError("network unreachable")
 
     cfg = FetchConfig(system_dir=tmp_path / "nope", url="https://example.test/")
-    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz.*network unreachable"):
+    with pytest.raises(DownloadError, match="train-images-idx3-ubyte.gz.*network unreachable"):
         fetch(cfg, FMNIST, tmp_path / "raw", downloader=offline, expected_sha256=idx_hashes_dummy())
     assert not (tmp_path / "raw").exists()
+
+
+def test_the_flow_retries_a_download_not_data_wrong_where_it_lies() -> None:
+    # A missing image folder or a bad file on disk reads the same on a second try (it was retried
+    # twice, 5 s apart); a download may succeed (DownloadError is a DataError).
+    from prefect.states import Failed
+
+    from flows.retrain import _retry_fetch
+
+    assert not _retry_fetch(None, None, Failed(data=DataError("data/images: image folder not found")))
+    assert _retry_fetch(None, None, Failed(data=DownloadError("https://x/a.gz: download failed: timeout")))
+    assert _retry_fetch(None, None, Failed(data=OSError("disk full")))
 
 
 def idx_hashes_dummy() -> dict[str, str]:
@@ -278,8 +291,9 @@ def test_hash_mismatch(tmp_path: Path, good_raw: tuple[Path, dict[str, bytes]], 
     hashes[TRAIN_LABELS] = hashlib.sha256(b"something else").hexdigest()
     raw_dir = good_raw[0] if with_previous else tmp_path / "fresh_raw"
     cfg = FetchConfig(source_dir=tmp_path / "src", system_dir=tmp_path / "none")
-    with pytest.raises(DataError, match=f"{TRAIN_LABELS}.gz: SHA-256"):
+    with pytest.raises(DataError, match=f"{TRAIN_LABELS}.gz: SHA-256") as excinfo:
         fetch(cfg, FMNIST, raw_dir, downloader=refusing_downloader, expected_sha256=hashes)
+    assert not isinstance(excinfo.value, DownloadError)  # a file on disk: not retried
     if with_previous:
         assert tree(raw_dir) == good_raw[1]
     else:
