@@ -291,6 +291,8 @@ def test_compare_never_promotes_an_incomplete_run(tiny_project):
     steps.run_evaluate(params)
     info = json.loads(params.paths.run_file.read_text())
     params.paths.run_file.write_text(json.dumps({**info, "run_id": killed_id}))
+    # ... and the evaluation marked as the killed run's (compare refuses another run's evaluation).
+    (params.paths.evaluation_dir / steps.EVALUATED_RUN).write_text(json.dumps({"run_id": killed_id}))
     outcome = steps.run_compare(params)
     assert not outcome.promoted
     assert tracking.get_champion(mc, params.tracking.registered_model) is None
