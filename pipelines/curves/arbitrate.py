@@ -1,7 +1,7 @@
 """Every precedence rule between findings, in one function.
 
-Detectors (:mod:`pipelines.curves.detectors`) each report what they see; :func:`arbitrate` decides
-which of those findings the user is shown and in what order. The rules:
+Detectors (one module per finding in :mod:`pipelines.curves.detectors`) each report what they see;
+:func:`arbitrate` decides which of those findings the user is shown and in what order. The rules:
 
 0. A CRITICAL ``split_mismatch`` (validation below what any guess scores, evidence
    ``below_any_guess``, or below the first epoch's training accuracy on examples not yet seen,

@@ -3,7 +3,8 @@
 The engine in four parts, so that adding a finding touches one place in each:
 
 - :mod:`pipelines.curves.plateau`: plateau statistics (:func:`find_plateau`) and shared helpers;
-- :mod:`pipelines.curves.detectors`: one pure detector per finding, on a shared :class:`Context`;
+- :mod:`pipelines.curves.detectors`: one module per finding, each with its pure detector, on a shared
+  :class:`Context` (:mod:`pipelines.curves.detectors.context`);
 - :mod:`pipelines.curves.findings`: the finding codes (:class:`Code`) and the cause/remedy catalogue;
 - :mod:`pipelines.curves.arbitrate`: every precedence rule, in :func:`arbitrate`.
 
@@ -14,8 +15,8 @@ or one error level (see that module); none is a fixed ``min_delta`` on the monit
 
 Plateau versus convergence: :func:`find_plateau` finds the earliest epoch after which the monitored
 validation metric shows no improvement beyond noise; the flat tail is a *stall* (``plateau``
-finding) when :func:`pipelines.curves.detectors.stall_reasons` gives a reason (a low level, below
-the baseline, premature after a clear climb, memorising, a widening train-validation gap, an
+finding) when :func:`pipelines.curves.detectors.plateau.stall_reasons` gives a reason (a low level,
+below the baseline, premature after a clear climb, memorising, a widening train-validation gap, an
 overconfident loss), and a healthy *convergence* otherwise.
 
 Epochs are 1-based throughout (Keras' ``CSVLogger`` writes 0-based epochs: epoch N here is the row

@@ -1,11 +1,11 @@
 """Finding codes and the cause/remedy catalogue: what each finding means and what to try.
 
 One place for every text a finding shows besides its own message, so that adding a finding is one
-enum member here, one detector in :mod:`pipelines.curves.detectors` and one precedence entry in
-:mod:`pipelines.curves.arbitrate`. Within one finding, causes and remedies never contradict each
-other: each finding takes the groups its evidence supports (e.g. a stall on a memorising model gets
-the regularisation remedies, a stall on a model that cannot fit its training set the capacity ones,
-never both).
+enum member here, one module in the :mod:`pipelines.curves.detectors` package (its detector,
+re-exported by the package) and one precedence entry in :mod:`pipelines.curves.arbitrate`. Within
+one finding, causes and remedies never contradict each other: each finding takes the groups its
+evidence supports (e.g. a stall on a memorising model gets the regularisation remedies, a stall on a
+model that cannot fit its training set the capacity ones, never both).
 """
 
 from __future__ import annotations
