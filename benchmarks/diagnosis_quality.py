@@ -236,6 +236,12 @@ def score(results: Sequence[RunResult]) -> Quality:
     return quality
 
 
+def _by_count(counts: Counter) -> list[tuple[str, int]]:
+    """Most common first, ties by name: the same order on every run (a Counter fed from sets
+    orders its ties by string hashes, which change from one interpreter to the next)."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def called(problems: set[str] | frozenset[str]) -> frozenset[str]:
     """The reported codes: the problem codes, or ``{"healthy"}`` when there are none."""
     return frozenset(problems) if problems else frozenset({HEALTHY})
@@ -397,12 +403,12 @@ def report(title: str, quality: Quality, *, show_misses: bool, out: Callable[[st
     out("confusion (expected code -> codes reported on those runs):")
     for code in order:
         if code in quality.confusion:
-            cells = ", ".join(f"{c} {n}" for c, n in quality.confusion[code].most_common())
+            cells = ", ".join(f"{c} {n}" for c, n in _by_count(quality.confusion[code]))
             line = f"  {code} ({quality.codes[code].support}) -> {cells}"
             if code in quality.missed:
                 missed = quality.codes[code].support - quality.codes[code].found
                 line += f" | missed {missed} -> " + ", ".join(
-                    f"{c} {n}" for c, n in quality.missed[code].most_common()
+                    f"{c} {n}" for c, n in _by_count(quality.missed[code])
                 )
             out(line)
     if show_misses:
