@@ -35,9 +35,9 @@ def worker_task(params: Params, study: steps.TuneStudy) -> None:
 
 
 def worker_command(
-    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str]
+    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str], worker: int = 0
 ) -> list[str]:
-    """The ``curvewatch tune-worker`` command line of one worker process of ``study``."""
+    """The ``curvewatch tune-worker`` command line of worker ``worker`` (its index) of ``study``."""
     import sys
     from pathlib import Path
 
@@ -52,6 +52,8 @@ def worker_command(
         study.experiment_id,
         "--data-version",
         study.data_version,
+        "--worker",
+        str(worker),
         "--params",
         params_path,
     ]
@@ -63,14 +65,14 @@ def worker_command(
 
 @task(name="tune-worker-process", cache_policy=NO_CACHE)
 def worker_process_task(
-    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str]
+    study: steps.TuneStudy, params_path: str, profile: str | None, overrides: list[str], worker: int
 ) -> int:
     """One worker in its own process (``curvewatch tune-worker``); returns its exit code. A worker
     that dies (e.g. SIGKILL) does not fail the flow: its trial is retried by the others, and
     ``finish_task`` judges the study."""
     import subprocess
 
-    command = worker_command(study, params_path, profile, overrides)
+    command = worker_command(study, params_path, profile, overrides, worker)
     code = subprocess.run(command, check=False).returncode
     if code != 0:
         get_run_logger().warning("tuning worker exited with %d; its trial is retried by the others", code)
@@ -145,8 +147,8 @@ def tune(params_path: str = "params.yaml", profile: str | None = None, overrides
             worker_task(params, study)
         else:
             workers = [
-                worker_process_task.submit(study, params_path, profile, list(overrides or []))
-                for _ in range(params.tune.workers)
+                worker_process_task.submit(study, params_path, profile, list(overrides or []), index)
+                for index in range(params.tune.workers)
             ]
             codes = [w.result() for w in workers]
             logger.info("%d tuning workers finished with exit codes %s", len(codes), codes)

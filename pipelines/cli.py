@@ -454,7 +454,8 @@ def tune(
     trials: Annotated[int | None, typer.Option(min=1, help="trials (default: tune.n_trials)")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL, e.g. sqlite:///optuna.db")] = None,
 ) -> None:
-    """Optuna search around ``train`` on the prepared data; stalled trials are pruned with the reason."""
+    """Optuna search around ``train`` on the prepared data; trials are pruned by CurvePruner (forecast,
+    divergence, not learning, stall) with the reason."""
     from pipelines.prepare import load_split
     from pipelines.steps import load_train_data
     from pipelines.tune import tune as run_tune
@@ -557,13 +558,16 @@ def tune_worker(
     parent_run_id: Annotated[str, typer.Option(help="the MLflow parent run of the study")],
     experiment_id: Annotated[str, typer.Option(help="the MLflow experiment id")],
     data_version: Annotated[str, typer.Option(help="DVC content hash of the data")] = "unknown",
+    worker: Annotated[int, typer.Option(min=0, help="this worker's index (seeds its sampler)")] = 0,
     params: ParamsOpt = Path("params.yaml"),
     profile: ProfileOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """One parallel tuning worker (started by the ``tune`` flow): trials until ``tune.n_trials``
-    of the study are complete or pruned. The storage URL comes from ``CURVEWATCH_OPTUNA_STORAGE``
-    (never the command line: it may hold a password), else the SQLite file under ``paths.tune_dir``."""
+    of the study are complete or pruned; workers of one study are given different ``--worker``
+    indices, so that their samplers draw different configurations. The storage URL comes from
+    ``CURVEWATCH_OPTUNA_STORAGE`` (never the command line: it may hold a password), else the SQLite
+    file under ``paths.tune_dir``."""
     from pipelines import heap
     from pipelines.steps import TuneStudy, optuna_storage_url, run_tune_worker
 
@@ -571,7 +575,7 @@ def tune_worker(
     heap.freeze_imported(preload=("mlflow", "keras"))  # imported with collection off, then frozen
     p = _params(params, profile, set_)
     study = TuneStudy(parent_run_id, experiment_id, study_name, optuna_storage_url(p), data_version)
-    run_tune_worker(p, study)
+    run_tune_worker(p, study, worker=worker)
 
 
 @flow_app.command("tune")

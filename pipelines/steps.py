@@ -276,21 +276,27 @@ INPUTS_LOGGED_TAG = "curvewatch.inputs_logged"
 DRAIN_ON_FAILURE_S = 10.0
 
 
-def close_abandoned_runs(mc, experiment_id: str, checkout: str, *, keep: str | None = None) -> list[str]:
-    """Mark FAILED, with a reason, the training runs of ``checkout`` left RUNNING by a dead process.
+def close_abandoned_runs(
+    mc, experiment_id: str, checkout: str | None, *, keep: str | None = None, kind: str = "train"
+) -> list[str]:
+    """Mark FAILED, with a reason, the runs of kind ``kind`` left RUNNING by a dead process.
 
-    Called with the checkout's training lock held, so no live training of this checkout exists:
-    every RUNNING training run tagged with this checkout is abandoned. A RUNNING run of another
-    checkout on this host counts only when its recorded pid is no longer alive.
+    For ``train``, called with the checkout's training lock held, so no live training of this
+    checkout exists: every RUNNING training run tagged with this checkout is abandoned. A RUNNING
+    run of another checkout (or, for ``tune``, any tuning parent run) on this host counts only when
+    its recorded pid is no longer alive. A closed ``tune`` parent's RUNNING trial runs (its nested
+    children, whose workers died with it) are marked FAILED too.
 
     Args:
         mc: an ``MlflowClient``.
         experiment_id: the experiment searched.
-        checkout: the resolved backup folder identifying the checkout (tag ``curvewatch.checkout``).
+        checkout: the resolved backup folder identifying the checkout (tag ``curvewatch.checkout``);
+            None when no lock is held (tuning): only dead pids count.
         keep: a run id left alone (the run about to be resumed).
+        kind: the ``curvewatch.run_kind`` tag searched: ``train`` or ``tune``.
 
     Returns:
-        The ids of the runs marked FAILED.
+        The ids of the runs marked FAILED (children included).
     """
     import socket
 
@@ -301,25 +307,38 @@ def close_abandoned_runs(mc, experiment_id: str, checkout: str, *, keep: str | N
     running = tracking.search_training_runs(
         mc,
         [experiment_id],
-        filter_string=f"tags.`{tracking.RUN_KIND_TAG}` = 'train' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.`{tracking.RUN_KIND_TAG}` = '{kind}' and attributes.status = 'RUNNING'",
     )
     for run in running:
         tags = run.data.tags
         if run.info.run_id == keep:
             continue
         pid = tags.get(PID_TAG, "")
-        mine = tags.get(CHECKOUT_TAG) == checkout
+        mine = checkout is not None and tags.get(CHECKOUT_TAG) == checkout
         dead_here = tags.get(HOST_TAG) == host and pid.isdigit() and not pid_alive(int(pid))
         if not (mine or dead_here):
             continue
         reason = (
             f"process {pid or '?'} on {tags.get(HOST_TAG, '?')} ended without closing this run "
-            f"(killed?); closed by the training started by process {os.getpid()}"
+            f"(killed?); closed by the {'training' if kind == 'train' else 'tuning'} started by "
+            f"process {os.getpid()}"
         )
-        tracking.set_tags(mc, run.info.run_id, {FAILURE_REASON_TAG: reason})
-        mc.set_terminated(run.info.run_id, status="FAILED")
-        log.warning("train: MLflow run %s: %s", run.info.run_id, reason)
-        closed.append(run.info.run_id)
+        children = (
+            mc.search_runs(
+                [experiment_id],
+                filter_string=(
+                    f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'"
+                ),
+                max_results=10000,
+            )
+            if kind == "tune"
+            else []
+        )
+        for ended in [*children, run]:
+            tracking.set_tags(mc, ended.info.run_id, {FAILURE_REASON_TAG: reason})
+            mc.set_terminated(ended.info.run_id, status="FAILED")
+            log.warning("%s: MLflow run %s: %s", kind, ended.info.run_id, reason)
+            closed.append(ended.info.run_id)
     return closed
 
 
@@ -1083,7 +1102,13 @@ class MlflowTrialHooks:
     """One nested MLflow child run per trial: parameters, per-epoch curves, the engine's verdict,
     ``curvewatch.pruned_because``; ended FINISHED (complete or pruned) or FAILED, never left RUNNING.
     Named by :func:`pipelines.tracking.run_name` (``trial 7 mlp lr=3.2e-4 d=ab12cd ...``; the data
-    version is the study's, ``data_version``)."""
+    version is the study's, ``data_version``).
+
+    Each child run logs what a retrain's run logs of its inputs (:func:`pipelines.tracking.
+    log_params`: the whole config with the trial's ``train`` section, and ``config/params.json``;
+    ``data.num_classes`` / ``train_examples`` / ``val_examples``; the ``curvewatch.data_version``
+    tag): the best trial's run is gated by :func:`run_compare` as a retrain's is, and the engine
+    reads the class count and validation-set size from those params."""
 
     def __init__(
         self,
@@ -1091,11 +1116,16 @@ class MlflowTrialHooks:
         experiment_id: str,
         parent_run_id: str,
         params: Params,
-        num_classes: int,
+        data: Any,
         data_version: str | None = None,
     ) -> None:
         self.mc, self.experiment_id, self.parent_run_id = mc, experiment_id, parent_run_id
-        self.params, self.num_classes, self.data_version = params, num_classes, data_version
+        self.params, self.num_classes, self.data_version = params, data.num_classes, data_version
+        self.sizes = {
+            "num_classes": data.num_classes,
+            "train_examples": len(data.y_train),
+            "val_examples": len(data.y_val),
+        }
         self.run_ids: dict[int, str] = {}
         self._loggers: dict[int, Any] = {}
 
@@ -1114,12 +1144,14 @@ class MlflowTrialHooks:
                 tracking.RUN_KIND_TAG: "tune_trial",
                 "curvewatch.trial": str(number),
                 "mlflow.source.git.commit": tracking.git_commit() or "unknown",
+                "curvewatch.data_version": self.data_version or "unknown",
+                "curvewatch.profile": self.params.base.profile,
             },
         )
         run_id = run.info.run_id
         self.run_ids[number] = run_id
-        flat = {f"train.{k}": v for k, v in cfg.model_dump(mode="json").items()}
-        self.mc.log_batch(run_id, params=[Param(k, str(v)) for k, v in flat.items()])
+        tracking.log_params(self.mc, run_id, self.params.model_copy(update={"train": cfg}))
+        self.mc.log_batch(run_id, params=[Param(f"data.{k}", str(v)) for k, v in self.sizes.items()])
         self._loggers[number] = tracking.epoch_logger(self.mc, run_id)
         return (self._loggers[number],)
 
@@ -1201,19 +1233,38 @@ class TuneStudy:
     data_version: str
 
 
+def _create_study(storage: str, study_name: str, params: Params) -> None:
+    import optuna
+
+    from pipelines.tune import make_storage
+
+    optuna.create_study(
+        storage=make_storage(storage, grace_period=params.tune.heartbeat_grace_s),
+        study_name=study_name,
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
 def start_tune(params: Params) -> TuneStudy:
-    """Open the MLflow parent run (kind ``tune``: resolved config, search space) and name the study.
+    """Open the MLflow parent run (kind ``tune``: resolved config, search space), name the study
+    and create it in the Optuna storage (tables included), before any worker starts.
 
     Raises:
         StageError: the validation results are missing (run the validate stage first) or record a
             failed validation.
     """
+    import socket
+
     from pipelines import tracking
 
     paths = params.paths
     _passed_validation(params)
     mc = tracking.client()
     exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
+    # A tuning run killed with its flow (SIGKILL, OOM, a reboot) left its parent and the trials in
+    # flight RUNNING: close them, as a training closes a dead training's run.
+    close_abandoned_runs(mc, exp_id, None, kind="tune")
     data_version = tracking.dvc_content_hash(paths.raw_dir)
     parent = mc.create_run(
         exp_id,
@@ -1223,12 +1274,17 @@ def start_tune(params: Params) -> TuneStudy:
             "mlflow.source.git.commit": tracking.git_commit() or "unknown",
             "curvewatch.data_version": data_version,
             "curvewatch.profile": params.base.profile,
+            PID_TAG: str(os.getpid()),
+            HOST_TAG: socket.gethostname(),
         },
     )
     parent_id = parent.info.run_id
     storage = optuna_storage_url(params)
     study_name = f"{params.tune.study_name}-{parent_id[:8]}"
     try:
+        # The study (and, in a fresh store, Optuna's tables) exists before any worker starts:
+        # workers creating them at once on an empty PostgreSQL collide on the schema.
+        _create_study(storage, study_name, params)
         tracking.log_params(mc, parent_id, params)
         mc.log_dict(parent_id, params.tune.model_dump(mode="json"), "tune/search_space.json")
         tracking.set_tags(
@@ -1243,18 +1299,19 @@ def start_tune(params: Params) -> TuneStudy:
     return TuneStudy(parent_id, exp_id, study_name, storage, data_version)
 
 
-def run_tune_worker(params: Params, study: TuneStudy, *, until_finished: int | None = None) -> None:
+def run_tune_worker(
+    params: Params, study: TuneStudy, *, until_finished: int | None = None, worker: int = 0
+) -> None:
     """One worker of ``study``: trials (each a nested MLflow run) until ``until_finished`` trials
     of the study are complete or pruned (default ``tune.n_trials``). Several may run at once, in
-    separate processes, on one RDB storage."""
+    separate processes, on one RDB storage, each with its own index ``worker`` (it seeds that
+    worker's sampler: :func:`pipelines.tune.sampler_seed`)."""
     from pipelines import tracking
     from pipelines.tune import tune
 
     data, _ = load_train_data(params)
     mc = tracking.client()
-    hooks = MlflowTrialHooks(
-        mc, study.experiment_id, study.parent_run_id, params, data.num_classes, study.data_version
-    )
+    hooks = MlflowTrialHooks(mc, study.experiment_id, study.parent_run_id, params, data, study.data_version)
     try:
         tune(
             params,
@@ -1264,6 +1321,7 @@ def run_tune_worker(params: Params, study: TuneStudy, *, until_finished: int | N
             trial_dir=params.paths.tune_dir / study.study_name,
             hooks=hooks,
             until_finished=until_finished or params.tune.n_trials,
+            worker=worker,
         )
     except ValueError as exc:
         if "completed" not in str(exc):  # "no trial completed" is for finish_tune to judge
@@ -1287,6 +1345,7 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
 
     from pipelines import tracking
     from pipelines.train import save_model
+    from pipelines.tune import epoch_accounting
 
     paths = params.paths
     mc = tracking.client()
@@ -1312,8 +1371,14 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
         for t in optuna_study.trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
         finished = [t for t in optuna_study.trials if t.state.is_finished()]
-        epochs_spent = sum(len(t.intermediate_values) for t in finished)
-        trials_run = sum(1 for t in finished if t.state != optuna.trial.TrialState.FAIL)
+        # A killed worker's trial has no epochs_run attribute: the epochs it reported count.
+        epochs_spent, epochs_without = epoch_accounting(
+            (
+                (t.state.name, int(t.user_attrs.get("epochs_run", len(t.intermediate_values))))
+                for t in finished
+            ),
+            params.train.epochs,
+        )
         best = optuna_study.best_trial
         tracking.log_metrics(
             mc,
@@ -1321,7 +1386,7 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
             {
                 "tune.best_val_accuracy": float(best.value),
                 "tune.epochs_spent": epochs_spent,
-                "tune.epochs_without_pruning": trials_run * params.train.epochs,
+                "tune.epochs_without_pruning": epochs_without,
                 **{f"tune.trials_{k.lower()}": v for k, v in states.items()},
             },
         )
@@ -1362,7 +1427,7 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
         best_val_accuracy=float(best.value),
         model_version=None,
         epochs_spent=epochs_spent,
-        epochs_without_pruning=trials_run * params.train.epochs,
+        epochs_without_pruning=epochs_without,
         states=states,
     )
 

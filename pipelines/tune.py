@@ -6,8 +6,14 @@ factor), reports ``val_accuracy`` every epoch and is pruned by
 :class:`pipelines.curves.pruner.CurvePruner` (``tune.pruner: curve``, the default): a trial whose
 forecast will not beat the best, or that the diagnosis engine finds diverging, not learning or
 stalled, stops, and the reason stays in the trial's user attribute ``pruned_because``. A finished
-trial's model is written to disk at once (never held in memory); its value is its best epoch's
-``val_accuracy``.
+trial's model is written to disk at once (never held in memory); its value is the ``val_accuracy``
+of that model: the epoch whose weights :func:`pipelines.train.train` keeps (the lowest ``val_loss``,
+as Keras' ``EarlyStopping(restore_best_weights=True)`` restores), not the highest ``val_accuracy``
+of any epoch, so that the trial ranked best, the model gated and the optimism check's validation
+score are one and the same.
+
+Each worker's TPE sampler has its own seed (:func:`sampler_seed`): workers seeded alike draw the
+same start-up configurations, so N workers would try each one N times.
 
 Storage: in memory, or any Optuna RDB URL (SQLite for one machine, PostgreSQL for parallel
 workers). With an RDB storage a heartbeat marks the trial of a killed worker failed and
@@ -47,8 +53,9 @@ class TrialRecord:
     Attributes:
         number: Optuna's trial number.
         state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
-        value: best ``val_accuracy`` (fraction) for a complete trial; the best seen before the
-            prune for a pruned one; None when failed.
+        value: for a complete trial, the ``val_accuracy`` (fraction) of the kept weights (the
+            epoch of lowest ``val_loss``); the best seen before the prune for a pruned one; None
+            when failed.
         params: the sampled values.
         epochs_run: epochs trained.
         pruned_because: the pruner's one-line reason, or None.
@@ -74,14 +81,16 @@ class TuneResult:
         study_name: the Optuna study.
         best_number: the best trial's number.
         best_params: its sampled values.
-        best_val_accuracy: its best validation accuracy (fraction in [0, 1]).
+        best_val_accuracy: its value: the validation accuracy (fraction in [0, 1]) of its saved
+            model (the epoch of lowest ``val_loss``).
         best_model_path: its saved model.
         test_accuracy: the best model on the test split (None when no test data given).
         optimism: the engine's ``tuning_optimism`` finding, or None when validation and test agree.
         trials: the trials this call ran, in order.
-        epochs_spent: epochs trained over those trials.
-        epochs_without_pruning: what the same trials would have cost unpruned (trials x
-            ``train.epochs``; an upper bound, as ``train``'s own EarlyStopping may end a run sooner).
+        epochs_spent: epochs trained over those trials (:func:`epoch_accounting`).
+        epochs_without_pruning: what the same trials would have cost unpruned: a pruned trial at
+            the full ``train.epochs`` (an upper bound, as ``train``'s own EarlyStopping may have
+            ended it sooner), the others at what they ran (:func:`epoch_accounting`).
     """
 
     study_name: str
@@ -103,11 +112,14 @@ class TrialHooks(Protocol):
         """Called before training; returns extra Keras callbacks for this trial."""
 
     def finish(self, record: TrialRecord) -> None:
-        """Called once per trial with its outcome (also for pruned and failed trials)."""
+        """Called once per trial with its outcome (also for pruned and failed trials); called a
+        second time, with state ``FAIL``, when Optuna then refuses that outcome because another
+        worker failed the trial meanwhile (its heartbeat looked stale)."""
 
 
 def sample_config(trial: Any, base: TrainConfig, space: TuneConfig) -> TrainConfig:
-    """Sample one configuration of ``space`` around ``base`` (fixed when a range has one value).
+    """Sample one configuration of ``space`` around ``base`` (``reduce_lr_factor`` fixed when its
+    range is one value, ``[f, f]``; the other ranges are refused empty by the config).
 
     Args:
         trial: an ``optuna.Trial``.
@@ -128,6 +140,51 @@ def sample_config(trial: Any, base: TrainConfig, space: TuneConfig) -> TrainConf
     lo, hi = space.reduce_lr_factor
     update["reduce_lr_factor"] = trial.suggest_float("reduce_lr_factor", lo, hi) if lo < hi else lo
     return base.model_copy(update=update)
+
+
+def epoch_accounting(trials: Any, budget: int) -> tuple[int, int]:
+    """Epochs a study spent, and what the same trials would have spent without pruning.
+
+    Args:
+        trials: ``(state, epochs_run)`` pairs, state ``COMPLETE``, ``PRUNED`` or ``FAIL``.
+        budget: ``train.epochs``.
+
+    Returns:
+        ``(spent, without_pruning)``: spent sums every trial's epochs; without pruning counts a
+        pruned trial at ``budget`` and every other trial at what it ran (a complete trial's own
+        EarlyStopping, and a failed trial's epochs, cost the same either way). Their difference is
+        what pruning saved, at most (a pruned trial might have stopped early before the budget).
+    """
+    spent = without = 0
+    for state, epochs_run in trials:
+        spent += epochs_run
+        without += max(budget, epochs_run) if state == "PRUNED" else epochs_run
+    return spent, without
+
+
+def sampler_seed(base_seed: int, worker: int, trials_before: int) -> int:
+    """The TPE sampler's seed for one worker of a study: ``(base.seed, worker, trials_before)``
+    mixed by NumPy's ``SeedSequence`` into one uint32.
+
+    Workers (and later calls resuming a study on an RDB storage) seeded alike draw the same
+    configurations during TPE's random start-up; this keeps each reproducible and all different.
+
+    Args:
+        base_seed: ``base.seed``.
+        worker: the worker's index (0 for one worker).
+        trials_before: trials the study held when this worker joined.
+    """
+    return int(np.random.SeedSequence([base_seed, worker, trials_before]).generate_state(1)[0])
+
+
+def _kept_val_accuracy(history: dict[str, list[float]], best_epoch: int) -> float:
+    """``val_accuracy`` at ``best_epoch`` (1-based; the weights train() keeps), else at the last
+    epoch when no ``val_loss`` was finite (EarlyStopping then kept the last weights); NaN if none."""
+    values = history.get("val_accuracy", [])
+    if not values:
+        return math.nan
+    index = best_epoch - 1 if 0 < best_epoch <= len(values) else len(values) - 1
+    return float(values[index])
 
 
 def make_pruner(params: Params, num_classes: int | None) -> Any:
@@ -238,6 +295,7 @@ def tune(
     trial_dir: Path | None = None,
     hooks: TrialHooks | None = None,
     until_finished: int | None = None,
+    worker: int = 0,
 ) -> TuneResult:
     """Search hyperparameters for ``params.train`` on ``data`` (a :class:`pipelines.train.TrainData`).
 
@@ -258,13 +316,18 @@ def tune(
             and run trials until the study holds this many complete or pruned trials
             (``optuna.study.MaxTrialsCallback``); a failed trial's retry counts once finished.
             The worker then stays until no trial is open: a trial a killed worker left RUNNING is
-            failed by Optuna's heartbeat check (``fail_stale_trials``) and its retry is run.
+            failed by Optuna's heartbeat check (``fail_stale_trials``) and its retry is run. A
+            trial of this worker that another worker failed meanwhile (a heartbeat that looked
+            stale on a loaded machine) is given up with a ``RuntimeWarning``, and the worker
+            carries on: its retry runs once.
+        worker: this worker's index among the study's workers (>= 0); with the trials the study
+            already holds, it seeds the sampler (:func:`sampler_seed`).
 
     Returns:
         TuneResult.
 
     Raises:
-        ValueError: ``n_trials`` < 1, or no trial of the study completed.
+        ValueError: ``n_trials`` < 1, ``worker`` < 0, or no trial of the study completed.
     """
     import optuna
 
@@ -276,13 +339,14 @@ def tune(
     n_trials = space.n_trials if n_trials is None else n_trials
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials} ({source})")
+    if worker < 0:
+        raise ValueError(f"worker must be >= 0, got {worker}")
     name = study_name or space.study_name
     with tempfile.TemporaryDirectory(prefix="curvewatch-tune-") as tmp:
         models_dir = Path(trial_dir) if trial_dir is not None else Path(tmp)
         models_dir.mkdir(parents=True, exist_ok=True)
         study = optuna.create_study(
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=params.base.seed),
             pruner=make_pruner(params, data.num_classes),
             storage=make_storage(
                 storage,
@@ -292,7 +356,12 @@ def tune(
             study_name=name,
             load_if_exists=True,
         )
+        # Seeded once the study's trial count is known (a resumed study, other workers' trials).
+        study.sampler = optuna.samplers.TPESampler(
+            seed=sampler_seed(params.base.seed, worker, len(study.get_trials(deepcopy=False)))
+        )
         records: list[TrialRecord] = []
+        refused: set[int] = set()  # trials whose storage refused a write: failed by another worker
 
         def objective(trial: optuna.Trial) -> float:
             cfg = sample_config(trial, params.train, space)
@@ -310,20 +379,21 @@ def tune(
                         callbacks=(reporter, *extra),
                         verbose=0,
                     )
-                values = [v for v in result.history.get("val_accuracy", []) if math.isfinite(v)]
                 record.history, record.epochs_run = result.history, result.epochs_run
                 if reporter.pruned_because is not None:
                     del result  # no model is kept for a pruned trial
                     raise optuna.TrialPruned(reporter.pruned_because)
-                if not values:
-                    trial.set_user_attr("pruned_because", "no finite val_accuracy")
-                    raise optuna.TrialPruned("no finite val_accuracy")
+                value = _kept_val_accuracy(result.history, result.best_epoch)
+                if not math.isfinite(value):
+                    del result
+                    trial.set_user_attr("pruned_because", "no finite val_accuracy for the kept weights")
+                    raise optuna.TrialPruned("no finite val_accuracy for the kept weights")
                 path = models_dir / f"trial-{trial.number:04d}.keras"
                 save_model(result.model, path)
                 del result  # the model lives on disk from here on
                 trial.set_user_attr("model_path", str(path))
                 trial.set_user_attr("epochs_run", record.epochs_run)
-                record.state, record.value, record.model_path = "COMPLETE", float(max(values)), path
+                record.state, record.value, record.model_path = "COMPLETE", value, path
                 return record.value
             except optuna.TrialPruned as pruned:
                 record.state = "PRUNED"
@@ -334,11 +404,40 @@ def tune(
                 record.value = max(finite) if finite else None
                 trial.set_user_attr("epochs_run", record.epochs_run)
                 raise
+            except optuna.exceptions.UpdateFinishedTrialError:
+                refused.add(trial.number)
+                raise
             finally:
+                record.epochs_run = record.epochs_run or reporter.epochs  # a failed fit's epochs too
                 records.append(record)
                 if hooks:
                     hooks.finish(record)
                 _clear_backend()
+
+        def given_up(exc: Exception) -> bool:
+            # Did another worker fail this worker's last trial? Optuna then refuses its outcome: the
+            # objective's report raised UpdateFinishedTrialError, or Optuna's own tell raised
+            # (ValueError "Cannot tell a FAIL trial." / AssertionError) after the objective ended.
+            # The storage, not the message, says so.
+            if not records or not isinstance(exc, ValueError | AssertionError):
+                return False
+            last = records[-1]
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, last.number)
+            if study._storage.get_trial(trial_id).state != optuna.trial.TrialState.FAIL:
+                return False
+            if last.state != "FAIL":  # the trial ended here but was failed elsewhere first
+                last.state, last.value, last.model_path = "FAIL", None, None
+                if hooks:
+                    hooks.finish(last)
+            elif last.number not in refused:
+                return False  # the objective's own error, which Optuna re-raises as it is
+            warnings.warn(
+                f"tuning worker: trial {last.number} was failed by another worker (its heartbeat "
+                f"looked stale: {type(exc).__name__}: {exc}); its retry runs once; continuing",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return True
 
         if until_finished is not None:
             done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -364,12 +463,11 @@ def tune(
                     continue
                 try:
                     study.optimize(objective, n_trials=None, catch=(), callbacks=[stop])
-                except optuna.exceptions.UpdateFinishedTrialError as exc:
+                except Exception as exc:
                     # Another worker took this trial's heartbeat for stale (a starved heartbeat thread
                     # on a loaded machine) and failed it; its retry runs elsewhere. Carry on.
-                    warnings.warn(
-                        f"tuning worker: {exc}; continuing with the next trial", RuntimeWarning, stacklevel=2
-                    )
+                    if not given_up(exc):
+                        raise
         else:
             study.optimize(objective, n_trials=n_trials, catch=())
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -386,6 +484,7 @@ def tune(
             optimism = tuning_optimism(
                 float(best.value), test_accuracy, n_val=len(data.y_val), n_test=len(test[1])
             )
+        spent, without = epoch_accounting(((r.state, r.epochs_run) for r in records), params.train.epochs)
         result = TuneResult(
             study_name=name,
             best_number=best.number,
@@ -395,8 +494,8 @@ def tune(
             test_accuracy=test_accuracy,
             optimism=optimism,
             trials=records,
-            epochs_spent=sum(r.epochs_run for r in records),
-            epochs_without_pruning=len(records) * params.train.epochs,
+            epochs_spent=spent,
+            epochs_without_pruning=without,
         )
     return result
 

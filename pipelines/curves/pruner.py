@@ -320,9 +320,11 @@ class CurvePruner(optuna.pruners.BasePruner):
         ratio_prior_dof: that prior's weight in pseudo-observations (> 0; default 3): with n
             completed trials the forecast is a Student t with ``3 + n - 1`` degrees of freedom.
         interval_steps: check the forecast rule every this many epochs after the warm-up (>= 1).
-        objective: what a completed trial's value is: ``best`` = its best epoch's value (what
-            :func:`pipelines.tune.tune` returns, as Keras' ``restore_best_weights`` keeps), or
-            ``last`` = the value at the budget.
+        objective: what a completed trial's value is: ``best`` = its best epoch's value, or
+            ``last`` = the value at the budget. :func:`pipelines.tune.tune` uses ``best``; its
+            value is the ``val_accuracy`` of the weights it keeps (the epoch of lowest
+            ``val_loss``, as Keras' ``restore_best_weights``), at most the best epoch's, so the
+            forecast errs on the side of not pruning.
         use_diagnosis: also prune on the engine's divergence / not-learning / plateau findings.
         metric: name the engine reads the values as: ``val_accuracy`` or ``val_loss``; default
             ``val_accuracy`` for a maximised study and ``val_loss`` for a minimised one.

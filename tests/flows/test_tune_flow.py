@@ -9,6 +9,7 @@ import pytest
 from flows.tune import TuneSummary, tune
 from pipelines import tracking
 from pipelines.config import ConfigError, load_params
+from pipelines.steps import load_train_data
 
 pytestmark = pytest.mark.flow
 
@@ -32,7 +33,7 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
     params = load_params(path)
     text = summary.render()
     assert f"best trial      : #{o.best_number}" in text and "with pruning" in text and "optimism" in text
-    assert o.epochs_without_pruning == 4 * 6 and 0 < o.epochs_spent <= o.epochs_without_pruning
+    assert 0 < o.epochs_spent < o.epochs_without_pruning <= 4 * 6
     # The range reaches 1e-5, where 6 epochs learn next to nothing: with the study's seed, one of
     # the 4 trials is pruned (trial 1, at epoch 4, on the forecast from trial 0's curve).
     assert sum(o.states.values()) == 4 and o.states.get("COMPLETE", 0) >= 1 and o.states.get("PRUNED", 0) >= 1
@@ -55,6 +56,8 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
     assert len(children) == 4
     assert all(c.info.status == "FINISHED" for c in children)  # none left RUNNING
     pruned = 0
+    ran = {"spent": 0, "without": 0}
+    data, version_tag = load_train_data(params)[0], parent.data.tags["curvewatch.data_version"]
     for child in children:
         tags = child.data.tags
         assert tags["curvewatch.trial_state"] in ("COMPLETE", "PRUNED")
@@ -66,6 +69,14 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
         assert tags["curvewatch.verdict"]
         assert "params.train.learning_rate" not in tags and "train.learning_rate" in child.data.params
         history = mc.get_metric_history(child.info.run_id, "val_accuracy")
+        epochs_run = int(child.data.metrics["trial.epochs_run"])
+        ran["spent"] += epochs_run
+        # Pruning saved a pruned trial's remaining epochs; a complete trial's EarlyStopping is its own.
+        ran["without"] += 6 if tags["curvewatch.trial_state"] == "PRUNED" else epochs_run
+        # The inputs a retrain's run logs: the engine and the gate read them off the best trial's run.
+        assert child.data.params["data.val_examples"] == str(len(data.y_val))
+        assert child.data.params["data.num_classes"] == str(data.num_classes)
+        assert child.data.tags["curvewatch.data_version"] == version_tag
         if tags["curvewatch.trial_state"] == "PRUNED":
             # Why, in words, with the epoch it stopped at; its curve ends there.
             pruned += 1
@@ -75,6 +86,7 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
         else:
             assert "curvewatch.pruned_because" not in tags
     assert pruned == o.states["PRUNED"]
+    assert (ran["spent"], ran["without"]) == (o.epochs_spent, o.epochs_without_pruning)
     # The best trial went through the retrain's gate: first champion of this registry.
     assert summary.promoted
     champion = tracking.get_champion(mc, params.tracking.registered_model)

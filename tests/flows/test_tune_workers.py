@@ -55,28 +55,26 @@ def test_killed_worker_trial_is_retried_and_no_run_left_running(
     steps.run_prepare(params)
     steps.run_validate(params)
     study = steps.start_tune(params)
+    storage = optuna.storages.RDBStorage(optuna_postgres)
+    assert optuna.load_study(study_name=study.study_name, storage=storage).trials == []  # made before workers
     logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
     procs = [
         subprocess.Popen(
-            worker_command(study, str(path), None, []),
+            worker_command(study, str(path), None, [], worker=i),
             env=os.environ.copy(),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        for log in logs
+        for i, log in enumerate(logs)
     ]
 
     def tail(i: int) -> str:
         return logs[i].read_text()[-3000:]
 
-    storage = optuna.storages.RDBStorage(optuna_postgres)
     deadline = time.monotonic() + 300
     # Kill worker 0 once every worker holds a running trial that has reported an epoch.
     while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
-        except KeyError:  # no worker has created the study yet
-            trials = []
+        trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
         if len(running) == 3:
             break
@@ -109,12 +107,20 @@ def test_killed_worker_trial_is_retried_and_no_run_left_running(
         optuna.trial.TrialState.PRUNED,
     )
     assert retries[0].params == failed.params
+    # Each worker's sampler has its own seed: workers seeded alike drew the same configurations.
+    drawn = [tuple(sorted(t.params.items())) for t in trials if "failed_trial" not in t.system_attrs]
+    assert len(set(drawn)) == len(drawn)
 
     mc = tracking.client()
     children = mc.search_runs(
         [study.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{study.parent_run_id}'"
     )
     assert len(children) == len(trials)
+    data = steps.load_train_data(params)[0]
+    for child in children:  # what the gate and the engine read of a run, as a retrain's run logs it
+        assert child.data.params["data.val_examples"] == str(len(data.y_val))
+        assert child.data.params["data.num_classes"] == str(data.num_classes)
+        assert child.data.tags["curvewatch.data_version"] == study.data_version
     assert not [c for c in children if c.info.status == "RUNNING"]
     assert sum(c.info.status == "FAILED" for c in children) == 1
     assert mc.get_run(study.parent_run_id).info.status == "FINISHED"

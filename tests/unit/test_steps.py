@@ -67,3 +67,47 @@ def test_stages_name_the_missing_input(tiny_params):
             stage(params)
     with pytest.raises(steps.StageError, match="run.json: missing; run the train stage first"):
         steps.run_evaluate(params)
+
+
+def test_start_tune_closes_a_dead_tuning_run_and_creates_the_study(tiny_params, mlflow_uri, monkeypatch):
+    # A `make tune` killed with its flow (SIGKILL, OOM, a reboot) left its parent run and the trial
+    # in flight RUNNING for good: only training runs were ever closed.
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import optuna
+
+    from pipelines import tracking
+
+    params = tiny_params
+    params.paths.validation_metrics.parent.mkdir(parents=True, exist_ok=True)
+    params.paths.validation_metrics.write_text(json.dumps({"validation": {"success": 1.0}}))
+    monkeypatch.delenv("CURVEWATCH_OPTUNA_STORAGE", raising=False)
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, params.tracking.experiment)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+
+    def tuning_run(pid: str) -> tuple[str, str]:
+        tags = {tracking.RUN_KIND_TAG: "tune", steps.PID_TAG: pid, steps.HOST_TAG: host}
+        parent = mc.create_run(exp, tags=tags).info.run_id
+        child = mc.create_run(exp, tags={"mlflow.parentRunId": parent, tracking.RUN_KIND_TAG: "tune_trial"})
+        return parent, child.info.run_id
+
+    dead_parent, dead_child = tuning_run(dead.stdout.strip())
+    live_parent, live_child = tuning_run(str(os.getpid()))  # a tuning still running here
+    study = steps.start_tune(params)
+
+    for run_id in (dead_parent, dead_child):
+        run = mc.get_run(run_id)
+        assert run.info.status == "FAILED"
+        assert f"process {dead.stdout.strip()}" in run.data.tags[steps.FAILURE_REASON_TAG]
+    assert [mc.get_run(r).info.status for r in (live_parent, live_child)] == ["RUNNING", "RUNNING"]
+    new = mc.get_run(study.parent_run_id)
+    assert new.info.status == "RUNNING" and new.data.tags[steps.PID_TAG] == str(os.getpid())
+    # The study exists before any worker starts: workers creating Optuna's tables at once collide.
+    assert optuna.load_study(study_name=study.study_name, storage=study.storage).trials == []
