@@ -99,6 +99,7 @@ class TuneSummary:
     promoted: bool
     gate: str
     ui_command: str = "make ui"
+    files: str = ""  # the folder of the best model, its evaluation and gate report
 
     def render(self) -> str:
         o = self.outcome
@@ -120,6 +121,11 @@ class TuneSummary:
                 f"champion        : {'promoted to champion' if self.promoted else 'kept the old champion'}"
                 f" ({self.gate})",
                 f"MLflow          : parent run {o.parent_run_id}, trials nested under it; {self.ui_command}",
+                *(
+                    [f"files           : {self.files} (best model, evaluation, gate report)"]
+                    if self.files
+                    else []
+                ),
             ]
         )
 
@@ -155,16 +161,20 @@ def tune(params_path: str = "params.yaml", profile: str | None = None, overrides
     except BaseException as exc:  # finish_task closes the parent run; nothing else would
         steps.fail_tune(study, exc)
         raise
-    outcome = finish_task(params, study)
-    evaluate_task(params)
-    compared = compare_task(params)
-    test_accuracy, finding = optimism_task(params, outcome)
+    # The best trial's model, evaluation and gate report go under paths.tune_dir/<study>/, never on
+    # the train / evaluate / compare stages' DVC-tracked outputs.
+    staged = steps.tune_outputs(params, study)
+    outcome = finish_task(staged, study)
+    evaluate_task(staged)
+    compared = compare_task(staged)
+    test_accuracy, finding = optimism_task(staged, outcome)
     summary = TuneSummary(
         outcome=outcome,
         test_accuracy=test_accuracy,
         optimism=finding.message if finding else "validation and test agree",
         promoted=compared.promoted,
         gate=compared.gate_message,
+        files=str(staged.paths.model_file.parent),
     )
     create_markdown_artifact(
         f"```\n{summary.render()}\n```\n", key="curvewatch-tune", description="curvewatch tune summary"

@@ -1070,7 +1070,7 @@ def _finite(values: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- tune
 @dataclass
 class TuneOutcome:
-    """What :func:`run_tune` returns (no models: they are on disk and in MLflow)."""
+    """What :func:`finish_tune` returns (no models: they are on disk and in MLflow)."""
 
     parent_run_id: str
     experiment_id: str
@@ -1233,6 +1233,32 @@ class TuneStudy:
     data_version: str
 
 
+def tune_outputs(params: Params, study: TuneStudy) -> Params:
+    """``params`` with the files the tune flow writes for the gate moved under
+    ``paths.tune_dir/<study name>/``, beside the trials' models.
+
+    The best trial's model and ``run.json`` (``model.keras``, ``run.json``), its evaluation
+    (``evaluation/``, ``evaluate.json``, ``confusion.csv``) and its gate report (``compare/``,
+    ``compare.json``) are written there by :func:`finish_tune`, :func:`run_evaluate` and
+    :func:`run_compare` given these params: a tuning never overwrites the DVC-tracked outputs of the
+    train / evaluate / compare stages, which ``dvc.lock`` records for the params in
+    ``params.yaml`` (``dvc status`` stays clean, and ``dvc repro`` does not retrain over it).
+    """
+    root = params.paths.tune_dir / study.study_name
+    paths = params.paths.model_copy(
+        update={
+            "model_file": root / "model.keras",
+            "run_file": root / "run.json",
+            "evaluation_dir": root / "evaluation",
+            "evaluate_metrics": root / "evaluate.json",
+            "confusion_plot": root / "confusion.csv",
+            "compare_dir": root / "compare",
+            "compare_metrics": root / "compare.json",
+        }
+    )
+    return params.model_copy(update={"paths": paths})
+
+
 def _create_study(storage: str, study_name: str, params: Params) -> None:
     import optuna
 
@@ -1335,7 +1361,9 @@ def finish_tune(params: Params, study: TuneStudy) -> TuneOutcome:
     The best trial's model is logged to its child run (not registered: :func:`run_compare`
     registers it, as for a retrain), and written to ``paths.model_file`` with ``paths.run_file``
     naming the child run, so that :func:`run_evaluate` and :func:`run_compare` gate it exactly like
-    a retrain.
+    a retrain. The tune flow passes :func:`tune_outputs` params, so these files (and the evaluation
+    and gate report after them) land under ``paths.tune_dir/<study>/``, not on the train stage's
+    DVC-tracked outputs.
 
     Raises:
         ValueError: no trial of the study completed.
@@ -1443,17 +1471,6 @@ def fail_tune(study: TuneStudy, exc: BaseException) -> None:
     reason = f"{type(exc).__name__}: {exc}".rstrip(": ")[:5000]
     status = "KILLED" if killed else "FAILED"
     tracking.end_run_on_failure(tracking.client(), study.parent_run_id, status, {FAILURE_REASON_TAG: reason})
-
-
-def run_tune(params: Params) -> TuneOutcome:
-    """:func:`start_tune`, one in-process :func:`run_tune_worker`, :func:`finish_tune`."""
-    study = start_tune(params)
-    try:
-        run_tune_worker(params, study)
-    except BaseException as exc:
-        fail_tune(study, exc)
-        raise
-    return finish_tune(params, study)
 
 
 def run_tune_optimism(params: Params, outcome: TuneOutcome) -> tuple[float, Any]:

@@ -106,7 +106,7 @@ class TuneResult:
 
 
 class TrialHooks(Protocol):
-    """What a caller (e.g. MLflow logging in :func:`pipelines.steps.run_tune`) sees of each trial."""
+    """What a caller (e.g. MLflow logging in :func:`pipelines.steps.run_tune_worker`) sees of each trial."""
 
     def start(self, number: int, params: dict[str, Any], cfg: TrainConfig) -> tuple[Any, ...]:
         """Called before training; returns extra Keras callbacks for this trial."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -91,7 +92,17 @@ def test_tune_flow_logs_a_parent_run_with_nested_trials_and_gates_the_best(folde
     assert summary.promoted
     champion = tracking.get_champion(mc, params.tracking.registered_model)
     assert champion is not None and champion.run_id == o.best_run_id
-    assert (params.paths.tune_dir / o.study_name / f"trial-{o.best_number:04d}.keras").is_file()
+    study_dir = params.paths.tune_dir / o.study_name
+    assert (study_dir / f"trial-{o.best_number:04d}.keras").is_file()
+    # The best model, its evaluation and its gate report sit beside the trials, named in the summary;
+    # the DVC-tracked outputs of train / evaluate / compare are not touched (they were overwritten,
+    # leaving dvc.lock stale and `dvc repro` to retrain over the tuned model).
+    assert f"files           : {study_dir}" in text
+    for name in ("model.keras", "run.json", "evaluate.json", "compare.json", "evaluation/run.json"):
+        assert (study_dir / name).is_file(), name
+    assert json.loads((study_dir / "run.json").read_text())["run_id"] == o.best_run_id
+    for untouched in ("model_file", "run_file", "evaluate_metrics", "compare_metrics", "evaluation_dir"):
+        assert not getattr(params.paths, untouched).exists(), untouched
 
 
 def test_bad_search_space_fails_before_any_trial(folder_params):
