@@ -43,7 +43,8 @@ class ValidationFailed(StageError):
 
 
 class GateFailed(StageError):
-    """The challenger failed the regression gate and ``compare.fail_on_regression`` is set.
+    """The challenger is a regression (the gate's ``regression`` decision) and
+    ``compare.fail_on_regression`` is set.
     ``outcome`` is the compare stage's :class:`CompareOutcome` (everything was written first)."""
 
     def __init__(self, message: str, outcome: CompareOutcome | None = None) -> None:
@@ -848,8 +849,9 @@ def run_compare(params: Params) -> CompareOutcome:
     Raises:
         StageError: ``paths.run_file`` is missing, or ``paths.evaluation_dir`` does not score the
             run it names (:func:`_evaluated_for`: evaluate not run since that training).
-        GateFailed: the gate failed and ``compare.fail_on_regression`` is true (everything above is
-            still written first).
+        GateFailed: the challenger is a regression (the gate's ``regression`` decision, which no
+            promotion rule promotes) and ``compare.fail_on_regression`` is true (everything above
+            is still written first; the champion alias has not moved).
         mlflow.exceptions.MlflowException, OSError: the registry or the champion's artifacts could
             not be read (``tracking.get_champion``, ``tracking.download_predictions``).
         ValueError: the champion cannot score this test split (``_rescore_champion``).
@@ -972,7 +974,9 @@ def run_compare(params: Params) -> CompareOutcome:
     numbers = summary_values(diagnosis) | {
         "gate.p_value": gate_result.p_value,
         "gate.delta": gate_result.delta,
-        "gate.passed": gate_result.passed,
+        # One pass flag, the decision's under compare.promotion (as in the report): the gate's own
+        # flag said "passed" for a run significantly_better then kept out.
+        "gate.passed": promoted,
     }
     tracking.log_summary(mc, run_id, numbers)
     for p in (report.markdown, report.html, report.png, report.json):
@@ -1001,7 +1005,9 @@ def run_compare(params: Params) -> CompareOutcome:
         champion_run_id=champion.run_id if champion else None,
         findings=[{"code": f.code, "message": f.message} for f in diagnosis.findings + findings],
     )
-    if not gate_result.passed and cfg.fail_on_regression:
+    # A regression (worse beyond test-set and seed noise) is never promoted; a champion merely kept
+    # (not better, or not significantly so) is no failure, nor is a promotion under not_worse.
+    if reg.decision.code == "regression" and cfg.fail_on_regression:
         raise GateFailed(f"regression gate failed: {gate_msg}", outcome)
     return outcome
 

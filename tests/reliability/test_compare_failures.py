@@ -126,3 +126,31 @@ def test_compare_again_on_the_champion_gates_against_the_champion_it_replaced(fo
     again = steps.run_compare(strict)
     assert not again.promoted and again.champion_run_id == first
     assert tracking.get_champion(mc, params.tracking.registered_model).run_id == first
+
+
+def test_fail_on_regression_fails_on_a_regression_only_and_never_after_moving_the_alias(folder_project):
+    # compare.fail_on_regression raised whenever the gate's own decision was not "promote": a
+    # challenger slightly below the champion (keep_champion, no regression) failed the stage, and
+    # under not_worse the stage had first moved the champion alias to it, then failed.
+    import pandas as pd
+
+    params = prepared(
+        folder_project({"compare": {"promotion": "not_worse", "margin": 0.5, "fail_on_regression": True}})
+    )
+    first = _retrain(params)
+    assert steps.run_compare(params).gate_decision == "first_champion"
+    second = _retrain(params)
+    # The challenger: the champion's own predictions with one right answer made wrong (less
+    # accurate, far from significant: the gate keeps the champion; not_worse within 50 points promotes).
+    mc = tracking.client()
+    champion = tracking.download_predictions(mc, first, params.paths.evaluation_dir.parent / "champion")
+    worse = champion.copy()
+    worse.loc[worse.index[worse["correct"]][0], "correct"] = False
+    worse.to_parquet(params.paths.evaluation_dir / "predictions.parquet")
+    assert len(pd.read_parquet(params.paths.evaluation_dir / "predictions.parquet")) == len(champion)
+
+    outcome = steps.run_compare(params)  # raised GateFailed("regression gate failed: promoted: ...")
+    assert outcome.promoted and outcome.gate_decision == "promote"
+    assert tracking.get_champion(mc, params.tracking.registered_model).run_id == second
+    metrics = steps._read_json(params.paths.compare_metrics, "compare")["compare"]
+    assert metrics["promoted"] is True and metrics["gate.passed"] == 1.0  # one flag, the decision's
