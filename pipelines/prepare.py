@@ -3,8 +3,12 @@
 The validation set is a stratified, seeded sample of the training set
 (:func:`sklearn.model_selection.train_test_split` with ``stratify=y`` and
 ``random_state=base.seed``, https://scikit-learn.org/stable/modules/generated/sklearn.model_selection.train_test_split.html).
-Fashion-MNIST's official test set is kept apart for evaluation only; a folder dataset, which has
-none, first has a stratified test set of ``prepare.test_size`` split off the same way.
+Fashion-MNIST's official test set is kept apart for evaluation only. A folder dataset, which has
+none, first has a stratified test set of ``prepare.test_size`` split off by a hash of each image's
+path (:func:`hashed_test_split`): not by ``base.seed``, so a new seed leaves it as it was, and
+images added later hardly ever move a training image into it. The regression gate re-scores the
+champion on a changed test split; a seeded shuffle of the whole folder had put most of the
+champion's own training images there on a new seed, and a share of them on every addition.
 
 Writes, atomically, in ``paths.prepared_dir``:
 
@@ -137,6 +141,63 @@ def stratified_split(
     return np.sort(kept), np.sort(held)
 
 
+#: Salt of :func:`hashed_test_split`'s hash: fixed, so an image's split never depends on the seed.
+TEST_SPLIT_SALT = "curvewatch-test-split"
+
+
+def hashed_test_split(
+    y: np.ndarray, ids: np.ndarray, size: int | float, key: str = "prepare.test_size"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices ``0..len(y)-1`` into (kept, test), stratified by label, by a hash of each id.
+
+    Each image gets ``u_i`` in [0, 1): the first 8 bytes of ``SHA-256(TEST_SPLIT_SALT + ":" +
+    ids[i])`` over 2**64. Class ``c`` with ``n_c`` images puts its ``round(f * n_c)`` images of
+    smallest ``u`` in the test split (at least 1, at most ``n_c - 2``, which leaves the
+    validation split one), ``f`` being the test fraction (``size`` itself, or ``size / N`` for a
+    count): the per-class shares of :func:`stratified_split`, but chosen by the ids alone, not by
+    the seed or the order of the files. So a new ``base.seed`` leaves the test split as it was,
+    and images added to a class move a training image into the test split only when the class's
+    quota grows by more than the new images of small ``u`` fill (expected none; at most the quota's
+    growth, ``round(f * n_c') - round(f * n_c)``). A seeded shuffle of the whole folder moved most
+    test images on a new seed and a share on every addition. (A threshold on ``u`` alone, as in
+    Géron, *Hands-On Machine Learning*, ch. 2, never moves one, but its binomial class shares
+    failed the class-balance expectations on small folders.)
+
+    Args:
+        y: ``(N,)`` integer labels.
+        ids: ``(N,)`` str, unique image ids (paths relative to the image folder).
+        size: test size, a count (int) or a fraction of ``N`` (float in (0, 1)).
+        key: the params.yaml key that set ``size``, named in error messages.
+
+    Returns:
+        Two sorted int64 index arrays, kept and test.
+
+    Raises:
+        PreparedDataError: ``size`` leaves no image to train on (a count not below ``N``), or a
+            class has fewer than 3 images (one each for training, validation and test).
+    """
+    n = len(y)
+    fraction = size / n if isinstance(size, int) and n else float(size)
+    if not 0 < fraction < 1:
+        raise PreparedDataError(
+            f"params.yaml: {key}: {size!r} is impossible here: a test split of that size leaves no "
+            f"image of {n} to train on; give a fraction such as 0.2, or a count below the number of images"
+        )
+    salt = TEST_SPLIT_SALT.encode() + b":"
+    u = np.array([int.from_bytes(hashlib.sha256(salt + str(i).encode()).digest()[:8], "big") for i in ids])
+    test = np.zeros(n, dtype=bool)
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        if len(members) < 3:
+            raise PreparedDataError(
+                f"class {label} has {len(members)} image(s): a class needs at least 3 (one each for the "
+                "training, validation and test splits)"
+            )
+        quota = min(max(1, round(fraction * len(members))), len(members) - 2)
+        test[members[np.argsort(u[members], kind="stable")[:quota]]] = True
+    return np.flatnonzero(~test).astype(np.int64), np.flatnonzero(test).astype(np.int64)
+
+
 def image_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image pixel statistics, vectorised.
 
@@ -200,11 +261,12 @@ def split_dataset(raw: RawDataset, cfg: PrepareConfig, seed: int) -> dict[str, S
     """Split a raw dataset into train / val / test (see the module docstring).
 
     Raises:
-        PreparedDataError: as :func:`stratified_split`.
+        PreparedDataError: as :func:`hashed_test_split` (a folder's test split) and
+            :func:`stratified_split` (the validation split).
     """
     x, y, ids = raw.x_train, raw.y_train, raw.ids_train
     if raw.x_test is None or raw.y_test is None or raw.ids_test is None:
-        rest, test = stratified_split(y, cfg.test_size, seed, what="test", key="prepare.test_size")
+        rest, test = hashed_test_split(y, ids, cfg.test_size)
         test_split = Split(x[test], y[test], ids[test])
         x, y, ids = x[rest], y[rest], ids[rest]
     else:

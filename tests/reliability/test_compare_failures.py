@@ -154,3 +154,30 @@ def test_fail_on_regression_fails_on_a_regression_only_and_never_after_moving_th
     assert tracking.get_champion(mc, params.tracking.registered_model).run_id == second
     metrics = steps._read_json(params.paths.compare_metrics, "compare")["compare"]
     assert metrics["promoted"] is True and metrics["gate.passed"] == 1.0  # one flag, the decision's
+
+
+def test_after_the_test_split_changed_the_gate_judges_by_the_champion_alone(folder_project, image_folder):
+    # The champion config's seed runs scored the old test split; on the new one (images added) their
+    # test accuracies are no yardstick: the seed rule had judged the re-scored champion against them.
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    params = prepared(folder_project())
+    _retrain(params)
+    assert steps.run_compare(params).promoted  # champion, seed 42
+    seeded = prepared(folder_project({"base": {"seed": 7}}))
+    _retrain(seeded)
+    steps.run_compare(seeded)  # a second seed of the champion's config, on the same test split
+
+    rng = np.random.default_rng(3)
+    for folder in sorted(image_folder.iterdir()):  # new images: a new data version, a larger test split
+        for i in range(12):
+            pixels = rng.integers(0, 256, size=(12, 12), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(folder / f"new-{i:02d}.png")
+    params = prepared(folder_project())
+    _retrain(params)
+    steps.run_compare(params)
+    spread = json.loads((params.paths.compare_dir / "report.json").read_text())["gate"]["seed_spread"]
+    assert spread["n_seeds"] == 1

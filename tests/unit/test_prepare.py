@@ -179,6 +179,8 @@ def test_folder_dataset_end_to_end(tmp_path: Path) -> None:
     )
     cfg = PrepareConfig(val_size=0.25, test_size=0.2)
     result = prepare(cfg, BaseConfig(), tmp_path / "raw", tmp_path / "prep")
+    # The test split stratified by a hash of each image's path; the validation split stratified and
+    # seeded from the rest.
     assert result.counts == {"train": 36, "val": 12, "test": 12}
     assert result.class_names == ["apple", "kiwi", "pear"]
     assert result.image_shape == (8, 8, 3)
@@ -266,3 +268,56 @@ def test_load_manifest_malformed(prepared: Path) -> None:
     (prepared / "manifest.parquet").write_bytes(b"not parquet")
     with pytest.raises(PreparedDataError, match="manifest.parquet: not a readable parquet"):
         load_manifest(prepared)
+
+
+def _folder_ids(split_of: Path) -> dict[str, set[str]]:
+    return {name: set(load_split(split_of, name).ids) for name in ("train", "val", "test")}
+
+
+def test_a_folders_test_split_never_takes_in_images_a_model_trained_on(tmp_path: Path) -> None:
+    # The test split was a seeded shuffle of the whole folder: a new base.seed moved most of the
+    # champion's training images into the test split, and adding images moved a few, so the gate
+    # re-scored the champion on images it had trained on (inflated, biased against the challenger).
+    rng = np.random.default_rng(1)
+    root = tmp_path / "images"
+
+    def add(names: list[str]) -> None:
+        for name in names:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, size=(6, 6), dtype=np.uint8)).save(root / name)
+
+    def split(seed: int, name: str) -> dict[str, set[str]]:
+        raw = tmp_path / f"raw-{name}"
+        fetch(FetchConfig(image_folder=root, image_size=(6, 6)), BaseConfig(dataset="folder"), raw)
+        prepare(PrepareConfig(val_size=0.25, test_size=0.2), BaseConfig(seed=seed), raw, tmp_path / name)
+        return _folder_ids(tmp_path / name)
+
+    add([f"{label}/{i:04d}.png" for label in "abc" for i in range(40)])
+    first = split(42, "first")
+    other_seed = split(7, "seed7")
+    assert other_seed["test"] == first["test"]  # the seed moves only the validation split
+    assert other_seed["val"] != first["val"]
+    # Images added, some sorting before the old ones (a seeded shuffle by position moved them all).
+    add([f"{label}/{prefix}{i}.png" for label in "abc" for prefix in ("000-", "zz-") for i in range(8)])
+    grown = split(42, "grown")
+    # Each class's quota grew from 8 to 11 test images, filled by old test images and new ones: none
+    # came from the old training or validation images (a seeded shuffle of the folder took 20 of 34
+    # from there, measured with stratified_split on these names).
+    assert len(grown["test"]) == 33
+    assert not grown["test"] & (first["train"] | first["val"])
+
+
+def test_hashed_test_split_gives_every_class_a_test_image_and_refuses_an_impossible_size() -> None:
+    from pipelines.prepare import PreparedDataError, hashed_test_split
+
+    y = np.array([0] * 50 + [1] * 3)
+    ids = np.array([f"big/{i}.png" for i in range(50)] + [f"tiny/{i}.png" for i in range(3)])
+    kept, test = hashed_test_split(y, ids, 0.01)
+    assert np.bincount(y[test]).tolist() == [1, 1] and len(kept) + len(test) == 53
+    again = hashed_test_split(y[::-1], ids[::-1], 0.01)[1]
+    assert set(ids[::-1][again]) == set(ids[test])  # the file order does not matter
+    assert np.bincount(y[hashed_test_split(y, ids, 0.9)[1]]).tolist() == [45, 1]  # 2 left for train and val
+    with pytest.raises(PreparedDataError, match=r"prepare.test_size: 53 is impossible"):
+        hashed_test_split(y, ids, 53)
+    with pytest.raises(PreparedDataError, match=r"class 1 has 2 image\(s\)"):
+        hashed_test_split(y[:-1], ids[:-1], 0.2)
