@@ -146,7 +146,11 @@ TEST_SPLIT_SALT = "curvewatch-test-split"
 
 
 def hashed_test_split(
-    y: np.ndarray, ids: np.ndarray, size: int | float, key: str = "prepare.test_size"
+    y: np.ndarray,
+    ids: np.ndarray,
+    size: int | float,
+    key: str = "prepare.test_size",
+    class_names: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices ``0..len(y)-1`` into (kept, test), stratified by label, by a hash of each id.
 
@@ -168,6 +172,7 @@ def hashed_test_split(
         ids: ``(N,)`` str, unique image ids (paths relative to the image folder).
         size: test size, a count (int) or a fraction of ``N`` (float in (0, 1)).
         key: the params.yaml key that set ``size``, named in error messages.
+        class_names: label index to class (folder) name, named in error messages.
 
     Returns:
         Two sorted int64 index arrays, kept and test.
@@ -189,8 +194,9 @@ def hashed_test_split(
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
         if len(members) < 3:
+            name = repr(class_names[label]) if class_names else str(label)
             raise PreparedDataError(
-                f"class {label} has {len(members)} image(s): a class needs at least 3 (one each for the "
+                f"class {name} has {len(members)} image(s): a class needs at least 3 (one each for the "
                 "training, validation and test splits)"
             )
         quota = min(max(1, round(fraction * len(members))), len(members) - 2)
@@ -266,7 +272,7 @@ def split_dataset(raw: RawDataset, cfg: PrepareConfig, seed: int) -> dict[str, S
     """
     x, y, ids = raw.x_train, raw.y_train, raw.ids_train
     if raw.x_test is None or raw.y_test is None or raw.ids_test is None:
-        rest, test = hashed_test_split(y, ids, cfg.test_size)
+        rest, test = hashed_test_split(y, ids, cfg.test_size, class_names=list(raw.class_names))
         test_split = Split(x[test], y[test], ids[test])
         x, y, ids = x[rest], y[rest], ids[rest]
     else:

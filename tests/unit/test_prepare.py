@@ -319,5 +319,5 @@ def test_hashed_test_split_gives_every_class_a_test_image_and_refuses_an_impossi
     assert np.bincount(y[hashed_test_split(y, ids, 0.9)[1]]).tolist() == [45, 1]  # 2 left for train and val
     with pytest.raises(PreparedDataError, match=r"prepare.test_size: 53 is impossible"):
         hashed_test_split(y, ids, 53)
-    with pytest.raises(PreparedDataError, match=r"class 1 has 2 image\(s\)"):
-        hashed_test_split(y[:-1], ids[:-1], 0.2)
+    with pytest.raises(PreparedDataError, match=r"class 'tiny' has 2 image\(s\)"):
+        hashed_test_split(y[:-1], ids[:-1], 0.2, class_names=["big", "tiny"])
