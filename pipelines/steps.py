@@ -17,6 +17,7 @@ import os
 import posixpath
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -829,6 +830,22 @@ def _replaced_champion(mc, model_name: str, run_id: str):
 SPLIT_CHANGED = "the test split changed since the champion's run"
 
 
+def retrains_since(recent_runs: Sequence[Any], champion_start_ms: int) -> list[float | None]:
+    """Test accuracies of the runs started after the champion's run, oldest first: the series of
+    :func:`pipelines.curves.compare.series_stall`. Runs from before the champion could not beat
+    it; counting them called a stall one retrain after an improvement was promoted.
+
+    Args:
+        recent_runs: MLflow runs, newest first (:func:`pipelines.tracking.recent_training_runs`).
+        champion_start_ms: the champion's run's ``start_time`` (ms since the epoch).
+
+    Returns:
+        ``test_accuracy`` per run (None where not logged), oldest first.
+    """
+    since = [r for r in recent_runs if r.info.start_time > champion_start_ms]
+    return [r.data.metrics.get("test_accuracy") for r in reversed(since)]
+
+
 def run_compare(params: Params) -> CompareOutcome:
     """Diagnose this run's curves, compare with the champion and recent runs, gate, report.
 
@@ -923,8 +940,8 @@ def run_compare(params: Params) -> CompareOutcome:
     cross = compare_curves(challenger_curve, champion_curve, recent)
     findings = list(cross) + ([gate_result.finding] if gate_result.finding else [])
     if champion is not None and gate_result.champion_accuracy is not None:
-        # The scheduled series, oldest first: the recent retrains, then this one, against the champion.
-        series = [r.data.metrics.get("test_accuracy") for r in recent_runs][::-1]
+        # The scheduled series, oldest first: the retrains since the champion's run, then this one.
+        series = retrains_since(recent_runs, mc.get_run(champion.run_id).info.start_time)
         stall = series_stall([*series, gate_result.challenger_accuracy], gate_result.champion_accuracy)
         if stall is not None:
             findings.append(stall)

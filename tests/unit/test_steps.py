@@ -111,3 +111,18 @@ def test_start_tune_closes_a_dead_tuning_run_and_creates_the_study(tiny_params, 
     assert new.info.status == "RUNNING" and new.data.tags[steps.PID_TAG] == str(os.getpid())
     # The study exists before any worker starts: workers creating Optuna's tables at once collide.
     assert optuna.load_study(study_name=study.study_name, storage=study.storage).trials == []
+
+
+def test_the_series_counts_only_retrains_since_the_champion():
+    # R1 0.880, R2 0.885, then R3 0.900 promoted, then R4 0.899: the series stall ("the last 3
+    # retrains did not beat the champion") counted R1 and R2, which ran before R3 existed, and fired
+    # one retrain after an improvement.
+    from types import SimpleNamespace
+
+    def run(start: int, accuracy: float | None) -> SimpleNamespace:
+        metrics = {} if accuracy is None else {"test_accuracy": accuracy}
+        return SimpleNamespace(info=SimpleNamespace(start_time=start), data=SimpleNamespace(metrics=metrics))
+
+    newest_first = [run(4000, 0.899), run(3500, None), run(2000, 0.885), run(1000, 0.880)]
+    assert steps.retrains_since(newest_first, champion_start_ms=3000) == [None, 0.899]
+    assert steps.retrains_since(newest_first, champion_start_ms=0) == [0.880, 0.885, None, 0.899]
