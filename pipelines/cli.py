@@ -417,11 +417,19 @@ def diagnose(
         run_curves = [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
     config = _params(params, None, None).diagnose if params.exists() else None
     # The options describe file runs; an MLflow run carries its own context.
-    file_results = batch.diagnose_all(
+    file_results, file_empty = batch.diagnose_all(
         curves, extrapolate=extrapolate, config=config, baseline_accuracy=baseline_accuracy
     )
-    run_results = batch.diagnose_all(run_curves, extrapolate=extrapolate, config=config)
+    run_results, run_empty = batch.diagnose_all(run_curves, extrapolate=extrapolate, config=config)
     results = file_results + run_results
+    # A run with no validation value (fit(validation_freq=5) stopped before epoch 5) is skipped
+    # with a warning, as a folder's file that is no curve is; with nothing else to report, it is
+    # the command's error.
+    empty = [f"{source}: {exc.reason}" for source, exc in file_empty + run_empty]
+    if empty and not results:
+        _fail(ValueError("\n".join(empty)), code=2)
+    for line in empty:
+        typer.secho(f"skipped, nothing to diagnose: {line}", fg="yellow", err=True)
     table = Table(title="curvewatch diagnosis", caption=batch.EPOCH_CONVENTION.replace("`", ""))
     for column in ("run", "verdict", "onset epoch", "evidence"):
         table.add_column(column, overflow="fold")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.curves.diagnose import Diagnosis, diagnose
+from pipelines.curves.diagnose import Diagnosis, NoValidationValue, diagnose
 from pipelines.curves.types import Curve
 from pipelines.io_utils import to_jsonable as _jsonable
 
@@ -40,9 +40,24 @@ class RunDiagnosis:
         return top.message if top else ""
 
 
-def diagnose_all(curves: Sequence[tuple[str, Curve]], **kwargs: Any) -> list[RunDiagnosis]:
-    """Apply :func:`pipelines.curves.diagnose.diagnose` to each ``(source, curve)``; kwargs pass through."""
-    return [RunDiagnosis(source, curve, diagnose(curve, **kwargs)) for source, curve in curves]
+def diagnose_all(
+    curves: Sequence[tuple[str, Curve]], **kwargs: Any
+) -> tuple[list[RunDiagnosis], list[tuple[str, NoValidationValue]]]:
+    """Apply :func:`pipelines.curves.diagnose.diagnose` to each ``(source, curve)``; kwargs pass through.
+
+    Returns:
+        The diagnosed runs, and the ``(source, error)`` of each run with nothing to diagnose (no
+        finite validation value, :class:`~pipelines.curves.diagnose.NoValidationValue`), both in
+        the order given: such a run does not stop the others. Any other error is raised.
+    """
+    results: list[RunDiagnosis] = []
+    skipped: list[tuple[str, NoValidationValue]] = []
+    for source, curve in curves:
+        try:
+            results.append(RunDiagnosis(source, curve, diagnose(curve, **kwargs)))
+        except NoValidationValue as exc:
+            skipped.append((source, exc))
+    return results, skipped
 
 
 def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:

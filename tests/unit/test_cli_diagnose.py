@@ -112,6 +112,35 @@ def test_a_folder_stands_for_its_curve_files(tmp_path):
     assert result.exit_code == 2 and "no .csv, .json or .jsonl curve file" in result.output
 
 
+def _unvalidated(path):
+    """A 3-epoch run of fit(validation_freq=5): CSVLogger writes NA for every val_loss."""
+    path.write_text("epoch,loss,val_loss\n0,1.0,NA\n1,0.9,NA\n2,0.8,NA\n")
+    return path
+
+
+def test_a_run_without_a_validation_value_exits_2_alone_and_is_skipped_among_others(tmp_path):
+    out = tmp_path / "r"
+    lone = _unvalidated(tmp_path / "vf5.csv")
+    result = runner.invoke(app, ["diagnose", str(lone), "--out", str(out), "--no-extrapolate"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"{lone}: no finite val_accuracy / val_loss value to diagnose"
+    assert not out.exists()
+    # In a folder, or beside other sources, it is skipped with a warning; the others are reported.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _unvalidated(logs / "vf5.csv")
+    _write_csv(logs / "healthy.csv", _healthy())
+    other = _write_csv(tmp_path / "stall.csv", _stalled(), acc=_stalled(1) + 0.02)
+    for sources in ([logs], [lone, other]):
+        result = runner.invoke(
+            app, ["diagnose", *map(str, sources), "--out", str(out), "--no-extrapolate", "--no-html"]
+        )
+        assert result.exit_code in (0, 1), result.output
+        assert "skipped, nothing to diagnose: " in result.output and "vf5.csv: no finite" in result.output
+        rows = [Path_(r["source"]) for r in json.loads((out / "diagnosis.json").read_text())]
+        assert rows == ["healthy.csv"] if sources == [logs] else ["stall.csv"]
+
+
 def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option(tmp_path):
     run = str(_write_csv(tmp_path / "h.csv", _healthy()))
     for option, value in (("--num-classes", "1"), ("--epoch-budget", "0")):
@@ -226,3 +255,20 @@ def test_an_autologged_binary_run_is_found_by_its_accuracy_kind(tmp_path, mlflow
     assert result.exit_code == 1, result.output
     rows = json.loads((tmp_path / "r" / "diagnosis.json").read_text())
     assert [r["source"] for r in rows] == [stalled] and rows[0]["verdict"] == "plateau"
+
+
+def test_an_mlflow_run_without_curves_exits_2_alone_and_is_skipped_beside_a_file(tmp_path, mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "no-curves")
+    bare = mc.create_run(exp).info.run_id
+    mc.log_metric(bare, "test_accuracy", 0.9)  # an evaluation run: no curve
+    mc.set_terminated(bare)
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["diagnose", bare, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"{bare}: no finite val_accuracy / val_loss value to diagnose"
+    healthy = _write_csv(tmp_path / "healthy.csv", _healthy())
+    result = runner.invoke(app, ["diagnose", bare, str(healthy), "--out", str(out), "--no-extrapolate"])
+    assert result.exit_code == 0, result.output
+    assert f"skipped, nothing to diagnose: {bare}" in result.output
+    assert [Path_(r["source"]) for r in json.loads((out / "diagnosis.json").read_text())] == ["healthy.csv"]
