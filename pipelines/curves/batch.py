@@ -132,9 +132,15 @@ EPOCH_CONVENTION = (
 
 
 def report_dir_name(source: str) -> str:
-    """A folder name for one run's report: the file's stem or the run id, made filesystem-safe."""
+    """A folder name for one run's report: the file's stem or the run id, made filesystem-safe.
+
+    The name is one path component, never ``.`` or ``..``: path separators and other characters
+    but letters, digits, ``-``, ``_`` and ``.`` become ``_``, and a name of dots only (or none) is
+    ``run``; a report folder always lies inside the output folder.
+    """
     stem = Path(source).stem if Path(source).suffix else source
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "run"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+    return name if name.strip(".") else "run"
 
 
 def write_run_reports(results: Sequence[RunDiagnosis], out_dir: Path) -> list[Path]:

@@ -141,6 +141,19 @@ def test_a_run_without_a_validation_value_exits_2_alone_and_is_skipped_among_oth
         assert rows == ["healthy.csv"] if sources == [logs] else ["stall.csv"]
 
 
+def test_every_report_lies_under_out_whatever_the_runs_are_called(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("...csv", "..csv", "run.csv"):  # stems "..", "." and "run"
+        _write_csv(logs / name, _healthy())
+    out = tmp_path / "a" / "out"
+    result = runner.invoke(app, ["diagnose", str(logs), "--out", str(out), "--no-extrapolate"])
+    assert result.exit_code == 0, result.output
+    written = [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
+    assert written and all(p.is_relative_to(out) for p in written), written
+    assert sorted(p.parent.name for p in out.glob("*/report.html")) == ["run", "run-2", "run-3"]
+
+
 def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option(tmp_path):
     run = str(_write_csv(tmp_path / "h.csv", _healthy()))
     for option, value in (("--num-classes", "1"), ("--epoch-budget", "0")):
