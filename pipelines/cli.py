@@ -257,8 +257,9 @@ def diagnose(
     sources: Annotated[
         list[str] | None,
         typer.Argument(
-            help="CSVLogger CSV / History JSON / JSON-lines files, folders of them (their *.csv, "
-            "*.json and *.jsonl), or MLflow run ids"
+            help="Keras CSVLogger files (.csv, .tsv, .log, .txt: any separator), History JSON (.json) "
+            "/ JSON-lines (.jsonl) files, folders of them (their files with those endings), or MLflow "
+            "run ids"
         ),
     ] = None,
     experiment: Annotated[
@@ -324,10 +325,11 @@ def diagnose(
     run_curves = []
     run_ids = []
     expanded: list[str] = []
-    # A folder's files are those that read as curves: a project folder also holds other CSV / JSON
-    # files (data, predictions, configs), which are skipped with a warning. A file named on the
-    # command line must read, or the command fails.
+    # A folder's files are those that read as curves: a project folder also holds other CSV, JSON,
+    # text and log files (data, predictions, configs, notes), which are skipped with a warning. A
+    # file named on the command line must read, or the command fails.
     from_folder: dict[str, str] = {}
+    kinds = " / ".join(CURVE_SUFFIXES)
     for src in sources:
         folder = Path(src)
         if not folder.is_dir():
@@ -335,7 +337,7 @@ def diagnose(
             continue
         files = sorted(str(f) for f in folder.iterdir() if f.is_file() and f.suffix.lower() in CURVE_SUFFIXES)
         if not files:
-            _fail(ValueError(f"{src}: a folder with no .csv, .json or .jsonl curve file in it"), code=2)
+            _fail(ValueError(f"{src}: a folder with no curve file ({kinds}) in it"), code=2)
         expanded += files
         from_folder.update(dict.fromkeys(files, src))
     skipped = 0
@@ -356,7 +358,7 @@ def diagnose(
     if skipped and not curves and not run_ids and not experiment:
         folders = ", ".join(sorted(set(from_folder.values())))
         _fail(
-            ValueError(f"{folders}: none of its {skipped} .csv / .json / .jsonl files reads as a curve"),
+            ValueError(f"{folders}: none of its {skipped} {kinds} files reads as a curve"),
             code=2,
         )
     mc = None

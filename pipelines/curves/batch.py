@@ -1,8 +1,8 @@
 """Diagnose many runs at once and summarise them (``curvewatch diagnose``).
 
-Sources: curve files (Keras ``CSVLogger`` CSV or ``History`` JSON, via :mod:`pipelines.curves.io`)
-and MLflow runs (by id, by experiment, or by search filter, fetched in bulk through
-:func:`pipelines.tracking.fetch_curves`).
+Sources: curve files (Keras ``CSVLogger`` files, ``History`` JSON or JSON lines, via
+:mod:`pipelines.curves.io`) and MLflow runs (by id, by experiment, or by search filter, fetched in
+bulk through :func:`pipelines.tracking.fetch_curves`).
 """
 
 from __future__ import annotations

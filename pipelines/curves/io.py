@@ -2,7 +2,8 @@
 
 Formats (Keras 3 documentation):
 - ``keras.callbacks.CSVLogger`` (https://keras.io/api/callbacks/csv_logger/): a header
-  ``epoch,accuracy,loss,val_accuracy,val_loss,...`` and one row per epoch, epochs 0-based.
+  ``epoch,accuracy,loss,val_accuracy,val_loss,...`` and one row per epoch, epochs 0-based; under
+  any of :data:`CSV_SUFFIXES` (Keras' own example is ``CSVLogger('training.log')``).
 - ``keras.callbacks.History`` (https://keras.io/api/models/model_training_apis/#fit-method):
   ``history.history`` is ``{"loss": [...], "val_loss": [...], ...}``, one value per epoch; saved as
   JSON either bare or as ``{"history": {...}, "params": {"epochs": N, ...}}``.
@@ -23,9 +24,13 @@ import numpy as np
 from pipelines.curves.types import Curve
 
 VALIDATION_METRICS = ("val_accuracy", "val_loss")
-#: File suffixes :func:`load_curve` reads: CSVLogger CSV, History JSON, and JSON lines (one
+#: File suffixes read as ``CSVLogger`` files: CSVLogger takes any file name (Keras' example is
+#: ``training.log``), and a tab-separated log is often ``.tsv`` or ``.txt``; the separator is read
+#: off the header whatever the suffix.
+CSV_SUFFIXES = (".csv", ".tsv", ".log", ".txt")
+#: File suffixes :func:`load_curve` reads: the CSVLogger ones, History JSON, and JSON lines (one
 #: object per epoch, as Keras' ``LambdaCallback`` example writes them).
-CURVE_SUFFIXES = (".csv", ".json", ".jsonl")
+CURVE_SUFFIXES = (*CSV_SUFFIXES, ".json", ".jsonl")
 
 log = logging.getLogger(__name__)
 
@@ -821,10 +826,11 @@ def _check_history(history: dict[str, list[Any]], path: Path) -> None:
 
 
 def load_curve(path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None) -> Curve:
-    """Read one run's curves from a ``.csv`` (CSVLogger), ``.json`` (History) or ``.jsonl`` file.
+    """Read one run's curves from a CSVLogger file (``.csv``, ``.tsv``, ``.log`` or ``.txt``:
+    :data:`CSV_SUFFIXES`), a History ``.json`` or a JSON-lines ``.jsonl`` file.
 
     Args:
-        path: the file; the format is chosen by its suffix.
+        path: the file; the format is chosen by its suffix (case-insensitive).
         epoch_budget: epochs the run was configured for (a History JSON's ``params.epochs`` is
             used when this is None).
         num_classes: classes of the task, if known.
@@ -834,14 +840,16 @@ def load_curve(path: str | Path, *, epoch_budget: int | None = None, num_classes
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unknown suffix, or malformed content (the message names the file and column).
+        ValueError: unknown suffix, or malformed content (the message names the file, and the
+            column or line where it applies).
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
+    if suffix in CSV_SUFFIXES:
         return load_csv_logger(path, epoch_budget=epoch_budget, num_classes=num_classes)
     if suffix in (".json", ".jsonl"):
         return load_history_json(path, epoch_budget=epoch_budget, num_classes=num_classes)
     raise ValueError(
-        f"{path}: unknown curve format {suffix!r}; expected .csv (CSVLogger), .json (History) or .jsonl"
+        f"{path}: unknown curve format {suffix!r}; expected a CSVLogger file "
+        f"({', '.join(CSV_SUFFIXES)}), .json (History) or .jsonl (JSON lines)"
     )

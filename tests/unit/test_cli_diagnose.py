@@ -87,14 +87,17 @@ def test_a_folder_stands_for_its_curve_files(tmp_path):
     logs.mkdir()
     _write_csv(logs / "stall.csv", _stalled(), acc=_stalled(1) + 0.02)
     _write_csv(logs / "healthy.csv", _healthy())
+    (logs / "training.log").write_text((logs / "healthy.csv").read_text().replace(",", "\t"))
     (logs / "notes.txt").write_text("not a curve\n")
+    (logs / "notes.md").write_text("not read\n")
     (logs / "predictions.csv").write_text("id,label,predicted\n0,1,1\n")  # another CSV of the project
     out = tmp_path / "r"
     result = runner.invoke(app, ["diagnose", str(logs), "--out", str(out), "--no-extrapolate", "--no-html"])
     assert result.exit_code == 1, result.output
     rows = {Path_(r["source"]): r["verdict"] for r in json.loads((out / "diagnosis.json").read_text())}
-    assert rows == {"healthy.csv": "healthy", "stall.csv": "plateau"}
+    assert rows == {"healthy.csv": "healthy", "stall.csv": "plateau", "training.log": "healthy"}
     assert "skipped, not a training curve" in result.output and "predictions.csv" in result.output
+    assert "notes.txt" in result.output and "notes.md" not in result.output
     # Named on the command line, the same file fails the command.
     result = runner.invoke(app, ["diagnose", str(logs / "predictions.csv"), "--out", str(out)])
     assert result.exit_code == 2 and "predictions.csv" in result.output
@@ -104,12 +107,12 @@ def test_a_folder_stands_for_its_curve_files(tmp_path):
     result = runner.invoke(app, ["diagnose", str(only_other), "--out", str(out)])
     assert (
         result.exit_code == 2
-        and "none of its 1 .csv / .json / .jsonl files reads as a curve" in result.output
+        and "none of its 1 .csv / .tsv / .log / .txt / .json / .jsonl files reads as a curve" in result.output
     )
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["diagnose", str(empty), "--out", str(out)])
-    assert result.exit_code == 2 and "no .csv, .json or .jsonl curve file" in result.output
+    assert result.exit_code == 2 and "a folder with no curve file (.csv / .tsv / .log" in result.output
 
 
 def _unvalidated(path):

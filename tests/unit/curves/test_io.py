@@ -169,8 +169,10 @@ def test_json_lines_appended_by_a_resumed_fit_read_as_a_csvlogger_file(tmp_path:
 
 
 def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown curve format"):
-        load_curve(tmp_path / "x.txt")
+    with pytest.raises(
+        ValueError, match=r"x\.dat: unknown curve format '\.dat'; expected a CSVLogger file \(\.csv"
+    ):
+        load_curve(tmp_path / "x.dat")
     with pytest.raises(FileNotFoundError):
         load_curve(tmp_path / "absent.csv")
 
@@ -275,6 +277,19 @@ def test_a_csvlogger_file_with_another_separator_is_read(tmp_path: Path, separat
     curve = load_curve(path)
     assert curve.epochs.tolist() == [1, 2] and curve.complete
     assert curve.metrics["val_accuracy"].tolist() == [0.5, 0.55]
+    assert curve.metrics["val_loss"].tolist() == [1.1, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "separator"), [("training.log", ","), ("run.tsv", "\t"), ("run.txt", ";"), ("RUN.LOG", "\t")]
+)
+def test_a_csvlogger_file_under_another_name_is_read(tmp_path: Path, name: str, separator: str) -> None:
+    # keras.callbacks.CSVLogger takes any file name; Keras' own example is CSVLogger('training.log').
+    path = tmp_path / name
+    rows = [["epoch", "loss", "val_loss"], [0, 1.0, 1.1], [1, 0.9, 1.0]]
+    path.write_text("".join(separator.join(str(v) for v in row) + "\n" for row in rows))
+    curve = load_curve(path)
+    assert curve.run == path.stem and curve.epochs.tolist() == [1, 2]
     assert curve.metrics["val_loss"].tolist() == [1.1, 1.0]
 
 
