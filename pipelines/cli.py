@@ -300,9 +300,15 @@ def diagnose(
         bool, typer.Option(help="write the verdict and the diagnosis numbers back to MLflow runs, as tags")
     ] = True,
     params: Annotated[
-        Path,
-        typer.Option("--params", "-p", help="thresholds from this file's `diagnose` section, if it exists"),
-    ] = Path("params.yaml"),
+        Path | None,
+        typer.Option(
+            "--params",
+            "-p",
+            help="the thresholds: this YAML file's `diagnose:` section alone (its other sections are not "
+            "read; without that section, the defaults); the file must exist. Default: ./params.yaml "
+            "when it exists, else the defaults",
+        ),
+    ] = None,
 ) -> None:
     """Diagnose training curves; exit 1 when any run is flagged, 0 when all are healthy, 2 on bad input."""
     from rich.console import Console
@@ -321,6 +327,12 @@ def diagnose(
     if not sources and not experiment:
         typer.secho("give curve files or MLflow run ids, or --experiment", fg="red", err=True)
         raise typer.Exit(2)
+    from pipelines.config import DEFAULT_PARAMS, ConfigError, load_diagnose_config
+
+    try:
+        config = load_diagnose_config(params or DEFAULT_PARAMS, required=params is not None)
+    except ConfigError as exc:
+        _fail(exc, code=2)
     curves = []  # (source, curve) of the files; the MLflow runs' go in run_curves
     run_curves = []
     run_ids = []
@@ -417,7 +429,6 @@ def diagnose(
         except MlflowException as exc:
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
         run_curves = [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
-    config = _params(params, None, None).diagnose if params.exists() else None
     # The options describe file runs; an MLflow run carries its own context.
     file_results, file_empty = batch.diagnose_all(
         curves, extrapolate=extrapolate, config=config, baseline_accuracy=baseline_accuracy

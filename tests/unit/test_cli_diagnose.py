@@ -157,6 +157,39 @@ def test_every_report_lies_under_out_whatever_the_runs_are_called(tmp_path):
     assert sorted(p.parent.name for p in out.glob("*/report.html")) == ["run", "run-2", "run-3"]
 
 
+def test_only_the_params_files_diagnose_section_is_read(tmp_path, monkeypatch):
+    stall = str(_write_csv(tmp_path / "stall.csv", _stalled(), acc=_stalled(1) + 0.02))
+    out = str(tmp_path / "r")
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+
+    def verdict(*options):
+        result = runner.invoke(
+            app, ["diagnose", stall, *options, "--out", out, "--no-extrapolate", "--no-html"]
+        )
+        return result.exit_code, result.output.strip()
+
+    assert verdict()[0] == 1  # no params.yaml here: the defaults
+    # Another (DVC) project's params.yaml: its sections are not curvewatch's, and are not read.
+    params = project / "params.yaml"
+    params.write_text("train:\n  lr: 0.01\nstages: [a, b]\n")
+    assert verdict()[0] == 1
+    params.write_text("train:\n  lr: 0.01\ndiagnose:\n  min_plateau_epochs: 15\n  live_patience: 15\n")
+    assert verdict()[0] == 0  # a 14-epoch stall is no plateau of 15 epochs
+    params.write_text("train:\n  lr: 0.01\ndiagnose:\n  min_plateau_epochs: 0\n  nope: 1\n")
+    code, output = verdict()
+    assert code == 2 and "params.yaml: diagnose.min_plateau_epochs: " in output, output
+    assert "params.yaml: diagnose.nope: Extra inputs are not permitted" in output
+    own = tmp_path / "own.yaml"
+    own.write_text("diagnose:\n  min_plateau_epochs: 15\n  live_patience: 15\n")
+    assert verdict("--params", str(own))[0] == 0
+    assert verdict("--params", str(tmp_path / "nosuch.yaml")) == (
+        2,
+        f"{tmp_path / 'nosuch.yaml'}: params file not found",
+    )
+
+
 def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option(tmp_path):
     run = str(_write_csv(tmp_path / "h.csv", _healthy()))
     for option, value in (("--num-classes", "1"), ("--epoch-budget", "0")):
