@@ -257,8 +257,9 @@ def diagnose(
     sources: Annotated[
         list[str] | None,
         typer.Argument(
-            help="CSVLogger CSV / History JSON / JSON-lines files, folders of them (their *.csv, "
-            "*.json and *.jsonl), or MLflow run ids"
+            help="Keras CSVLogger files (.csv, .tsv, .log, .txt: any separator), History JSON (.json) "
+            "/ JSON-lines (.jsonl) files, folders of them (their files with those endings), or MLflow "
+            "run ids"
         ),
     ] = None,
     experiment: Annotated[
@@ -299,9 +300,15 @@ def diagnose(
         bool, typer.Option(help="write the verdict and the diagnosis numbers back to MLflow runs, as tags")
     ] = True,
     params: Annotated[
-        Path,
-        typer.Option("--params", "-p", help="thresholds from this file's `diagnose` section, if it exists"),
-    ] = Path("params.yaml"),
+        Path | None,
+        typer.Option(
+            "--params",
+            "-p",
+            help="the thresholds: this YAML file's `diagnose:` section alone (its other sections are not "
+            "read; without that section, the defaults); the file must exist. Default: ./params.yaml "
+            "when it exists, else the defaults",
+        ),
+    ] = None,
 ) -> None:
     """Diagnose training curves; exit 1 when any run is flagged, 0 when all are healthy, 2 on bad input."""
     from rich.console import Console
@@ -320,14 +327,21 @@ def diagnose(
     if not sources and not experiment:
         typer.secho("give curve files or MLflow run ids, or --experiment", fg="red", err=True)
         raise typer.Exit(2)
+    from pipelines.config import DEFAULT_PARAMS, ConfigError, load_diagnose_config
+
+    try:
+        config = load_diagnose_config(params or DEFAULT_PARAMS, required=params is not None)
+    except ConfigError as exc:
+        _fail(exc, code=2)
     curves = []  # (source, curve) of the files; the MLflow runs' go in run_curves
     run_curves = []
     run_ids = []
     expanded: list[str] = []
-    # A folder's files are those that read as curves: a project folder also holds other CSV / JSON
-    # files (data, predictions, configs), which are skipped with a warning. A file named on the
-    # command line must read, or the command fails.
+    # A folder's files are those that read as curves: a project folder also holds other CSV, JSON,
+    # text and log files (data, predictions, configs, notes), which are skipped with a warning. A
+    # file named on the command line must read, or the command fails.
     from_folder: dict[str, str] = {}
+    kinds = " / ".join(CURVE_SUFFIXES)
     for src in sources:
         folder = Path(src)
         if not folder.is_dir():
@@ -335,7 +349,7 @@ def diagnose(
             continue
         files = sorted(str(f) for f in folder.iterdir() if f.is_file() and f.suffix.lower() in CURVE_SUFFIXES)
         if not files:
-            _fail(ValueError(f"{src}: a folder with no .csv, .json or .jsonl curve file in it"), code=2)
+            _fail(ValueError(f"{src}: a folder with no curve file ({kinds}) in it"), code=2)
         expanded += files
         from_folder.update(dict.fromkeys(files, src))
     skipped = 0
@@ -356,7 +370,7 @@ def diagnose(
     if skipped and not curves and not run_ids and not experiment:
         folders = ", ".join(sorted(set(from_folder.values())))
         _fail(
-            ValueError(f"{folders}: none of its {skipped} .csv / .json / .jsonl files reads as a curve"),
+            ValueError(f"{folders}: none of its {skipped} {kinds} files reads as a curve"),
             code=2,
         )
     mc = None
@@ -415,13 +429,20 @@ def diagnose(
         except MlflowException as exc:
             _fail(ValueError(f"not a curve file nor an MLflow run: {exc.message}"), code=2)
         run_curves = [(c.run, c) for c in tracking.fetch_curves(mc, runs)]
-    config = _params(params, None, None).diagnose if params.exists() else None
     # The options describe file runs; an MLflow run carries its own context.
-    file_results = batch.diagnose_all(
+    file_results, file_empty = batch.diagnose_all(
         curves, extrapolate=extrapolate, config=config, baseline_accuracy=baseline_accuracy
     )
-    run_results = batch.diagnose_all(run_curves, extrapolate=extrapolate, config=config)
+    run_results, run_empty = batch.diagnose_all(run_curves, extrapolate=extrapolate, config=config)
     results = file_results + run_results
+    # A run with no validation value (fit(validation_freq=5) stopped before epoch 5) is skipped
+    # with a warning, as a folder's file that is no curve is; with nothing else to report, it is
+    # the command's error.
+    empty = [f"{source}: {exc.reason}" for source, exc in file_empty + run_empty]
+    if empty and not results:
+        _fail(ValueError("\n".join(empty)), code=2)
+    for line in empty:
+        typer.secho(f"skipped, nothing to diagnose: {line}", fg="yellow", err=True)
     table = Table(title="curvewatch diagnosis", caption=batch.EPOCH_CONVENTION.replace("`", ""))
     for column in ("run", "verdict", "onset epoch", "evidence"):
         table.add_column(column, overflow="fold")

@@ -392,18 +392,7 @@ def load_params(
             commented out) is read as empty.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    # A section header whose keys are all commented out ("tune:") is an empty section, not null.
-    raw = {key: {} if value is None else value for key, value in raw.items()}
+    raw = _read_sections(path)
     profile_overrides_given = [o for o in overrides or [] if o.split("=", 1)[0].strip() == "base.profile"]
     for override in profile_overrides_given:
         _apply_override(raw, override)
@@ -452,6 +441,57 @@ def load_params(
         return Params.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from exc
+
+
+def load_diagnose_config(path: str | Path = DEFAULT_PARAMS, *, required: bool = True) -> DiagnoseConfig:
+    """The diagnosis thresholds of a params file's ``diagnose`` section alone (``curvewatch
+    diagnose``): its other sections are not read, so another project's ``params.yaml`` (a DVC
+    project's, with its own ``train:``) serves as well as curvewatch's. ``profiles`` are not
+    applied.
+
+    Args:
+        path: the YAML file.
+        required: whether a missing file is an error; when False it means the defaults.
+
+    Returns:
+        The validated :class:`DiagnoseConfig`; the defaults when the file has no ``diagnose``
+        section (or an empty one), or is missing and not ``required``.
+
+    Raises:
+        ConfigError: the file is missing (when ``required``), not UTF-8, not YAML or not a mapping
+            of sections; or its ``diagnose`` section is not a mapping, or has an unknown key or an
+            invalid value, as :func:`load_params` says it (``params.yaml: diagnose.alpha: Input
+            should be less than 0.5``).
+    """
+    path = Path(path)
+    if not required and not path.is_file():
+        return DiagnoseConfig()
+    section = _read_sections(path).get("diagnose", {})
+    try:
+        return Params.model_validate({"diagnose": section}).diagnose
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from exc
+
+
+def _read_sections(path: Path) -> dict[str, Any]:
+    """A params file's top-level mapping, a section left empty (``tune:`` with its keys commented
+    out) read as ``{}``.
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8, not valid YAML or not a mapping (naming it).
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    # A section header whose keys are all commented out ("tune:") is an empty section, not null.
+    return {key: {} if value is None else value for key, value in raw.items()}
 
 
 def _names_a_profile_key(line: str, path: Path, overrides: dict[str, Any]) -> bool:

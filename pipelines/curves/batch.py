@@ -1,8 +1,8 @@
 """Diagnose many runs at once and summarise them (``curvewatch diagnose``).
 
-Sources: curve files (Keras ``CSVLogger`` CSV or ``History`` JSON, via :mod:`pipelines.curves.io`)
-and MLflow runs (by id, by experiment, or by search filter, fetched in bulk through
-:func:`pipelines.tracking.fetch_curves`).
+Sources: curve files (Keras ``CSVLogger`` files, ``History`` JSON or JSON lines, via
+:mod:`pipelines.curves.io`) and MLflow runs (by id, by experiment, or by search filter, fetched in
+bulk through :func:`pipelines.tracking.fetch_curves`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.curves.diagnose import Diagnosis, diagnose
+from pipelines.curves.diagnose import Diagnosis, NoValidationValue, diagnose
 from pipelines.curves.types import Curve
 from pipelines.io_utils import to_jsonable as _jsonable
 
@@ -40,9 +40,24 @@ class RunDiagnosis:
         return top.message if top else ""
 
 
-def diagnose_all(curves: Sequence[tuple[str, Curve]], **kwargs: Any) -> list[RunDiagnosis]:
-    """Apply :func:`pipelines.curves.diagnose.diagnose` to each ``(source, curve)``; kwargs pass through."""
-    return [RunDiagnosis(source, curve, diagnose(curve, **kwargs)) for source, curve in curves]
+def diagnose_all(
+    curves: Sequence[tuple[str, Curve]], **kwargs: Any
+) -> tuple[list[RunDiagnosis], list[tuple[str, NoValidationValue]]]:
+    """Apply :func:`pipelines.curves.diagnose.diagnose` to each ``(source, curve)``; kwargs pass through.
+
+    Returns:
+        The diagnosed runs, and the ``(source, error)`` of each run with nothing to diagnose (no
+        finite validation value, :class:`~pipelines.curves.diagnose.NoValidationValue`), both in
+        the order given: such a run does not stop the others. Any other error is raised.
+    """
+    results: list[RunDiagnosis] = []
+    skipped: list[tuple[str, NoValidationValue]] = []
+    for source, curve in curves:
+        try:
+            results.append(RunDiagnosis(source, curve, diagnose(curve, **kwargs)))
+        except NoValidationValue as exc:
+            skipped.append((source, exc))
+    return results, skipped
 
 
 def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:
@@ -117,9 +132,15 @@ EPOCH_CONVENTION = (
 
 
 def report_dir_name(source: str) -> str:
-    """A folder name for one run's report: the file's stem or the run id, made filesystem-safe."""
+    """A folder name for one run's report: the file's stem or the run id, made filesystem-safe.
+
+    The name is one path component, never ``.`` or ``..``: path separators and other characters
+    but letters, digits, ``-``, ``_`` and ``.`` become ``_``, and a name of dots only (or none) is
+    ``run``; a report folder always lies inside the output folder.
+    """
     stem = Path(source).stem if Path(source).suffix else source
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "run"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+    return name if name.strip(".") else "run"
 
 
 def write_run_reports(results: Sequence[RunDiagnosis], out_dir: Path) -> list[Path]:

@@ -61,12 +61,30 @@ __all__ = [
     "Code",
     "Diagnosis",
     "DiagnoseConfig",
+    "NoValidationValue",
     "Plateau",
     "baseline_margin",
     "diagnose",
     "find_plateau",
     "plateau_message",
 ]
+
+
+class NoValidationValue(ValueError):
+    """A run with nothing to diagnose: neither ``val_accuracy`` nor ``val_loss`` has a finite value
+    and its training loss did not diverge (e.g. ``fit(validation_freq=5)`` stopped before epoch 5).
+
+    Attributes:
+        run: the run's name / id; ``str()`` is ``"<run>: <reason>"``.
+        reason: the message without the run's name, for a caller that names the run otherwise (a
+            file's path).
+    """
+
+    reason = "no finite val_accuracy / val_loss value to diagnose"
+
+    def __init__(self, run: str) -> None:
+        super().__init__(f"{run}: {self.reason}")
+        self.run = run
 
 
 @dataclass(frozen=True)
@@ -140,10 +158,12 @@ def diagnose(
         The :class:`Diagnosis`; its findings are sorted by severity, then by :data:`ORDER`.
 
     Raises:
-        ValueError: the curve has neither ``val_accuracy`` nor ``val_loss`` with a finite value
-            and its training loss did not diverge (nothing to diagnose); its ``class_prior`` has
-            a negative or non-finite share or fewer than two classes; or an override names no
-            threshold of :class:`DiagnoseConfig` or has an invalid value.
+        NoValidationValue: (a ``ValueError``) the curve has neither ``val_accuracy`` nor
+            ``val_loss`` with a finite value and its training loss did not diverge (nothing to
+            diagnose).
+        ValueError: the curve's ``class_prior`` has a negative or non-finite share or fewer than
+            two classes; or an override names no threshold of :class:`DiagnoseConfig` or has an
+            invalid value.
     """
     cfg = config or DEFAULT
     if overrides:
@@ -157,7 +177,7 @@ def diagnose(
     ctx = build_context(curve, cfg, baseline_accuracy=baseline_accuracy, live=live, extrapolate=extrapolate)
     if ctx is None:
         if divergence is None:
-            raise ValueError(f"{curve.run}: no finite val_accuracy / val_loss value to diagnose")
+            raise NoValidationValue(curve.run)
         return Diagnosis(run=curve.run, verdict=divergence.code, findings=[divergence])
     overfitting = detect_overfitting(ctx)
     underfitting = detect_underfitting(ctx)

@@ -2,7 +2,8 @@
 
 Formats (Keras 3 documentation):
 - ``keras.callbacks.CSVLogger`` (https://keras.io/api/callbacks/csv_logger/): a header
-  ``epoch,accuracy,loss,val_accuracy,val_loss,...`` and one row per epoch, epochs 0-based.
+  ``epoch,accuracy,loss,val_accuracy,val_loss,...`` and one row per epoch, epochs 0-based; under
+  any of :data:`CSV_SUFFIXES` (Keras' own example is ``CSVLogger('training.log')``).
 - ``keras.callbacks.History`` (https://keras.io/api/models/model_training_apis/#fit-method):
   ``history.history`` is ``{"loss": [...], "val_loss": [...], ...}``, one value per epoch; saved as
   JSON either bare or as ``{"history": {...}, "params": {"epochs": N, ...}}``.
@@ -23,9 +24,13 @@ import numpy as np
 from pipelines.curves.types import Curve
 
 VALIDATION_METRICS = ("val_accuracy", "val_loss")
-#: File suffixes :func:`load_curve` reads: CSVLogger CSV, History JSON, and JSON lines (one
+#: File suffixes read as ``CSVLogger`` files: CSVLogger takes any file name (Keras' example is
+#: ``training.log``), and a tab-separated log is often ``.tsv`` or ``.txt``; the separator is read
+#: off the header whatever the suffix.
+CSV_SUFFIXES = (".csv", ".tsv", ".log", ".txt")
+#: File suffixes :func:`load_curve` reads: the CSVLogger ones, History JSON, and JSON lines (one
 #: object per epoch, as Keras' ``LambdaCallback`` example writes them).
-CURVE_SUFFIXES = (".csv", ".json", ".jsonl")
+CURVE_SUFFIXES = (*CSV_SUFFIXES, ".json", ".jsonl")
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +123,14 @@ def canonical_names(metrics: dict[str, Any]) -> dict[str, Any]:
 MISSING_CELLS = frozenset({"", "nan", "na", "none", "null"})
 
 
-def _to_float(text: str, path: Path | str, column: str, row: int) -> float:
+def _to_float(text: str, path: Path | str, column: str, line: int) -> float:
     text = text.strip()
     if text.lower() in MISSING_CELLS:
         return math.nan
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"{path}: column {column!r}, row {row}: {text!r} is not a number") from None
+        raise ValueError(f"{path}: column {column!r}, line {line}: {text!r} is not a number") from None
 
 
 def _read_by_the_engine(name: str) -> bool:
@@ -394,12 +399,13 @@ def load_csv_logger(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: (naming the file, and the column / row where it applies) not UTF-8 text (a
-            byte-order mark is accepted), no header, a row whose cells do not match the header
-            (but for a last row still being written), a non-numeric cell in the epoch, a loss or an
-            accuracy column (another column with text, e.g. a time stamp, is dropped with a warning),
-            a cell over the csv module's field size limit, no rows, or neither ``val_accuracy`` nor
-            ``val_loss``.
+        ValueError: (naming the file, and the column and the line where it applies: the file's
+            own line number, blank lines and repeated headers counted, as an editor shows it; the
+            warnings name lines so too) not UTF-8 text (a byte-order mark is accepted), no header,
+            a row whose cells do not match the header (but for a last row still being written), a
+            non-numeric cell in the epoch, a loss or an accuracy column (another column with text,
+            e.g. a time stamp, is dropped with a warning), a cell over the csv module's field size
+            limit, no rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
     path = Path(path)
     # utf-8-sig: Excel saves CSV with a byte-order mark, which would otherwise glue to "epoch".
@@ -412,12 +418,13 @@ def load_csv_logger(
                 header = [name.strip() for name in next(reader)]
             except StopIteration:
                 raise ValueError(f"{path}: empty file, expected a CSVLogger header 'epoch,...'") from None
-            # CSVLogger(append=True) writes its header again each time training resumes.
-            rows = [
-                row
-                for row in reader
-                if any(cell.strip() for cell in row) and [cell.strip() for cell in row] != header
-            ]
+            # CSVLogger(append=True) writes its header again each time training resumes. Each row
+            # keeps its line number in the file (the csv reader's, where the row ends) for messages.
+            rows, lines = [], []
+            for row in reader:
+                if any(cell.strip() for cell in row) and [cell.strip() for cell in row] != header:
+                    rows.append(row)
+                    lines.append(reader.line_num)
     except UnicodeDecodeError as error:
         raise ValueError(_not_text(path, error)) from None
     except csv.Error as error:  # e.g. a cell over the csv module's field size limit (128 KiB)
@@ -435,22 +442,22 @@ def load_csv_logger(
         # A CSVLogger file read while training still appends to it (or copied mid-write): its last
         # row is cut short. The epochs before it are whole.
         log.warning(
-            "%s: last row (row %d) has %d of %d cells and no line end: a row still being written; ignored",
+            "%s: last row (line %d) has %d of %d cells and no line end: a row still being written; ignored",
             path,
-            len(rows) + 1,
+            lines[-1],
             len(rows[-1]),
             len(header),
         )
-        rows = rows[:-1]
+        rows, lines = rows[:-1], lines[:-1]
     if not rows:
         raise ValueError(f"{path}: no epochs (header only)")
     columns: dict[str, list[float]] = {name: [] for name in header}
     # A column the engine never reads (a wall-clock "time" stamp some loggers add) may hold text:
     # it is dropped with a warning. The epoch, the losses and the accuracies must be numbers.
     dropped: dict[str, tuple[int, str]] = {}
-    for number, row in enumerate(rows, start=2):
+    for number, row in zip(lines, rows, strict=True):
         if len(row) != len(header):
-            raise ValueError(f"{path}: row {number} has {len(row)} cells, header has {len(header)}")
+            raise ValueError(f"{path}: line {number} has {len(row)} cells, header has {len(header)}")
         for name, cell in zip(header, row, strict=True):
             if name in dropped:
                 continue
@@ -462,7 +469,7 @@ def load_csv_logger(
                 dropped[name] = (number, cell.strip())
     for name, (number, cell) in dropped.items():
         del columns[name]
-        log.warning("%s: column %r is not numeric (row %d: %r): ignored", path, name, number, cell)
+        log.warning("%s: column %r is not numeric (line %d: %r): ignored", path, name, number, cell)
     raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
     loss = np.asarray(columns["loss"], dtype=np.float64) if "loss" in columns else None
     epochs, keep = _logged_epochs(raw_epochs, path, "column", loss)
@@ -819,10 +826,11 @@ def _check_history(history: dict[str, list[Any]], path: Path) -> None:
 
 
 def load_curve(path: str | Path, *, epoch_budget: int | None = None, num_classes: int | None = None) -> Curve:
-    """Read one run's curves from a ``.csv`` (CSVLogger), ``.json`` (History) or ``.jsonl`` file.
+    """Read one run's curves from a CSVLogger file (``.csv``, ``.tsv``, ``.log`` or ``.txt``:
+    :data:`CSV_SUFFIXES`), a History ``.json`` or a JSON-lines ``.jsonl`` file.
 
     Args:
-        path: the file; the format is chosen by its suffix.
+        path: the file; the format is chosen by its suffix (case-insensitive).
         epoch_budget: epochs the run was configured for (a History JSON's ``params.epochs`` is
             used when this is None).
         num_classes: classes of the task, if known.
@@ -832,14 +840,16 @@ def load_curve(path: str | Path, *, epoch_budget: int | None = None, num_classes
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unknown suffix, or malformed content (the message names the file and column).
+        ValueError: unknown suffix, or malformed content (the message names the file, and the
+            column or line where it applies).
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
+    if suffix in CSV_SUFFIXES:
         return load_csv_logger(path, epoch_budget=epoch_budget, num_classes=num_classes)
     if suffix in (".json", ".jsonl"):
         return load_history_json(path, epoch_budget=epoch_budget, num_classes=num_classes)
     raise ValueError(
-        f"{path}: unknown curve format {suffix!r}; expected .csv (CSVLogger), .json (History) or .jsonl"
+        f"{path}: unknown curve format {suffix!r}; expected a CSVLogger file "
+        f"({', '.join(CSV_SUFFIXES)}), .json (History) or .jsonl (JSON lines)"
     )

@@ -87,14 +87,17 @@ def test_a_folder_stands_for_its_curve_files(tmp_path):
     logs.mkdir()
     _write_csv(logs / "stall.csv", _stalled(), acc=_stalled(1) + 0.02)
     _write_csv(logs / "healthy.csv", _healthy())
+    (logs / "training.log").write_text((logs / "healthy.csv").read_text().replace(",", "\t"))
     (logs / "notes.txt").write_text("not a curve\n")
+    (logs / "notes.md").write_text("not read\n")
     (logs / "predictions.csv").write_text("id,label,predicted\n0,1,1\n")  # another CSV of the project
     out = tmp_path / "r"
     result = runner.invoke(app, ["diagnose", str(logs), "--out", str(out), "--no-extrapolate", "--no-html"])
     assert result.exit_code == 1, result.output
     rows = {Path_(r["source"]): r["verdict"] for r in json.loads((out / "diagnosis.json").read_text())}
-    assert rows == {"healthy.csv": "healthy", "stall.csv": "plateau"}
+    assert rows == {"healthy.csv": "healthy", "stall.csv": "plateau", "training.log": "healthy"}
     assert "skipped, not a training curve" in result.output and "predictions.csv" in result.output
+    assert "notes.txt" in result.output and "notes.md" not in result.output
     # Named on the command line, the same file fails the command.
     result = runner.invoke(app, ["diagnose", str(logs / "predictions.csv"), "--out", str(out)])
     assert result.exit_code == 2 and "predictions.csv" in result.output
@@ -104,12 +107,87 @@ def test_a_folder_stands_for_its_curve_files(tmp_path):
     result = runner.invoke(app, ["diagnose", str(only_other), "--out", str(out)])
     assert (
         result.exit_code == 2
-        and "none of its 1 .csv / .json / .jsonl files reads as a curve" in result.output
+        and "none of its 1 .csv / .tsv / .log / .txt / .json / .jsonl files reads as a curve" in result.output
     )
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["diagnose", str(empty), "--out", str(out)])
-    assert result.exit_code == 2 and "no .csv, .json or .jsonl curve file" in result.output
+    assert result.exit_code == 2 and "a folder with no curve file (.csv / .tsv / .log" in result.output
+
+
+def _unvalidated(path):
+    """A 3-epoch run of fit(validation_freq=5): CSVLogger writes NA for every val_loss."""
+    path.write_text("epoch,loss,val_loss\n0,1.0,NA\n1,0.9,NA\n2,0.8,NA\n")
+    return path
+
+
+def test_a_run_without_a_validation_value_exits_2_alone_and_is_skipped_among_others(tmp_path):
+    out = tmp_path / "r"
+    lone = _unvalidated(tmp_path / "vf5.csv")
+    result = runner.invoke(app, ["diagnose", str(lone), "--out", str(out), "--no-extrapolate"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"{lone}: no finite val_accuracy / val_loss value to diagnose"
+    assert not out.exists()
+    # In a folder, or beside other sources, it is skipped with a warning; the others are reported.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _unvalidated(logs / "vf5.csv")
+    _write_csv(logs / "healthy.csv", _healthy())
+    other = _write_csv(tmp_path / "stall.csv", _stalled(), acc=_stalled(1) + 0.02)
+    for sources in ([logs], [lone, other]):
+        result = runner.invoke(
+            app, ["diagnose", *map(str, sources), "--out", str(out), "--no-extrapolate", "--no-html"]
+        )
+        assert result.exit_code in (0, 1), result.output
+        assert "skipped, nothing to diagnose: " in result.output and "vf5.csv: no finite" in result.output
+        rows = [Path_(r["source"]) for r in json.loads((out / "diagnosis.json").read_text())]
+        assert rows == ["healthy.csv"] if sources == [logs] else ["stall.csv"]
+
+
+def test_every_report_lies_under_out_whatever_the_runs_are_called(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("...csv", "..csv", "run.csv"):  # stems "..", "." and "run"
+        _write_csv(logs / name, _healthy())
+    out = tmp_path / "a" / "out"
+    result = runner.invoke(app, ["diagnose", str(logs), "--out", str(out), "--no-extrapolate"])
+    assert result.exit_code == 0, result.output
+    written = [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
+    assert written and all(p.is_relative_to(out) for p in written), written
+    assert sorted(p.parent.name for p in out.glob("*/report.html")) == ["run", "run-2", "run-3"]
+
+
+def test_only_the_params_files_diagnose_section_is_read(tmp_path, monkeypatch):
+    stall = str(_write_csv(tmp_path / "stall.csv", _stalled(), acc=_stalled(1) + 0.02))
+    out = str(tmp_path / "r")
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+
+    def verdict(*options):
+        result = runner.invoke(
+            app, ["diagnose", stall, *options, "--out", out, "--no-extrapolate", "--no-html"]
+        )
+        return result.exit_code, result.output.strip()
+
+    assert verdict()[0] == 1  # no params.yaml here: the defaults
+    # Another (DVC) project's params.yaml: its sections are not curvewatch's, and are not read.
+    params = project / "params.yaml"
+    params.write_text("train:\n  lr: 0.01\nstages: [a, b]\n")
+    assert verdict()[0] == 1
+    params.write_text("train:\n  lr: 0.01\ndiagnose:\n  min_plateau_epochs: 15\n  live_patience: 15\n")
+    assert verdict()[0] == 0  # a 14-epoch stall is no plateau of 15 epochs
+    params.write_text("train:\n  lr: 0.01\ndiagnose:\n  min_plateau_epochs: 0\n  nope: 1\n")
+    code, output = verdict()
+    assert code == 2 and "params.yaml: diagnose.min_plateau_epochs: " in output, output
+    assert "params.yaml: diagnose.nope: Extra inputs are not permitted" in output
+    own = tmp_path / "own.yaml"
+    own.write_text("diagnose:\n  min_plateau_epochs: 15\n  live_patience: 15\n")
+    assert verdict("--params", str(own))[0] == 0
+    assert verdict("--params", str(tmp_path / "nosuch.yaml")) == (
+        2,
+        f"{tmp_path / 'nosuch.yaml'}: params file not found",
+    )
 
 
 def test_a_class_count_below_two_or_a_budget_below_one_exits_2_naming_the_option(tmp_path):
@@ -226,3 +304,20 @@ def test_an_autologged_binary_run_is_found_by_its_accuracy_kind(tmp_path, mlflow
     assert result.exit_code == 1, result.output
     rows = json.loads((tmp_path / "r" / "diagnosis.json").read_text())
     assert [r["source"] for r in rows] == [stalled] and rows[0]["verdict"] == "plateau"
+
+
+def test_an_mlflow_run_without_curves_exits_2_alone_and_is_skipped_beside_a_file(tmp_path, mlflow_uri):
+    mc = tracking.client()
+    exp = tracking.ensure_experiment(mc, "no-curves")
+    bare = mc.create_run(exp).info.run_id
+    mc.log_metric(bare, "test_accuracy", 0.9)  # an evaluation run: no curve
+    mc.set_terminated(bare)
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["diagnose", bare, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"{bare}: no finite val_accuracy / val_loss value to diagnose"
+    healthy = _write_csv(tmp_path / "healthy.csv", _healthy())
+    result = runner.invoke(app, ["diagnose", bare, str(healthy), "--out", str(out), "--no-extrapolate"])
+    assert result.exit_code == 0, result.output
+    assert f"skipped, nothing to diagnose: {bare}" in result.output
+    assert [Path_(r["source"]) for r in json.loads((out / "diagnosis.json").read_text())] == ["healthy.csv"]

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipelines.config import ConfigError, Params, load_params
+from pipelines.config import ConfigError, Params, load_diagnose_config, load_params
+from pipelines.curves.settings import DiagnoseConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,3 +111,19 @@ def test_params_are_frozen():
 def test_flat_dict_names_every_section():
     flat = Params().to_flat_dict()
     assert flat["train.epochs"] == 6 and "validate.max_label_kl" in flat and "profiles" not in flat
+
+
+def test_the_diagnose_section_alone_is_read_and_validated(tmp_path):
+    path = tmp_path / "params.yaml"
+    assert load_diagnose_config(REPO / "params.yaml") == load_params(REPO / "params.yaml").diagnose
+    assert load_diagnose_config(path, required=False) == DiagnoseConfig()
+    with pytest.raises(ConfigError, match=r"params.yaml: params file not found"):
+        load_diagnose_config(path)
+    for text in ("train: {lr: 0.01}\n", "diagnose:\n"):  # another project's sections; an empty one
+        path.write_text(text)
+        assert load_diagnose_config(path) == DiagnoseConfig()
+    path.write_text("train: {lr: 0.01}\ndiagnose: {alpha: 0.2}\n")
+    assert load_diagnose_config(path).alpha == 0.2
+    path.write_text("train: {lr: 0.01}\ndiagnose: {alpha: 0.7}\n")
+    with pytest.raises(ConfigError, match=r"^\S*params.yaml: diagnose.alpha: Input should be less than 0.5$"):
+        load_diagnose_config(path)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines.curves.detectors import validation_frequency
-from pipelines.curves.diagnose import diagnose, find_plateau
+from pipelines.curves.diagnose import NoValidationValue, diagnose, find_plateau
 from pipelines.curves.io import load_curve
 from pipelines.curves.types import Curve, Severity
 
@@ -700,7 +700,7 @@ def test_findings_sorted_and_verdict_matches() -> None:
 
 
 def test_no_validation_metric_raises() -> None:
-    with pytest.raises(ValueError, match="val_accuracy"):
+    with pytest.raises(NoValidationValue, match="^r: no finite val_accuracy / val_loss value"):
         diagnose(Curve("r", {"loss": np.linspace(2, 1, 10)}, np.arange(1, 11)))
 
 

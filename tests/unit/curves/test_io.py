@@ -169,8 +169,10 @@ def test_json_lines_appended_by_a_resumed_fit_read_as_a_csvlogger_file(tmp_path:
 
 
 def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown curve format"):
-        load_curve(tmp_path / "x.txt")
+    with pytest.raises(
+        ValueError, match=r"x\.dat: unknown curve format '\.dat'; expected a CSVLogger file \(\.csv"
+    ):
+        load_curve(tmp_path / "x.dat")
     with pytest.raises(FileNotFoundError):
         load_curve(tmp_path / "absent.csv")
 
@@ -278,6 +280,19 @@ def test_a_csvlogger_file_with_another_separator_is_read(tmp_path: Path, separat
     assert curve.metrics["val_loss"].tolist() == [1.1, 1.0]
 
 
+@pytest.mark.parametrize(
+    ("name", "separator"), [("training.log", ","), ("run.tsv", "\t"), ("run.txt", ";"), ("RUN.LOG", "\t")]
+)
+def test_a_csvlogger_file_under_another_name_is_read(tmp_path: Path, name: str, separator: str) -> None:
+    # keras.callbacks.CSVLogger takes any file name; Keras' own example is CSVLogger('training.log').
+    path = tmp_path / name
+    rows = [["epoch", "loss", "val_loss"], [0, 1.0, 1.1], [1, 0.9, 1.0]]
+    path.write_text("".join(separator.join(str(v) for v in row) + "\n" for row in rows))
+    curve = load_curve(path)
+    assert curve.run == path.stem and curve.epochs.tolist() == [1, 2]
+    assert curve.metrics["val_loss"].tolist() == [1.1, 1.0]
+
+
 def test_a_resumed_csvlogger_file_with_a_repeated_header_is_read(tmp_path: Path) -> None:
     header = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
     path = _write_csv(
@@ -303,13 +318,13 @@ def test_a_last_row_still_being_written_is_dropped_but_a_short_row_elsewhere_is_
         curve = load_curve(path)
     assert curve.epochs.tolist() == [1, 2]
     assert curve.metrics["val_loss"].tolist() == [1.1, 1.0]
-    assert "live.csv: last row (row 4) has 3 of 5 cells and no line end" in caplog.text
+    assert "live.csv: last row (line 4) has 3 of 5 cells and no line end" in caplog.text
     # The same short row with its line end is a malformed file, not a row in progress.
     ended = _write_csv(tmp_path / "ended.csv", header, [*rows, [2, 0.7, 0.8]])
-    with pytest.raises(ValueError, match=r"ended\.csv: row 4 has 3 cells, header has 5"):
+    with pytest.raises(ValueError, match=r"ended\.csv: line 4 has 3 cells, header has 5"):
         load_curve(ended)
     middle = _write_csv(tmp_path / "middle.csv", header, [rows[0], [1, 0.6], [2, 0.7, 0.8, 0.6, 0.95]])
-    with pytest.raises(ValueError, match=r"middle\.csv: row 3 has 2 cells, header has 5"):
+    with pytest.raises(ValueError, match=r"middle\.csv: line 3 has 2 cells, header has 5"):
         load_curve(middle)
 
 
@@ -376,7 +391,7 @@ def test_a_text_column_the_engine_does_not_read_is_dropped(
     with caplog.at_level("WARNING", logger="pipelines.curves.io"):
         curve = load_curve(_write_csv(tmp_path / "timed.csv", header, rows))
     assert "time" not in curve.metrics and curve.metrics["val_accuracy"].tolist() == [0.5, 0.55]
-    assert "timed.csv: column 'time' is not numeric (row 2: '2021-03-04 12:00:01'): ignored" in caplog.text
+    assert "timed.csv: column 'time' is not numeric (line 2: '2021-03-04 12:00:01'): ignored" in caplog.text
 
 
 @pytest.mark.parametrize("name", ["lr", "learning_rate"])
@@ -393,8 +408,26 @@ def test_a_text_learning_rate_column_is_dropped_under_either_name(tmp_path: Path
 def test_text_in_an_accuracy_or_loss_column_is_an_error_under_any_name(tmp_path: Path, name: str) -> None:
     header = ["epoch", name, "val_loss"] if name != "loss" else ["epoch", "loss", "val_loss"]
     rows = [[0, "oops", 1.1], [1, 0.5, 1.0]]
-    with pytest.raises(ValueError, match=f"bad.csv: column {name!r}, row 2: 'oops' is not a number"):
+    with pytest.raises(ValueError, match=f"bad.csv: column {name!r}, line 2: 'oops' is not a number"):
         load_curve(_write_csv(tmp_path / "bad.csv", header, rows))
+
+
+def test_a_bad_row_is_named_by_its_line_in_the_file_blank_lines_and_repeated_headers_counted(
+    tmp_path: Path,
+) -> None:
+    # CSVLogger(append=True) resumed: its header again, after a blank line. The bad row is the
+    # file's line 9 (the 7th row read, counting the header).
+    header = "epoch,accuracy,loss,val_accuracy,val_loss\n"
+    rows = [f"{e},0.{5 + e},1.{9 - e},0.{5 + e},1.{9 - e}\n" for e in range(5)]
+    text = header + "".join(rows[:3]) + "\n" + header + "".join(rows[3:])
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text + "5,0.9,0.2,abc,0.5\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: column 'val_accuracy', line 9: 'abc' is not a number"):
+        load_curve(bad)
+    short = tmp_path / "short.csv"
+    short.write_text(text + "5,0.9\n6,0.9,0.2,0.9,0.5\n")
+    with pytest.raises(ValueError, match=r"short\.csv: line 9 has 2 cells, header has 5"):
+        load_curve(short)
 
 
 def test_csvlogger_na_cells_are_missing_values(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from pipelines.curves import report as report_module
-from pipelines.curves.batch import EPOCH_CONVENTION
+from pipelines.curves.batch import EPOCH_CONVENTION, report_dir_name
 from pipelines.curves.diagnose import Diagnosis, diagnose
 from pipelines.curves.extrapolate import extrapolate
 from pipelines.curves.gate import gate
@@ -411,3 +411,20 @@ def test_a_diverged_run_is_drawn_with_its_onset_and_without_a_flat_tail_or_forec
     assert not any(k.startswith(("flat", "stalled", "converged", "extrapolat")) for k in legend), sorted(
         legend
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("logs/...csv", "run"),
+        ("..csv", "run"),
+        ("..", "run"),
+        ("", "run"),
+        ("../logs/run-1.csv", "run-1"),
+        ("a/../b", "a_.._b"),
+        ("a\\b", "a_b"),
+        ("3f2a9c", "3f2a9c"),
+    ],
+)
+def test_a_report_folder_name_is_one_path_component_never_dots(source, name):
+    assert report_dir_name(source) == name
