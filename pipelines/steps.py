@@ -82,7 +82,9 @@ def run_prepare(params: Params):
 def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
     """Validate the prepared data with the suites in ``expectations/``.
 
-    Writes ``paths.validation_metrics`` (DVC metrics). On failure, records the failed
+    Writes ``paths.validation_metrics`` (DVC metrics), and :data:`VALIDATED_DATA` in
+    ``paths.validation_dir``: the DVC content hash of the prepared data it judged, which training
+    and tuning check (:func:`_passed_validation`). On failure, records the failed
     validation as an MLflow run (status FAILED, ``curvewatch.run_kind=validation``) so that it is
     visible next to the training runs, then raises.
 
@@ -97,7 +99,16 @@ def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
         params.paths.validation_dir,
         suites_dir=params.paths.expectations_dir,
     )
+    from pipelines import tracking
+
     atomic_write_json(params.paths.validation_metrics, _nested(result.metrics))
+    atomic_write_json(
+        params.paths.validation_dir / VALIDATED_DATA,
+        {
+            "data_version": tracking.dvc_content_hash(params.paths.prepared_dir),
+            "success": bool(result.success),
+        },
+    )
     if not result.success:
         run_id = _log_failed_validation(params, result) if log_failure_to_mlflow else None
         raise ValidationFailed(
@@ -108,13 +119,19 @@ def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
     return result
 
 
+#: The file in ``paths.validation_dir`` naming the prepared data a validation judged.
+VALIDATED_DATA = "validated_data.json"
+
+
 def _passed_validation(params: Params) -> dict[str, Any]:
-    """``paths.validation_metrics`` of a validation that passed.
+    """``paths.validation_metrics`` of a validation that passed, of the prepared data as it is now.
 
     Raises:
         StageError: the file is missing or unreadable (validate not run), or it records a failed
             validation (``validation.success`` 0: ``curvewatch validate`` exited 1, and nothing
-            may train on that data).
+            may train on that data), or the validation judged other prepared data
+            (:data:`VALIDATED_DATA`'s content hash is not that of ``paths.prepared_dir``: prepared
+            again since, e.g. ``curvewatch prepare -S prepare.val_size=...`` or a new image folder).
     """
     path = params.paths.validation_metrics
     metrics = _read_json(path, "validate")
@@ -125,6 +142,18 @@ def _passed_validation(params: Params) -> dict[str, Any]:
         raise StageError(
             f"{path}: the last data validation did not pass (validation.success = {success}); "
             "fix the data or the expectations, then run the validate stage again"
+        )
+    from pipelines import tracking
+
+    marker = params.paths.validation_dir / VALIDATED_DATA
+    validated = _read_json(marker, "validate").get("data_version")
+    if not params.paths.prepared_dir.exists():
+        raise StageError(f"{params.paths.prepared_dir}: missing; run the prepare stage first")
+    current = tracking.dvc_content_hash(params.paths.prepared_dir)
+    if validated != current:
+        raise StageError(
+            f"{marker}: the last validation judged prepared data {validated}, not the data in "
+            f"{params.paths.prepared_dir} ({current}), prepared again since: run the validate stage again"
         )
     return metrics
 

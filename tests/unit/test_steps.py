@@ -82,8 +82,7 @@ def test_start_tune_closes_a_dead_tuning_run_and_creates_the_study(tiny_params, 
     from pipelines import tracking
 
     params = tiny_params
-    params.paths.validation_metrics.parent.mkdir(parents=True, exist_ok=True)
-    params.paths.validation_metrics.write_text(json.dumps({"validation": {"success": 1.0}}))
+    steps.run_validate(params, log_failure_to_mlflow=False)
     monkeypatch.delenv("CURVEWATCH_OPTUNA_STORAGE", raising=False)
     mc = tracking.client()
     exp = tracking.ensure_experiment(mc, params.tracking.experiment)
@@ -126,3 +125,31 @@ def test_the_series_counts_only_retrains_since_the_champion():
     newest_first = [run(4000, 0.899), run(3500, None), run(2000, 0.885), run(1000, 0.880)]
     assert steps.retrains_since(newest_first, champion_start_ms=3000) == [None, 0.899]
     assert steps.retrains_since(newest_first, champion_start_ms=0) == [0.880, 0.885, None, 0.899]
+
+
+def test_training_refuses_data_prepared_again_after_its_validation(tiny_params, params_file):
+    # The validation gate only read validation.success: after `curvewatch prepare -S
+    # prepare.val_size=...` (or a new image folder), `curvewatch train` trained on data no
+    # validation had judged, and logged the old data's validation metrics to its run.
+    from pipelines.config import load_params
+
+    params = tiny_params
+    steps.run_validate(params, log_failure_to_mlflow=False)
+    assert steps._passed_validation(params)["validation"]["success"] == 1
+    resplit = load_params(
+        params_file(
+            {
+                "base": {"dataset": "folder"},
+                "fetch": {"image_folder": str(params.fetch.image_folder), "image_size": [8, 8]},
+                "prepare": {"val_size": 0.4, "test_size": 0.25},
+            }
+        )
+    )
+    steps.run_prepare(resplit)
+    for stage in (steps.run_train, steps.start_tune):
+        with pytest.raises(
+            steps.StageError, match=r"validated_data.json: the last validation judged prepared data"
+        ):
+            stage(resplit)
+    steps.run_validate(resplit, log_failure_to_mlflow=False)
+    assert steps._passed_validation(resplit)["validation"]["success"] == 1
