@@ -312,9 +312,11 @@ def find_leakage(manifest: pd.DataFrame, id_cap: int = ID_CAP) -> dict[str, dict
 
     Returns:
         For each pair of splits present (``train-val``, ``train-test``, ``val-test``):
-        ``count`` (distinct content hashes present in both splits), ``fraction`` (count / rows of
-        the smaller split), ``smaller_split_rows``, ``rows`` (rows of the two splits whose hash is
-        shared, per split) and ``ids`` (per split, sorted, at most ``id_cap``).
+        ``count`` (distinct content hashes present in both splits), ``fraction`` (the larger of
+        the two splits' shares of rows whose image is in the other split: one training image
+        copied into 5 test rows contaminates 5 test rows, not 1), ``smaller_split_rows``, ``rows``
+        (rows of the two splits whose hash is shared, per split) and ``ids`` (per split, sorted,
+        at most ``id_cap``).
     """
     frame = manifest[["id", "split", "content_hash"]].dropna(subset=["split", "content_hash"])
     splits = _splits_present(frame)
@@ -333,7 +335,7 @@ def find_leakage(manifest: pd.DataFrame, id_cap: int = ID_CAP) -> dict[str, dict
                 ids[s] = sorted(str(x) for x in hit["id"])[:id_cap]
             out[f"{a}-{b}"] = {
                 "count": len(shared),
-                "fraction": len(shared) / smaller if smaller else 0.0,
+                "fraction": max(rows[s] / int(sizes[s]) for s in (a, b)) if smaller else 0.0,
                 "smaller_split_rows": smaller,
                 "rows": rows,
                 "ids": ids,
@@ -487,7 +489,8 @@ def cross_split_checks(
         for pair, info in leakage.items():
             if info["fraction"] > cfg.max_leakage_fraction:
                 sample = ", ".join(f"{s}: {info['ids'][s][:5]}" for s in info["ids"])
-                observed = f"{info['count']} shared images ({info['fraction']:.4%} of the smaller split)"
+                share = f"{info['fraction']:.4%} of a split's rows"
+                observed = f"{info['count']} shared images in {info['rows']} rows ({share})"
                 fail(
                     "leakage",
                     pair,

@@ -232,6 +232,20 @@ def test_leakage_below_threshold_passes_but_is_reported(cfg, suites_dir, prepare
     assert result.metrics["validation.leakage_fraction"] == pytest.approx(0.01)
 
 
+def test_leakage_counts_the_rows_a_duplicated_image_contaminates(cfg, suites_dir, prepared, good_manifest):
+    # One training image copied into 5 test rows counted once: 0.1% of 1,000 test rows "leaked"
+    # while 0.5% were, and the default max_leakage_fraction (0.001) passed it.
+    bad = good_manifest.copy()
+    train = bad.index[bad["split"] == "train"][0]
+    bad.loc[bad.index[bad["split"] == "test"][:5], "content_hash"] = bad.loc[train, "content_hash"]
+    pair = find_leakage(bad)["train-test"]
+    test_rows = int((bad["split"] == "test").sum())
+    assert pair["count"] == 1 and pair["rows"] == {"train": 1, "test": 5}
+    assert pair["fraction"] == pytest.approx(5 / test_rows)
+    result = run(cfg.model_copy(update={"max_leakage_fraction": 4.5 / test_rows}), prepared(bad), suites_dir)
+    assert failed_keys(result) == {("cross_split", "leakage", "train-test")}
+
+
 def test_find_leakage_caps_ids_and_ignores_within_split_duplicates(good_manifest):
     bad = _leak(good_manifest, 60)
     bad.loc[bad.index[bad["split"] == "val"][:2], "content_hash"] = "f" * 64  # duplicate inside val only
