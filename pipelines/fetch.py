@@ -71,8 +71,10 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
 
 SOURCE_FILE = "source.json"
 IMAGES_FILE = "images.npz"
-#: Suffixes read from an image folder (case-insensitive); other files are ignored, as Keras does.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+#: Suffixes read from an image folder (case-insensitive): those of Keras'
+#: ``image_dataset_from_directory`` (``ALLOWLIST_FORMATS``; a GIF gives its first frame); other
+#: files are ignored, as Keras does.
+IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png"})
 
 #: ``downloader(url, dest)`` writes the resource at ``url`` to the file ``dest``, raising on failure.
 Downloader = Callable[[str, Path], None]
@@ -386,7 +388,7 @@ def _fetch_folder(cfg: FetchConfig, tmp: Path) -> FetchResult:
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
         )
         if not files:
-            raise DataError(f"{class_dir}: empty class folder (no .png/.jpg/.jpeg images)")
+            raise DataError(f"{class_dir}: empty class folder (no {'/'.join(sorted(IMAGE_SUFFIXES))} images)")
         for path in files:
             try:
                 data = path.read_bytes()

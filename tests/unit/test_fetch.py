@@ -442,3 +442,16 @@ def test_real_fashion_mnist_from_system_dir(tmp_path: Path) -> None:
     assert raw.x_train.shape == (60000, 28, 28, 1) and raw.x_test is not None
     assert raw.x_test.shape == (10000, 28, 28, 1)
     assert np.bincount(raw.y_train).tolist() == [6000] * 10
+
+
+def test_bmp_and_gif_images_are_read_as_keras_reads_them(tmp_path: Path) -> None:
+    # Keras' image_dataset_from_directory reads .bmp and .gif too (ALLOWLIST_FORMATS); they were
+    # silently skipped, a class folder mixing them losing those images without a word.
+    root = tmp_path / "images"
+    write_image(root / "cat" / "a.png", (4, 4), (255, 255, 255), "PNG")
+    write_image(root / "cat" / "b.bmp", (4, 4), (0, 0, 0), "BMP")
+    write_image(root / "dog" / "c.GIF", (4, 4), (255, 255, 255), "GIF")
+    fetch(FetchConfig(image_folder=root, image_size=(4, 4)), FOLDER, tmp_path / "raw")
+    raw = load_raw(tmp_path / "raw")
+    assert list(raw.ids_train) == ["cat/a.png", "cat/b.bmp", "dog/c.GIF"]
+    assert [int(x.mean()) for x in raw.x_train] == [255, 0, 255]
