@@ -486,8 +486,10 @@ def log_params(mlflow_client: MlflowClient, run_id: str, params: Params) -> None
     """Log the full resolved config as params (``train.epochs`` ...) and as ``config/params.json``."""
     from mlflow.entities import Param
 
+    from pipelines.curves.configs import param_text
+
     flat = params.to_flat_dict()
-    batch = [Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in flat.items()]
+    batch = [Param(k, param_text(v)) for k, v in flat.items()]
     for start in range(0, len(batch), 90):
         mlflow_client.log_batch(run_id, params=batch[start : start + 90])
     mlflow_client.log_dict(run_id, params.model_dump(mode="json", by_alias=True), "config/params.json")

@@ -18,12 +18,15 @@ Two runs are *seed runs of one config* when (:func:`same_config`):
   CSVLogger file, runs logged by older versions) the data cannot be compared and the params alone
   decide.
 
-Params are compared as strings (``str(value)``), which is how MLflow stores and returns them, so a
-run's params read back from MLflow equal the same config's params built in memory.
+Params are compared as the strings MLflow stores and returns, written by one function,
+:func:`param_text` (``str(value)``; JSON for a list or a mapping), which
+:func:`pipelines.tracking.log_params` logs with: so a run's params read back from MLflow equal the
+same config's params built in memory.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +34,12 @@ from typing import Any
 DATA_VERSION_TAG = "curvewatch.data_version"
 #: Param prefixes that are not part of the training config.
 NOT_CONFIG_PREFIXES: tuple[str, ...] = ("paths.", "data.")
+
+
+def param_text(value: Any) -> str:
+    """A param value as it is logged to MLflow: JSON for a list, tuple or mapping (``[false]``,
+    ``["small_cnn"]``), else ``str(value)``; MLflow returns it unchanged."""
+    return json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
 
 
 def is_seed_key(key: str) -> bool:
@@ -47,10 +56,11 @@ def training_config(params: Mapping[str, Any]) -> dict[str, str]:
             MLflow run's ``data.params`` or a ``Curve.params``).
 
     Returns:
-        ``{key: str(value)}`` for the config keys, so in-memory and MLflow-read params compare equal.
+        ``{key: param_text(value)}`` for the config keys, so in-memory and MLflow-read params compare
+        equal (a string read from MLflow is returned as it is).
     """
     return {
-        str(k): str(v)
+        str(k): v if isinstance(v, str) else param_text(v)
         for k, v in params.items()
         if not is_seed_key(str(k)) and not str(k).startswith(NOT_CONFIG_PREFIXES)
     }

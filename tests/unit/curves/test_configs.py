@@ -6,9 +6,26 @@ from pipelines.config import Params
 from pipelines.curves.configs import DATA_VERSION_TAG, is_seed_key, run_seed, same_config, training_config
 
 
+class _Logged:
+    """Stands in for an MlflowClient: keeps the params ``tracking.log_params`` logs."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, str] = {}
+
+    def log_batch(self, run_id, params=()):
+        self.params |= {p.key: p.value for p in params}
+
+    def log_dict(self, run_id, data, path):
+        pass
+
+
 def _flat(params: Params) -> dict[str, str]:
-    """Params as MLflow returns them: flat keys, string values (what ``tracking.log_params`` logs)."""
-    return {k: str(v) for k, v in params.to_flat_dict().items()}
+    """Params as MLflow returns them: what ``tracking.log_params`` logs, as it logs them."""
+    from pipelines import tracking
+
+    client = _Logged()
+    tracking.log_params(client, "run", params)
+    return client.params
 
 
 def _params(**train) -> dict[str, str]:
@@ -51,7 +68,10 @@ def test_same_config_sees_every_other_param():
 
 
 def test_in_memory_and_mlflow_string_params_compare_equal():
-    p = Params().to_flat_dict()  # ints / floats / None
+    # Lists are logged as JSON ([false], ["small_cnn"]): compared as str() they read [False] and
+    # ['small_cnn'] in memory, and the same config did not match itself.
+    p = Params().to_flat_dict()  # ints / floats / None / lists
+    assert isinstance(p["tune.augment"], list)
     assert same_config(p, _flat(Params()))
 
 
