@@ -402,28 +402,37 @@ def apply_policy(
         registered=registration.register,
     )
     version = run_info.get("model_version") or existing_version(mlflow_client, model_name, run_id)
-    if registration.register and version is None:
-        version = register_version(
-            mlflow_client,
-            model_name,
-            model_uri=run_info["model_uri"],
-            model_id=run_info.get("model_id"),
-            run_id=run_id,
-            description=version_description(
-                verdict=verdict,
-                diagnosis=diagnosis,
-                gate_result=gate_result,
-                decision=decision,
-                data_version=run_info.get("data_version"),
-            ),
-            tags=version_tags(
-                verdict=verdict,
-                gate_result=gate_result,
-                data_version=run_info.get("data_version"),
-                decision=decision,
-                run_name=mlflow_client.get_run(run_id).info.run_name,
-            ),
+    if registration.register:
+        description = version_description(
+            verdict=verdict,
+            diagnosis=diagnosis,
+            gate_result=gate_result,
+            decision=decision,
+            data_version=run_info.get("data_version"),
         )
+        tags = version_tags(
+            verdict=verdict,
+            gate_result=gate_result,
+            data_version=run_info.get("data_version"),
+            decision=decision,
+            run_name=mlflow_client.get_run(run_id).info.run_name,
+        )
+        if version is None:
+            version = register_version(
+                mlflow_client,
+                model_name,
+                model_uri=run_info["model_uri"],
+                model_id=run_info.get("model_id"),
+                run_id=run_id,
+                description=description,
+                tags=tags,
+            )
+        else:
+            # The run's version exists (compare run again: a retry, `dvc repro`, a stricter rule):
+            # its tags and description say this gate's decision, not the first one's.
+            mlflow_client.update_model_version(model_name, version, description=description)
+            for key, value in tags.items():
+                mlflow_client.set_model_version_tag(model_name, version, key, str(value))
     promoted = decision.promote and version is not None
     if promoted and move_alias:
         tracking.promote(mlflow_client, model_name, version)

@@ -126,6 +126,13 @@ def test_compare_again_on_the_champion_gates_against_the_champion_it_replaced(fo
     again = steps.run_compare(strict)
     assert not again.promoted and again.champion_run_id == first
     assert tracking.get_champion(mc, params.tracking.registered_model).run_id == first
+    # The run's registered version says the new decision, not "promote" from the first compare.
+    (version,) = mc.search_model_versions(
+        f"name = '{params.tracking.registered_model}' and run_id = '{second}'"
+    )
+    assert version.tags["curvewatch.gate"] == again.gate_decision != "promote"
+    assert version.tags["curvewatch.promotion_rule"] == "significantly_better"
+    assert f"Gate: **{again.gate_decision}**" in version.description
 
 
 def test_fail_on_regression_fails_on_a_regression_only_and_never_after_moving_the_alias(folder_project):
