@@ -342,7 +342,8 @@ def plot_val_curves(
     recent: Sequence[Curve] = (),
     findings: Sequence[Finding] = (),
 ) -> Figure:
-    """Matplotlib ``Figure`` of ``val_accuracy`` per epoch (x: 1-based epochs, y: accuracy).
+    """Matplotlib ``Figure`` of ``val_accuracy`` per epoch (x: 1-based epochs, y: accuracy), or of
+    the monitored metric (``val_loss``) for a run that logged no ``val_accuracy``.
 
     Challenger bold (its best epoch marked; labelled "run" when there is no champion, as for a
     file diagnosed alone), champion dashed black, recent runs thin and light.
@@ -352,8 +353,8 @@ def plot_val_curves(
     ``overfitting`` finding's onset epoch (in ``findings``) to the end; a dash-dotted dark red line
     at the onset of a ``divergence`` or ``not_learning`` finding. The extrapolation
     (``diagnosis.extrapolation``) is drawn dashed (:func:`_extrapolation_xy`), with its long-run
-    limit dotted. Level, band and extrapolation are drawn only when the diagnosis monitored
-    ``val_accuracy`` (a ``val_loss`` level does not belong on an accuracy axis).
+    limit dotted. Level, band and extrapolation are drawn only when the diagnosis monitored the
+    plotted metric (a ``val_loss`` level does not belong on an accuracy axis).
 
     Uses ``matplotlib.figure.Figure`` directly (no pyplot), so no global backend or figure
     registry is touched and nothing leaks between calls.
@@ -376,23 +377,28 @@ def plot_val_curves(
     # (about 0.03 s of every flow run): the labels here are fixed text and accuracies, so these fit.
     fig.subplots_adjust(**_CURVE_MARGINS)
     ax = fig.add_subplot(1, 1, 1)
+    # val_accuracy, the metric the product reads; a run without it (a loss-only CSVLogger file)
+    # shows the curve its diagnosis read instead of an empty accuracy axis under its plateau.
+    metric = (
+        "val_accuracy" if _xy(challenger, "val_accuracy") is not None else diagnosis.monitor or "val_accuracy"
+    )
     for i, run in enumerate(recent):
-        xy = _xy(run, "val_accuracy")
+        xy = _xy(run, metric)
         if xy is not None:
             ax.plot(*xy, color="0.6", lw=0.8, alpha=0.6, label="recent runs" if i == 0 else None)
     if champion is not None:
-        xy = _xy(champion, "val_accuracy")
+        xy = _xy(champion, metric)
         if xy is not None:
             ax.plot(*xy, color="black", ls="--", lw=1.5, label=f"champion ({champion.run})")
-    xy_ch = _xy(challenger, "val_accuracy")
+    xy_ch = _xy(challenger, metric)
     last_epoch = _last_epoch(challenger)
     if xy_ch is not None:
         # "challenger" only beside a champion: a file diagnosed alone is just the run.
         role = "challenger" if champion is not None else "run"
         ax.plot(*xy_ch, color="C0", lw=2.5, label=f"{role} ({challenger.run})")
     else:
-        ax.text(0.5, 0.5, "no val_accuracy logged", transform=ax.transAxes, ha="center")
-    same_units = diagnosis.monitor == "val_accuracy"
+        ax.text(0.5, 0.5, f"no {metric} logged", transform=ax.transAxes, ha="center")
+    same_units = diagnosis.monitor == metric
     best = diagnosis.best_epoch
     if same_units and best is not None and xy_ch is not None:
         at = np.flatnonzero(xy_ch[0] == best)
@@ -445,8 +451,8 @@ def plot_val_curves(
             )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch (counted from 1)")
-    ax.set_ylabel("val_accuracy")
-    ax.set_title(f"validation accuracy: {challenger.run}")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{'validation accuracy' if metric == 'val_accuracy' else metric}: {challenger.run}")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)

@@ -337,7 +337,9 @@ def test_extrapolation_to_the_budget_of_a_stopped_run_has_a_band(tmp_path):
     assert json.loads(paths.json.read_text())["diagnosis"]["extrapolation"]["budget"] == 60
 
 
-def test_a_loss_monitored_diagnosis_draws_nothing_in_loss_units_on_the_accuracy_axis(tmp_path):
+def test_a_loss_only_run_is_drawn_in_val_loss_with_what_its_diagnosis_read(tmp_path):
+    # A CSVLogger file without accuracy columns drew its plateau and overfitting bands on an empty
+    # 0-1 accuracy axis ("no val_accuracy logged"): the PNG showed no curve at all.
     rng = np.random.default_rng(0)
     e = np.arange(1, 31)
     val_loss = np.where(e < 10, 2.3 - 0.18 * e, 0.68) + rng.normal(0, 0.004, e.size)
@@ -351,10 +353,12 @@ def test_a_loss_monitored_diagnosis_draws_nothing_in_loss_units_on_the_accuracy_
     assert d.monitor == "val_loss" and d.plateau_onset_epoch is not None and d.extrapolation is not None
     fig = plot_val_curves(curve, diagnosis=d, findings=d.findings)
     ax = fig.axes[0]
-    assert any(t.get_text() == "no val_accuracy logged" for t in ax.texts)
+    assert not ax.texts and ax.get_ylabel() == "val_loss"
+    run_line = next(line for line in ax.lines if line.get_label() == "run (loss-only)")
+    np.testing.assert_allclose(run_line.get_ydata(), val_loss)
     labels = _legend(fig)
-    assert not any(k.startswith(("extrapolat", "best epoch")) for k in labels)
-    assert not ax.collections  # no level band, no forecast band
+    assert f"best epoch {d.best_epoch}" in labels and any(k.startswith("extrapolation") for k in labels)
+    assert ax.collections  # the plateau's level band, in the loss's own units
     paths = render_report(tmp_path, challenger=curve, diagnosis=d)
     md = paths.markdown.read_text(encoding="utf-8")
     assert f"best epoch: {d.best_epoch} (by val_loss)" in md and ": val_loss 0.6" in md
