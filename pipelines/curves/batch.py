@@ -61,7 +61,9 @@ def diagnose_all(
 
 
 def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:
-    """Machine-readable form: one object per run with its verdict, plateau and findings."""
+    """Machine-readable form: one object per run with its verdict, plateau and findings, and
+    ``epoch_convention`` (:data:`EPOCH_CONVENTION`: every epoch number in it counts from 1), as in
+    the per-run ``report.json``."""
     rows = []
     for r in results:
         d = r.diagnosis
@@ -72,6 +74,7 @@ def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:
                     "run": r.curve.run,
                     "verdict": d.verdict,
                     "flagged": r.flagged,
+                    "epoch_convention": EPOCH_CONVENTION,
                     "epochs": int(len(r.curve.epochs)),
                     "epoch_budget": r.curve.epoch_budget,
                     "plateau_onset_epoch": d.plateau_onset_epoch,

@@ -58,6 +58,8 @@ def test_flags_a_stall_and_writes_the_report(tmp_path):
     assert result.exit_code == 1, result.output
     assert "plateau" in result.output and "healthy" in result.output
     rows = {Path_(r["source"]): r for r in json.loads((out / "diagnosis.json").read_text())}
+    # Which epoch numbering it uses, as the per-run report.json says: CSVLogger files count from 0.
+    assert all(r["epoch_convention"].startswith("Epochs are counted from 1") for r in rows.values())
     assert rows["stall.csv"]["verdict"] == "plateau" and rows["stall.csv"]["flagged"]
     assert abs(rows["stall.csv"]["plateau_level"] - 0.472) < 0.01
     assert rows["healthy.csv"]["verdict"] == "healthy" and not rows["healthy.csv"]["flagged"]
