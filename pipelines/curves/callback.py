@@ -269,7 +269,9 @@ def last_improvement_epoch(
     """1-based epoch of the last improvement by more than ``min_delta`` over the best so far.
 
     Keras' ``EarlyStopping`` counts its patience from the last epoch that beat the best by more
-    than ``min_delta`` (https://keras.io/api/callbacks/early_stopping/); :func:`should_stop` passes
+    than ``min_delta``, the best being that of the last counted improvement
+    (https://keras.io/api/callbacks/early_stopping/: gains smaller than ``min_delta`` add up until
+    they count); :func:`should_stop` passes
     the metric's own epoch-to-epoch noise SD (:func:`pipelines.curves.noise.estimate_noise`,
     capped by the binomial SD of one measurement and never below 1.5 examples: :func:`_min_delta`),
     so a new best within noise does not restart the count.
@@ -289,10 +291,12 @@ def last_improvement_epoch(
         if value is None or not math.isfinite(float(value)):
             continue
         v = sign * float(value)
+        # As Keras: the best moves only on an improvement that counts. Moving it on every smaller
+        # gain too made a steady climb of less than min_delta an epoch never count, and the live
+        # stop fired on runs still rising (0.800, 0.801, ... 0.809 with min_delta 0.0015 read as
+        # "last improved at epoch 1").
         if epoch is None or v > best + min_delta:
             best, epoch = v, index
-        else:
-            best = max(best, v)
     return epoch
 
 
@@ -306,6 +310,7 @@ def should_stop(
     config: DiagnoseConfig | None = None,
     stop_on_divergence: bool = True,
     forecast: bool = False,
+    weights_kept: bool = True,
     **overrides: Any,
 ) -> StopDecision:
     """Whether a run still training should stop now, and why, in one line.
@@ -378,13 +383,16 @@ def should_stop(
         forecast: when stopping, extrapolate the monitored metric to ``epoch_budget``
             (:mod:`pipelines.curves.extrapolate`, about 0.2 s) and say what the run would likely
             have reached.
+        weights_kept: whether the caller keeps the best epoch's weights (``restore_best_weights``);
+            the stop line says "(weights kept)" only then.
         **overrides: single thresholds of :class:`DiagnoseConfig` (e.g. ``live_patience=5``).
 
     Returns:
         A :class:`StopDecision` (unpacks as ``stop, finding``).
 
     Raises:
-        ValueError: no validation metric in ``history`` (nothing to decide on), or an unknown or
+        ValueError: no validation metric in ``history`` (nothing to decide on), metrics of unequal
+            length (one value per epoch, NaN where none was logged), or an unknown or
             invalid threshold in ``overrides`` (pydantic's ``ValidationError`` is a ``ValueError``:
             e.g. ``live_patience`` below ``min_plateau_epochs``).
     """
@@ -392,6 +400,15 @@ def should_stop(
     history = {name: list(values) for name, values in canonical_names(dict(history)).items()}
     if not any(name in history and len(history[name]) > 0 for name in VALIDATION_METRICS):
         raise ValueError(f"history has no {' / '.join(VALIDATION_METRICS)}: found {sorted(history)}")
+    lengths = {name: len(values) for name, values in history.items()}
+    if len(set(lengths.values())) > 1:
+        # A History of fit(validation_freq=k) holds val_* for every k-th epoch only: its epochs
+        # cannot be told apart (the patience and the stop line indexed the short lists as if each
+        # value were one epoch, then failed with IndexError).
+        raise ValueError(
+            f"history: metrics of unequal length {lengths}; give one value per epoch, NaN where an "
+            "epoch was not validated (fit(validation_freq=k)), as DiagnosisCallback records them"
+        )
     cfg = config or DEFAULT
     if overrides:
         cfg = DiagnoseConfig(**(cfg.model_dump() | overrides))
@@ -492,7 +509,9 @@ def should_stop(
             # restore_best_weights would keep are still getting better, whatever accuracy shows.
             return _NO
         chosen = stall if stall is not None else _converged_finding(diagnosis)
-    return StopDecision(True, chosen, _reason(history, diagnosis, chosen, size, epoch_budget, forecast))
+    return StopDecision(
+        True, chosen, _reason(history, diagnosis, chosen, size, epoch_budget, forecast, weights_kept)
+    )
 
 
 def _reason(
@@ -502,13 +521,15 @@ def _reason(
     epoch: int,
     epoch_budget: int | None,
     forecast: bool,
+    weights_kept: bool = True,
 ) -> str:
     line = f"stopped at epoch {epoch}: {finding.message}"
     monitor = diagnosis.monitor
     if monitor and diagnosis.best_epoch is not None:
         values = history[monitor]
         best = values[diagnosis.best_epoch - 1]
-        line += f"; best {monitor} {fmt(float(best))} at epoch {diagnosis.best_epoch} (weights kept)"
+        kept = " (weights kept)" if weights_kept else ""
+        line += f"; best {monitor} {fmt(float(best))} at epoch {diagnosis.best_epoch}{kept}"
         if forecast and epoch_budget and epoch_budget > epoch and finding.code != Code.DIVERGENCE:
             from pipelines.curves.extrapolate import extrapolate
 
@@ -519,10 +540,13 @@ def _reason(
                 fit = extrapolate(x[ok], y[ok], epoch_budget, higher_is_better=monitor != "val_loss")
                 if math.isfinite(fit.value_at_budget):
                     half = 1.96 * fit.value_std
+                    # An accuracy lies in [0, 1], a loss at or above 0: so does its interval.
+                    top = 1.0 if monitor != "val_loss" else math.inf
+                    lo = min(max(fit.value_at_budget - half, 0.0), top)
+                    hi = min(max(fit.value_at_budget + half, 0.0), top)
                     line += (
                         f"; training on to epoch {epoch_budget} would likely have reached "
-                        f"{fmt(fit.value_at_budget)} (95% interval {fmt(fit.value_at_budget - half)}"
-                        f" to {fmt(fit.value_at_budget + half)})"
+                        f"{fmt(fit.value_at_budget)} (95% interval {fmt(lo)} to {fmt(hi)})"
                     )
     return line
 
@@ -605,8 +629,10 @@ def _build_callback_class() -> type:
                 num_classes: classes of the task, if known (enables not-learning / low-level checks).
                 class_prior: the training labels' class shares, if known (chance = majority share).
                 baseline_accuracy: a simple baseline's validation accuracy, if known.
-                restore_best_weights: on stopping, restore the weights of the best monitored epoch,
-                    as ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` does.
+                restore_best_weights: with ``stop_on_plateau``, end training with the weights of
+                    the best monitored epoch, whether this callback stopped the run or not (the
+                    budget reached, another callback's stop), as
+                    ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` does in Keras 3.
                 config: thresholds (default: ``params.yaml``'s ``diagnose`` defaults).
                 forecast: on stopping, say what the run would likely have reached by its budget.
                 run: name used in log messages.
@@ -642,6 +668,13 @@ def _build_callback_class() -> type:
             self._best: float | None = None
             self._best_weights: list[Any] | None = None
             self._epochs = 0
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            # As Keras 3's EarlyStopping: the best weights, however the run ended. Only when this
+            # callback decides stops: logging alone (run_train) leaves the weights to train()'s own
+            # EarlyStopping(monitor="val_loss").
+            if self.stop_on_plateau and self.restore_best_weights and self._best_weights is not None:
+                self.model.set_weights(self._best_weights)
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             self._reset()
@@ -711,6 +744,7 @@ def _build_callback_class() -> type:
                 stop_on_divergence=self.stop_on_divergence,
                 baseline_accuracy=self.baseline_accuracy,
                 forecast=self.forecast,
+                weights_kept=self.restore_best_weights,
             )
             if decision.stop and decision.finding is not None:
                 self.model.stop_training = True

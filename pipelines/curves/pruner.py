@@ -135,7 +135,15 @@ def _engine(
 ):
     from pipelines.curves.callback import should_stop
 
-    return should_stop({metric: list(values)}, budget, num_classes=num_classes, config=config, forecast=False)
+    # A pruned trial's weights are not kept: its reason does not say they are.
+    return should_stop(
+        {metric: list(values)},
+        budget,
+        num_classes=num_classes,
+        config=config,
+        forecast=False,
+        weights_kept=False,
+    )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -132,22 +133,22 @@ def test_last_improvement_epoch_ignores_gains_within_min_delta() -> None:
     assert last_improvement_epoch([None, math.nan], 0.0) is None
 
 
-def test_should_stop_does_not_restart_patience_on_a_new_best_within_noise() -> None:
-    # A real corpus run (1,000 validation examples): val_accuracy reaches 0.925 at epoch 11 and
-    # gains one example (0.926) at epoch 16, while val_loss has risen since epoch 8.
+def test_should_stop_counts_a_new_best_as_keras_does() -> None:
+    # A real corpus run (1,000 validation examples): val_accuracy 0.924 at epoch 8, 0.925 at epoch
+    # 11 (one example: within min_delta, not counted), 0.926 at epoch 16: two examples above the
+    # last counted best, which counts, as in Keras' EarlyStopping (gains under min_delta add up;
+    # the best had followed every uncounted gain, so a steady climb of under min_delta an epoch
+    # never counted and was stopped while still rising). The stop confirmed at epoch 14 holds
+    # there; after the new best it waits its patience again.
     import pandas as pd
 
     csv = Path(__file__).parents[2] / "fixtures" / "corpus" / "synth-tabular-healthy-rlrop-s0.csv"
     frame = pd.read_csv(csv)
     history = {c: frame[c].tolist() for c in ("loss", "accuracy", "val_loss", "val_accuracy")}
     assert int(np.argmax(frame["val_accuracy"])) + 1 == 16
-    # One example more is one step of the accuracy's grid, no improvement beyond the measurement: the
-    # stop confirmed before it (epoch 14) stands on the epochs just after it. Counted from epoch 16,
-    # patience would hold the stop until epoch 19 (it did: min_delta was the curve's noise SD,
-    # 0.00095, under the 0.001 of one example).
-    assert should_stop({k: v[:14] for k, v in history.items()}, 40).stop
-    for epochs in (16, 17, 18):
-        assert should_stop({k: v[:epochs] for k, v in history.items()}, 40).stop, epochs
+    stops = [e for e in range(10, 30) if should_stop({k: v[:e] for k, v in history.items()}, 40).stop]
+    assert stops[:2] == [14, 15]
+    assert not set(stops) & set(range(16, 22)) and 22 in stops
 
 
 def test_should_stop_waits_while_val_loss_sets_new_bests() -> None:
@@ -465,3 +466,84 @@ def test_a_convergence_waits_no_longer_than_early_stopping_after_a_val_loss_best
     assert stops and stops[0] <= keras_stop, stops[:1]
     # Its own patience still holds: nothing before 5 epochs after the best.
     assert stops[0] >= 9 + 5
+
+
+def test_gains_below_min_delta_add_up_as_in_keras():
+    # The best followed every gain smaller than min_delta, so a steady climb of 0.001 an epoch
+    # (min_delta 0.0015) never counted: "last improved at epoch 1", and the live stop fired on runs
+    # still rising. Keras moves its best only on an improvement that counts.
+    climb = [0.800 + 0.001 * i for i in range(10)]
+    assert last_improvement_epoch(climb, 0.0015) == 9
+    assert last_improvement_epoch([-v for v in climb], 0.0015, higher_is_better=False) == 9
+    assert last_improvement_epoch([0.8, 0.8005, 0.8009, 0.8012], 0.0015) == 1  # within noise: no
+
+
+def _flat_run(n: int = 30) -> dict[str, list[float]]:
+    rng = np.random.default_rng(0)
+    t = np.arange(1, n + 1)
+    acc = np.minimum(0.97 - 0.5 * np.exp(-t / 1.5), 1) + rng.normal(0, 0.002, n)
+    val_loss = 0.1 + 1.5 * np.exp(-t / 1.5) + rng.normal(0, 0.002, n)
+    return {
+        "loss": (val_loss * 0.9).tolist(),
+        "accuracy": (acc + 0.005).tolist(),
+        "val_accuracy": acc.tolist(),
+        "val_loss": val_loss.tolist(),
+    }
+
+
+def test_a_history_validated_every_kth_epoch_is_refused_clearly():
+    # History of fit(validation_freq=2): val_* hold every 2nd epoch. The patience and the stop line
+    # indexed them as one value an epoch, then failed with IndexError.
+    history = _flat_run()
+    history["val_accuracy"] = history["val_accuracy"][1::2]
+    with pytest.raises(ValueError, match=r"unequal length .*NaN where an epoch was not validated"):
+        should_stop(history, 60)
+
+
+def test_the_forecast_interval_of_an_accuracy_stays_within_0_and_1(monkeypatch):
+    # value +- 1.96 SD was printed as it came: an upper bound of 1.0056 on an accuracy.
+    import pipelines.curves.extrapolate as extrapolate_module
+
+    real = extrapolate_module.extrapolate
+
+    def wide(*args, **kwargs):
+        fit = real(*args, **kwargs)
+        return dataclasses.replace(fit, value_at_budget=0.995, value_std=0.01)
+
+    monkeypatch.setattr(extrapolate_module, "extrapolate", wide)
+    decision = should_stop(_flat_run(), 60, forecast=True)
+    assert decision.stop
+    assert decision.reason.endswith("would likely have reached 0.995 (95% interval 0.975 to 1.000)"), (
+        decision.reason
+    )
+
+
+def test_the_callback_ends_with_the_best_weights_however_the_run_ended():
+    # The best weights came back only when the callback itself stopped the run: a run that reached
+    # its budget (or that another callback stopped) ended with its last weights, while Keras 3's
+    # EarlyStopping(restore_best_weights=True) restores them in on_train_end whatever ended it.
+    import keras
+
+    from pipelines.curves.callback import DiagnosisCallback
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    callback = DiagnosisCallback(stop_on_plateau=True, epoch_budget=3)
+    callback.set_model(model)
+    callback.on_train_begin()
+    weights_at = {}
+    for epoch, val_accuracy in enumerate([0.5, 0.9, 0.6]):
+        model.set_weights([np.full_like(w, epoch + 1.0) for w in model.get_weights()])
+        weights_at[epoch + 1] = model.get_weights()
+        callback.on_epoch_end(
+            epoch, {"loss": 1.0, "val_accuracy": val_accuracy, "val_loss": 1.0 - val_accuracy}
+        )
+    assert callback.stopped_epoch == 0  # the budget ended it, not the callback
+    callback.on_train_end()
+    for got, best in zip(model.get_weights(), weights_at[2], strict=True):
+        np.testing.assert_array_equal(got, best)
+
+
+def test_the_stop_line_says_weights_kept_only_when_they_are():
+    history = _flat_run()
+    assert "(weights kept)" in should_stop(history, 60).reason
+    assert "(weights kept)" not in should_stop(history, 60, weights_kept=False).reason
