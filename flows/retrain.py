@@ -4,15 +4,20 @@ Orchestration only: each task wraps one ``pipelines.steps.run_*`` function, the 
 the matching ``dvc.yaml`` stage calls through ``curvewatch <stage>``, and the decisions live in
 ``pipelines.schedule`` and ``pipelines.versioning``:
 
-* inside the DVC project, fetch, prepare, validate and baseline run only when ``dvc status`` says
-  they changed (as ``dvc repro`` would; fetch's deps include the image folder, so new images show);
-  the baseline runs beside training;
+* inside the DVC project, one ``dvc status`` of every stage of ``dvc.yaml`` comes first; fetch,
+  prepare, validate and baseline run only when it says they changed (as ``dvc repro`` would;
+  fetch's deps include the image folder, so new images show); the baseline runs beside training;
 * after fetching, the run is skipped when the data version and params equal those of the last
-  successful run (:func:`pipelines.schedule.decide_retrain`), in one log line;
+  successful run (:func:`pipelines.schedule.decide_retrain`), in one log line; inside the DVC project
+  only when, besides, ``dvc.lock`` records that run (not a run outside the project, e.g. with ``-S``
+  overrides, nor one whose commit or push failed) and ``dvc status`` showed no stage other than
+  fetch changed (an edited code file or expectation suite is a dep of its stage): else the log
+  line names what changed, and the run retrains and records;
 * at the end the stages that ran are recorded with ``dvc commit`` and pushed (``dvc.lock`` is then
   clean), and ``dvc.lock`` is attached to the MLflow run, whose lock tag says pending from before
   the gate until then (a run that failed in between, e.g. its commit or push, is not skipped
-  after: the next run retrains);
+  after: the next run retrains); a run whose gate failed (``compare.fail_on_regression``) is
+  recorded too, so the next run with the same data, params and code skips after it;
 * a gate failure and a series stall emit the Prefect events ``curvewatch.regression`` and
   ``curvewatch.series_stall``;
 * MLflow at the start, and Keras with its backend once the run will train, are imported with
@@ -71,9 +76,10 @@ def fetch_task(params: Params):
 
 
 @task(name="decide", cache_policy=NO_CACHE)
-def decide_task(params: Params, force: bool) -> schedule.RetrainDecision:
+def decide_task(params: Params, force: bool, changed: list[str] | None) -> schedule.RetrainDecision:
     current = schedule.current_fingerprint(params)
-    return schedule.decide_retrain(current, schedule.last_successful_fingerprint(params), force=force)
+    last = schedule.last_successful_fingerprint(params)
+    return schedule.decide_retrain(current, last, force=force, changed_stages=changed)
 
 
 @task(name="dvc-status", cache_policy=NO_CACHE)
@@ -263,13 +269,16 @@ async def _retrain(
     if project is None:
         logger.info("not recorded in dvc.lock: %s", not_versioned)
     skippable = list(schedule.SKIPPABLE_STAGES)
-    # One `dvc status` for the data stages: fetch's deps include the image folder, so an added,
-    # removed or edited image shows here, and an unchanged folder (or Fashion-MNIST) is not re-read.
-    changed = changed_task(project, ["fetch", *skippable]) if project else None
+    # One `dvc status` for every stage: fetch's deps include the image folder, so an added, removed
+    # or edited image shows here, and an unchanged folder (or Fashion-MNIST) is not re-read; a stage
+    # whose code, expectation suite, params or outputs changed keeps an unchanged data version from
+    # skipping (fetch, PIPELINE_STAGES[0], is left out of that: it is rerun and committed either way).
+    changed = changed_task(project, list(schedule.PIPELINE_STAGES)) if project else None
     fetched = changed is None or "fetch" in changed
     if fetched:
         fetch_task(params)
-    decision = decide_task(params, force)
+    stale = None if changed is None else [s for s in schedule.PIPELINE_STAGES[1:] if s in changed]
+    decision = decide_task(params, force, stale)
     logger.info(decision.reason)
     if not decision.retrain:
         if project is not None and fetched:  # e.g. fetch's code changed: dvc.lock records the rerun
@@ -309,12 +318,14 @@ async def _retrain(
     if committed is not None:
         committed.result()
     evaluate_task(params, trained.model)
-    if project is not None:
-        # From before the gate tag (compare) until version_task has recorded the run in dvc.lock and
-        # pushed it, its lock tag says pending: a failure or a kill in between (compare, the report,
-        # the series watch, the commit or push) leaves a run the next scheduled run retrains after,
-        # not one it skips after (pipelines.schedule.last_fingerprint).
-        tracking.set_tags(tracking.client(), trained.run_id, {tracking.LOCK_TAG: tracking.LOCK_PENDING})
+    # From before the gate tag (compare) until version_task has recorded the run in dvc.lock and
+    # pushed it, its lock tag says pending: a failure or a kill in between (compare, the report,
+    # the series watch, the commit or push) leaves a run the next scheduled run retrains after,
+    # not one it skips after (pipelines.schedule.last_fingerprint). Outside the DVC project it says
+    # outside-project for good: dvc.lock never records the run, and no run in the project skips after it.
+    lock = tracking.LOCK_PENDING if project is not None else tracking.LOCK_OUTSIDE
+    tracking.set_tags(tracking.client(), trained.run_id, {tracking.LOCK_TAG: lock})
+    stages = [*(["baseline"] if "baseline" in run else []), *schedule.TRAINING_STAGES]
     try:
         outcome = compare_task(params)
     except steps.GateFailed as exc:
@@ -323,18 +334,17 @@ async def _retrain(
             watch_task(params, exc.outcome)
         if project is not None:
             # A failed gate is final (compare.fail_on_regression): the same data and params give the
-            # same verdict, so the next run skips after it, as after any gated run; nothing is pending.
+            # same verdict. Compare wrote its outputs before failing, so the run is recorded as any
+            # gated run (dvc.lock describes the workspace, `dvc status` is clean) and the next run
+            # skips after it; if the commit or push fails, the tag stays pending and it retrains.
             try:
-                tracking.client().delete_tag(trained.run_id, tracking.LOCK_TAG)
-            except Exception as tag_error:  # noqa: BLE001 - the gate's failure is the one to report
-                logger.warning("run %s: lock tag left pending (%s)", trained.run_id, tag_error)
+                version_task(project, stages, trained.run_id)
+            except Exception as version_error:  # noqa: BLE001 - the gate's failure is the one to report
+                logger.warning("run %s: not recorded in dvc.lock (%s)", trained.run_id, version_error)
         raise
     await _report_artifact(outcome)
     watch_task(params, outcome)
-    lock_md5 = None
-    if project is not None:
-        stages = [*(["baseline"] if "baseline" in run else []), "train", "evaluate", "compare"]
-        lock_md5 = version_task(project, stages, trained.run_id)
+    lock_md5 = version_task(project, stages, trained.run_id) if project is not None else None
     return RetrainSummary(
         validation_passed=True,
         validation_message=f"({_expectations_checked(params):.0f} expectations)",

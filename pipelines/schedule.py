@@ -4,7 +4,9 @@ Pure functions over plain values; the flow (``flows/retrain.py``) gathers the in
 version of the fetched data, the params, the last successful run from MLflow) and acts on the result.
 Like ``dvc repro`` skipping a stage whose deps and params are unchanged
 (https://dvc.org/doc/command-reference/repro), a retrain whose data version (DVC content hash of
-``paths.raw_dir``) and resolved params equal those of the last successful run would only repeat it.
+``paths.raw_dir``) and resolved params equal those of the last successful run would only repeat it;
+inside a DVC project only when, besides, ``dvc.lock`` records that run and ``dvc status`` shows no
+stage changed (a code file or an expectation suite is a dep of its stage).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Fingerprint:
     #: False for a past run of a flow in a DVC project whose outputs were never committed and pushed
     #: (its ``pipelines.tracking.LOCK_TAG`` still says pending): ``dvc.lock`` does not describe it.
     recorded: bool = True
+    #: False for a past run of the flow outside the DVC project (its ``pipelines.tracking.LOCK_TAG``
+    #: says ``LOCK_OUTSIDE``): ``dvc.lock`` never describes it.
+    in_project: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,14 +61,24 @@ class RetrainDecision:
     reason: str  # one line, for the flow log
 
 
-def decide_retrain(current: Fingerprint, last: Fingerprint | None, *, force: bool = False) -> RetrainDecision:
+def decide_retrain(
+    current: Fingerprint,
+    last: Fingerprint | None,
+    *,
+    force: bool = False,
+    changed_stages: Sequence[str] | None = None,
+) -> RetrainDecision:
     """Retrain unless the data version and params equal those of the last successful run, and
-    ``dvc.lock`` records that run (``last.recorded``).
+    ``dvc.lock`` records that run (``last.recorded``); inside a DVC project (``changed_stages`` not
+    ``None``) also unless that run was made outside it (``last.in_project`` False) or a stage changed.
 
     Args:
         current: this run's data version and params.
         last: the last successful retrain's (``None``: there is none).
         force: retrain even when nothing changed.
+        changed_stages: inside a DVC project, the stages of ``dvc.yaml`` other than fetch (which the
+            flow has rerun by then) that ``dvc status`` reports changed since ``dvc.lock``, e.g. a
+            stage whose code or expectation suite was edited; ``None`` outside a DVC project.
 
     Returns:
         The decision and a one-line reason naming what changed, or the run that already did it.
@@ -80,11 +95,24 @@ def decide_retrain(current: Fingerprint, last: Fingerprint | None, *, force: boo
             f"retraining: run {last.run_id or '?'}, with this data version and params, was never"
             " recorded in dvc.lock (its DVC commit or push did not finish)",
         )
+    in_project = changed_stages is not None
+    if data_same and params_same and in_project and not last.in_project:
+        return RetrainDecision(
+            True,
+            f"retraining: run {last.run_id or '?'}, with this data version and params, ran outside"
+            " the DVC project (dvc.lock does not record it)",
+        )
+    if data_same and params_same and changed_stages:
+        return RetrainDecision(
+            True,
+            f"retraining: data version and params unchanged since run {last.run_id or '?'}, but dvc"
+            f" status shows changed since dvc.lock: {', '.join(changed_stages)}",
+        )
     if data_same and params_same:
         return RetrainDecision(
             False,
             f"skipped training: data version {current.data_version} and params unchanged since "
-            f"run {last.run_id or '?'}",
+            f"run {last.run_id or '?'}" + (", and no stage changed in dvc status" if in_project else ""),
         )
     diffs = [
         (what, old, new)
@@ -102,6 +130,10 @@ def decide_retrain(current: Fingerprint, last: Fingerprint | None, *, force: boo
 #: The stages before training that a retrain skips when DVC says they are unchanged, in dvc.yaml
 #: order, each with the stage whose output it reads.
 SKIPPABLE_STAGES: dict[str, str] = {"prepare": "fetch", "validate": "prepare", "baseline": "prepare"}
+#: The stages every retrain runs, in dvc.yaml order.
+TRAINING_STAGES = ("train", "evaluate", "compare")
+#: Every stage of dvc.yaml, in its order: what the flow asks ``dvc status`` about.
+PIPELINE_STAGES = ("fetch", *SKIPPABLE_STAGES, *TRAINING_STAGES)
 
 
 def stages_to_run(changed: set[str], upstream: Mapping[str, str] = SKIPPABLE_STAGES) -> list[str]:
@@ -129,15 +161,20 @@ def last_fingerprint(runs: Sequence[Any]) -> Fingerprint | None:
     first): finished, through the gate (tag ``curvewatch.gate`` set by the compare stage), and
     carrying both fingerprint tags. ``None`` when there is none. Its ``recorded`` is False when
     the run's ``curvewatch.dvc_lock_md5`` tag is still pending (a flow run whose DVC commit or push
-    failed after the gate); a run without the tag (``dvc repro``, a flow outside a DVC project)
-    counts as recorded."""
-    from pipelines.tracking import GATE_TAG, LOCK_PENDING, LOCK_TAG
+    failed after the gate), its ``in_project`` False when the tag says ``outside-project`` (a flow
+    run outside the DVC project); a run without the tag (``dvc repro``) counts as recorded."""
+    from pipelines.tracking import GATE_TAG, LOCK_OUTSIDE, LOCK_PENDING, LOCK_TAG
 
     for run in runs:
         tags = run.data.tags
         if run.info.status == "FINISHED" and GATE_TAG in tags and DATA_TAG in tags and PARAMS_TAG in tags:
+            lock = tags.get(LOCK_TAG)
             return Fingerprint(
-                tags[DATA_TAG], tags[PARAMS_TAG], run.info.run_id, recorded=tags.get(LOCK_TAG) != LOCK_PENDING
+                tags[DATA_TAG],
+                tags[PARAMS_TAG],
+                run.info.run_id,
+                recorded=lock != LOCK_PENDING,
+                in_project=lock != LOCK_OUTSIDE,
             )
     return None
 

@@ -47,9 +47,12 @@ CHAMPION_RUN_TAG = "curvewatch.champion_run_id"
 #: On a training run of a ``retrain`` flow in a DVC project: the MD5 of the ``dvc.lock`` that records
 #: it (``pipelines/versioning.py``), once its outputs are committed and pushed; :data:`LOCK_PENDING`
 #: from before the flow's compare task until then, and left so when anything in between fails, so
-#: that such a run is not taken for a recorded one (``pipelines.schedule.last_fingerprint``).
+#: that such a run is not taken for a recorded one (``pipelines.schedule.last_fingerprint``). On a
+#: training run of a ``retrain`` flow outside the DVC project (``-S`` overrides, another profile or
+#: params file): :data:`LOCK_OUTSIDE`, set before its compare task; ``dvc.lock`` never records it.
 LOCK_TAG = "curvewatch.dvc_lock_md5"
 LOCK_PENDING = "pending"
+LOCK_OUTSIDE = "outside-project"
 #: MLflow search filter for finished training runs (not validation-only runs).
 FINISHED_TRAINING = f"tags.`{RUN_KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
 

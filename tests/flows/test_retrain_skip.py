@@ -91,7 +91,7 @@ def test_a_run_whose_dvc_commit_failed_is_not_skipped_after(dvc_folder_project, 
     """The gate passed but DVC could not record the run (commit or push failed): the flow run fails,
     the MLflow run's lock tag stays pending, and the next run with the same data and params
     retrains and records, where it used to skip after a run that dvc.lock does not describe. A run
-    whose gate fails (``compare.fail_on_regression``) leaves no pending tag: the next one skips."""
+    whose gate fails (``compare.fail_on_regression``) is recorded in dvc.lock: the next one skips."""
     project = dvc_folder_project()
     commit_and_push = versioning.commit_and_push
 
@@ -120,8 +120,9 @@ def test_a_run_whose_dvc_commit_failed_is_not_skipped_after(dvc_folder_project, 
     assert run_retrain().skipped  # recorded now: the third run skips
 
     # A gate that fails under compare.fail_on_regression is final: the same data and params give the
-    # same verdict. The failed run's lock tag is cleared (nothing is pending), so the next run with
-    # the same params skips after it instead of retraining the same regression every night.
+    # same verdict. The failed run is recorded in dvc.lock as any gated run (`dvc status` clean), so
+    # the next run with the same params skips after it instead of retraining the same regression
+    # every night.
     params_file = project.root / "params.yaml"
     raw = yaml.safe_load(params_file.read_text())
     raw["train"]["learning_rate"] = 1e-7
@@ -131,6 +132,43 @@ def test_a_run_whose_dvc_commit_failed_is_not_skipped_after(dvc_folder_project, 
         run_retrain()
     regressed = mc.get_run(info.value.outcome.run_id)
     assert regressed.data.tags[tracking.GATE_TAG] != "promote"
-    assert tracking.LOCK_TAG not in regressed.data.tags
+    assert regressed.data.tags[tracking.LOCK_TAG] == versioning.lock_md5(project)
+    assert dvc_status(project.root) == DVC_CLEAN
     again = run_retrain()
     assert again.skipped and regressed.info.run_id in again.skipped, again.skipped
+
+
+def test_a_changed_code_file_retrains_although_data_and_params_are_unchanged(dvc_folder_project):
+    """An edited dep of a stage (here the project's pipelines/train.py, a dep of train) shows in
+    ``dvc status``: the next run retrains and records, where it used to skip after the last run
+    and leave ``dvc status`` reporting train changed."""
+    project = dvc_folder_project()
+    first = run_retrain()
+    assert first.skipped is None and dvc_status(project.root) == DVC_CLEAN
+    with (project.root / "pipelines" / "train.py").open("a") as f:
+        f.write("\n# a code fix\n")
+    assert "\ntrain:\n" in f"\n{dvc_status(project.root)}\n"
+    second = run_retrain()
+    assert second.skipped is None and second.run_id not in (None, first.run_id)
+    assert dvc_status(project.root) == DVC_CLEAN
+    third = run_retrain()
+    assert third.skipped and second.run_id in third.skipped, third.skipped
+
+
+def test_a_run_outside_the_dvc_project_is_not_skipped_after(dvc_folder_project):
+    """A flow run with ``-S`` overrides trains but is not recorded in dvc.lock: writing the same
+    params into params.yaml then runs, records and leaves ``dvc status`` clean, where it skipped
+    after the override run and left dvc.lock describing the older model."""
+    project = dvc_folder_project()
+    outside = run_retrain(overrides=["train.epochs=3"])
+    assert outside.skipped is None and outside.dvc_lock_md5 is None
+    params_file = project.root / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["train"]["epochs"] = 3
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    inside = run_retrain()
+    assert inside.skipped is None and inside.run_id != outside.run_id
+    mc = tracking.client()
+    assert mc.get_run(outside.run_id).data.tags[tracking.LOCK_TAG] == tracking.LOCK_OUTSIDE
+    assert mc.get_run(inside.run_id).data.tags[tracking.LOCK_TAG] == versioning.lock_md5(project)
+    assert dvc_status(project.root) == DVC_CLEAN

@@ -85,6 +85,43 @@ def test_a_run_never_recorded_in_dvc_lock_is_not_skipped_after():
     assert decide_retrain(Fingerprint("d2", "p"), last).reason.startswith("retraining: data version changed")
 
 
+def test_in_a_dvc_project_a_changed_stage_or_a_run_outside_it_is_not_skipped_after():
+    """Inside a DVC project (``changed_stages`` given) an unchanged data version and params skip only
+    when ``dvc status`` shows no stage changed and the last run was made in the project: a flow run
+    outside it (tag ``LOCK_OUTSIDE``) is not in dvc.lock. Outside a project the rule is unchanged."""
+    from pipelines.tracking import LOCK_OUTSIDE, LOCK_TAG
+
+    full = {DATA_TAG: "d", PARAMS_TAG: "p", "curvewatch.gate": "promote"}
+    inside = last_fingerprint([_run("inside", **full, **{LOCK_TAG: "0123abcd"})])
+    outside = last_fingerprint([_run("outside", **full, **{LOCK_TAG: LOCK_OUTSIDE})])
+    assert outside == Fingerprint("d", "p", "outside", in_project=False)
+    current = Fingerprint("d", "p")
+
+    decision = decide_retrain(current, inside, changed_stages=["validate", "train"])
+    assert decision.retrain is True and "validate, train" in decision.reason and "\n" not in decision.reason
+    decision = decide_retrain(current, outside, changed_stages=[])
+    assert decision.retrain is True and "outside" in decision.reason and "dvc.lock" in decision.reason
+    skipped = decide_retrain(current, inside, changed_stages=[])
+    assert skipped.retrain is False and "inside" in skipped.reason
+    # Outside a DVC project (no `dvc status`): unchanged data and params skip, after either run.
+    assert decide_retrain(current, outside).retrain is False
+    assert decide_retrain(current, inside).retrain is False
+    assert decide_retrain(Fingerprint("d2", "p"), inside, changed_stages=["train"]).reason.startswith(
+        "retraining: data version changed"
+    )
+
+
+def test_pipeline_stages_are_the_stages_of_dvc_yaml_in_order():
+    """The flow asks ``dvc status`` about ``PIPELINE_STAGES``: all of dvc.yaml's, so any changed
+    stage keeps a run from skipping."""
+    import yaml
+
+    from pipelines.schedule import PIPELINE_STAGES
+    from tests.conftest import REPO
+
+    assert list(PIPELINE_STAGES) == list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+
+
 def test_params_md5_ignores_schedule_and_tune_only(params_file):
     base = load_params(params_file())
     assert params_md5(base) == params_md5(
