@@ -26,6 +26,11 @@ PARAMS_TAG = "curvewatch.params_md5"
 DATA_TAG = "curvewatch.data_version"
 #: Params sections that do not change what a retrain produces: when it runs, and the tuner's search.
 NOT_RUN_DEFINING = ("schedule", "tune")
+#: Single keys that do not either: where the dataset is fetched from (its files are checksummed,
+#: and the data version says whether they changed) and the folders of scratch state.
+NOT_RUN_DEFINING_KEYS = frozenset(
+    {"fetch.source_dir", "fetch.system_dir", "fetch.url", "paths.backup_dir", "paths.tune_dir"}
+)
 
 #: Prefect resource id of the series-watch events: this prefix and the registered model's name.
 MODEL_RESOURCE_PREFIX = "curvewatch.model."
@@ -35,8 +40,14 @@ SERIES_STALL_EVENT = "curvewatch.series_stall"
 
 def params_md5(params: Params) -> str:
     """MD5 of the resolved params (``Params.to_flat_dict``, profiles applied) as sorted JSON,
-    leaving out the sections in :data:`NOT_RUN_DEFINING`. 32 hex characters."""
-    flat = {k: v for k, v in params.to_flat_dict().items() if k.split(".")[0] not in NOT_RUN_DEFINING}
+    leaving out the sections in :data:`NOT_RUN_DEFINING` and the keys in
+    :data:`NOT_RUN_DEFINING_KEYS` (moving the dataset's folder retrained byte-identical data).
+    32 hex characters."""
+    flat = {
+        k: v
+        for k, v in params.to_flat_dict().items()
+        if k.split(".")[0] not in NOT_RUN_DEFINING and k not in NOT_RUN_DEFINING_KEYS
+    }
     return hashlib.md5(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
 
 

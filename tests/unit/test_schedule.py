@@ -122,7 +122,7 @@ def test_pipeline_stages_are_the_stages_of_dvc_yaml_in_order():
     assert list(PIPELINE_STAGES) == list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
 
 
-def test_params_md5_ignores_schedule_and_tune_only(params_file):
+def test_params_md5_ignores_schedule_tune_and_where_the_data_comes_from(params_file):
     base = load_params(params_file())
     assert params_md5(base) == params_md5(
         load_params(params_file({"schedule": {"retrain_cron": "5 1 * * 1"}}))
@@ -130,6 +130,12 @@ def test_params_md5_ignores_schedule_and_tune_only(params_file):
     assert params_md5(base) == params_md5(load_params(params_file({"tune": {"n_trials": 2}})))
     assert params_md5(base) != params_md5(load_params(params_file({"train": {"epochs": 2}})))
     assert len(params_md5(base)) == 32
+    # Where the dataset comes from (checksummed files; the data version tells a change) and the
+    # scratch folders define nothing: moving the dataset's folder retrained byte-identical data.
+    moved = {"fetch": {"source_dir": "/elsewhere", "url": "https://mirror.example/"}}
+    assert params_md5(base) == params_md5(load_params(params_file(moved)))
+    assert params_md5(base) == params_md5(load_params(params_file({"paths": {"tune_dir": "/tmp/x"}})))
+    assert params_md5(base) != params_md5(load_params(params_file({"paths": {"model_file": "m/x.keras"}})))
 
 
 def test_watch_events_for_gate_failure_and_series_stall():
