@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import TrainConfig
-from pipelines.io_utils import atomic_write_text, atomic_write_via
+from pipelines.io_utils import atomic_write_text, atomic_write_via, write_npz
 
 #: Keras metric names, in the order of the history CSV (after ``epoch``).
 HISTORY_KEYS: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -46,6 +46,10 @@ _HISTORY_BACKUP_NAME = "curvewatch_state.json"
 # A training that ended normally, kept by its caller (keep_finished) until everything after the fit
 # is done: the final model (best weights restored) beside the state file, which then says finished.
 _FINISHED_MODEL_NAME = "finished.keras"
+# EarlyStopping's best weights so far (``model.get_weights()`` as ``w0``, ``w1``, ... plus the 0-based
+# ``epoch`` they are from), rewritten atomically whenever val_loss improves, before the state file
+# that records EarlyStopping's counters: a resumed run restores the best weights of every epoch.
+_BEST_WEIGHTS_NAME = "best.weights.npz"
 
 
 class TrainingInterrupted(Exception):
@@ -106,6 +110,9 @@ class BackupState:
     #: Set when the training had ended normally (:func:`keep_finished`): the :class:`TrainResult`
     #: fields other than ``model`` and ``history``.
     finished: dict[str, Any] | None = None
+    #: EarlyStopping's ``best``, ``wait``, ``best_epoch`` (0-based) and ``stopped_epoch`` after the
+    #: last epoch in ``epochs``; its best weights are in ``best.weights.npz``. None: not recorded.
+    early_stopping: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,12 +175,15 @@ class TrainResult:
     """What :func:`train` returns.
 
     Attributes:
-        model: the compiled ``keras.Model`` holding the best weights (by ``val_loss``) of this run.
+        model: the compiled ``keras.Model`` holding the best weights (by ``val_loss``) of this run,
+            those of epochs run before an interruption included when it resumed from a backup.
         history: Keras metric name -> one float per epoch run (``HISTORY_KEYS``), including epochs
             run before an interruption when the run resumed from a backup.
         epochs_run: number of epochs in ``history``.
         stopped_early: EarlyStopping ended the run before ``cfg.epochs``.
-        best_epoch: 1-based epoch with the lowest finite ``val_loss``; 0 when none was finite.
+        best_epoch: 1-based epoch whose weights ``model`` holds: EarlyStopping's best, the lowest
+            finite ``val_loss`` (of the epochs since the resume only when its state could not be
+            restored, see :func:`train`); 0 when it kept no epoch with a finite ``val_loss``.
         train_seconds: wall-clock seconds spent in ``fit`` by this call (not earlier, interrupted calls).
         device: ``"cpu"`` or ``"gpu:<device name>"`` as seen by the active Keras backend.
         mixed_precision: the model computed in float16 (``mixed_float16`` policy).
@@ -311,9 +321,14 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _make_callbacks(
-    cfg: TrainConfig, backup_dir: Path, prior: dict[int, dict[str, float]], identity: dict[str, Any]
+    cfg: TrainConfig,
+    backup_dir: Path,
+    prior: dict[int, dict[str, float]],
+    identity: dict[str, Any],
+    prior_early: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the always-on callbacks; classes are defined here so importing keras stays lazy."""
+    """Build the always-on callbacks; classes are defined here so importing keras stays lazy.
+    ``prior_early`` is the resumed backup's EarlyStopping state (:attr:`BackupState.early_stopping`)."""
     import keras
 
     class EpochRecorder(keras.callbacks.Callback):
@@ -323,9 +338,11 @@ def _make_callbacks(
             super().__init__()
             self.epochs: dict[int, dict[str, float]] = dict(prior)
             self.first_epoch: int | None = None
+            # EarlyStopping's state after the last epoch in ``epochs``.
+            self.early_state: dict[str, Any] | None = dict(prior_early) if prior_early else None
 
         def write(self) -> None:
-            _write_state(backup_dir, identity, self.epochs)
+            _write_state(backup_dir, identity, self.epochs, early_stopping=self.early_state)
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             # Recorded before the first epoch ends, so a run killed in its first epoch still
@@ -347,17 +364,102 @@ def _make_callbacks(
                 self.epochs = {e: v for e, v in self.epochs.items() if e < epoch}
             self.epochs[epoch] = {k: float(logs[k]) for k in HISTORY_KEYS if k in logs}
 
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose state can be carried across a resume: :meth:`snapshot` gives its
+        counters, :meth:`resume` puts them back with the best weights kept in ``best.weights.npz``
+        (Keras' own starts afresh at every ``fit``, knowing only the epochs after the resume)."""
+
+        def snapshot(self) -> dict[str, Any]:
+            best = None if self.best is None else float(self.best)
+            return {
+                "best": best,
+                "wait": int(self.wait),
+                "best_epoch": int(self.best_epoch),
+                "stopped_epoch": int(self.stopped_epoch),
+            }
+
+        def resume(self, state: Mapping[str, Any]) -> None:
+            """Restore a :meth:`snapshot` (call after ``on_train_begin``).
+
+            Raises:
+                ValueError, KeyError, OSError: ``best.weights.npz`` is missing, unreadable, from
+                another epoch than ``state["best_epoch"]`` or does not fit the model.
+            """
+            weights = None
+            if state["best"] is not None:
+                with np.load(backup_dir / _BEST_WEIGHTS_NAME, allow_pickle=False) as saved:
+                    if int(saved["epoch"]) != int(state["best_epoch"]):
+                        raise ValueError(
+                            f"{_BEST_WEIGHTS_NAME} holds epoch {int(saved['epoch']) + 1}, "
+                            f"not {int(state['best_epoch']) + 1}"
+                        )
+                    weights = [saved[f"w{i}"] for i in range(len(saved.files) - 1)]
+                shapes = [tuple(w.shape) for w in self.model.get_weights()]
+                if [w.shape for w in weights] != shapes:
+                    raise ValueError(f"{_BEST_WEIGHTS_NAME} does not fit the model")
+            self.best = state["best"]
+            self.wait = int(state["wait"])
+            self.best_epoch = int(state["best_epoch"])
+            self.stopped_epoch = int(state["stopped_epoch"])
+            self.best_weights = weights
+
+    early = ResumableEarlyStopping(
+        monitor=MONITOR, patience=cfg.early_stopping_patience, restore_best_weights=True
+    )
+
     class StateWriter(keras.callbacks.Callback):
         """Writes the recorder's state file after BackupAndRestore has saved the epoch (it comes
-        after it in the list): the state never claims an epoch whose weights are not on disk."""
+        after it in the list): the state never claims an epoch whose weights are not on disk.
+        Before it, when val_loss improved, EarlyStopping's best weights (``best.weights.npz``), so
+        the state's EarlyStopping counters never name best weights that are not on disk either.
+
+        On resume (``on_train_begin``, after BackupAndRestore's, once Keras' resume point is known),
+        puts the backup's EarlyStopping state back into ``early``, and when EarlyStopping had stopped
+        the run, moves Keras' start epoch (``_initial_epoch``, which BackupAndRestore sets, read by
+        every backend's ``fit`` after ``on_train_begin``) to the end so that no further epoch runs.
+        When Keras resumes from another epoch than the state's last (a backup cut short by a kill)
+        or the best weights cannot be read, EarlyStopping starts afresh, with a ``RuntimeWarning``.
+        """
 
         def __init__(self, recorder: EpochRecorder) -> None:
             super().__init__()
             self.recorder = recorder
+            self.saved_best: int | None = None  # the epoch in best.weights.npz, written by this run
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            resumed_at = getattr(self.model, "_initial_epoch", None) or 0
+            if prior_early is None or not resumed_at:
+                return
+            try:
+                if resumed_at != len(prior):
+                    raise ValueError(
+                        f"Keras resumes after epoch {resumed_at}, its state after epoch {len(prior)}"
+                    )
+                early.resume(prior_early)
+            except (OSError, ValueError, KeyError) as error:
+                warnings.warn(
+                    f"EarlyStopping state in {backup_dir} not restored ({error}); it starts afresh",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return
+            self.saved_best = early.best_epoch if early.best_weights is not None else None
+            if early.stopped_epoch > 0:
+                self.model._initial_epoch = max(resumed_at, int(self.params["epochs"]))
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if logs is not None:
-                self.recorder.write()
+            if logs is None:
+                return
+            if early.best_weights is not None and early.best_epoch != self.saved_best:
+                arrays = {f"w{i}": w for i, w in enumerate(early.best_weights)}
+                write_npz(
+                    backup_dir / _BEST_WEIGHTS_NAME,
+                    {"epoch": np.int64(early.best_epoch), **arrays},
+                    compress=False,
+                )
+                self.saved_best = early.best_epoch
+            self.recorder.early_state = early.snapshot()
+            self.recorder.write()
 
     class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         """BackupAndRestore keeping the previous epoch's copy (``double_checkpoint``), which Keras
@@ -395,9 +497,7 @@ def _make_callbacks(
     return {
         "recorder": recorder,
         "nan": RecordingTerminateOnNaN(),
-        "early": keras.callbacks.EarlyStopping(
-            monitor=MONITOR, patience=cfg.early_stopping_patience, restore_best_weights=True
-        ),
+        "early": early,
         "reduce_lr": keras.callbacks.ReduceLROnPlateau(
             monitor=MONITOR, factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience
         ),
@@ -413,7 +513,7 @@ _KERAS_BACKUP_FILES = (
     "training_metadata.json",
     "training_metadata.json.bkp",
 )
-_BACKUP_FILES = (*_KERAS_BACKUP_FILES, _HISTORY_BACKUP_NAME, _FINISHED_MODEL_NAME)
+_BACKUP_FILES = (*_KERAS_BACKUP_FILES, _HISTORY_BACKUP_NAME, _BEST_WEIGHTS_NAME, _FINISHED_MODEL_NAME)
 
 
 def config_hash(cfg: TrainConfig, seed: int, input_shape: Sequence[int], num_classes: int) -> str:
@@ -458,6 +558,7 @@ def read_backup_state(backup_dir: Path) -> BackupState | None:
             epochs={int(e): {k: float(v) for k, v in logs.items()} for e, logs in raw["epochs"].items()},
             pid=raw.get("pid"),
             finished=dict(raw["finished"]) if raw.get("finished") is not None else None,
+            early_stopping=dict(raw["early_stopping"]) if raw.get("early_stopping") is not None else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -506,10 +607,12 @@ def _write_state(
     identity: Mapping[str, Any],
     epochs: Mapping[int, Mapping[str, float]],
     finished: Mapping[str, Any] | None = None,
+    early_stopping: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the backup's state file (what :func:`read_backup_state` reads) atomically: the
     training's ``run_id``, ``data_version`` and ``config_hash``, this pid, every finished epoch's
-    logs and, for a finished training, its ``finished`` record."""
+    logs, EarlyStopping's state after the last of them and, for a finished training, its
+    ``finished`` record."""
     state = {
         "run_id": identity["run_id"],
         "data_version": identity["data_version"],
@@ -517,6 +620,7 @@ def _write_state(
         "pid": os.getpid(),
         "epochs": {str(e): dict(v) for e, v in sorted(epochs.items())},
         **({"finished": dict(finished)} if finished is not None else {}),
+        **({"early_stopping": dict(early_stopping)} if early_stopping is not None else {}),
     }
     atomic_write_text(Path(backup_dir) / _HISTORY_BACKUP_NAME, json.dumps(state))
 
@@ -591,10 +695,12 @@ def discard_backup(backup_dir: Path, names: Sequence[str] = _BACKUP_FILES) -> No
         (Path(backup_dir) / name).unlink(missing_ok=True)
 
 
-def _prior_history(backup_dir: Path, identity: dict[str, Any]) -> dict[int, dict[str, float]]:
-    """The epochs of an interrupted run with the same identity; any other backup is discarded
-    with a ``RuntimeWarning`` saying why, so BackupAndRestore neither resumes the wrong run nor
-    fails to load mismatched weights."""
+def _prior_history(
+    backup_dir: Path, identity: dict[str, Any]
+) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None]:
+    """The epochs and EarlyStopping state of an interrupted run with the same identity; any other
+    backup is discarded with a ``RuntimeWarning`` saying why, so BackupAndRestore neither resumes
+    the wrong run nor fails to load mismatched weights."""
     state = read_backup_state(backup_dir)
     if state is not None:
         reason = resume_mismatch(
@@ -604,14 +710,14 @@ def _prior_history(backup_dir: Path, identity: dict[str, Any]) -> dict[int, dict
             config_hash=identity["config_hash"],
         )
         if reason is None:
-            return state.epochs
+            return state.epochs, state.early_stopping
     elif not (backup_dir.is_dir() and any((backup_dir / name).exists() for name in _BACKUP_FILES)):
-        return {}
+        return {}, None
     else:
         reason = "it has no readable curvewatch state"
     warnings.warn(f"{backup_dir}: discarding the training backup: {reason}", RuntimeWarning, stacklevel=3)
     discard_backup(backup_dir)
-    return {}
+    return {}, None
 
 
 @contextlib.contextmanager
@@ -796,17 +902,22 @@ def train(
     ``cfg.early_stopping_patience``, best weights restored), ReduceLROnPlateau (``val_loss``,
     ``cfg.reduce_lr_factor``, ``cfg.reduce_lr_patience``), BackupAndRestore(``backup_dir``, keeping the
     previous epoch's copy for a backup cut short by a kill), the writer of the recorder's state file
-    (after the backup, so the state never claims an epoch whose weights are not on disk), then
-    ``callbacks``. The fit runs inside :func:`release_traced_gradients`, so that on TensorFlow its
-    traced training graphs are freed with the model (about 17 MiB a fit otherwise stays allocated in a
-    process that trains model after model). If ``backup_dir`` holds the state of an interrupted run with
-    the same ``run_id``, ``data_version`` and :func:`config_hash` (the whole train section, seed and
-    data shape), the weights, optimizer state and epoch counter are restored and the returned history
-    also holds the epochs run before the interruption (EarlyStopping/ReduceLROnPlateau counters
-    restart); a backup of any other run is discarded with a ``RuntimeWarning`` that says which of the
-    three differs. ``backup_dir`` is deleted when fitting ends without an exception. SIGTERM or SIGINT
-    (in the main thread) abandons the epoch in progress at the next batch and raises
-    :class:`TrainingInterrupted`; every finished epoch is already in the backup. After a NaN loss,
+    (after the backup, so the state never claims an epoch whose weights are not on disk; it also keeps
+    EarlyStopping's counters and, in ``best.weights.npz``, its best weights), then ``callbacks``. The
+    fit runs inside :func:`release_traced_gradients`, so that on TensorFlow its traced training graphs
+    are freed with the model (about 17 MiB a fit otherwise stays allocated in a process that trains
+    model after model). If ``backup_dir`` holds the state of an interrupted run with the same
+    ``run_id``, ``data_version`` and :func:`config_hash` (the whole train section, seed and data
+    shape), the weights, optimizer state and epoch counter are restored, the returned history also
+    holds the epochs run before the interruption, and EarlyStopping carries on with its best value,
+    best weights and patience counter from before the interruption: the returned model and
+    ``best_epoch`` are the best of all epochs, and a run it had stopped trains no further epoch (it
+    starts afresh, with a ``RuntimeWarning``, when Keras resumes from another epoch than the state's
+    last, after a kill cut the backup short; ReduceLROnPlateau's counters restart). A backup of any
+    other run is discarded with a ``RuntimeWarning`` that says which of the three differs.
+    ``backup_dir`` is deleted when fitting ends without an exception. SIGTERM or SIGINT (in the main
+    thread) abandons the epoch in progress at the next batch and raises :class:`TrainingInterrupted`;
+    every finished epoch is already in the backup. After a NaN loss,
     EarlyStopping still restores the best finite epoch's weights, if any.
 
     Args:
@@ -856,8 +967,8 @@ def train(
         "data_version": data_version or data_fingerprint(data),
         "config_hash": config_hash(cfg, seed, data.input_shape, data.num_classes),
     }
-    prior = _prior_history(backup_dir, identity)
-    own = _make_callbacks(cfg, backup_dir, prior, identity)
+    prior, prior_early = _prior_history(backup_dir, identity)
+    own = _make_callbacks(cfg, backup_dir, prior, identity, prior_early)
     flag: dict[str, Any] = {"signum": None, "epochs_done": len(prior), "backup_dir": backup_dir}
     stop = _stop_callback(flag, own["recorder"])
     start = time.perf_counter()
@@ -883,12 +994,17 @@ def train(
     epochs = recorder.epochs
     resumed_from = recorder.first_epoch if recorder.first_epoch is not None else len(epochs)
     history = _history(epochs)
+    early = own["early"]
+    # EarlyStopping put the weights of its best epoch back at the end of fit (Keras 3 does so even
+    # when it did not stop the run), those of an epoch before the resume included.
+    kept = early.best_weights is not None and early.best is not None and math.isfinite(early.best)
+    best_epoch = sorted(epochs).index(early.best_epoch) + 1 if kept and early.best_epoch in epochs else 0
     return TrainResult(
         model=model,
         history=history,
         epochs_run=len(epochs),
-        stopped_early=own["early"].stopped_epoch > 0,
-        best_epoch=_best_epoch(history[MONITOR]),
+        stopped_early=early.stopped_epoch > 0,
+        best_epoch=best_epoch,
         train_seconds=seconds,
         device=device,
         mixed_precision=mixed,

@@ -172,6 +172,66 @@ def test_interrupted_run_resumes_from_backup_with_complete_history(tmp_path: Pat
     assert not backup.exists()
 
 
+def _noisy(digits: TrainData) -> TrainData:
+    """Validation labels shuffled: val_loss is lowest in the first epochs, then only rises."""
+    rng = np.random.default_rng(3)
+    return TrainData(digits.x_train, digits.y_train, digits.x_val, rng.permutation(digits.y_val), 10)
+
+
+@pytest.mark.parametrize("interrupted_after", [3, 6], ids=["mid-run", "after-the-last-epoch"])
+def test_a_resumed_run_keeps_the_best_weights_of_the_epochs_before_the_resume(
+    tmp_path: Path, digits: TrainData, interrupted_after: int
+) -> None:
+    # Keras' EarlyStopping starts afresh at every fit: resumed, it knew only the epochs after the
+    # resume point (none after the last epoch), so the model kept was not the best_epoch reported.
+    noisy = _noisy(digits)
+    cfg = _cfg(epochs=6, learning_rate=1e-2, early_stopping_patience=10, reduce_lr_patience=10)
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            cfg, noisy, seed=0, backup_dir=backup, callbacks=[_InterruptAfter(interrupted_after)], verbose=0
+        )
+    assert (backup / "best.weights.npz").is_file()
+
+    rec = Recorder()
+    result = train(cfg, noisy, seed=0, backup_dir=backup, callbacks=[rec], verbose=0)
+    assert rec.epochs == list(range(interrupted_after, 6)) and result.epochs_run == 6
+    val_loss = result.history["val_loss"]
+    assert result.best_epoch == int(np.argmin(val_loss)) + 1
+    assert result.best_epoch <= interrupted_after  # the best epoch ran before the resume
+    loss = result.model.evaluate(noisy.x_val, noisy.y_val, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(val_loss[result.best_epoch - 1], rel=1e-3)
+    assert not backup.exists()
+
+
+class _InterruptWhenStopped(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.model.stop_training:
+            raise KeyboardInterrupt(
+                f"simulated interruption after EarlyStopping stopped at epoch {epoch + 1}"
+            )
+
+
+def test_a_run_early_stopping_had_stopped_trains_no_further_epoch_when_resumed(
+    tmp_path: Path, digits: TrainData
+) -> None:
+    noisy = _noisy(digits)
+    cfg = _cfg(epochs=12, learning_rate=1e-2, early_stopping_patience=2, reduce_lr_patience=10)
+    backup = tmp_path / "backup"
+    first = Recorder()
+    with pytest.raises(KeyboardInterrupt, match="EarlyStopping stopped"):
+        train(cfg, noisy, seed=0, backup_dir=backup, callbacks=[first, _InterruptWhenStopped()], verbose=0)
+    assert len(first.epochs) < 12
+
+    rec = Recorder()
+    result = train(cfg, noisy, seed=0, backup_dir=backup, callbacks=[rec], verbose=0)
+    assert rec.epochs == [] and result.epochs_run == len(first.epochs)
+    assert result.stopped_early
+    assert result.best_epoch == int(np.argmin(result.history["val_loss"])) + 1
+    loss = result.model.evaluate(noisy.x_val, noisy.y_val, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(result.history["val_loss"][result.best_epoch - 1], rel=1e-3)
+
+
 def test_a_backup_cut_short_by_a_kill_falls_back_to_the_previous_epoch(
     tmp_path: Path, digits: TrainData
 ) -> None:
@@ -184,7 +244,8 @@ def test_a_backup_cut_short_by_a_kill_falls_back_to_the_previous_epoch(
     assert (backup / "latest.weights.h5.bkp").is_file()
     (backup / "latest.weights.h5").write_bytes((backup / "latest.weights.h5").read_bytes()[:96])
     rec = Recorder()
-    result = train(cfg, digits, seed=0, backup_dir=backup, callbacks=[rec], verbose=0)
+    with pytest.warns(RuntimeWarning, match="EarlyStopping state .* not restored"):
+        result = train(cfg, digits, seed=0, backup_dir=backup, callbacks=[rec], verbose=0)
     assert rec.epochs == [1, 2] and result.resumed_from_epoch == 1 and result.epochs_run == 3
 
     with pytest.raises(KeyboardInterrupt):
