@@ -826,7 +826,10 @@ class PrefectServer(HttpService):
 
 class PrefectWorker:
     """One ``prefect worker`` on the ``process`` work pool ``$CURVEWATCH_WORK_POOL`` (default
-    ``curvewatch``), polling ``$PREFECT_API_URL`` or the project's Prefect server."""
+    ``curvewatch``), polling ``$PREFECT_API_URL`` or the project's Prefect server. The flow runs it
+    starts log to ``$MLFLOW_TRACKING_URI``, else to the project's MLflow server when it is up
+    (:meth:`tracking_uri`): scheduled runs had gone to ``./mlflow.db`` while the user's went to the
+    server, so the skip decision and the champion differed between two stores."""
 
     state = State("prefect-worker")
 
@@ -844,6 +847,15 @@ class PrefectWorker:
                 "is not running); start it with infra/prefect-server.sh start"
             )
         return server.url()
+
+    def tracking_uri(self) -> str | None:
+        """``$MLFLOW_TRACKING_URI``, else the project's MLflow server's URL when it is up (ours),
+        else None (MLflow's default local store)."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        server = MlflowServer()
+        return server.url() if server.owned() else None
 
     def pid(self) -> int | None:
         p = self.state.read("pid")
@@ -871,6 +883,9 @@ class PrefectWorker:
         env = dict(os.environ, PREFECT_API_URL=url, PREFECT_HOME=str(home))
         if auth:
             env["PREFECT_API_AUTH_STRING"] = auth
+        tracking = self.tracking_uri()
+        if tracking:
+            env["MLFLOW_TRACKING_URI"] = tracking
         pool = self.pool()
         args = [
             venv_bin("prefect"),
@@ -902,9 +917,13 @@ class PrefectWorker:
                 stop_group(pid, "prefect-worker")
             self.state.remove("pid")
             raise
+        store = (
+            tracking
+            or "MLflow's default local store (./mlflow.db; no MLFLOW_TRACKING_URI, no server of ours)"
+        )
         say(
-            f"prefect-worker: polling work pool '{pool}' (type process) at {url} "
-            f"(pid {pid}, log {self.state.log})"
+            f"prefect-worker: polling work pool '{pool}' (type process) at {url}, its runs logging to "
+            f"{store} (pid {pid}, log {self.state.log})"
         )
 
     def stop(self) -> None:

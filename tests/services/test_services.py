@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.services.plugin import INFRA, Services, make_services, remove_services
+from tests.services.plugin import INFRA, Server, Services, make_services, remove_services
 
 INFRA_SERVICES = INFRA / "services.py"
 
@@ -390,3 +390,22 @@ def test_a_503_while_the_server_settles_is_retried_and_a_lasting_one_returned() 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_worker_runs_flows_against_the_projects_mlflow_server(
+    mlflow_server: Server, prefect_server: Server
+):
+    # `make serve` starts the MLflow server, then the worker, with MLFLOW_TRACKING_URI unset (the
+    # Makefile only tells the user to export it afterwards): the scheduled runs went to ./mlflow.db
+    # while the user's went to the server, so the skip decision and the champion differed.
+    services = mlflow_server.services
+    env = {"CURVEWATCH_WORK_POOL": "curvewatch-tracking-test"}  # not a pool other tests' runs go to
+    assert "MLFLOW_TRACKING_URI" not in services.env
+    proc = services.run("prefect-worker.sh", "start", **env)
+    try:
+        assert f"its runs logging to {mlflow_server.url} " in proc.stdout, proc.stdout
+        pid = (services.dir / "prefect-worker" / "pid").read_text().strip()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"MLFLOW_TRACKING_URI={mlflow_server.url}".encode() in environ
+    finally:
+        services.run("prefect-worker.sh", "stop", check=False, **env)
