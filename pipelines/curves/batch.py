@@ -62,8 +62,8 @@ def diagnose_all(
 
 def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:
     """Machine-readable form: one object per run with its verdict, plateau and findings, and
-    ``epoch_convention`` (:data:`EPOCH_CONVENTION`: every epoch number in it counts from 1), as in
-    the per-run ``report.json``."""
+    ``epoch_convention`` (:data:`EPOCH_CONVENTION`: every epoch number in it counts from 1) and
+    ``read_notes`` (what the reader changed in the file), as in the per-run ``report.json``."""
     rows = []
     for r in results:
         d = r.diagnosis
@@ -75,6 +75,7 @@ def to_json(results: Sequence[RunDiagnosis]) -> list[dict[str, Any]]:
                     "verdict": d.verdict,
                     "flagged": r.flagged,
                     "epoch_convention": EPOCH_CONVENTION,
+                    "read_notes": list(r.curve.read_notes),
                     "epochs": int(len(r.curve.epochs)),
                     "epoch_budget": r.curve.epoch_budget,
                     "plateau_onset_epoch": d.plateau_onset_epoch,

@@ -407,6 +407,7 @@ def load_csv_logger(
             e.g. a time stamp, is dropped with a warning), a cell over the csv module's field size
             limit, no rows, or neither ``val_accuracy`` nor ``val_loss``.
     """
+    notes: list[str] = []  # what the reader changed or left out, for the reports (Curve.read_notes)
     path = Path(path)
     # utf-8-sig: Excel saves CSV with a byte-order mark, which would otherwise glue to "epoch".
     try:
@@ -441,12 +442,10 @@ def load_csv_logger(
     if rows and len(rows[-1]) < len(header) and not _ends_with_newline(path):
         # A CSVLogger file read while training still appends to it (or copied mid-write): its last
         # row is cut short. The epochs before it are whole.
-        log.warning(
-            "%s: last row (line %d) has %d of %d cells and no line end: a row still being written; ignored",
-            path,
-            lines[-1],
-            len(rows[-1]),
-            len(header),
+        _note(
+            notes,
+            f"{path}: last row (line {lines[-1]}) has {len(rows[-1])} of {len(header)} cells and no line "
+            "end: a row still being written; ignored",
         )
         rows, lines = rows[:-1], lines[:-1]
     if not rows:
@@ -469,10 +468,10 @@ def load_csv_logger(
                 dropped[name] = (number, cell.strip())
     for name, (number, cell) in dropped.items():
         del columns[name]
-        log.warning("%s: column %r is not numeric (line %d: %r): ignored", path, name, number, cell)
+        _note(notes, f"{path}: column {name!r} is not numeric (line {number}: {cell!r}): ignored")
     raw_epochs = np.arange(len(rows), dtype=np.float64) if numbered else np.asarray(columns.pop("epoch"))
     loss = np.asarray(columns["loss"], dtype=np.float64) if "loss" in columns else None
-    epochs, keep = _logged_epochs(raw_epochs, path, "column", loss)
+    epochs, keep = _logged_epochs(raw_epochs, path, "column", loss, notes)
     metrics = engine_metrics(
         {name: np.asarray(values, dtype=np.float64)[keep] for name, values in columns.items()}, path
     )
@@ -485,10 +484,18 @@ def load_csv_logger(
         epoch_budget=epoch_budget,
         complete=_complete_from_epochs(epochs),
         num_classes=num_classes,
+        read_notes=tuple(notes),
     )
 
 
-def resumed_rows(epochs: np.ndarray, source: Path | str) -> np.ndarray:
+def _note(notes: list[str] | None, message: str) -> None:
+    """Log ``message`` as a warning and, when the caller collects them, keep it for the reports."""
+    log.warning("%s", message)
+    if notes is not None:
+        notes.append(message)
+
+
+def resumed_rows(epochs: np.ndarray, source: Path | str, notes: list[str] | None = None) -> np.ndarray:
     """Which rows of a CSVLogger log make the run: resumed epochs re-run, and several trainings.
 
     Keras' ``CSVLogger(append=True)`` appends the rows of every ``fit`` call to one file
@@ -529,22 +536,18 @@ def resumed_rows(epochs: np.ndarray, source: Path | str) -> np.ndarray:
         repeated.extend(int(e) for e in epochs[:i][replaced])
         keep[:i] &= ~replaced
     if trainings > 1:
-        log.warning(
-            "%s: holds %d trainings (the epoch numbering starts again from %d: fit() run again without "
-            "initial_epoch, appending to the same CSVLogger file): the last one, %d rows, is read; split "
-            "the file to diagnose the others, or, if each fit went on training the same model, number "
-            "its epochs on to read them as one run",
-            source,
-            trainings,
-            first,
-            int(keep.sum()),
+        _note(
+            notes,
+            f"{source}: holds {trainings} trainings (the epoch numbering starts again from {first}: fit() "
+            "run again without initial_epoch, appending to the same CSVLogger file): the last one, "
+            f"{int(keep.sum())} rows, is read; split the file to diagnose the others, or, if each fit went "
+            "on training the same model, number its epochs on to read them as one run",
         )
     if repeated:
-        log.warning(
-            "%s: epochs %s (0-based, as CSVLogger numbers them) were logged twice: a resumed fit "
-            "re-ran them after the earlier rows were written; the later rows are used",
-            source,
-            sorted(set(repeated)),
+        _note(
+            notes,
+            f"{source}: epochs {sorted(set(repeated))} (0-based, as CSVLogger numbers them) were logged "
+            "twice: a resumed fit re-ran them after the earlier rows were written; the later rows are used",
         )
     return keep
 
@@ -559,7 +562,9 @@ CONTINUED_FIT_DOWN_SHARE = 0.7
 CONTINUED_FIT_FALL = 0.9
 
 
-def continued_fits(epochs: np.ndarray, loss: np.ndarray | None, source: Path | str) -> np.ndarray:
+def continued_fits(
+    epochs: np.ndarray, loss: np.ndarray | None, source: Path | str, notes: list[str] | None = None
+) -> np.ndarray:
     """Epoch numbers with the fits that went on training the same model numbered on.
 
     ``fit`` called again on the same model without ``initial_epoch`` (a notebook cell re-run, a
@@ -610,19 +615,22 @@ def continued_fits(epochs: np.ndarray, loss: np.ndarray | None, source: Path | s
                 base, offset = i, 0
                 out[i] = number
     if calls > 1:
-        log.warning(
-            "%s: %d fit() calls number their epochs from %d again while the training loss goes on from "
-            "where the call before left off (the same model trained again without initial_epoch, as "
-            "when a notebook cell is re-run): read as one run, its epochs numbered on",
-            source,
-            calls,
-            int(epochs[0]),
+        _note(
+            notes,
+            f"{source}: {calls} fit() calls number their epochs from {int(epochs[0])} again while the "
+            "training loss goes on from where the call before left off (the same model trained again "
+            "without initial_epoch, as when a notebook cell is re-run): read as one run, its epochs "
+            "numbered on",
         )
     return out
 
 
 def _logged_epochs(
-    raw: np.ndarray, source: Path | str, kind: str, loss: np.ndarray | None = None
+    raw: np.ndarray,
+    source: Path | str,
+    kind: str,
+    loss: np.ndarray | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(1-based epochs (E,) int64, (R,) bool rows kept) from a log's 0-based ``epoch`` values.
 
@@ -639,8 +647,8 @@ def _logged_epochs(
     too_far = np.abs(raw) > MAX_EPOCH  # beyond int64 the cast wraps (1e20 read as a negative epoch)
     if too_far.any():
         raise ValueError(f"{source}: {kind} 'epoch': {raw[too_far][0]:g} is not an epoch number")
-    numbers = continued_fits(raw.astype(np.int64), loss, source)
-    keep = resumed_rows(numbers, source)
+    numbers = continued_fits(raw.astype(np.int64), loss, source, notes)
+    keep = resumed_rows(numbers, source, notes)
     epochs = numbers[keep] + 1
     if epochs[0] < 1:
         raise ValueError(f"{source}: {kind} 'epoch': negative epoch {int(epochs[0]) - 1}")
@@ -678,6 +686,7 @@ def curve_from_history(
         ValueError: (naming the run and the metric) lists of unequal length, non-numeric values,
             no epochs, or neither ``val_accuracy`` nor ``val_loss``.
     """
+    notes: list[str] = []  # what the reader changed, for the reports (Curve.read_notes)
     if not history:
         raise ValueError(f"{run}: empty history")
     metrics: dict[str, np.ndarray] = {}
@@ -698,7 +707,7 @@ def curve_from_history(
         raise ValueError(f"{run}: no epochs in history")
     if "epoch" in metrics:
         # Appended logs (JSON lines of resumed or repeated fits) as a CSVLogger file's rows.
-        epochs, keep = _logged_epochs(metrics.pop("epoch"), run, "metric", metrics.get("loss"))
+        epochs, keep = _logged_epochs(metrics.pop("epoch"), run, "metric", metrics.get("loss"), notes)
         metrics = {name: values[keep] for name, values in metrics.items()}
     else:
         epochs = np.arange(1, size + 1, dtype=np.int64)
@@ -713,6 +722,7 @@ def curve_from_history(
         num_classes=num_classes,
         params=dict(params or {}),
         tags=dict(tags or {}),
+        read_notes=tuple(notes),
     )
 
 

@@ -162,7 +162,8 @@ def build_report_content(
     Keys: ``title``, ``run``, ``champion_run``, ``recent_runs``, ``verdict``,
     ``epoch_convention`` (how epochs are numbered, :data:`pipelines.curves.batch.EPOCH_CONVENTION`),
     ``loss_note`` (where ``loss`` / ``val_loss`` come from when not the logged losses,
-    :func:`pipelines.curves.io.penalty_free_losses`; else None),
+    :func:`pipelines.curves.io.penalty_free_losses`; else None), ``read_notes`` (what the reader
+    changed in or left out of the run's file: :attr:`pipelines.curves.types.Curve.read_notes`),
     ``diagnosis`` (monitor, flat tail: onset epoch, level, spread, kind ``stalled`` / ``converged``
     / ``flat`` and ``plateau_epochs`` it lasted before the end; best epoch; extrapolation),
     ``findings`` (list of dicts with ``code``, ``severity``, ``onset_epoch``, ``evidence``,
@@ -187,6 +188,7 @@ def build_report_content(
         "verdict": diagnosis.verdict,
         "epoch_convention": EPOCH_CONVENTION,
         "loss_note": _loss_note(challenger),
+        "read_notes": list(challenger.read_notes),
         "diagnosis": _diagnosis_content(diagnosis, challenger),
         "findings": [_finding_dict(f) for f in all_findings],
         "gate": None if gate_result is None else _gate_content(gate_result),
@@ -216,6 +218,8 @@ def render_markdown(content: Mapping[str, Any]) -> str:
     out += ["", f"_{content['epoch_convention']}_"]
     if content.get("loss_note"):
         out += ["", f"_{content['loss_note']}_"]
+    for note in content.get("read_notes") or ():
+        out += ["", f"_Read from the file: {note}_"]
     out += ["", "## Verdict", ""]
     out.append(f"**{_verdict_text(content)}**")
     lines = _diagnosis_lines(content["diagnosis"])
@@ -282,6 +286,8 @@ def render_html(content: Mapping[str, Any]) -> str:
     out.append(f'<p class="note">{_html_inline_code(content["epoch_convention"])}</p>')
     if content.get("loss_note"):
         out.append(f'<p class="note">{_html_inline_code(content["loss_note"])}</p>')
+    for note in content.get("read_notes") or ():
+        out.append(f'<p class="note">Read from the file: {e(note)}</p>')
     out += ["<h2>Verdict</h2>", f"<p><strong>{e(_verdict_text(content))}</strong></p>"]
     lines = _diagnosis_lines(content["diagnosis"])
     if lines:

@@ -39,6 +39,9 @@ class Curve:
             reads n off the accuracy grid).
         params: the run's config (flat ``{"train.learning_rate": ...}``) when known.
         tags: free-form tags (e.g. MLflow run tags).
+        read_notes: what the reader changed in, or left out of, the logged file, one sentence
+            each (fit() calls renumbered as one run, rows logged twice, a cut-short last row, a
+            text column dropped); the reports repeat them beside the epoch numbers.
     """
 
     run: str
@@ -51,6 +54,7 @@ class Curve:
     num_val_examples: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    read_notes: tuple[str, ...] = ()
 
     def get(self, name: str) -> np.ndarray | None:
         return self.metrics.get(name)

@@ -432,3 +432,25 @@ def test_a_diverged_run_is_drawn_with_its_onset_and_without_a_flat_tail_or_forec
 )
 def test_a_report_folder_name_is_one_path_component_never_dots(source, name):
     assert report_dir_name(source) == name
+
+
+def test_the_reports_say_what_the_reader_changed_in_the_file(tmp_path):
+    # fit() called three times on one model, appending to one CSVLogger file: read as one run, its
+    # epochs renumbered. That was said on stderr only; the report's epoch 20 was no row "epoch = 19".
+    from pipelines.curves import batch
+    from pipelines.curves.io import load_curve
+
+    path = Path(__file__).parents[2] / "fixtures" / "probes" / "fmnist-mlp-fit-called-three-times-append.csv"
+    curve = load_curve(path)
+    assert len(curve.read_notes) == 1 and "3 fit() calls" in curve.read_notes[0]
+    d = diagnose(curve)
+    paths = render_report(tmp_path / "run", challenger=curve, diagnosis=d)
+    assert f"_Read from the file: {curve.read_notes[0]}_" in paths.markdown.read_text(encoding="utf-8")
+    assert "Read from the file: " in paths.html.read_text(encoding="utf-8")
+    assert json.loads(paths.json.read_text())["read_notes"] == list(curve.read_notes)
+    rows = batch.to_json([batch.RunDiagnosis(str(path), curve, d)])
+    assert rows[0]["read_notes"] == list(curve.read_notes)
+    assert (
+        load_curve(Path(__file__).parents[2] / "fixtures" / "curves" / "bad-scaling-adam-s0.csv").read_notes
+        == ()
+    )
