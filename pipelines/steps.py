@@ -123,8 +123,9 @@ def run_validate(params: Params, *, log_failure_to_mlflow: bool = True):
 VALIDATED_DATA = "validated_data.json"
 
 
-def _passed_validation(params: Params) -> dict[str, Any]:
-    """``paths.validation_metrics`` of a validation that passed, of the prepared data as it is now.
+def _passed_validation(params: Params) -> tuple[dict[str, Any], str]:
+    """``paths.validation_metrics`` of a validation that passed, of the prepared data as it is now,
+    and that data's DVC content hash (the split version a training records: hashed once here).
 
     Raises:
         StageError: the file is missing or unreadable (validate not run), or it records a failed
@@ -155,7 +156,7 @@ def _passed_validation(params: Params) -> dict[str, Any]:
             f"{marker}: the last validation judged prepared data {validated}, not the data in "
             f"{params.paths.prepared_dir} ({current}), prepared again since: run the validate stage again"
         )
-    return metrics
+    return metrics, current
 
 
 def _nested(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -453,13 +454,12 @@ def _run_train_locked(params: Params, extra_callbacks: tuple) -> TrainOutcome:
     )
 
     paths = params.paths
-    validation_metrics = _passed_validation(params)
+    validation_metrics, split_version = _passed_validation(params)
     data, classes = load_train_data(params)
 
     mc = tracking.client()
     exp_id = tracking.ensure_experiment(mc, params.tracking.experiment)
     data_version = tracking.dvc_content_hash(paths.raw_dir)
-    split_version = tracking.dvc_content_hash(paths.prepared_dir)
     checkout = str(paths.backup_dir.resolve())
     state = read_backup_state(paths.backup_dir)
     identity = {

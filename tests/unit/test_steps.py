@@ -135,7 +135,7 @@ def test_training_refuses_data_prepared_again_after_its_validation(tiny_params, 
 
     params = tiny_params
     steps.run_validate(params, log_failure_to_mlflow=False)
-    assert steps._passed_validation(params)["validation"]["success"] == 1
+    assert steps._passed_validation(params)[0]["validation"]["success"] == 1
     resplit = load_params(
         params_file(
             {
@@ -152,4 +152,4 @@ def test_training_refuses_data_prepared_again_after_its_validation(tiny_params, 
         ):
             stage(resplit)
     steps.run_validate(resplit, log_failure_to_mlflow=False)
-    assert steps._passed_validation(resplit)["validation"]["success"] == 1
+    assert steps._passed_validation(resplit)[0]["validation"]["success"] == 1
