@@ -769,7 +769,9 @@ def _build_callback_class() -> type:
             return rate if math.isfinite(rate) else None
 
         def _track_best(self) -> None:
-            if not self.restore_best_weights:
+            # The best weights serve only a callback that stops the run (restored at its stop and in
+            # on_train_end): logging alone (run_train) copies no weights at its improving epochs.
+            if not (self.stop_on_plateau and self.restore_best_weights):
                 return
             if "val_accuracy" in self.history:
                 value = self.history["val_accuracy"][-1]
